@@ -1,0 +1,60 @@
+//! Indices of the per-CPU counters the datapath keeps (`COUNTERS` map).
+
+/// One slot per counter; userspace sums the per-CPU values.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Every frame the program saw.
+    Packets = 0,
+    /// Frames whose port maps to a heartbeat protocol.
+    PortMatched,
+    /// Frames decoded as a heartbeat (request, response or one-way).
+    Heartbeats,
+    /// Ring-buffer reservations that failed: events lost in the kernel.
+    RingbufLost,
+    /// Frames too short for the headers they announce.
+    Truncated,
+    /// IPv4 headers with IHL < 5 or beyond the packet, or inconsistent lengths.
+    Malformed,
+    /// Non-first IPv4 fragments (no L4 header to read).
+    Fragments,
+    /// More VLAN tags than parsed, or IPv6 extension headers before TCP/UDP.
+    Unparsed,
+    /// Frames on a heartbeat port whose payload is no heartbeat of that protocol.
+    NotHeartbeat,
+    /// New associations that could not be inserted into the flow table.
+    FlowInsertFailed,
+}
+
+pub const COUNTER_COUNT: u32 = 10;
+
+impl Counter {
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::Packets,
+        Counter::PortMatched,
+        Counter::Heartbeats,
+        Counter::RingbufLost,
+        Counter::Truncated,
+        Counter::Malformed,
+        Counter::Fragments,
+        Counter::Unparsed,
+        Counter::NotHeartbeat,
+        Counter::FlowInsertFailed,
+    ];
+
+    /// Stable name for logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Packets => "packets",
+            Counter::PortMatched => "port_matched",
+            Counter::Heartbeats => "heartbeats",
+            Counter::RingbufLost => "ringbuf_lost",
+            Counter::Truncated => "truncated",
+            Counter::Malformed => "malformed",
+            Counter::Fragments => "fragments",
+            Counter::Unparsed => "unparsed",
+            Counter::NotHeartbeat => "not_heartbeat",
+            Counter::FlowInsertFailed => "flow_insert_failed",
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Fixed-size records pushed from the datapath to userspace through the ring buffer.
+
+use crate::flow::FlowKey;
+
+/// What a [`RawEvent`] reports. Userspace maps each to an `event.action`.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// First heartbeat of a new association (`peer.up`). `seq`.
+    AssociationSeen = 1,
+    /// Sequence jumped forward by more than 1. `seq`, `aux` = expected, `value` = lost.
+    Gap = 2,
+    /// Same request sequence sent again. `seq`, `aux` = attempt (2 = first re-send).
+    Retry = 3,
+    /// A request got no response before the next request. `seq`, `value` = ns waited.
+    Unanswered = 4,
+    /// Sequence restarted. `seq`, `aux` = previous seq.
+    Restart = 5,
+    /// Duplicate or older sequence. `seq`, `aux` = expected.
+    OutOfOrder = 6,
+    /// Response that matches no outstanding request. `seq`.
+    Mismatch = 7,
+}
+
+impl EventKind {
+    #[inline(always)]
+    pub const fn from_u8(v: u8) -> Option<EventKind> {
+        Some(match v {
+            1 => EventKind::AssociationSeen,
+            2 => EventKind::Gap,
+            3 => EventKind::Retry,
+            4 => EventKind::Unanswered,
+            5 => EventKind::Restart,
+            6 => EventKind::OutOfOrder,
+            7 => EventKind::Mismatch,
+            _ => return None,
+        })
+    }
+}
+
+/// One datapath finding. `#[repr(C)]`, no padding holes left implicit, so the
+/// kernel and userspace agree byte for byte.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawEvent {
+    /// Packet time: `bpf_ktime_get_ns` (CLOCK_MONOTONIC) live, capture time offline.
+    pub ts_ns: u64,
+    /// Kind-specific number (lost count, ns waited).
+    pub value: u64,
+    pub key: FlowKey,
+    pub seq: u32,
+    /// Kind-specific number (expected seq, previous seq, attempt).
+    pub aux: u32,
+    /// Interface the packet was seen on.
+    pub ifindex: u32,
+    /// An [`EventKind`].
+    pub kind: u8,
+    /// DSCP of the packet that triggered the event.
+    pub dscp: u8,
+    pub _pad: [u8; 2],
+}
+
+pub const RAW_EVENT_SIZE: usize = core::mem::size_of::<RawEvent>();
+
+impl RawEvent {
+    /// Reads a record from ring-buffer bytes; `None` if the size is wrong.
+    pub fn from_bytes(b: &[u8]) -> Option<RawEvent> {
+        if b.len() < RAW_EVENT_SIZE {
+            return None;
+        }
+        // SAFETY: RawEvent is plain old data (integers and byte arrays); the length was checked.
+        Some(unsafe { core::ptr::read_unaligned(b.as_ptr() as *const RawEvent) })
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for RawEvent {}

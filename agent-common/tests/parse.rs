@@ -1,0 +1,113 @@
+//! L2-L4 parsing on crafted frames: tags, IPv6, bad headers, fragments.
+
+use hbwatch_common::frame::SliceFrame;
+use hbwatch_common::parse::{parse, Skip, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+
+fn eth(ethertype: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+fn ipv4(ihl_words: u8, total: u16, frag: u16, proto: u8) -> Vec<u8> {
+    let mut h = vec![0x40 | ihl_words, 0];
+    h.extend_from_slice(&total.to_be_bytes());
+    h.extend_from_slice(&[0, 0]);
+    h.extend_from_slice(&frag.to_be_bytes());
+    h.extend_from_slice(&[64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    h
+}
+
+fn udp(len: u16) -> Vec<u8> {
+    let mut h = 15000u16.to_be_bytes().to_vec();
+    h.extend_from_slice(&15000u16.to_be_bytes());
+    h.extend_from_slice(&len.to_be_bytes());
+    h.extend_from_slice(&[0, 0]);
+    h
+}
+
+fn v4_udp_frame(prefix: Vec<u8>) -> Vec<u8> {
+    let mut f = prefix;
+    f.extend(ipv4(5, 34, 0, 17));
+    f.extend(udp(14));
+    f.extend_from_slice(&[0, 0, 0, 1, 2, 0xff]);
+    f
+}
+
+#[test]
+fn plain_vlan_and_qinq() {
+    let p = parse(&SliceFrame(&v4_udp_frame(eth(0x0800)))).unwrap();
+    assert_eq!((p.transport, p.dst_port, p.payload_len, p.vlan), (IPPROTO_UDP, 15000, 6, 0));
+    let mut tagged = eth(0x8100);
+    tagged.extend_from_slice(&[0x00, 0x64, 0x08, 0x00]);
+    let p = parse(&SliceFrame(&v4_udp_frame(tagged))).unwrap();
+    assert_eq!((p.vlan, p.payload_off), (100, 14 + 4 + 28));
+    let mut qinq = eth(0x88a8);
+    qinq.extend_from_slice(&[0x00, 0x0a, 0x81, 0x00, 0x00, 0x14, 0x08, 0x00]);
+    let p = parse(&SliceFrame(&v4_udp_frame(qinq))).unwrap();
+    assert_eq!((p.vlan, p.payload_off, p.payload_len), (20, 14 + 8 + 28, 6));
+    let mut three = eth(0x88a8);
+    three.extend_from_slice(&[0, 1, 0x81, 0x00, 0, 2, 0x81, 0x00, 0, 3, 0x08, 0x00]);
+    assert_eq!(parse(&SliceFrame(&v4_udp_frame(three))), Err(Skip::Unparsed));
+}
+
+#[test]
+fn ipv6_udp_and_extension_headers() {
+    let mut f = eth(0x86dd);
+    f.extend_from_slice(&[0x60 | (46 >> 2), (46 << 6) as u8, 0, 0, 0, 14, 17, 64]);
+    f.extend_from_slice(&[0xfd; 16]);
+    f.extend_from_slice(&[0xfe; 16]);
+    f.extend(udp(14));
+    f.extend_from_slice(&[0, 0, 0, 1, 2, 0xff]);
+    let p = parse(&SliceFrame(&f)).unwrap();
+    assert_eq!((p.family, p.payload_len, p.dscp, p.src[0]), (AF_INET6, 6, 46, 0xfd));
+    f[14 + 6] = 0; // hop-by-hop first: not walked
+    assert_eq!(parse(&SliceFrame(&f)), Err(Skip::Unparsed));
+}
+
+#[test]
+fn bad_ihl_options_total_length_and_fragments() {
+    // IHL 4 (< 5) is malformed.
+    let mut f = eth(0x0800);
+    f.extend(ipv4(4, 34, 0, 17));
+    f.extend(udp(14));
+    assert_eq!(parse(&SliceFrame(&f)), Err(Skip::Malformed));
+    // IHL 15 reaching beyond the frame is truncated.
+    let mut f = eth(0x0800);
+    f.extend(ipv4(15, 80, 0, 17));
+    assert_eq!(parse(&SliceFrame(&f)), Err(Skip::Truncated));
+    // IPv4 options (IHL 6) are skipped over.
+    let mut f = eth(0x0800);
+    f.extend(ipv4(6, 38, 0, 17));
+    f.extend_from_slice(&[1, 1, 1, 0]);
+    f.extend(udp(14));
+    f.extend_from_slice(&[0, 0, 0, 1, 2, 0xff]);
+    let p = parse(&SliceFrame(&f)).unwrap();
+    assert_eq!((p.payload_off, p.payload_len), (14 + 24 + 8, 6));
+    // Non-first fragment has no UDP header.
+    let mut f = eth(0x0800);
+    f.extend(ipv4(5, 34, 185, 17));
+    f.extend(udp(14));
+    assert_eq!(parse(&SliceFrame(&f)), Err(Skip::Fragment));
+    // UDP length larger than the IP total length says is malformed.
+    let mut f = eth(0x0800);
+    f.extend(ipv4(5, 34, 0, 17));
+    f.extend(udp(40));
+    assert_eq!(parse(&SliceFrame(&f)), Err(Skip::Malformed));
+    // Truncated Ethernet header.
+    assert_eq!(parse(&SliceFrame(&[0u8; 10])), Err(Skip::Truncated));
+}
+
+#[test]
+fn tcp_payload_from_total_length_not_padding() {
+    let mut f = eth(0x0800);
+    f.extend(ipv4(5, 40 + 12, 0, 6));
+    let mut tcp = 40000u16.to_be_bytes().to_vec();
+    tcp.extend_from_slice(&5000u16.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2, 5 << 4, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend(tcp);
+    f.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 5, 0xaa, 0x4c, 0x06, 0xcc]);
+    f.resize(80, 0);
+    let p = parse(&SliceFrame(&f)).unwrap();
+    assert_eq!((p.transport, p.payload_len, p.tcp_flags, p.tcp_seq), (IPPROTO_TCP, 12, 0x18, 1));
+}

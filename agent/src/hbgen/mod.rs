@@ -1,0 +1,3 @@
+//! Heartbeat traffic generator: builds real frames (tests, demo, benchmarks).
+
+pub mod frame;

@@ -1,0 +1,22 @@
+//! hbwatch: telephony heartbeat watcher (userspace side).
+
+pub mod clock;
+pub mod convert;
+pub mod event;
+pub mod hbgen;
+pub mod live;
+pub mod ports;
+
+/// The eBPF object built from `agent-ebpf` by build.rs, embedded in the binary.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hbwatch"));
+
+/// A short, stable digest of the effective configuration (for `agent.started`).
+pub fn config_digest(text: &str) -> String {
+    // FNV-1a: stable across builds and platforms, enough to tell two configs apart.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}

@@ -1,0 +1,360 @@
+//! Live mode: load the eBPF object, fill its tables, attach XDP, read the ring buffer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::programs::{Xdp, XdpMode};
+use aya::Ebpf;
+use hbwatch_common::counters::{Counter, COUNTER_COUNT};
+use hbwatch_common::event::RawEvent;
+use hbwatch_common::params::ProtoParams;
+use hbwatch_common::proto::Protocol;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::clock::WallClock;
+use crate::convert::Converter;
+use crate::event::{Attachment, Event, Level};
+
+/// How to attach XDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic (skb) mode with a warning.
+    Auto,
+    Driver,
+    Skb,
+}
+
+/// The loaded datapath: maps filled, program verified, attached to interfaces.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pub attachments: Vec<Attachment>,
+    pub ifnames: HashMap<u32, String>,
+}
+
+pub const XDP_PROGRAM: &str = "hbwatch_xdp";
+
+/// Raises RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps against it.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        let old = aya::util::KernelVersion::current()
+            .map(|v| v < aya::util::KernelVersion::new(5, 11, 0))
+            .unwrap_or(true);
+        if old {
+            warn!("could not raise RLIMIT_MEMLOCK; map creation may fail on this kernel (< 5.11)");
+        }
+    }
+}
+
+impl Datapath {
+    /// Loads the embedded object, fills the port and parameter tables, and loads the
+    /// XDP program through the verifier.
+    pub fn load(
+        ports: &BTreeMap<u32, Protocol>,
+        params: &BTreeMap<Protocol, ProtoParams>,
+    ) -> anyhow::Result<Datapath> {
+        raise_memlock();
+        let mut ebpf = Ebpf::load(crate::EBPF_OBJECT).context(
+            "loading the eBPF object failed (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \
+             and a kernel >= 5.8 with ring buffers)",
+        )?;
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => {
+                // The logger's ring buffer is drained by a task; logs go to tracing (stderr).
+                if let Ok(mut fd) = readable_fd(logger) {
+                    tokio::spawn(async move {
+                        while let Ok(mut guard) = fd.readable_mut().await {
+                            guard.get_inner_mut().flush();
+                            guard.clear_ready();
+                        }
+                    });
+                }
+            }
+            Err(e) => warn!("eBPF logger not initialised: {e}"),
+        }
+        {
+            let mut table: Array<&mut MapData, u8> =
+                Array::try_from(ebpf.map_mut("PORTS").ok_or_else(|| anyhow!("map PORTS missing"))?)?;
+            for (slot, proto) in ports {
+                table.set(*slot, *proto as u8, 0)?;
+            }
+        }
+        {
+            let mut table: Array<&mut MapData, ProtoParams> = Array::try_from(
+                ebpf.map_mut("PARAMS").ok_or_else(|| anyhow!("map PARAMS missing"))?,
+            )?;
+            for (proto, p) in params {
+                table.set(*proto as u32, *p, 0)?;
+            }
+        }
+        let program: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing from the object"))?
+            .try_into()?;
+        program
+            .load()
+            .map_err(|e| anyhow!("the kernel verifier rejected {XDP_PROGRAM}: {e:#}"))?;
+        Ok(Datapath {
+            ebpf,
+            attachments: Vec::new(),
+            ifnames: HashMap::new(),
+        })
+    }
+
+    /// Attaches XDP to `iface`; `Auto` tries driver mode, then generic mode.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> anyhow::Result<Attachment> {
+        let ifindex = ifindex(iface)?;
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing"))?
+            .try_into()?;
+        let used = match mode {
+            AttachMode::Driver => {
+                program
+                    .attach(iface, XdpMode::Driver)
+                    .with_context(|| format!("attaching XDP in driver mode to {iface}"))?;
+                "driver"
+            }
+            AttachMode::Skb => {
+                program
+                    .attach(iface, XdpMode::Skb)
+                    .with_context(|| format!("attaching XDP in skb mode to {iface}"))?;
+                "skb"
+            }
+            AttachMode::Auto => match program.attach(iface, XdpMode::Driver) {
+                Ok(_) => "driver",
+                Err(e) => {
+                    warn!("{iface}: driver-mode XDP unavailable ({e}); falling back to skb (generic) mode");
+                    program.attach(iface, XdpMode::Skb).with_context(|| {
+                        format!("attaching XDP to {iface} in driver and in skb mode both failed")
+                    })?;
+                    "skb"
+                }
+            },
+        };
+        info!("{iface}: XDP attached in {used} mode");
+        let a = Attachment {
+            name: iface.to_string(),
+            mode: used,
+        };
+        self.attachments.push(a.clone());
+        self.ifnames.insert(ifindex, iface.to_string());
+        Ok(a)
+    }
+
+    /// Kernel counters summed over CPUs.
+    pub fn counters(&self) -> anyhow::Result<BTreeMap<&'static str, u64>> {
+        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+            self.ebpf.map("COUNTERS").ok_or_else(|| anyhow!("map COUNTERS missing"))?,
+        )?;
+        let mut out = BTreeMap::new();
+        for c in Counter::ALL {
+            let per_cpu = map.get(&(c as u32), 0)?;
+            out.insert(c.name(), per_cpu.iter().sum());
+        }
+        debug_assert_eq!(out.len(), COUNTER_COUNT as usize);
+        Ok(out)
+    }
+
+    pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("map EVENTS missing"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+}
+
+/// Registers an fd-owning object with tokio for readability.
+fn readable_fd<T: std::os::fd::AsRawFd>(inner: T) -> anyhow::Result<AsyncFd<T>> {
+    // SAFETY: ring buffers and the logger own their map fd for their whole lifetime
+    // and always return the same fd.
+    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("registering a ring buffer with tokio: {e}"))
+}
+
+pub fn ifindex(iface: &str) -> anyhow::Result<u32> {
+    let name = std::ffi::CString::new(iface).map_err(|_| anyhow!("bad interface name {iface:?}"))?;
+    // SAFETY: valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if idx == 0 {
+        bail!("interface {iface:?} does not exist (see `ip link`)");
+    }
+    Ok(idx)
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+/// Options of `hbwatch run`.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    pub interfaces: Vec<String>,
+    pub mode: AttachMode,
+    pub ports: BTreeMap<u32, Protocol>,
+    pub params: BTreeMap<Protocol, ProtoParams>,
+    pub hostname: String,
+    /// How often kernel counters are checked for ring-buffer loss.
+    pub poll: Duration,
+    pub config_digest: String,
+}
+
+/// Most records handled per wake-up before yielding, so signals and timers stay responsive.
+const MAX_BATCH: usize = 8192;
+
+/// Runs until SIGINT/SIGTERM, writing NDJSON events to `out`.
+pub async fn run(opts: LiveOptions, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut dp = Datapath::load(&opts.ports, &opts.params)?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    for iface in &opts.interfaces {
+        dp.attach(iface, opts.mode)?;
+    }
+    let mut conv = Converter {
+        hostname: opts.hostname.clone(),
+        interfaces: dp.ifnames.clone(),
+        fixed_interface: None,
+    };
+    let mut clock = WallClock::new();
+    let started = lifecycle(&conv, &dp, "agent.started", &opts.config_digest, None);
+    write_events(out, &[started])?;
+
+    let mut ring = readable_fd(dp.take_ring()?)?;
+    let mut tick = tokio::time::interval(opts.poll);
+    let mut lost_reported = 0u64;
+    let mut batch: Vec<Event> = Vec::with_capacity(256);
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let drained = drain(guard.get_inner_mut(), &conv, &clock, &mut batch);
+                write_events(out, &batch)?;
+                batch.clear();
+                if drained {
+                    guard.clear_ready();
+                }
+            }
+            _ = tick.tick() => {
+                clock = WallClock::new();
+                conv.interfaces = dp.ifnames.clone();
+                report_loss(&dp, &conv, &mut lost_reported, out)?;
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    // Last records and losses before detaching.
+    while !drain(ring.get_mut(), &conv, &clock, &mut batch) {
+        write_events(out, &batch)?;
+        batch.clear();
+    }
+    write_events(out, &batch)?;
+    report_loss(&dp, &conv, &mut lost_reported, out)?;
+    let counters = dp.counters().ok();
+    let stopped_template = lifecycle(&conv, &dp, "agent.stopped", &opts.config_digest, counters);
+    drop(ring);
+    drop(dp); // detaches XDP from every interface and unloads the program
+    info!("detached; exiting");
+    write_events(out, &[stopped_template])?;
+    Ok(())
+}
+
+/// Reads up to MAX_BATCH records; true when the ring buffer is empty.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    conv: &Converter,
+    clock: &WallClock,
+    batch: &mut Vec<Event>,
+) -> bool {
+    for _ in 0..MAX_BATCH {
+        let Some(item) = ring.next() else { return true };
+        match RawEvent::from_bytes(&item) {
+            Some(raw) => {
+                if let Some(ev) = conv.event(&raw, clock.unix_ns(raw.ts_ns)) {
+                    batch.push(ev);
+                } else {
+                    warn!("ring buffer record of unknown kind {}", raw.kind);
+                }
+            }
+            None => warn!("short ring buffer record ({} bytes)", item.len()),
+        }
+    }
+    false
+}
+
+fn report_loss(
+    dp: &Datapath,
+    conv: &Converter,
+    reported: &mut u64,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let lost = dp.counters()?.get("ringbuf_lost").copied().unwrap_or(0);
+    if lost > *reported {
+        let delta = lost - *reported;
+        *reported = lost;
+        let mut ev = Event::new(
+            crate::event::rfc3339_micros(WallClock::now_unix_ns()),
+            "alert",
+            "agent.events_lost",
+            Level::Error,
+            conv.observer(None),
+            format!("{delta} events lost in the kernel ring buffer ({lost} since start): userspace fell behind"),
+        );
+        ev.heartbeat.lost = Some(delta);
+        ev.heartbeat.where_ = Some("kernel-ringbuf");
+        write_events(out, &[ev])?;
+    }
+    Ok(())
+}
+
+fn lifecycle(
+    conv: &Converter,
+    dp: &Datapath,
+    action: &'static str,
+    digest: &str,
+    counters: Option<BTreeMap<&'static str, u64>>,
+) -> Event {
+    let names: Vec<String> = dp
+        .attachments
+        .iter()
+        .map(|a| format!("{} ({})", a.name, a.mode))
+        .collect();
+    let what = if action == "agent.started" {
+        "watching"
+    } else {
+        "stopped watching"
+    };
+    let mut ev = Event::new(
+        crate::event::rfc3339_micros(WallClock::now_unix_ns()),
+        "event",
+        action,
+        Level::Info,
+        conv.observer(None),
+        format!("hbwatch {} {what} {}", env!("CARGO_PKG_VERSION"), names.join(", ")),
+    );
+    ev.heartbeat.interfaces = Some(dp.attachments.clone());
+    ev.heartbeat.config_digest = Some(digest.to_string());
+    ev.heartbeat.counters = counters;
+    ev
+}
+
+fn write_events(out: &mut dyn Write, events: &[Event]) -> anyhow::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    for ev in events {
+        out.write_all(ev.to_line().as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
+}
