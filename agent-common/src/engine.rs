@@ -64,13 +64,7 @@ pub fn process<F: Frame, E: Env>(f: &F, env: &mut E, now: u64, ifindex: u32) {
                 return;
             }
             let mut seen = Findings::default();
-            seen.len = 1;
-            seen.items[0] = Some(crate::flow::Finding {
-                kind: EventKind::AssociationSeen,
-                seq: hb.seq,
-                aux: 0,
-                value: 0,
-            });
+            seen.push(EventKind::AssociationSeen, hb.seq, 0, 0);
             seen
         }
     };

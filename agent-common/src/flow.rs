@@ -92,20 +92,23 @@ pub struct Finding {
 /// At most two findings per packet (e.g. unanswered + retry).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Findings {
-    pub len: u8,
     pub items: [Option<Finding>; 2],
 }
 
 impl Findings {
+    /// Adds a finding; a third one would be dropped (no transition makes three).
     #[inline(always)]
-    fn push(&mut self, kind: EventKind, seq: u32, aux: u32, value: u64) {
-        let f = Some(Finding { kind, seq, aux, value });
-        if self.len == 0 {
+    pub fn push(&mut self, kind: EventKind, seq: u32, aux: u32, value: u64) {
+        let f = Some(Finding {
+            kind,
+            seq,
+            aux,
+            value,
+        });
+        if self.items[0].is_none() {
             self.items[0] = f;
-            self.len = 1;
-        } else if self.len == 1 {
+        } else if self.items[1].is_none() {
             self.items[1] = f;
-            self.len = 2;
         }
     }
 }

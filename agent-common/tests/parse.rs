@@ -37,7 +37,10 @@ fn v4_udp_frame(prefix: Vec<u8>) -> Vec<u8> {
 #[test]
 fn plain_vlan_and_qinq() {
     let p = parse(&SliceFrame(&v4_udp_frame(eth(0x0800)))).unwrap();
-    assert_eq!((p.transport, p.dst_port, p.payload_len, p.vlan), (IPPROTO_UDP, 15000, 6, 0));
+    assert_eq!(
+        (p.transport, p.dst_port, p.payload_len, p.vlan),
+        (IPPROTO_UDP, 15000, 6, 0)
+    );
     let mut tagged = eth(0x8100);
     tagged.extend_from_slice(&[0x00, 0x64, 0x08, 0x00]);
     let p = parse(&SliceFrame(&v4_udp_frame(tagged))).unwrap();
@@ -48,7 +51,10 @@ fn plain_vlan_and_qinq() {
     assert_eq!((p.vlan, p.payload_off, p.payload_len), (20, 14 + 8 + 28, 6));
     let mut three = eth(0x88a8);
     three.extend_from_slice(&[0, 1, 0x81, 0x00, 0, 2, 0x81, 0x00, 0, 3, 0x08, 0x00]);
-    assert_eq!(parse(&SliceFrame(&v4_udp_frame(three))), Err(Skip::Unparsed));
+    assert_eq!(
+        parse(&SliceFrame(&v4_udp_frame(three))),
+        Err(Skip::Unparsed)
+    );
 }
 
 #[test]
@@ -60,7 +66,10 @@ fn ipv6_udp_and_extension_headers() {
     f.extend(udp(14));
     f.extend_from_slice(&[0, 0, 0, 1, 2, 0xff]);
     let p = parse(&SliceFrame(&f)).unwrap();
-    assert_eq!((p.family, p.payload_len, p.dscp, p.src[0]), (AF_INET6, 6, 46, 0xfd));
+    assert_eq!(
+        (p.family, p.payload_len, p.dscp, p.src[0]),
+        (AF_INET6, 6, 46, 0xfd)
+    );
     f[14 + 6] = 0; // hop-by-hop first: not walked
     assert_eq!(parse(&SliceFrame(&f)), Err(Skip::Unparsed));
 }
@@ -109,5 +118,8 @@ fn tcp_payload_from_total_length_not_padding() {
     f.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 5, 0xaa, 0x4c, 0x06, 0xcc]);
     f.resize(80, 0);
     let p = parse(&SliceFrame(&f)).unwrap();
-    assert_eq!((p.transport, p.payload_len, p.tcp_flags, p.tcp_seq), (IPPROTO_TCP, 12, 0x18, 1));
+    assert_eq!(
+        (p.transport, p.payload_len, p.tcp_flags, p.tcp_seq),
+        (IPPROTO_TCP, 12, 0x18, 1)
+    );
 }

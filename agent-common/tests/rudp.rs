@@ -36,32 +36,72 @@ fn decode(f: &[u8]) -> (Packet, Option<Heartbeat>) {
 
 #[test]
 fn originating_and_responding_flags() {
-    let (pkt, hb) = decode(&frame([10, 10, 10, 10], [10, 10, 20, 20], &[0, 0, 0x12, 0x34, 0x02, 0xff]));
-    assert_eq!(pkt.payload_len, 6, "length from UDP, not from the padded 60-byte frame");
+    let (pkt, hb) = decode(&frame(
+        [10, 10, 10, 10],
+        [10, 10, 20, 20],
+        &[0, 0, 0x12, 0x34, 0x02, 0xff],
+    ));
+    assert_eq!(
+        pkt.payload_len, 6,
+        "length from UDP, not from the padded 60-byte frame"
+    );
     assert_eq!(pkt.dscp, 46);
-    assert_eq!(hb, Some(Heartbeat { role: Role::Request, seq: 0x1234 }));
-    let (_, hb) = decode(&frame([10, 10, 20, 20], [10, 10, 10, 10], &[0, 0, 0x12, 0x34, 0x01, 0x00]));
-    assert_eq!(hb, Some(Heartbeat { role: Role::Response, seq: 0x1234 }));
-    assert_eq!(rudp::payload(0x1234, Role::Request), [0, 0, 0x12, 0x34, 0x02, 0xff]);
+    assert_eq!(
+        hb,
+        Some(Heartbeat {
+            role: Role::Request,
+            seq: 0x1234
+        })
+    );
+    let (_, hb) = decode(&frame(
+        [10, 10, 20, 20],
+        [10, 10, 10, 10],
+        &[0, 0, 0x12, 0x34, 0x01, 0x00],
+    ));
+    assert_eq!(
+        hb,
+        Some(Heartbeat {
+            role: Role::Response,
+            seq: 0x1234
+        })
+    );
+    assert_eq!(
+        rudp::payload(0x1234, Role::Request),
+        [0, 0, 0x12, 0x34, 0x02, 0xff]
+    );
 }
 
 #[test]
 fn other_payloads_are_not_heartbeats() {
     // Unknown flag, 5 and 7 byte payloads (padding must not be read as payload).
-    for p in [&[0, 0, 0, 1, 0x02, 0x00][..], &[0, 0, 0, 1, 0x02][..], &[0, 0, 0, 1, 0x02, 0xff, 0][..]] {
+    for p in [
+        &[0, 0, 0, 1, 0x02, 0x00][..],
+        &[0, 0, 0, 1, 0x02][..],
+        &[0, 0, 0, 1, 0x02, 0xff, 0][..],
+    ] {
         let (_, hb) = decode(&frame([1, 1, 1, 1], [2, 2, 2, 2], p));
         assert_eq!(hb, None, "{p:02x?}");
     }
 }
 
 fn req(seq: u32) -> Heartbeat {
-    Heartbeat { role: Role::Request, seq }
+    Heartbeat {
+        role: Role::Request,
+        seq,
+    }
 }
 fn resp(seq: u32) -> Heartbeat {
-    Heartbeat { role: Role::Response, seq }
+    Heartbeat {
+        role: Role::Response,
+        seq,
+    }
 }
 fn kinds(f: &Findings) -> Vec<(EventKind, u32, u32, u64)> {
-    f.items.iter().flatten().map(|x| (x.kind, x.seq, x.aux, x.value)).collect()
+    f.items
+        .iter()
+        .flatten()
+        .map(|x| (x.kind, x.seq, x.aux, x.value))
+        .collect()
 }
 
 const SEC: u64 = 1_000_000_000;
@@ -102,10 +142,17 @@ fn retry_with_same_seq_reports_unanswered_once_and_each_attempt() {
     let f = st.update(&req(7), SEC, &p);
     assert_eq!(
         kinds(&f),
-        vec![(EventKind::Unanswered, 7, 0, SEC), (EventKind::Retry, 7, 2, 0)]
+        vec![
+            (EventKind::Unanswered, 7, 0, SEC),
+            (EventKind::Retry, 7, 2, 0)
+        ]
     );
     let f = st.update(&req(7), 2 * SEC, &p);
-    assert_eq!(kinds(&f), vec![(EventKind::Retry, 7, 3, 0)], "unanswered only once per seq");
+    assert_eq!(
+        kinds(&f),
+        vec![(EventKind::Retry, 7, 3, 0)],
+        "unanswered only once per seq"
+    );
     // The retry is answered: RTT is measured from the latest attempt.
     assert!(kinds(&st.update(&resp(7), 2 * SEC + 500, &p)).is_empty());
     assert_eq!(st.rtt_last_ns, 500);
@@ -135,10 +182,17 @@ fn unanswered_when_next_seq_arrives_and_orphan_response_is_a_mismatch() {
     assert_eq!(kinds(&f), vec![(EventKind::Unanswered, 1, 0, SEC)]);
     let f = st.update(&resp(99), SEC + 5, &p);
     assert_eq!(kinds(&f), vec![(EventKind::Mismatch, 99, 0, 0)]);
-    assert!(kinds(&st.update(&resp(99), SEC + 6, &p)).is_empty(), "reported once");
+    assert!(
+        kinds(&st.update(&resp(99), SEC + 6, &p)).is_empty(),
+        "reported once"
+    );
     assert!(kinds(&st.update(&resp(2), SEC + 7, &p)).is_empty());
     let f = st.update(&resp(2), SEC + 8, &p);
-    assert_eq!(kinds(&f), vec![(EventKind::OutOfOrder, 2, 3, 0)], "duplicate response");
+    assert_eq!(
+        kinds(&f),
+        vec![(EventKind::OutOfOrder, 2, 3, 0)],
+        "duplicate response"
+    );
 }
 
 #[test]
@@ -153,7 +207,11 @@ fn older_seq_is_out_of_order_not_restart() {
 
 #[test]
 fn flow_key_points_from_originator_to_responder() {
-    let (pkt, hb) = decode(&frame([10, 0, 0, 2], [10, 0, 0, 1], &rudp::payload(5, Role::Response)));
+    let (pkt, hb) = decode(&frame(
+        [10, 0, 0, 2],
+        [10, 0, 0, 1],
+        &rudp::payload(5, Role::Response),
+    ));
     let k = FlowKey::of(Protocol::Cs1000Rudp, &pkt, hb.unwrap().role);
     assert_eq!(&k.orig[..4], &[10, 0, 0, 1]);
     assert_eq!(&k.resp[..4], &[10, 0, 0, 2]);

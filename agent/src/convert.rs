@@ -88,7 +88,10 @@ impl Converter {
                 "alert",
                 "heartbeat.retry",
                 Level::Warning,
-                format!("{assoc}: heartbeat seq {seq} sent again (attempt {})", raw.aux),
+                format!(
+                    "{assoc}: heartbeat seq {seq} sent again (attempt {})",
+                    raw.aux
+                ),
             ),
             EventKind::Unanswered => (
                 "alert",
@@ -112,7 +115,10 @@ impl Converter {
                 "alert",
                 "heartbeat.out_of_order",
                 Level::Warning,
-                format!("{assoc}: duplicate or older seq {seq} (expected {})", raw.aux),
+                format!(
+                    "{assoc}: duplicate or older seq {seq} (expected {})",
+                    raw.aux
+                ),
             ),
             EventKind::Mismatch => (
                 "alert",
@@ -131,7 +137,11 @@ impl Converter {
         );
         ev.network = Some(Network {
             protocol: Protocol::from_u8(key.proto).name(),
-            transport: if key.transport == IPPROTO_TCP { "tcp" } else { "udp" },
+            transport: if key.transport == IPPROTO_TCP {
+                "tcp"
+            } else {
+                "udp"
+            },
         });
         ev.source = Some(Endpoint {
             ip: ip_of(key.family, &key.orig).to_string(),

@@ -174,9 +174,9 @@ impl Event {
 /// RFC 3339 UTC with microseconds, from nanoseconds since the Unix epoch.
 pub fn rfc3339_micros(unix_ns: i128) -> String {
     use time::{format_description::FormatItem, macros::format_description, OffsetDateTime};
-    const FMT: &[FormatItem<'_>] = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    let t = OffsetDateTime::from_unix_timestamp_nanos(unix_ns).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    const FMT: &[FormatItem<'_>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    let t =
+        OffsetDateTime::from_unix_timestamp_nanos(unix_ns).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     t.format(FMT).unwrap_or_default()
 }

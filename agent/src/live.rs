@@ -32,6 +32,7 @@ pub enum AttachMode {
 /// The loaded datapath: maps filled, program verified, attached to interfaces.
 pub struct Datapath {
     ebpf: Ebpf,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub attachments: Vec<Attachment>,
     pub ifnames: HashMap<u32, String>,
 }
@@ -67,30 +68,26 @@ impl Datapath {
             "loading the eBPF object failed (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \
              and a kernel >= 5.8 with ring buffers)",
         )?;
-        match aya_log::EbpfLogger::init(&mut ebpf) {
-            Ok(logger) => {
-                // The logger's ring buffer is drained by a task; logs go to tracing (stderr).
-                if let Ok(mut fd) = readable_fd(logger) {
-                    tokio::spawn(async move {
-                        while let Ok(mut guard) = fd.readable_mut().await {
-                            guard.get_inner_mut().flush();
-                            guard.clear_ready();
-                        }
-                    });
-                }
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                warn!("eBPF logger not initialised: {e}");
+                None
             }
-            Err(e) => warn!("eBPF logger not initialised: {e}"),
-        }
+        };
         {
-            let mut table: Array<&mut MapData, u8> =
-                Array::try_from(ebpf.map_mut("PORTS").ok_or_else(|| anyhow!("map PORTS missing"))?)?;
+            let mut table: Array<&mut MapData, u8> = Array::try_from(
+                ebpf.map_mut("PORTS")
+                    .ok_or_else(|| anyhow!("map PORTS missing"))?,
+            )?;
             for (slot, proto) in ports {
                 table.set(*slot, *proto as u8, 0)?;
             }
         }
         {
             let mut table: Array<&mut MapData, ProtoParams> = Array::try_from(
-                ebpf.map_mut("PARAMS").ok_or_else(|| anyhow!("map PARAMS missing"))?,
+                ebpf.map_mut("PARAMS")
+                    .ok_or_else(|| anyhow!("map PARAMS missing"))?,
             )?;
             for (proto, p) in params {
                 table.set(*proto as u32, *p, 0)?;
@@ -105,6 +102,7 @@ impl Datapath {
             .map_err(|e| anyhow!("the kernel verifier rejected {XDP_PROGRAM}: {e:#}"))?;
         Ok(Datapath {
             ebpf,
+            logger,
             attachments: Vec::new(),
             ifnames: HashMap::new(),
         })
@@ -155,7 +153,9 @@ impl Datapath {
     /// Kernel counters summed over CPUs.
     pub fn counters(&self) -> anyhow::Result<BTreeMap<&'static str, u64>> {
         let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
-            self.ebpf.map("COUNTERS").ok_or_else(|| anyhow!("map COUNTERS missing"))?,
+            self.ebpf
+                .map("COUNTERS")
+                .ok_or_else(|| anyhow!("map COUNTERS missing"))?,
         )?;
         let mut out = BTreeMap::new();
         for c in Counter::ALL {
@@ -166,8 +166,38 @@ impl Datapath {
         Ok(out)
     }
 
+    /// The loaded object, for tests that drive the program with BPF_PROG_TEST_RUN.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    /// Forwards kernel log records (aya-log) to tracing from a task; needs a tokio runtime.
+    pub fn spawn_log_forwarder(&mut self) {
+        let Some(logger) = self.logger.take() else {
+            return;
+        };
+        match readable_fd(logger) {
+            Ok(mut fd) => {
+                tokio::spawn(async move {
+                    while let Ok(mut guard) = fd.readable_mut().await {
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                });
+            }
+            Err(e) => warn!("eBPF logger not polled: {e}"),
+        }
+    }
+
     pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
-        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("map EVENTS missing"))?;
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("map EVENTS missing"))?;
         Ok(RingBuf::try_from(map)?)
     }
 }
@@ -181,7 +211,8 @@ fn readable_fd<T: std::os::fd::AsRawFd>(inner: T) -> anyhow::Result<AsyncFd<T>> 
 }
 
 pub fn ifindex(iface: &str) -> anyhow::Result<u32> {
-    let name = std::ffi::CString::new(iface).map_err(|_| anyhow!("bad interface name {iface:?}"))?;
+    let name =
+        std::ffi::CString::new(iface).map_err(|_| anyhow!("bad interface name {iface:?}"))?;
     // SAFETY: valid NUL-terminated string.
     let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
     if idx == 0 {
@@ -215,6 +246,7 @@ const MAX_BATCH: usize = 8192;
 /// Runs until SIGINT/SIGTERM, writing NDJSON events to `out`.
 pub async fn run(opts: LiveOptions, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut dp = Datapath::load(&opts.ports, &opts.params)?;
+    dp.spawn_log_forwarder();
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     for iface in &opts.interfaces {
@@ -340,7 +372,11 @@ fn lifecycle(
         action,
         Level::Info,
         conv.observer(None),
-        format!("hbwatch {} {what} {}", env!("CARGO_PKG_VERSION"), names.join(", ")),
+        format!(
+            "hbwatch {} {what} {}",
+            env!("CARGO_PKG_VERSION"),
+            names.join(", ")
+        ),
     );
     ev.heartbeat.interfaces = Some(dp.attachments.clone());
     ev.heartbeat.config_digest = Some(digest.to_string());

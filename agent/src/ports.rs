@@ -118,25 +118,42 @@ mod tests {
         assert_eq!(s.ranges, vec![(15000, 15000), (15010, 15012)]);
         let t = port_table(&[s]);
         assert_eq!(t.len(), 4);
-        assert_eq!(t.get(&port_slot(IPPROTO_UDP, 15011)), Some(&Protocol::Cs1000Rudp));
+        assert_eq!(
+            t.get(&port_slot(IPPROTO_UDP, 15011)),
+            Some(&Protocol::Cs1000Rudp)
+        );
         assert_eq!(t.get(&port_slot(IPPROTO_TCP, 15011)), None);
     }
 
     #[test]
     fn rejects_bad_specs_with_the_reason() {
-        assert!(matches!("rudp".parse::<PortSpec>(), Err(PortSpecError::Syntax(_))));
+        assert!(matches!(
+            "rudp".parse::<PortSpec>(),
+            Err(PortSpecError::Syntax(_))
+        ));
         assert!(matches!(
             "nope=1".parse::<PortSpec>(),
             Err(PortSpecError::UnknownProtocol { .. })
         ));
-        for bad in ["cs1000-rudp=0", "cs1000-rudp=70000", "cs1000-rudp=9-3", "cs1000-rudp=a"] {
-            assert!(matches!(bad.parse::<PortSpec>(), Err(PortSpecError::BadPort { .. })), "{bad}");
+        for bad in [
+            "cs1000-rudp=0",
+            "cs1000-rudp=70000",
+            "cs1000-rudp=9-3",
+            "cs1000-rudp=a",
+        ] {
+            assert!(
+                matches!(bad.parse::<PortSpec>(), Err(PortSpecError::BadPort { .. })),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn defaults_cover_rudp() {
         let t = port_table(&default_specs());
-        assert_eq!(t.get(&port_slot(IPPROTO_UDP, 15000)), Some(&Protocol::Cs1000Rudp));
+        assert_eq!(
+            t.get(&port_slot(IPPROTO_UDP, 15000)),
+            Some(&Protocol::Cs1000Rudp)
+        );
     }
 }

@@ -1,1 +1,248 @@
+//! Fixtures for root-only integration tests: network namespaces with veth pairs,
+//! frame injection with AF_PACKET, and the real `hbwatch` binary as a child process.
 
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// True when the tests may touch the kernel. Outside CI a non-root run skips them;
+/// in CI (CI=true) a non-root run is a failure, so they can never pass silently.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: trivial libc call.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: needs root (CI must run the kernel tests as root)");
+    }
+    eprintln!("SKIP {test}: needs root (CAP_BPF, CAP_NET_ADMIN)");
+    false
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A veth pair: `host` stays in this namespace (the agent attaches there), `peer`
+/// sits in a fresh network namespace from which frames are injected.
+pub struct VethNs {
+    pub ns: String,
+    pub host: String,
+    pub peer: String,
+}
+
+impl VethNs {
+    pub fn create() -> VethNs {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}{}", std::process::id() % 100_000, n);
+        let v = VethNs {
+            ns: format!("hbw-{id}"),
+            host: format!("hbh{id}"),
+            peer: format!("hbp{id}"),
+        };
+        ip(&["netns", "add", &v.ns]);
+        ip(&[
+            "link", "add", &v.host, "type", "veth", "peer", "name", &v.peer, "netns", &v.ns,
+        ]);
+        ip(&["link", "set", &v.host, "up"]);
+        ip(&["-n", &v.ns, "link", "set", &v.peer, "up"]);
+        v
+    }
+
+    /// Sends each frame out of `peer` (so it arrives on `host`'s ingress), with a pause between.
+    pub fn inject(&self, frames: &[Vec<u8>], gap: Duration) {
+        let ns = self.ns.clone();
+        let peer = self.peer.clone();
+        let frames = frames.to_vec();
+        std::thread::spawn(move || inject_from_ns(&ns, &peer, &frames, gap))
+            .join()
+            .expect("injector thread");
+    }
+
+    /// The XDP attachment `ip link` reports for `host` ("xdp", "xdpgeneric"), if any.
+    pub fn host_xdp(&self) -> Option<String> {
+        let out = Command::new("ip")
+            .args(["-d", "link", "show", &self.host])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_whitespace()
+            .find(|w| w.starts_with("xdp") && *w != "xdp_features")
+            .map(str::to_string)
+    }
+}
+
+impl Drop for VethNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn inject_from_ns(ns: &str, ifname: &str, frames: &[Vec<u8>], gap: Duration) {
+    let path = std::ffi::CString::new(format!("/var/run/netns/{ns}")).unwrap();
+    // SAFETY: plain syscalls on fds we own; setns only affects this thread.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        assert!(fd >= 0, "open netns {ns}");
+        assert_eq!(libc::setns(fd, libc::CLONE_NEWNET), 0, "setns {ns}");
+        libc::close(fd);
+        let name = std::ffi::CString::new(ifname).unwrap();
+        let ifindex = libc::if_nametoindex(name.as_ptr());
+        assert!(ifindex > 0, "{ifname} in {ns}");
+        // Protocol 0: send only, never receive.
+        let sock = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
+        assert!(sock >= 0, "AF_PACKET socket");
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        for f in frames {
+            let n = libc::sendto(
+                sock,
+                f.as_ptr().cast(),
+                f.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            assert_eq!(
+                n,
+                f.len() as isize,
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
+            std::thread::sleep(gap);
+        }
+        libc::close(sock);
+    }
+}
+
+/// Path of the hbwatch binary under test (`cargo xtask test` sets HBWATCH_BIN).
+pub fn hbwatch_bin() -> String {
+    std::env::var("HBWATCH_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/hbwatch").to_string()
+    })
+}
+
+/// The real agent as a child process; stdout lines parsed as JSON.
+pub struct Agent {
+    child: Child,
+    lines: Receiver<String>,
+    pub events: Vec<Value>,
+}
+
+impl Agent {
+    /// Starts `hbwatch run ARGS` and waits for `agent.started`.
+    pub fn start(args: &[&str]) -> Agent {
+        let mut child = Command::new(hbwatch_bin())
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "start {}: {e} (build it first: cargo xtask build)",
+                    hbwatch_bin()
+                )
+            });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut agent = Agent {
+            child,
+            lines: rx,
+            events: Vec::new(),
+        };
+        agent.wait_for("agent.started", Duration::from_secs(30));
+        agent
+    }
+
+    /// Collects lines until an event with `action` arrives; panics on timeout.
+    pub fn wait_for(&mut self, action: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("no {action} within {timeout:?}; got {:#?}", self.events)
+            });
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("invalid JSON {line:?}: {e}"));
+            self.events.push(v.clone());
+            if v["event"]["action"] == action {
+                return v;
+            }
+        }
+    }
+
+    /// SIGINT, then every remaining line until exit; returns the exit status code.
+    pub fn stop(&mut self) -> i32 {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.wait_for("agent.stopped", Duration::from_secs(20));
+        let status = self.child.wait().expect("wait agent");
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.events.push(serde_json::from_str(&line).expect("JSON"));
+        }
+        status.code().unwrap_or(-1)
+    }
+
+    /// Heartbeat events (everything but agent lifecycle), in order.
+    pub fn heartbeat_events(&self) -> Vec<&Value> {
+        self.events
+            .iter()
+            .filter(|e| {
+                !e["event"]["action"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("agent.")
+            })
+            .collect()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `(action, source "ip:port", destination "ip:port", seq)` of an event, for exact comparisons.
+pub fn summary(e: &Value) -> (String, String, String, i64) {
+    let ep = |v: &Value| format!("{}:{}", v["ip"].as_str().unwrap_or("?"), v["port"]);
+    (
+        e["event"]["action"].as_str().unwrap_or("?").to_string(),
+        ep(&e["source"]),
+        ep(&e["destination"]),
+        e["heartbeat"]["seq"].as_i64().unwrap_or(-1),
+    )
+}
+
+pub fn addr(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}

@@ -31,7 +31,13 @@ pub struct FrameSpec {
 }
 
 impl FrameSpec {
-    pub fn udp(src: IpAddr, src_port: u16, dst: IpAddr, dst_port: u16, payload: &[u8]) -> FrameSpec {
+    pub fn udp(
+        src: IpAddr,
+        src_port: u16,
+        dst: IpAddr,
+        dst_port: u16,
+        payload: &[u8],
+    ) -> FrameSpec {
         FrameSpec {
             src_mac: [0x02, 0, 0, 0, 0, 0x01],
             dst_mac: [0x02, 0, 0, 0, 0, 0x02],
@@ -52,7 +58,11 @@ impl FrameSpec {
         f.extend_from_slice(&self.dst_mac);
         f.extend_from_slice(&self.src_mac);
         for (i, vid) in self.vlans.iter().enumerate() {
-            let tpid: u16 = if i == 0 && self.vlans.len() > 1 { 0x88a8 } else { 0x8100 };
+            let tpid: u16 = if i == 0 && self.vlans.len() > 1 {
+                0x88a8
+            } else {
+                0x8100
+            };
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
         }

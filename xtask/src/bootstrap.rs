@@ -1,0 +1,311 @@
+//! Installs what building and testing hbwatch needs: the nightly toolchain with
+//! rust-src (aya-build compiles the eBPF crate with `-Z build-std`), a
+//! bpf-linker that runs on nightly's own LLVM, and the tools the integration
+//! tests call. Idempotent: when everything is there it only runs a few local
+//! probes (no network), so build/run/test can always call it first.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
+
+use crate::cmd::{display, is_root, probe, run, which};
+
+/// Debian packages the integration tests use.
+const APT_PACKAGES: &[&str] = &["iproute2", "bpftool", "tshark", "tcpdump", "ethtool"];
+
+pub fn bootstrap(no_apt: bool) -> Result<()> {
+    if which("rustup").is_none() {
+        bail!("rustup was not found on PATH; install it from https://rustup.rs and re-run `cargo xtask bootstrap`.");
+    }
+    let toolchains = rustup_toolchains()?;
+    nightly(&toolchains)?;
+    rust_src()?;
+    bpf_linker(&toolchains)?;
+    if no_apt {
+        eprintln!("xtask: apt packages skipped (--no-apt)");
+    } else {
+        apt_packages()?;
+    }
+    Ok(())
+}
+
+/// `$CARGO_HOME`, defaulting to `~/.cargo` like rustup does.
+pub fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".cargo")))
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+fn rustup_toolchains() -> Result<Vec<String>> {
+    let list = probe(Command::new("rustup").args(["toolchain", "list"]))
+        .ok_or_else(|| anyhow!("`rustup toolchain list` failed; check that rustup works."))?;
+    Ok(list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// True if `toolchains` has the plain channel (`nightly-<host>`), not a dated one.
+fn has_channel(toolchains: &[String], channel: &str) -> bool {
+    toolchains.iter().any(|t| {
+        t.strip_prefix(channel)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+    })
+}
+
+fn nightly(toolchains: &[String]) -> Result<()> {
+    if has_channel(toolchains, "nightly") {
+        eprintln!("xtask: nightly toolchain ok");
+        return Ok(());
+    }
+    eprintln!("xtask: installing nightly toolchain");
+    let mut cmd = Command::new("rustup");
+    cmd.args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "-c",
+        "rust-src",
+    ]);
+    let fix = display(&cmd);
+    run(&mut cmd)
+        .with_context(|| format!("Could not install the nightly toolchain; fix it with: {fix}"))
+}
+
+fn rust_src() -> Result<()> {
+    let installed = probe(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .is_some_and(|out| out.lines().any(|l| l.trim().starts_with("rust-src")));
+    if installed {
+        eprintln!("xtask: rust-src (nightly) ok");
+        return Ok(());
+    }
+    eprintln!("xtask: installing rust-src for nightly");
+    let mut cmd = Command::new("rustup");
+    cmd.args(["component", "add", "rust-src", "--toolchain", "nightly"]);
+    let fix = display(&cmd);
+    run(&mut cmd)
+        .with_context(|| format!("Could not install rust-src for nightly; fix it with: {fix}"))
+}
+
+/// bpf-linker must load the same LLVM major as nightly's rustc, because it
+/// reads the bitcode that rustc emits. Prebuilt releases bundle another LLVM,
+/// so build it against the libLLVM shipped in nightly's sysroot.
+fn bpf_linker(toolchains: &[String]) -> Result<()> {
+    let major = nightly_llvm_major()?;
+    if let Some(version) = bpf_linker_version() {
+        eprintln!("xtask: bpf-linker ok ({version}; nightly LLVM {major})");
+        return Ok(());
+    }
+    eprintln!("xtask: installing bpf-linker for nightly's LLVM {major} (takes about a minute)");
+
+    let prefix = home()
+        .ok_or_else(|| anyhow!("HOME is not set; set it and re-run `cargo xtask bootstrap`."))?
+        .join(format!(".cache/hbwatch/llvm-{major}"));
+    // Use stable cargo to build bpf-linker; only its libLLVM comes from nightly.
+    let mut cmd = Command::new("cargo");
+    if has_channel(toolchains, "stable") {
+        cmd.arg("+stable");
+    }
+    cmd.env("LLVM_PREFIX", &prefix).args([
+        "install",
+        "bpf-linker",
+        "--locked",
+        // Replace an installed but broken (wrong libLLVM) binary.
+        "--force",
+        "--version",
+        "^0.13",
+        "--no-default-features",
+        "--features",
+        &format!("llvm-{major}"),
+    ]);
+    let fix = display(&cmd);
+    let context = || format!("Could not install bpf-linker for LLVM {major}; fix it with: {fix}");
+
+    link_nightly_llvm(&prefix.join("lib"), &major).with_context(context)?;
+    run(&mut cmd).with_context(context)?;
+    match bpf_linker_version() {
+        Some(version) => {
+            eprintln!("xtask: bpf-linker ok ({version}; nightly LLVM {major})");
+            Ok(())
+        }
+        None => Err(anyhow!(
+            "`bpf-linker --version` still fails after installing it"
+        ))
+        .with_context(context),
+    }
+}
+
+/// Major of `LLVM version: 22.1.4` in `rustc +nightly -vV`.
+fn nightly_llvm_major() -> Result<String> {
+    let out = probe(Command::new("rustc").args(["+nightly", "-vV"]))
+        .ok_or_else(|| anyhow!("`rustc +nightly -vV` failed; fix the nightly toolchain with: rustup toolchain install nightly --profile minimal -c rust-src"))?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("LLVM version:"))
+        .and_then(|v| v.trim().split('.').next())
+        .filter(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_digit()))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("`rustc +nightly -vV` printed no LLVM version; reinstall nightly with: rustup toolchain install nightly --force"))
+}
+
+/// `bpf-linker --version` if it is found and starts (libLLVM resolves).
+fn bpf_linker_version() -> Option<String> {
+    let exe = which("bpf-linker")?;
+    let out = probe(Command::new(exe).arg("--version"))?;
+    Some(out.lines().next().unwrap_or("").trim().to_owned())
+}
+
+/// Point `dir` at nightly's libLLVM. bpf-linker records `dir` as its rpath,
+/// which is why it lives under ~/.cache and not in /tmp.
+fn link_nightly_llvm(dir: &Path, major: &str) -> Result<()> {
+    let sysroot = probe(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .ok_or_else(|| anyhow!("`rustc +nightly --print sysroot` failed"))?;
+    let src_dir = Path::new(sysroot.trim()).join("lib");
+    let name = format!("libLLVM.so.{major}");
+    let mut libs: Vec<PathBuf> = std::fs::read_dir(&src_dir)
+        .with_context(|| format!("could not read {}", src_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n == name || n.starts_with(&format!("{name}.")))
+        })
+        .collect();
+    libs.sort();
+    ensure!(!libs.is_empty(), "no {name}* in {}", src_dir.display());
+
+    std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+    // Drop links left over from an older nightly.
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        let stale = entry.file_name().to_string_lossy().starts_with("libLLVM")
+            && path
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink());
+        if stale {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("could not remove {}", path.display()))?;
+        }
+    }
+    for lib in &libs {
+        let link = dir.join(lib.file_name().expect("read_dir entries have names"));
+        symlink(lib, &link)?;
+    }
+    symlink(&libs[0], &dir.join("libLLVM.so"))
+}
+
+fn symlink(target: &Path, link: &Path) -> Result<()> {
+    std::os::unix::fs::symlink(target, link).with_context(|| {
+        format!(
+            "could not symlink {} -> {}",
+            link.display(),
+            target.display()
+        )
+    })
+}
+
+fn apt_packages() -> Result<()> {
+    if which("dpkg-query").is_none() {
+        eprintln!(
+            "xtask: warning: dpkg-query not found (not Debian/Ubuntu?); skipping apt, the tests need: {}",
+            APT_PACKAGES.join(" ")
+        );
+        return Ok(());
+    }
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("xtask: apt packages ok ({})", APT_PACKAGES.join(" "));
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !is_root() {
+        eprintln!(
+            "xtask: warning: not root, not installing apt packages the tests need; run: sudo apt-get update && sudo apt-get install -y {list}"
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: installing apt packages: {list}");
+    let context = || {
+        format!("Could not install apt packages ({list}); fix it with: apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {list}")
+    };
+    apt_get(&["update"]).with_context(context)?;
+    let mut install = vec!["install", "-y"];
+    install.extend(&missing);
+    apt_get(&install).with_context(context)?;
+    let still: Vec<&str> = missing
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if !still.is_empty() {
+        return Err(anyhow!(
+            "still not installed after apt-get: {}",
+            still.join(" ")
+        ))
+        .with_context(context);
+    }
+    Ok(())
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_some_and(|s| s.contains("install ok installed"))
+}
+
+/// Run apt-get, waiting up to ~2 min for locks held by another apt/dpkg.
+/// `DPkg::Lock::Timeout` only covers the dpkg lock, not the lists/archives
+/// locks, so also retry when apt-get reports "Could not get lock".
+fn apt_get(args: &[&str]) -> Result<()> {
+    const WAIT: Duration = Duration::from_secs(120);
+    let start = Instant::now();
+    loop {
+        let mut cmd = Command::new("apt-get");
+        cmd.env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["-q", "-o", "DPkg::Lock::Timeout=120"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped());
+        let shown = display(&cmd);
+        eprintln!("xtask: $ {shown}");
+        let out = cmd
+            .output()
+            .with_context(|| format!("could not start `{shown}`"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprint!("{stderr}");
+        if out.status.success() {
+            return Ok(());
+        }
+        if stderr.contains("Could not get lock") && start.elapsed() < WAIT {
+            eprintln!("xtask: apt is locked by another process, retrying in 5 s");
+            thread::sleep(Duration::from_secs(5));
+            continue;
+        }
+        bail!("`{shown}` failed ({})", out.status);
+    }
+}
