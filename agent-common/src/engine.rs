@@ -3,11 +3,11 @@
 
 use crate::counters::Counter;
 use crate::event::{EventKind, RawEvent};
-use crate::flow::{Findings, FlowKey, FlowState};
+use crate::flow::{Findings, FlowKey, FlowState, TcpSeen};
 use crate::frame::Frame;
 use crate::params::ProtoParams;
-use crate::parse::parse;
-use crate::proto::{decode, port_slot, Protocol, Role};
+use crate::parse::{parse, Packet, IPPROTO_TCP, TCP_FIN, TCP_RST};
+use crate::proto::{decode_into, port_slot, sip, Msg, Protocol, Role, MSG_HEARTBEAT, MSG_PARAMS};
 
 /// What the pipeline needs from where it runs: maps in the kernel, collections offline.
 pub trait Env {
@@ -16,11 +16,57 @@ pub trait Env {
     fn params(&self, proto: Protocol) -> ProtoParams;
     /// Runs `f` on the association's state in place; `None` if it is not known.
     fn with_flow<R, U: FnOnce(&mut FlowState) -> R>(&mut self, key: &FlowKey, f: U) -> Option<R>;
-    /// Inserts a new association; `false` if the table refused it.
-    fn insert_flow(&mut self, key: &FlowKey, state: &FlowState) -> bool;
-    /// Pushes a record to userspace; `false` if it was lost.
-    fn emit(&mut self, ev: &RawEvent) -> bool;
+    /// Inserts a new association, initialised in place by `init` (the kernel builds it
+    /// in a per-CPU scratch slot: too big for the 512-byte stack); `false` if refused.
+    fn insert_flow<U: FnOnce(&mut FlowState)>(&mut self, key: &FlowKey, init: U) -> bool;
+    fn remove_flow(&mut self, key: &FlowKey);
+    /// Pushes a record to userspace, filled in place by `fill` (the kernel writes it
+    /// straight into reserved ring-buffer memory: no stack copy); `false` if lost.
+    fn emit<U: FnOnce(&mut RawEvent)>(&mut self, fill: U) -> bool;
+    /// Pushes a `SipRecord`: a header filled by `fill`, then the payload bytes at `off`.
+    fn emit_payload<F: Frame, U: FnOnce(&mut RawEvent)>(
+        &mut self,
+        fill: U,
+        f: &F,
+        off: usize,
+        len: usize,
+    ) -> bool;
     fn count(&mut self, c: Counter);
+}
+
+/// Where and when a packet was seen, and what its port said. Passed by reference:
+/// BPF subprograms take at most five arguments.
+#[derive(Clone, Copy)]
+struct Seen {
+    now: u64,
+    ifindex: u32,
+    proto: Protocol,
+    /// Sent to the service port (TCP: by the client, the originator).
+    to_service: bool,
+}
+
+/// Fills a record in place.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fill(
+    ev: &mut RawEvent,
+    at: &Seen,
+    key: &FlowKey,
+    dscp: u8,
+    kind: EventKind,
+    seq: u32,
+    aux: u32,
+    value: u64,
+) {
+    ev.ts_ns = at.now;
+    ev.value = value;
+    ev.key = *key;
+    ev.seq = seq;
+    ev.aux = aux;
+    ev.ifindex = at.ifindex;
+    ev.kind = kind as u8;
+    ev.dscp = dscp;
+    ev._pad = [0; 2];
 }
 
 /// Processes one frame seen at `now` (ns) on `ifindex`.
@@ -37,53 +83,163 @@ pub fn process<F: Frame, E: Env>(f: &F, env: &mut E, now: u64, ifindex: u32) {
         }
     };
     // Requests go to the well-known port; responses come from it.
+    let mut to_service = true;
     let mut proto = Protocol::from_u8(env.port_proto(port_slot(pkt.transport, pkt.dst_port)));
     if proto == Protocol::None {
+        to_service = false;
         proto = Protocol::from_u8(env.port_proto(port_slot(pkt.transport, pkt.src_port)));
     }
     if proto == Protocol::None {
         return;
     }
     env.count(Counter::PortMatched);
-    let Some(hb) = decode(proto, f, &pkt) else {
-        env.count(Counter::NotHeartbeat);
+    let at = Seen {
+        now,
+        ifindex,
+        proto,
+        to_service,
+    };
+    if proto == Protocol::Sip {
+        sip_message(f, env, &pkt, &at);
         return;
+    }
+    let mut msg = Msg::default();
+    decode_into(proto, f, &pkt, &mut msg);
+    let heartbeat = on_message(env, &pkt, &msg, &at);
+    // Separate calls, not nested: each stage's frame is released before the next.
+    if !heartbeat && pkt.transport == IPPROTO_TCP {
+        tcp_segment(env, &pkt, &at);
+    }
+}
+
+/// Everything after decoding: flow state, findings, records. Out of line so its stack
+/// frame does not add to the packet-reading temporaries above it (512-byte BPF stack).
+/// Returns whether the packet carried a heartbeat.
+#[inline(never)]
+fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> bool {
+    let (proto, now) = (at.proto, at.now);
+    let is_tcp = pkt.transport == IPPROTO_TCP;
+    let hb = match msg.kind {
+        MSG_HEARTBEAT => match msg.as_heartbeat() {
+            Some(hb) => hb,
+            None => return false,
+        },
+        MSG_PARAMS => {
+            let (value, aux) = (msg.value, msg.aux);
+            let key = FlowKey::of(proto, pkt, msg.role());
+            let kind = EventKind::SessionParams;
+            if !env.emit(|ev| fill(ev, at, &key, pkt.dscp, kind, 0, aux, value as u64)) {
+                env.count(Counter::RingbufLost);
+            }
+            return false;
+        }
+        _ => {
+            if !is_tcp {
+                env.count(Counter::NotHeartbeat);
+            }
+            return false;
+        }
     };
     env.count(Counter::Heartbeats);
-    let key = FlowKey::of(proto, &pkt, hb.role);
+    let key = FlowKey::of(proto, pkt, hb.role);
+    let from_orig = hb.role != Role::Response;
     let params = env.params(proto);
-    let findings = match env.with_flow(&key, |st| st.update(&hb, now, &params)) {
+    let update = |st: &mut FlowState| {
+        let seen = if is_tcp {
+            st.on_tcp(pkt, from_orig, now)
+        } else {
+            TcpSeen::default()
+        };
+        let mut out = st.update(&hb, now, &params, seen.retransmission);
+        st.check_dscp(pkt.dscp, &params, &mut out);
+        out
+    };
+    let findings = match env.with_flow(&key, update) {
         Some(found) => found,
         None => {
             // A response for an association never seen has nothing to pair with.
             if hb.role == Role::Response {
-                return;
-            }
-            if !env.insert_flow(&key, &FlowState::new(&hb, now)) {
-                env.count(Counter::FlowInsertFailed);
-                return;
+                return true;
             }
             let mut seen = Findings::default();
-            seen.push(EventKind::AssociationSeen, hb.seq, 0, 0);
+            let init = |st: &mut FlowState| {
+                st.init(&hb, now);
+                if is_tcp {
+                    st.on_tcp(pkt, true, now);
+                }
+                seen.push(EventKind::AssociationSeen, st.last_seq, 0, 0);
+                st.check_dscp(pkt.dscp, &params, &mut seen);
+            };
+            if !env.insert_flow(&key, init) {
+                env.count(Counter::FlowInsertFailed);
+                return true;
+            }
             seen
         }
     };
-    // Bounded: Findings holds at most two.
-    for item in findings.items {
-        let Some(found) = item else { continue };
-        let ev = RawEvent {
-            ts_ns: now,
-            value: found.value,
-            key,
-            seq: found.seq,
-            aux: found.aux,
-            ifindex,
-            kind: found.kind as u8,
-            dscp: pkt.dscp,
-            _pad: [0; 2],
-        };
-        if !env.emit(&ev) {
+    for f in findings.items.iter().flatten() {
+        if !env.emit(|ev| fill(ev, at, &key, pkt.dscp, f.kind, f.seq, f.aux, f.value)) {
             env.count(Counter::RingbufLost);
         }
+    }
+    if is_tcp && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        tcp_closed(env, &key, pkt, from_orig, at);
+    }
+    true
+}
+
+/// A TCP segment of a heartbeat session that carries no heartbeat: ACKs, keepalive
+/// probes, other messages, FIN/RST. The TCP client is the originator.
+#[inline(never)]
+fn tcp_segment<E: Env>(env: &mut E, pkt: &Packet, at: &Seen) {
+    let role = if at.to_service {
+        Role::Request
+    } else {
+        Role::Response
+    };
+    let key = FlowKey::of(at.proto, pkt, role);
+    let known = env.with_flow(&key, |st| {
+        st.on_tcp(pkt, at.to_service, at.now);
+    });
+    if known.is_some() && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        tcp_closed(env, &key, pkt, at.to_service, at);
+    }
+}
+
+/// FIN/RST ends the association: report it once and forget the flow.
+/// Out of line: rare, and keeps its record off the hot path's stack frame.
+#[inline(never)]
+fn tcp_closed<E: Env>(env: &mut E, key: &FlowKey, pkt: &Packet, from_orig: bool, at: &Seen) {
+    let reset = (pkt.tcp_flags & TCP_RST != 0) as u32;
+    let by_responder = (!from_orig) as u64;
+    let seq = env.with_flow(key, |st| st.last_seq).unwrap_or(0);
+    env.remove_flow(key);
+    let kind = EventKind::SessionClosed;
+    if !env.emit(|ev| fill(ev, at, key, pkt.dscp, kind, seq, reset, by_responder)) {
+        env.count(Counter::RingbufLost);
+    }
+}
+
+/// REGISTER/OPTIONS requests and responses go to userspace with their first bytes.
+#[inline(never)]
+fn sip_message<F: Frame, E: Env>(f: &F, env: &mut E, pkt: &Packet, at: &Seen) {
+    if sip::start_line(f, pkt).is_none() {
+        env.count(Counter::NotHeartbeat);
+        return;
+    }
+    env.count(Counter::Heartbeats);
+    let key = FlowKey::of(Protocol::Sip, pkt, Role::Request);
+    let len = pkt.payload_len as usize;
+    // What copy_payload will take: whole 8-byte chunks, at most CAPTURE_LEN.
+    let captured = if len < sip::CAPTURE_LEN {
+        len
+    } else {
+        sip::CAPTURE_LEN
+    };
+    let captured = (captured / 8 * 8) as u32;
+    let (kind, seq, dscp) = (EventKind::SipMessage, pkt.tcp_seq, pkt.dscp);
+    let header = |ev: &mut RawEvent| fill(ev, at, &key, dscp, kind, seq, captured, len as u64);
+    if !env.emit_payload(header, f, pkt.payload_off as usize, len) {
+        env.count(Counter::RingbufLost);
     }
 }

@@ -20,6 +20,15 @@ pub enum EventKind {
     OutOfOrder = 6,
     /// Response that matches no outstanding request. `seq`.
     Mismatch = 7,
+    /// Heartbeat DSCP differs from the protocol's expectation. `aux` = expected, `value` = seen.
+    QosMismatch = 8,
+    /// FIN or RST on a heartbeat session. `aux` = 1 for RST, `value` = 1 if the responder closed.
+    SessionClosed = 9,
+    /// Timing announced on the session (GED-125 OPEN_REQ IdleTimeout ms in `value`;
+    /// SCCP RegisterAck keepalive seconds: `value` primary, `aux` secondary).
+    SessionParams = 10,
+    /// A SIP REGISTER/OPTIONS request or a response: a `proto::sip::SipRecord`.
+    SipMessage = 11,
 }
 
 impl EventKind {
@@ -33,6 +42,10 @@ impl EventKind {
             5 => EventKind::Restart,
             6 => EventKind::OutOfOrder,
             7 => EventKind::Mismatch,
+            8 => EventKind::QosMismatch,
+            9 => EventKind::SessionClosed,
+            10 => EventKind::SessionParams,
+            11 => EventKind::SipMessage,
             _ => return None,
         })
     }

@@ -2,12 +2,13 @@
 //!
 //! An association runs from the originator (the side that sends requests, or the
 //! sender of one-way heartbeats) to the responder. Both directions of a device
-//! pair that both originate (RUDP) are two associations.
+//! pair that both originate (RUDP) are two associations. For TCP protocols the
+//! originator is the TCP client (the PIM for GED-125, the phone for SCCP).
 
 use crate::event::EventKind;
-use crate::params::ProtoParams;
-use crate::parse::Packet;
-use crate::proto::{rudp, Heartbeat, Protocol, Role};
+use crate::params::{ProtoParams, DSCP_ANY, P_UNANSWERED_NEEDS_ACKS};
+use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::proto::{rudp, Heartbeat, Protocol, Role, HB_BYTE_ORDER_UNKNOWN, HB_SYNTHETIC_SEQ};
 
 /// Flow-table key: originator -> responder.
 #[repr(C)]
@@ -27,7 +28,7 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
-    /// The association a heartbeat belongs to: a response travels responder -> originator.
+    /// The association a packet belongs to: a response travels responder -> originator.
     #[inline(always)]
     pub fn of(proto: Protocol, pkt: &Packet, role: Role) -> FlowKey {
         let (orig, resp, orig_port, resp_port) = match role {
@@ -51,6 +52,12 @@ impl FlowKey {
 pub const F_OUTSTANDING: u16 = 1 << 0;
 pub const F_UNANSWERED_REPORTED: u16 = 1 << 1;
 pub const F_ANOMALY_REPORTED: u16 = 1 << 2;
+pub const F_ORDER_BE: u16 = 1 << 3;
+pub const F_ORDER_LE: u16 = 1 << 4;
+pub const F_QOS_REPORTED: u16 = 1 << 5;
+pub const F_ORIG_SEQ_KNOWN: u16 = 1 << 6;
+pub const F_RESP_SEQ_KNOWN: u16 = 1 << 7;
+pub const F_RESPONDED: u16 = 1 << 8;
 
 /// Per-association state, updated in place in the flow table.
 #[repr(C)]
@@ -62,6 +69,8 @@ pub struct FlowState {
     /// First send of the outstanding (or last) request sequence.
     pub seq_since_ns: u64,
     pub last_resp_ns: u64,
+    /// Last segment of any kind from the responder (TCP: the transport is alive).
+    pub resp_seen_ns: u64,
     /// Learned interval between consecutive sequences (EWMA, 1/8 weight); 0 = not yet.
     pub interval_ns: u64,
     pub rtt_last_ns: u64,
@@ -73,11 +82,20 @@ pub struct FlowState {
     pub lost: u64,
     pub retries: u32,
     pub last_seq: u32,
+    /// Last sequence as read from the wire (big-endian), for byte-order detection.
+    pub last_raw: u32,
     /// Sequence of the last out-of-order/mismatch report (same anomaly once per seq).
     pub reported_seq: u32,
+    /// TCP: next expected sequence number from the originator / the responder.
+    pub orig_next: u32,
+    pub resp_next: u32,
+    pub tcp_keepalives: u32,
     /// Sends of `last_seq` beyond the first.
     pub attempts: u16,
     pub flags: u16,
+    /// DSCP last reported in a `qos.mismatch`.
+    pub qos_dscp: u8,
+    pub _pad: [u8; 7],
 }
 
 /// An anomaly found by a transition, before the engine adds key and time.
@@ -89,14 +107,14 @@ pub struct Finding {
     pub value: u64,
 }
 
-/// At most two findings per packet (e.g. unanswered + retry).
+/// Findings of one packet: at most three (unanswered + retry + qos).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Findings {
-    pub items: [Option<Finding>; 2],
+    pub items: [Option<Finding>; 3],
 }
 
 impl Findings {
-    /// Adds a finding; a third one would be dropped (no transition makes three).
+    /// Adds a finding; a fourth would be dropped (no transition makes four).
     #[inline(always)]
     pub fn push(&mut self, kind: EventKind, seq: u32, aux: u32, value: u64) {
         let f = Some(Finding {
@@ -109,21 +127,65 @@ impl Findings {
             self.items[0] = f;
         } else if self.items[1].is_none() {
             self.items[1] = f;
+        } else if self.items[2].is_none() {
+            self.items[2] = f;
         }
     }
 }
 
+/// What a TCP segment told the association about its transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpSeen {
+    /// Every payload byte was seen before: a retransmission.
+    pub retransmission: bool,
+    /// A keepalive probe (PROTOCOLS.md §6).
+    pub keepalive: bool,
+}
+
+#[inline(always)]
+fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+#[inline(always)]
+fn swap_seq(raw: u32) -> u32 {
+    raw.swap_bytes()
+}
+
 impl FlowState {
     /// State of an association first seen with `hb` at `now`.
-    #[inline(always)]
     pub fn new(hb: &Heartbeat, now: u64) -> FlowState {
-        let mut st = FlowState {
+        let mut st = FlowState::default();
+        st.init(hb, now);
+        st
+    }
+
+    /// (Re)initialises in place for an association first seen with `hb` at `now`.
+    #[inline(always)]
+    pub fn init(&mut self, hb: &Heartbeat, now: u64) {
+        *self = FlowState {
             first_ns: now,
             last_seq: hb.seq,
+            last_raw: hb.seq,
             ..FlowState::default()
         };
+        let st = self;
+        if hb.flags & HB_SYNTHETIC_SEQ != 0 {
+            st.last_seq = 1;
+        } else if hb.flags & HB_BYTE_ORDER_UNKNOWN != 0 {
+            // Counters start at 0: the smaller reading is the likelier until proven.
+            let le = swap_seq(hb.seq);
+            if le < hb.seq {
+                st.last_seq = le;
+            }
+        }
         match hb.role {
-            Role::Response => {}
+            Role::Response => {
+                st.last_resp_ns = now;
+                st.resp_seen_ns = now;
+                st.responses = 1;
+                st.flags = F_RESPONDED;
+            }
             _ => {
                 st.last_req_ns = now;
                 st.seq_since_ns = now;
@@ -133,15 +195,102 @@ impl FlowState {
                 }
             }
         }
-        st
+    }
+
+    /// Tracks a TCP segment of the session; `from_orig` = sent by the originator.
+    #[inline(always)]
+    pub fn on_tcp(&mut self, pkt: &Packet, from_orig: bool, now: u64) -> TcpSeen {
+        let mut seen = TcpSeen::default();
+        let flags = pkt.tcp_flags;
+        let mut len = pkt.payload_len as u32;
+        if flags & (TCP_SYN | TCP_FIN) != 0 {
+            len += 1;
+        }
+        let (next, known) = if from_orig {
+            (self.orig_next, self.flags & F_ORIG_SEQ_KNOWN != 0)
+        } else {
+            self.resp_seen_ns = now;
+            (self.resp_next, self.flags & F_RESP_SEQ_KNOWN != 0)
+        };
+        let mut new_next = pkt.tcp_seq.wrapping_add(len);
+        if known {
+            let plain = flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0 && flags & TCP_ACK != 0;
+            if plain && pkt.payload_len <= 1 && pkt.tcp_seq == next.wrapping_sub(1) {
+                // seq == next - 1 with 0/1 byte: a keepalive probe, not new data.
+                seen.keepalive = true;
+                self.tcp_keepalives += 1;
+                new_next = next;
+            } else if len > 0 && !seq_after(new_next, next) {
+                seen.retransmission = true;
+            }
+            if !seq_after(new_next, next) {
+                new_next = next;
+            }
+        }
+        if from_orig {
+            self.orig_next = new_next;
+            self.flags |= F_ORIG_SEQ_KNOWN;
+        } else {
+            self.resp_next = new_next;
+            self.flags |= F_RESP_SEQ_KNOWN;
+        }
+        seen
     }
 
     /// Applies a heartbeat to the association and reports what is anomalous.
+    /// `retransmission`: the TCP segment carrying it was sent before.
     #[inline(always)]
-    pub fn update(&mut self, hb: &Heartbeat, now: u64, p: &ProtoParams) -> Findings {
+    pub fn update(
+        &mut self,
+        hb: &Heartbeat,
+        now: u64,
+        p: &ProtoParams,
+        retransmission: bool,
+    ) -> Findings {
+        let mut hb = *hb;
+        if hb.flags & HB_SYNTHETIC_SEQ != 0 {
+            // Numbered by the association: a request is the next one unless re-sent.
+            hb.seq = match hb.role {
+                Role::Response => self.last_seq,
+                _ if retransmission => self.last_seq,
+                _ => self.last_seq.wrapping_add(1),
+            };
+        } else if hb.flags & HB_BYTE_ORDER_UNKNOWN != 0 {
+            hb.seq = self.learn_byte_order(hb.seq);
+        }
         match hb.role {
             Role::Response => self.on_response(hb.seq, now),
-            Role::Request | Role::OneWay => self.on_request(hb, now, p),
+            Role::Request | Role::OneWay => self.on_request(&hb, now, p),
+        }
+    }
+
+    /// Reads `raw` in the byte order the association has shown: the order in which
+    /// consecutive heartbeats increase by one.
+    #[inline(always)]
+    fn learn_byte_order(&mut self, raw: u32) -> u32 {
+        let last_raw = self.last_raw;
+        self.last_raw = raw;
+        if self.flags & F_ORDER_BE != 0 {
+            return raw;
+        }
+        if self.flags & F_ORDER_LE != 0 {
+            return swap_seq(raw);
+        }
+        if raw == last_raw.wrapping_add(1) {
+            self.flags |= F_ORDER_BE;
+            self.last_seq = last_raw;
+            return raw;
+        }
+        if swap_seq(raw) == swap_seq(last_raw).wrapping_add(1) {
+            self.flags |= F_ORDER_LE;
+            self.last_seq = swap_seq(last_raw);
+            return swap_seq(raw);
+        }
+        let le = swap_seq(raw);
+        if le < raw {
+            le
+        } else {
+            raw
         }
     }
 
@@ -150,7 +299,12 @@ impl FlowState {
         let mut out = Findings::default();
         let seq = hb.seq;
         let outstanding = self.flags & F_OUTSTANDING != 0;
-        if hb.role == Role::Request && outstanding && self.flags & F_UNANSWERED_REPORTED == 0 {
+        let acks_known = p.flags & P_UNANSWERED_NEEDS_ACKS == 0 || self.flags & F_RESPONDED != 0;
+        if hb.role == Role::Request
+            && outstanding
+            && acks_known
+            && self.flags & F_UNANSWERED_REPORTED == 0
+        {
             // A new send while the previous one waits: the previous went unanswered.
             out.push(
                 EventKind::Unanswered,
@@ -160,20 +314,29 @@ impl FlowState {
             );
             self.flags |= F_UNANSWERED_REPORTED;
         }
-        self.requests += 1;
         if seq == self.last_seq {
+            if hb.role == Role::OneWay {
+                // One-way heartbeats are never re-sent: a duplicate.
+                if !(self.flags & F_ANOMALY_REPORTED != 0 && self.reported_seq == seq) {
+                    self.flags |= F_ANOMALY_REPORTED;
+                    self.reported_seq = seq;
+                    out.push(EventKind::OutOfOrder, seq, seq.wrapping_add(1), 0);
+                }
+                return out;
+            }
+            self.requests += 1;
             self.attempts = self.attempts.saturating_add(1);
             self.retries += 1;
             self.last_req_ns = now;
-            if hb.role == Role::Request {
-                self.flags |= F_OUTSTANDING;
-            }
+            self.flags |= F_OUTSTANDING;
             out.push(EventKind::Retry, seq, self.attempts as u32 + 1, 0);
             return out;
         }
         let jump = seq.wrapping_sub(self.last_seq);
         let back = self.last_seq.wrapping_sub(seq);
-        if seq == rudp::SEQ_RESET && hb.role == Role::Request {
+        let fresh_start = hb.role == Role::OneWay && seq < 4 && seq < self.last_seq;
+        if (seq == rudp::SEQ_RESET && hb.role == Role::Request) || fresh_start {
+            // RUDP reset marker; a one-way counter back at 0..3: the process restarted.
             out.push(EventKind::Restart, seq, self.last_seq, 0);
         } else if jump == 1 {
             // In order: learn the interval from consecutive first sends.
@@ -189,7 +352,6 @@ impl FlowState {
             out.push(EventKind::Gap, seq, self.last_seq.wrapping_add(1), lost);
         } else if back <= p.reorder_window {
             // Older than the last one: report once per seq, keep the newest as reference.
-            self.requests -= 1;
             if !(self.flags & F_ANOMALY_REPORTED != 0 && self.reported_seq == seq) {
                 self.flags |= F_ANOMALY_REPORTED;
                 self.reported_seq = seq;
@@ -199,6 +361,7 @@ impl FlowState {
         } else {
             out.push(EventKind::Restart, seq, self.last_seq, 0);
         }
+        self.requests += 1;
         self.last_seq = seq;
         self.attempts = 0;
         self.last_req_ns = now;
@@ -213,6 +376,7 @@ impl FlowState {
     #[inline(always)]
     fn on_response(&mut self, seq: u32, now: u64) -> Findings {
         let mut out = Findings::default();
+        self.resp_seen_ns = now;
         if self.flags & F_OUTSTANDING != 0 && seq == self.last_seq {
             // RTT from the latest attempt: the one most likely answered.
             let rtt = now.saturating_sub(self.last_req_ns);
@@ -227,6 +391,7 @@ impl FlowState {
             self.responses += 1;
             self.last_resp_ns = now;
             self.flags &= !F_OUTSTANDING;
+            self.flags |= F_RESPONDED;
             return out;
         }
         if self.flags & F_ANOMALY_REPORTED != 0 && self.reported_seq == seq {
@@ -234,13 +399,36 @@ impl FlowState {
         }
         self.flags |= F_ANOMALY_REPORTED;
         self.reported_seq = seq;
-        if seq == self.last_seq {
+        if seq == self.last_seq && self.flags & F_RESPONDED != 0 {
             // A second answer to a request already answered.
             out.push(EventKind::OutOfOrder, seq, self.last_seq.wrapping_add(1), 0);
         } else {
             out.push(EventKind::Mismatch, seq, 0, 0);
         }
         out
+    }
+
+    /// DSCP check against the protocol's expectation; once per association and value.
+    #[inline(always)]
+    pub fn check_dscp(&mut self, dscp: u8, p: &ProtoParams, out: &mut Findings) {
+        if p.expected_dscp == DSCP_ANY {
+            return;
+        }
+        if dscp == p.expected_dscp {
+            self.flags &= !F_QOS_REPORTED;
+            return;
+        }
+        if self.flags & F_QOS_REPORTED != 0 && self.qos_dscp == dscp {
+            return;
+        }
+        self.flags |= F_QOS_REPORTED;
+        self.qos_dscp = dscp;
+        out.push(
+            EventKind::QosMismatch,
+            self.last_seq,
+            p.expected_dscp as u32,
+            dscp as u64,
+        );
     }
 }
 

@@ -5,6 +5,10 @@ use crate::proto::Protocol;
 /// `expected_dscp` value meaning "no DSCP expectation".
 pub const DSCP_ANY: u8 = 0xff;
 
+/// `flags`: report `unanswered` only on associations whose requests were answered
+/// before (SCCP backup CUCMs only TCP-ACK keepalives, and that is healthy).
+pub const P_UNANSWERED_NEEDS_ACKS: u8 = 1 << 0;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProtoParams {
@@ -20,6 +24,9 @@ pub struct ProtoParams {
     pub down_after: u8,
     /// Expected DSCP, or [`DSCP_ANY`].
     pub expected_dscp: u8,
+    /// `P_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 3],
 }
 
 impl ProtoParams {
@@ -34,6 +41,8 @@ impl ProtoParams {
                 tolerance_pct: 50,
                 down_after: 4,
                 expected_dscp: 46,
+                flags: 0,
+                _pad: [0; 3],
             },
             // 100 ms, 5 consecutive misses = failure (ICM MDS, SRND).
             Protocol::Mds => ProtoParams {
@@ -43,6 +52,8 @@ impl ProtoParams {
                 tolerance_pct: 50,
                 down_after: 5,
                 expected_dscp: DSCP_ANY,
+                flags: 0,
+                _pad: [0; 3],
             },
             // Interval learned per session (seed: 5 s); 2 missed = CVP closes the session.
             Protocol::Ged125 => ProtoParams {
@@ -52,6 +63,8 @@ impl ProtoParams {
                 tolerance_pct: 50,
                 down_after: 2,
                 expected_dscp: DSCP_ANY,
+                flags: 0,
+                _pad: [0; 3],
             },
             // Primary CUCM keepalive 30 s; phones fail over after 3 intervals.
             Protocol::Sccp => ProtoParams {
@@ -61,6 +74,8 @@ impl ProtoParams {
                 tolerance_pct: 30,
                 down_after: 3,
                 expected_dscp: DSCP_ANY,
+                flags: P_UNANSWERED_NEEDS_ACKS,
+                _pad: [0; 3],
             },
             Protocol::Cs1000Ipmg => ProtoParams {
                 interval_ms: 1000,
@@ -69,6 +84,8 @@ impl ProtoParams {
                 tolerance_pct: 50,
                 down_after: 4,
                 expected_dscp: DSCP_ANY,
+                flags: 0,
+                _pad: [0; 3],
             },
             // REGISTER refresh 115 s against Expires 120.
             Protocol::Sip => ProtoParams {
@@ -78,6 +95,8 @@ impl ProtoParams {
                 tolerance_pct: 10,
                 down_after: 1,
                 expected_dscp: DSCP_ANY,
+                flags: 0,
+                _pad: [0; 3],
             },
             Protocol::None => ProtoParams {
                 interval_ms: 1000,
@@ -86,6 +105,8 @@ impl ProtoParams {
                 tolerance_pct: 50,
                 down_after: 3,
                 expected_dscp: DSCP_ANY,
+                flags: 0,
+                _pad: [0; 3],
             },
         }
     }

@@ -79,6 +79,15 @@ impl Skip {
 #[inline(always)]
 pub fn parse<F: Frame>(f: &F) -> Result<Packet, Skip> {
     let mut pkt = Packet::default();
+    parse_into(f, &mut pkt).map(|()| pkt)
+}
+
+/// [`parse`] into `pkt`. Out of line: in the kernel its header buffers get a stack
+/// frame of their own, released before the flow stage runs (the BPF stack is 512
+/// bytes for the whole call chain); an out-parameter, because BPF functions may
+/// not return pointers to the caller's stack.
+#[inline(never)]
+pub fn parse_into<F: Frame>(f: &F, pkt: &mut Packet) -> Result<(), Skip> {
     let mut off = 12usize;
     let mut ethertype = f.be16(off).ok_or(Skip::Truncated)?;
     off += 2;
@@ -177,7 +186,7 @@ pub fn parse<F: Frame>(f: &F) -> Result<Packet, Skip> {
         }
         _ => return Err(Skip::NotInteresting),
     }
-    Ok(pkt)
+    Ok(())
 }
 
 #[inline(always)]

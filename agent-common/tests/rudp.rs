@@ -9,6 +9,10 @@ use hbwatch_common::params::ProtoParams;
 use hbwatch_common::parse::{parse, Packet};
 use hbwatch_common::proto::{rudp, Heartbeat, Protocol, Role};
 
+fn hbv(role: Role, seq: u32) -> Heartbeat {
+    Heartbeat::new(role, seq)
+}
+
 /// A 60-byte Ethernet/IPv4/UDP 15000->15000 frame carrying `payload`, zero padded.
 fn frame(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0u8; 12];
@@ -31,7 +35,7 @@ fn frame(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
 fn decode(f: &[u8]) -> (Packet, Option<Heartbeat>) {
     let sf = SliceFrame(f);
     let pkt = parse(&sf).expect("parses");
-    (pkt, rudp::decode(&sf, &pkt))
+    (pkt, rudp::decode(&sf, &pkt).and_then(|m| m.as_heartbeat()))
 }
 
 #[test]
@@ -46,25 +50,13 @@ fn originating_and_responding_flags() {
         "length from UDP, not from the padded 60-byte frame"
     );
     assert_eq!(pkt.dscp, 46);
-    assert_eq!(
-        hb,
-        Some(Heartbeat {
-            role: Role::Request,
-            seq: 0x1234
-        })
-    );
+    assert_eq!(hb, Some(hbv(Role::Request, 0x1234)));
     let (_, hb) = decode(&frame(
         [10, 10, 20, 20],
         [10, 10, 10, 10],
         &[0, 0, 0x12, 0x34, 0x01, 0x00],
     ));
-    assert_eq!(
-        hb,
-        Some(Heartbeat {
-            role: Role::Response,
-            seq: 0x1234
-        })
-    );
+    assert_eq!(hb, Some(hbv(Role::Response, 0x1234)));
     assert_eq!(
         rudp::payload(0x1234, Role::Request),
         [0, 0, 0x12, 0x34, 0x02, 0xff]
@@ -85,16 +77,10 @@ fn other_payloads_are_not_heartbeats() {
 }
 
 fn req(seq: u32) -> Heartbeat {
-    Heartbeat {
-        role: Role::Request,
-        seq,
-    }
+    Heartbeat::new(Role::Request, seq)
 }
 fn resp(seq: u32) -> Heartbeat {
-    Heartbeat {
-        role: Role::Response,
-        seq,
-    }
+    Heartbeat::new(Role::Response, seq)
 }
 fn kinds(f: &Findings) -> Vec<(EventKind, u32, u32, u64)> {
     f.items
@@ -114,9 +100,9 @@ fn healthy_round_trips_are_silent_and_learn_interval_and_rtt() {
         let seq = 100 + i as u32;
         let t = i * SEC;
         if i > 0 {
-            assert!(kinds(&st.update(&req(seq), t, &p)).is_empty());
+            assert!(kinds(&st.update(&req(seq), t, &p, false)).is_empty());
         }
-        assert!(kinds(&st.update(&resp(seq), t + 2_000_000, &p)).is_empty());
+        assert!(kinds(&st.update(&resp(seq), t + 2_000_000, &p, false)).is_empty());
     }
     assert_eq!(st.responses, 10);
     assert_eq!(st.requests, 10);
@@ -129,8 +115,8 @@ fn healthy_round_trips_are_silent_and_learn_interval_and_rtt() {
 fn gap_reports_lost_count_and_expected_seq() {
     let p = ProtoParams::defaults(Protocol::Cs1000Rudp);
     let mut st = FlowState::new(&req(10), 0);
-    st.update(&resp(10), 1_000, &p);
-    let f = st.update(&req(14), SEC, &p);
+    st.update(&resp(10), 1_000, &p, false);
+    let f = st.update(&req(14), SEC, &p, false);
     assert_eq!(kinds(&f), vec![(EventKind::Gap, 14, 11, 3)]);
     assert_eq!(st.lost, 3);
 }
@@ -139,7 +125,7 @@ fn gap_reports_lost_count_and_expected_seq() {
 fn retry_with_same_seq_reports_unanswered_once_and_each_attempt() {
     let p = ProtoParams::defaults(Protocol::Cs1000Rudp);
     let mut st = FlowState::new(&req(7), 0);
-    let f = st.update(&req(7), SEC, &p);
+    let f = st.update(&req(7), SEC, &p, false);
     assert_eq!(
         kinds(&f),
         vec![
@@ -147,47 +133,47 @@ fn retry_with_same_seq_reports_unanswered_once_and_each_attempt() {
             (EventKind::Retry, 7, 2, 0)
         ]
     );
-    let f = st.update(&req(7), 2 * SEC, &p);
+    let f = st.update(&req(7), 2 * SEC, &p, false);
     assert_eq!(
         kinds(&f),
         vec![(EventKind::Retry, 7, 3, 0)],
         "unanswered only once per seq"
     );
     // The retry is answered: RTT is measured from the latest attempt.
-    assert!(kinds(&st.update(&resp(7), 2 * SEC + 500, &p)).is_empty());
+    assert!(kinds(&st.update(&resp(7), 2 * SEC + 500, &p, false)).is_empty());
     assert_eq!(st.rtt_last_ns, 500);
-    assert!(kinds(&st.update(&req(8), 3 * SEC, &p)).is_empty());
+    assert!(kinds(&st.update(&req(8), 3 * SEC, &p, false)).is_empty());
 }
 
 #[test]
 fn restart_to_unrelated_value_or_reset_marker() {
     let p = ProtoParams::defaults(Protocol::Cs1000Rudp);
     let mut st = FlowState::new(&req(50_000), 0);
-    st.update(&resp(50_000), 10, &p);
-    let f = st.update(&req(3), SEC, &p);
+    st.update(&resp(50_000), 10, &p, false);
+    let f = st.update(&req(3), SEC, &p, false);
     assert_eq!(kinds(&f), vec![(EventKind::Restart, 3, 50_000, 0)]);
-    st.update(&resp(3), SEC + 10, &p);
-    let f = st.update(&req(rudp::SEQ_RESET), 2 * SEC, &p);
+    st.update(&resp(3), SEC + 10, &p, false);
+    let f = st.update(&req(rudp::SEQ_RESET), 2 * SEC, &p, false);
     assert_eq!(kinds(&f), vec![(EventKind::Restart, rudp::SEQ_RESET, 3, 0)]);
-    st.update(&resp(rudp::SEQ_RESET), 2 * SEC + 10, &p);
+    st.update(&resp(rudp::SEQ_RESET), 2 * SEC + 10, &p, false);
     // After the reset marker, 0 follows as the next sequence: in order.
-    assert!(kinds(&st.update(&req(0), 3 * SEC, &p)).is_empty());
+    assert!(kinds(&st.update(&req(0), 3 * SEC, &p, false)).is_empty());
 }
 
 #[test]
 fn unanswered_when_next_seq_arrives_and_orphan_response_is_a_mismatch() {
     let p = ProtoParams::defaults(Protocol::Cs1000Rudp);
     let mut st = FlowState::new(&req(1), 0);
-    let f = st.update(&req(2), SEC, &p);
+    let f = st.update(&req(2), SEC, &p, false);
     assert_eq!(kinds(&f), vec![(EventKind::Unanswered, 1, 0, SEC)]);
-    let f = st.update(&resp(99), SEC + 5, &p);
+    let f = st.update(&resp(99), SEC + 5, &p, false);
     assert_eq!(kinds(&f), vec![(EventKind::Mismatch, 99, 0, 0)]);
     assert!(
-        kinds(&st.update(&resp(99), SEC + 6, &p)).is_empty(),
+        kinds(&st.update(&resp(99), SEC + 6, &p, false)).is_empty(),
         "reported once"
     );
-    assert!(kinds(&st.update(&resp(2), SEC + 7, &p)).is_empty());
-    let f = st.update(&resp(2), SEC + 8, &p);
+    assert!(kinds(&st.update(&resp(2), SEC + 7, &p, false)).is_empty());
+    let f = st.update(&resp(2), SEC + 8, &p, false);
     assert_eq!(
         kinds(&f),
         vec![(EventKind::OutOfOrder, 2, 3, 0)],
@@ -199,8 +185,8 @@ fn unanswered_when_next_seq_arrives_and_orphan_response_is_a_mismatch() {
 fn older_seq_is_out_of_order_not_restart() {
     let p = ProtoParams::defaults(Protocol::Cs1000Rudp);
     let mut st = FlowState::new(&req(20), 0);
-    st.update(&resp(20), 10, &p);
-    let f = st.update(&req(18), SEC, &p);
+    st.update(&resp(20), 10, &p, false);
+    let f = st.update(&req(18), SEC, &p, false);
     assert_eq!(kinds(&f), vec![(EventKind::OutOfOrder, 18, 21, 0)]);
     assert_eq!(st.last_seq, 20, "the newest seq stays the reference");
 }

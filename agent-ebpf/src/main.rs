@@ -4,11 +4,12 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, xdp_md, TC_ACT_UNSPEC},
     helpers::bpf_ktime_get_ns,
-    macros::{map, xdp},
+    macros::{classifier, map, xdp},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
+    EbpfContext,
 };
 use aya_log_ebpf::warn;
 use hbwatch_common::{
@@ -18,7 +19,10 @@ use hbwatch_common::{
     flow::{FlowKey, FlowState},
     frame::Frame,
     params::ProtoParams,
-    proto::{Protocol, PORT_SLOTS, PROTOCOL_COUNT},
+    proto::{
+        sip::{copy_payload, SipRecord},
+        Protocol, PORT_SLOTS, PROTOCOL_COUNT,
+    },
 };
 
 /// (transport, port) -> protocol id, filled by userspace.
@@ -37,32 +41,63 @@ static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(6553
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
+/// Where a new association's state is built before insertion (per CPU, one slot).
+#[map]
+static SCRATCH: PerCpuArray<FlowState> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
+const MAX_XDP_OFFSET: usize = 0x3fff;
+
 /// Packet bytes between the context's `data` and `data_end` pointers.
 struct XdpFrame {
-    start: usize,
-    end: usize,
+    ctx: *mut xdp_md,
 }
 
 impl Frame for XdpFrame {
     #[inline(always)]
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        // The verifier tracks packet ranges only for variable offsets it can bound
+        // below 64 KiB; XDP frames are at most a page, so 16 KiB loses nothing.
+        if offset > MAX_XDP_OFFSET {
+            return None;
+        }
+        // Fresh (volatile) loads of data/data_end at every read: otherwise LLVM hoists
+        // `data_end - N` out of loops, and the verifier forbids arithmetic on pkt_end.
+        // SAFETY: ctx is the program's xdp_md for the whole run.
+        let (start, end) = unsafe {
+            (
+                core::ptr::read_volatile(&(*self.ctx).data) as usize,
+                core::ptr::read_volatile(&(*self.ctx).data_end) as usize,
+            )
+        };
         // The verifier needs this exact compare of packet pointer against data_end.
-        if self.start + offset + N > self.end {
+        if start + offset + N > end {
             return None;
         }
         // SAFETY: bounds checked above; [u8; N] has alignment 1.
-        Some(unsafe { core::ptr::read_unaligned((self.start + offset) as *const [u8; N]) })
+        Some(unsafe { core::ptr::read_unaligned((start + offset) as *const [u8; N]) })
     }
 }
 
-struct KernelEnv<'a> {
-    ctx: &'a XdpContext,
+/// An egress skb, read with bpf_skb_load_bytes (works on non-linear skbs, no pull needed).
+struct SkbFrame<'a> {
+    ctx: &'a TcContext,
 }
 
-impl Env for KernelEnv<'_> {
+impl Frame for SkbFrame<'_> {
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        self.ctx.load::<[u8; N]>(offset).ok()
+    }
+}
+
+struct KernelEnv<'a, C: EbpfContext> {
+    ctx: &'a C,
+}
+
+impl<C: EbpfContext> Env for KernelEnv<'_, C> {
     #[inline(always)]
     fn port_proto(&self, slot: u32) -> u8 {
         PORTS.get(slot).copied().unwrap_or(0)
@@ -84,8 +119,14 @@ impl Env for KernelEnv<'_> {
     }
 
     #[inline(always)]
-    fn insert_flow(&mut self, key: &FlowKey, state: &FlowState) -> bool {
-        if FLOWS.insert(key, state, 0).is_ok() {
+    fn insert_flow<U: FnOnce(&mut FlowState)>(&mut self, key: &FlowKey, init: U) -> bool {
+        let Some(slot) = SCRATCH.get_ptr_mut(0) else {
+            return false;
+        };
+        // SAFETY: this CPU's scratch slot; nothing else runs on it during this program.
+        let state = unsafe { &mut *slot };
+        init(state);
+        if FLOWS.insert(key, &*state, 0).is_ok() {
             return true;
         }
         warn!(self.ctx, "hbwatch: flow table insert failed");
@@ -93,8 +134,40 @@ impl Env for KernelEnv<'_> {
     }
 
     #[inline(always)]
-    fn emit(&mut self, ev: &RawEvent) -> bool {
-        EVENTS.output::<RawEvent>(ev, 0).is_ok()
+    fn remove_flow(&mut self, key: &FlowKey) {
+        let _ = FLOWS.remove(key);
+    }
+
+    #[inline(always)]
+    fn emit<U: FnOnce(&mut RawEvent)>(&mut self, fill: U) -> bool {
+        let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+            return false;
+        };
+        // SAFETY: reserved ring-buffer memory of RawEvent size; `fill` writes every field.
+        fill(unsafe { &mut *entry.as_mut_ptr() });
+        entry.submit(0);
+        true
+    }
+
+    #[inline(always)]
+    fn emit_payload<F: Frame, U: FnOnce(&mut RawEvent)>(
+        &mut self,
+        fill: U,
+        f: &F,
+        off: usize,
+        len: usize,
+    ) -> bool {
+        let Some(mut entry) = EVENTS.reserve::<SipRecord>(0) else {
+            return false;
+        };
+        let rec = entry.as_mut_ptr();
+        // SAFETY: reserved ring-buffer memory of SipRecord size.
+        unsafe {
+            fill(&mut (*rec).hdr);
+            copy_payload(f, off, len, &mut (*rec).data);
+        }
+        entry.submit(0);
+        true
     }
 
     #[inline(always)]
@@ -109,16 +182,26 @@ impl Env for KernelEnv<'_> {
 /// XDP ingress: observe, never drop.
 #[xdp]
 pub fn hbwatch_xdp(ctx: XdpContext) -> u32 {
-    let frame = XdpFrame {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
+    let frame = XdpFrame { ctx: ctx.ctx };
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let mut env = KernelEnv { ctx: &ctx };
     process(&frame, &mut env, now, ifindex);
     xdp_action::XDP_PASS
+}
+
+/// TC egress: the host's own outgoing heartbeats, same logic and same flow table, so
+/// both directions of an association merge. Observe only: continue unchanged.
+#[classifier]
+pub fn hbwatch_tc(ctx: TcContext) -> i32 {
+    let frame = SkbFrame { ctx: &ctx };
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let mut env = KernelEnv { ctx: &ctx };
+    process(&frame, &mut env, now, ifindex);
+    TC_ACT_UNSPEC
 }
 
 #[cfg(not(test))]

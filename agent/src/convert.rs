@@ -58,8 +58,13 @@ impl Converter {
     }
 
     /// The event for one record; `unix_ns` is the record's time on the wall clock.
+    /// `None` for records that are inputs to correlation (session timing, SIP text),
+    /// not events by themselves.
     pub fn event(&self, raw: &RawEvent, unix_ns: i128) -> Option<Event> {
         let kind = EventKind::from_u8(raw.kind)?;
+        if matches!(kind, EventKind::SessionParams | EventKind::SipMessage) {
+            return None;
+        }
         let key = &raw.key;
         let assoc = association(key);
         let seq = raw.seq;
@@ -126,6 +131,30 @@ impl Converter {
                 Level::Warning,
                 format!("{assoc}: response seq {seq} matches no outstanding request"),
             ),
+            EventKind::QosMismatch => (
+                "alert",
+                "qos.mismatch",
+                Level::Warning,
+                format!(
+                    "{assoc}: heartbeat marked DSCP {} instead of {}: QoS marking stripped or re-marked on the path",
+                    raw.value, raw.aux
+                ),
+            ),
+            EventKind::SessionClosed => {
+                let (how, level) = if raw.aux != 0 {
+                    ("reset (RST)", Level::Error)
+                } else {
+                    ("closed (FIN)", Level::Warning)
+                };
+                let by = if raw.value != 0 { "responder" } else { "originator" };
+                (
+                    "alert",
+                    "session.closed",
+                    level,
+                    format!("{assoc}: heartbeat session {how} by the {by}"),
+                )
+            }
+            EventKind::SessionParams | EventKind::SipMessage => return None,
         };
         let mut ev = Event::new(
             crate::event::rfc3339_micros(unix_ns),
@@ -162,7 +191,22 @@ impl Converter {
             EventKind::Unanswered => hb.timeout_ms = Some(raw.value / 1_000_000),
             EventKind::Restart => hb.previous_seq = Some(raw.aux),
             EventKind::OutOfOrder => hb.expected_seq = Some(raw.aux),
-            EventKind::AssociationSeen | EventKind::Mismatch => {}
+            EventKind::QosMismatch => {
+                hb.dscp = Some(raw.value as u8);
+                hb.expected_dscp = Some(raw.aux as u8);
+            }
+            EventKind::SessionClosed => {
+                hb.reset = Some(raw.aux != 0);
+                hb.closed_by = Some(if raw.value != 0 {
+                    "destination"
+                } else {
+                    "source"
+                });
+            }
+            EventKind::AssociationSeen
+            | EventKind::Mismatch
+            | EventKind::SessionParams
+            | EventKind::SipMessage => {}
         }
         Some(ev)
     }

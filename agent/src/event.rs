@@ -109,6 +109,12 @@ pub struct HeartbeatFields {
     pub timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dscp: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_dscp: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<&'static str>,
     #[serde(rename = "where", skip_serializing_if = "Option::is_none")]
     pub where_: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,6 +134,9 @@ impl HeartbeatFields {
             && self.attempt.is_none()
             && self.timeout_ms.is_none()
             && self.dscp.is_none()
+            && self.expected_dscp.is_none()
+            && self.reset.is_none()
+            && self.closed_by.is_none()
             && self.where_.is_none()
             && self.interfaces.is_none()
             && self.config_digest.is_none()

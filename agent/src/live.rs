@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use aya::programs::{Xdp, XdpMode};
+use aya::programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::Ebpf;
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
-use hbwatch_common::event::RawEvent;
+use hbwatch_common::event::{EventKind, RawEvent};
 use hbwatch_common::params::ProtoParams;
 use hbwatch_common::proto::Protocol;
 use tokio::io::unix::AsyncFd;
@@ -38,6 +38,7 @@ pub struct Datapath {
 }
 
 pub const XDP_PROGRAM: &str = "hbwatch_xdp";
+pub const TC_PROGRAM: &str = "hbwatch_tc";
 
 /// Raises RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps against it.
 fn raise_memlock() {
@@ -100,6 +101,13 @@ impl Datapath {
         program
             .load()
             .map_err(|e| anyhow!("the kernel verifier rejected {XDP_PROGRAM}: {e:#}"))?;
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(TC_PROGRAM)
+            .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing from the object"))?
+            .try_into()?;
+        program
+            .load()
+            .map_err(|e| anyhow!("the kernel verifier rejected {TC_PROGRAM}: {e:#}"))?;
         Ok(Datapath {
             ebpf,
             logger,
@@ -148,6 +156,22 @@ impl Datapath {
         self.attachments.push(a.clone());
         self.ifnames.insert(ifindex, iface.to_string());
         Ok(a)
+    }
+
+    /// Attaches the TC program to `iface` egress: the host's own outgoing heartbeats.
+    pub fn attach_egress(&mut self, iface: &str) -> anyhow::Result<()> {
+        // An existing clsact qdisc is fine; any other failure shows up at attach.
+        let _ = tc::qdisc_add_clsact(iface);
+        let program: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(TC_PROGRAM)
+            .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing"))?
+            .try_into()?;
+        program
+            .attach(iface, TcAttachType::Egress)
+            .with_context(|| format!("attaching the TC egress program to {iface}"))?;
+        info!("{iface}: TC egress attached");
+        Ok(())
     }
 
     /// Kernel counters summed over CPUs.
@@ -232,6 +256,8 @@ pub fn hostname() -> String {
 pub struct LiveOptions {
     pub interfaces: Vec<String>,
     pub mode: AttachMode,
+    /// Also watch each interface's egress (TC): heartbeats this host sends.
+    pub egress: bool,
     pub ports: BTreeMap<u32, Protocol>,
     pub params: BTreeMap<Protocol, ProtoParams>,
     pub hostname: String,
@@ -251,6 +277,9 @@ pub async fn run(opts: LiveOptions, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     for iface in &opts.interfaces {
         dp.attach(iface, opts.mode)?;
+        if opts.egress {
+            dp.attach_egress(iface)?;
+        }
     }
     let mut conv = Converter {
         hostname: opts.hostname.clone(),
@@ -311,13 +340,12 @@ fn drain(
     for _ in 0..MAX_BATCH {
         let Some(item) = ring.next() else { return true };
         match RawEvent::from_bytes(&item) {
-            Some(raw) => {
-                if let Some(ev) = conv.event(&raw, clock.unix_ns(raw.ts_ns)) {
-                    batch.push(ev);
-                } else {
-                    warn!("ring buffer record of unknown kind {}", raw.kind);
-                }
-            }
+            Some(raw) => match EventKind::from_u8(raw.kind) {
+                // Correlation inputs: consumed by the correlation stage.
+                Some(EventKind::SessionParams | EventKind::SipMessage) => {}
+                Some(_) => batch.extend(conv.event(&raw, clock.unix_ns(raw.ts_ns))),
+                None => warn!("ring buffer record of unknown kind {}", raw.kind),
+            },
             None => warn!("short ring buffer record ({} bytes)", item.len()),
         }
     }

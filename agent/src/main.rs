@@ -30,6 +30,9 @@ enum Command {
         /// XDP attach mode.
         #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
         mode: AttachMode,
+        /// Also watch egress (TC) on each interface: heartbeats this host sends itself.
+        #[arg(long)]
+        egress: bool,
         /// `observer.hostname` in events (default: this host's name).
         #[arg(long)]
         hostname: Option<String>,
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             interfaces,
             ports,
             mode,
+            egress,
             hostname,
         } => {
             let mut specs = default_specs();
@@ -63,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             let opts = LiveOptions {
                 interfaces,
                 mode,
+                egress,
                 ports,
                 params,
                 hostname: hostname.unwrap_or_else(live::hostname),

@@ -159,9 +159,45 @@ fn malformed_frames_are_counted_and_never_misread() {
         &rudp::payload(1, Role::Request),
     );
     f.ip_options = vec![1, 1, 1, 0];
+    f.dscp = 46;
     h.run(&f.build());
     assert_eq!(h.counter(Counter::Heartbeats), 1);
     assert_eq!(h.records().len(), 1);
+}
+
+#[test]
+fn stripped_ef_marking_is_reported_once_per_value() {
+    if !require_root("stripped_ef_marking_is_reported_once_per_value") {
+        return;
+    }
+    let mut h = Harness::new();
+    let mut frame = |seq: u32, dscp: u8| {
+        let mut f = FrameSpec::udp(
+            addr("10.4.0.1"),
+            15000,
+            addr("10.4.0.2"),
+            15000,
+            &rudp::payload(seq, Role::Request),
+        );
+        f.dscp = dscp;
+        h.run(&f.build());
+        // Requests only (no responses): `unanswered` records are expected and not looked at.
+        h.records()
+            .iter()
+            .map(|r| (EventKind::from_u8(r.kind).unwrap(), r.value, r.aux))
+            .filter(|(k, _, _)| *k != EventKind::Unanswered)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(frame(1, 46), vec![(EventKind::AssociationSeen, 0, 0)]);
+    assert_eq!(frame(2, 0), vec![(EventKind::QosMismatch, 0, 46)]);
+    assert_eq!(frame(3, 0), vec![], "same wrong marking: reported once");
+    assert_eq!(frame(4, 10), vec![(EventKind::QosMismatch, 10, 46)]);
+    assert_eq!(frame(5, 46), vec![], "marking restored");
+    assert_eq!(
+        frame(6, 0),
+        vec![(EventKind::QosMismatch, 0, 46)],
+        "stripped again"
+    );
 }
 
 #[test]

@@ -2,7 +2,12 @@
 //! Adding a protocol = one decoder module + one row in [`Protocol`] and
 //! [`crate::params::DEFAULT_PARAMS`].
 
+pub mod ged125;
+pub mod ipmg;
+pub mod mds;
 pub mod rudp;
+pub mod sccp;
+pub mod sip;
 
 use crate::frame::Frame;
 use crate::parse::{Packet, IPPROTO_TCP, IPPROTO_UDP};
@@ -75,7 +80,7 @@ impl Protocol {
 
     /// Whether the kernel datapath decodes this protocol yet.
     pub const fn decoded(self) -> bool {
-        matches!(self, Protocol::Cs1000Rudp)
+        !matches!(self, Protocol::None)
     }
 }
 
@@ -101,18 +106,124 @@ pub enum Role {
     OneWay = 3,
 }
 
+/// `Heartbeat::flags`: the wire carries no sequence; the association numbers heartbeats.
+pub const HB_SYNTHETIC_SEQ: u8 = 1 << 0;
+/// `Heartbeat::flags`: `seq` is the big-endian reading of an undocumented byte order.
+pub const HB_BYTE_ORDER_UNKNOWN: u8 = 1 << 1;
+
 /// A decoded heartbeat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Heartbeat {
     pub role: Role,
     pub seq: u32,
+    pub flags: u8,
 }
 
-/// Decodes the payload of `pkt` as a heartbeat of `proto`; `None` when it is not one.
-#[inline(always)]
-pub fn decode<F: Frame>(proto: Protocol, f: &F, pkt: &Packet) -> Option<Heartbeat> {
-    match proto {
-        Protocol::Cs1000Rudp => rudp::decode(f, pkt),
-        _ => None,
+impl Heartbeat {
+    #[inline(always)]
+    pub const fn new(role: Role, seq: u32) -> Heartbeat {
+        Heartbeat {
+            role,
+            seq,
+            flags: 0,
+        }
     }
+}
+
+/// What a decoder found in a packet. Flat and fully written (no enum payloads), so
+/// copies never carry undefined bytes, which the verifier rejects.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Msg {
+    /// `MSG_NONE`, `MSG_HEARTBEAT` or `MSG_PARAMS`.
+    pub kind: u8,
+    /// A [`Role`]: orients the association.
+    pub role: u8,
+    /// `HB_*` bits of a heartbeat.
+    pub flags: u8,
+    pub _pad: u8,
+    /// Heartbeat sequence.
+    pub seq: u32,
+    /// Timing announced on the session: GED-125 OPEN_REQ IdleTimeout (ms, `value`);
+    /// SCCP RegisterAck keepalive intervals (s, `value` primary, `aux` secondary).
+    pub value: u32,
+    pub aux: u32,
+}
+
+pub const MSG_NONE: u8 = 0;
+pub const MSG_HEARTBEAT: u8 = 1;
+pub const MSG_PARAMS: u8 = 2;
+
+impl Msg {
+    #[inline(always)]
+    pub const fn heartbeat(hb: Heartbeat) -> Msg {
+        Msg {
+            kind: MSG_HEARTBEAT,
+            role: hb.role as u8,
+            flags: hb.flags,
+            _pad: 0,
+            seq: hb.seq,
+            value: 0,
+            aux: 0,
+        }
+    }
+
+    #[inline(always)]
+    pub const fn params(role: Role, value: u32, aux: u32) -> Msg {
+        Msg {
+            kind: MSG_PARAMS,
+            role: role as u8,
+            flags: 0,
+            _pad: 0,
+            seq: 0,
+            value,
+            aux,
+        }
+    }
+
+    #[inline(always)]
+    pub const fn role(&self) -> Role {
+        match self.role {
+            2 => Role::Response,
+            3 => Role::OneWay,
+            _ => Role::Request,
+        }
+    }
+
+    /// The heartbeat, if this is one.
+    #[inline(always)]
+    pub const fn as_heartbeat(&self) -> Option<Heartbeat> {
+        if self.kind != MSG_HEARTBEAT {
+            return None;
+        }
+        Some(Heartbeat {
+            role: self.role(),
+            seq: self.seq,
+            flags: self.flags,
+        })
+    }
+}
+
+/// Decodes the payload of `pkt` as `proto`; `None` when it carries no heartbeat.
+#[inline(always)]
+pub fn decode<F: Frame>(proto: Protocol, f: &F, pkt: &Packet) -> Option<Msg> {
+    let mut msg = Msg::default();
+    decode_into(proto, f, pkt, &mut msg);
+    (msg.kind != MSG_NONE).then_some(msg)
+}
+
+/// [`decode`] into `out`. Out of line: the decoders' header buffers get their own
+/// stack frame; an out-parameter because BPF functions may not return stack pointers.
+#[inline(never)]
+pub fn decode_into<F: Frame>(proto: Protocol, f: &F, pkt: &Packet, out: &mut Msg) {
+    let found = match proto {
+        Protocol::Cs1000Rudp => rudp::decode(f, pkt),
+        Protocol::Ged125 => ged125::decode(f, pkt),
+        Protocol::Sccp => sccp::decode(f, pkt),
+        Protocol::Mds => mds::decode(f, pkt),
+        Protocol::Cs1000Ipmg => ipmg::decode(f, pkt),
+        // SIP text goes to userspace whole (engine::process, sip module).
+        Protocol::Sip | Protocol::None => None,
+    };
+    *out = found.unwrap_or_default();
 }

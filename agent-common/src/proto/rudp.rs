@@ -3,7 +3,7 @@
 //! Payload is exactly 6 bytes: `u32 BE seq` + `u16 flag`, flag 0x02FF from the
 //! originating side, 0x0100 from the responding side (an echo of the same seq).
 
-use super::{Heartbeat, Role};
+use super::{Heartbeat, Msg, Role};
 use crate::frame::Frame;
 use crate::parse::{Packet, IPPROTO_UDP};
 
@@ -16,7 +16,7 @@ pub const SEQ_RESET: u32 = 0xffff_ffff;
 
 /// Decodes by the UDP length (6-byte payload), never by the frame length.
 #[inline(always)]
-pub fn decode<F: Frame>(f: &F, pkt: &Packet) -> Option<Heartbeat> {
+pub fn decode<F: Frame>(f: &F, pkt: &Packet) -> Option<Msg> {
     if pkt.transport != IPPROTO_UDP || pkt.payload_len != PAYLOAD_LEN {
         return None;
     }
@@ -27,7 +27,7 @@ pub fn decode<F: Frame>(f: &F, pkt: &Packet) -> Option<Heartbeat> {
         FLAG_RESPOND => Role::Response,
         _ => return None,
     };
-    Some(Heartbeat { role, seq })
+    Some(Msg::heartbeat(Heartbeat::new(role, seq)))
 }
 
 /// Builds the 6-byte payload (generator and tests).
