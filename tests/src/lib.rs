@@ -94,14 +94,22 @@ impl Drop for VethNs {
     }
 }
 
-fn inject_from_ns(ns: &str, ifname: &str, frames: &[Vec<u8>], gap: Duration) {
+/// Moves the calling thread into network namespace `ns` (only this thread).
+pub fn enter_netns(ns: &str) {
     let path = std::ffi::CString::new(format!("/var/run/netns/{ns}")).unwrap();
-    // SAFETY: plain syscalls on fds we own; setns only affects this thread.
+    // SAFETY: plain syscalls on an fd we own; setns affects this thread only.
     unsafe {
         let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         assert!(fd >= 0, "open netns {ns}");
         assert_eq!(libc::setns(fd, libc::CLONE_NEWNET), 0, "setns {ns}");
         libc::close(fd);
+    }
+}
+
+fn inject_from_ns(ns: &str, ifname: &str, frames: &[Vec<u8>], gap: Duration) {
+    enter_netns(ns);
+    // SAFETY: plain syscalls on fds we own.
+    unsafe {
         let name = std::ffi::CString::new(ifname).unwrap();
         let ifindex = libc::if_nametoindex(name.as_ptr());
         assert!(ifindex > 0, "{ifname} in {ns}");

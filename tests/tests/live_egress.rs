@@ -1,0 +1,103 @@
+//! TC egress: the host's own heartbeats (sent and answered by real kernel UDP sockets)
+//! merge with what arrives on XDP ingress into one association per direction.
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::Duration;
+
+use hbwatch_common::proto::{rudp, Role};
+use hbwatch_tests::{require_root, summary, Agent, VethNs};
+
+fn sh(args: &[&str]) {
+    assert!(
+        Command::new("ip").args(args).status().unwrap().success(),
+        "ip {args:?}"
+    );
+}
+
+/// One RUDP round for one peer: originate `seq`, echo the peer's request, and return
+/// once both our echo arrived and we echoed theirs.
+fn rudp_round(sock: &UdpSocket, peer: &str, seq: u32) {
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    sock.send_to(&rudp::payload(seq, Role::Request), peer)
+        .unwrap();
+    let (mut answered, mut echoed) = (false, false);
+    let mut buf = [0u8; 64];
+    while !(answered && echoed) {
+        let (n, from) = sock.recv_from(&mut buf).unwrap();
+        assert_eq!(n, 6);
+        if buf[4..6] == rudp::FLAG_ORIGINATE.to_be_bytes() {
+            let mut echo = [0u8; 6];
+            echo.copy_from_slice(&buf[..6]);
+            echo[4..].copy_from_slice(&rudp::FLAG_RESPOND.to_be_bytes());
+            sock.send_to(&echo, from).unwrap();
+            echoed = true;
+        } else {
+            assert_eq!(buf[..4], seq.to_be_bytes());
+            answered = true;
+        }
+    }
+}
+
+#[test]
+fn egress_and_ingress_merge_into_one_association_per_direction() {
+    if !require_root("egress_and_ingress_merge_into_one_association_per_direction") {
+        return;
+    }
+    let net = VethNs::create();
+    sh(&["addr", "add", "10.99.0.1/24", "dev", &net.host]);
+    sh(&[
+        "-n",
+        &net.ns,
+        "addr",
+        "add",
+        "10.99.0.2/24",
+        "dev",
+        &net.peer,
+    ]);
+    let mut agent = Agent::start(&["--iface", &net.host, "--egress"]);
+
+    // The device in the namespace echoes RUDP requests and originates its own.
+    // Both ends are RUDP peers: each round, send our own request, echo the other's,
+    // and wait for the echo of ours.
+    let host = UdpSocket::bind("10.99.0.1:15000").unwrap();
+    let ns = net.ns.clone();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let device = std::thread::spawn(move || {
+        hbwatch_tests::enter_netns(&ns);
+        let sock = UdpSocket::bind("10.99.0.2:15000").unwrap();
+        ready_tx.send(()).unwrap();
+        for i in 0..5u32 {
+            rudp_round(&sock, "10.99.0.1:15000", 500 + i);
+        }
+    });
+    ready.recv().unwrap();
+    for i in 0..5u32 {
+        rudp_round(&host, "10.99.0.2:15000", 40 + i);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    device.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(agent.stop(), 0);
+
+    // Both associations seen once, every request paired with its echo: nothing else
+    // (no unanswered, no mismatch, no double counting). DSCP is 0 here, so each
+    // direction reports one qos.mismatch against RUDP's EF expectation.
+    let mut got: Vec<_> = agent.heartbeat_events().into_iter().map(summary).collect();
+    got.sort();
+    let e = |a: &str, s: &str, d: &str, q: i64| (a.to_string(), s.to_string(), d.to_string(), q);
+    let (h, d) = ("10.99.0.1:15000", "10.99.0.2:15000");
+    let mut want = vec![
+        e("peer.up", h, d, 40),
+        e("qos.mismatch", h, d, 40),
+        e("peer.up", d, h, 500),
+        e("qos.mismatch", d, h, 500),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{:#?}", agent.heartbeat_events());
+    let counters = &agent.events.last().unwrap()["heartbeat"]["counters"];
+    assert_eq!(
+        counters["heartbeats"], 20,
+        "20 datagrams, each counted once: {counters}"
+    );
+}
