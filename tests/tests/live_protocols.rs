@@ -207,7 +207,7 @@ fn every_protocol_on_real_xdp() {
         port: 40100,
         seq: 1,
     };
-    let mut web = TcpSide {
+    let web = TcpSide {
         ip: "10.80.0.4",
         port: 8080,
         seq: 1,
