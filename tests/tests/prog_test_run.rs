@@ -229,3 +229,129 @@ fn ordinary_traffic_passes_without_matching() {
     assert_eq!(h.counter(Counter::PortMatched), 0);
     assert!(h.records().is_empty());
 }
+
+/// One heartbeat frame of each protocol, and the record kind + protocol it must yield.
+fn protocol_frames(
+    src: &str,
+    dst: &str,
+    vlans: &[u16],
+) -> Vec<(&'static str, Vec<u8>, EventKind, Protocol)> {
+    use hbwatch::hbgen::frame::Tcp;
+    use hbwatch_common::proto::{ged125, sccp};
+    let tcp = |sport: u16, dport: u16, payload: &[u8]| {
+        let mut f = FrameSpec::udp(addr(src), sport, addr(dst), dport, payload);
+        f.tcp = Some(Tcp {
+            seq: 1,
+            ack: 1,
+            flags: 0x18,
+            window: 100,
+        });
+        f.vlans = vlans.to_vec();
+        f.build()
+    };
+    let udp = |sport: u16, dport: u16, payload: &[u8], dscp: u8| {
+        let mut f = FrameSpec::udp(addr(src), sport, addr(dst), dport, payload);
+        f.vlans = vlans.to_vec();
+        f.dscp = dscp;
+        f.build()
+    };
+    vec![
+        (
+            "rudp",
+            udp(15000, 15000, &rudp::payload(9, Role::Request), 46),
+            EventKind::AssociationSeen,
+            Protocol::Cs1000Rudp,
+        ),
+        (
+            "ged125",
+            tcp(40000, 5000, &ged125::message(Role::Request, 0xaa4c06cc)),
+            EventKind::AssociationSeen,
+            Protocol::Ged125,
+        ),
+        (
+            "sccp",
+            tcp(51000, 2000, &sccp::message(Role::Request)),
+            EventKind::AssociationSeen,
+            Protocol::Sccp,
+        ),
+        (
+            "mds",
+            udp(39600, 39600, &7u32.to_le_bytes(), 0),
+            EventKind::AssociationSeen,
+            Protocol::Mds,
+        ),
+        (
+            "ipmg",
+            udp(32779, 32780, &[1, 2, 3, 4], 0),
+            EventKind::AssociationSeen,
+            Protocol::Cs1000Ipmg,
+        ),
+        (
+            "sip",
+            udp(
+                5060,
+                5060,
+                b"OPTIONS sip:ping@x SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n",
+                0,
+            ),
+            EventKind::SipMessage,
+            Protocol::Sip,
+        ),
+    ]
+}
+
+fn run_tc(dp: &mut Datapath, frame: &[u8]) {
+    use aya::programs::SchedClassifier;
+    let prog: &mut SchedClassifier = dp
+        .ebpf_mut()
+        .program_mut(hbwatch::live::TC_PROGRAM)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    let res = prog.test_run(opts).expect("BPF_PROG_TEST_RUN (tc)");
+    assert_eq!(
+        res.return_value as i32, -1,
+        "TC_ACT_UNSPEC: continue unchanged"
+    );
+}
+
+#[test]
+fn every_protocol_over_ipv4_ipv6_and_vlan_through_xdp_and_tc() {
+    if !require_root("every_protocol_over_ipv4_ipv6_and_vlan_through_xdp_and_tc") {
+        return;
+    }
+    let variants: [(&str, &str, &[u16]); 3] = [
+        ("10.11.0.1", "10.11.0.2", &[]),
+        ("fd11::1", "fd11::2", &[]),
+        ("10.12.0.1", "10.12.0.2", &[300]),
+    ];
+    for tc in [false, true] {
+        // A fresh load per path: the flow table starts empty.
+        let mut h = Harness::new();
+        for (src, dst, vlans) in variants {
+            for (name, frame, kind, proto) in protocol_frames(src, dst, vlans) {
+                if tc {
+                    run_tc(&mut h.dp, &frame);
+                } else {
+                    h.run(&frame);
+                }
+                let recs = h.records();
+                let what = format!(
+                    "{name} {src} vlan {vlans:?} via {}",
+                    if tc { "tc" } else { "xdp" }
+                );
+                assert_eq!(recs.len(), 1, "{what}: {recs:?}");
+                assert_eq!(EventKind::from_u8(recs[0].kind), Some(kind), "{what}");
+                assert_eq!(recs[0].key.proto, proto as u8, "{what}");
+                assert_eq!(
+                    recs[0].key.family,
+                    if src.contains(':') { 6 } else { 4 },
+                    "{what}"
+                );
+            }
+        }
+        assert_eq!(h.counter(Counter::Heartbeats), 18);
+    }
+}
