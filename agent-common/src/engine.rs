@@ -151,7 +151,7 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> bool {
             TcpSeen::default()
         };
         let mut out = st.update(&hb, now, &params, seen.retransmission);
-        st.check_dscp(pkt.dscp, &params, &mut out);
+        st.check_dscp(pkt.dscp, from_orig, &params, &mut out);
         out
     };
     let findings = match env.with_flow(&key, update) {
@@ -168,7 +168,7 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> bool {
                     st.on_tcp(pkt, true, now);
                 }
                 seen.push(EventKind::AssociationSeen, st.last_seq, 0, 0);
-                st.check_dscp(pkt.dscp, &params, &mut seen);
+                st.check_dscp(pkt.dscp, true, &params, &mut seen);
             };
             if !env.insert_flow(&key, init) {
                 env.count(Counter::FlowInsertFailed);

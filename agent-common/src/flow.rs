@@ -58,6 +58,11 @@ pub const F_QOS_REPORTED: u16 = 1 << 5;
 pub const F_ORIG_SEQ_KNOWN: u16 = 1 << 6;
 pub const F_RESP_SEQ_KNOWN: u16 = 1 << 7;
 pub const F_RESPONDED: u16 = 1 << 8;
+/// Like `F_QOS_REPORTED`, for packets of the responder (marking is per direction).
+pub const F_QOS_REPORTED_RESP: u16 = 1 << 9;
+
+/// Bit of a `QosMismatch` finding's `value` set when the responder's packets are affected.
+pub const QOS_FROM_RESPONDER: u64 = 1 << 8;
 
 /// Per-association state, updated in place in the flow table.
 #[repr(C)]
@@ -93,9 +98,10 @@ pub struct FlowState {
     /// Sends of `last_seq` beyond the first.
     pub attempts: u16,
     pub flags: u16,
-    /// DSCP last reported in a `qos.mismatch`.
+    /// DSCP last reported in a `qos.mismatch`, for the originator's / responder's packets.
     pub qos_dscp: u8,
-    pub _pad: [u8; 7],
+    pub qos_dscp_resp: u8,
+    pub _pad: [u8; 6],
 }
 
 /// An anomaly found by a transition, before the engine adds key and time.
@@ -206,12 +212,16 @@ impl FlowState {
         if flags & (TCP_SYN | TCP_FIN) != 0 {
             len += 1;
         }
-        let (next, known) = if from_orig {
+        let (next, mut known) = if from_orig {
             (self.orig_next, self.flags & F_ORIG_SEQ_KNOWN != 0)
         } else {
             self.resp_seen_ns = now;
             (self.resp_next, self.flags & F_RESP_SEQ_KNOWN != 0)
         };
+        if flags & TCP_SYN != 0 {
+            // A new connection on the same ports (its close went unseen): start afresh.
+            known = false;
+        }
         let mut new_next = pkt.tcp_seq.wrapping_add(len);
         if known {
             let plain = flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0 && flags & TCP_ACK != 0;
@@ -408,26 +418,38 @@ impl FlowState {
         out
     }
 
-    /// DSCP check against the protocol's expectation; once per association and value.
+    /// DSCP check against the protocol's expectation: once per association, direction
+    /// and wrong value; again after the marking was restored and lost again.
     #[inline(always)]
-    pub fn check_dscp(&mut self, dscp: u8, p: &ProtoParams, out: &mut Findings) {
+    pub fn check_dscp(&mut self, dscp: u8, from_orig: bool, p: &ProtoParams, out: &mut Findings) {
         if p.expected_dscp == DSCP_ANY {
             return;
         }
+        let (flag, last) = if from_orig {
+            (F_QOS_REPORTED, self.qos_dscp)
+        } else {
+            (F_QOS_REPORTED_RESP, self.qos_dscp_resp)
+        };
         if dscp == p.expected_dscp {
-            self.flags &= !F_QOS_REPORTED;
+            self.flags &= !flag;
             return;
         }
-        if self.flags & F_QOS_REPORTED != 0 && self.qos_dscp == dscp {
+        if self.flags & flag != 0 && last == dscp {
             return;
         }
-        self.flags |= F_QOS_REPORTED;
-        self.qos_dscp = dscp;
+        self.flags |= flag;
+        let side = if from_orig {
+            self.qos_dscp = dscp;
+            0
+        } else {
+            self.qos_dscp_resp = dscp;
+            QOS_FROM_RESPONDER
+        };
         out.push(
             EventKind::QosMismatch,
             self.last_seq,
             p.expected_dscp as u32,
-            dscp as u64,
+            dscp as u64 | side,
         );
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hbwatch_common::event::{EventKind, RawEvent};
-use hbwatch_common::flow::FlowKey;
+use hbwatch_common::flow::{FlowKey, QOS_FROM_RESPONDER};
 use hbwatch_common::parse::{AF_INET, IPPROTO_TCP};
 use hbwatch_common::proto::Protocol;
 
@@ -131,22 +131,34 @@ impl Converter {
                 Level::Warning,
                 format!("{assoc}: response seq {seq} matches no outstanding request"),
             ),
-            EventKind::QosMismatch => (
-                "alert",
-                "qos.mismatch",
-                Level::Warning,
-                format!(
-                    "{assoc}: heartbeat marked DSCP {} instead of {}: QoS marking stripped or re-marked on the path",
-                    raw.value, raw.aux
-                ),
-            ),
+            EventKind::QosMismatch => {
+                let whose = if raw.value & QOS_FROM_RESPONDER != 0 {
+                    "responses"
+                } else {
+                    "heartbeats"
+                };
+                (
+                    "alert",
+                    "qos.mismatch",
+                    Level::Warning,
+                    format!(
+                        "{assoc}: {whose} marked DSCP {} instead of {}: QoS marking stripped or re-marked on the path",
+                        raw.value & 0xff,
+                        raw.aux
+                    ),
+                )
+            }
             EventKind::SessionClosed => {
                 let (how, level) = if raw.aux != 0 {
                     ("reset (RST)", Level::Error)
                 } else {
                     ("closed (FIN)", Level::Warning)
                 };
-                let by = if raw.value != 0 { "responder" } else { "originator" };
+                let by = if raw.value != 0 {
+                    "responder"
+                } else {
+                    "originator"
+                };
                 (
                     "alert",
                     "session.closed",
@@ -192,7 +204,12 @@ impl Converter {
             EventKind::Restart => hb.previous_seq = Some(raw.aux),
             EventKind::OutOfOrder => hb.expected_seq = Some(raw.aux),
             EventKind::QosMismatch => {
-                hb.dscp = Some(raw.value as u8);
+                hb.dscp = Some((raw.value & 0xff) as u8);
+                hb.direction = Some(if raw.value & QOS_FROM_RESPONDER != 0 {
+                    "response"
+                } else {
+                    "request"
+                });
                 hb.expected_dscp = Some(raw.aux as u8);
             }
             EventKind::SessionClosed => {

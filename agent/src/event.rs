@@ -111,6 +111,9 @@ pub struct HeartbeatFields {
     pub dscp: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_dscp: Option<u8>,
+    /// `qos.mismatch`: whose packets carry the wrong marking (`request` / `response`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reset: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,6 +138,7 @@ impl HeartbeatFields {
             && self.timeout_ms.is_none()
             && self.dscp.is_none()
             && self.expected_dscp.is_none()
+            && self.direction.is_none()
             && self.reset.is_none()
             && self.closed_by.is_none()
             && self.where_.is_none()
