@@ -141,11 +141,34 @@ fn inject_from_ns(ns: &str, ifname: &str, frames: &[Vec<u8>], gap: Duration) {
     }
 }
 
-/// Path of the hbwatch binary under test (`cargo xtask test` sets HBWATCH_BIN).
+/// Path of the hbwatch binary under test. `cargo xtask test` builds it and sets
+/// HBWATCH_BIN; otherwise it is built here once, so a plain `cargo test` never runs a
+/// stale binary (cargo builds a dependency's library for tests, not its binaries).
 pub fn hbwatch_bin() -> String {
-    std::env::var("HBWATCH_BIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/hbwatch").to_string()
-    })
+    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if let Ok(bin) = std::env::var("HBWATCH_BIN") {
+                return bin;
+            }
+            let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "--package",
+                    "hbwatch",
+                    "--bin",
+                    "hbwatch",
+                ])
+                .current_dir(root)
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "building hbwatch failed");
+            format!("{root}/target/debug/hbwatch")
+        })
+        .clone()
 }
 
 /// The real agent as a child process; stdout lines parsed as JSON.

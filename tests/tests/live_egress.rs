@@ -82,7 +82,7 @@ fn egress_and_ingress_merge_into_one_association_per_direction() {
 
     // Both associations seen once, every request paired with its echo: nothing else
     // (no unanswered, no mismatch, no double counting). DSCP is 0 here, so each
-    // direction reports one qos.mismatch against RUDP's EF expectation.
+    // association reports one qos.mismatch for its requests and one for its echoes.
     let mut got: Vec<_> = agent.heartbeat_events().into_iter().map(summary).collect();
     got.sort();
     let e = |a: &str, s: &str, d: &str, q: i64| (a.to_string(), s.to_string(), d.to_string(), q);
@@ -90,11 +90,21 @@ fn egress_and_ingress_merge_into_one_association_per_direction() {
     let mut want = vec![
         e("peer.up", h, d, 40),
         e("qos.mismatch", h, d, 40),
+        e("qos.mismatch", h, d, 40),
         e("peer.up", d, h, 500),
+        e("qos.mismatch", d, h, 500),
         e("qos.mismatch", d, h, 500),
     ];
     want.sort();
     assert_eq!(got, want, "{:#?}", agent.heartbeat_events());
+    let mut directions: Vec<_> = agent
+        .heartbeat_events()
+        .into_iter()
+        .filter(|e| e["event"]["action"] == "qos.mismatch")
+        .map(|e| e["heartbeat"]["direction"].as_str().unwrap().to_string())
+        .collect();
+    directions.sort();
+    assert_eq!(directions, ["request", "request", "response", "response"]);
     let counters = &agent.events.last().unwrap()["heartbeat"]["counters"];
     assert_eq!(
         counters["heartbeats"], 20,
