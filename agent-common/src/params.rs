@@ -30,84 +30,46 @@ pub struct ProtoParams {
 }
 
 impl ProtoParams {
+    /// One table row. Gap and reorder windows are the same for every protocol except MDS.
+    const fn row(
+        interval_ms: u32,
+        max_gap: u32,
+        tolerance_pct: u16,
+        down_after: u8,
+        expected_dscp: u8,
+        flags: u8,
+    ) -> ProtoParams {
+        ProtoParams {
+            interval_ms,
+            max_gap,
+            reorder_window: 16,
+            tolerance_pct,
+            down_after,
+            expected_dscp,
+            flags,
+            _pad: [0; 3],
+        }
+    }
+
+    /// Defaults per protocol (PROTOCOLS.md); config overrides them.
     pub const fn defaults(proto: Protocol) -> ProtoParams {
+        use Protocol::*;
+        //                                      interval max_gap tol% down  dscp      flags
         match proto {
             // 1000 ms both ways; ELAN heartbeats should be EF (46). Down after 4 misses is
-            // our documented default (no vendor number), configurable.
-            Protocol::Cs1000Rudp => ProtoParams {
-                interval_ms: 1000,
-                max_gap: 1000,
-                reorder_window: 16,
-                tolerance_pct: 50,
-                down_after: 4,
-                expected_dscp: 46,
-                flags: 0,
-                _pad: [0; 3],
-            },
-            // 100 ms, 5 consecutive misses = failure (ICM MDS, SRND).
-            Protocol::Mds => ProtoParams {
-                interval_ms: 100,
-                max_gap: 10_000,
-                reorder_window: 16,
-                tolerance_pct: 50,
-                down_after: 5,
-                expected_dscp: DSCP_ANY,
-                flags: 0,
-                _pad: [0; 3],
-            },
+            // our documented default (no vendor number).
+            Cs1000Rudp => Self::row(1000, 1000, 50, 4, 46, 0),
+            // 100 ms, 5 consecutive misses = failure (ICM MDS, SRND); 10 s of gap allowed.
+            Mds => Self::row(100, 10_000, 50, 5, DSCP_ANY, 0),
             // Interval learned per session (seed: 5 s); 2 missed = CVP closes the session.
-            Protocol::Ged125 => ProtoParams {
-                interval_ms: 5000,
-                max_gap: 1000,
-                reorder_window: 16,
-                tolerance_pct: 50,
-                down_after: 2,
-                expected_dscp: DSCP_ANY,
-                flags: 0,
-                _pad: [0; 3],
-            },
-            // Primary CUCM keepalive 30 s; phones fail over after 3 intervals.
-            Protocol::Sccp => ProtoParams {
-                interval_ms: 30_000,
-                max_gap: 1000,
-                reorder_window: 16,
-                tolerance_pct: 30,
-                down_after: 3,
-                expected_dscp: DSCP_ANY,
-                flags: P_UNANSWERED_NEEDS_ACKS,
-                _pad: [0; 3],
-            },
-            Protocol::Cs1000Ipmg => ProtoParams {
-                interval_ms: 1000,
-                max_gap: 1000,
-                reorder_window: 16,
-                tolerance_pct: 50,
-                down_after: 4,
-                expected_dscp: DSCP_ANY,
-                flags: 0,
-                _pad: [0; 3],
-            },
+            Ged125 => Self::row(5000, 1000, 50, 2, DSCP_ANY, 0),
+            // Primary CUCM keepalive 30 s; phones fail over after 3 intervals. Backup
+            // CUCMs only TCP-ACK keepalives: unanswered needs acks seen first.
+            Sccp => Self::row(30_000, 1000, 30, 3, DSCP_ANY, P_UNANSWERED_NEEDS_ACKS),
+            Cs1000Ipmg => Self::row(1000, 1000, 50, 4, DSCP_ANY, 0),
             // REGISTER refresh 115 s against Expires 120.
-            Protocol::Sip => ProtoParams {
-                interval_ms: 115_000,
-                max_gap: 1000,
-                reorder_window: 16,
-                tolerance_pct: 10,
-                down_after: 1,
-                expected_dscp: DSCP_ANY,
-                flags: 0,
-                _pad: [0; 3],
-            },
-            Protocol::None => ProtoParams {
-                interval_ms: 1000,
-                max_gap: 1000,
-                reorder_window: 16,
-                tolerance_pct: 50,
-                down_after: 3,
-                expected_dscp: DSCP_ANY,
-                flags: 0,
-                _pad: [0; 3],
-            },
+            Sip => Self::row(115_000, 1000, 10, 1, DSCP_ANY, 0),
+            None => Self::row(1000, 1000, 50, 3, DSCP_ANY, 0),
         }
     }
 }

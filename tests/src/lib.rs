@@ -277,3 +277,18 @@ pub fn summary(e: &Value) -> (String, String, String, i64) {
 pub fn addr(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
+
+/// An RUDP heartbeat (UDP 15000 -> 15000) marked EF, as CS1000 sends it.
+pub fn rudp_frame(
+    vlans: &[u16],
+    src: &str,
+    dst: &str,
+    seq: u32,
+    role: hbwatch_common::proto::Role,
+) -> Vec<u8> {
+    let payload = hbwatch_common::proto::rudp::payload(seq, role);
+    let mut f = hbwatch::hbgen::frame::FrameSpec::udp(addr(src), 15000, addr(dst), 15000, &payload);
+    f.vlans = vlans.to_vec();
+    f.dscp = 46;
+    f.build()
+}

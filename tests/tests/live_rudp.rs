@@ -3,32 +3,18 @@
 
 use std::time::Duration;
 
-use hbwatch::hbgen::frame::FrameSpec;
-use hbwatch_common::proto::{rudp, Role};
-use hbwatch_tests::{addr, require_root, summary, Agent, VethNs};
+use hbwatch_common::proto::Role;
+use hbwatch_tests::{require_root, rudp_frame, summary, Agent, VethNs};
 
 const CS: &str = "10.10.10.10";
 const MGC: &str = "10.10.20.20";
 
-fn hb(vlans: &[u16], src: &str, dst: &str, seq: u32, role: Role) -> Vec<u8> {
-    let mut f = FrameSpec::udp(
-        addr(src),
-        15000,
-        addr(dst),
-        15000,
-        &rudp::payload(seq, role),
-    );
-    f.vlans = vlans.to_vec();
-    f.dscp = 46;
-    f.build()
-}
-
 /// One healthy round of both directions: CS->MGC seq `a`, MGC->CS seq `b`, each echoed.
 fn round(frames: &mut Vec<Vec<u8>>, vlans: &[u16], a: u32, b: u32) {
-    frames.push(hb(vlans, CS, MGC, a, Role::Request));
-    frames.push(hb(vlans, MGC, CS, a, Role::Response));
-    frames.push(hb(vlans, MGC, CS, b, Role::Request));
-    frames.push(hb(vlans, CS, MGC, b, Role::Response));
+    frames.push(rudp_frame(vlans, CS, MGC, a, Role::Request));
+    frames.push(rudp_frame(vlans, MGC, CS, a, Role::Response));
+    frames.push(rudp_frame(vlans, MGC, CS, b, Role::Request));
+    frames.push(rudp_frame(vlans, CS, MGC, b, Role::Response));
 }
 
 fn ev(action: &str, src: &str, dst: &str, seq: i64) -> (String, String, String, i64) {
@@ -65,25 +51,25 @@ fn rudp_healthy_gap_retry_restart_on_real_xdp() {
         round(&mut frames, &[], 1000 + i, 7000 + i);
     }
     // CS->MGC: 1005..1007 never seen, 1008 arrives and is answered.
-    frames.push(hb(&[], CS, MGC, 1008, Role::Request));
-    frames.push(hb(&[], MGC, CS, 1008, Role::Response));
+    frames.push(rudp_frame(&[], CS, MGC, 1008, Role::Request));
+    frames.push(rudp_frame(&[], MGC, CS, 1008, Role::Response));
     // 1009 unanswered, retried with the same seq, then answered.
-    frames.push(hb(&[], CS, MGC, 1009, Role::Request));
-    frames.push(hb(&[], CS, MGC, 1009, Role::Request));
-    frames.push(hb(&[], MGC, CS, 1009, Role::Response));
+    frames.push(rudp_frame(&[], CS, MGC, 1009, Role::Request));
+    frames.push(rudp_frame(&[], CS, MGC, 1009, Role::Request));
+    frames.push(rudp_frame(&[], MGC, CS, 1009, Role::Response));
     // The CS process restarts: its sequence starts again at 3.
-    frames.push(hb(&[], CS, MGC, 3, Role::Request));
-    frames.push(hb(&[], MGC, CS, 3, Role::Response));
+    frames.push(rudp_frame(&[], CS, MGC, 3, Role::Request));
+    frames.push(rudp_frame(&[], MGC, CS, 3, Role::Response));
     // A tagged device pair (QinQ 10/20) stays healthy.
     for i in 0..3 {
-        frames.push(hb(
+        frames.push(rudp_frame(
             &[10, 20],
             "192.168.5.1",
             "192.168.5.2",
             40 + i,
             Role::Request,
         ));
-        frames.push(hb(
+        frames.push(rudp_frame(
             &[10, 20],
             "192.168.5.2",
             "192.168.5.1",

@@ -12,7 +12,7 @@ use hbwatch_common::counters::Counter;
 use hbwatch_common::event::{EventKind, RawEvent};
 use hbwatch_common::params::ProtoParams;
 use hbwatch_common::proto::{rudp, Protocol, Role};
-use hbwatch_tests::{addr, require_root};
+use hbwatch_tests::{addr, require_root, rudp_frame};
 
 const XDP_PASS: u32 = 2;
 
@@ -60,19 +60,6 @@ impl Harness {
         }
         out
     }
-}
-
-fn rudp_frame(vlans: &[u16], src: &str, dst: &str, seq: u32, role: Role) -> Vec<u8> {
-    let mut f = FrameSpec::udp(
-        addr(src),
-        15000,
-        addr(dst),
-        15000,
-        &rudp::payload(seq, role),
-    );
-    f.vlans = vlans.to_vec();
-    f.dscp = 46;
-    f.build()
 }
 
 #[test]
