@@ -6,6 +6,7 @@ pub mod event;
 pub mod hbgen;
 pub mod live;
 pub mod ports;
+pub mod tuning;
 
 /// The eBPF object built from `agent-ebpf` by build.rs, embedded in the binary.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hbwatch"));

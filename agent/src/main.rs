@@ -1,11 +1,9 @@
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hbwatch::live::{self, AttachMode, LiveOptions};
 use hbwatch::ports::{default_specs, port_table, PortSpec};
-use hbwatch_common::params::ProtoParams;
-use hbwatch_common::proto::Protocol;
+use hbwatch::tuning::Tune;
 use tracing_subscriber::EnvFilter;
 
 /// Watches telephony heartbeats (GED-125, SCCP, MDS, CS1000 RUDP, SIP) in the kernel
@@ -27,6 +25,11 @@ enum Command {
         /// Extra ports for a protocol, e.g. `cs1000-rudp=15000,15100-15110` (repeatable).
         #[arg(long = "port")]
         ports: Vec<PortSpec>,
+        /// Per-protocol tuning loaded into the kernel, e.g. `mds.max_gap=50`,
+        /// `cs1000-rudp.expected_dscp=any` (repeatable). Keys: interval_ms, max_gap,
+        /// reorder_window, tolerance_pct, down_after, expected_dscp.
+        #[arg(long = "tune", value_name = "PROTOCOL.KEY=VALUE")]
+        tunes: Vec<Tune>,
         /// XDP attach mode.
         #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
         mode: AttachMode,
@@ -52,16 +55,14 @@ fn main() -> anyhow::Result<()> {
         Command::Run {
             interfaces,
             ports,
+            tunes,
             mode,
             egress,
             hostname,
         } => {
             let mut specs = default_specs();
             specs.extend(ports);
-            let params: BTreeMap<Protocol, ProtoParams> = Protocol::ALL
-                .into_iter()
-                .map(|p| (p, ProtoParams::defaults(p)))
-                .collect();
+            let params = hbwatch::tuning::params(&tunes);
             let ports = port_table(&specs);
             let digest = hbwatch::config_digest(&format!("{specs:?}{params:?}{mode:?}"));
             let opts = LiveOptions {

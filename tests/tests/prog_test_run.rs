@@ -1,8 +1,6 @@
 //! The real XDP program, loaded through the verifier, run by the kernel on crafted
 //! frames with BPF_PROG_TEST_RUN. Asserts verdicts, counters and ring-buffer records.
 
-use std::collections::BTreeMap;
-
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use hbwatch::hbgen::frame::FrameSpec;
@@ -10,7 +8,6 @@ use hbwatch::live::{Datapath, XDP_PROGRAM};
 use hbwatch::ports::{default_specs, port_table};
 use hbwatch_common::counters::Counter;
 use hbwatch_common::event::{EventKind, RawEvent};
-use hbwatch_common::params::ProtoParams;
 use hbwatch_common::proto::{rudp, Protocol, Role};
 use hbwatch_tests::{addr, require_root, rudp_frame};
 
@@ -23,10 +20,12 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let params: BTreeMap<Protocol, ProtoParams> = Protocol::ALL
-            .into_iter()
-            .map(|p| (p, ProtoParams::defaults(p)))
-            .collect();
+        Harness::tuned(&[])
+    }
+
+    fn tuned(tunes: &[&str]) -> Harness {
+        let tunes: Vec<hbwatch::tuning::Tune> = tunes.iter().map(|t| t.parse().unwrap()).collect();
+        let params = hbwatch::tuning::params(&tunes);
         let mut dp = Datapath::load(&port_table(&default_specs()), &params)
             .expect("verifier accepts the program");
         let ring = dp.take_ring().unwrap();
@@ -341,4 +340,42 @@ fn every_protocol_over_ipv4_ipv6_and_vlan_through_xdp_and_tc() {
         }
         assert_eq!(h.counter(Counter::Heartbeats), 18);
     }
+}
+
+#[test]
+fn tuning_changes_the_kernel_rules_without_recompiling() {
+    if !require_root("tuning_changes_the_kernel_rules_without_recompiling") {
+        return;
+    }
+    // seq 1 asked and echoed, then seq 6: all unmarked (DSCP 0).
+    let play = |h: &mut Harness| {
+        for (seq, role) in [(1, Role::Request), (1, Role::Response), (6, Role::Request)] {
+            let (s, d) = match role {
+                Role::Response => ("10.5.0.2", "10.5.0.1"),
+                _ => ("10.5.0.1", "10.5.0.2"),
+            };
+            let payload = rudp::payload(seq, role);
+            h.run(&FrameSpec::udp(addr(s), 15000, addr(d), 15000, &payload).build());
+        }
+        h.records()
+            .iter()
+            .map(|r| (EventKind::from_u8(r.kind).unwrap(), r.seq))
+            .collect::<Vec<_>>()
+    };
+    // Defaults: EF expected in both directions, a jump of 5 is a gap.
+    assert_eq!(
+        play(&mut Harness::new()),
+        vec![
+            (EventKind::AssociationSeen, 1),
+            (EventKind::QosMismatch, 1),
+            (EventKind::QosMismatch, 1),
+            (EventKind::Gap, 6)
+        ]
+    );
+    // Tuned: no DSCP expectation, and jumps of more than 3 count as a restart.
+    let mut tuned = Harness::tuned(&["cs1000-rudp.expected_dscp=any", "cs1000-rudp.max_gap=3"]);
+    assert_eq!(
+        play(&mut tuned),
+        vec![(EventKind::AssociationSeen, 1), (EventKind::Restart, 6)]
+    );
 }
