@@ -3,11 +3,11 @@
 
 use crate::counters::Counter;
 use crate::event::{EventKind, RawEvent};
-use crate::flow::{Findings, FlowKey, FlowState, TcpSeen};
+use crate::flow::{Finding, Findings, FlowKey, FlowState, TcpSeen};
 use crate::frame::Frame;
 use crate::params::ProtoParams;
 use crate::parse::{parse, Packet, IPPROTO_TCP, TCP_FIN, TCP_RST};
-use crate::proto::{decode_into, port_slot, sip, Msg, Protocol, Role, MSG_HEARTBEAT, MSG_PARAMS};
+use crate::proto::{decode_into, port_slot, sip, Msg, Protocol, Role, MSG_PARAMS};
 
 /// What the pipeline needs from where it runs: maps in the kernel, collections offline.
 pub trait Env {
@@ -45,28 +45,27 @@ struct Seen {
     to_service: bool,
 }
 
-/// Fills a record in place.
+/// Writes every field of a record in place (ring-buffer memory in the kernel).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn fill(
-    ev: &mut RawEvent,
-    at: &Seen,
-    key: &FlowKey,
-    dscp: u8,
-    kind: EventKind,
-    seq: u32,
-    aux: u32,
-    value: u64,
-) {
+fn fill(ev: &mut RawEvent, at: &Seen, key: &FlowKey, dscp: u8, f: &Finding) {
     ev.ts_ns = at.now;
-    ev.value = value;
+    ev.value = f.value;
     ev.key = *key;
-    ev.seq = seq;
-    ev.aux = aux;
+    ev.seq = f.seq;
+    ev.aux = f.aux;
     ev.ifindex = at.ifindex;
-    ev.kind = kind as u8;
+    ev.kind = f.kind as u8;
     ev.dscp = dscp;
     ev._pad = [0; 2];
+}
+
+/// Emits one finding on `key`; a record the ring buffer could not take is counted, so
+/// every loss reaches `agent.events_lost`.
+#[inline(always)]
+fn emit_finding<E: Env>(env: &mut E, at: &Seen, key: &FlowKey, dscp: u8, f: &Finding) {
+    if !env.emit(|ev| fill(ev, at, key, dscp, f)) {
+        env.count(Counter::RingbufLost);
+    }
 }
 
 /// Processes one frame seen at `now` (ns) on `ifindex`.
@@ -119,21 +118,20 @@ pub fn process<F: Frame, E: Env>(f: &F, env: &mut E, now: u64, ifindex: u32) {
 fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> bool {
     let (proto, now) = (at.proto, at.now);
     let is_tcp = pkt.transport == IPPROTO_TCP;
-    let hb = match msg.kind {
-        MSG_HEARTBEAT => match msg.as_heartbeat() {
-            Some(hb) => hb,
-            None => return false,
-        },
-        MSG_PARAMS => {
-            let (value, aux) = (msg.value, msg.aux);
+    let hb = match msg.as_heartbeat() {
+        Some(hb) => hb,
+        None if msg.kind == MSG_PARAMS => {
             let key = FlowKey::of(proto, pkt, msg.role());
-            let kind = EventKind::SessionParams;
-            if !env.emit(|ev| fill(ev, at, &key, pkt.dscp, kind, 0, aux, value as u64)) {
-                env.count(Counter::RingbufLost);
-            }
+            let params = Finding {
+                kind: EventKind::SessionParams,
+                seq: 0,
+                aux: msg.aux,
+                value: msg.value as u64,
+            };
+            emit_finding(env, at, &key, pkt.dscp, &params);
             return false;
         }
-        _ => {
+        None => {
             if !is_tcp {
                 env.count(Counter::NotHeartbeat);
             }
@@ -178,9 +176,7 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> bool {
         }
     };
     for f in findings.items.iter().flatten() {
-        if !env.emit(|ev| fill(ev, at, &key, pkt.dscp, f.kind, f.seq, f.aux, f.value)) {
-            env.count(Counter::RingbufLost);
-        }
+        emit_finding(env, at, &key, pkt.dscp, f);
     }
     if is_tcp && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         tcp_closed(env, &key, pkt, from_orig, at);
@@ -210,14 +206,14 @@ fn tcp_segment<E: Env>(env: &mut E, pkt: &Packet, at: &Seen) {
 /// Out of line: rare, and keeps its record off the hot path's stack frame.
 #[inline(never)]
 fn tcp_closed<E: Env>(env: &mut E, key: &FlowKey, pkt: &Packet, from_orig: bool, at: &Seen) {
-    let reset = (pkt.tcp_flags & TCP_RST != 0) as u32;
-    let by_responder = (!from_orig) as u64;
-    let seq = env.with_flow(key, |st| st.last_seq).unwrap_or(0);
+    let closed = Finding {
+        kind: EventKind::SessionClosed,
+        seq: env.with_flow(key, |st| st.last_seq).unwrap_or(0),
+        aux: (pkt.tcp_flags & TCP_RST != 0) as u32,
+        value: (!from_orig) as u64,
+    };
     env.remove_flow(key);
-    let kind = EventKind::SessionClosed;
-    if !env.emit(|ev| fill(ev, at, key, pkt.dscp, kind, seq, reset, by_responder)) {
-        env.count(Counter::RingbufLost);
-    }
+    emit_finding(env, at, key, pkt.dscp, &closed);
 }
 
 /// REGISTER/OPTIONS requests and responses go to userspace with their first bytes.
@@ -236,9 +232,13 @@ fn sip_message<F: Frame, E: Env>(f: &F, env: &mut E, pkt: &Packet, at: &Seen) {
     } else {
         sip::CAPTURE_LEN
     };
-    let captured = (captured / 8 * 8) as u32;
-    let (kind, seq, dscp) = (EventKind::SipMessage, pkt.tcp_seq, pkt.dscp);
-    let header = |ev: &mut RawEvent| fill(ev, at, &key, dscp, kind, seq, captured, len as u64);
+    let sip = Finding {
+        kind: EventKind::SipMessage,
+        seq: pkt.tcp_seq,
+        aux: (captured / 8 * 8) as u32,
+        value: len as u64,
+    };
+    let header = |ev: &mut RawEvent| fill(ev, at, &key, pkt.dscp, &sip);
     if !env.emit_payload(header, f, pkt.payload_off as usize, len) {
         env.count(Counter::RingbufLost);
     }

@@ -281,7 +281,7 @@ pub async fn run(opts: LiveOptions, out: &mut dyn Write) -> anyhow::Result<()> {
             dp.attach_egress(iface)?;
         }
     }
-    let mut conv = Converter {
+    let conv = Converter {
         hostname: opts.hostname.clone(),
         interfaces: dp.ifnames.clone(),
         fixed_interface: None,
@@ -307,7 +307,6 @@ pub async fn run(opts: LiveOptions, out: &mut dyn Write) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {
                 clock = WallClock::new();
-                conv.interfaces = dp.ifnames.clone();
                 report_loss(&dp, &conv, &mut lost_reported, out)?;
             }
             _ = sigint.recv() => break,
