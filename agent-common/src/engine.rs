@@ -2,7 +2,7 @@
 //! The kernel and the offline engine differ only in their [`Env`].
 
 use crate::counters::Counter;
-use crate::event::{EventKind, RawEvent};
+use crate::event::{EventKind, RawEvent, BEAT_INTERVAL, BEAT_PAIRED};
 use crate::flow::{Finding, Findings, FlowKey, FlowState, TcpSeen};
 use crate::frame::Frame;
 use crate::params::ProtoParams;
@@ -142,14 +142,32 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> bool {
     let key = FlowKey::of(proto, pkt, hb.role);
     let from_orig = hb.role != Role::Response;
     let params = env.params(proto);
+    // The heartbeat itself, for userspace timers; filled from the updated state.
+    let mut beat = Finding {
+        kind: EventKind::Heartbeat,
+        seq: 0,
+        aux: 0,
+        value: 0,
+    };
     let update = |st: &mut FlowState| {
         let seen = if is_tcp {
             st.on_tcp(pkt, from_orig, now)
         } else {
             TcpSeen::default()
         };
+        let responses = st.responses;
         let mut out = st.update(&hb, now, &params, seen.retransmission);
         st.check_dscp(pkt.dscp, from_orig, &params, &mut out);
+        beat.seq = st.last_seq;
+        beat.value = st.beat_ns;
+        beat.aux = hb.role as u32;
+        if st.beat_ns != 0 {
+            beat.aux |= if st.responses != responses {
+                BEAT_PAIRED
+            } else {
+                BEAT_INTERVAL
+            };
+        }
         out
     };
     let findings = match env.with_flow(&key, update) {
@@ -177,6 +195,9 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> bool {
     };
     for f in findings.items.iter().flatten() {
         emit_finding(env, at, &key, pkt.dscp, f);
+    }
+    if beat.aux != 0 {
+        emit_finding(env, at, &key, pkt.dscp, &beat);
     }
     if is_tcp && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         tcp_closed(env, &key, pkt, from_orig, at);
@@ -216,26 +237,25 @@ fn tcp_closed<E: Env>(env: &mut E, key: &FlowKey, pkt: &Packet, from_orig: bool,
     emit_finding(env, at, key, pkt.dscp, &closed);
 }
 
-/// REGISTER/OPTIONS requests and responses go to userspace with their first bytes.
+/// REGISTER/OPTIONS requests and responses go to userspace with their first bytes;
+/// over TCP every segment with data does (continuations of split messages).
 #[inline(never)]
 fn sip_message<F: Frame, E: Env>(f: &F, env: &mut E, pkt: &Packet, at: &Seen) {
-    if sip::start_line(f, pkt).is_none() {
-        env.count(Counter::NotHeartbeat);
+    let is_tcp = pkt.transport == IPPROTO_TCP;
+    if sip::start_line(f, pkt).is_some() {
+        env.count(Counter::Heartbeats);
+    } else if !is_tcp || pkt.payload_len == 0 {
+        if !is_tcp {
+            env.count(Counter::NotHeartbeat);
+        }
         return;
     }
-    env.count(Counter::Heartbeats);
     let key = FlowKey::of(Protocol::Sip, pkt, Role::Request);
     let len = pkt.payload_len as usize;
-    // What copy_payload will take: whole 8-byte chunks, at most CAPTURE_LEN.
-    let captured = if len < sip::CAPTURE_LEN {
-        len
-    } else {
-        sip::CAPTURE_LEN
-    };
     let sip = Finding {
         kind: EventKind::SipMessage,
         seq: pkt.tcp_seq,
-        aux: (captured / 8 * 8) as u32,
+        aux: sip::captured_len(len) as u32,
         value: len as u64,
     };
     let header = |ev: &mut RawEvent| fill(ev, at, &key, pkt.dscp, &sip);

@@ -12,7 +12,8 @@ pub enum EventKind {
     Gap = 2,
     /// Same request sequence sent again. `seq`, `aux` = attempt (2 = first re-send).
     Retry = 3,
-    /// A request got no response before the next request. `seq`, `value` = ns waited.
+    /// A request got no response before the next request. `seq`, `value` = ns waited,
+    /// `aux` = 1 if the responder's transport was alive meanwhile (TCP segments seen).
     Unanswered = 4,
     /// Sequence restarted. `seq`, `aux` = previous seq.
     Restart = 5,
@@ -29,7 +30,17 @@ pub enum EventKind {
     SessionParams = 10,
     /// A SIP REGISTER/OPTIONS request or a response: a `proto::sip::SipRecord`.
     SipMessage = 11,
+    /// A heartbeat applied to a known association: what userspace timers run on.
+    /// `seq`, `aux` = [`crate::proto::Role`] | `BEAT_*` bits, `value` = interval sample
+    /// (in-order request) or RTT (paired response) in ns, 0 when neither.
+    Heartbeat = 12,
 }
+
+/// `aux` bit of a `Heartbeat` record: `value` is the interval since the previous sequence.
+pub const BEAT_INTERVAL: u32 = 1 << 8;
+/// `aux` bit of a `Heartbeat` record: a response that paired with the outstanding request;
+/// `value` is its RTT.
+pub const BEAT_PAIRED: u32 = 1 << 9;
 
 impl EventKind {
     #[inline(always)]
@@ -46,6 +57,7 @@ impl EventKind {
             9 => EventKind::SessionClosed,
             10 => EventKind::SessionParams,
             11 => EventKind::SipMessage,
+            12 => EventKind::Heartbeat,
             _ => return None,
         })
     }

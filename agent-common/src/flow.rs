@@ -79,6 +79,9 @@ pub struct FlowState {
     /// Learned interval between consecutive sequences (EWMA, 1/8 weight); 0 = not yet.
     pub interval_ns: u64,
     pub rtt_last_ns: u64,
+    /// What the last heartbeat measured: its interval sample (in-order request) or RTT
+    /// (paired response), 0 = neither. Read by the engine for the `Heartbeat` record.
+    pub beat_ns: u64,
     pub rtt_min_ns: u64,
     pub rtt_max_ns: u64,
     pub rtt_sum_ns: u64,
@@ -258,6 +261,7 @@ impl FlowState {
         retransmission: bool,
     ) -> Findings {
         let mut hb = *hb;
+        self.beat_ns = 0;
         if hb.flags & HB_SYNTHETIC_SEQ != 0 {
             // Numbered by the association: a request is the next one unless re-sent.
             hb.seq = match hb.role {
@@ -316,10 +320,11 @@ impl FlowState {
             && self.flags & F_UNANSWERED_REPORTED == 0
         {
             // A new send while the previous one waits: the previous went unanswered.
+            let transport_alive = self.resp_seen_ns > self.seq_since_ns;
             out.push(
                 EventKind::Unanswered,
                 self.last_seq,
-                0,
+                transport_alive as u32,
                 now.saturating_sub(self.seq_since_ns),
             );
             self.flags |= F_UNANSWERED_REPORTED;
@@ -351,6 +356,7 @@ impl FlowState {
         } else if jump == 1 {
             // In order: learn the interval from consecutive first sends.
             let sample = now.saturating_sub(self.seq_since_ns);
+            self.beat_ns = sample;
             self.interval_ns = if self.interval_ns == 0 {
                 sample
             } else {
@@ -391,6 +397,7 @@ impl FlowState {
             // RTT from the latest attempt: the one most likely answered.
             let rtt = now.saturating_sub(self.last_req_ns);
             self.rtt_last_ns = rtt;
+            self.beat_ns = rtt;
             if self.responses == 0 || rtt < self.rtt_min_ns {
                 self.rtt_min_ns = rtt;
             }

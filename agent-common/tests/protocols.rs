@@ -170,11 +170,13 @@ impl TestEnv {
     fn feed(&mut self, frame: &[u8], now: u64) {
         process(&SliceFrame(frame), self, now, 3);
     }
-    /// Records emitted since the last call.
+    /// Records emitted since the last call, but the per-heartbeat `Heartbeat` records
+    /// (timer input, checked on their own below).
     fn take(&mut self) -> Records {
         self.events
             .drain(..)
             .map(|e| (EventKind::from_u8(e.kind).unwrap(), e.seq, e.aux, e.value))
+            .filter(|r| r.0 != EventKind::Heartbeat)
             .collect()
     }
     fn counter(&self, c: Counter) -> u64 {
@@ -556,7 +558,8 @@ fn sccp_engine_primary_missing_ack_is_one_unanswered() {
         env.take(),
         vec![
             (EventKind::AssociationSeen, 1, 0, 0),
-            (EventKind::Unanswered, 3, 0, 30 * SEC),
+            // aux 1: the CUCM's TCP ACK showed its transport alive (peer-unresponsive evidence).
+            (EventKind::Unanswered, 3, 1, 30 * SEC),
         ]
     );
 }
@@ -608,7 +611,7 @@ fn mds_both_orders(seqs: &[u32]) -> (Records, Records) {
     let evs = std::mem::take(&mut env.events);
     let split = |from: [u8; 4]| {
         evs.iter()
-            .filter(|e| e.key.orig[..4] == from)
+            .filter(|e| e.key.orig[..4] == from && e.kind != EventKind::Heartbeat as u8)
             .map(|e| (EventKind::from_u8(e.kind).unwrap(), e.seq, e.aux, e.value))
             .collect::<Vec<_>>()
     };
@@ -754,10 +757,11 @@ fn sip_start_lines() {
 }
 
 #[test]
-fn sip_engine_captures_whole_chunks_up_to_capture_len() {
+fn sip_engine_captures_whole_messages_up_to_capture_len() {
     let mut env = TestEnv::with(&[(UDP, 5060, Protocol::Sip), (TCP, 5060, Protocol::Sip)]);
     let cases = [
-        ("REGISTER sip:10.0.4.40 SIP/2.0", 203usize, 200u32),
+        // The tail that is not a whole 8-byte chunk is read overlapping: all 203 bytes.
+        ("REGISTER sip:10.0.4.40 SIP/2.0", 203usize, 203u32),
         ("SIP/2.0 200 OK", 512, 512),
         ("OPTIONS sip:cvp SIP/2.0", 1029, 1024),
         ("REGISTER sip:10.0.4.40 SIP/2.0", 1400, 1024),
@@ -781,9 +785,26 @@ fn sip_engine_captures_whole_chunks_up_to_capture_len() {
         9 * SEC,
     );
     let evs = env.events.clone();
-    assert_eq!(env.take(), vec![(EventKind::SipMessage, 4242, 296, 300)]);
+    assert_eq!(env.take(), vec![(EventKind::SipMessage, 4242, 300, 300)]);
     assert_key(&evs[0].key, SIP_CUCM, SIP_UA, Protocol::Sip, TCP);
-    assert_eq!(env.captures.pop().unwrap()[..], msg[..296]);
+    assert_eq!(env.captures.pop().unwrap()[..], msg[..]);
+    // A TCP continuation (no start line) goes up too, for reassembly; bare ACKs do not.
+    let rest = b"Expires: 120\r\nContent-Length: 0\r\n\r\n";
+    env.feed(
+        &tcp(SIP_CUCM, SIP_UA, 4542, TCP_PSH | TCP_ACK, rest),
+        9 * SEC,
+    );
+    env.feed(&tcp(SIP_UA, SIP_CUCM, 9, TCP_ACK, &[]), 9 * SEC);
+    assert_eq!(
+        env.take(),
+        vec![(
+            EventKind::SipMessage,
+            4542,
+            rest.len() as u32,
+            rest.len() as u64
+        )]
+    );
+    assert_eq!(env.captures.pop().unwrap()[..], rest[..]);
     // INVITE and BYE are not passed up.
     env.feed(
         &udp(SIP_UA, SIP_CUCM, 0, &sip_msg("INVITE sip:1@x SIP/2.0", 400)),
@@ -964,5 +985,37 @@ fn sccp_reconnect_on_same_port_is_not_a_stream_of_retries() {
         !evs.iter()
             .any(|e| e.0 == EventKind::Retry || e.0 == EventKind::Unanswered),
         "{evs:?}"
+    );
+}
+
+#[test]
+fn every_heartbeat_of_a_known_association_is_a_record_with_interval_or_rtt() {
+    use hbwatch_common::event::{BEAT_INTERVAL, BEAT_PAIRED};
+    let mut env = TestEnv::with(&[(TCP, 5000, Protocol::Ged125)]);
+    let mut c = Conn::new(PIM, CVP);
+    let req = |id: u32| be(&[4, 5, id]);
+    let conf = |id: u32| be(&[4, 6, id]);
+    env.feed(&c.c(&req(7)), 0);
+    env.feed(&c.s(&conf(7)), 3 * MS);
+    env.feed(&c.c(&req(8)), 5 * SEC);
+    env.feed(&c.s(&conf(8)), 5 * SEC + 2 * MS);
+    let beats: Vec<_> = env
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Heartbeat as u8)
+        .map(|e| (e.seq, e.aux, e.value, e.ts_ns))
+        .collect();
+    assert_eq!(
+        beats,
+        vec![
+            (7, Role::Response as u32 | BEAT_PAIRED, 3 * MS, 3 * MS),
+            (8, Role::Request as u32 | BEAT_INTERVAL, 5 * SEC, 5 * SEC),
+            (
+                8,
+                Role::Response as u32 | BEAT_PAIRED,
+                2 * MS,
+                5 * SEC + 2 * MS
+            ),
+        ]
     );
 }

@@ -62,7 +62,10 @@ impl Converter {
     /// not events by themselves.
     pub fn event(&self, raw: &RawEvent, unix_ns: i128) -> Option<Event> {
         let kind = EventKind::from_u8(raw.kind)?;
-        if matches!(kind, EventKind::SessionParams | EventKind::SipMessage) {
+        if matches!(
+            kind,
+            EventKind::SessionParams | EventKind::SipMessage | EventKind::Heartbeat
+        ) {
             return None;
         }
         let key = &raw.key;
@@ -166,7 +169,7 @@ impl Converter {
                     format!("{assoc}: heartbeat session {how} by the {by}"),
                 )
             }
-            EventKind::SessionParams | EventKind::SipMessage => return None,
+            EventKind::SessionParams | EventKind::SipMessage | EventKind::Heartbeat => return None,
         };
         let mut ev = Event::new(
             crate::event::rfc3339_micros(unix_ns),
@@ -223,7 +226,8 @@ impl Converter {
             EventKind::AssociationSeen
             | EventKind::Mismatch
             | EventKind::SessionParams
-            | EventKind::SipMessage => {}
+            | EventKind::SipMessage
+            | EventKind::Heartbeat => {}
         }
         Some(ev)
     }

@@ -38,7 +38,41 @@ pub struct Event {
     pub observer: Observer,
     #[serde(skip_serializing_if = "HeartbeatFields::is_empty")]
     pub heartbeat: HeartbeatFields,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip: Option<SipFields>,
     pub message: String,
+}
+
+/// SIP registration and OPTIONS detail under `sip.*`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct SipFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// Address of record (To URI of the REGISTER).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aor: Option<String>,
+    /// Device name (Cisco: the `+u.sip.instance`/Contact user or the AOR user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cseq: Option<u32>,
+    /// Granted registration lifetime, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Round-trip times of a summary period, microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct RttUs {
+    pub min: u64,
+    pub avg: u64,
+    pub max: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +142,30 @@ pub struct HeartbeatFields {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silence_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
+    /// Most likely cause (`peer-restart`, `path-interruption`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<&'static str>,
+    /// The facts the diagnosis used, one short sentence each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Vec<String>>,
+    /// `heartbeat.summary`: heartbeats in the period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<RttUs>,
+    /// `heartbeat.summary`: length of the period, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dscp: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_dscp: Option<u8>,
@@ -136,6 +194,16 @@ impl HeartbeatFields {
             && self.lost.is_none()
             && self.attempt.is_none()
             && self.timeout_ms.is_none()
+            && self.interval_ms.is_none()
+            && self.expected_interval_ms.is_none()
+            && self.missed.is_none()
+            && self.silence_ms.is_none()
+            && self.downtime_ms.is_none()
+            && self.diagnosis.is_none()
+            && self.evidence.is_none()
+            && self.count.is_none()
+            && self.rtt_us.is_none()
+            && self.period_ms.is_none()
             && self.dscp.is_none()
             && self.expected_dscp.is_none()
             && self.direction.is_none()
@@ -172,6 +240,7 @@ impl Event {
             destination: None,
             observer,
             heartbeat: HeartbeatFields::default(),
+            sip: None,
             message,
         }
     }

@@ -7,7 +7,7 @@ use hbwatch::hbgen::frame::FrameSpec;
 use hbwatch::live::{Datapath, XDP_PROGRAM};
 use hbwatch::ports::{default_specs, port_table};
 use hbwatch_common::counters::Counter;
-use hbwatch_common::event::{EventKind, RawEvent};
+use hbwatch_common::event::{EventKind, RawEvent, BEAT_PAIRED};
 use hbwatch_common::proto::{rudp, Protocol, Role};
 use hbwatch_tests::{addr, require_root, rudp_frame};
 
@@ -52,7 +52,15 @@ impl Harness {
         map.get(&(c as u32), 0).unwrap().iter().sum()
     }
 
+    /// Records since the last call, but per-heartbeat `Heartbeat` records (timer input).
     fn records(&mut self) -> Vec<RawEvent> {
+        self.all_records()
+            .into_iter()
+            .filter(|r| r.kind != EventKind::Heartbeat as u8)
+            .collect()
+    }
+
+    fn all_records(&mut self) -> Vec<RawEvent> {
         let mut out = Vec::new();
         while let Some(item) = self.ring.next() {
             out.push(RawEvent::from_bytes(&item).expect("record size"));
@@ -77,7 +85,27 @@ fn rudp_over_plain_vlan_qinq_and_ipv6_is_decoded() {
         h.run(&rudp_frame(vlans, a, b, 500, Role::Request));
         h.run(&rudp_frame(vlans, b, a, 500, Role::Response));
         h.run(&rudp_frame(vlans, a, b, 503, Role::Request));
-        let recs = h.records();
+        let all = h.all_records();
+        // Every heartbeat of a known association goes up for the userspace timers: the
+        // paired response with its RTT, then the gap, then the request that made it.
+        let beats: Vec<_> = all
+            .iter()
+            .filter(|r| r.kind == EventKind::Heartbeat as u8)
+            .map(|r| (r.seq, r.aux, r.value > 0))
+            .collect();
+        assert_eq!(
+            beats,
+            vec![
+                (500, Role::Response as u32 | BEAT_PAIRED, true),
+                (503, Role::Request as u32, false)
+            ],
+            "case {i}"
+        );
+        assert_eq!(all.last().unwrap().kind, EventKind::Heartbeat as u8);
+        let recs: Vec<_> = all
+            .into_iter()
+            .filter(|r| r.kind != EventKind::Heartbeat as u8)
+            .collect();
         let kinds: Vec<_> = recs
             .iter()
             .map(|r| (EventKind::from_u8(r.kind).unwrap(), r.seq, r.aux, r.value))

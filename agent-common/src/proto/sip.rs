@@ -1,6 +1,8 @@
-//! SIP on 5060 (UDP and TCP), PROTOCOLS.md §5. The datapath only recognises REGISTER
-//! and OPTIONS requests and responses by their start line and hands the first
-//! [`CAPTURE_LEN`] bytes to userspace, where the text is parsed.
+//! SIP on 5060 (UDP and TCP), PROTOCOLS.md §5. The datapath recognises REGISTER and
+//! OPTIONS requests and responses by their start line and hands the first
+//! [`CAPTURE_LEN`] bytes to userspace, where the text is parsed. Over TCP every
+//! segment with data goes up (with its sequence number): messages share segments
+//! and split across them, and userspace reassembles the stream.
 
 use crate::event::RawEvent;
 use crate::frame::Frame;
@@ -44,10 +46,10 @@ pub struct SipRecord {
     pub data: [u8; CAPTURE_LEN],
 }
 
-/// Copies whole 8-byte chunks of the payload at `off` (up to `CAPTURE_LEN`) into `out`;
-/// returns how many bytes. A tail of fewer than 8 bytes is not copied: reading it
-/// needs a packet pointer the verifier cannot relate to its bounds check once LLVM
-/// has folded the arithmetic. Bounded: at most CAPTURE_LEN / 8 reads.
+/// Copies the payload at `off` (up to `CAPTURE_LEN` bytes) into `out`; returns how
+/// many bytes. Reads are 8-byte chunks; a tail shorter than 8 bytes is read as the
+/// last 8 bytes of the payload, overlapping the previous chunk, so nothing is lost
+/// as long as the payload has 8 bytes. Bounded: at most CAPTURE_LEN / 8 + 1 reads.
 #[inline(always)]
 pub fn copy_payload<F: Frame>(f: &F, off: usize, len: usize, out: &mut [u8; CAPTURE_LEN]) -> usize {
     let mut i = 0usize;
@@ -60,7 +62,29 @@ pub fn copy_payload<F: Frame>(f: &F, off: usize, len: usize, out: &mut [u8; CAPT
         }
         i += 8;
     }
+    if i < len && len >= 8 && len <= CAPTURE_LEN {
+        let last = len - 8;
+        let Some(chunk) = f.bytes::<8>(off + last) else {
+            return i;
+        };
+        if let Some(dst) = out.get_mut(last..last + 8) {
+            dst.copy_from_slice(&chunk);
+            i = len;
+        }
+    }
     i
+}
+
+/// How many bytes [`copy_payload`] takes of a payload of `len` bytes.
+#[inline(always)]
+pub const fn captured_len(len: usize) -> usize {
+    if len > CAPTURE_LEN {
+        CAPTURE_LEN
+    } else if len >= 8 {
+        len
+    } else {
+        0
+    }
 }
 
 #[cfg(feature = "user")]
