@@ -62,7 +62,7 @@ pub fn copy_payload<F: Frame>(f: &F, off: usize, len: usize, out: &mut [u8; CAPT
         }
         i += 8;
     }
-    if i < len && len >= 8 && len <= CAPTURE_LEN {
+    if i < len && (8..=CAPTURE_LEN).contains(&len) {
         let last = len - 8;
         let Some(chunk) = f.bytes::<8>(off + last) else {
             return i;
