@@ -57,6 +57,46 @@ impl Converter {
         }
     }
 
+    /// An event about the association `key`: network, source (originator) and
+    /// destination (responder) filled; callers add `heartbeat.*` / `sip.*`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn association_event(
+        &self,
+        key: &FlowKey,
+        ifindex: Option<u32>,
+        unix_ns: i128,
+        kind: &'static str,
+        action: &'static str,
+        level: Level,
+        message: String,
+    ) -> Event {
+        let mut ev = Event::new(
+            crate::event::rfc3339_micros(unix_ns),
+            kind,
+            action,
+            level,
+            self.observer(ifindex),
+            message,
+        );
+        ev.network = Some(Network {
+            protocol: Protocol::from_u8(key.proto).name(),
+            transport: if key.transport == IPPROTO_TCP {
+                "tcp"
+            } else {
+                "udp"
+            },
+        });
+        ev.source = Some(Endpoint {
+            ip: ip_of(key.family, &key.orig).to_string(),
+            port: key.orig_port,
+        });
+        ev.destination = Some(Endpoint {
+            ip: ip_of(key.family, &key.resp).to_string(),
+            port: key.resp_port,
+        });
+        ev
+    }
+
     /// The event for one record; `unix_ns` is the record's time on the wall clock.
     /// `None` for records that are inputs to correlation (session timing, SIP text),
     /// not events by themselves.
@@ -171,30 +211,15 @@ impl Converter {
             }
             EventKind::SessionParams | EventKind::SipMessage | EventKind::Heartbeat => return None,
         };
-        let mut ev = Event::new(
-            crate::event::rfc3339_micros(unix_ns),
+        let mut ev = self.association_event(
+            key,
+            Some(raw.ifindex),
+            unix_ns,
             ev_kind,
             action,
             level,
-            self.observer(Some(raw.ifindex)),
             message,
         );
-        ev.network = Some(Network {
-            protocol: Protocol::from_u8(key.proto).name(),
-            transport: if key.transport == IPPROTO_TCP {
-                "tcp"
-            } else {
-                "udp"
-            },
-        });
-        ev.source = Some(Endpoint {
-            ip: ip_of(key.family, &key.orig).to_string(),
-            port: key.orig_port,
-        });
-        ev.destination = Some(Endpoint {
-            ip: ip_of(key.family, &key.resp).to_string(),
-            port: key.resp_port,
-        });
         let hb = &mut ev.heartbeat;
         hb.seq = Some(seq);
         match kind {

@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod convert;
+pub mod correlate;
 pub mod event;
 pub mod hbgen;
 pub mod live;
