@@ -6,6 +6,7 @@ pub mod correlate;
 pub mod event;
 pub mod hbgen;
 pub mod live;
+pub mod offline;
 pub mod ports;
 pub mod tuning;
 

@@ -9,7 +9,7 @@ use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::Ebpf;
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
-use hbwatch_common::event::{EventKind, RawEvent};
+use hbwatch_common::event::{EventKind, RawEvent, RAW_EVENT_SIZE};
 use hbwatch_common::params::ProtoParams;
 use hbwatch_common::proto::Protocol;
 use tokio::io::unix::AsyncFd;
@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::clock::WallClock;
 use crate::convert::Converter;
+use crate::correlate::{Config, Correlator, Ctx};
 use crate::event::{Attachment, Event, Level};
 
 /// How to attach XDP.
@@ -264,7 +265,14 @@ pub struct LiveOptions {
     /// How often kernel counters are checked for ring-buffer loss.
     pub poll: Duration,
     pub config_digest: String,
+    /// `heartbeat.summary` period; `None` = off.
+    pub summary_period: Option<Duration>,
 }
+
+/// How often correlation timers are looked at.
+const TIMER_TICK: Duration = Duration::from_millis(10);
+/// Records may reach userspace this long after their packet: timers wait for them.
+const RECORD_SLACK_NS: u64 = 20_000_000;
 
 /// Most records handled per wake-up before yielding, so signals and timers stay responsive.
 const MAX_BATCH: usize = 8192;
@@ -292,18 +300,32 @@ pub async fn run(opts: LiveOptions, out: &mut dyn Write) -> anyhow::Result<()> {
 
     let mut ring = readable_fd(dp.take_ring()?)?;
     let mut tick = tokio::time::interval(opts.poll);
+    let mut timers = tokio::time::interval(TIMER_TICK);
+    timers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut correlator = Correlator::new(Config {
+        params: opts.params.clone(),
+        summary_period_ns: opts.summary_period.map(|d| d.as_nanos() as u64),
+        ..Config::default()
+    });
     let mut lost_reported = 0u64;
     let mut batch: Vec<Event> = Vec::with_capacity(256);
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let drained = drain(guard.get_inner_mut(), &conv, &clock, &mut batch);
+                let drained = drain(guard.get_inner_mut(), &mut correlator, &conv, &clock, &mut batch);
                 write_events(out, &batch)?;
                 batch.clear();
                 if drained {
                     guard.clear_ready();
                 }
+            }
+            _ = timers.tick() => {
+                while !drain(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch) {}
+                let now = monotonic_ns().saturating_sub(RECORD_SLACK_NS);
+                correlator.advance(now, &Ctx { conv: &conv, clock: &clock }, &mut batch);
+                write_events(out, &batch)?;
+                batch.clear();
             }
             _ = tick.tick() => {
                 clock = WallClock::new();
@@ -314,7 +336,7 @@ pub async fn run(opts: LiveOptions, out: &mut dyn Write) -> anyhow::Result<()> {
         }
     }
     // Last records and losses before detaching.
-    while !drain(ring.get_mut(), &conv, &clock, &mut batch) {
+    while !drain(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch) {
         write_events(out, &batch)?;
         batch.clear();
     }
@@ -329,26 +351,45 @@ pub async fn run(opts: LiveOptions, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads up to MAX_BATCH records; true when the ring buffer is empty.
+/// Reads up to MAX_BATCH records into correlation; true when the ring buffer is empty.
 fn drain(
     ring: &mut RingBuf<MapData>,
+    correlator: &mut Correlator,
     conv: &Converter,
     clock: &WallClock,
     batch: &mut Vec<Event>,
 ) -> bool {
+    let ctx = Ctx { conv, clock };
     for _ in 0..MAX_BATCH {
         let Some(item) = ring.next() else { return true };
         match RawEvent::from_bytes(&item) {
-            Some(raw) => match EventKind::from_u8(raw.kind) {
-                // Correlation inputs: consumed by the correlation stage.
-                Some(EventKind::SessionParams | EventKind::SipMessage) => {}
-                Some(_) => batch.extend(conv.event(&raw, clock.unix_ns(raw.ts_ns))),
-                None => warn!("ring buffer record of unknown kind {}", raw.kind),
-            },
+            Some(raw) => {
+                // SIP records carry their captured bytes after the header.
+                let payload = item
+                    .get(RAW_EVENT_SIZE..RAW_EVENT_SIZE + raw.aux as usize)
+                    .filter(|_| raw.kind == EventKind::SipMessage as u8)
+                    .unwrap_or(&[]);
+                if EventKind::from_u8(raw.kind).is_none() {
+                    warn!("ring buffer record of unknown kind {}", raw.kind);
+                    continue;
+                }
+                correlator.on_record(&raw, payload, &ctx, batch);
+            }
             None => warn!("short ring buffer record ({} bytes)", item.len()),
         }
     }
     false
+}
+
+/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn report_loss(

@@ -1,7 +1,9 @@
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hbwatch::live::{self, AttachMode, LiveOptions};
+use hbwatch::offline::AnalyzeOptions;
 use hbwatch::ports::{default_specs, port_table, PortSpec};
 use hbwatch::tuning::Tune;
 use tracing_subscriber::EnvFilter;
@@ -39,7 +41,48 @@ enum Command {
         /// `observer.hostname` in events (default: this host's name).
         #[arg(long)]
         hostname: Option<String>,
+        #[command(flatten)]
+        summary: SummaryArgs,
     },
+    /// Analyze pcap/pcapng captures offline with the same engine; NDJSON to stdout.
+    Analyze {
+        /// Capture files (pcap or pcapng, micro- or nanosecond); `-` reads stdin.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Extra ports for a protocol, e.g. `cs1000-rudp=15000,15100-15110` (repeatable).
+        #[arg(long = "port")]
+        ports: Vec<PortSpec>,
+        /// Per-protocol tuning, as for `run` (repeatable).
+        #[arg(long = "tune", value_name = "PROTOCOL.KEY=VALUE")]
+        tunes: Vec<Tune>,
+        /// `observer.hostname` in events (default: this host's name).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Print a per-association table to stderr at the end (heartbeats, lost, RTT,
+        /// outages, diagnosis).
+        #[arg(long)]
+        summary: bool,
+        #[command(flatten)]
+        periodic: SummaryArgs,
+    },
+}
+
+/// `heartbeat.summary` metric events.
+#[derive(clap::Args, Debug, Clone)]
+struct SummaryArgs {
+    /// Period of `heartbeat.summary` events per association, seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    summary_period: u64,
+    /// No `heartbeat.summary` events.
+    #[arg(long)]
+    no_summary_events: bool,
+}
+
+impl SummaryArgs {
+    fn period(&self) -> Option<Duration> {
+        (!self.no_summary_events && self.summary_period > 0)
+            .then(|| Duration::from_secs(self.summary_period))
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             mode,
             egress,
             hostname,
+            summary,
         } => {
             let mut specs = default_specs();
             specs.extend(ports);
@@ -74,6 +118,7 @@ fn main() -> anyhow::Result<()> {
                 hostname: hostname.unwrap_or_else(live::hostname),
                 poll: Duration::from_secs(1),
                 config_digest: digest,
+                summary_period: summary.period(),
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -81,6 +126,30 @@ fn main() -> anyhow::Result<()> {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             rt.block_on(live::run(opts, &mut out))
+        }
+        Command::Analyze {
+            files,
+            ports,
+            tunes,
+            hostname,
+            summary,
+            periodic,
+        } => {
+            let mut specs = default_specs();
+            specs.extend(ports);
+            let opts = AnalyzeOptions {
+                files,
+                ports: port_table(&specs),
+                params: hbwatch::tuning::params(&tunes),
+                hostname: hostname.unwrap_or_else(live::hostname),
+                summary_period: periodic.period(),
+                summary_table: summary,
+                progress: true,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+            hbwatch::offline::analyze(&opts, &mut out)?;
+            Ok(())
         }
     }
 }

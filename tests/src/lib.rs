@@ -254,6 +254,25 @@ impl Agent {
             })
             .collect()
     }
+
+    /// What the datapath itself found: heartbeat events without those the userspace
+    /// timers derive from arrival times (late, missed, down, recovery, summaries).
+    /// Datapath tests send frames in bursts, not at protocol intervals; the timers
+    /// have their own tests with real timing.
+    pub fn datapath_events(&self) -> Vec<&Value> {
+        self.heartbeat_events()
+            .into_iter()
+            .filter(|e| {
+                let action = e["event"]["action"].as_str().unwrap_or("");
+                let recovery = action == "peer.up" && !e["heartbeat"]["downtime_ms"].is_null();
+                !recovery
+                    && !matches!(
+                        action,
+                        "heartbeat.late" | "heartbeat.missed" | "peer.down" | "heartbeat.summary"
+                    )
+            })
+            .collect()
+    }
 }
 
 impl Drop for Agent {

@@ -239,7 +239,7 @@ fn every_protocol_on_real_xdp() {
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(agent.stop(), 0);
 
-    let got: Vec<_> = agent.heartbeat_events().into_iter().map(summary).collect();
+    let got: Vec<_> = agent.datapath_events().into_iter().map(summary).collect();
     let pim_ep = "10.20.0.5:40001";
     let cvp_ep = "10.20.0.1:5000";
     let (a, b) = ("10.50.0.1:41000", "10.50.0.2:41000");
@@ -264,7 +264,7 @@ fn every_protocol_on_real_xdp() {
         ),
         ev("peer.up", "10.60.0.2:32779", "10.60.0.1:32780", 1),
     ];
-    assert_eq!(got, want, "events: {:#?}", agent.heartbeat_events());
+    assert_eq!(got, want, "events: {:#?}", agent.datapath_events());
 
     let find = |action: &str, src: &str| {
         agent

@@ -82,7 +82,7 @@ fn rudp_healthy_gap_retry_restart_on_real_xdp() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(agent.stop(), 0, "clean exit on SIGINT");
 
-    let got: Vec<_> = agent.heartbeat_events().into_iter().map(summary).collect();
+    let got: Vec<_> = agent.datapath_events().into_iter().map(summary).collect();
     let want = vec![
         ev("peer.up", CS, MGC, 1000),
         ev("peer.up", MGC, CS, 7000),

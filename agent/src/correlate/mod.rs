@@ -34,3 +34,586 @@ pub struct Ctx<'a> {
     pub conv: &'a Converter,
     pub clock: &'a dyn Clock,
 }
+
+pub mod assoc;
+pub mod diagnosis;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use hbwatch_common::event::{EventKind, RawEvent, BEAT_PAIRED};
+use hbwatch_common::flow::{FlowKey, QOS_FROM_RESPONDER};
+use hbwatch_common::params::ProtoParams;
+use hbwatch_common::proto::{Protocol, Role};
+
+use crate::convert::association;
+use crate::event::{Event, Level, RttUs};
+use assoc::{Assoc, DownCause, Silence, Stats, Timing, Trouble, MS};
+use diagnosis::{diagnose, Diagnosis, Phase};
+use sip::{SipConfig, SipTracker};
+
+/// Correlation settings.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Per-protocol rules (defaults plus `--tune`), the same the datapath runs with.
+    pub params: BTreeMap<Protocol, ProtoParams>,
+    /// `heartbeat.summary` period; `None` = off.
+    pub summary_period_ns: Option<u64>,
+    pub sip: SipConfig,
+}
+
+impl Config {
+    fn params(&self, proto: Protocol) -> ProtoParams {
+        self.params
+            .get(&proto)
+            .copied()
+            .unwrap_or(ProtoParams::defaults(proto))
+    }
+}
+
+/// Totals of one association over the whole run (`analyze --summary`).
+#[derive(Debug, Clone)]
+pub struct AssocTotals {
+    pub key: FlowKey,
+    pub stats: Stats,
+    pub expected_interval_ms: u64,
+    /// Diagnoses of its outages, in order.
+    pub diagnoses: Vec<&'static str>,
+    pub closed: bool,
+}
+
+/// An association slot; the generation tells stale timer entries apart.
+struct Slot {
+    assoc: Assoc,
+    generation: u64,
+}
+
+/// Userspace correlation over datapath records.
+pub struct Correlator {
+    cfg: Config,
+    slots: HashMap<FlowKey, Slot>,
+    /// (deadline, key, generation): one entry per association at most, re-armed when
+    /// it fires early (heartbeats do not touch the queue).
+    timers: BinaryHeap<Reverse<(u64, TimerKey, u64)>>,
+    next_generation: u64,
+    /// SCCP secondary keepalive interval (RegisterAck) per phone address, ns.
+    sccp_secondary: HashMap<[u8; 16], u64>,
+    sip: SipTracker,
+    next_summary_ns: Option<u64>,
+    last_summary_ns: u64,
+    totals: HashMap<FlowKey, AssocTotals>,
+}
+
+/// FlowKey ordered by its bytes, for the timer queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TimerKey(FlowKey);
+
+impl TimerKey {
+    fn tuple(&self) -> ([u8; 16], [u8; 16], u16, u16, u8, u8) {
+        let k = &self.0;
+        (
+            k.orig,
+            k.resp,
+            k.orig_port,
+            k.resp_port,
+            k.proto,
+            k.transport,
+        )
+    }
+}
+
+impl Ord for TimerKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.tuple().cmp(&other.tuple())
+    }
+}
+
+impl PartialOrd for TimerKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+fn reverse_key(k: &FlowKey) -> FlowKey {
+    FlowKey {
+        orig: k.resp,
+        resp: k.orig,
+        orig_port: k.resp_port,
+        resp_port: k.orig_port,
+        ..*k
+    }
+}
+
+impl Correlator {
+    pub fn new(cfg: Config) -> Correlator {
+        Correlator {
+            sip: SipTracker::new(cfg.sip.clone()),
+            cfg,
+            slots: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_generation: 0,
+            sccp_secondary: HashMap::new(),
+            next_summary_ns: None,
+            last_summary_ns: 0,
+            totals: HashMap::new(),
+        }
+    }
+
+    /// Associations currently tracked.
+    pub fn associations(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Per-association totals of the whole run, closed associations included.
+    pub fn totals(&self) -> Vec<AssocTotals> {
+        let mut all: Vec<AssocTotals> = self.totals.values().cloned().collect();
+        for slot in self.slots.values() {
+            let a = &slot.assoc;
+            all.push(AssocTotals {
+                key: a.key,
+                stats: a.totals,
+                expected_interval_ms: a.expected_ns() / MS,
+                diagnoses: a.diagnoses.clone(),
+                closed: false,
+            });
+        }
+        all.sort_by_key(|a| association(&a.key));
+        all
+    }
+
+    /// One datapath record (with its payload for SIP records).
+    pub fn on_record(&mut self, raw: &RawEvent, payload: &[u8], ctx: &Ctx, out: &mut Vec<Event>) {
+        let Some(kind) = EventKind::from_u8(raw.kind) else {
+            return;
+        };
+        if self.next_summary_ns.is_none() {
+            if let Some(p) = self.cfg.summary_period_ns {
+                self.next_summary_ns = Some(raw.ts_ns + p);
+                self.last_summary_ns = raw.ts_ns;
+            }
+        }
+        let now = raw.ts_ns;
+        match kind {
+            EventKind::SipMessage => {
+                self.sip.on_record(raw, payload, ctx, out);
+                return;
+            }
+            EventKind::SessionParams => {
+                self.session_params(raw);
+                return;
+            }
+            EventKind::Heartbeat => {
+                self.heartbeat(raw, ctx, out);
+                return;
+            }
+            EventKind::AssociationSeen => {
+                out.extend(ctx.conv.event(raw, ctx.clock.unix_ns(now)));
+                self.insert(raw);
+                return;
+            }
+            _ => {}
+        }
+        out.extend(ctx.conv.event(raw, ctx.clock.unix_ns(now)));
+        let down_after = self.cfg.params(Protocol::from_u8(raw.key.proto)).down_after;
+        let Some(a) = self.slots.get_mut(&raw.key).map(|s| &mut s.assoc) else {
+            return;
+        };
+        match kind {
+            EventKind::Gap => {
+                a.note(now, Trouble::Gap);
+                a.stats.lost += raw.value;
+                a.totals.lost += raw.value;
+                if a.down.is_some() {
+                    a.gap_in_outage = Some(raw.value);
+                }
+            }
+            EventKind::Retry => {
+                a.note(now, Trouble::Retry);
+                a.retried = true;
+            }
+            EventKind::Restart if a.down.is_some() => {
+                a.restart_in_outage = Some((raw.seq, raw.aux));
+            }
+            EventKind::OutOfOrder | EventKind::Mismatch => a.note(now, Trouble::OutOfOrder),
+            EventKind::QosMismatch => {
+                let seen = (raw.value & 0xff) as u8;
+                if raw.value & QOS_FROM_RESPONDER == 0 {
+                    a.qos_wrong = Some((seen, raw.aux as u8));
+                }
+            }
+            EventKind::Unanswered => {
+                a.note(now, Trouble::Unanswered);
+                a.stats.lost += 1;
+                a.totals.lost += 1;
+                a.unanswered_streak += 1;
+                a.transport_alive |= raw.aux != 0;
+                if a.down.is_none() && a.unanswered_streak as u64 >= (down_after as u64).max(2) {
+                    let since = now.saturating_sub(raw.value);
+                    let since = if a.last_answer_ns > 0 {
+                        a.last_answer_ns.max(since.min(a.last_answer_ns))
+                    } else {
+                        since
+                    };
+                    a.down_unanswered(since);
+                    let key = a.key;
+                    let silence = now.saturating_sub(since);
+                    let streak = a.unanswered_streak as u64;
+                    self.report_down(&key, now, streak, silence, ctx, out);
+                }
+            }
+            EventKind::SessionClosed => self.remove(&raw.key),
+            _ => {}
+        }
+    }
+
+    /// Fires every timer due at or before `now` (record clock), then summaries.
+    pub fn advance(&mut self, now: u64, ctx: &Ctx, out: &mut Vec<Event>) {
+        while let Some(&Reverse((deadline, key, generation))) = self.timers.peek() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(slot) = self.slots.get_mut(&key.0) else {
+                continue;
+            };
+            if slot.generation != generation {
+                continue;
+            }
+            slot.assoc.armed = false;
+            // One step per pop: a following step (missed -> down) is re-armed and
+            // comes out of the queue in time order with every other association's.
+            let found = self
+                .slots
+                .get_mut(&key.0)
+                .and_then(|slot| slot.assoc.on_timer(now));
+            match found {
+                Some(Silence::Missed(at, missed)) => {
+                    let a = &self.slots[&key.0].assoc;
+                    let ev = self.silence_event(a, at, missed, false, ctx);
+                    out.push(ev);
+                }
+                Some(Silence::Down(at, missed)) => {
+                    let silence = at - self.slots[&key.0].assoc.last_beat_ns;
+                    self.report_down(&key.0, at, missed, silence, ctx, out);
+                }
+                None => {}
+            }
+            self.arm(&key.0);
+        }
+        self.sip.advance(now, ctx, out);
+        while let (Some(at), Some(period)) = (self.next_summary_ns, self.cfg.summary_period_ns) {
+            if at > now {
+                break;
+            }
+            self.summaries(at, ctx, out);
+            self.next_summary_ns = Some(at + period);
+        }
+    }
+
+    /// End of input (offline): the last, partial summary period.
+    pub fn finish(&mut self, now: u64, ctx: &Ctx, out: &mut Vec<Event>) {
+        if self.cfg.summary_period_ns.is_some() && now > self.last_summary_ns {
+            self.summaries(now, ctx, out);
+        }
+    }
+
+    fn summaries(&mut self, at: u64, ctx: &Ctx, out: &mut Vec<Event>) {
+        let period = at.saturating_sub(self.last_summary_ns);
+        self.last_summary_ns = at;
+        let mut keys: Vec<FlowKey> = self.slots.keys().copied().collect();
+        keys.sort_by_key(|k| TimerKey(*k));
+        for key in keys {
+            let a = &mut self.slots.get_mut(&key).expect("listed").assoc;
+            let s = std::mem::take(&mut a.stats);
+            if s.count == 0 && s.lost == 0 && s.rtt_n == 0 {
+                continue;
+            }
+            let expected = a.expected_ns() / MS;
+            let mut rtt = String::new();
+            let mut ev = ctx.conv.association_event(
+                &key,
+                Some(a.ifindex),
+                ctx.clock.unix_ns(at),
+                "metric",
+                "heartbeat.summary",
+                Level::Info,
+                String::new(),
+            );
+            if let Some(avg) = s.rtt_avg_ns() {
+                let r = RttUs {
+                    min: s.rtt_min_ns / 1000,
+                    avg: avg / 1000,
+                    max: s.rtt_max_ns / 1000,
+                };
+                rtt = format!(", RTT {}/{}/{} us min/avg/max", r.min, r.avg, r.max);
+                ev.heartbeat.rtt_us = Some(r);
+            }
+            ev.message = format!(
+                "{}: {} heartbeats, {} lost{rtt} in {} s (interval {expected} ms)",
+                association(&key),
+                s.count,
+                s.lost,
+                period / 1_000_000_000
+            );
+            ev.heartbeat.count = Some(s.count);
+            ev.heartbeat.lost = Some(s.lost);
+            ev.heartbeat.interval_ms = Some(expected);
+            ev.heartbeat.period_ms = Some(period / MS);
+            out.push(ev);
+        }
+        self.sip.summaries(at, period, ctx, out);
+    }
+
+    fn insert(&mut self, raw: &RawEvent) {
+        let proto = Protocol::from_u8(raw.key.proto);
+        let mut a = Assoc::new(
+            raw.key,
+            raw.ifindex,
+            self.cfg.params(proto),
+            raw.ts_ns,
+            raw.seq,
+        );
+        if proto == Protocol::Sccp {
+            a.hint_ns = self.sccp_secondary.get(&raw.key.orig).copied();
+        }
+        self.next_generation += 1;
+        if let Some(old) = self.slots.insert(
+            raw.key,
+            Slot {
+                assoc: a,
+                generation: self.next_generation,
+            },
+        ) {
+            self.retire(old.assoc);
+        }
+        self.arm(&raw.key);
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        if let Some(old) = self.slots.remove(key) {
+            let mut a = old.assoc;
+            a.closed = true;
+            self.retire(a);
+        }
+    }
+
+    /// Keeps a finished association's totals for the run summary.
+    fn retire(&mut self, a: Assoc) {
+        let t = AssocTotals {
+            key: a.key,
+            stats: a.totals,
+            expected_interval_ms: a.expected_ns() / MS,
+            diagnoses: a.diagnoses.clone(),
+            closed: true,
+        };
+        // Several sessions may reuse the same key: add them up.
+        self.totals
+            .entry(a.key)
+            .and_modify(|e| {
+                e.stats.count += t.stats.count;
+                e.stats.lost += t.stats.lost;
+                e.stats.outages += t.stats.outages;
+                e.diagnoses.extend(t.diagnoses.iter().copied());
+            })
+            .or_insert(t);
+    }
+
+    fn arm(&mut self, key: &FlowKey) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        if slot.assoc.armed {
+            return;
+        }
+        if let Some(d) = slot.assoc.deadline() {
+            slot.assoc.armed = true;
+            self.timers
+                .push(Reverse((d, TimerKey(*key), slot.generation)));
+        }
+    }
+
+    fn session_params(&mut self, raw: &RawEvent) {
+        match Protocol::from_u8(raw.key.proto) {
+            Protocol::Ged125 => {
+                if let Some(s) = self.slots.get_mut(&raw.key) {
+                    s.assoc.cap_ns = Some(raw.value * MS).filter(|&c| c > 0);
+                }
+            }
+            Protocol::Sccp => {
+                // RegisterAck: primary interval on this connection, secondary for the
+                // phone's other (backup) CUCM connections.
+                let primary = raw.value * 1_000_000_000;
+                let secondary = raw.aux as u64 * 1_000_000_000;
+                if secondary > 0 {
+                    self.sccp_secondary.insert(raw.key.orig, secondary);
+                }
+                for s in self.slots.values_mut() {
+                    let k = &s.assoc.key;
+                    if k.proto != Protocol::Sccp as u8 || k.orig != raw.key.orig {
+                        continue;
+                    }
+                    if *k == raw.key {
+                        s.assoc.hint_ns = Some(primary).filter(|&p| p > 0);
+                    } else if secondary > 0 {
+                        s.assoc.hint_ns = Some(secondary);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn heartbeat(&mut self, raw: &RawEvent, ctx: &Ctx, out: &mut Vec<Event>) {
+        let now = raw.ts_ns;
+        if !self.slots.contains_key(&raw.key) {
+            // The datapath knew it before us (agent restarted over a live map).
+            self.insert(raw);
+        }
+        let role = raw.aux & 0xff;
+        let key = raw.key;
+        let a = &mut self.slots.get_mut(&key).expect("inserted").assoc;
+        if role == Role::Response as u32 {
+            if raw.aux & BEAT_PAIRED == 0 {
+                return;
+            }
+            a.stats.rtt(raw.value);
+            a.totals.rtt(raw.value);
+            a.last_answer_ns = now;
+            a.unanswered_streak = 0;
+            if a.down == Some(DownCause::Unanswered) {
+                self.report_up(&key, now, raw.seq, ctx, out);
+            }
+            return;
+        }
+        let interval = (raw.aux & hbwatch_common::event::BEAT_INTERVAL != 0).then_some(raw.value);
+        if a.down == Some(DownCause::Silence) {
+            a.last_seq = raw.seq;
+            self.report_up(&key, now, raw.seq, ctx, out);
+        }
+        let a = &mut self.slots.get_mut(&key).expect("inserted").assoc;
+        a.totals.count += 1;
+        if let Timing::Late(sample, expected) = a.on_beat(now, raw.seq, interval) {
+            let mut ev = ctx.conv.association_event(
+                &key,
+                Some(raw.ifindex),
+                ctx.clock.unix_ns(now),
+                "alert",
+                "heartbeat.late",
+                Level::Warning,
+                format!(
+                    "{}: heartbeat seq {} came {} ms after the previous one (expected {} ms)",
+                    association(&key),
+                    raw.seq,
+                    sample / MS,
+                    expected / MS
+                ),
+            );
+            ev.heartbeat.seq = Some(raw.seq);
+            ev.heartbeat.interval_ms = Some(sample / MS);
+            ev.heartbeat.expected_interval_ms = Some(expected / MS);
+            out.push(ev);
+        }
+        self.arm(&key);
+    }
+
+    fn diagnose(&self, key: &FlowKey, now: u64, phase: Phase) -> Diagnosis {
+        let a = &self.slots[key].assoc;
+        let reverse = self.slots.get(&reverse_key(key)).map(|s| &s.assoc);
+        diagnose(a, reverse, now, phase)
+    }
+
+    fn silence_event(&self, a: &Assoc, at: u64, missed: u64, down: bool, ctx: &Ctx) -> Event {
+        let d = self.diagnose(&a.key, at, Phase::Outage);
+        let silence = at - a.last_beat_ns;
+        let expected = a.expected_ns() / MS;
+        let (action, level, what) = if down {
+            ("peer.down", Level::Critical, "peer down")
+        } else {
+            ("heartbeat.missed", Level::Warning, "heartbeats missed")
+        };
+        let mut ev = ctx.conv.association_event(
+            &a.key,
+            Some(a.ifindex),
+            ctx.clock.unix_ns(at),
+            "alert",
+            action,
+            level,
+            format!(
+                "{}: {what}: {missed} missed, {} ms without a heartbeat (interval {expected} ms); likely {}",
+                association(&a.key),
+                silence / MS,
+                d.cause
+            ),
+        );
+        let hb = &mut ev.heartbeat;
+        hb.seq = Some(a.last_seq);
+        hb.missed = Some(missed);
+        hb.silence_ms = Some(silence / MS);
+        hb.expected_interval_ms = Some(expected);
+        hb.diagnosis = Some(d.cause);
+        hb.evidence = Some(d.evidence);
+        ev
+    }
+
+    fn report_down(
+        &mut self,
+        key: &FlowKey,
+        at: u64,
+        missed: u64,
+        silence: u64,
+        ctx: &Ctx,
+        out: &mut Vec<Event>,
+    ) {
+        let a = &self.slots[key].assoc;
+        let mut ev = self.silence_event(a, at, missed, true, ctx);
+        ev.heartbeat.silence_ms = Some(silence / MS);
+        if a.down == Some(DownCause::Unanswered) {
+            ev.message = format!(
+                "{}: peer down: {missed} requests in a row unanswered ({} ms without an answer); likely {}",
+                association(key),
+                silence / MS,
+                ev.heartbeat.diagnosis.unwrap_or(diagnosis::UNDETERMINED)
+            );
+        }
+        let cause = ev.heartbeat.diagnosis.unwrap_or(diagnosis::UNDETERMINED);
+        self.slots
+            .get_mut(key)
+            .expect("known")
+            .assoc
+            .diagnoses
+            .push(cause);
+        out.push(ev);
+    }
+
+    fn report_up(&mut self, key: &FlowKey, now: u64, seq: u32, ctx: &Ctx, out: &mut Vec<Event>) {
+        let d = self.diagnose(key, now, Phase::Recovery);
+        let a = &mut self.slots.get_mut(key).expect("known").assoc;
+        let downtime = now.saturating_sub(a.outage_from_ns) / MS;
+        let mut ev = ctx.conv.association_event(
+            key,
+            Some(a.ifindex),
+            ctx.clock.unix_ns(now),
+            "event",
+            "peer.up",
+            Level::Info,
+            format!(
+                "{}: peer up again after {downtime} ms down (seq {seq}); likely {}",
+                association(key),
+                d.cause
+            ),
+        );
+        ev.heartbeat.seq = Some(seq);
+        ev.heartbeat.downtime_ms = Some(downtime);
+        ev.heartbeat.diagnosis = Some(d.cause);
+        ev.heartbeat.evidence = Some(d.evidence);
+        a.down = None;
+        a.missed_reported = false;
+        a.unanswered_streak = 0;
+        a.transport_alive = false;
+        if let Some(last) = a.diagnoses.last_mut() {
+            // The recovery knows more (a restart shows only now).
+            *last = d.cause;
+        }
+        out.push(ev);
+    }
+}

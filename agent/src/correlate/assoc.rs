@@ -1,0 +1,297 @@
+//! One association's timing in userspace: the interval it keeps, whether a heartbeat
+//! was late, when silence becomes `missed` and `peer.down`, and what happened before
+//! an outage (the diagnosis' evidence).
+
+use hbwatch_common::flow::FlowKey;
+use hbwatch_common::params::ProtoParams;
+
+pub const MS: u64 = 1_000_000;
+
+/// In-order interval samples kept for the median.
+const SAMPLES: usize = 8;
+/// Samples needed before the learned interval replaces the default (and `late` may fire).
+pub const LEARNED_AFTER: usize = 3;
+/// Anomalies remembered before an outage (network-loss evidence).
+const HISTORY: usize = 16;
+
+/// An anomaly the datapath reported, remembered for the diagnosis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    Gap,
+    Late,
+    Retry,
+    Unanswered,
+    OutOfOrder,
+}
+
+/// Why an association is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownCause {
+    /// Nothing from the originator for `down_after` intervals.
+    Silence,
+    /// Requests kept coming but `down_after` in a row went unanswered.
+    Unanswered,
+}
+
+#[derive(Debug, Clone)]
+pub struct Assoc {
+    pub key: FlowKey,
+    pub ifindex: u32,
+    pub params: ProtoParams,
+    /// Interval announced on the session (SCCP RegisterAck) or configured, ns.
+    pub hint_ns: Option<u64>,
+    /// Upper bound announced on the session (GED-125 OPEN_REQ IdleTimeout), ns.
+    pub cap_ns: Option<u64>,
+    samples: [u64; SAMPLES],
+    nsamples: usize,
+    /// Last request or one-way heartbeat from the originator.
+    pub last_beat_ns: u64,
+    pub last_seq: u32,
+    /// Last answer from the responder (paired response).
+    pub last_answer_ns: u64,
+    /// `heartbeat.missed` was reported for the current silence.
+    pub missed_reported: bool,
+    pub down: Option<DownCause>,
+    /// When the current outage's silence began (last heartbeat before it).
+    pub outage_from_ns: u64,
+    /// Requests in a row that went unanswered.
+    pub unanswered_streak: u32,
+    /// The responder's transport was seen alive while a request went unanswered.
+    pub transport_alive: bool,
+    /// A re-send happened since the last in-order heartbeat: its interval is no timing fact.
+    pub retried: bool,
+    /// Sequence restart seen during the current outage: (new seq, previous seq).
+    pub restart_in_outage: Option<(u32, u32)>,
+    /// Heartbeats lost in a gap during/after the current outage.
+    pub gap_in_outage: Option<u64>,
+    /// QoS marking currently wrong: (seen, expected).
+    pub qos_wrong: Option<(u8, u8)>,
+    history: [(u64, Option<Trouble>); HISTORY],
+    history_next: usize,
+    /// A timer entry for this association is in the queue.
+    pub armed: bool,
+    /// This summary period's counts.
+    pub stats: Stats,
+    /// Counts of the whole run.
+    pub totals: Stats,
+    /// Causes of this association's outages, in order.
+    pub diagnoses: Vec<&'static str>,
+    /// Ended by FIN/RST.
+    pub closed: bool,
+}
+
+/// Counts for `heartbeat.summary`, reset every period.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    pub count: u64,
+    pub lost: u64,
+    pub rtt_n: u64,
+    pub rtt_sum_ns: u64,
+    pub rtt_min_ns: u64,
+    pub rtt_max_ns: u64,
+    pub outages: u64,
+}
+
+impl Stats {
+    /// Mean RTT, if any response was paired.
+    pub fn rtt_avg_ns(&self) -> Option<u64> {
+        self.rtt_sum_ns.checked_div(self.rtt_n)
+    }
+
+    pub fn rtt(&mut self, rtt_ns: u64) {
+        if self.rtt_n == 0 || rtt_ns < self.rtt_min_ns {
+            self.rtt_min_ns = rtt_ns;
+        }
+        self.rtt_max_ns = self.rtt_max_ns.max(rtt_ns);
+        self.rtt_sum_ns += rtt_ns;
+        self.rtt_n += 1;
+    }
+}
+
+/// What a heartbeat's timing showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    Normal,
+    /// Interval beyond the tolerance: (interval, expected).
+    Late(u64, u64),
+}
+
+/// What the silence timer found when it fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Silence {
+    /// Report `heartbeat.missed` (deadline, missed count).
+    Missed(u64, u64),
+    /// Report `peer.down` (deadline, missed count).
+    Down(u64, u64),
+}
+
+impl Assoc {
+    pub fn new(key: FlowKey, ifindex: u32, params: ProtoParams, now: u64, seq: u32) -> Assoc {
+        Assoc {
+            key,
+            ifindex,
+            params,
+            hint_ns: None,
+            cap_ns: None,
+            samples: [0; SAMPLES],
+            nsamples: 0,
+            last_beat_ns: now,
+            last_seq: seq,
+            last_answer_ns: 0,
+            missed_reported: false,
+            down: None,
+            outage_from_ns: 0,
+            unanswered_streak: 0,
+            transport_alive: false,
+            retried: false,
+            restart_in_outage: None,
+            gap_in_outage: None,
+            qos_wrong: None,
+            history: [(0, None); HISTORY],
+            history_next: 0,
+            armed: false,
+            stats: Stats {
+                count: 1,
+                ..Stats::default()
+            },
+            totals: Stats {
+                count: 1,
+                ..Stats::default()
+            },
+            diagnoses: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Whether the interval was learned from traffic (enough in-order samples).
+    pub fn learned(&self) -> bool {
+        self.nsamples >= LEARNED_AFTER
+    }
+
+    /// The interval this association keeps: the median of recent in-order samples once
+    /// learned, else the announced or configured one (never below what was seen, so a
+    /// slower-than-default association is not declared missing while learning).
+    pub fn expected_ns(&self) -> u64 {
+        let e = if self.learned() {
+            let n = self.nsamples.min(SAMPLES);
+            let mut s = self.samples;
+            let s = &mut s[..n];
+            s.sort_unstable();
+            s[n / 2]
+        } else {
+            let base = self.hint_ns.unwrap_or(self.params.interval_ms as u64 * MS);
+            let seen = self.samples[..self.nsamples].iter().copied().max();
+            base.max(seen.unwrap_or(0))
+        };
+        let e = match self.cap_ns {
+            Some(cap) => e.min(cap),
+            None => e,
+        };
+        e.max(MS)
+    }
+
+    /// Grace beyond a due time before a heartbeat counts as late or missed.
+    pub fn grace_ns(&self) -> u64 {
+        self.expected_ns() * self.params.tolerance_pct as u64 / 100
+    }
+
+    /// Silence after which `n` heartbeats are overdue beyond the grace.
+    fn overdue_after(&self, n: u64) -> u64 {
+        n * self.expected_ns() + self.grace_ns()
+    }
+
+    /// Missed heartbeats for a silence of `silence_ns`.
+    pub fn missed_for(&self, silence_ns: u64) -> u64 {
+        silence_ns.saturating_sub(self.grace_ns()) / self.expected_ns()
+    }
+
+    /// Consecutive misses that mean `peer.down` (at least 2: one miss could be late).
+    pub fn down_after(&self) -> u64 {
+        (self.params.down_after as u64).max(2)
+    }
+
+    /// The next moment the silence timer must look at this association, if any.
+    /// A heartbeat counts as missed only once the one after it is overdue too: until
+    /// then it may still arrive late.
+    pub fn deadline(&self) -> Option<u64> {
+        if self.down.is_some() {
+            return None;
+        }
+        let n = if self.missed_reported {
+            self.down_after()
+        } else {
+            2
+        };
+        Some(self.last_beat_ns + self.overdue_after(n))
+    }
+
+    /// The silence timer at `now`: what to report, if anything.
+    pub fn on_timer(&mut self, now: u64) -> Option<Silence> {
+        let deadline = self.deadline()?;
+        if now < deadline {
+            return None;
+        }
+        let missed = self.missed_for(deadline - self.last_beat_ns);
+        if missed >= self.down_after() {
+            self.down = Some(DownCause::Silence);
+            self.missed_reported = true;
+            self.outage_from_ns = self.last_beat_ns;
+            self.restart_in_outage = None;
+            self.gap_in_outage = None;
+            self.stats.outages += 1;
+            return Some(Silence::Down(deadline, missed));
+        }
+        self.missed_reported = true;
+        Some(Silence::Missed(deadline, missed))
+    }
+
+    /// A request or one-way heartbeat at `now`; `interval` = the datapath's in-order
+    /// interval sample. Returns the silence it ended (if reported) and its timing.
+    pub fn on_beat(&mut self, now: u64, seq: u32, interval: Option<u64>) -> Timing {
+        self.stats.count += 1;
+        let was_missing = self.missed_reported;
+        self.missed_reported = false;
+        self.last_beat_ns = now;
+        self.last_seq = seq;
+        let Some(sample) = interval else {
+            return Timing::Normal;
+        };
+        let retried = std::mem::replace(&mut self.retried, false);
+        let expected = self.expected_ns();
+        let late = self.learned() && sample > expected + self.grace_ns();
+        if !late || sample <= expected * 2 {
+            // Late samples beyond two intervals are outages, not the interval.
+            self.samples[self.nsamples % SAMPLES] = sample;
+            self.nsamples += 1;
+        }
+        if late && !retried && !was_missing {
+            self.note(now, Trouble::Late);
+            return Timing::Late(sample, expected);
+        }
+        Timing::Normal
+    }
+
+    /// Remembers an anomaly at `now` for the diagnosis.
+    pub fn note(&mut self, now: u64, t: Trouble) {
+        self.history[self.history_next % HISTORY] = (now, Some(t));
+        self.history_next += 1;
+    }
+
+    /// Anomalies within `window_ns` before `until`.
+    pub fn troubles_before(&self, until: u64, window_ns: u64) -> Vec<Trouble> {
+        self.history
+            .iter()
+            .filter(|(t, k)| k.is_some() && *t <= until && until - *t <= window_ns)
+            .filter_map(|(_, k)| *k)
+            .collect()
+    }
+
+    /// Starts an outage caused by unanswered requests.
+    pub fn down_unanswered(&mut self, since: u64) {
+        self.down = Some(DownCause::Unanswered);
+        self.outage_from_ns = since;
+        self.restart_in_outage = None;
+        self.gap_in_outage = None;
+        self.stats.outages += 1;
+    }
+}

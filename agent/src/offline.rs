@@ -1,0 +1,514 @@
+//! `hbwatch analyze`: pcap and pcapng files through the same per-packet code the
+//! kernel runs (`hbwatch_common::engine`), on userspace collections, then the same
+//! correlation as live. The capture's clock drives every timer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{IsTerminal as _, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use hbwatch_common::counters::{Counter, COUNTER_COUNT};
+use hbwatch_common::engine::{process, Env};
+use hbwatch_common::event::RawEvent;
+use hbwatch_common::flow::{FlowKey, FlowState};
+use hbwatch_common::frame::{Frame, SliceFrame};
+use hbwatch_common::params::ProtoParams;
+use hbwatch_common::proto::{sip, Protocol, PORT_SLOTS, PROTOCOL_COUNT};
+use pcap_parser::pcapng::Block;
+use pcap_parser::{Linktype, PcapBlockOwned, PcapError};
+
+use crate::convert::{association, Converter};
+use crate::correlate::{AssocTotals, CaptureClock, Config, Correlator, Ctx};
+use crate::event::Event;
+
+/// Associations the offline flow table holds at most (the kernel's LRU holds 65536;
+/// offline memory is cheaper, and a capture is finite).
+pub const MAX_FLOWS: usize = 1 << 20;
+
+/// The kernel's maps as userspace collections.
+pub struct OfflineEnv {
+    ports: Vec<u8>,
+    params: [ProtoParams; PROTOCOL_COUNT as usize],
+    flows: HashMap<FlowKey, FlowState>,
+    /// Records of the packet being processed, with SIP payloads.
+    pub records: Vec<(RawEvent, Vec<u8>)>,
+    pub counters: [u64; COUNTER_COUNT as usize],
+}
+
+impl OfflineEnv {
+    pub fn new(ports: &BTreeMap<u32, Protocol>, params: &BTreeMap<Protocol, ProtoParams>) -> Self {
+        let mut table = vec![0u8; PORT_SLOTS as usize];
+        for (&slot, &p) in ports {
+            if let Some(s) = table.get_mut(slot as usize) {
+                *s = p as u8;
+            }
+        }
+        let mut all = [ProtoParams::defaults(Protocol::None); PROTOCOL_COUNT as usize];
+        for (i, p) in all.iter_mut().enumerate() {
+            let proto = Protocol::from_u8(i as u8);
+            *p = params
+                .get(&proto)
+                .copied()
+                .unwrap_or(ProtoParams::defaults(proto));
+        }
+        OfflineEnv {
+            ports: table,
+            params: all,
+            flows: HashMap::new(),
+            records: Vec::new(),
+            counters: [0; COUNTER_COUNT as usize],
+        }
+    }
+
+    /// Counters by name, as `agent.stopped` reports the kernel's.
+    pub fn counter_map(&self) -> BTreeMap<&'static str, u64> {
+        Counter::ALL
+            .iter()
+            .map(|&c| (c.name(), self.counters[c as usize]))
+            .collect()
+    }
+}
+
+fn blank() -> RawEvent {
+    RawEvent {
+        ts_ns: 0,
+        value: 0,
+        key: FlowKey::default(),
+        seq: 0,
+        aux: 0,
+        ifindex: 0,
+        kind: 0,
+        dscp: 0,
+        _pad: [0; 2],
+    }
+}
+
+impl Env for OfflineEnv {
+    fn port_proto(&self, slot: u32) -> u8 {
+        self.ports.get(slot as usize).copied().unwrap_or(0)
+    }
+    fn params(&self, proto: Protocol) -> ProtoParams {
+        self.params[proto as usize]
+    }
+    fn with_flow<R, U: FnOnce(&mut FlowState) -> R>(&mut self, key: &FlowKey, f: U) -> Option<R> {
+        self.flows.get_mut(key).map(f)
+    }
+    fn insert_flow<U: FnOnce(&mut FlowState)>(&mut self, key: &FlowKey, init: U) -> bool {
+        if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(key) {
+            return false;
+        }
+        let mut st = FlowState::default();
+        init(&mut st);
+        self.flows.insert(*key, st);
+        true
+    }
+    fn remove_flow(&mut self, key: &FlowKey) {
+        self.flows.remove(key);
+    }
+    fn emit<U: FnOnce(&mut RawEvent)>(&mut self, fill: U) -> bool {
+        let mut ev = blank();
+        fill(&mut ev);
+        self.records.push((ev, Vec::new()));
+        true
+    }
+    fn emit_payload<F: Frame, U: FnOnce(&mut RawEvent)>(
+        &mut self,
+        fill: U,
+        f: &F,
+        off: usize,
+        len: usize,
+    ) -> bool {
+        let mut ev = blank();
+        fill(&mut ev);
+        let mut buf = [0u8; sip::CAPTURE_LEN];
+        let n = sip::copy_payload(f, off, len, &mut buf);
+        self.records.push((ev, buf[..n].to_vec()));
+        true
+    }
+    fn count(&mut self, c: Counter) {
+        self.counters[c as usize] += 1;
+    }
+}
+
+/// Link-layer framing of a capture, turned into the Ethernet frames the engine reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Ethernet,
+    /// Linux cooked capture v1 (`tcpdump -i any`).
+    Sll,
+    Sll2,
+    /// Bare IPv4/IPv6.
+    Raw,
+}
+
+impl Link {
+    fn of(lt: Linktype) -> Option<Link> {
+        match lt {
+            Linktype::ETHERNET => Some(Link::Ethernet),
+            Linktype::LINUX_SLL => Some(Link::Sll),
+            Linktype::LINUX_SLL2 => Some(Link::Sll2),
+            Linktype::RAW | Linktype::IPV4 | Linktype::IPV6 => Some(Link::Raw),
+            _ => None,
+        }
+    }
+
+    /// The frame as Ethernet: the original bytes, or a rebuilt 14-byte header.
+    fn ethernet<'a>(self, data: &'a [u8], buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+        let (ethertype, rest) = match self {
+            Link::Ethernet => return Some(data),
+            Link::Sll => (data.get(14..16)?, data.get(16..)?),
+            Link::Sll2 => (data.get(0..2)?, data.get(20..)?),
+            Link::Raw => {
+                let v = data.first()? >> 4;
+                let t: &[u8] = match v {
+                    4 => &[0x08, 0x00],
+                    6 => &[0x86, 0xdd],
+                    _ => return None,
+                };
+                (t, data)
+            }
+        };
+        buf.clear();
+        buf.extend_from_slice(&[0u8; 12]);
+        buf.extend_from_slice(ethertype);
+        buf.extend_from_slice(rest);
+        Some(buf)
+    }
+}
+
+/// Options of one `analyze` run.
+#[derive(Debug, Clone)]
+pub struct AnalyzeOptions {
+    pub files: Vec<PathBuf>,
+    pub ports: BTreeMap<u32, Protocol>,
+    pub params: BTreeMap<Protocol, ProtoParams>,
+    pub hostname: String,
+    pub summary_period: Option<Duration>,
+    /// Print the per-association table to stderr at the end.
+    pub summary_table: bool,
+    /// Show a progress bar (stderr is a terminal and the file is large).
+    pub progress: bool,
+}
+
+/// What one file gave.
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    pub name: String,
+    pub frames: u64,
+    pub events: u64,
+    pub counters: BTreeMap<&'static str, u64>,
+    pub totals: Vec<AssocTotals>,
+}
+
+/// The engine over one capture: packets in, events out.
+pub struct Replay {
+    pub env: OfflineEnv,
+    pub correlator: Correlator,
+    conv: Converter,
+    now: u64,
+    pub frames: u64,
+    link_buf: Vec<u8>,
+}
+
+impl Replay {
+    pub fn new(opts: &AnalyzeOptions, interface: String) -> Replay {
+        let cfg = Config {
+            params: opts.params.clone(),
+            summary_period_ns: opts.summary_period.map(|d| d.as_nanos() as u64),
+            ..Config::default()
+        };
+        Replay {
+            env: OfflineEnv::new(&opts.ports, &opts.params),
+            correlator: Correlator::new(cfg),
+            conv: Converter {
+                hostname: opts.hostname.clone(),
+                interfaces: HashMap::new(),
+                fixed_interface: Some(interface),
+            },
+            now: 0,
+            frames: 0,
+            link_buf: Vec::new(),
+        }
+    }
+
+    /// One Ethernet frame captured at `ts_ns` (ns since the epoch).
+    pub fn frame(&mut self, data: &[u8], ts_ns: u64, out: &mut Vec<Event>) {
+        self.frames += 1;
+        // Packets may be slightly out of order in a capture; time never runs back.
+        if ts_ns > self.now {
+            self.now = ts_ns;
+            let ctx = Ctx {
+                conv: &self.conv,
+                clock: &CaptureClock,
+            };
+            // Timers strictly before this packet: a heartbeat on its deadline is in time.
+            self.correlator.advance(ts_ns - 1, &ctx, out);
+        }
+        process(&SliceFrame(data), &mut self.env, ts_ns, 0);
+        let ctx = Ctx {
+            conv: &self.conv,
+            clock: &CaptureClock,
+        };
+        for (raw, payload) in self.env.records.drain(..) {
+            self.correlator.on_record(&raw, &payload, &ctx, out);
+        }
+    }
+
+    fn link_frame(&mut self, link: Link, data: &[u8], ts_ns: u64, out: &mut Vec<Event>) {
+        let mut buf = std::mem::take(&mut self.link_buf);
+        match link.ethernet(data, &mut buf) {
+            Some(frame) => self.frame(frame, ts_ns, out),
+            None => {
+                self.frames += 1;
+                self.env.count(Counter::Packets);
+                self.env.count(Counter::Malformed);
+            }
+        }
+        self.link_buf = buf;
+    }
+
+    /// End of the capture: the last summary; silences still open are not outages
+    /// (the capture ended, not the heartbeats).
+    pub fn finish(&mut self, out: &mut Vec<Event>) {
+        let ctx = Ctx {
+            conv: &self.conv,
+            clock: &CaptureClock,
+        };
+        self.correlator.finish(self.now, &ctx, out);
+    }
+}
+
+/// Timestamp resolution and offset of one pcapng interface.
+#[derive(Debug, Clone, Copy)]
+struct IfTime {
+    link: Option<Link>,
+    units_per_sec: u64,
+    offset_s: i64,
+}
+
+fn to_ns(secs: u64, frac: u64, units_per_sec: u64) -> u64 {
+    let frac_ns = if units_per_sec == 1_000_000_000 {
+        frac
+    } else {
+        (frac as u128 * 1_000_000_000 / units_per_sec.max(1) as u128) as u64
+    };
+    secs.saturating_mul(1_000_000_000).saturating_add(frac_ns)
+}
+
+/// Analyzes one capture (`-` = stdin), writing NDJSON events to `out`.
+pub fn analyze_file(
+    path: &Path,
+    opts: &AnalyzeOptions,
+    out: &mut dyn Write,
+) -> anyhow::Result<FileReport> {
+    let stdin = path == Path::new("-");
+    let name = if stdin {
+        "stdin".to_string()
+    } else {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string())
+    };
+    let (input, size): (Box<dyn Read + Send>, u64) = if stdin {
+        (Box::new(std::io::stdin()), 0)
+    } else {
+        let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        (Box::new(f), size)
+    };
+    let mut reader = pcap_parser::create_reader(1 << 20, input)
+        .map_err(|e| anyhow::anyhow!("{}: not a pcap or pcapng capture ({e:?})", path.display()))?;
+    let bar = (opts.progress && size > 32 << 20 && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(size);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(name.clone());
+        bar
+    });
+    let mut replay = Replay::new(opts, name.clone());
+    let mut events: Vec<Event> = Vec::with_capacity(64);
+    let mut written = 0u64;
+    let mut legacy: Option<(Option<Link>, u64)> = None;
+    let mut interfaces: Vec<IfTime> = Vec::new();
+    let mut unsupported_link = false;
+    let mut consumed = 0u64;
+    loop {
+        match reader.next() {
+            Ok((offset, block)) => {
+                match block {
+                    PcapBlockOwned::LegacyHeader(h) => {
+                        let units = if h.is_nanosecond_precision() {
+                            1_000_000_000
+                        } else {
+                            1_000_000
+                        };
+                        legacy = Some((Link::of(h.network), units));
+                        unsupported_link |= Link::of(h.network).is_none();
+                    }
+                    PcapBlockOwned::Legacy(b) => {
+                        let (link, units) = legacy.unwrap_or((Some(Link::Ethernet), 1_000_000));
+                        if let Some(link) = link {
+                            let ts = to_ns(b.ts_sec as u64, b.ts_usec as u64, units);
+                            replay.link_frame(link, b.data, ts, &mut events);
+                        }
+                    }
+                    PcapBlockOwned::NG(Block::SectionHeader(_)) => interfaces.clear(),
+                    PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                        let link = Link::of(idb.linktype);
+                        unsupported_link |= link.is_none();
+                        interfaces.push(IfTime {
+                            link,
+                            units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
+                            offset_s: idb.ts_offset(),
+                        });
+                    }
+                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                        if let Some(it) = interfaces.get(epb.if_id as usize).copied() {
+                            if let Some(link) = it.link {
+                                let raw = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
+                                let secs = (raw / it.units_per_sec) as i64 + it.offset_s;
+                                let ts = to_ns(
+                                    secs.max(0) as u64,
+                                    raw % it.units_per_sec,
+                                    it.units_per_sec,
+                                );
+                                let caplen = (epb.caplen as usize).min(epb.data.len());
+                                replay.link_frame(link, &epb.data[..caplen], ts, &mut events);
+                            }
+                        }
+                    }
+                    PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                        // No timestamp: it shares the last packet's time.
+                        if let Some(link) = interfaces.first().and_then(|i| i.link) {
+                            let ts = replay.now;
+                            replay.link_frame(link, spb.data, ts, &mut events);
+                        }
+                    }
+                    PcapBlockOwned::NG(_) => {}
+                }
+                reader.consume(offset);
+                consumed += offset as u64;
+                if !events.is_empty() {
+                    for ev in events.drain(..) {
+                        out.write_all(ev.to_line().as_bytes())?;
+                        written += 1;
+                    }
+                }
+                if let Some(bar) = &bar {
+                    if replay.frames.is_multiple_of(4096) {
+                        bar.set_position(consumed);
+                    }
+                }
+            }
+            Err(PcapError::Eof) => break,
+            Err(PcapError::Incomplete(_)) => {
+                if reader.reader_exhausted() {
+                    // A truncated last record (capture cut short): what came before counts.
+                    tracing::warn!("{}: capture ends in a truncated record", path.display());
+                    break;
+                }
+                reader
+                    .refill()
+                    .map_err(|e| anyhow::anyhow!("{}: read error: {e:?}", path.display()))?;
+            }
+            Err(e) => bail!(
+                "{}: corrupt capture after {} frames: {e:?}",
+                path.display(),
+                replay.frames
+            ),
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if unsupported_link {
+        tracing::warn!(
+            "{}: some interfaces have a link type other than Ethernet, Linux cooked or raw IP; their packets were skipped",
+            path.display()
+        );
+    }
+    replay.finish(&mut events);
+    for ev in events.drain(..) {
+        out.write_all(ev.to_line().as_bytes())?;
+        written += 1;
+    }
+    out.flush()?;
+    Ok(FileReport {
+        name,
+        frames: replay.frames,
+        events: written,
+        counters: replay.env.counter_map(),
+        totals: replay.correlator.totals(),
+    })
+}
+
+/// Analyzes every file in turn; each starts from empty state (files are separate
+/// captures unless said otherwise).
+pub fn analyze(opts: &AnalyzeOptions, out: &mut dyn Write) -> anyhow::Result<Vec<FileReport>> {
+    let mut reports = Vec::new();
+    for f in &opts.files {
+        let r = analyze_file(f, opts, out)?;
+        if opts.summary_table {
+            eprint!("{}", summary_table(&r));
+        }
+        reports.push(r);
+    }
+    Ok(reports)
+}
+
+/// The `--summary` table: one line per association.
+pub fn summary_table(r: &FileReport) -> String {
+    let mut s = format!(
+        "{}: {} frames, {} heartbeats, {} events\n",
+        r.name,
+        r.frames,
+        r.counters.get("heartbeats").copied().unwrap_or(0),
+        r.events
+    );
+    s.push_str(&format!(
+        "{:<58} {:>10} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9}  {}\n",
+        "association",
+        "heartbeats",
+        "lost",
+        "rtt_min",
+        "rtt_avg",
+        "rtt_max",
+        "outages",
+        "interval",
+        "diagnosis"
+    ));
+    let ms = |ns: u64| format!("{:.1}ms", ns as f64 / 1e6);
+    for t in &r.totals {
+        let st = &t.stats;
+        let (min, avg, max) = if let Some(avg) = st.rtt_avg_ns() {
+            (ms(st.rtt_min_ns), ms(avg), ms(st.rtt_max_ns))
+        } else {
+            ("-".into(), "-".into(), "-".into())
+        };
+        let diag = if t.diagnoses.is_empty() {
+            "-".to_string()
+        } else {
+            t.diagnoses.join(",")
+        };
+        s.push_str(&format!(
+            "{:<58} {:>10} {:>7} {:>9} {:>9} {:>9} {:>8} {:>7}ms  {}\n",
+            association(&t.key),
+            st.count,
+            st.lost,
+            min,
+            avg,
+            max,
+            st.outages,
+            t.expected_interval_ms,
+            diag
+        ));
+    }
+    s
+}

@@ -1,0 +1,481 @@
+//! `hbwatch analyze` end to end: captures written as real pcap/pcapng bytes, read by
+//! the same engine as live, correlated with the capture's clock. Each scenario asserts
+//! the exact anomaly events a user would look for, and silence everywhere else.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hbwatch::hbgen::frame::{FrameSpec, Tcp};
+use hbwatch::offline::{analyze_file, AnalyzeOptions};
+use hbwatch::ports::{default_specs, port_table};
+use serde_json::Value;
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000_000_000;
+/// 2026-11-22T10:00:00Z: captures start at a real date.
+const T0: u64 = 1_795_341_600 * SEC;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Frames with capture times (ns since the epoch).
+#[derive(Default)]
+struct Capture {
+    frames: Vec<(u64, Vec<u8>)>,
+}
+
+impl Capture {
+    fn push(&mut self, t: u64, f: Vec<u8>) {
+        self.frames.push((T0 + t, f));
+    }
+    fn sorted(&self) -> Vec<(u64, Vec<u8>)> {
+        let mut v = self.frames.clone();
+        v.sort_by_key(|(t, _)| *t);
+        v
+    }
+    /// Classic pcap, microsecond or nanosecond magic.
+    fn pcap(&self, nanos: bool) -> Vec<u8> {
+        let mut b = Vec::new();
+        let magic: u32 = if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 };
+        b.extend_from_slice(&magic.to_le_bytes());
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend_from_slice(&4u16.to_le_bytes());
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&65535u32.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        for (t, f) in self.sorted() {
+            let frac = if nanos { t % SEC } else { t % SEC / 1000 };
+            b.extend_from_slice(&((t / SEC) as u32).to_le_bytes());
+            b.extend_from_slice(&(frac as u32).to_le_bytes());
+            b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            b.extend_from_slice(&f);
+        }
+        b
+    }
+    /// pcapng with one Ethernet interface at nanosecond resolution (if_tsresol 9).
+    fn pcapng(&self) -> Vec<u8> {
+        fn block(b: &mut Vec<u8>, kind: u32, body: &[u8]) {
+            let len = 12 + body.len().div_ceil(4) * 4;
+            b.extend_from_slice(&kind.to_le_bytes());
+            b.extend_from_slice(&(len as u32).to_le_bytes());
+            b.extend_from_slice(body);
+            b.resize(b.len() + (4 - body.len() % 4) % 4, 0);
+            b.extend_from_slice(&(len as u32).to_le_bytes());
+        }
+        let mut b = Vec::new();
+        let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+        shb.extend_from_slice(&1u16.to_le_bytes());
+        shb.extend_from_slice(&0u16.to_le_bytes());
+        shb.extend_from_slice(&(-1i64).to_le_bytes());
+        block(&mut b, 0x0a0d_0d0a, &shb);
+        let mut idb = 1u16.to_le_bytes().to_vec();
+        idb.extend_from_slice(&[0, 0]);
+        idb.extend_from_slice(&0u32.to_le_bytes());
+        // if_tsresol = 9 (nanoseconds), then opt_endofopt.
+        idb.extend_from_slice(&[9, 0, 1, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
+        block(&mut b, 1, &idb);
+        for (t, f) in self.sorted() {
+            let mut epb = 0u32.to_le_bytes().to_vec();
+            epb.extend_from_slice(&((t >> 32) as u32).to_le_bytes());
+            epb.extend_from_slice(&(t as u32).to_le_bytes());
+            epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            epb.extend_from_slice(&f);
+            epb.resize(epb.len().div_ceil(4) * 4, 0);
+            block(&mut b, 6, &epb);
+        }
+        b
+    }
+}
+
+fn write(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hbwatch-analyze-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn opts(files: Vec<PathBuf>) -> AnalyzeOptions {
+    // The MDS private-network port is site-specific: configured like a user would.
+    let mut specs = default_specs();
+    specs.push("mds=41000".parse().unwrap());
+    AnalyzeOptions {
+        files,
+        ports: port_table(&specs),
+        params: Default::default(),
+        hostname: "probe".into(),
+        summary_period: None,
+        summary_table: false,
+        progress: false,
+    }
+}
+
+fn run(path: &Path, o: &AnalyzeOptions) -> Vec<Value> {
+    let mut out = Vec::new();
+    analyze_file(path, o, &mut out).expect("analyzes");
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
+fn analyze(cap: &Capture, name: &str) -> Vec<Value> {
+    let p = write(name, &cap.pcap(false));
+    run(&p, &opts(vec![p.clone()]))
+}
+
+fn action(e: &Value) -> &str {
+    e["event"]["action"].as_str().unwrap()
+}
+
+fn src(e: &Value) -> String {
+    format!(
+        "{}:{}",
+        e["source"]["ip"].as_str().unwrap(),
+        e["source"]["port"]
+    )
+}
+
+/// (action, source) of every event but `peer.up` of new associations.
+fn anomalies(evs: &[Value]) -> Vec<(String, String)> {
+    evs.iter()
+        .filter(|e| !(action(e) == "peer.up" && e["heartbeat"]["downtime_ms"].is_null()))
+        .map(|e| (action(e).to_string(), src(e)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------
+// Protocol traffic
+
+fn mds(cap: &mut Capture, from: &str, to: &str, t: u64, seq: u32) {
+    let f = FrameSpec::udp(ip(from), 41000, ip(to), 41000, &seq.to_le_bytes()).build();
+    cap.push(t, f);
+}
+
+fn rudp(cap: &mut Capture, from: &str, to: &str, t: u64, seq: u32, flag: u16) {
+    let mut p = seq.to_be_bytes().to_vec();
+    p.extend_from_slice(&flag.to_be_bytes());
+    let mut spec = FrameSpec::udp(ip(from), 15000, ip(to), 15000, &p);
+    spec.dscp = 46;
+    cap.push(t, spec.build());
+}
+
+/// An MDS router pair: A and B both send every 100 ms (with `jitter` ns of wobble),
+/// except where `skip(direction, t)` says the datagram is not on the wire.
+fn mds_pair(
+    cap: &mut Capture,
+    until: u64,
+    jitter: u64,
+    mut seq_at: impl FnMut(bool, u64) -> Option<u32>,
+) {
+    let mut t = 0;
+    let mut i = 0u64;
+    while t < until {
+        let wobble = if i.is_multiple_of(2) { jitter } else { 0 };
+        if let Some(s) = seq_at(true, t) {
+            mds(cap, "10.50.0.1", "10.50.0.2", t + wobble, s);
+        }
+        if let Some(s) = seq_at(false, t) {
+            mds(cap, "10.50.0.2", "10.50.0.1", t + 3 * MS + wobble, s);
+        }
+        t += 100 * MS;
+        i += 1;
+    }
+}
+
+const A: &str = "10.50.0.1:41000";
+const B: &str = "10.50.0.2:41000";
+
+#[test]
+fn healthy_mds_with_jitter_is_silent() {
+    let mut cap = Capture::default();
+    // 3% jitter on every other heartbeat for 60 s.
+    mds_pair(&mut cap, 60 * SEC, 3 * MS, |_, t| {
+        Some((t / (100 * MS)) as u32)
+    });
+    let evs = analyze(&cap, "healthy.pcap");
+    assert_eq!(anomalies(&evs), vec![], "{evs:#?}");
+    let ups: Vec<_> = evs.iter().map(src).collect();
+    assert_eq!(ups, vec![A, B], "one peer.up per direction");
+}
+
+#[test]
+fn firewall_silence_of_both_directions_is_down_then_up_as_path_interruption() {
+    let mut cap = Capture::default();
+    // Both directions vanish from 10 s to 12 s; the counters keep running.
+    mds_pair(&mut cap, 20 * SEC, 0, |_, t| {
+        (!(10 * SEC..12 * SEC).contains(&t)).then_some((t / (100 * MS)) as u32)
+    });
+    let evs = analyze(&cap, "firewall.pcap");
+    let got = anomalies(&evs);
+    let want: Vec<(String, String)> = [
+        ("heartbeat.missed", A),
+        ("heartbeat.missed", B),
+        ("peer.down", A),
+        ("peer.down", B),
+        ("heartbeat.gap", A),
+        ("peer.up", A),
+        ("heartbeat.gap", B),
+        ("peer.up", B),
+    ]
+    .iter()
+    .map(|(a, s)| (a.to_string(), s.to_string()))
+    .collect();
+    assert_eq!(got, want, "{evs:#?}");
+    let down = evs.iter().find(|e| action(e) == "peer.down").unwrap();
+    assert_eq!(down["heartbeat"]["diagnosis"], "path-interruption");
+    assert_eq!(down["heartbeat"]["missed"], 5);
+    assert_eq!(down["heartbeat"]["silence_ms"], 550);
+    // The timer fired during the silence, at the deadline: 9.9 s + 550 ms.
+    assert_eq!(down["@timestamp"], "2026-11-22T10:00:10.450000Z");
+    let missed = evs
+        .iter()
+        .find(|e| action(e) == "heartbeat.missed")
+        .unwrap();
+    assert_eq!(missed["@timestamp"], "2026-11-22T10:00:10.150000Z");
+    assert_eq!(missed["heartbeat"]["missed"], 2);
+    let up = evs
+        .iter()
+        .find(|e| action(e) == "peer.up" && !e["heartbeat"]["downtime_ms"].is_null())
+        .unwrap();
+    assert_eq!(up["heartbeat"]["downtime_ms"], 2100);
+    assert_eq!(up["heartbeat"]["diagnosis"], "path-interruption");
+    let gap = evs.iter().find(|e| action(e) == "heartbeat.gap").unwrap();
+    assert_eq!(gap["heartbeat"]["lost"], 20);
+}
+
+#[test]
+fn one_direction_lost_is_one_way_loss() {
+    let mut cap = Capture::default();
+    mds_pair(&mut cap, 20 * SEC, 0, |a_to_b, t| {
+        (!(a_to_b && (10 * SEC..13 * SEC).contains(&t))).then_some((t / (100 * MS)) as u32)
+    });
+    let evs = analyze(&cap, "oneway.pcap");
+    let got: Vec<_> = anomalies(&evs);
+    assert!(
+        got.iter().all(|(_, s)| s == A),
+        "only A->B is affected: {got:?}"
+    );
+    let down = evs.iter().find(|e| action(e) == "peer.down").unwrap();
+    assert_eq!(down["heartbeat"]["diagnosis"], "one-way-loss");
+}
+
+#[test]
+fn router_restart_after_silence_is_peer_restart() {
+    let mut cap = Capture::default();
+    // A's process dies at 10 s and comes back at 13 s counting from 0.
+    mds_pair(&mut cap, 20 * SEC, 0, |a_to_b, t| {
+        let n = (t / (100 * MS)) as u32;
+        match (a_to_b, t) {
+            (true, t) if (10 * SEC..13 * SEC).contains(&t) => None,
+            (true, t) if t >= 13 * SEC => Some(n - 130),
+            _ => Some(n),
+        }
+    });
+    let evs = analyze(&cap, "restart.pcap");
+    let got: Vec<_> = anomalies(&evs).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(
+        got,
+        [
+            "heartbeat.missed",
+            "peer.down",
+            "heartbeat.restart",
+            "peer.up"
+        ],
+        "{evs:#?}"
+    );
+    let up = evs.iter().rev().find(|e| action(e) == "peer.up").unwrap();
+    assert_eq!(up["heartbeat"]["diagnosis"], "peer-restart");
+    assert_eq!(up["heartbeat"]["seq"], 0);
+}
+
+#[test]
+fn late_rudp_heartbeat_is_late_not_missed() {
+    let mut cap = Capture::default();
+    let (a, b) = ("10.0.0.1", "10.0.0.2");
+    let mut t = 0;
+    for seq in 100..130u32 {
+        // Seq 120 comes 700 ms late (interval 1.7 s against 1 s, tolerance 50%).
+        if seq == 120 {
+            t += 700 * MS;
+        }
+        rudp(&mut cap, a, b, t, seq, 0x02ff);
+        rudp(&mut cap, b, a, t + 2 * MS, seq, 0x0100);
+        t += SEC;
+    }
+    let evs = analyze(&cap, "late.pcap");
+    assert_eq!(
+        anomalies(&evs),
+        vec![("heartbeat.late".to_string(), "10.0.0.1:15000".to_string())],
+        "{evs:#?}"
+    );
+    let late = &evs[1]["heartbeat"];
+    assert_eq!(late["interval_ms"], 1700);
+    assert_eq!(late["expected_interval_ms"], 1000);
+    assert_eq!(late["seq"], 120);
+}
+
+#[test]
+fn summaries_report_count_loss_and_rtt_per_period() {
+    let mut cap = Capture::default();
+    let (a, b) = ("10.0.0.1", "10.0.0.2");
+    for i in 0..130u32 {
+        let t = i as u64 * SEC;
+        // Seq 50 lost on the wire: a gap of 1.
+        if i != 50 {
+            rudp(&mut cap, a, b, t, i, 0x02ff);
+            rudp(&mut cap, b, a, t + (2 + i as u64 % 3) * MS, i, 0x0100);
+        }
+    }
+    let p = write("summary.pcap", &cap.pcap(false));
+    let mut o = opts(vec![p.clone()]);
+    o.summary_period = Some(Duration::from_secs(60));
+    let evs = run(&p, &o);
+    let sums: Vec<&Value> = evs
+        .iter()
+        .filter(|e| action(e) == "heartbeat.summary")
+        .collect();
+    assert_eq!(sums.len(), 3, "two full periods and the last partial one");
+    assert_eq!(sums[0]["event"]["kind"], "metric");
+    assert_eq!(sums[0]["@timestamp"], "2026-11-22T10:01:00.000000Z");
+    assert_eq!(sums[0]["heartbeat"]["count"], 60);
+    assert_eq!(sums[0]["heartbeat"]["lost"], 1);
+    assert_eq!(sums[1]["heartbeat"]["lost"], 0);
+    assert_eq!(sums[0]["heartbeat"]["rtt_us"]["min"], 2000);
+    assert_eq!(sums[0]["heartbeat"]["rtt_us"]["max"], 4000);
+    assert_eq!(sums[0]["heartbeat"]["interval_ms"], 1000);
+    // The last period ends with the capture's last frame (129 s + 2 ms).
+    assert_eq!(sums[2]["heartbeat"]["period_ms"], 9002);
+}
+
+/// GED-125 over a real-looking TCP session: PIM (client) -> CVP:5000.
+#[test]
+fn ged125_silence_is_down_after_two_missed_and_fin_ends_the_association() {
+    let mut cap = Capture::default();
+    let (pim, cvp) = (ip("10.0.1.10"), ip("10.0.2.20"));
+    let (mut cseq, mut sseq) = (1000u32, 9000u32);
+    let seg = |src, sport, dst, dport, seq: u32, flags: u8, payload: &[u8]| {
+        let mut s = FrameSpec::udp(src, sport, dst, dport, payload);
+        s.tcp = Some(Tcp {
+            seq,
+            ack: 1,
+            flags,
+            window: 65535,
+        });
+        s.build()
+    };
+    let mut t = 0;
+    for id in 0..40u32 {
+        // The PIM stops sending from 60 s to 90 s (a hung PIM), then resumes.
+        if !(60 * SEC..90 * SEC).contains(&t) {
+            let req = [0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, id as u8];
+            cap.push(t, seg(pim, 40123, cvp, 5000, cseq, 0x18, &req));
+            cseq += 12;
+            let conf = [0, 0, 0, 4, 0, 0, 0, 6, 0, 0, 0, id as u8];
+            cap.push(t + 3 * MS, seg(cvp, 5000, pim, 40123, sseq, 0x18, &conf));
+            sseq += 12;
+        }
+        t += 5 * SEC;
+    }
+    // FIN from CVP ends it: no timer may fire afterwards.
+    cap.push(t, seg(cvp, 5000, pim, 40123, sseq, 0x11, &[]));
+    cap.push(
+        t + 600 * SEC,
+        seg(ip("10.9.9.9"), 1, ip("10.9.9.8"), 2, 1, 0x10, &[]),
+    );
+    let evs = analyze(&cap, "ged.pcap");
+    let got: Vec<_> = anomalies(&evs).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(
+        got,
+        ["peer.down", "heartbeat.gap", "peer.up", "session.closed"],
+        "{evs:#?}"
+    );
+    let down = &evs[1]["heartbeat"];
+    assert_eq!(down["missed"], 2);
+    assert_eq!(down["expected_interval_ms"], 5000);
+}
+
+#[test]
+fn pcapng_nanoseconds_and_stdin_give_the_same_events_as_pcap() {
+    let mut cap = Capture::default();
+    mds_pair(&mut cap, 15 * SEC, 0, |_, t| {
+        (!(5 * SEC..8 * SEC).contains(&t)).then_some((t / (100 * MS)) as u32)
+    });
+    let from_pcap = analyze(&cap, "same.pcap");
+    let p_ns = write("same-ns.pcap", &cap.pcap(true));
+    let from_ns = run(&p_ns, &opts(vec![p_ns.clone()]));
+    let p_ng = write("same.pcapng", &cap.pcapng());
+    let from_ng = run(&p_ng, &opts(vec![p_ng.clone()]));
+    let strip = |evs: &[Value]| -> Vec<Value> {
+        evs.iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e["observer"] = Value::Null;
+                e
+            })
+            .collect()
+    };
+    assert!(from_pcap.len() >= 6, "{from_pcap:#?}");
+    assert_eq!(strip(&from_pcap), strip(&from_ns));
+    assert_eq!(strip(&from_pcap), strip(&from_ng));
+    assert_eq!(
+        from_ng[0]["observer"]["ingress"]["interface"]["name"],
+        "same.pcapng"
+    );
+
+    // The binary reading stdin, with --summary on stderr.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hbwatch"))
+        .args(["analyze", "-", "--summary", "--hostname", "probe"])
+        .args(["--port", "mds=41000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&cap.pcapng())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_stdin: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| action(e) != "heartbeat.summary")
+        .collect();
+    assert_eq!(strip(&from_pcap), strip(&from_stdin));
+    let table = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        table.contains("mds 10.50.0.1:41000 -> 10.50.0.2:41000"),
+        "{table}"
+    );
+    assert!(table.contains("path-interruption"), "{table}");
+}
+
+#[test]
+fn not_a_capture_is_a_clear_error() {
+    let p = write("notes.txt", b"this is not a capture at all, just text\n");
+    let mut out = Vec::new();
+    let err = analyze_file(&p, &opts(vec![p.clone()]), &mut out).unwrap_err();
+    assert!(
+        err.to_string().contains("not a pcap or pcapng capture"),
+        "{err}"
+    );
+    let missing = Path::new("/nonexistent/capture.pcap");
+    let err = analyze_file(missing, &opts(vec![]), &mut out).unwrap_err();
+    assert!(err.to_string().contains("cannot open"), "{err}");
+}
