@@ -72,6 +72,23 @@ impl VethNs {
             .expect("injector thread");
     }
 
+    /// Sends each frame out of `peer` at its offset from now: real protocol timing.
+    pub fn inject_at(&self, frames: &[(Duration, Vec<u8>)]) {
+        let ns = self.ns.clone();
+        let peer = self.peer.clone();
+        let frames = frames.to_vec();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let paced = frames.into_iter().map(|(at, f)| {
+                std::thread::sleep((start + at).saturating_duration_since(Instant::now()));
+                f
+            });
+            send_from_ns(&ns, &peer, paced)
+        })
+        .join()
+        .expect("injector thread");
+    }
+
     /// The XDP attachment `ip link` reports for `host` ("xdp", "xdpgeneric"), if any.
     pub fn host_xdp(&self) -> Option<String> {
         let out = Command::new("ip")
@@ -107,6 +124,15 @@ pub fn enter_netns(ns: &str) {
 }
 
 fn inject_from_ns(ns: &str, ifname: &str, frames: &[Vec<u8>], gap: Duration) {
+    let paced = frames.iter().map(|f| {
+        std::thread::sleep(gap);
+        f.clone()
+    });
+    send_from_ns(ns, ifname, paced)
+}
+
+/// Sends frames out of `ifname` in namespace `ns`, each when the iterator yields it.
+fn send_from_ns(ns: &str, ifname: &str, frames: impl Iterator<Item = Vec<u8>>) {
     enter_netns(ns);
     // SAFETY: plain syscalls on fds we own.
     unsafe {
@@ -135,7 +161,6 @@ fn inject_from_ns(ns: &str, ifname: &str, frames: &[Vec<u8>], gap: Duration) {
                 "sendto: {}",
                 std::io::Error::last_os_error()
             );
-            std::thread::sleep(gap);
         }
         libc::close(sock);
     }

@@ -1,0 +1,201 @@
+//! Live and offline agree: the same frames, with real protocol timing, go through real
+//! XDP on a veth pair while tcpdump captures that wire; `hbwatch analyze` on the
+//! capture must report the same anomalies (action, association, sequence numbers) as
+//! the live agent did, timers included.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hbwatch::hbgen::frame::FrameSpec;
+use hbwatch_tests::{hbwatch_bin, require_root, Agent, VethNs};
+use serde_json::Value;
+
+const MS: u64 = 1;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+const A: &str = "10.50.0.1";
+const B: &str = "10.50.0.2";
+
+fn mds(from: &str, to: &str, seq: u32) -> Vec<u8> {
+    FrameSpec::udp(ip(from), 41000, ip(to), 41000, &seq.to_le_bytes()).build()
+}
+
+fn rudp(from: &str, to: &str, seq: u32, flag: u16) -> Vec<u8> {
+    let mut p = seq.to_be_bytes().to_vec();
+    p.extend_from_slice(&flag.to_be_bytes());
+    let mut spec = FrameSpec::udp(ip(from), 15000, ip(to), 15000, &p);
+    spec.dscp = 46;
+    spec.build()
+}
+
+/// An MDS pair every 100 ms for 9 s with every kind of trouble the timers and the
+/// datapath tell apart, and a CS1000 RUDP pair every 500 ms with an unanswered retry.
+fn scenario() -> Vec<(Duration, Vec<u8>)> {
+    let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+    let (mut seq_a, mut seq_b) = (1000u32, 5000u32);
+    for i in 0..90u64 {
+        let t = i * 100 * MS;
+        // 3.0-4.0 s: both directions silent, counters keep running (firewall).
+        let both_silent = (30..40).contains(&i);
+        // 6.0-7.0 s: only A -> B lost.
+        let a_lost = (60..70).contains(&i);
+        // 2.0 s: A's 3 datagrams lost (a gap).
+        let a_gap = (20..23).contains(&i);
+        if i == 50 {
+            // A's router process restarts: counting from 0.
+            seq_a = 0;
+        }
+        if !(both_silent || a_lost || a_gap) {
+            out.push((t, mds(A, B, seq_a)));
+        }
+        // 8.0 s: B's heartbeat 100 ms late (200 ms interval).
+        let b_at = if i == 80 { t + 100 * MS } else { t } + 7 * MS;
+        if !both_silent {
+            out.push((b_at, mds(B, A, seq_b)));
+        }
+        seq_a += 1;
+        seq_b += 1;
+    }
+    // RUDP: 100..117 every 500 ms; 108 goes unanswered and is re-sent 500 ms later.
+    let (cs, mgc) = ("10.10.10.10", "10.10.20.20");
+    let mut t = 30 * MS;
+    for seq in 100..118u32 {
+        out.push((t, rudp(cs, mgc, seq, 0x02ff)));
+        if seq == 108 {
+            t += 500 * MS;
+            out.push((t, rudp(cs, mgc, seq, 0x02ff)));
+        }
+        out.push((t + 3 * MS, rudp(mgc, cs, seq, 0x0100)));
+        t += 500 * MS;
+    }
+    out.sort_by_key(|(t, _)| *t);
+    out.into_iter()
+        .map(|(t, f)| (Duration::from_millis(t), f))
+        .collect()
+}
+
+/// What must agree: action, association, sequence numbers and loss counts.
+fn key(e: &Value) -> String {
+    let h = &e["heartbeat"];
+    format!(
+        "{} {}:{} -> {}:{} seq={} lost={} missed={} diag={}",
+        e["event"]["action"].as_str().unwrap_or("?"),
+        e["source"]["ip"].as_str().unwrap_or("?"),
+        e["source"]["port"],
+        e["destination"]["ip"].as_str().unwrap_or("?"),
+        e["destination"]["port"],
+        h["seq"],
+        h["lost"],
+        h["missed"],
+        h["diagnosis"]
+    )
+}
+
+fn counts(evs: &[&Value]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for e in evs {
+        *m.entry(key(e)).or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn live_xdp_and_offline_analysis_of_the_same_wire_agree() {
+    if !require_root("live_xdp_and_offline_analysis_of_the_same_wire_agree") {
+        return;
+    }
+    let net = VethNs::create();
+    let dir = std::env::temp_dir().join(format!("hbwatch-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("wire.pcap");
+    let mut tcpdump = Command::new("tcpdump")
+        .args(["-i", &net.host, "-n", "-U", "--immediate-mode", "-w"])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump (cargo xtask bootstrap installs it)");
+    let mut agent = Agent::start(&[
+        "--iface",
+        &net.host,
+        "--hostname",
+        "probe",
+        "--port",
+        "mds=41000",
+        "--no-summary-events",
+    ]);
+    // tcpdump needs a moment to open its socket.
+    std::thread::sleep(Duration::from_millis(700));
+    net.inject_at(&scenario());
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(tcpdump.id() as i32, libc::SIGINT) };
+    let status = tcpdump.wait().unwrap();
+    assert!(status.success(), "tcpdump exited with {status}");
+    assert_eq!(agent.stop(), 0);
+
+    let out = Command::new(hbwatch_bin())
+        .args(["analyze", "--hostname", "probe", "--port", "mds=41000"])
+        .arg("--no-summary-events")
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON"))
+        .collect();
+    // The capture ends; the live agent watched on. Compare up to the capture's end.
+    let last = offline
+        .iter()
+        .filter_map(|e| e["@timestamp"].as_str())
+        .max()
+        .unwrap()
+        .to_string();
+    let live: Vec<&Value> = agent
+        .heartbeat_events()
+        .into_iter()
+        .filter(|e| e["@timestamp"].as_str().unwrap() <= last.as_str())
+        .collect();
+    let offline: Vec<&Value> = offline.iter().collect();
+    let (l, o) = (counts(&live), counts(&offline));
+    assert_eq!(
+        l, o,
+        "live vs offline:\nlive: {live:#?}\noffline: {offline:#?}"
+    );
+
+    // And both found what the scenario holds.
+    let actions: Vec<&str> = offline
+        .iter()
+        .map(|e| e["event"]["action"].as_str().unwrap())
+        .collect();
+    for want in [
+        "heartbeat.gap",
+        "heartbeat.missed",
+        "peer.down",
+        "peer.up",
+        "heartbeat.restart",
+        "heartbeat.late",
+        "heartbeat.unanswered",
+        "heartbeat.retry",
+    ] {
+        assert!(actions.contains(&want), "{want} missing: {actions:?}");
+    }
+    let diags: Vec<&str> = offline
+        .iter()
+        .filter_map(|e| e["heartbeat"]["diagnosis"].as_str())
+        .collect();
+    assert!(diags.contains(&"path-interruption"), "{diags:?}");
+    assert!(diags.contains(&"one-way-loss"), "{diags:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
