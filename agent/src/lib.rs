@@ -7,6 +7,7 @@ pub mod event;
 pub mod hbgen;
 pub mod live;
 pub mod offline;
+pub mod output;
 pub mod ports;
 pub mod tuning;
 

@@ -1,7 +1,6 @@
 //! Live mode: load the eBPF object, fill its tables, attach XDP, read the ring buffer.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -20,6 +19,7 @@ use crate::clock::WallClock;
 use crate::convert::Converter;
 use crate::correlate::{Config, Correlator, Ctx};
 use crate::event::{Attachment, Event, Level};
+use crate::output::Sink;
 
 /// How to attach XDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -278,7 +278,7 @@ const RECORD_SLACK_NS: u64 = 20_000_000;
 const MAX_BATCH: usize = 8192;
 
 /// Runs until SIGINT/SIGTERM, writing NDJSON events to `out`.
-pub async fn run(opts: LiveOptions, out: &mut dyn Write) -> anyhow::Result<()> {
+pub async fn run(opts: LiveOptions, out: &mut dyn Sink) -> anyhow::Result<()> {
     let mut dp = Datapath::load(&opts.ports, &opts.params)?;
     dp.spawn_log_forwarder();
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -396,7 +396,7 @@ fn report_loss(
     dp: &Datapath,
     conv: &Converter,
     reported: &mut u64,
-    out: &mut dyn Write,
+    out: &mut dyn Sink,
 ) -> anyhow::Result<()> {
     let lost = dp.counters()?.get("ringbuf_lost").copied().unwrap_or(0);
     if lost > *reported {
@@ -452,13 +452,12 @@ fn lifecycle(
     ev
 }
 
-fn write_events(out: &mut dyn Write, events: &[Event]) -> anyhow::Result<()> {
+fn write_events(out: &mut dyn Sink, events: &[Event]) -> anyhow::Result<()> {
     if events.is_empty() {
         return Ok(());
     }
     for ev in events {
-        out.write_all(ev.to_line().as_bytes())?;
+        out.send(ev)?;
     }
-    out.flush()?;
-    Ok(())
+    out.flush()
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use hbwatch::live::{self, AttachMode, LiveOptions};
 use hbwatch::offline::AnalyzeOptions;
+use hbwatch::output::{FormatArg, LineSink, Sink as _};
 use hbwatch::ports::{default_specs, port_table, PortSpec};
 use hbwatch::tuning::Tune;
 use tracing_subscriber::EnvFilter;
@@ -43,6 +44,9 @@ enum Command {
         hostname: Option<String>,
         #[command(flatten)]
         summary: SummaryArgs,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+        format: FormatArg,
     },
     /// Analyze pcap/pcapng captures offline with the same engine; NDJSON to stdout.
     Analyze {
@@ -64,6 +68,9 @@ enum Command {
         summary: bool,
         #[command(flatten)]
         periodic: SummaryArgs,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+        format: FormatArg,
     },
 }
 
@@ -103,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             egress,
             hostname,
             summary,
+            format,
         } => {
             let mut specs = default_specs();
             specs.extend(ports);
@@ -124,7 +132,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut out = LineSink::new(std::io::BufWriter::new(stdout.lock()), format.resolve());
             rt.block_on(live::run(opts, &mut out))
         }
         Command::Analyze {
@@ -134,6 +142,7 @@ fn main() -> anyhow::Result<()> {
             hostname,
             summary,
             periodic,
+            format,
         } => {
             let mut specs = default_specs();
             specs.extend(ports);
@@ -147,9 +156,10 @@ fn main() -> anyhow::Result<()> {
                 progress: true,
             };
             let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+            let out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+            let mut out = LineSink::new(out, format.resolve());
             hbwatch::offline::analyze(&opts, &mut out)?;
-            Ok(())
+            out.flush()
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{IsTerminal as _, Read, Write};
+use std::io::{IsTerminal as _, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use pcap_parser::{Linktype, PcapBlockOwned, PcapError};
 use crate::convert::{association, Converter};
 use crate::correlate::{AssocTotals, CaptureClock, Config, Correlator, Ctx};
 use crate::event::Event;
+use crate::output::Sink;
 
 /// Associations the offline flow table holds at most (the kernel's LRU holds 65536;
 /// offline memory is cheaper, and a capture is finite).
@@ -301,7 +302,7 @@ fn to_ns(secs: u64, frac: u64, units_per_sec: u64) -> u64 {
 pub fn analyze_file(
     path: &Path,
     opts: &AnalyzeOptions,
-    out: &mut dyn Write,
+    out: &mut dyn Sink,
 ) -> anyhow::Result<FileReport> {
     let stdin = path == Path::new("-");
     let name = if stdin {
@@ -397,7 +398,7 @@ pub fn analyze_file(
                 consumed += offset as u64;
                 if !events.is_empty() {
                     for ev in events.drain(..) {
-                        out.write_all(ev.to_line().as_bytes())?;
+                        out.send(&ev)?;
                         written += 1;
                     }
                 }
@@ -436,7 +437,7 @@ pub fn analyze_file(
     }
     replay.finish(&mut events);
     for ev in events.drain(..) {
-        out.write_all(ev.to_line().as_bytes())?;
+        out.send(&ev)?;
         written += 1;
     }
     out.flush()?;
@@ -451,7 +452,7 @@ pub fn analyze_file(
 
 /// Analyzes every file in turn; each starts from empty state (files are separate
 /// captures unless said otherwise).
-pub fn analyze(opts: &AnalyzeOptions, out: &mut dyn Write) -> anyhow::Result<Vec<FileReport>> {
+pub fn analyze(opts: &AnalyzeOptions, out: &mut dyn Sink) -> anyhow::Result<Vec<FileReport>> {
     let mut reports = Vec::new();
     for f in &opts.files {
         let r = analyze_file(f, opts, out)?;

@@ -78,6 +78,8 @@ pub struct Assoc {
     pub diagnoses: Vec<&'static str>,
     /// Ended by FIN/RST.
     pub closed: bool,
+    /// The diagnosis made when the current outage began.
+    pub down_diagnosis: Option<super::diagnosis::Diagnosis>,
 }
 
 /// Counts for `heartbeat.summary`, reset every period.
@@ -160,6 +162,7 @@ impl Assoc {
             },
             diagnoses: Vec::new(),
             closed: false,
+            down_diagnosis: None,
         }
     }
 

@@ -65,6 +65,15 @@ pub fn diagnose(a: &Assoc, reverse: Option<&Assoc>, now: u64, phase: Phase) -> D
             None => format!("sequence continued at {} after the outage", a.last_seq),
         });
     }
+    if phase == Phase::Recovery {
+        // What was true when the outage began (the reverse direction may have
+        // recovered first by now); the recovery adds how the sequence went on.
+        if let Some(at_down) = &a.down_diagnosis {
+            let mut d = at_down.clone();
+            d.evidence.extend(continued);
+            return d;
+        }
+    }
     if a.down == Some(DownCause::Unanswered) && a.transport_alive {
         let mut ev = vec![format!(
             "{} requests in a row unanswered while the responder's TCP stayed alive",
@@ -214,6 +223,20 @@ mod tests {
         let d = diagnose(&a, Some(&b), 21 * SEC, Phase::Recovery);
         assert_eq!(d.cause, PATH_INTERRUPTION);
         assert!(d.evidence[1].contains("9 heartbeats never seen"));
+    }
+
+    #[test]
+    fn recovery_keeps_the_cause_seen_when_the_outage_began() {
+        let mut a = assoc(10 * SEC);
+        let b = assoc(10 * SEC);
+        down_silence(&mut a, 20 * SEC);
+        a.down_diagnosis = Some(diagnose(&a, Some(&b), 20 * SEC, Phase::Outage));
+        assert_eq!(a.down_diagnosis.as_ref().unwrap().cause, PATH_INTERRUPTION);
+        // By the time `a` recovers, `b` already has: still the same outage.
+        let b_back = assoc(21 * SEC);
+        let d = diagnose(&a, Some(&b_back), 21 * SEC, Phase::Recovery);
+        assert_eq!(d.cause, PATH_INTERRUPTION);
+        assert_eq!(d.evidence.len(), 2, "{:?}", d.evidence);
     }
 
     #[test]

@@ -576,12 +576,12 @@ impl Correlator {
             );
         }
         let cause = ev.heartbeat.diagnosis.unwrap_or(diagnosis::UNDETERMINED);
-        self.slots
-            .get_mut(key)
-            .expect("known")
-            .assoc
-            .diagnoses
-            .push(cause);
+        let a = &mut self.slots.get_mut(key).expect("known").assoc;
+        a.diagnoses.push(cause);
+        a.down_diagnosis = Some(Diagnosis {
+            cause,
+            evidence: ev.heartbeat.evidence.clone().unwrap_or_default(),
+        });
         out.push(ev);
     }
 
@@ -607,6 +607,7 @@ impl Correlator {
         ev.heartbeat.diagnosis = Some(d.cause);
         ev.heartbeat.evidence = Some(d.evidence);
         a.down = None;
+        a.down_diagnosis = None;
         a.missed_reported = false;
         a.unanswered_streak = 0;
         a.transport_alive = false;
