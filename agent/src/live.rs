@@ -9,6 +9,7 @@ use aya::programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::Ebpf;
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
 use hbwatch_common::event::{EventKind, RawEvent, RAW_EVENT_SIZE};
+use hbwatch_common::flow::{FlowKey, FlowState};
 use hbwatch_common::params::ProtoParams;
 use hbwatch_common::proto::Protocol;
 use tokio::io::unix::AsyncFd;
@@ -279,10 +280,26 @@ const MAX_BATCH: usize = 8192;
 
 /// Runs until SIGINT/SIGTERM, writing NDJSON events to `out`.
 pub async fn run(opts: LiveOptions, out: &mut dyn Sink) -> anyhow::Result<()> {
-    let mut dp = Datapath::load(&opts.ports, &opts.params)?;
-    dp.spawn_log_forwarder();
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+    };
+    run_until(opts, out, stop).await
+}
+
+/// Runs until `stop` completes, then drains, detaches and reports `agent.stopped`.
+pub async fn run_until(
+    opts: LiveOptions,
+    out: &mut dyn Sink,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(stop);
+    let mut dp = Datapath::load(&opts.ports, &opts.params)?;
+    dp.spawn_log_forwarder();
     for iface in &opts.interfaces {
         dp.attach(iface, opts.mode)?;
         if opts.egress {
@@ -308,12 +325,13 @@ pub async fn run(opts: LiveOptions, out: &mut dyn Sink) -> anyhow::Result<()> {
         ..Config::default()
     });
     let mut lost_reported = 0u64;
+    let mut records_read = 0u64;
     let mut batch: Vec<Event> = Vec::with_capacity(256);
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let drained = drain(guard.get_inner_mut(), &mut correlator, &conv, &clock, &mut batch);
+                let drained = drain(guard.get_inner_mut(), &mut correlator, &conv, &clock, &mut batch, &mut records_read);
                 write_events(out, &batch)?;
                 batch.clear();
                 if drained {
@@ -321,7 +339,7 @@ pub async fn run(opts: LiveOptions, out: &mut dyn Sink) -> anyhow::Result<()> {
                 }
             }
             _ = timers.tick() => {
-                while !drain(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch) {}
+                while !drain(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch, &mut records_read) {}
                 let now = monotonic_ns().saturating_sub(RECORD_SLACK_NS);
                 correlator.advance(now, &Ctx { conv: &conv, clock: &clock }, &mut batch);
                 write_events(out, &batch)?;
@@ -329,20 +347,31 @@ pub async fn run(opts: LiveOptions, out: &mut dyn Sink) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {
                 clock = WallClock::new();
-                report_loss(&dp, &conv, &mut lost_reported, out)?;
+                if report_loss(&dp, &conv, &mut lost_reported, out)? {
+                    resync(&dp, &mut correlator);
+                }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = &mut stop => break,
         }
     }
     // Last records and losses before detaching.
-    while !drain(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch) {
+    while !drain(
+        ring.get_mut(),
+        &mut correlator,
+        &conv,
+        &clock,
+        &mut batch,
+        &mut records_read,
+    ) {
         write_events(out, &batch)?;
         batch.clear();
     }
     write_events(out, &batch)?;
-    report_loss(&dp, &conv, &mut lost_reported, out)?;
-    let counters = dp.counters().ok();
+    let _ = report_loss(&dp, &conv, &mut lost_reported, out)?;
+    let counters = dp.counters().ok().map(|mut c| {
+        c.insert("records_read", records_read);
+        c
+    });
     let stopped_template = lifecycle(&conv, &dp, "agent.stopped", &opts.config_digest, counters);
     drop(ring);
     drop(dp); // detaches XDP from every interface and unloads the program
@@ -358,10 +387,12 @@ fn drain(
     conv: &Converter,
     clock: &WallClock,
     batch: &mut Vec<Event>,
+    records_read: &mut u64,
 ) -> bool {
     let ctx = Ctx { conv, clock };
     for _ in 0..MAX_BATCH {
         let Some(item) = ring.next() else { return true };
+        *records_read += 1;
         match RawEvent::from_bytes(&item) {
             Some(raw) => {
                 // SIP records carry their captured bytes after the header.
@@ -392,12 +423,13 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Reports ring-buffer loss since the last call; true if there was any.
 fn report_loss(
     dp: &Datapath,
     conv: &Converter,
     reported: &mut u64,
     out: &mut dyn Sink,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let lost = dp.counters()?.get("ringbuf_lost").copied().unwrap_or(0);
     if lost > *reported {
         let delta = lost - *reported;
@@ -413,8 +445,26 @@ fn report_loss(
         ev.heartbeat.lost = Some(delta);
         ev.heartbeat.where_ = Some("kernel-ringbuf");
         write_events(out, &[ev])?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
+}
+
+/// Timers restart from the flow table's last request times: lost heartbeat records
+/// are not silence.
+fn resync(dp: &Datapath, correlator: &mut Correlator) {
+    let Some(map) = dp.ebpf().map("FLOWS") else {
+        return;
+    };
+    let Ok(flows) = aya::maps::HashMap::<&MapData, FlowKey, FlowState>::try_from(map) else {
+        warn!("FLOWS map unreadable: timers not resynchronised after loss");
+        return;
+    };
+    for key in correlator.keys() {
+        if let Ok(st) = flows.get(&key, 0) {
+            correlator.resync(&key, st.last_req_ns, st.last_seq);
+        }
+    }
 }
 
 fn lifecycle(

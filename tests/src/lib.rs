@@ -204,6 +204,11 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Process id of the agent (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `hbwatch run ARGS` and waits for `agent.started`.
     pub fn start(args: &[&str]) -> Agent {
         let mut child = Command::new(hbwatch_bin())

@@ -164,6 +164,25 @@ impl Correlator {
         self.slots.len()
     }
 
+    /// Keys of the associations tracked now.
+    pub fn keys(&self) -> Vec<FlowKey> {
+        self.slots.keys().copied().collect()
+    }
+
+    /// After records were lost: the datapath's own last request time and sequence for
+    /// `key` (its flow table). Heartbeats whose records were lost must not look like
+    /// silence: timers restart from what the datapath saw.
+    pub fn resync(&mut self, key: &FlowKey, last_beat_ns: u64, last_seq: u32) {
+        if let Some(slot) = self.slots.get_mut(key) {
+            let a = &mut slot.assoc;
+            if last_beat_ns > a.last_beat_ns && a.down.is_none() {
+                a.last_beat_ns = last_beat_ns;
+                a.last_seq = last_seq;
+                a.missed_reported = false;
+            }
+        }
+    }
+
     /// Per-association totals of the whole run, closed associations included.
     pub fn totals(&self) -> Vec<AssocTotals> {
         let mut all: Vec<AssocTotals> = self.totals.values().cloned().collect();
