@@ -1,5 +1,6 @@
 //! hbwatch: telephony heartbeat watcher (userspace side).
 
+pub mod check;
 pub mod clock;
 pub mod convert;
 pub mod correlate;

@@ -118,9 +118,16 @@ impl Datapath {
         })
     }
 
-    /// Attaches XDP to `iface`; `Auto` tries driver mode, then generic mode.
+    /// Attaches XDP to `iface`; `Auto` tries driver mode, then generic mode. Refuses an
+    /// interface whose XDP hook another program (or another hbwatch) holds.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> anyhow::Result<Attachment> {
         let ifindex = ifindex(iface)?;
+        if let Some(other) = attached_xdp(iface) {
+            bail!(
+                "{iface} already has an XDP program attached ({other}): another hbwatch or XDP tool owns it; \
+                 stop it, or remove it with `ip link set dev {iface} xdp off`"
+            );
+        }
         let program: &mut Xdp = self
             .ebpf
             .program_mut(XDP_PROGRAM)
@@ -410,6 +417,26 @@ fn drain(
         }
     }
     false
+}
+
+/// The XDP program attached to `iface` (`ip -d link` JSON), if any.
+pub fn attached_xdp(iface: &str) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "-d", "link", "show", "dev", iface])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let xdp = &v.get(0)?["xdp"];
+    if xdp.is_null() {
+        return None;
+    }
+    let mode = match xdp["mode"].as_u64() {
+        Some(1) => "driver",
+        Some(2) => "skb",
+        Some(3) => "offload",
+        _ => "multi",
+    };
+    Some(format!("program id {} in {mode} mode", xdp["prog"]["id"]))
 }
 
 /// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.

@@ -48,6 +48,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
         format: FormatArg,
     },
+    /// Preflight: kernel, privileges, verifier, interfaces and XDP modes, with what to do.
+    Check(CheckArgs),
     /// Analyze pcap/pcapng captures offline with the same engine; NDJSON to stdout.
     Analyze {
         /// Capture files (pcap or pcapng, micro- or nanosecond); `-` reads stdin.
@@ -72,6 +74,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
         format: FormatArg,
     },
+}
+
+/// Preflight checks.
+#[derive(clap::Args, Debug, Clone)]
+struct CheckArgs {
+    /// Interfaces to check (XDP modes, other programs attached).
+    #[arg(long = "iface", short = 'i')]
+    interfaces: Vec<String>,
 }
 
 /// `heartbeat.summary` metric events.
@@ -134,6 +144,21 @@ fn main() -> anyhow::Result<()> {
             let stdout = std::io::stdout();
             let mut out = LineSink::new(std::io::BufWriter::new(stdout.lock()), format.resolve());
             rt.block_on(live::run(opts, &mut out))
+        }
+        Command::Check(args) => {
+            let findings = hbwatch::check::run(&args.interfaces);
+            for f in &findings {
+                println!("{f}");
+            }
+            let failed = findings
+                .iter()
+                .filter(|f| f.status == hbwatch::check::Status::Fail)
+                .count();
+            if failed > 0 {
+                eprintln!("{failed} check(s) failed");
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Analyze {
             files,

@@ -204,6 +204,12 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Reaps an agent that was killed; returns its exit code (-1 for a signal).
+    pub fn stop_killed(&mut self) -> i32 {
+        let status = self.child.wait().expect("wait agent");
+        status.code().unwrap_or(-1)
+    }
+
     /// Process id of the agent (for signals).
     pub fn pid(&self) -> u32 {
         self.child.id()
