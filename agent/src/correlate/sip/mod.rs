@@ -1,5 +1,9 @@
 //! SIP registration and OPTIONS tracking (PROTOCOLS.md §5): to be written.
 
+#[cfg(test)]
+mod fixtures;
+pub mod parse;
+
 use hbwatch_common::event::RawEvent;
 
 use super::Ctx;
