@@ -769,3 +769,97 @@ fn state_is_capped_and_forgotten_when_idle() {
     assert!(h.tracker.assocs.is_empty());
     assert!(h.tracker.timers.is_empty());
 }
+
+// ---------------------------------------------------------------- a real SIPp exchange
+
+struct Packet {
+    ts: u64,
+    src: String,
+    dst: String,
+    seq: u32,
+    payload: Vec<u8>,
+}
+
+/// The packets of a `testdata/sipp-*.txt` capture.
+fn sipp_packets(text: &str) -> Vec<Packet> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let hex = f[4].as_bytes();
+            Packet {
+                ts: f[0].parse().expect("time"),
+                src: f[1].to_string(),
+                dst: f[2].to_string(),
+                seq: f[3].parse().expect("seq"),
+                payload: hex
+                    .chunks(2)
+                    .map(|pair| {
+                        u8::from_str_radix(std::str::from_utf8(pair).expect("hex"), 16)
+                            .expect("hex")
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_real_sipp_exchange_over_tcp_and_udp() {
+    let captures = [
+        (include_str!("testdata/sipp-tcp.txt"), IPPROTO_TCP, "tcp"),
+        (include_str!("testdata/sipp-udp.txt"), IPPROTO_UDP, "udp"),
+    ];
+    for (text, transport, name) in captures {
+        let packets = sipp_packets(text);
+        assert_eq!(packets.len(), 11);
+        let stamp = |ts: u64| crate::event::rfc3339_micros(ts as i128);
+        let mut h = Harness::new(SipConfig::default());
+        let mut evs = Vec::new();
+        for p in &packets {
+            evs.extend(h.feed(&p.src, &p.dst, transport, p.ts, p.seq, &p.payload));
+        }
+        // 401 challenge: quiet; 200 OK to the authenticated REGISTER: registered for the
+        // `;expires=5` the registrar put on the binding; OPTIONS 200: quiet; 503: failed.
+        assert_eq!(
+            actions(&evs),
+            ["sip.registered", "sip.options_failed"],
+            "{name}"
+        );
+        let registered = &evs[0];
+        assert_association(registered, "127.0.0.1:5070", "127.0.0.2:5060", name);
+        assert_eq!(registered["@timestamp"], stamp(packets[3].ts));
+        assert_eq!(registered["sip"]["expires"], 5);
+        assert_eq!(registered["sip"]["device"], "1001");
+        assert_eq!(registered["sip"]["aor"], "sip:1001@127.0.0.2");
+        assert_eq!(registered["sip"]["cseq"], 2);
+        let failed = &evs[1];
+        assert_eq!(failed["@timestamp"], stamp(packets[7].ts));
+        assert_eq!(failed["sip"]["status"], 503);
+        assert_eq!(failed["sip"]["cseq"], 11);
+
+        // Then silence: the refreshed registration lapses 5 s after its 200 OK, the
+        // third OPTIONS was never answered.
+        let refreshed = packets[10].ts;
+        let evs = h.advance(refreshed + 60 * SEC);
+        assert_eq!(
+            actions(&evs),
+            ["sip.expired", "heartbeat.unanswered"],
+            "{name}"
+        );
+        assert_eq!(evs[0]["@timestamp"], stamp(refreshed + 5 * SEC));
+        assert_eq!(evs[0]["heartbeat"]["silence_ms"], 5000);
+        assert_eq!(evs[1]["@timestamp"], stamp(packets[8].ts + 32 * SEC));
+        assert_eq!(evs[1]["heartbeat"]["seq"], 12);
+
+        let sum = h.summaries(refreshed + 60 * SEC, 60 * SEC);
+        assert_eq!(actions(&sum), ["heartbeat.summary"]);
+        assert_eq!(
+            sum[0]["heartbeat"]["count"], 5,
+            "3 REGISTER (one challenged), 2 OPTIONS"
+        );
+        assert_eq!(sum[0]["heartbeat"]["lost"], 1);
+        let counters = h.tracker.counters();
+        assert_eq!((counters.truncated, counters.incomplete), (0, 0));
+    }
+}
