@@ -607,6 +607,10 @@ impl SipTracker {
                 }
                 found
             }
+            None if self.early_answers.contains_key(&key) => {
+                self.counters.duplicate_responses += 1;
+                return;
+            }
             None => {
                 self.counters.unmatched_responses += 1;
                 if self.early_answers.len() < self.cfg.max_transactions {
@@ -674,7 +678,7 @@ impl SipTracker {
             }
             return true;
         }
-        if self.cfg.register_challenge_codes.contains(&status) || status < 300 {
+        if self.cfg.register_challenge_codes.contains(&status) {
             return false;
         }
         let device = self.device_of(info, msg);

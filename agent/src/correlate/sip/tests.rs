@@ -527,6 +527,10 @@ fn an_answer_without_its_request_still_tells_the_registration() {
     // Oriented phone -> registrar although the packet went the other way.
     assert_association(&evs[0], PHONE, CUCM, "tcp");
     assert_eq!(evs[0]["sip"]["expires"], 120);
+    // Repeated, it is a duplicate, not a second answer.
+    let evs = h.udp(CUCM, PHONE, t("18:12:57"), &cucm_ok(11435));
+    assert!(evs.is_empty(), "{evs:?}");
+    assert_eq!(h.tracker.counters().duplicate_responses, 1);
     // The backup's 200 OK (Expires 0) alone cannot tell keepalive from removal: silent.
     let evs = h.tcp(
         BACKUP_CUCM,
