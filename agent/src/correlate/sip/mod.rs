@@ -36,7 +36,8 @@ use super::Ctx;
 use crate::convert::association;
 use crate::event::{Event, Level, RttUs, SipFields};
 use parse::{Message, Method, StartLine};
-use stream::{Stream, StreamStats};
+use stream::Stream;
+pub use stream::StreamStats;
 
 const NS_PER_MS: u64 = 1_000_000;
 /// Forgetting idle state is a scan: at most once per second of record time.
