@@ -1,0 +1,1191 @@
+//! SIP registration and OPTIONS tracking (PROTOCOLS.md §5).
+//!
+//! Input: one `SipMessage` record per UDP datagram, per TCP segment over TCP (see
+//! `hbwatch_common::proto::sip`). TCP segments are reassembled into messages
+//! ([`stream`]), messages parsed ([`parse`]), and requests paired with their final
+//! responses by Call-ID + CSeq number + method (transactions). On top of that:
+//!
+//! - REGISTER: registration state per (phone IP, registrar IP, AOR): `sip.registered`
+//!   on the first success (and after an expiry, unregistration or a new Call-ID),
+//!   `sip.expired` by timer when no refresh succeeds within the granted Expires,
+//!   `sip.unregistered`, `sip.register_failed`. Cisco's `Expires: 0` +
+//!   `;cisco-keep-alive` to a backup registrar is a liveness probe: no registration
+//!   events, only `heartbeat.unanswered` when it goes unanswered.
+//! - OPTIONS: `sip.options_failed` for "overloaded/down" codes.
+//! - Both: `heartbeat.unanswered` by timer, `heartbeat.retry` on the first
+//!   retransmission, RTT and counts for `heartbeat.summary`.
+//!
+//! Associations run from the request sender (phone, OPTIONS pinger) to the receiver.
+
+#[cfg(test)]
+mod fixtures;
+pub mod parse;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+
+use hbwatch_common::event::{EventKind, RawEvent};
+use hbwatch_common::flow::FlowKey;
+use hbwatch_common::parse::IPPROTO_TCP;
+use hbwatch_common::proto::Protocol;
+
+use super::Ctx;
+use crate::convert::association;
+use crate::event::{Event, Level, RttUs, SipFields};
+use parse::{Message, Method, StartLine};
+use stream::Stream;
+pub use stream::StreamStats;
+
+const NS_PER_MS: u64 = 1_000_000;
+/// Forgetting idle state is a scan: at most once per second of record time.
+const HOUSEKEEPING_EVERY_NS: u64 = 1_000_000_000;
+
+/// Tunables of SIP tracking.
+#[derive(Debug, Clone)]
+pub struct SipConfig {
+    /// OPTIONS answers that mean "overloaded/down" (CVP default: 503, 480, 600).
+    pub options_fail_codes: Vec<u16>,
+    /// A request (OPTIONS, REGISTER) without a final answer after this long is unanswered.
+    /// Default: SIP timer F (64 * T1 = 32 s), when the client itself gives up.
+    pub answer_timeout_ms: u64,
+    /// Grace after a registration's Expires before `sip.expired`.
+    pub expiry_grace_ms: u64,
+    /// Final answers to REGISTER that are digest challenges, not failures.
+    pub register_challenge_codes: Vec<u16>,
+    /// Registration lifetime when neither the request nor the answer states one
+    /// (RFC 3261 §10.2.1.1 suggests 3600 s).
+    pub default_expires_s: u32,
+    /// A finished transaction is kept this long, so retransmissions of its request or
+    /// response are recognised as such.
+    pub transaction_linger_ms: u64,
+    /// Registrations (not currently registered), TCP streams and summary counters
+    /// with no traffic for this long are forgotten.
+    pub idle_forget_ms: u64,
+    /// Caps on tracked state; beyond them new entries are not tracked (counted in
+    /// [`SipCounters::dropped_at_capacity`]).
+    pub max_transactions: usize,
+    pub max_registrations: usize,
+    pub max_streams: usize,
+    pub max_associations: usize,
+    /// Bytes a TCP stream may buffer while waiting for the end of a header section.
+    pub max_stream_buffer: usize,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            options_fail_codes: vec![503, 480, 600],
+            answer_timeout_ms: 32_000,
+            expiry_grace_ms: 0,
+            register_challenge_codes: vec![401, 407],
+            default_expires_s: 3600,
+            transaction_linger_ms: 32_000,
+            idle_forget_ms: 2 * 3600 * 1000,
+            max_transactions: 16_384,
+            max_registrations: 65_536,
+            max_streams: 8_192,
+            max_associations: 65_536,
+            max_stream_buffer: 16_384,
+        }
+    }
+}
+
+/// What the tracker saw that is not an event: for the agent's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SipCounters {
+    /// SIP messages parsed (requests and responses of any method).
+    pub messages: u64,
+    /// UDP datagrams that did not start with a SIP start line.
+    pub unparsed: u64,
+    /// Messages handed up without their end (capture or stream hole cut them).
+    pub truncated: u64,
+    /// REGISTER/OPTIONS requests or responses without a usable Call-ID or CSeq.
+    pub incomplete: u64,
+    /// Final responses for a transaction not seen (request missed or forgotten).
+    pub unmatched_responses: u64,
+    /// Final responses repeated for an already answered transaction.
+    pub duplicate_responses: u64,
+    /// New transactions, registrations, streams or associations not tracked: a cap was reached.
+    pub dropped_at_capacity: u64,
+    pub tcp: StreamStats,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TxnKey {
+    family: u8,
+    client: [u8; 16],
+    server: [u8; 16],
+    call_id: String,
+    cseq: u32,
+    method: Method,
+}
+
+/// What a REGISTER asked for.
+#[derive(Clone, Debug, Default)]
+struct RegisterInfo {
+    aor: String,
+    device: Option<String>,
+    contact_uri: Option<String>,
+    /// The first Contact's `expires=`, else the Expires header.
+    requested_expires: Option<u32>,
+    /// Expires 0 or `Contact: *`.
+    removal: bool,
+    keep_alive: bool,
+    /// Built from a response whose request was not seen.
+    from_response: bool,
+}
+
+impl RegisterInfo {
+    fn of_request(msg: &Message) -> RegisterInfo {
+        let first = msg.contacts.first();
+        let requested_expires = first.and_then(|c| c.expires).or(msg.expires);
+        RegisterInfo {
+            aor: msg
+                .to_aor
+                .clone()
+                .or_else(|| msg.from_aor.clone())
+                .unwrap_or_default(),
+            device: msg.contacts.iter().find_map(|c| c.device()),
+            contact_uri: first.map(|c| c.uri.clone()),
+            requested_expires,
+            removal: msg.contact_star || requested_expires == Some(0),
+            keep_alive: msg.contacts.iter().any(|c| c.cisco_keep_alive),
+            from_response: false,
+        }
+    }
+
+    /// A response without its request: what the registrar's answer says.
+    fn of_response(msg: &Message) -> RegisterInfo {
+        RegisterInfo {
+            aor: msg
+                .to_aor
+                .clone()
+                .or_else(|| msg.from_aor.clone())
+                .unwrap_or_default(),
+            device: msg.contacts.iter().find_map(|c| c.device()),
+            from_response: true,
+            ..RegisterInfo::default()
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TxnState {
+    Pending,
+    Answered,
+    /// Reported unanswered; a late answer still updates registration state.
+    Unanswered,
+}
+
+#[derive(Debug)]
+struct Txn {
+    /// Request sender -> receiver, ports as seen.
+    assoc: FlowKey,
+    ifindex: u32,
+    first_sent_ns: u64,
+    attempts: u32,
+    deadline_ns: u64,
+    state: TxnState,
+    /// When it was answered or reported.
+    done_ns: u64,
+    register: Option<RegisterInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct RegKey {
+    family: u8,
+    phone: [u8; 16],
+    registrar: [u8; 16],
+    aor: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RegState {
+    Registered,
+    Expired,
+    Unregistered,
+}
+
+#[derive(Debug)]
+struct Registration {
+    assoc: FlowKey,
+    ifindex: u32,
+    call_id: String,
+    device: Option<String>,
+    state: RegState,
+    granted_s: u32,
+    last_success_ns: u64,
+    /// Time between the last two successful registrations (the refresh period).
+    refresh_interval_ns: Option<u64>,
+    /// `last_success + granted + grace`: `sip.expired` fires here.
+    expiry_ns: u64,
+    expired_at_ns: u64,
+    last_seen_ns: u64,
+}
+
+/// Per association, for `heartbeat.summary`; counters cover the current period.
+#[derive(Debug, Default)]
+struct AssocStats {
+    ifindex: u32,
+    answered: u64,
+    lost: u64,
+    rtt_min_ns: u64,
+    rtt_max_ns: u64,
+    rtt_sum_ns: u64,
+    rtt_samples: u64,
+    interval_sum_ns: u64,
+    interval_samples: u64,
+    /// Last successful heartbeat (REGISTER 2xx, OPTIONS answered), for intervals.
+    last_beat_ns: Option<u64>,
+    last_activity_ns: u64,
+    active: bool,
+}
+
+impl AssocStats {
+    fn rtt(&mut self, rtt_ns: u64) {
+        if self.rtt_samples == 0 || rtt_ns < self.rtt_min_ns {
+            self.rtt_min_ns = rtt_ns;
+        }
+        self.rtt_max_ns = self.rtt_max_ns.max(rtt_ns);
+        self.rtt_sum_ns = self.rtt_sum_ns.saturating_add(rtt_ns);
+        self.rtt_samples += 1;
+    }
+
+    fn beat(&mut self, ts_ns: u64) {
+        if let Some(last) = self.last_beat_ns {
+            if ts_ns > last {
+                self.interval_sum_ns = self.interval_sum_ns.saturating_add(ts_ns - last);
+                self.interval_samples += 1;
+            }
+        }
+        self.last_beat_ns = Some(ts_ns);
+    }
+
+    fn reset_period(&mut self) {
+        *self = AssocStats {
+            ifindex: self.ifindex,
+            last_beat_ns: self.last_beat_ns,
+            last_activity_ns: self.last_activity_ns,
+            ..AssocStats::default()
+        };
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum TimerRef {
+    Answer(TxnKey),
+    Expiry(RegKey),
+}
+
+/// A deadline in the timer heap. Entries are not removed when their deadline moves
+/// (refresh, answer): firing checks the owner still has this deadline.
+#[derive(Debug)]
+struct Timer {
+    at_ns: u64,
+    /// Insertion order: ties fire in the order they were set.
+    order: u64,
+    what: TimerRef,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at_ns, self.order) == (other.at_ns, other.order)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at_ns, self.order).cmp(&(other.at_ns, other.order))
+    }
+}
+
+/// SIP state per device and per OPTIONS peer.
+#[derive(Debug, Default)]
+pub struct SipTracker {
+    pub cfg: SipConfig,
+    counters: SipCounters,
+    streams: HashMap<FlowKey, Stream>,
+    txns: HashMap<TxnKey, Txn>,
+    /// Final answers whose request was not seen (yet), with their time: a request
+    /// handed up late (after a TCP hole, or reordered) finds its answer here.
+    early_answers: HashMap<TxnKey, u64>,
+    regs: HashMap<RegKey, Registration>,
+    assocs: HashMap<FlowKey, AssocStats>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    timer_order: u64,
+    last_housekeeping_ns: u64,
+    /// Reused between records: messages with their time.
+    scratch: Vec<(u64, Message)>,
+}
+
+/// The association a packet travelling along `key` belongs to, as a SIP key.
+fn sip_key(key: &FlowKey) -> FlowKey {
+    FlowKey {
+        proto: Protocol::Sip as u8,
+        _pad: 0,
+        ..*key
+    }
+}
+
+fn reversed(key: &FlowKey) -> FlowKey {
+    FlowKey {
+        orig: key.resp,
+        resp: key.orig,
+        orig_port: key.resp_port,
+        resp_port: key.orig_port,
+        ..sip_key(key)
+    }
+}
+
+fn ms(ns: u64) -> u64 {
+    ns / NS_PER_MS
+}
+
+/// `SEP0024142DDF24 (sip:5678@10.106.114.161)`, or whichever of the two is known.
+fn who(device: Option<&str>, aor: &str) -> String {
+    match (device, aor.is_empty()) {
+        (Some(d), false) => format!("{d} ({aor})"),
+        (Some(d), true) => d.to_string(),
+        (None, false) => aor.to_string(),
+        (None, true) => "the device".to_string(),
+    }
+}
+
+/// The user part of an AOR (`sip:5678@host` -> `5678`), a device name of last resort.
+fn aor_user(aor: &str) -> Option<String> {
+    let rest = aor.split_once(':').map_or(aor, |(_, r)| r);
+    let (user, _) = rest.split_once('@')?;
+    (!user.is_empty()).then(|| user.to_string())
+}
+
+/// What a transaction's events need to say who it was.
+struct TxnView<'a> {
+    assoc: FlowKey,
+    ifindex: u32,
+    call_id: &'a str,
+    cseq: u32,
+    method: Method,
+}
+
+impl SipTracker {
+    pub fn new(cfg: SipConfig) -> SipTracker {
+        SipTracker {
+            cfg,
+            ..SipTracker::default()
+        }
+    }
+
+    pub fn counters(&self) -> SipCounters {
+        self.counters
+    }
+
+    /// One `SipMessage` record (`raw`, key oriented as the packet travelled) with its
+    /// captured bytes `data`. Timers due by the record's time fire first, so events
+    /// come out in time order.
+    pub fn on_record(&mut self, raw: &RawEvent, data: &[u8], ctx: &Ctx, out: &mut Vec<Event>) {
+        if EventKind::from_u8(raw.kind) != Some(EventKind::SipMessage) {
+            return;
+        }
+        self.advance(raw.ts_ns, ctx, out);
+        let captured = data.get(..raw.aux as usize).unwrap_or(data);
+        let mut msgs = std::mem::take(&mut self.scratch);
+        if raw.key.transport == IPPROTO_TCP {
+            self.tcp_segment(raw, captured, &mut msgs);
+        } else {
+            match parse::parse(captured) {
+                Some(msg) => msgs.push((raw.ts_ns, msg)),
+                None => self.counters.unparsed += 1,
+            }
+        }
+        for (ts, msg) in msgs.drain(..) {
+            self.on_message(&msg, ts, raw, ctx, out);
+        }
+        self.scratch = msgs;
+        self.drop_stale_timers();
+    }
+
+    fn tcp_segment(&mut self, raw: &RawEvent, captured: &[u8], msgs: &mut Vec<(u64, Message)>) {
+        let stream_key = sip_key(&raw.key);
+        if !self.streams.contains_key(&stream_key) {
+            if self.streams.len() >= self.cfg.max_streams {
+                // No room to follow the stream: take the segment as one message.
+                self.counters.dropped_at_capacity += 1;
+                msgs.extend(parse::parse(captured).map(|msg| (raw.ts_ns, msg)));
+                return;
+            }
+            self.streams
+                .insert(stream_key, Stream::new(raw.seq, raw.ts_ns));
+        }
+        if let Some(stream) = self.streams.get_mut(&stream_key) {
+            stream.segment(
+                raw.ts_ns,
+                raw.seq,
+                captured,
+                raw.value,
+                self.cfg.max_stream_buffer,
+                &mut self.counters.tcp,
+                msgs,
+            );
+        }
+    }
+
+    /// One message at `ts` (its segment's time) of the record `raw`.
+    fn on_message(
+        &mut self,
+        msg: &Message,
+        ts: u64,
+        raw: &RawEvent,
+        ctx: &Ctx,
+        out: &mut Vec<Event>,
+    ) {
+        self.counters.messages += 1;
+        if msg.is_truncated() {
+            self.counters.truncated += 1;
+        }
+        match &msg.start {
+            StartLine::Request { method, .. } if *method != Method::Other => {
+                self.on_request(msg, *method, ts, raw, ctx, out)
+            }
+            StartLine::Response { status, reason } => {
+                if let Some(method) = msg.cseq.map(|c| c.method).filter(|m| *m != Method::Other) {
+                    self.on_response(msg, *status, reason, method, ts, raw, ctx, out);
+                }
+            }
+            StartLine::Request { .. } => {}
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        msg: &Message,
+        method: Method,
+        ts: u64,
+        raw: &RawEvent,
+        ctx: &Ctx,
+        out: &mut Vec<Event>,
+    ) {
+        let (Some(call_id), Some(cseq)) = (msg.call_id.as_ref(), msg.cseq) else {
+            self.counters.incomplete += 1;
+            return;
+        };
+        let key = TxnKey {
+            family: raw.key.family,
+            client: raw.key.orig,
+            server: raw.key.resp,
+            call_id: call_id.clone(),
+            cseq: cseq.number,
+            method,
+        };
+        if let Some(txn) = self.txns.get_mut(&key) {
+            // The same transaction again: a retransmission, not a new heartbeat.
+            txn.attempts = txn.attempts.saturating_add(1);
+            if txn.attempts == 2 {
+                let view = TxnView {
+                    assoc: txn.assoc,
+                    ifindex: txn.ifindex,
+                    call_id,
+                    cseq: cseq.number,
+                    method,
+                };
+                let reg = txn.register.as_ref();
+                let mut ev = Self::txn_event(
+                    &view,
+                    reg,
+                    ts,
+                    ctx,
+                    "alert",
+                    "heartbeat.retry",
+                    Level::Warning,
+                    format!(
+                        "{}: {} CSeq {} sent again (attempt 2): no final response yet",
+                        association(&view.assoc),
+                        method.name(),
+                        cseq.number
+                    ),
+                );
+                ev.heartbeat.seq = Some(cseq.number);
+                ev.heartbeat.attempt = Some(2);
+                out.push(ev);
+            }
+            return;
+        }
+        if self.txns.len() >= self.cfg.max_transactions {
+            self.counters.dropped_at_capacity += 1;
+            return;
+        }
+        let assoc = sip_key(&raw.key);
+        let deadline_ns = ts.saturating_add(self.cfg.answer_timeout_ms.saturating_mul(NS_PER_MS));
+        // Its answer came first: what it said was acted on then; count it, no timer.
+        let answered_ns = self.early_answers.remove(&key);
+        if answered_ns.is_none() {
+            self.set_timer(deadline_ns, TimerRef::Answer(key.clone()));
+        }
+        self.txns.insert(
+            key,
+            Txn {
+                assoc,
+                ifindex: raw.ifindex,
+                first_sent_ns: ts,
+                attempts: 1,
+                deadline_ns,
+                state: if answered_ns.is_some() {
+                    TxnState::Answered
+                } else {
+                    TxnState::Pending
+                },
+                done_ns: answered_ns.unwrap_or(0),
+                register: (method == Method::Register).then(|| RegisterInfo::of_request(msg)),
+            },
+        );
+        if let Some(stats) = self.assoc_stats(&assoc, raw.ifindex, ts) {
+            stats.active = true;
+            if let Some(answered_ns) = answered_ns {
+                stats.answered += 1;
+                if answered_ns >= ts {
+                    stats.rtt(answered_ns - ts);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_response(
+        &mut self,
+        msg: &Message,
+        status: u16,
+        reason: &str,
+        method: Method,
+        ts: u64,
+        raw: &RawEvent,
+        ctx: &Ctx,
+        out: &mut Vec<Event>,
+    ) {
+        let (Some(call_id), Some(cseq)) = (msg.call_id.as_ref(), msg.cseq) else {
+            self.counters.incomplete += 1;
+            return;
+        };
+        if status < 200 {
+            // Provisional: the request arrived, but it is not an answer.
+            return;
+        }
+        let key = TxnKey {
+            family: raw.key.family,
+            client: raw.key.resp,
+            server: raw.key.orig,
+            call_id: call_id.clone(),
+            cseq: cseq.number,
+            method,
+        };
+        let (assoc, ifindex, register, timely) = match self.txns.get_mut(&key) {
+            Some(txn) if txn.state == TxnState::Answered => {
+                self.counters.duplicate_responses += 1;
+                return;
+            }
+            Some(txn) => {
+                let timely = txn.state == TxnState::Pending;
+                txn.state = TxnState::Answered;
+                txn.done_ns = ts;
+                // Karn: after a retransmission the answer may be to either send.
+                let rtt =
+                    (timely && txn.attempts == 1).then(|| ts.saturating_sub(txn.first_sent_ns));
+                let found = (txn.assoc, txn.ifindex, txn.register.clone(), timely);
+                if let Some(stats) = self.assoc_stats(&found.0, found.1, ts) {
+                    stats.active = true;
+                    if timely {
+                        stats.answered += 1;
+                    }
+                    if let Some(rtt) = rtt {
+                        stats.rtt(rtt);
+                    }
+                }
+                found
+            }
+            None if self.early_answers.contains_key(&key) => {
+                self.counters.duplicate_responses += 1;
+                return;
+            }
+            None => {
+                self.counters.unmatched_responses += 1;
+                if self.early_answers.len() < self.cfg.max_transactions {
+                    self.early_answers.insert(key.clone(), ts);
+                }
+                let register = (method == Method::Register).then(|| RegisterInfo::of_response(msg));
+                (reversed(&raw.key), raw.ifindex, register, false)
+            }
+        };
+        let view = TxnView {
+            assoc,
+            ifindex,
+            call_id,
+            cseq: cseq.number,
+            method,
+        };
+        let success = match method {
+            Method::Register => {
+                let info = register.unwrap_or_else(|| RegisterInfo::of_response(msg));
+                self.register_answered(&view, &info, msg, status, reason, ts, ctx, out)
+            }
+            _ => self.options_answered(&view, status, reason, ts, ctx, out),
+        };
+        if success && timely {
+            if let Some(stats) = self.assocs.get_mut(&assoc) {
+                stats.beat(ts);
+            }
+        }
+    }
+
+    /// Registration outcome of a final answer to a REGISTER; true for a success.
+    #[allow(clippy::too_many_arguments)]
+    fn register_answered(
+        &mut self,
+        view: &TxnView,
+        info: &RegisterInfo,
+        msg: &Message,
+        status: u16,
+        reason: &str,
+        ts: u64,
+        ctx: &Ctx,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        if (200..300).contains(&status) {
+            let granted = if info.from_response {
+                // Request not seen: only a lifetime the answer itself states counts
+                // (an Expires 0 answer could be to a backup keepalive or a removal).
+                granted_expires(msg, info).filter(|&g| g > 0)
+            } else if info.removal {
+                if info.keep_alive {
+                    // Cisco keepalive to the backup registrar: answered is all it asks.
+                    return true;
+                }
+                Some(0)
+            } else if info.contact_uri.is_none() {
+                // No Contact: a query of the bindings, not a registration.
+                None
+            } else {
+                Some(granted_expires(msg, info).unwrap_or(self.cfg.default_expires_s))
+            };
+            match granted {
+                Some(0) => self.unregistered(view, info, msg, ts, ctx, out),
+                Some(granted) => self.registered(view, info, msg, granted, ts, ctx, out),
+                None => {}
+            }
+            return true;
+        }
+        if self.cfg.register_challenge_codes.contains(&status) {
+            return false;
+        }
+        let device = self.device_of(info, msg);
+        let mut ev = Self::txn_event(
+            view,
+            Some(info),
+            ts,
+            ctx,
+            "alert",
+            "sip.register_failed",
+            Level::Error,
+            format!(
+                "{}: REGISTER{} of {} failed: {status} {reason}",
+                association(&view.assoc),
+                if info.keep_alive { " keepalive" } else { "" },
+                who(device.as_deref(), &info.aor),
+            ),
+        );
+        if let Some(sip) = ev.sip.as_mut() {
+            sip.status = Some(status);
+            sip.reason = Some(reason.to_string());
+            sip.device = device;
+        }
+        out.push(ev);
+        false
+    }
+
+    fn device_of(&self, info: &RegisterInfo, msg: &Message) -> Option<String> {
+        info.device
+            .clone()
+            .or_else(|| msg.contacts.iter().find_map(|c| c.device()))
+            .or_else(|| aor_user(&info.aor))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn registered(
+        &mut self,
+        view: &TxnView,
+        info: &RegisterInfo,
+        msg: &Message,
+        granted_s: u32,
+        ts: u64,
+        ctx: &Ctx,
+        out: &mut Vec<Event>,
+    ) {
+        let device = self.device_of(info, msg);
+        let key = RegKey {
+            family: view.assoc.family,
+            phone: view.assoc.orig,
+            registrar: view.assoc.resp,
+            aor: info.aor.clone(),
+        };
+        if !self.regs.contains_key(&key) && self.regs.len() >= self.cfg.max_registrations {
+            self.counters.dropped_at_capacity += 1;
+            return;
+        }
+        let expiry_ns = ts
+            .saturating_add(u64::from(granted_s).saturating_mul(1_000_000_000))
+            .saturating_add(self.cfg.expiry_grace_ms.saturating_mul(NS_PER_MS));
+        let reg = self
+            .regs
+            .entry(key.clone())
+            .or_insert_with(|| Registration {
+                assoc: view.assoc,
+                ifindex: view.ifindex,
+                call_id: String::new(),
+                device: None,
+                state: RegState::Unregistered,
+                granted_s,
+                last_success_ns: ts,
+                refresh_interval_ns: None,
+                expiry_ns,
+                expired_at_ns: 0,
+                last_seen_ns: ts,
+            });
+        // A new Call-ID is a new registration by a restarted UA (RFC 3261 §10.2.4).
+        let announce = reg.state != RegState::Registered || reg.call_id != view.call_id;
+        let downtime_ns =
+            (reg.state == RegState::Expired).then(|| ts.saturating_sub(reg.expired_at_ns));
+        reg.refresh_interval_ns = (reg.state == RegState::Registered && !announce)
+            .then(|| ts.saturating_sub(reg.last_success_ns));
+        reg.assoc = view.assoc;
+        reg.ifindex = view.ifindex;
+        reg.call_id = view.call_id.to_string();
+        if device.is_some() {
+            reg.device = device;
+        }
+        reg.state = RegState::Registered;
+        reg.granted_s = granted_s;
+        reg.last_success_ns = ts;
+        reg.expiry_ns = expiry_ns;
+        reg.last_seen_ns = ts;
+        let device = reg.device.clone();
+        self.set_timer(expiry_ns, TimerRef::Expiry(key));
+        if !announce {
+            return;
+        }
+        let again = match downtime_ns {
+            Some(d) => format!(
+                " (again, {} s after its registration expired)",
+                d / 1_000_000_000
+            ),
+            None => String::new(),
+        };
+        let mut ev = Self::txn_event(
+            view,
+            Some(info),
+            ts,
+            ctx,
+            "event",
+            "sip.registered",
+            Level::Info,
+            format!(
+                "{}: {} registered for {granted_s} s{again}",
+                association(&view.assoc),
+                who(device.as_deref(), &info.aor),
+            ),
+        );
+        if let Some(sip) = ev.sip.as_mut() {
+            sip.expires = Some(granted_s);
+            sip.device = device;
+        }
+        ev.heartbeat.downtime_ms = downtime_ns.map(ms);
+        out.push(ev);
+    }
+
+    fn unregistered(
+        &mut self,
+        view: &TxnView,
+        info: &RegisterInfo,
+        msg: &Message,
+        ts: u64,
+        ctx: &Ctx,
+        out: &mut Vec<Event>,
+    ) {
+        let key = RegKey {
+            family: view.assoc.family,
+            phone: view.assoc.orig,
+            registrar: view.assoc.resp,
+            aor: info.aor.clone(),
+        };
+        let mut device = self.device_of(info, msg);
+        if let Some(reg) = self.regs.get_mut(&key) {
+            reg.state = RegState::Unregistered;
+            reg.last_seen_ns = ts;
+            device = device.or_else(|| reg.device.clone());
+        }
+        let mut ev = Self::txn_event(
+            view,
+            Some(info),
+            ts,
+            ctx,
+            "event",
+            "sip.unregistered",
+            Level::Info,
+            format!(
+                "{}: {} unregistered (REGISTER with Expires 0 accepted)",
+                association(&view.assoc),
+                who(device.as_deref(), &info.aor),
+            ),
+        );
+        if let Some(sip) = ev.sip.as_mut() {
+            sip.expires = Some(0);
+            sip.device = device;
+        }
+        out.push(ev);
+    }
+
+    /// Outcome of a final answer to an OPTIONS ping; true when the peer is healthy.
+    fn options_answered(
+        &mut self,
+        view: &TxnView,
+        status: u16,
+        reason: &str,
+        ts: u64,
+        ctx: &Ctx,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        if !self.cfg.options_fail_codes.contains(&status) {
+            // Any other final answer (even 404/405) shows the peer's SIP stack alive.
+            return true;
+        }
+        let mut ev = Self::txn_event(
+            view,
+            None,
+            ts,
+            ctx,
+            "alert",
+            "sip.options_failed",
+            Level::Error,
+            format!(
+                "{}: OPTIONS answered {status} {reason}: the peer reports itself overloaded or out of service",
+                association(&view.assoc),
+            ),
+        );
+        if let Some(sip) = ev.sip.as_mut() {
+            sip.status = Some(status);
+            sip.reason = Some(reason.to_string());
+        }
+        out.push(ev);
+        false
+    }
+
+    /// An event about one transaction, `sip.*` identity filled.
+    #[allow(clippy::too_many_arguments)]
+    fn txn_event(
+        view: &TxnView,
+        register: Option<&RegisterInfo>,
+        ts: u64,
+        ctx: &Ctx,
+        kind: &'static str,
+        action: &'static str,
+        level: Level,
+        message: String,
+    ) -> Event {
+        let mut ev = ctx.conv.association_event(
+            &view.assoc,
+            Some(view.ifindex),
+            ctx.clock.unix_ns(ts),
+            kind,
+            action,
+            level,
+            message,
+        );
+        ev.sip = Some(SipFields {
+            call_id: Some(view.call_id.to_string()),
+            aor: register.map(|r| r.aor.clone()).filter(|a| !a.is_empty()),
+            device: register.and_then(|r| r.device.clone()),
+            method: Some(view.method.name().to_string()),
+            cseq: Some(view.cseq),
+            ..SipFields::default()
+        });
+        ev
+    }
+
+    fn assoc_stats(&mut self, assoc: &FlowKey, ifindex: u32, ts: u64) -> Option<&mut AssocStats> {
+        if !self.assocs.contains_key(assoc) && self.assocs.len() >= self.cfg.max_associations {
+            self.counters.dropped_at_capacity += 1;
+            return None;
+        }
+        let stats = self.assocs.entry(*assoc).or_default();
+        stats.ifindex = ifindex;
+        stats.last_activity_ns = stats.last_activity_ns.max(ts);
+        Some(stats)
+    }
+
+    fn set_timer(&mut self, at_ns: u64, what: TimerRef) {
+        self.timer_order += 1;
+        self.timers.push(Reverse(Timer {
+            at_ns,
+            order: self.timer_order,
+            what,
+        }));
+    }
+
+    /// Whether a heap entry is still its owner's deadline.
+    fn is_live(&self, timer: &Timer) -> bool {
+        match &timer.what {
+            TimerRef::Answer(key) => self
+                .txns
+                .get(key)
+                .is_some_and(|t| t.state == TxnState::Pending && t.deadline_ns == timer.at_ns),
+            TimerRef::Expiry(key) => self
+                .regs
+                .get(key)
+                .is_some_and(|r| r.state == RegState::Registered && r.expiry_ns == timer.at_ns),
+        }
+    }
+
+    /// Pops dead entries off the top, so [`Self::next_deadline`] is exact.
+    fn drop_stale_timers(&mut self) {
+        while let Some(Reverse(top)) = self.timers.peek() {
+            if self.is_live(top) {
+                break;
+            }
+            self.timers.pop();
+        }
+    }
+
+    /// Fires every deadline at or before `now_ns` (record clock).
+    pub fn advance(&mut self, now_ns: u64, ctx: &Ctx, out: &mut Vec<Event>) {
+        while let Some(Reverse(top)) = self.timers.peek() {
+            if top.at_ns > now_ns {
+                break;
+            }
+            let Some(Reverse(timer)) = self.timers.pop() else {
+                break;
+            };
+            if self.is_live(&timer) {
+                match &timer.what {
+                    TimerRef::Answer(key) => self.fire_unanswered(key, timer.at_ns, ctx, out),
+                    TimerRef::Expiry(key) => self.fire_expired(key, timer.at_ns, ctx, out),
+                }
+            }
+        }
+        self.housekeeping(now_ns);
+        self.drop_stale_timers();
+    }
+
+    fn fire_unanswered(&mut self, key: &TxnKey, at_ns: u64, ctx: &Ctx, out: &mut Vec<Event>) {
+        let Some(txn) = self.txns.get_mut(key) else {
+            return;
+        };
+        txn.state = TxnState::Unanswered;
+        txn.done_ns = at_ns;
+        let (assoc, ifindex, attempts) = (txn.assoc, txn.ifindex, txn.attempts);
+        let register = txn.register.clone();
+        if let Some(stats) = self.assoc_stats(&assoc, ifindex, at_ns) {
+            stats.lost += 1;
+            stats.active = true;
+        }
+        let view = TxnView {
+            assoc,
+            ifindex,
+            call_id: &key.call_id,
+            cseq: key.cseq,
+            method: key.method,
+        };
+        let what = match &register {
+            Some(info) if info.keep_alive => format!(
+                "keepalive REGISTER of {} to the backup registrar",
+                who(info.device.as_deref(), &info.aor)
+            ),
+            Some(info) => format!("REGISTER of {}", who(info.device.as_deref(), &info.aor)),
+            None => key.method.name().to_string(),
+        };
+        let timeout_ms = self.cfg.answer_timeout_ms;
+        let mut ev = Self::txn_event(
+            &view,
+            register.as_ref(),
+            at_ns,
+            ctx,
+            "alert",
+            "heartbeat.unanswered",
+            Level::Warning,
+            format!(
+                "{}: {what} (CSeq {}) got no final response within {timeout_ms} ms (sent {attempts} time{})",
+                association(&assoc),
+                key.cseq,
+                if attempts == 1 { "" } else { "s" }
+            ),
+        );
+        ev.heartbeat.seq = Some(key.cseq);
+        ev.heartbeat.timeout_ms = Some(timeout_ms);
+        out.push(ev);
+    }
+
+    fn fire_expired(&mut self, key: &RegKey, at_ns: u64, ctx: &Ctx, out: &mut Vec<Event>) {
+        let Some(reg) = self.regs.get_mut(key) else {
+            return;
+        };
+        reg.state = RegState::Expired;
+        reg.expired_at_ns = at_ns;
+        let silence_ns = at_ns.saturating_sub(reg.last_success_ns);
+        let mut ev = ctx.conv.association_event(
+            &reg.assoc,
+            Some(reg.ifindex),
+            ctx.clock.unix_ns(at_ns),
+            "alert",
+            "sip.expired",
+            Level::Error,
+            format!(
+                "{}: registration of {} expired: no successful refresh within its {} s lifetime ({} s since the last){}",
+                association(&reg.assoc),
+                who(reg.device.as_deref(), &key.aor),
+                reg.granted_s,
+                silence_ns / 1_000_000_000,
+                match reg.refresh_interval_ns {
+                    Some(i) => format!(", refreshes came every {} s", i / 1_000_000_000),
+                    None => String::new(),
+                }
+            ),
+        );
+        ev.sip = Some(SipFields {
+            call_id: Some(reg.call_id.clone()),
+            aor: Some(key.aor.clone()).filter(|a| !a.is_empty()),
+            device: reg.device.clone(),
+            expires: Some(reg.granted_s),
+            ..SipFields::default()
+        });
+        ev.heartbeat.silence_ms = Some(ms(silence_ns));
+        ev.heartbeat.interval_ms = reg.refresh_interval_ns.map(ms);
+        out.push(ev);
+    }
+
+    /// Forgets what has been idle long enough; at most once per second of record time.
+    fn housekeeping(&mut self, now_ns: u64) {
+        if now_ns
+            < self
+                .last_housekeeping_ns
+                .saturating_add(HOUSEKEEPING_EVERY_NS)
+            && now_ns >= self.last_housekeeping_ns
+        {
+            return;
+        }
+        self.last_housekeeping_ns = now_ns;
+        let linger = self.cfg.transaction_linger_ms.saturating_mul(NS_PER_MS);
+        let idle = self.cfg.idle_forget_ms.saturating_mul(NS_PER_MS);
+        let gone = |last: u64, keep: u64| last.saturating_add(keep) <= now_ns;
+        self.txns
+            .retain(|_, t| t.state == TxnState::Pending || !gone(t.done_ns, linger));
+        // A request cut by a TCP hole is handed up only with the next segment, which
+        // may be a refresh period later: early answers wait as long as streams do.
+        self.early_answers.retain(|_, &mut at| !gone(at, idle));
+        self.regs
+            .retain(|_, r| r.state == RegState::Registered || !gone(r.last_seen_ns, idle));
+        self.streams.retain(|_, s| !gone(s.last_ns, idle));
+        self.assocs
+            .retain(|_, a| a.active || !gone(a.last_activity_ns, idle));
+        // Entries whose owner moved on pile up (one per refresh): rebuild when bloated.
+        if self.timers.len() > 4 * (self.txns.len() + self.regs.len()) + 1024 {
+            let timers = std::mem::take(&mut self.timers);
+            let live: Vec<_> = timers
+                .into_iter()
+                .filter(|Reverse(t)| self.is_live(t))
+                .collect();
+            self.timers = live.into();
+        }
+    }
+
+    /// The earliest pending deadline, if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.peek().map(|Reverse(t)| t.at_ns)
+    }
+
+    /// `heartbeat.summary` for every SIP association active since the last call.
+    pub fn summaries(&mut self, now_ns: u64, period_ns: u64, ctx: &Ctx, out: &mut Vec<Event>) {
+        let mut active: Vec<FlowKey> = self
+            .assocs
+            .iter()
+            .filter(|(_, a)| a.active)
+            .map(|(k, _)| *k)
+            .collect();
+        active.sort_by_key(|k| {
+            (
+                k.family,
+                k.orig,
+                k.orig_port,
+                k.resp,
+                k.resp_port,
+                k.transport,
+            )
+        });
+        for key in active {
+            let Some(stats) = self.assocs.get_mut(&key) else {
+                continue;
+            };
+            let rtt = (stats.rtt_samples > 0).then(|| RttUs {
+                min: stats.rtt_min_ns / 1000,
+                avg: stats.rtt_sum_ns / stats.rtt_samples / 1000,
+                max: stats.rtt_max_ns / 1000,
+            });
+            let interval_ms = (stats.interval_samples > 0)
+                .then(|| ms(stats.interval_sum_ns / stats.interval_samples));
+            let rtt_text = match rtt {
+                Some(r) => format!(
+                    "; rtt min/avg/max {:.3}/{:.3}/{:.3} ms",
+                    r.min as f64 / 1000.0,
+                    r.avg as f64 / 1000.0,
+                    r.max as f64 / 1000.0
+                ),
+                None => String::new(),
+            };
+            let mut ev = ctx.conv.association_event(
+                &key,
+                Some(stats.ifindex),
+                ctx.clock.unix_ns(now_ns),
+                "metric",
+                "heartbeat.summary",
+                Level::Info,
+                format!(
+                    "{}: {} transaction{} answered, {} unanswered in {} s{rtt_text}",
+                    association(&key),
+                    stats.answered,
+                    if stats.answered == 1 { "" } else { "s" },
+                    stats.lost,
+                    period_ns / 1_000_000_000,
+                ),
+            );
+            let hb = &mut ev.heartbeat;
+            hb.count = Some(stats.answered);
+            hb.lost = Some(stats.lost);
+            hb.rtt_us = rtt;
+            hb.period_ms = Some(ms(period_ns));
+            hb.interval_ms = interval_ms;
+            out.push(ev);
+            stats.reset_period();
+        }
+    }
+}
+
+/// The lifetime a registrar granted (RFC 3261 §10.2.4): the `expires` parameter of our
+/// own binding in its answer, else of its only binding, else its Expires header; else
+/// what we asked for.
+fn granted_expires(resp: &Message, info: &RegisterInfo) -> Option<u32> {
+    let own = info.contact_uri.as_ref().and_then(|uri| {
+        resp.contacts
+            .iter()
+            .find(|c| c.uri.eq_ignore_ascii_case(uri))
+    });
+    let only = match resp.contacts.as_slice() {
+        [only] => Some(only),
+        _ => None,
+    };
+    own.and_then(|c| c.expires)
+        .or_else(|| only.and_then(|c| c.expires))
+        .or(resp.expires)
+        .or(info.requested_expires)
+}
