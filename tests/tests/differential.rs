@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hbwatch::hbgen::frame::FrameSpec;
+use hbwatch::hbgen::frame::{FrameSpec, Tcp};
 use hbwatch_tests::{hbwatch_bin, require_root, Agent, VethNs};
 use serde_json::Value;
 
@@ -31,6 +31,31 @@ fn rudp(from: &str, to: &str, seq: u32, flag: u16) -> Vec<u8> {
     let mut spec = FrameSpec::udp(ip(from), 15000, ip(to), 15000, &p);
     spec.dscp = 46;
     spec.build()
+}
+
+fn sip_udp(from: &str, to: &str, text: &str) -> Vec<u8> {
+    FrameSpec::udp(ip(from), 5060, ip(to), 5060, text.as_bytes()).build()
+}
+
+fn sip_tcp(from: &str, sport: u16, to: &str, dport: u16, seq: u32, data: &[u8]) -> Vec<u8> {
+    let mut spec = FrameSpec::udp(ip(from), sport, ip(to), dport, data);
+    spec.tcp = Some(Tcp {
+        seq,
+        ack: 1,
+        flags: 0x18,
+        window: 65535,
+    });
+    spec.build()
+}
+
+const SIP_HDRS: &str = "Via: SIP/2.0/UDP 10.30.0.50:5060;branch=z9hG4bK1\r\nFrom: <sip:1001@10.30.0.10>;tag=a1\r\nTo: <sip:1001@10.30.0.10>\r\nCall-ID: reg-1@10.30.0.50\r\n";
+
+fn register(cseq: u32, expires: u32) -> String {
+    format!("REGISTER sip:10.30.0.10 SIP/2.0\r\n{SIP_HDRS}CSeq: {cseq} REGISTER\r\nContact: <sip:1001@10.30.0.50:5060>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n")
+}
+
+fn ok_register(cseq: u32, expires: u32) -> String {
+    format!("SIP/2.0 200 OK\r\n{SIP_HDRS}CSeq: {cseq} REGISTER\r\nContact: <sip:1001@10.30.0.50:5060>;expires={expires}\r\nContent-Length: 0\r\n\r\n")
 }
 
 /// An MDS pair every 100 ms for 9 s with every kind of trouble the timers and the
@@ -73,6 +98,24 @@ fn scenario() -> Vec<(Duration, Vec<u8>)> {
         out.push((t + 3 * MS, rudp(mgc, cs, seq, 0x0100)));
         t += 500 * MS;
     }
+    // SIP: a phone registers for 2 s, refreshes once, then lapses; an OPTIONS ping
+    // is answered 503 (over TCP 5060 split in two segments).
+    let (phone, cucm) = ("10.30.0.50", "10.30.0.10");
+    out.push((200 * MS, sip_udp(phone, cucm, &register(1, 2))));
+    out.push((205 * MS, sip_udp(cucm, phone, &ok_register(1, 2))));
+    out.push((1200 * MS, sip_udp(phone, cucm, &register(2, 2))));
+    out.push((1206 * MS, sip_udp(cucm, phone, &ok_register(2, 2))));
+    let options = b"OPTIONS sip:cvp@10.30.0.10 SIP/2.0\r\nVia: SIP/2.0/TCP 10.30.0.50:5061;branch=z9hG4bK77\r\nFrom: <sip:ping@10.30.0.50>;tag=9\r\nTo: <sip:cvp@10.30.0.10>\r\nCall-ID: opt-1@10.30.0.50\r\nCSeq: 5 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    out.push((
+        1500 * MS,
+        sip_tcp(phone, 5061, cucm, 5060, 100, &options[..60]),
+    ));
+    out.push((
+        1501 * MS,
+        sip_tcp(phone, 5061, cucm, 5060, 160, &options[60..]),
+    ));
+    let busy = b"SIP/2.0 503 Service Unavailable\r\nVia: SIP/2.0/TCP 10.30.0.50:5061;branch=z9hG4bK77\r\nFrom: <sip:ping@10.30.0.50>;tag=9\r\nTo: <sip:cvp@10.30.0.10>;tag=1\r\nCall-ID: opt-1@10.30.0.50\r\nCSeq: 5 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    out.push((1510 * MS, sip_tcp(cucm, 5060, phone, 5061, 900, busy)));
     out.sort_by_key(|(t, _)| *t);
     out.into_iter()
         .map(|(t, f)| (Duration::from_millis(t), f))
@@ -188,6 +231,9 @@ fn live_xdp_and_offline_analysis_of_the_same_wire_agree() {
         "heartbeat.late",
         "heartbeat.unanswered",
         "heartbeat.retry",
+        "sip.registered",
+        "sip.expired",
+        "sip.options_failed",
     ] {
         assert!(actions.contains(&want), "{want} missing: {actions:?}");
     }
