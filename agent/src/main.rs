@@ -40,6 +40,9 @@ enum Command {
         #[arg(long)]
         hostname: Option<String>,
     },
+    /// Generate realistic heartbeat traffic with scripted faults, to a capture file (with
+    /// its ground truth) or onto an interface in real time.
+    Hbgen(hbwatch::hbgen::cli::HbgenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,5 +85,6 @@ fn main() -> anyhow::Result<()> {
             let mut out = std::io::BufWriter::new(stdout.lock());
             rt.block_on(live::run(opts, &mut out))
         }
+        Command::Hbgen(args) => hbwatch::hbgen::cli::run(args),
     }
 }
