@@ -104,14 +104,16 @@ fn scenario(name: &str, o: &Overrides) -> Scenario {
 /// `(protocol, role)` a heartbeat label must decode as; `None`: not a heartbeat message.
 fn expected_decode(label: &str) -> Option<(Protocol, Option<Role>)> {
     Some(match label {
-        "ged125.heartbeat_req" => (Protocol::Ged125, Some(Role::Request)),
+        "ged125.heartbeat_req" | "ged125.heartbeat_req_retransmission" => {
+            (Protocol::Ged125, Some(Role::Request))
+        }
         "ged125.heartbeat_conf" => (Protocol::Ged125, Some(Role::Response)),
         "ged125.open_req" => (Protocol::Ged125, None),
         "mds.heartbeat" => (Protocol::Mds, Some(Role::OneWay)),
         "rudp.request" => (Protocol::Cs1000Rudp, Some(Role::Request)),
         "rudp.echo" => (Protocol::Cs1000Rudp, Some(Role::Response)),
         "ipmg.heartbeat" => (Protocol::Cs1000Ipmg, Some(Role::OneWay)),
-        "sccp.keepalive" => (Protocol::Sccp, Some(Role::Request)),
+        "sccp.keepalive" | "sccp.keepalive_retransmission" => (Protocol::Sccp, Some(Role::Request)),
         "sccp.keepalive_ack" => (Protocol::Sccp, Some(Role::Response)),
         "sccp.register_ack" => (Protocol::Sccp, None),
         l if l.starts_with("sip.") => (Protocol::Sip, None),

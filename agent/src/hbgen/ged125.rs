@@ -207,7 +207,15 @@ pub(crate) fn generate(ctx: &ModelCtx, model: &Model, rng: &mut Rng, out: &mut O
                 let mut at = send;
                 for n in 0..count {
                     at += rto(n);
-                    conn.resend(out, at, true, seq, dc, &req, "ged125.heartbeat_req");
+                    conn.resend(
+                        out,
+                        at,
+                        true,
+                        seq,
+                        dc,
+                        &req,
+                        "ged125.heartbeat_req_retransmission",
+                    );
                     tr.retry(&mut out.truth, at, invoke, n + 2, Some(Cause::of(f)));
                 }
                 answer_at = at + rtt;

@@ -269,7 +269,7 @@ impl Link {
                     let mut at = send;
                     for n in 0..count {
                         at += rto(n);
-                        conn.resend(out, at, true, seq, dp, &ka, "sccp.keepalive");
+                        conn.resend(out, at, true, seq, dp, &ka, "sccp.keepalive_retransmission");
                         tr.retry(&mut out.truth, at, number, n + 2, Some(Cause::of(f)));
                     }
                     answer_at = at + rtt;
