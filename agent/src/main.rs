@@ -74,6 +74,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
         format: FormatArg,
     },
+    /// Generate realistic heartbeat traffic with scripted faults, to a capture file (with
+    /// its ground truth) or onto an interface in real time.
+    Hbgen(hbwatch::hbgen::cli::HbgenArgs),
 }
 
 /// Preflight checks.
@@ -186,5 +189,6 @@ fn main() -> anyhow::Result<()> {
             hbwatch::offline::analyze(&opts, &mut out)?;
             out.flush()
         }
+        Command::Hbgen(args) => hbwatch::hbgen::cli::run(args),
     }
 }

@@ -1,0 +1,258 @@
+//! Where generated frames go: a pcap (microsecond or nanosecond) or pcapng file, or an
+//! interface in real time through an AF_PACKET socket, paced by the virtual timestamps.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::{DataLink, TsResolution};
+
+use super::truth::{Generated, Truth};
+use super::TimedFrame;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Classic pcap; `nanos` picks the nanosecond magic (0xa1b23c4d).
+    Pcap { nanos: bool },
+    /// pcapng with one Ethernet interface, timestamps in ns (`if_tsresol` = 9).
+    PcapNg,
+}
+
+/// Counts frames by label as they go out.
+fn count(stats: &mut Generated, f: &TimedFrame) {
+    stats.frames += 1;
+    if f.label == "ordinary" {
+        stats.ordinary_frames += 1;
+    } else {
+        stats.heartbeat_frames += 1;
+    }
+    *stats.by_message.entry(f.label.to_string()).or_default() += 1;
+}
+
+/// Writes `frames` (time order) as a capture to `w`; returns what was written.
+pub fn write<W: Write>(
+    w: W,
+    format: Format,
+    frames: impl IntoIterator<Item = TimedFrame>,
+) -> Result<Generated> {
+    let mut stats = Generated::default();
+    const SNAPLEN: u32 = 65_535;
+    match format {
+        Format::Pcap { nanos } => {
+            let header = PcapHeader {
+                ts_resolution: if nanos {
+                    TsResolution::NanoSecond
+                } else {
+                    TsResolution::MicroSecond
+                },
+                datalink: DataLink::ETHERNET,
+                snaplen: SNAPLEN,
+                ..PcapHeader::default()
+            };
+            let mut pw = PcapWriter::with_header(w, header).context("writing the pcap header")?;
+            for f in frames {
+                let p =
+                    PcapPacket::new(Duration::from_nanos(f.ts_ns), f.data.len() as u32, &f.data);
+                pw.write_packet(&p).context("writing a packet")?;
+                count(&mut stats, &f);
+            }
+            pw.into_writer().flush()?;
+        }
+        Format::PcapNg => {
+            let mut pw = PcapNgWriter::new(w).context("writing the pcapng section header")?;
+            // pcap-file writes EPB timestamps as raw ns: say so, or readers assume µs.
+            let idb = InterfaceDescriptionBlock {
+                linktype: DataLink::ETHERNET,
+                snaplen: SNAPLEN,
+                options: vec![
+                    InterfaceDescriptionOption::IfName(Cow::Borrowed("hbgen")),
+                    InterfaceDescriptionOption::IfTsResol(9),
+                ],
+            };
+            pw.write_pcapng_block(idb)
+                .context("writing the interface block")?;
+            for f in frames {
+                let epb = EnhancedPacketBlock {
+                    interface_id: 0,
+                    timestamp: Duration::from_nanos(f.ts_ns),
+                    original_len: f.data.len() as u32,
+                    data: Cow::Borrowed(&f.data),
+                    options: vec![],
+                };
+                pw.write_pcapng_block(epb).context("writing a packet")?;
+                count(&mut stats, &f);
+            }
+            pw.into_inner().flush()?;
+        }
+    }
+    Ok(stats)
+}
+
+/// [`write`] to a file.
+pub fn write_file(
+    path: &Path,
+    format: Format,
+    frames: impl IntoIterator<Item = TimedFrame>,
+) -> Result<Generated> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    write(BufWriter::with_capacity(1 << 20, file), format, frames)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The truth sidecar as pretty JSON.
+pub fn write_truth(path: &Path, truth: &Truth) -> Result<()> {
+    let text = serde_json::to_string_pretty(truth)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// `<capture>.truth.json`.
+pub fn truth_path(capture: &Path) -> std::path::PathBuf {
+    let mut s = capture.as_os_str().to_owned();
+    s.push(".truth.json");
+    s.into()
+}
+
+/// Sends `frames` out of `iface` through AF_PACKET, spaced as their timestamps say
+/// (`speed` 2.0 = twice as fast). Needs CAP_NET_RAW.
+pub fn send(
+    iface: &str,
+    frames: impl IntoIterator<Item = TimedFrame>,
+    speed: f64,
+) -> Result<Generated> {
+    if !(speed.is_finite() && speed > 0.0) {
+        bail!("--speed {speed}: must be a positive number");
+    }
+    let name = std::ffi::CString::new(iface).context("interface name")?;
+    // SAFETY: plain libc calls on a C string and an fd we own; closed by `Sock`.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        bail!("interface {iface:?}: {}", std::io::Error::last_os_error());
+    }
+    // Protocol 0: this socket only sends, it never receives a copy of the traffic.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        bail!(
+            "AF_PACKET socket (needs root or CAP_NET_RAW): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    struct Sock(i32);
+    impl Drop for Sock {
+        fn drop(&mut self) {
+            // SAFETY: closing the fd this guard owns.
+            unsafe { libc::close(self.0) };
+        }
+    }
+    let sock = Sock(fd);
+    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+    let mut stats = Generated::default();
+    let mut clock: Option<(Instant, u64)> = None;
+    for f in frames {
+        let (t0, first) = *clock.get_or_insert((Instant::now(), f.ts_ns));
+        let due =
+            t0 + Duration::from_nanos(((f.ts_ns.saturating_sub(first)) as f64 / speed) as u64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        addr.sll_addr[..6].copy_from_slice(&f.data[..6]);
+        // SAFETY: valid buffer and address for the call's duration.
+        let n = unsafe {
+            libc::sendto(
+                sock.0,
+                f.data.as_ptr().cast(),
+                f.data.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if n != f.data.len() as isize {
+            bail!(
+                "sending a {}-byte frame on {iface}: {}",
+                f.data.len(),
+                std::io::Error::last_os_error()
+            );
+        }
+        count(&mut stats, &f);
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pcap_file::pcap::PcapReader;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+
+    fn frames() -> Vec<TimedFrame> {
+        vec![
+            TimedFrame {
+                ts_ns: 1_795_341_600_123_456_789,
+                data: vec![1; 60],
+                label: "a",
+            },
+            TimedFrame {
+                ts_ns: 1_795_341_601_000_000_001,
+                data: vec![2; 70],
+                label: "ordinary",
+            },
+        ]
+    }
+
+    #[test]
+    fn pcap_micro_and_nano_keep_their_resolution() {
+        for (nanos, want) in [(false, 123_456_000), (true, 123_456_789)] {
+            let mut buf = Vec::new();
+            let stats = write(&mut buf, Format::Pcap { nanos }, frames()).unwrap();
+            assert_eq!(
+                (stats.frames, stats.heartbeat_frames, stats.ordinary_frames),
+                (2, 1, 1)
+            );
+            let mut r = PcapReader::new(&buf[..]).unwrap();
+            let p = r.next_packet().unwrap().unwrap();
+            assert_eq!(p.timestamp.as_secs(), 1_795_341_600);
+            assert_eq!(p.timestamp.subsec_nanos(), want);
+            assert_eq!(p.data.len(), 60);
+        }
+    }
+
+    #[test]
+    fn pcapng_declares_nanoseconds() {
+        let mut buf = Vec::new();
+        write(&mut buf, Format::PcapNg, frames()).unwrap();
+        let mut r = PcapNgReader::new(&buf[..]).unwrap();
+        let mut tsresol = None;
+        let mut packets = Vec::new();
+        while let Some(b) = r.next_block() {
+            match b.unwrap() {
+                Block::InterfaceDescription(idb) => {
+                    tsresol = idb.options.iter().find_map(|o| match o {
+                        InterfaceDescriptionOption::IfTsResol(v) => Some(*v),
+                        _ => None,
+                    })
+                }
+                Block::EnhancedPacket(p) => packets.push(p.timestamp.as_nanos()),
+                _ => {}
+            }
+        }
+        assert_eq!(tsresol, Some(9));
+        assert_eq!(
+            packets,
+            vec![1_795_341_600_123_456_789, 1_795_341_601_000_000_001]
+        );
+    }
+}
