@@ -181,7 +181,7 @@ fn action(kind: EventKind) -> &'static str {
         EventKind::Mismatch => "heartbeat.mismatch",
         EventKind::QosMismatch => "qos.mismatch",
         EventKind::SessionClosed => "session.closed",
-        EventKind::SessionParams | EventKind::SipMessage => "",
+        EventKind::SessionParams | EventKind::SipMessage | EventKind::Heartbeat => "",
     }
 }
 

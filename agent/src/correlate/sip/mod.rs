@@ -224,6 +224,10 @@ struct Registration {
     expiry_ns: u64,
     expired_at_ns: u64,
     last_seen_ns: u64,
+    /// Last final answer of any status from the registrar (a refusal shows it alive).
+    last_answer_ns: u64,
+    /// The lapse was reported as `peer.down` (the recovery is then `peer.up`).
+    down_reported: bool,
 }
 
 /// Per association, for `heartbeat.summary`; counters cover the current period.
@@ -683,6 +687,15 @@ impl SipTracker {
             return false;
         }
         let device = self.device_of(info, msg);
+        let key = RegKey {
+            family: view.assoc.family,
+            phone: view.assoc.orig,
+            registrar: view.assoc.resp,
+            aor: info.aor.clone(),
+        };
+        if let Some(reg) = self.regs.get_mut(&key) {
+            reg.last_answer_ns = ts;
+        }
         let mut ev = Self::txn_event(
             view,
             Some(info),
@@ -754,11 +767,14 @@ impl SipTracker {
                 expiry_ns,
                 expired_at_ns: 0,
                 last_seen_ns: ts,
+                last_answer_ns: 0,
+                down_reported: false,
             });
         // A new Call-ID is a new registration by a restarted UA (RFC 3261 §10.2.4).
         let announce = reg.state != RegState::Registered || reg.call_id != view.call_id;
         let downtime_ns =
             (reg.state == RegState::Expired).then(|| ts.saturating_sub(reg.expired_at_ns));
+        let was_down = std::mem::replace(&mut reg.down_reported, false);
         reg.refresh_interval_ns = (reg.state == RegState::Registered && !announce)
             .then(|| ts.saturating_sub(reg.last_success_ns));
         reg.assoc = view.assoc;
@@ -803,7 +819,22 @@ impl SipTracker {
             sip.device = device;
         }
         ev.heartbeat.downtime_ms = downtime_ns.map(ms);
+        let up = downtime_ns.filter(|_| was_down).map(|d| {
+            let mut up = ev.clone();
+            up.event.action = "peer.up";
+            up.message = format!(
+                "{}: peer up again after {} ms down: registered again",
+                association(&view.assoc),
+                ms(d)
+            );
+            up.heartbeat.diagnosis = Some(super::diagnosis::UNDETERMINED);
+            up.heartbeat.evidence = Some(vec![
+                "the registration lapsed, then a REGISTER succeeded".into(),
+            ]);
+            up
+        });
         out.push(ev);
+        out.extend(up);
     }
 
     fn unregistered(
@@ -1062,7 +1093,40 @@ impl SipTracker {
         });
         ev.heartbeat.silence_ms = Some(ms(silence_ns));
         ev.heartbeat.interval_ms = reg.refresh_interval_ns.map(ms);
+        if reg.last_answer_ns > reg.last_success_ns {
+            // The registrar kept answering (refusals): alive, and `sip.expired` with the
+            // `sip.register_failed` before it says what happened.
+            out.push(ev);
+            return;
+        }
+        reg.down_reported = true;
+        // SIP's own failure rule (PROTOCOLS.md §5): the registration's Expires ran out
+        // with the registrar silent or the phone no longer refreshing.
+        let mut down = ctx.conv.association_event(
+            &reg.assoc,
+            Some(reg.ifindex),
+            ctx.clock.unix_ns(at_ns),
+            "alert",
+            "peer.down",
+            Level::Critical,
+            format!(
+                "{}: peer down: registration of {} lapsed, {} ms without a successful refresh",
+                association(&reg.assoc),
+                who(reg.device.as_deref(), &key.aor),
+                ms(silence_ns)
+            ),
+        );
+        down.sip = ev.sip.clone();
+        down.heartbeat.missed = Some(1);
+        down.heartbeat.silence_ms = Some(ms(silence_ns));
+        down.heartbeat.expected_interval_ms = reg.refresh_interval_ns.map(ms);
+        down.heartbeat.diagnosis = Some(super::diagnosis::UNDETERMINED);
+        down.heartbeat.evidence = Some(vec![format!(
+            "no successful REGISTER refresh within the granted {} s",
+            reg.granted_s
+        )]);
         out.push(ev);
+        out.push(down);
     }
 
     /// Forgets what has been idle long enough; at most once per second of record time.

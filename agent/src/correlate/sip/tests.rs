@@ -274,7 +274,10 @@ fn refreshes_keep_it_quiet_and_the_timer_fires_expiry_during_silence() {
     assert!(h.advance(deadline - 1).is_empty());
     // advance() is called late: the event still carries the deadline's time.
     let evs = h.advance(deadline + 40 * SEC);
-    assert_eq!(actions(&evs), ["sip.expired"]);
+    // The phone went silent: the lapse is also SIP's peer.down.
+    assert_eq!(actions(&evs), ["sip.expired", "peer.down"]);
+    assert_eq!(evs[1]["@timestamp"], "2015-07-15T18:19:04.401833Z");
+    assert_eq!(evs[1]["heartbeat"]["silence_ms"], 135_000);
     let ev = &evs[0];
     assert_eq!(ev["@timestamp"], "2015-07-15T18:19:04.401833Z");
     assert_eq!(ev["event"]["kind"], "alert");
@@ -294,8 +297,9 @@ fn refreshes_keep_it_quiet_and_the_timer_fires_expiry_during_silence() {
         "18:20:04.401000",
         "18:20:04.401833",
     );
-    assert_eq!(actions(&evs), ["sip.registered"]);
+    assert_eq!(actions(&evs), ["sip.registered", "peer.up"]);
     assert_eq!(evs[0]["heartbeat"]["downtime_ms"], 60_000);
+    assert_eq!(evs[1]["heartbeat"]["downtime_ms"], 60_000);
 }
 
 #[test]
@@ -765,7 +769,7 @@ fn state_is_capped_and_forgotten_when_idle() {
     assert!(h.tracker.txns.is_empty());
     // The registration expires; after the idle time it, its stream and its counters go.
     let evs = h.advance(t("12:02:02"));
-    assert_eq!(actions(&evs), ["sip.expired"]);
+    assert_eq!(actions(&evs), ["sip.expired", "peer.down"]);
     h.summaries(t("12:03:00"), 60 * SEC);
     h.advance(t("12:30:00"));
     assert!(h.tracker.regs.is_empty());
@@ -848,13 +852,14 @@ fn a_real_sipp_exchange_over_tcp_and_udp() {
         let evs = h.advance(refreshed + 60 * SEC);
         assert_eq!(
             actions(&evs),
-            ["sip.expired", "heartbeat.unanswered"],
+            ["sip.expired", "peer.down", "heartbeat.unanswered"],
             "{name}"
         );
         assert_eq!(evs[0]["@timestamp"], stamp(refreshed + 5 * SEC));
         assert_eq!(evs[0]["heartbeat"]["silence_ms"], 5000);
-        assert_eq!(evs[1]["@timestamp"], stamp(packets[8].ts + 32 * SEC));
-        assert_eq!(evs[1]["heartbeat"]["seq"], 12);
+        assert_eq!(evs[1]["@timestamp"], stamp(refreshed + 5 * SEC));
+        assert_eq!(evs[2]["@timestamp"], stamp(packets[8].ts + 32 * SEC));
+        assert_eq!(evs[2]["heartbeat"]["seq"], 12);
 
         let sum = h.summaries(refreshed + 60 * SEC, 60 * SEC);
         assert_eq!(actions(&sum), ["heartbeat.summary"]);
