@@ -4,6 +4,7 @@ pub mod check;
 pub mod clock;
 pub mod convert;
 pub mod correlate;
+pub mod demo;
 pub mod event;
 pub mod hbgen;
 pub mod live;

@@ -92,8 +92,14 @@ impl Datapath {
                 ebpf.map_mut("PARAMS")
                     .ok_or_else(|| anyhow!("map PARAMS missing"))?,
             )?;
-            for (proto, p) in params {
-                table.set(*proto as u32, *p, 0)?;
+            // Every protocol gets a row: a missing one would be all zeros (max_gap 0,
+            // expected DSCP 0), not the defaults.
+            for proto in Protocol::ALL {
+                let p = params
+                    .get(&proto)
+                    .copied()
+                    .unwrap_or(ProtoParams::defaults(proto));
+                table.set(proto as u32, p, 0)?;
             }
         }
         let program: &mut Xdp = ebpf

@@ -74,6 +74,19 @@ enum Command {
         #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
         format: FormatArg,
     },
+    /// See it work in one command (root): a namespace and veth pair, the agent with real
+    /// XDP, a scripted ~60 s incident story, then the capture analyzed offline and compared.
+    Demo {
+        /// Built-in scenario (story, faults, healthy) or a TOML scenario file.
+        #[arg(long, default_value = "story")]
+        scenario: String,
+        /// Where the traffic is written as a pcap.
+        #[arg(long, default_value = "hbwatch-demo.pcap")]
+        pcap: PathBuf,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+        format: FormatArg,
+    },
     /// Generate realistic heartbeat traffic with scripted faults, to a capture file (with
     /// its ground truth) or onto an interface in real time.
     Hbgen(hbwatch::hbgen::cli::HbgenArgs),
@@ -190,5 +203,22 @@ fn main() -> anyhow::Result<()> {
             out.flush()
         }
         Command::Hbgen(args) => hbwatch::hbgen::cli::run(args),
+        Command::Demo {
+            scenario,
+            pcap,
+            format,
+        } => {
+            let stdout = std::io::stdout();
+            let mut out = LineSink::new(stdout.lock(), format.resolve());
+            let opts = hbwatch::demo::DemoOptions {
+                scenario,
+                pcap,
+                format: format.resolve(),
+            };
+            if !hbwatch::demo::run(&opts, &mut out)? {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
     }
 }

@@ -49,6 +49,13 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Build and run `hbwatch demo` as root: real XDP on a veth pair, a ~60 s incident
+    /// story, live and offline compared: `cargo xtask demo [-- DEMO_ARGS]`.
+    Demo {
+        /// Arguments for `hbwatch demo`, after `--`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
     /// Build, then `cargo test` with HBWATCH_BIN set: `cargo xtask test -- CARGO_TEST_ARGS`.
     Test {
         /// Arguments for `cargo test`, after `--`.
@@ -82,6 +89,11 @@ fn try_main(cli: Cli) -> Result<()> {
         Task::Bootstrap => Ok(()),
         Task::Build { release } => build(release),
         Task::Run { release, args } => run_agent(release, &args),
+        Task::Demo { args } => {
+            let mut all = vec![OsString::from("demo")];
+            all.extend(args);
+            run_agent(true, &all)
+        }
         Task::Test { args } => test(&args),
         Task::Clippy => run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"])),
     }

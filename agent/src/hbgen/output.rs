@@ -121,6 +121,78 @@ pub fn truth_path(capture: &Path) -> std::path::PathBuf {
     s.into()
 }
 
+/// A send-only AF_PACKET socket bound to one interface.
+pub struct PacketSocket {
+    fd: i32,
+    addr: libc::sockaddr_ll,
+    iface: String,
+}
+
+impl PacketSocket {
+    /// Opens it on `iface` (in the calling thread's network namespace). Needs CAP_NET_RAW.
+    pub fn open(iface: &str) -> Result<PacketSocket> {
+        let name = std::ffi::CString::new(iface).context("interface name")?;
+        // SAFETY: plain libc call on a C string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            bail!("interface {iface:?}: {}", std::io::Error::last_os_error());
+        }
+        // Protocol 0: this socket only sends, it never receives a copy of the traffic.
+        // SAFETY: plain libc call; the fd is owned (closed on drop).
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            bail!(
+                "AF_PACKET socket (needs root or CAP_NET_RAW): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        Ok(PacketSocket {
+            fd,
+            addr,
+            iface: iface.to_string(),
+        })
+    }
+
+    /// Sends one Ethernet frame as is.
+    pub fn send(&mut self, frame: &[u8]) -> Result<()> {
+        if let Some(dst) = frame.get(..6) {
+            self.addr.sll_addr[..6].copy_from_slice(dst);
+        }
+        // SAFETY: valid buffer and address for the call's duration.
+        let n = unsafe {
+            libc::sendto(
+                self.fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&self.addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if n != frame.len() as isize {
+            bail!(
+                "sending a {}-byte frame on {}: {}",
+                frame.len(),
+                self.iface,
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PacketSocket {
+    fn drop(&mut self) {
+        // SAFETY: closing the fd this socket owns.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
 /// Sends `frames` out of `iface` through AF_PACKET, spaced as their timestamps say
 /// (`speed` 2.0 = twice as fast). Needs CAP_NET_RAW.
 pub fn send(
@@ -128,68 +200,49 @@ pub fn send(
     frames: impl IntoIterator<Item = TimedFrame>,
     speed: f64,
 ) -> Result<Generated> {
+    let mut stats = Generated::default();
+    send_paced(iface, frames, speed, &|| true, &mut |f, _| {
+        count(&mut stats, f)
+    })?;
+    Ok(stats)
+}
+
+/// [`send`] that stops when `keep_going` says so and reports each frame sent with the
+/// wall-clock time it left (ns since the epoch).
+pub fn send_paced(
+    iface: &str,
+    frames: impl IntoIterator<Item = TimedFrame>,
+    speed: f64,
+    keep_going: &dyn Fn() -> bool,
+    sent: &mut dyn FnMut(&TimedFrame, u64),
+) -> Result<()> {
     if !(speed.is_finite() && speed > 0.0) {
         bail!("--speed {speed}: must be a positive number");
     }
-    let name = std::ffi::CString::new(iface).context("interface name")?;
-    // SAFETY: plain libc calls on a C string and an fd we own; closed by `Sock`.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        bail!("interface {iface:?}: {}", std::io::Error::last_os_error());
-    }
-    // Protocol 0: this socket only sends, it never receives a copy of the traffic.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        bail!(
-            "AF_PACKET socket (needs root or CAP_NET_RAW): {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    struct Sock(i32);
-    impl Drop for Sock {
-        fn drop(&mut self) {
-            // SAFETY: closing the fd this guard owns.
-            unsafe { libc::close(self.0) };
-        }
-    }
-    let sock = Sock(fd);
-    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_ifindex = ifindex as i32;
-    addr.sll_halen = 6;
-    let mut stats = Generated::default();
+    let mut sock = PacketSocket::open(iface)?;
     let mut clock: Option<(Instant, u64)> = None;
     for f in frames {
         let (t0, first) = *clock.get_or_insert((Instant::now(), f.ts_ns));
         let due =
             t0 + Duration::from_nanos(((f.ts_ns.saturating_sub(first)) as f64 / speed) as u64);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
+        // Sleep in short steps so a stop request is seen promptly.
+        loop {
+            if !keep_going() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if due <= now {
+                break;
+            }
+            std::thread::sleep((due - now).min(Duration::from_millis(50)));
         }
-        addr.sll_addr[..6].copy_from_slice(&f.data[..6]);
-        // SAFETY: valid buffer and address for the call's duration.
-        let n = unsafe {
-            libc::sendto(
-                sock.0,
-                f.data.as_ptr().cast(),
-                f.data.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n != f.data.len() as isize {
-            bail!(
-                "sending a {}-byte frame on {iface}: {}",
-                f.data.len(),
-                std::io::Error::last_os_error()
-            );
-        }
-        count(&mut stats, &f);
+        sock.send(&f.data)?;
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        sent(&f, wall);
     }
-    Ok(stats)
+    Ok(())
 }
 
 #[cfg(test)]
