@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+use hbwatch::hbgen::output::PacketSocket;
 use serde_json::Value;
 
 /// True when the tests may touch the kernel. Outside CI a non-root run skips them;
@@ -113,14 +114,7 @@ impl Drop for VethNs {
 
 /// Moves the calling thread into network namespace `ns` (only this thread).
 pub fn enter_netns(ns: &str) {
-    let path = std::ffi::CString::new(format!("/var/run/netns/{ns}")).unwrap();
-    // SAFETY: plain syscalls on an fd we own; setns affects this thread only.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        assert!(fd >= 0, "open netns {ns}");
-        assert_eq!(libc::setns(fd, libc::CLONE_NEWNET), 0, "setns {ns}");
-        libc::close(fd);
-    }
+    hbwatch::demo::enter_netns(ns).expect("enter the test namespace");
 }
 
 fn inject_from_ns(ns: &str, ifname: &str, frames: &[Vec<u8>], gap: Duration) {
@@ -134,35 +128,9 @@ fn inject_from_ns(ns: &str, ifname: &str, frames: &[Vec<u8>], gap: Duration) {
 /// Sends frames out of `ifname` in namespace `ns`, each when the iterator yields it.
 fn send_from_ns(ns: &str, ifname: &str, frames: impl Iterator<Item = Vec<u8>>) {
     enter_netns(ns);
-    // SAFETY: plain syscalls on fds we own.
-    unsafe {
-        let name = std::ffi::CString::new(ifname).unwrap();
-        let ifindex = libc::if_nametoindex(name.as_ptr());
-        assert!(ifindex > 0, "{ifname} in {ns}");
-        // Protocol 0: send only, never receive.
-        let sock = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
-        assert!(sock >= 0, "AF_PACKET socket");
-        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        for f in frames {
-            let n = libc::sendto(
-                sock,
-                f.as_ptr().cast(),
-                f.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            );
-            assert_eq!(
-                n,
-                f.len() as isize,
-                "sendto: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        libc::close(sock);
+    let mut sock = PacketSocket::open(ifname).expect("AF_PACKET socket");
+    for f in frames {
+        sock.send(&f).expect("sendto");
     }
 }
 
