@@ -325,6 +325,58 @@ fn sip_register_keepalive_and_options_in_tshark() {
 }
 
 #[test]
+fn sip_over_tcp_with_closes_and_retransmissions_in_tshark() {
+    if !tshark_present("sip_over_tcp_with_closes_and_retransmissions_in_tshark") {
+        return;
+    }
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sip-tcp.toml");
+    let (pcap, truth) = hbgen("sip-tcp.pcap", &["--scenario", file]);
+    no_malformed(&pcap);
+    let rows = fields(
+        &pcap,
+        "sip",
+        &["tcp.stream", "sip.Method", "sip.Status-Code", "udp.srcport"],
+    );
+    let n = |f: &dyn Fn(&Vec<String>) -> bool| rows.iter().filter(|r| f(r)).count();
+    let registers = n(&|r| r[1] == "REGISTER");
+    assert_eq!(
+        registers,
+        count(&truth, "sip.register") + count(&truth, "sip.register_keepalive")
+    );
+    assert_eq!(n(&|r| r[1] == "OPTIONS"), count(&truth, "sip.options"));
+    assert_eq!(n(&|r| r[2] == "200"), count(&truth, "sip.200"));
+    // REGISTERs ride TCP; the UDP pinger re-sends its unanswered OPTIONS (RFC 3261 timer E).
+    assert!(rows
+        .iter()
+        .filter(|r| r[1] == "REGISTER")
+        .all(|r| !r[0].is_empty()));
+    let udp_options = n(&|r| r[1] == "OPTIONS" && !r[3].is_empty());
+    let udp_answers = n(&|r| r[2] == "200" && !r[3].is_empty());
+    assert_eq!(
+        udp_options,
+        udp_answers + 5,
+        "one ping sent 5 times, unanswered"
+    );
+    let closes = fields(
+        &pcap,
+        "tcp.port==5060 && (tcp.flags.reset==1 || tcp.flags.fin==1)",
+        &["tcp.stream"],
+    );
+    assert_eq!(closes.len(), 1 + 2, "an RST, and a FIN each way");
+    assert_eq!(expected(&truth, "sip", "session.closed").len(), 2);
+    let streams = fields(
+        &pcap,
+        "tcp.flags.syn==1 && tcp.flags.ack==0",
+        &["tcp.stream"],
+    );
+    assert_eq!(
+        streams.len(),
+        5,
+        "2 phone sessions, backup, 2 pinger sessions"
+    );
+}
+
+#[test]
 fn rudp_and_mds_payloads_in_tshark() {
     if !tshark_present("rudp_and_mds_payloads_in_tshark") {
         return;

@@ -135,7 +135,7 @@ impl Link {
             .collect();
         let part = if backup { "backup" } else { "primary" };
         let mut port = if self.phone.port != 0 {
-            self.phone.port + u16::from(backup)
+            self.phone.port.wrapping_add(u16::from(backup))
         } else {
             rng.ephemeral_port()
         };

@@ -647,7 +647,13 @@ fn association(i: usize, mut table: toml::Table) -> Result<Association> {
     )?;
     let at = what(&common.name);
     let ctx = |e: anyhow::Error| anyhow!("{at}: {e}");
-    let interval = |v: Option<f64>, default_ms: f64| ms("interval_ms", v.unwrap_or(default_ms));
+    let interval = |v: Option<f64>, default_ms: f64| {
+        let v = v.unwrap_or(default_ms);
+        if v < 1.0 {
+            bail!("key `interval_ms`: {v} is below 1 ms");
+        }
+        ms("interval_ms", v)
+    };
     let model = match proto.as_str() {
         "ged125" => {
             let k: Ged125Keys = typed(table, &at)?;
