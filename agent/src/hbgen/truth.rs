@@ -218,8 +218,9 @@ pub struct Tracker {
     tolerance: f64,
     down_after: u32,
     expected_dscp: u8,
-    /// Whether `peer.up` on the first heartbeat is required (SIP: `sip.registered` is the event).
-    up_required: bool,
+    /// Whether the generic events (peer.up, missed, down, late) are required. SIP says
+    /// what matters with `sip.*` events; there the generic ones are only acceptable.
+    required: bool,
     last: Option<(u64, Option<u32>)>,
     pending: Option<Cause>,
     restart: Option<Cause>,
@@ -231,7 +232,7 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn new(key: AssocKey, interval_ns: u64, up_required: bool) -> Tracker {
+    pub fn new(key: AssocKey, interval_ns: u64, required: bool) -> Tracker {
         let p = ProtoParams::defaults(key.protocol);
         Tracker {
             key,
@@ -239,7 +240,7 @@ impl Tracker {
             tolerance: p.tolerance_pct as f64 / 100.0,
             down_after: p.down_after as u32,
             expected_dscp: p.expected_dscp,
-            up_required,
+            required,
             last: None,
             pending: None,
             restart: None,
@@ -277,7 +278,7 @@ impl Tracker {
                 "peer.up",
                 at,
                 (at, at),
-                self.up_required,
+                self.required,
                 None,
                 fields.unwrap_or_default(),
             );
@@ -351,7 +352,7 @@ impl Tracker {
             "heartbeat.missed",
             deadline,
             (deadline.saturating_sub(margin as u64), until),
-            clear && !late_on_purpose,
+            clear && !late_on_purpose && self.required,
             cause,
             vec![
                 ("heartbeat.missed", json!(missed.max(1))),
@@ -361,7 +362,7 @@ impl Tracker {
         let down_at = last as f64 + self.down_after as f64 * i + tol;
         let down = missed >= self.down_after as u64;
         if down {
-            let sure = until as f64 - down_at > margin;
+            let sure = until as f64 - down_at > margin && self.required;
             c.expect(
                 &self.key,
                 "peer.down",
@@ -381,7 +382,7 @@ impl Tracker {
                 "peer.up",
                 until,
                 (until, until),
-                true,
+                self.required,
                 cause,
                 vec![("heartbeat.downtime_ms", json!((gap / 1e6).round()))],
             );
@@ -391,7 +392,7 @@ impl Tracker {
             "heartbeat.late",
             until,
             (until, until),
-            clear && late_on_purpose,
+            clear && late_on_purpose && self.required,
             cause,
             vec![
                 ("heartbeat.interval_ms", json!((gap / 1e6).round())),
