@@ -123,31 +123,23 @@ fn score(cap: &mut Capture) -> Score {
     s
 }
 
-/// `heartbeat.missed` for a SIP registration: the truth expects one a little before the
-/// registration expires; the agent reports the lapse at Expires (`sip.expired` +
-/// `peer.down`). Known and documented, so it is the only miss allowed.
-fn known_gap(m: &str) -> bool {
-    m.starts_with("heartbeat.missed") && m.contains(":5060->")
-}
-
 fn check(name: &str, o: Overrides) {
     let mut cap = capture(name, &o);
     let s = score(&mut cap);
-    let unexpected: Vec<&String> = s.missing.iter().filter(|m| !known_gap(m)).collect();
     eprintln!(
         "{name} {o:?}: recall {}/{} false positives {}",
         s.found,
         s.required,
         s.extra.len()
     );
-    assert!(unexpected.is_empty(), "{name}: missing {unexpected:#?}");
+    assert!(s.missing.is_empty(), "{name}: missing {:#?}", s.missing);
     assert!(s.extra.is_empty(), "{name}: false positives {:#?}", s.extra);
     assert!(
         s.wrong_diagnosis.is_empty(),
         "{name}: diagnosis {:#?}",
         s.wrong_diagnosis
     );
-    assert!(s.found + s.missing.len() == s.required);
+    assert_eq!(s.found, s.required);
 }
 
 #[test]
