@@ -74,7 +74,15 @@ fn agent_finds_the_story_truth_played_on_an_interface() {
     let counters = &agent.events.last().unwrap()["heartbeat"]["counters"];
     assert!(counters["packets"].as_u64().unwrap() >= sent, "{counters}");
 
-    let got: Vec<_> = agent.heartbeat_events().into_iter().map(summary).collect();
+    // Played at 10x speed, so timer events (late, missed) see scheduling jitter scaled
+    // up tenfold: only what the datapath decides per packet is scored here; the demo
+    // test plays the story at real speed with the timers.
+    let got: Vec<_> = agent
+        .datapath_events()
+        .into_iter()
+        .filter(|e| e["network"]["protocol"] != "sip")
+        .map(summary)
+        .collect();
     assert!(got.len() >= 20, "only {} events: {got:#?}", got.len());
     let expected = truth["expected"].as_array().unwrap();
     let packet_level = |e: &&Value| {
