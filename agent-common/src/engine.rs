@@ -175,9 +175,7 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> bool {
             seen
         }
     };
-    for f in findings.items.iter().flatten() {
-        emit_finding(env, at, &key, pkt.dscp, f);
-    }
+    findings.for_each(|f| emit_finding(env, at, &key, pkt.dscp, f));
     if is_tcp && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         tcp_closed(env, &key, pkt, from_orig, at);
     }
