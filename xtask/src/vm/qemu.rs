@@ -83,7 +83,10 @@ pub fn boot(
     if kvm {
         cmd.args(["-accel", "kvm", "-cpu", "host"]);
     } else {
-        cmd.args(["-accel", "tcg", "-cpu", "max"]);
+        // Without cx16: QEMU 7.2's TCG sometimes leaves EFLAGS garbage (RAX's low
+        // bits) after a cmpxchg16b, and SLUB's fast path on 6.12 then double-faults
+        // (seen at boot and mid-test). Without the feature SLUB takes its locked path.
+        cmd.args(["-accel", "tcg", "-cpu", "max,-cx16"]);
     }
     cmd.args([
         "-m",
