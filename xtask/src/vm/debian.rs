@@ -1,7 +1,8 @@
 //! Debian cloud kernels: find the current `linux-image-*-cloud-amd64` in a
-//! suite's Packages index, download it once into `~/.cache/hbwatch/kernels`,
-//! verify it against the index's SHA256 and unpack the kernel image and the
-//! modules the tests need (with their dependencies, in load order).
+//! suite's Packages index (InRelease signature checked with gpgv), download it
+//! once into `~/.cache/hbwatch/kernels`, verify it against the index's SHA256
+//! and unpack the kernel image and the modules the tests need (with their
+//! dependencies, in load order).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -175,8 +176,9 @@ fn resolve(suite: &str) -> Result<Pin> {
 
 fn resolve_on(mirror: &str, suite: &str) -> Result<Pin> {
     const INDEX: &str = "main/binary-amd64/Packages.xz";
-    let release = get(&format!("{mirror}/dists/{suite}/Release"))?;
-    let release = String::from_utf8_lossy(&release);
+    // Plain http: only the archive's signature makes the checksums below trustworthy.
+    let signed = get(&format!("{mirror}/dists/{suite}/InRelease"))?;
+    let release = verify_release(suite, &signed)?;
     // The Release file lists each index with its SHA256: check the index with it.
     let want = release
         .split("\nSHA256:")
@@ -227,6 +229,33 @@ fn resolve_on(mirror: &str, suite: &str) -> Result<Pin> {
         mirror: mirror.to_owned(),
         package,
     })
+}
+
+/// Debian's keys, as apt uses them (package debian-archive-keyring).
+const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// The text of a clearsigned InRelease file once `gpgv` has checked its
+/// signature against Debian's archive keys.
+fn verify_release(suite: &str, signed: &[u8]) -> Result<String> {
+    ensure!(
+        Path::new(KEYRING).exists(),
+        "{KEYRING} is missing; install it with: apt-get install debian-archive-keyring gpgv"
+    );
+    let file = cache_dir()?.join(format!("{suite}.InRelease"));
+    fs::write(&file, signed).with_context(|| format!("could not write {}", file.display()))?;
+    let out = std::process::Command::new("gpgv")
+        .arg("--keyring")
+        .arg(KEYRING)
+        .args(["--output", "-"])
+        .arg(&file)
+        .output()
+        .context("could not run gpgv (apt-get install gpgv)")?;
+    ensure!(
+        out.status.success(),
+        "{suite}'s InRelease has no valid signature from Debian's archive keys: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `Key: value` fields of one control stanza (continuation lines ignored).
