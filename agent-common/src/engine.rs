@@ -193,9 +193,7 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> bool {
             seen
         }
     };
-    for f in findings.items.iter().flatten() {
-        emit_finding(env, at, &key, pkt.dscp, f);
-    }
+    findings.for_each(|f| emit_finding(env, at, &key, pkt.dscp, f));
     if beat.aux != 0 {
         emit_finding(env, at, &key, pkt.dscp, &beat);
     }

@@ -117,28 +117,69 @@ pub struct Finding {
 }
 
 /// Findings of one packet: at most three (unanswered + retry + qos).
+///
+/// Plain integers, and an empty slot (kind 0) is all zeros: with `[Option<Finding>; 3]` the
+/// fields of an empty slot are undefined, LLVM then "reads" them from any stack slot,
+/// and kernels before 6.3 reject reading stack never written ("invalid read from
+/// stack"; seen on 5.10 and 6.1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct Findings {
-    pub items: [Option<Finding>; 3],
+    // One array per field, no padding: 56 bytes where three 24-byte `Finding`s
+    // would take 72 (every byte counts against the 512-byte BPF stack).
+    values: [u64; 3],
+    seqs: [u32; 3],
+    auxs: [u32; 3],
+    kinds: [u8; 3],
+    _pad: [u8; 5],
 }
 
 impl Findings {
     /// Adds a finding; a fourth would be dropped (no transition makes four).
+    ///
+    /// Shifts the others one slot to the front and appends at the end: constant
+    /// indices only. Choosing a free slot by index becomes pointer arithmetic on the
+    /// stack that the verifier rejects ("bitwise operator |= on pointer").
     #[inline(always)]
     pub fn push(&mut self, kind: EventKind, seq: u32, aux: u32, value: u64) {
-        let f = Some(Finding {
-            kind,
-            seq,
-            aux,
-            value,
-        });
-        if self.items[0].is_none() {
-            self.items[0] = f;
-        } else if self.items[1].is_none() {
-            self.items[1] = f;
-        } else if self.items[2].is_none() {
-            self.items[2] = f;
+        if self.kinds[0] != 0 {
+            return;
         }
+        self.kinds = [self.kinds[1], self.kinds[2], kind as u8];
+        self.seqs = [self.seqs[1], self.seqs[2], seq];
+        self.auxs = [self.auxs[1], self.auxs[2], aux];
+        self.values = [self.values[1], self.values[2], value];
+    }
+
+    /// Slot `i` (0..3), if it holds a finding.
+    #[inline(always)]
+    fn get(&self, i: usize) -> Option<Finding> {
+        Some(Finding {
+            kind: EventKind::from_u8(*self.kinds.get(i)?)?,
+            seq: *self.seqs.get(i)?,
+            aux: *self.auxs.get(i)?,
+            value: *self.values.get(i)?,
+        })
+    }
+
+    /// Calls `f` on each finding in the order they were pushed; unrolled by hand
+    /// (constant slot indices, see `push`).
+    #[inline(always)]
+    pub fn for_each(&self, mut f: impl FnMut(&Finding)) {
+        if let Some(x) = self.get(0) {
+            f(&x);
+        }
+        if let Some(x) = self.get(1) {
+            f(&x);
+        }
+        if let Some(x) = self.get(2) {
+            f(&x);
+        }
+    }
+
+    /// The findings in the order they were pushed.
+    pub fn iter(&self) -> impl Iterator<Item = Finding> + '_ {
+        (0..3).filter_map(|i| self.get(i))
     }
 }
 

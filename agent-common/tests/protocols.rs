@@ -139,11 +139,7 @@ fn hb(proto: Protocol, f: &[u8]) -> Option<Heartbeat> {
 }
 
 fn kinds(f: &Findings) -> Records {
-    f.items
-        .iter()
-        .flatten()
-        .map(|x| (x.kind, x.seq, x.aux, x.value))
-        .collect()
+    f.iter().map(|x| (x.kind, x.seq, x.aux, x.value)).collect()
 }
 
 // ---------------------------------------------------------------------------------

@@ -83,11 +83,7 @@ fn resp(seq: u32) -> Heartbeat {
     Heartbeat::new(Role::Response, seq)
 }
 fn kinds(f: &Findings) -> Vec<(EventKind, u32, u32, u64)> {
-    f.items
-        .iter()
-        .flatten()
-        .map(|x| (x.kind, x.seq, x.aux, x.value))
-        .collect()
+    f.iter().map(|x| (x.kind, x.seq, x.aux, x.value)).collect()
 }
 
 const SEC: u64 = 1_000_000_000;

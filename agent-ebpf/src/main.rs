@@ -63,6 +63,12 @@ impl Frame for XdpFrame {
         if offset > MAX_XDP_OFFSET {
             return None;
         }
+        // Kernels before ~6.8 do not carry a bounds check over to a copy of the
+        // register spilled before it, and LLVM may add that stale copy to `data`
+        // (5.10/6.1: "invalid access to packet"). A mask on the value actually
+        // used bounds every copy; black_box keeps LLVM from dropping the mask
+        // as redundant after the check above.
+        let offset = core::hint::black_box(offset) & MAX_XDP_OFFSET;
         // Fresh (volatile) loads of data/data_end at every read: otherwise LLVM hoists
         // `data_end - N` out of loops, and the verifier forbids arithmetic on pkt_end.
         // SAFETY: ctx is the program's xdp_md for the whole run.

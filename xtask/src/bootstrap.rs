@@ -15,8 +15,21 @@ use anyhow::{anyhow, bail, ensure, Context as _, Result};
 
 use crate::cmd::{display, is_root, probe, run, which};
 
-/// Debian packages the integration tests use.
-const APT_PACKAGES: &[&str] = &["iproute2", "bpftool", "tshark", "tcpdump", "ethtool"];
+/// Debian packages the integration tests use; the last five for `vm-test`
+/// (QEMU, a static busybox as the VM's init shell, strip, and checking the
+/// signature of Debian's index before downloading kernels from it).
+const APT_PACKAGES: &[&str] = &[
+    "iproute2",
+    "bpftool",
+    "tshark",
+    "tcpdump",
+    "ethtool",
+    "qemu-system-x86",
+    "busybox-static",
+    "binutils",
+    "gpgv",
+    "debian-archive-keyring",
+];
 
 pub fn bootstrap(no_apt: bool) -> Result<()> {
     if which("rustup").is_none() {

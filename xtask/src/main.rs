@@ -4,6 +4,7 @@
 
 mod bootstrap;
 mod cmd;
+mod vm;
 
 use std::{
     env,
@@ -64,6 +65,19 @@ enum Task {
     },
     /// `cargo clippy --all-targets -- -D warnings`.
     Clippy,
+    /// Run the root tests on Debian's 5.10, 6.1 and 6.12 cloud kernels in QEMU.
+    VmTest {
+        /// Which kernel: 5.10, 6.1, 6.12 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Look the kernel packages up in Debian's index again (newer point
+        /// releases) instead of reusing the ones cached by an earlier run.
+        #[arg(long)]
+        refresh: bool,
+        /// Seconds one VM may take from boot to power-off before it counts as hung.
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,6 +110,15 @@ fn try_main(cli: Cli) -> Result<()> {
         }
         Task::Test { args } => test(&args),
         Task::Clippy => run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"])),
+        Task::VmTest {
+            kernel,
+            refresh,
+            timeout,
+        } => vm::vm_test(&vm::Options {
+            kernel,
+            refresh,
+            timeout: std::time::Duration::from_secs(timeout),
+        }),
     }
 }
 
