@@ -157,7 +157,16 @@ fn live_xdp_and_offline_analysis_of_the_same_wire_agree() {
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("wire.pcap");
     let mut tcpdump = Command::new("tcpdump")
-        .args(["-i", &net.host, "-n", "-U", "--immediate-mode", "-w"])
+        .args([
+            "-i",
+            &net.host,
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-w",
+        ])
         .arg(&pcap)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

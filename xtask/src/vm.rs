@@ -100,6 +100,10 @@ pub fn vm_test(opts: &Options) -> Result<()> {
     tool("qemu-system-x86_64", "qemu-system-x86")?;
     let strip = tool("strip", "binutils")?;
     let ip = tool("ip", "iproute2")?;
+    // The differential test captures the wire with tcpdump; the demo test drops root
+    // with setpriv (util-linux).
+    let tcpdump = tool("tcpdump", "tcpdump")?;
+    let setpriv = tool("setpriv", "util-linux")?;
     let busybox = tool("busybox", "busybox-static")?;
     ensure!(
         initramfs::is_static(&busybox)?,
@@ -117,6 +121,8 @@ pub fn vm_test(opts: &Options) -> Result<()> {
     let mut base = Initramfs::skeleton();
     base.file("bin/busybox", &busybox, 0o755);
     base.executable("usr/sbin/ip", &ip)?;
+    base.executable("usr/bin/tcpdump", &tcpdump)?;
+    base.executable("usr/bin/setpriv", &setpriv)?;
     base.executable("bin/hbwatch", &strip_debug(&strip, &agent, &stage)?)?;
     for bin in &binaries {
         base.executable(
