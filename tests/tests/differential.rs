@@ -156,7 +156,7 @@ fn live_xdp_and_offline_analysis_of_the_same_wire_agree() {
     let dir = std::env::temp_dir().join(format!("hbwatch-diff-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("wire.pcap");
-    let mut tcpdump = Command::new("tcpdump")
+    let tcpdump = Command::new("tcpdump")
         .args([
             "-i",
             &net.host,
@@ -187,8 +187,13 @@ fn live_xdp_and_offline_analysis_of_the_same_wire_agree() {
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(tcpdump.id() as i32, libc::SIGINT) };
-    let status = tcpdump.wait().unwrap();
-    assert!(status.success(), "tcpdump exited with {status}");
+    let done = tcpdump.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "tcpdump exited with {}: {}",
+        done.status,
+        String::from_utf8_lossy(&done.stderr)
+    );
     assert_eq!(agent.stop(), 0);
 
     let out = Command::new(hbwatch_bin())

@@ -123,6 +123,9 @@ pub fn vm_test(opts: &Options) -> Result<()> {
     base.executable("usr/sbin/ip", &ip)?;
     base.executable("usr/bin/tcpdump", &tcpdump)?;
     base.executable("usr/bin/setpriv", &setpriv)?;
+    // tcpdump looks its -Z user up by name.
+    base.bytes("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644);
+    base.bytes("etc/group", "root:x:0:\n", 0o644);
     base.executable("bin/hbwatch", &strip_debug(&strip, &agent, &stage)?)?;
     for bin in &binaries {
         base.executable(
