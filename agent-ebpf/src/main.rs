@@ -204,6 +204,13 @@ pub fn hbwatch_tc(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// Benchmark baseline: XDP that does nothing. `cargo xtask bench` divides the agent's
+/// per-packet cost by this program's; the agent never loads or attaches it.
+#[xdp]
+pub fn bench_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

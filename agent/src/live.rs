@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode};
-use aya::Ebpf;
+use aya::{Ebpf, EbpfLoader};
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
 use hbwatch_common::event::{EventKind, RawEvent, RAW_EVENT_SIZE};
 use hbwatch_common::params::ProtoParams;
@@ -65,8 +65,24 @@ impl Datapath {
         ports: &BTreeMap<u32, Protocol>,
         params: &BTreeMap<Protocol, ProtoParams>,
     ) -> anyhow::Result<Datapath> {
+        Datapath::load_sized(ports, params, None)
+    }
+
+    /// As [`Datapath::load`], with the EVENTS ring buffer resized to `ring_bytes` (a power
+    /// of two times the page size): benchmarks queue a million records without a reader.
+    pub fn load_sized(
+        ports: &BTreeMap<u32, Protocol>,
+        params: &BTreeMap<Protocol, ProtoParams>,
+        ring_bytes: Option<u32>,
+    ) -> anyhow::Result<Datapath> {
         raise_memlock();
-        let mut ebpf = Ebpf::load(crate::EBPF_OBJECT).context(
+        let btf = aya::Btf::from_sys_fs().ok();
+        let mut loader = EbpfLoader::new();
+        loader.btf(btf.as_ref());
+        if let Some(bytes) = ring_bytes {
+            loader.map_max_entries("EVENTS", bytes);
+        }
+        let mut ebpf = loader.load(crate::EBPF_OBJECT).context(
             "loading the eBPF object failed (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \
              and a kernel >= 5.8 with ring buffers)",
         )?;
@@ -313,7 +329,7 @@ pub async fn run(opts: LiveOptions, out: &mut dyn Write) -> anyhow::Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let drained = drain(guard.get_inner_mut(), &mut correlator, &conv, &clock, &mut batch);
+                let drained = drain(guard.get_inner_mut(), &mut correlator, &conv, &clock, &mut batch).empty;
                 write_events(out, &batch)?;
                 batch.clear();
                 if drained {
@@ -321,7 +337,7 @@ pub async fn run(opts: LiveOptions, out: &mut dyn Write) -> anyhow::Result<()> {
                 }
             }
             _ = timers.tick() => {
-                while !drain(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch) {}
+                while !drain(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch).empty {}
                 let now = monotonic_ns().saturating_sub(RECORD_SLACK_NS);
                 correlator.advance(now, &Ctx { conv: &conv, clock: &clock }, &mut batch);
                 write_events(out, &batch)?;
@@ -336,7 +352,7 @@ pub async fn run(opts: LiveOptions, out: &mut dyn Write) -> anyhow::Result<()> {
         }
     }
     // Last records and losses before detaching.
-    while !drain(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch) {
+    while !drain(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch).empty {
         write_events(out, &batch)?;
         batch.clear();
     }
@@ -351,17 +367,32 @@ pub async fn run(opts: LiveOptions, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads up to MAX_BATCH records into correlation; true when the ring buffer is empty.
-fn drain(
+/// What one [`drain`] call did.
+#[derive(Debug, Clone, Copy)]
+pub struct Drained {
+    /// Records taken off the ring buffer.
+    pub records: usize,
+    /// The ring buffer is empty.
+    pub empty: bool,
+}
+
+/// Reads up to MAX_BATCH records into correlation. Public for the event-pipeline
+/// benchmark, which drives exactly this path.
+pub fn drain(
     ring: &mut RingBuf<MapData>,
     correlator: &mut Correlator,
     conv: &Converter,
     clock: &WallClock,
     batch: &mut Vec<Event>,
-) -> bool {
+) -> Drained {
     let ctx = Ctx { conv, clock };
-    for _ in 0..MAX_BATCH {
-        let Some(item) = ring.next() else { return true };
+    for records in 0..MAX_BATCH {
+        let Some(item) = ring.next() else {
+            return Drained {
+                records,
+                empty: true,
+            };
+        };
         match RawEvent::from_bytes(&item) {
             Some(raw) => {
                 // SIP records carry their captured bytes after the header.
@@ -378,7 +409,10 @@ fn drain(
             None => warn!("short ring buffer record ({} bytes)", item.len()),
         }
     }
-    false
+    Drained {
+        records: MAX_BATCH,
+        empty: false,
+    }
 }
 
 /// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
@@ -452,7 +486,7 @@ fn lifecycle(
     ev
 }
 
-fn write_events(out: &mut dyn Write, events: &[Event]) -> anyhow::Result<()> {
+pub fn write_events(out: &mut dyn Write, events: &[Event]) -> anyhow::Result<()> {
     if events.is_empty() {
         return Ok(());
     }
