@@ -2,6 +2,7 @@
 //! or test it. build/run/test/clippy always bootstrap first (fast no-op when
 //! everything is installed).
 
+mod bench;
 mod bootstrap;
 mod cmd;
 
@@ -55,8 +56,20 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// `cargo clippy --all-targets -- -D warnings`.
+    /// `cargo clippy --all-targets -- -D warnings` (benchmarks included).
     Clippy,
+    /// Release build, then the benchmarks as root; figures in target/bench/.
+    Bench {
+        /// Fewer trials and repeats: tries the bench, figures not for BENCHMARKS.md.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the figures and the plot into BENCHMARKS.md and docs/bench/.
+        #[arg(long)]
+        doc: bool,
+        /// Arguments for hbwatch-bench (`--only xdp,pipeline,offline`, `--trials N`, ...).
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,7 +96,18 @@ fn try_main(cli: Cli) -> Result<()> {
         Task::Build { release } => build(release),
         Task::Run { release, args } => run_agent(release, &args),
         Task::Test { args } => test(&args),
-        Task::Clippy => run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"])),
+        // The whole workspace but the bpf-only crate: the default members plus the bench.
+        Task::Clippy => run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "hbwatch-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])),
+        Task::Bench { quick, doc, args } => bench::bench(quick, doc, &args),
     }
 }
 
