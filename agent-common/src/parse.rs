@@ -5,6 +5,7 @@
 
 use crate::counters::Counter;
 use crate::frame::Frame;
+use crate::zero::Zeroable;
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
@@ -52,6 +53,9 @@ pub struct Packet {
     pub tcp_ack: u32,
 }
 
+// SAFETY: integers and integer arrays only; 4-byte aligned (u32 fields).
+unsafe impl Zeroable for Packet {}
+
 /// Why a frame was not parsed to L4; each maps to a counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skip {
@@ -78,8 +82,11 @@ impl Skip {
 /// Parses L2 to L4. Only TCP and UDP over IPv4/IPv6 come back as `Ok`.
 #[inline(always)]
 pub fn parse<F: Frame>(f: &F) -> Result<Packet, Skip> {
-    let mut pkt = Packet::default();
-    parse_into(f, &mut pkt).map(|()| pkt)
+    let mut pkt = core::mem::MaybeUninit::uninit();
+    Packet::zero(&mut pkt);
+    // SAFETY: zero() wrote every byte, and an all-zero Packet is valid.
+    let pkt = unsafe { pkt.assume_init_mut() };
+    parse_into(f, pkt).map(|()| *pkt)
 }
 
 /// [`parse`] into `pkt`. Out of line: in the kernel its header buffers get a stack

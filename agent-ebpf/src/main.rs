@@ -14,7 +14,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use hbwatch_common::{
     counters::{Counter, COUNTER_COUNT},
-    engine::{process, Env},
+    engine::{process_with_clock, Env},
     event::RawEvent,
     flow::{FlowKey, FlowState},
     frame::Frame,
@@ -183,11 +183,11 @@ impl<C: EbpfContext> Env for KernelEnv<'_, C> {
 #[xdp]
 pub fn hbwatch_xdp(ctx: XdpContext) -> u32 {
     let frame = XdpFrame { ctx: ctx.ctx };
-    // SAFETY: plain helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: plain field read of the program's context.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let mut env = KernelEnv { ctx: &ctx };
-    process(&frame, &mut env, now, ifindex);
+    // SAFETY: plain helper call without arguments.
+    process_with_clock(&frame, &mut env, || unsafe { bpf_ktime_get_ns() }, ifindex);
     xdp_action::XDP_PASS
 }
 
@@ -196,11 +196,11 @@ pub fn hbwatch_xdp(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn hbwatch_tc(ctx: TcContext) -> i32 {
     let frame = SkbFrame { ctx: &ctx };
-    // SAFETY: plain helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: plain field read of the program's context.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let mut env = KernelEnv { ctx: &ctx };
-    process(&frame, &mut env, now, ifindex);
+    // SAFETY: plain helper call without arguments.
+    process_with_clock(&frame, &mut env, || unsafe { bpf_ktime_get_ns() }, ifindex);
     TC_ACT_UNSPEC
 }
 
