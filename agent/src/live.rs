@@ -490,9 +490,11 @@ pub fn write_events(out: &mut dyn Write, events: &[Event]) -> anyhow::Result<()>
     if events.is_empty() {
         return Ok(());
     }
+    let mut buf = Vec::with_capacity(events.len() * 768);
     for ev in events {
-        out.write_all(ev.to_line().as_bytes())?;
+        ev.write_line(&mut buf);
     }
+    out.write_all(&buf)?;
     out.flush()?;
     Ok(())
 }

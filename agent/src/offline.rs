@@ -334,6 +334,8 @@ pub fn analyze_file(
     });
     let mut replay = Replay::new(opts, name.clone());
     let mut events: Vec<Event> = Vec::with_capacity(64);
+    // One buffer for every line: no String per event.
+    let mut line: Vec<u8> = Vec::with_capacity(1024);
     let mut written = 0u64;
     let mut legacy: Option<(Option<Link>, u64)> = None;
     let mut interfaces: Vec<IfTime> = Vec::new();
@@ -397,7 +399,9 @@ pub fn analyze_file(
                 consumed += offset as u64;
                 if !events.is_empty() {
                     for ev in events.drain(..) {
-                        out.write_all(ev.to_line().as_bytes())?;
+                        line.clear();
+                        ev.write_line(&mut line);
+                        out.write_all(&line)?;
                         written += 1;
                     }
                 }
@@ -436,7 +440,9 @@ pub fn analyze_file(
     }
     replay.finish(&mut events);
     for ev in events.drain(..) {
-        out.write_all(ev.to_line().as_bytes())?;
+        line.clear();
+        ev.write_line(&mut line);
+        out.write_all(&line)?;
         written += 1;
     }
     out.flush()?;
