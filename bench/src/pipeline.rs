@@ -150,7 +150,7 @@ pub fn bench(opts: &Options) -> Result<Value> {
         ratio.push(rates[1] / rates[0]);
         eprintln!("bench: pipeline trial {}/{} done", trial + 1, opts.trials);
     }
-    let flood = flood(opts.flood_runs)?;
+    let flood = flood(opts.flood_runs, opts.trials)?;
     Ok(json!({
         "trials": opts.trials,
         "records_per_fill": expected,
@@ -165,8 +165,18 @@ pub fn bench(opts: &Options) -> Result<Value> {
     }))
 }
 
-/// The production ring (4 MiB), a producer flooding it, the NDJSON consumer draining it.
-fn flood(runs: u32) -> Result<Value> {
+/// One flood's outcome.
+struct Flood {
+    produced: u64,
+    read: u64,
+    lost: u64,
+    wall: f64,
+}
+
+/// The production ring (4 MiB) flooded by a producer thread running the program as fast
+/// as it can, drained by each consumer in turn (alternating by trial): how much of the
+/// kernel's output each keeps, and whether every record was read or counted lost.
+fn flood(runs: u32, trials: usize) -> Result<Value> {
     let (cs, dev) = (ip("10.41.0.1"), ip("10.41.0.2"));
     let frame = frames::rudp(cs, dev, 400, Role::Request, &[]);
     let Loaded { dp, mut ring } = Loaded::new(None)?;
@@ -175,59 +185,102 @@ fn flood(runs: u32) -> Result<Value> {
     l(&frame, 1)?;
     l(&frame, 1)?;
     while !nd.step(&mut ring)?.1 {}
-    let lost0 = dp.counters()?.get("ringbuf_lost").copied().unwrap_or(0);
-    let done = AtomicBool::new(false);
-    let produced_runs = AtomicU64::new(0);
-    let chunk = 10_000u32;
-    let span = Span::start();
-    let (read, wall) = std::thread::scope(|s| -> Result<(u64, f64)> {
-        let producer = s.spawn(|| -> Result<()> {
-            let mut left = runs;
-            while left > 0 {
-                let n = left.min(chunk);
-                l(&frame, n)?;
-                produced_runs.fetch_add(n as u64, Ordering::Relaxed);
-                left -= n;
-            }
-            done.store(true, Ordering::Release);
-            Ok(())
-        });
-        let start = std::time::Instant::now();
-        let mut read = 0u64;
-        loop {
-            let finished = done.load(Ordering::Acquire);
-            let (n, empty) = nd.step(&mut ring)?;
-            read += n;
-            if empty {
-                if finished {
-                    break;
+    let lost_now =
+        || -> Result<u64> { Ok(dp.counters()?.get("ringbuf_lost").copied().unwrap_or(0)) };
+    let mut one = |ndjson: bool| -> Result<Flood> {
+        let lost0 = lost_now()?;
+        let done = AtomicBool::new(false);
+        let produced_runs = AtomicU64::new(0);
+        let chunk = 10_000u32;
+        let (read, wall) = std::thread::scope(|s| -> Result<(u64, f64)> {
+            let producer = s.spawn(|| -> Result<()> {
+                let mut left = runs;
+                while left > 0 {
+                    let n = left.min(chunk);
+                    l(&frame, n)?;
+                    produced_runs.fetch_add(n as u64, Ordering::Relaxed);
+                    left -= n;
                 }
-                // Wait for the kernel's wake-up, as the live agent does (epoll there).
-                let mut pfd = libc::pollfd {
-                    fd: ring.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
+                done.store(true, Ordering::Release);
+                Ok(())
+            });
+            let start = std::time::Instant::now();
+            let mut read = 0u64;
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let (n, empty) = if ndjson {
+                    nd.step(&mut ring)?
+                } else {
+                    (count_only(&mut ring), true)
                 };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut pfd, 1, 10) };
+                read += n;
+                if empty {
+                    if finished {
+                        break;
+                    }
+                    // Wait for the kernel's wake-up, as the live agent does (epoll there).
+                    let mut pfd = libc::pollfd {
+                        fd: ring.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut pfd, 1, 10) };
+                }
             }
+            let wall = start.elapsed().as_secs_f64();
+            producer.join().expect("producer thread")?;
+            Ok((read, wall))
+        })?;
+        Ok(Flood {
+            produced: produced_runs.load(Ordering::Relaxed) * RECORDS_PER_RUN,
+            read,
+            lost: lost_now()? - lost0,
+            wall,
+        })
+    };
+    let (mut ratio, mut nd_rate, mut count_rate) = (vec![], vec![], vec![]);
+    let (mut produced, mut read, mut lost, mut unaccounted) = (0u64, 0u64, 0u64, 0i64);
+    let (mut nd_kept, mut count_kept) = (vec![], vec![]);
+    for trial in 0..trials {
+        let order = if trial % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        let mut got: [Option<Flood>; 2] = [None, None];
+        for ndjson in order {
+            let f = one(ndjson)?;
+            unaccounted += f.produced as i64 - f.read as i64 - f.lost as i64;
+            if ndjson {
+                produced += f.produced;
+                read += f.read;
+                lost += f.lost;
+            }
+            got[ndjson as usize] = Some(f);
         }
-        let wall = start.elapsed().as_secs_f64();
-        producer.join().expect("producer thread")?;
-        Ok((read, wall))
-    })?;
-    let (_, cpu) = span.stop();
-    let lost = dp.counters()?.get("ringbuf_lost").copied().unwrap_or(0) - lost0;
-    let produced = produced_runs.load(Ordering::Relaxed) * RECORDS_PER_RUN;
+        let [Some(c), Some(n)] = got else {
+            unreachable!("both consumers ran")
+        };
+        count_rate.push(c.read as f64 / c.wall);
+        nd_rate.push(n.read as f64 / n.wall);
+        count_kept.push(c.read as f64 / c.produced as f64);
+        nd_kept.push(n.read as f64 / n.produced as f64);
+        ratio.push((n.read as f64 / n.wall) / (c.read as f64 / c.wall));
+    }
     Ok(json!({
         "ring_bytes": 4 << 20,
-        "produced": produced,
-        "read": read,
-        "lost_counted": lost,
-        "unaccounted": produced as i64 - read as i64 - lost as i64,
-        "wall_s": wall,
-        "consumer_cpu_s": cpu,
-        "read_per_wall_s": read as f64 / wall,
-        "produced_per_wall_s": produced as f64 / wall,
+        "runs": runs,
+        "trials": trials,
+        "ndjson_produced": produced,
+        "ndjson_read": read,
+        "ndjson_lost_counted": lost,
+        "unaccounted": unaccounted,
+        "ndjson_read_per_wall_s": median(&nd_rate),
+        "count_read_per_wall_s": median(&count_rate),
+        "ndjson_kept": median(&nd_kept),
+        "count_kept": median(&count_kept),
+        "ratio": median(&ratio),
+        "ratios": ratio,
     }))
 }

@@ -34,7 +34,7 @@ pub fn per_packet(summary: &Value, png: &Path) -> Result<()> {
         .map(|a| a.iter().collect())
         .unwrap_or_default();
     let n = cases.len();
-    let (w, h) = (1100u32, 120 + 44 * n as u32);
+    let (w, h) = (1100u32, 150 + 44 * n as u32);
     let mut buf = vec![0u8; (w * h * 3) as usize];
     let num = |v: &Value| v.as_f64().unwrap_or(0.0);
     let max = cases
@@ -52,14 +52,16 @@ pub fn per_packet(summary: &Value, png: &Path) -> Result<()> {
             )
             .margin(12)
             .margin_left(230)
-            .x_label_area_size(36)
+            .margin_bottom(30)
+            .x_label_area_size(40)
             .build_cartesian_2d(0f64..max, 0f64..n as f64)
             .map_err(|e| anyhow!("{e}"))?;
         chart
             .configure_mesh()
             .disable_y_mesh()
             .disable_y_axis()
-            .x_desc("ns per packet")
+            .x_desc("ns per packet (new association: one run per call, clock reads included)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
@@ -97,7 +99,7 @@ pub fn per_packet(summary: &Value, png: &Path) -> Result<()> {
         root.draw_text(
             "blue: hbwatch_xdp   grey: empty XDP_PASS program, same frame, same trial",
             &("sans-serif", 13).into_font().color(&BLACK),
-            (230, h as i32 - 18),
+            (230, h as i32 - 22),
         )
         .map_err(|e| anyhow!("{e}"))?;
         root.present().map_err(|e| anyhow!("{e}"))?;

@@ -160,24 +160,38 @@ pub fn markdown(s: &Value) -> String {
         );
         let _ = writeln!(
             md,
-            "| NDJSON / counting | {:.2}x | >= 0.3x | {} |",
+            "| drain: NDJSON / counting (per CPU second) | {:.2}x | >= 0.3x | {} |",
             ratio,
             verdict(ratio >= 0.3)
         );
         let unaccounted = fl["unaccounted"].as_i64().unwrap_or(-1);
+        let fratio = f(&fl["ratio"]);
         let _ = writeln!(
             md,
-            "| flood, 4 MiB ring: produced / read / lost (counted) | {} / {} / {} | every loss counted | {} |",
-            fl["produced"],
-            fl["read"],
-            fl["lost_counted"],
-            if unaccounted == 0 { "met" } else { "**missed**" }
+            "| flood (4 MiB ring, producer flat out): records read/s, NDJSON / counting (wall) | {} / {} | | |",
+            si(f(&fl["ndjson_read_per_wall_s"])),
+            si(f(&fl["count_read_per_wall_s"]))
         );
         let _ = writeln!(
             md,
-            "| flood: read/s (wall), produced/s (wall) | {} / {} | | |\n",
-            si(f(&fl["read_per_wall_s"])),
-            si(f(&fl["produced_per_wall_s"]))
+            "| flood: share of produced records read, NDJSON / counting | {:.0} % / {:.0} % | | |",
+            100.0 * f(&fl["ndjson_kept"]),
+            100.0 * f(&fl["count_kept"])
+        );
+        let _ = writeln!(
+            md,
+            "| flood: NDJSON / counting (records read per second) | {:.2}x | >= 0.3x | {} |",
+            fratio,
+            verdict(fratio >= 0.3)
+        );
+        let _ = writeln!(
+            md,
+            "| flood, NDJSON runs: produced / read / lost (counted) / unaccounted, all runs | {} / {} / {} / {} | 0 unaccounted | {} |\n",
+            fl["ndjson_produced"],
+            fl["ndjson_read"],
+            fl["ndjson_lost_counted"],
+            unaccounted,
+            verdict(unaccounted == 0)
         );
     }
     if let Some(o) = s.get("offline") {
