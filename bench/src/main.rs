@@ -7,6 +7,7 @@ mod pipeline;
 mod plot;
 mod report;
 mod stats;
+mod veth;
 mod xdp;
 
 use std::path::PathBuf;
@@ -24,8 +25,12 @@ struct Cli {
     /// The release hbwatch binary (for `analyze`).
     #[arg(long, default_value = "target/release/hbwatch")]
     hbwatch: PathBuf,
-    /// Benchmarks to run (comma-separated): xdp, pipeline, offline.
-    #[arg(long, value_delimiter = ',', default_value = "xdp,pipeline,offline")]
+    /// Benchmarks to run (comma-separated): xdp, pipeline, offline, veth, scale.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "xdp,pipeline,offline,veth,scale"
+    )]
     only: Vec<String>,
     /// Trials per figure (each figure is the median over trials; at least 5).
     #[arg(long, default_value_t = 7)]
@@ -39,6 +44,12 @@ struct Cli {
     /// Frames in the generated capture.
     #[arg(long, default_value_t = 1_200_000)]
     frames: u64,
+    /// Frames sent through the veth pair per run.
+    #[arg(long, default_value_t = 1_000_000)]
+    veth_packets: u64,
+    /// Association counts for the scale benchmark (offline analysis).
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    scale: Vec<u64>,
     /// Smaller everything, for trying the bench itself (figures not for BENCHMARKS.md).
     #[arg(long)]
     quick: bool,
@@ -57,6 +68,8 @@ fn main() -> Result<()> {
         cli.repeat = cli.repeat.min(100_000);
         cli.new_flows = cli.new_flows.min(2000);
         cli.frames = cli.frames.min(200_000);
+        cli.veth_packets = cli.veth_packets.min(100_000);
+        cli.scale = vec![20_000];
     }
     if let Some(case) = &cli.profile {
         return xdp::spin(case, 10.0);
@@ -91,7 +104,7 @@ fn main() -> Result<()> {
                 })?,
                 "offline" => offline::bench(
                     &offline::Options {
-                        trials: cli.trials.min(5).max(if cli.quick { 1 } else { 5 }),
+                        trials: if cli.quick { 1 } else { 5 },
                         frames: cli.frames,
                         span_s: 120,
                         rudp_pairs: 60,
@@ -99,7 +112,20 @@ fn main() -> Result<()> {
                     &cli.hbwatch,
                     &cli.out,
                 )?,
-                other => anyhow::bail!("unknown benchmark {other:?} (xdp, pipeline, offline)"),
+                "veth" => veth::bench(
+                    &cli.hbwatch,
+                    if cli.quick { 1 } else { 5 },
+                    cli.veth_packets,
+                )?,
+                "scale" => offline::scale(
+                    &cli.hbwatch,
+                    &cli.out,
+                    if cli.quick { 1 } else { 5 },
+                    &cli.scale,
+                )?,
+                other => anyhow::bail!(
+                    "unknown benchmark {other:?} (xdp, pipeline, offline, veth, scale)"
+                ),
             };
             eprintln!("bench: {what} took {:.0} s", t.elapsed().as_secs_f64());
             results.insert(what.clone(), v);

@@ -54,7 +54,7 @@ impl<W: Write> PcapWriter<W> {
 }
 
 /// xorshift64*: deterministic traffic, no dependency.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -161,7 +161,7 @@ fn heartbeats(span_s: u64, rudp_pairs: u32) -> Vec<(u64, Vec<u8>)> {
 
 /// One ordinary frame: TCP (ACKs and data), RTP-like and DNS-like UDP, some IPv6 and
 /// VLAN-tagged; never on a heartbeat port.
-fn ordinary(rng: &mut Rng) -> Vec<u8> {
+pub(crate) fn ordinary(rng: &mut Rng) -> Vec<u8> {
     let r = rng.below(100);
     let host = rng.below(4000) as u32;
     let (client, server): (IpAddr, IpAddr) = if r >= 95 {
@@ -395,5 +395,119 @@ pub fn bench(opts: &Options, hbwatch: &Path, dir: &Path) -> Result<Value> {
         "ratio": median(&ratio_cpu),
         "ratio_wall": median(&ratio_wall),
         "ratios": ratio_cpu,
+    }))
+}
+
+/// A capture of `assocs` associations: RUDP device pairs (both sides originate), each
+/// association `beats` heartbeats 1 s apart, every one answered, spread evenly over the
+/// second; in time order, so it is written as it is made.
+fn generate_scale(path: &Path, assocs: u64, beats: u32) -> Result<u64> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = PcapWriter::new(BufWriter::with_capacity(1 << 20, file))?;
+    let pairs = (assocs / 2).max(1);
+    let slot = SEC / pairs;
+    let mut frames = 0u64;
+    for k in 0..beats {
+        for p in 0..pairs {
+            let t = k as u64 * SEC + p * slot;
+            let a = nth_v4(20, 2 * p as u32);
+            let b = nth_v4(20, 2 * p as u32 + 1);
+            let seq = 1 + k;
+            w.frame(t, &frames::rudp(a, b, seq, Role::Request, &[]))?;
+            w.frame(t, &frames::rudp(b, a, seq, Role::Response, &[]))?;
+            w.frame(t, &frames::rudp(b, a, seq, Role::Request, &[]))?;
+            w.frame(t, &frames::rudp(a, b, seq, Role::Response, &[]))?;
+            frames += 4;
+        }
+    }
+    w.finish()?;
+    Ok(frames)
+}
+
+/// Runs a child like [`timed`], also returning its peak resident memory (MiB).
+fn timed_rss(cmd: &mut Command) -> Result<(f64, f64, f64)> {
+    let shown = format!("{cmd:?}");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {shown}"))?;
+    let start = Instant::now();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is valid; wait4 on our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let wall = start.elapsed().as_secs_f64();
+    ensure!(
+        r == pid,
+        "wait4 {shown}: {}",
+        std::io::Error::last_os_error()
+    );
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{shown} failed (status {status})");
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    Ok((
+        wall,
+        tv(ru.ru_utime) + tv(ru.ru_stime),
+        ru.ru_maxrss as f64 / 1024.0,
+    ))
+}
+
+/// (e) `hbwatch analyze` with many associations: frames/s at each size against the same
+/// generator at `base` associations in the same trial, and peak memory.
+pub fn scale(hbwatch: &Path, dir: &Path, trials: usize, sizes: &[u64]) -> Result<Value> {
+    // ~1.2 M frames for the baseline and 100k (beats scaled), 3 beats for larger sizes.
+    const BASE: u64 = 1000;
+    let beats = |n: u64| (1_200_000 / (2 * n)).clamp(3, 600) as u32;
+    let base_path = dir.join("scale-base.pcap");
+    let base_frames = generate_scale(&base_path, BASE, beats(BASE))?;
+    let mut out = Vec::new();
+    for &n in sizes {
+        let path = dir.join(format!("scale-{n}.pcap"));
+        let frames = generate_scale(&path, n, beats(n))?;
+        std::io::copy(&mut File::open(&path)?, &mut std::io::sink())?;
+        std::io::copy(&mut File::open(&base_path)?, &mut std::io::sink())?;
+        let (mut ratio, mut rate, mut base_rate, mut rss, mut base_rss) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for trial in 0..trials {
+            let run = |p: &Path| timed_rss(analyze_cmd(hbwatch, p).arg("--no-summary-events"));
+            let ((_, bc, bm), (_, c, m)) = if trial % 2 == 0 {
+                let b = run(&base_path)?;
+                (b, run(&path)?)
+            } else {
+                let s = run(&path)?;
+                (run(&base_path)?, s)
+            };
+            let (r, br) = (frames as f64 / c, base_frames as f64 / bc);
+            rate.push(r);
+            base_rate.push(br);
+            ratio.push(r / br);
+            rss.push(m);
+            base_rss.push(bm);
+        }
+        eprintln!("bench: scale {n} associations done");
+        let _ = std::fs::remove_file(&path);
+        out.push(json!({
+            "associations": n,
+            "frames": frames,
+            "heartbeats_each": beats(n),
+            "frames_per_cpu_s": median(&rate),
+            "baseline_frames_per_cpu_s": median(&base_rate),
+            "ratio": median(&ratio),
+            "ratios": ratio,
+            "peak_rss_mib": median(&rss),
+            "baseline_peak_rss_mib": median(&base_rss),
+        }));
+    }
+    let _ = std::fs::remove_file(&base_path);
+    Ok(json!({
+        "trials": trials,
+        "baseline_associations": BASE,
+        "baseline_frames": base_frames,
+        "kernel_flow_table": crate::xdp::FLOW_TABLE,
+        "sizes": out,
     }))
 }

@@ -242,5 +242,77 @@ pub fn markdown(s: &Value) -> String {
             c["hbwatch_heartbeats"], c["tshark_matched"]
         );
     }
+    if let Some(v) = s.get("veth") {
+        let _ = writeln!(
+            md,
+            "### CPU per packet on a veth pair (median of {} trials of {} frames, {:.1} % heartbeats)\n",
+            v["trials"],
+            v["packets"],
+            100.0 * f(&v["heartbeat_share"])
+        );
+        md.push_str(
+            "| observer | CPU s per million frames | beyond nothing attached |\n|---|---:|---:|\n",
+        );
+        let _ = writeln!(
+            md,
+            "| nothing attached | {:.3} | - |",
+            f(&v["nothing_cpu_s_per_m"])
+        );
+        let _ = writeln!(
+            md,
+            "| empty XDP program ({}) | {:.3} | {:.3} |",
+            v["xdp_attach"].as_str().unwrap_or("?"),
+            f(&v["empty_xdp_cpu_s_per_m"]),
+            f(&v["empty_xdp_extra_cpu_s_per_m"])
+        );
+        let _ = writeln!(
+            md,
+            "| hbwatch run ({}) | {:.3} | {:.3} |",
+            v["xdp_attach"].as_str().unwrap_or("?"),
+            f(&v["agent_cpu_s_per_m"]),
+            f(&v["agent_extra_cpu_s_per_m"])
+        );
+        let _ = writeln!(
+            md,
+            "| tcpdump -w /dev/null '{}' | {:.3} | {:.3} |",
+            v["tcpdump_filter"].as_str().unwrap_or("?"),
+            f(&v["tcpdump_cpu_s_per_m"]),
+            f(&v["tcpdump_extra_cpu_s_per_m"])
+        );
+        let _ = writeln!(
+            md,
+            "\nhbwatch's extra CPU / tcpdump's: **{:.2}x**; without the cost of the XDP hook \
+             itself (hbwatch minus the empty program, over tcpdump's extra): **{:.2}x** \
+             (medians of per-trial ratios).\n",
+            f(&v["ratio"]),
+            f(&v["ratio_program_only"])
+        );
+    }
+    if let Some(sc) = s.get("scale") {
+        let _ = writeln!(
+            md,
+            "### Scale: `hbwatch analyze` with many associations (median of {} trials, against {} associations in the same trial)\n",
+            sc["trials"], sc["baseline_associations"]
+        );
+        md.push_str("| associations | frames | frames/s (CPU) | vs baseline | peak RSS MiB (baseline) |\n|---:|---:|---:|---:|---:|\n");
+        for z in sc["sizes"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.2}x | {:.0} ({:.0}) |",
+                z["associations"],
+                z["frames"],
+                si(f(&z["frames_per_cpu_s"])),
+                f(&z["ratio"]),
+                f(&z["peak_rss_mib"]),
+                f(&z["baseline_peak_rss_mib"])
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nThe kernel's flow table holds {} associations (LRU): beyond that, live, the stalest are \
+             evicted and come back as new associations (see `new association (full table)` above).\n",
+            sc["kernel_flow_table"]
+        );
+    }
     md
 }

@@ -184,7 +184,7 @@ fn cases() -> Vec<Case> {
         what: if table == 0 {
             "RUDP echo of seq 100 after request+echo of seq 100: a repeated echo of an \
              answered request (flow lookup, response path, DSCP check, one heartbeat record); \
-             the anomaly it is is reported once, on the warm-up run"
+             reported once as a duplicate on the warm-up run, then suppressed"
         } else {
             "as `hb existing (rudp)` with 65535 other associations in the LRU flow table"
         },

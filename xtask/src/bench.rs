@@ -88,7 +88,7 @@ fn update_doc(out: &Path) -> Result<()> {
         bail!("BENCHMARKS.md lacks the lines `{BEGIN}` and `{END}`");
     };
     let new = format!(
-        "{}{BEGIN}\n\n{}\n![per-packet cost by case]({PLOT})\n\n{}",
+        "{}{BEGIN}\n\n{}\n\n![per-packet cost by case]({PLOT})\n\n{}",
         &doc[..b],
         md.trim_end(),
         &doc[e..]
