@@ -285,7 +285,9 @@ pub struct LiveOptions {
     pub summary_period: Option<Duration>,
 }
 
-/// How often correlation timers are looked at.
+/// How often correlation timers are looked at and the ring buffer drained: the kernel
+/// wakes the reader only once 1 MiB of records is queued (agent-ebpf `WAKEUP_AT`), so
+/// this tick is what bounds a record's delay.
 const TIMER_TICK: Duration = Duration::from_millis(10);
 /// Records may reach userspace this long after their packet: timers wait for them.
 const RECORD_SLACK_NS: u64 = 20_000_000;
