@@ -286,8 +286,8 @@ pub struct LiveOptions {
 }
 
 /// How often correlation timers are looked at and the ring buffer drained: the kernel
-/// wakes the reader only once 1 MiB of records is queued (agent-ebpf `WAKEUP_AT`), so
-/// this tick is what bounds a record's delay.
+/// submits records without waking the reader (agent-ebpf `SUBMIT_FLAGS`), so this tick
+/// is what bounds a record's delay.
 const TIMER_TICK: Duration = Duration::from_millis(10);
 /// Records may reach userspace this long after their packet: timers wait for them.
 const RECORD_SLACK_NS: u64 = 20_000_000;

@@ -424,7 +424,9 @@ fn generate_scale(path: &Path, assocs: u64, beats: u32) -> Result<u64> {
     Ok(frames)
 }
 
-/// Runs a child like [`timed`], also returning its peak resident memory (MiB).
+/// Runs a child like [`timed`], also returning its peak resident memory (MiB): VmHWM
+/// sampled every 5 ms. Not `ru_maxrss`: a spawned child inherits its parent's peak, and
+/// this process holds a 256 MiB ring buffer and more by then.
 fn timed_rss(cmd: &mut Command) -> Result<(f64, f64, f64)> {
     let shown = format!("{cmd:?}");
     let child = cmd
@@ -435,16 +437,28 @@ fn timed_rss(cmd: &mut Command) -> Result<(f64, f64, f64)> {
         .with_context(|| format!("starting {shown}"))?;
     let start = Instant::now();
     let pid = child.id() as libc::pid_t;
+    let status_path = format!("/proc/{pid}/status");
     let mut status = 0;
-    // SAFETY: zeroed rusage is valid; wait4 on our own child.
+    // SAFETY: zeroed rusage is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let mut hwm_kib = 0u64;
+    loop {
+        if let Some(kib) = std::fs::read_to_string(&status_path).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        }) {
+            hwm_kib = hwm_kib.max(kib);
+        }
+        // SAFETY: wait4 on our own child, without blocking.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        ensure!(r >= 0, "wait4 {shown}: {}", std::io::Error::last_os_error());
+        if r == pid {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let wall = start.elapsed().as_secs_f64();
-    ensure!(
-        r == pid,
-        "wait4 {shown}: {}",
-        std::io::Error::last_os_error()
-    );
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!("{shown} failed (status {status})");
     }
@@ -452,7 +466,7 @@ fn timed_rss(cmd: &mut Command) -> Result<(f64, f64, f64)> {
     Ok((
         wall,
         tv(ru.ru_utime) + tv(ru.ru_stime),
-        ru.ru_maxrss as f64 / 1024.0,
+        hwm_kib as f64 / 1024.0,
     ))
 }
 
