@@ -14,3 +14,4 @@ pub mod frame;
 pub mod params;
 pub mod parse;
 pub mod proto;
+pub mod zero;

@@ -5,6 +5,7 @@
 
 use crate::counters::Counter;
 use crate::frame::Frame;
+use crate::zero::Zeroable;
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
@@ -27,9 +28,24 @@ pub const TCP_ACK: u8 = 0x10;
 pub const AF_INET: u8 = 4;
 pub const AF_INET6: u8 = 6;
 
-/// What the L2-L4 headers say about a packet.
+/// What the L2-L4 headers say about a packet. C layout, addresses first and 8-byte
+/// aligned: in BPF, copies of the addresses (flow keys) are then 8-byte loads and stores
+/// instead of byte or halfword ones.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Packet {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
+    /// Innermost VLAN id, 0 when untagged.
+    pub vlan: u16,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Offset of the L4 payload from the start of the frame.
+    pub payload_off: u16,
+    /// L4 payload length per the IP/UDP length fields.
+    pub payload_len: u16,
     /// `AF_INET` or `AF_INET6`; IPv4 addresses sit in the first 4 bytes.
     pub family: u8,
     /// `IPPROTO_TCP` or `IPPROTO_UDP`.
@@ -38,19 +54,10 @@ pub struct Packet {
     pub dscp: u8,
     /// TCP flags (0 for UDP).
     pub tcp_flags: u8,
-    /// Innermost VLAN id, 0 when untagged.
-    pub vlan: u16,
-    pub src_port: u16,
-    pub dst_port: u16,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    /// Offset of the L4 payload from the start of the frame.
-    pub payload_off: u16,
-    /// L4 payload length per the IP/UDP length fields.
-    pub payload_len: u16,
-    pub tcp_seq: u32,
-    pub tcp_ack: u32,
 }
+
+// SAFETY: integers and integer arrays only; 8-byte aligned.
+unsafe impl Zeroable for Packet {}
 
 /// Why a frame was not parsed to L4; each maps to a counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,8 +85,11 @@ impl Skip {
 /// Parses L2 to L4. Only TCP and UDP over IPv4/IPv6 come back as `Ok`.
 #[inline(always)]
 pub fn parse<F: Frame>(f: &F) -> Result<Packet, Skip> {
-    let mut pkt = Packet::default();
-    parse_into(f, &mut pkt).map(|()| pkt)
+    let mut pkt = core::mem::MaybeUninit::uninit();
+    Packet::zero(&mut pkt);
+    // SAFETY: zero() wrote every byte, and an all-zero Packet is valid.
+    let pkt = unsafe { pkt.assume_init_mut() };
+    parse_into(f, pkt).map(|()| *pkt)
 }
 
 /// [`parse`] into `pkt`. Out of line: in the kernel its header buffers get a stack

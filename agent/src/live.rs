@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode};
-use aya::Ebpf;
+use aya::{Ebpf, EbpfLoader};
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
 use hbwatch_common::event::{EventKind, RawEvent, RAW_EVENT_SIZE};
 use hbwatch_common::flow::{FlowKey, FlowState};
@@ -66,8 +66,24 @@ impl Datapath {
         ports: &BTreeMap<u32, Protocol>,
         params: &BTreeMap<Protocol, ProtoParams>,
     ) -> anyhow::Result<Datapath> {
+        Datapath::load_sized(ports, params, None)
+    }
+
+    /// As [`Datapath::load`], with the EVENTS ring buffer resized to `ring_bytes` (a power
+    /// of two times the page size): benchmarks queue a million records without a reader.
+    pub fn load_sized(
+        ports: &BTreeMap<u32, Protocol>,
+        params: &BTreeMap<Protocol, ProtoParams>,
+        ring_bytes: Option<u32>,
+    ) -> anyhow::Result<Datapath> {
         raise_memlock();
-        let mut ebpf = Ebpf::load(crate::EBPF_OBJECT).context(
+        let btf = aya::Btf::from_sys_fs().ok();
+        let mut loader = EbpfLoader::new();
+        loader.btf(btf.as_ref());
+        if let Some(bytes) = ring_bytes {
+            loader.map_max_entries("EVENTS", bytes);
+        }
+        let mut ebpf = loader.load(crate::EBPF_OBJECT).context(
             "loading the eBPF object failed (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \
              and a kernel >= 5.8 with ring buffers)",
         )?;
@@ -283,7 +299,9 @@ pub struct LiveOptions {
     pub summary_period: Option<Duration>,
 }
 
-/// How often correlation timers are looked at.
+/// How often correlation timers are looked at and the ring buffer drained: the kernel
+/// submits records without waking the reader (agent-ebpf `SUBMIT_FLAGS`), so this tick
+/// is what bounds a record's delay.
 const TIMER_TICK: Duration = Duration::from_millis(10);
 /// Records may reach userspace this long after their packet: timers wait for them.
 const RECORD_SLACK_NS: u64 = 20_000_000;
@@ -344,7 +362,9 @@ pub async fn run_until(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let drained = drain(guard.get_inner_mut(), &mut correlator, &conv, &clock, &mut batch, &mut records_read);
+                let d = drain(guard.get_inner_mut(), &mut correlator, &conv, &clock, &mut batch);
+                records_read += d.records as u64;
+                let drained = d.empty;
                 write_events(out, &batch)?;
                 batch.clear();
                 if drained {
@@ -352,7 +372,7 @@ pub async fn run_until(
                 }
             }
             _ = timers.tick() => {
-                while !drain(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch, &mut records_read) {}
+                while !drain_counted(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch, &mut records_read) {}
                 let now = monotonic_ns().saturating_sub(RECORD_SLACK_NS);
                 correlator.advance(now, &Ctx { conv: &conv, clock: &clock }, &mut batch);
                 write_events(out, &batch)?;
@@ -368,7 +388,7 @@ pub async fn run_until(
         }
     }
     // Last records and losses before detaching.
-    while !drain(
+    while !drain_counted(
         ring.get_mut(),
         &mut correlator,
         &conv,
@@ -393,8 +413,17 @@ pub async fn run_until(
     Ok(())
 }
 
-/// Reads up to MAX_BATCH records into correlation; true when the ring buffer is empty.
-fn drain(
+/// What one [`drain`] call did.
+#[derive(Debug, Clone, Copy)]
+pub struct Drained {
+    /// Records taken off the ring buffer.
+    pub records: usize,
+    /// The ring buffer is empty.
+    pub empty: bool,
+}
+
+/// [`drain`], adding the records read to `records_read`; true when the ring is empty.
+fn drain_counted(
     ring: &mut RingBuf<MapData>,
     correlator: &mut Correlator,
     conv: &Converter,
@@ -402,10 +431,28 @@ fn drain(
     batch: &mut Vec<Event>,
     records_read: &mut u64,
 ) -> bool {
+    let d = drain(ring, correlator, conv, clock, batch);
+    *records_read += d.records as u64;
+    d.empty
+}
+
+/// Reads up to MAX_BATCH records into correlation. Public for the event-pipeline
+/// benchmark, which drives exactly this path.
+pub fn drain(
+    ring: &mut RingBuf<MapData>,
+    correlator: &mut Correlator,
+    conv: &Converter,
+    clock: &WallClock,
+    batch: &mut Vec<Event>,
+) -> Drained {
     let ctx = Ctx { conv, clock };
-    for _ in 0..MAX_BATCH {
-        let Some(item) = ring.next() else { return true };
-        *records_read += 1;
+    for records in 0..MAX_BATCH {
+        let Some(item) = ring.next() else {
+            return Drained {
+                records,
+                empty: true,
+            };
+        };
         match RawEvent::from_bytes(&item) {
             Some(raw) => {
                 // SIP records carry their captured bytes after the header.
@@ -422,7 +469,10 @@ fn drain(
             None => warn!("short ring buffer record ({} bytes)", item.len()),
         }
     }
-    false
+    Drained {
+        records: MAX_BATCH,
+        empty: false,
+    }
 }
 
 /// The XDP program attached to `iface` (`ip -d link` JSON), if any.
@@ -535,7 +585,7 @@ fn lifecycle(
     ev
 }
 
-fn write_events(out: &mut dyn Sink, events: &[Event]) -> anyhow::Result<()> {
+pub fn write_events(out: &mut dyn Sink, events: &[Event]) -> anyhow::Result<()> {
     if events.is_empty() {
         return Ok(());
     }

@@ -335,6 +335,7 @@ pub fn analyze_file(
     });
     let mut replay = Replay::new(opts, name.clone());
     let mut events: Vec<Event> = Vec::with_capacity(64);
+    // One buffer for every line: no String per event.
     let mut written = 0u64;
     let mut legacy: Option<(Option<Link>, u64)> = None;
     let mut interfaces: Vec<IfTime> = Vec::new();

@@ -42,11 +42,17 @@ impl FormatArg {
 pub struct LineSink<W: Write> {
     out: W,
     format: Format,
+    /// Reused line buffer (NDJSON at line rate allocates nothing per event).
+    buf: Vec<u8>,
 }
 
 impl<W: Write> LineSink<W> {
     pub fn new(out: W, format: Format) -> Self {
-        LineSink { out, format }
+        LineSink {
+            out,
+            format,
+            buf: Vec::with_capacity(1024),
+        }
     }
 
     pub fn json(out: W) -> Self {
@@ -60,11 +66,14 @@ impl<W: Write> LineSink<W> {
 
 impl<W: Write> Sink for LineSink<W> {
     fn send(&mut self, ev: &Event) -> anyhow::Result<()> {
-        let line = match self.format {
-            Format::Json => ev.to_line(),
-            Format::Pretty { color } => pretty(ev, color),
-        };
-        self.out.write_all(line.as_bytes())?;
+        match self.format {
+            Format::Json => {
+                self.buf.clear();
+                ev.write_line(&mut self.buf);
+                self.out.write_all(&self.buf)?;
+            }
+            Format::Pretty { color } => self.out.write_all(pretty(ev, color).as_bytes())?,
+        }
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! or test it. build/run/test/clippy always bootstrap first (fast no-op when
 //! everything is installed).
 
+mod bench;
 mod bootstrap;
 mod cmd;
 mod vm;
@@ -63,7 +64,7 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// `cargo clippy --all-targets -- -D warnings`.
+    /// `cargo clippy --all-targets -- -D warnings` (benchmarks included).
     Clippy,
     /// Run the root tests on Debian's 5.10, 6.1 and 6.12 cloud kernels in QEMU.
     VmTest {
@@ -77,6 +78,18 @@ enum Task {
         /// Seconds one VM may take from boot to power-off before it counts as hung.
         #[arg(long, default_value_t = 1200)]
         timeout: u64,
+    },
+    /// Release build, then the benchmarks as root; figures in target/bench/.
+    Bench {
+        /// Fewer trials and repeats: tries the bench, figures not for BENCHMARKS.md.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the figures and the plot into BENCHMARKS.md and docs/bench/.
+        #[arg(long)]
+        doc: bool,
+        /// Arguments for hbwatch-bench (`--only xdp,pipeline,offline`, `--trials N`, ...).
+        #[arg(last = true)]
+        args: Vec<OsString>,
     },
 }
 
@@ -109,7 +122,18 @@ fn try_main(cli: Cli) -> Result<()> {
             run_agent(true, &all)
         }
         Task::Test { args } => test(&args),
-        Task::Clippy => run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"])),
+        // The whole workspace but the bpf-only crate: the default members plus the bench.
+        Task::Clippy => run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "hbwatch-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])),
+        Task::Bench { quick, doc, args } => bench::bench(quick, doc, &args),
         Task::VmTest {
             kernel,
             refresh,

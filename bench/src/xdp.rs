@@ -1,0 +1,423 @@
+//! (a) Per-packet cost of the XDP program, by BPF_PROG_TEST_RUN: the kernel runs the
+//! program `repeat` times on one frame and reports the average ns per run. The baseline
+//! is `bench_pass` (XDP_PASS and nothing else) from the same object, run on the same
+//! frame right before or after each case (the order alternates by trial).
+
+use anyhow::{anyhow, ensure, Context as _, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use hbwatch::live::{Datapath, XDP_PROGRAM};
+use hbwatch::ports::{default_specs, port_table};
+use hbwatch_common::flow::{FlowKey, FlowState};
+use hbwatch_common::proto::Role;
+use serde_json::{json, Value};
+
+use crate::frames::{self, ip, nth_v4};
+use crate::stats::median;
+
+pub const BASELINE_PROGRAM: &str = "bench_pass";
+const XDP_PASS: u32 = 2;
+/// Two records per run for a million runs fit (72-byte records + 8 bytes of header):
+/// the ring must never be full while measuring, a failed reserve is cheaper than a real one.
+pub const BIG_RING: u32 = 256 << 20;
+/// The kernel's flow table size (agent-ebpf `FLOWS`).
+pub const FLOW_TABLE: u32 = 65536;
+
+pub struct Options {
+    pub trials: usize,
+    pub repeat: u32,
+    /// New associations per trial (each one BPF_PROG_TEST_RUN call with repeat = 1).
+    pub new_flows: u32,
+}
+
+/// The datapath loaded with a big ring buffer, plus the baseline program.
+pub struct Loaded {
+    pub dp: Datapath,
+    pub ring: RingBuf<MapData>,
+}
+
+impl Loaded {
+    pub fn new(ring_bytes: Option<u32>) -> Result<Loaded> {
+        let specs = default_specs();
+        let params = hbwatch::tuning::params(&[]);
+        let mut dp = Datapath::load_sized(&port_table(&specs), &params, ring_bytes)?;
+        let base: &mut Xdp = dp
+            .ebpf_mut()
+            .program_mut(BASELINE_PROGRAM)
+            .ok_or_else(|| anyhow!("{BASELINE_PROGRAM} missing from the eBPF object"))?
+            .try_into()?;
+        base.load().context("loading the baseline program")?;
+        let ring = dp.take_ring()?;
+        Ok(Loaded { dp, ring })
+    }
+
+    pub fn run(&self, name: &str, frame: &[u8], repeat: u32) -> Result<f64> {
+        test_run(&self.dp, name, frame, repeat)
+    }
+
+    pub fn agent(&self, frame: &[u8], repeat: u32) -> Result<f64> {
+        self.run(XDP_PROGRAM, frame, repeat)
+    }
+
+    /// Reads and drops every queued record; how many there were.
+    pub fn drain(&mut self) -> u64 {
+        let mut n = 0;
+        while self.ring.next().is_some() {
+            n += 1;
+        }
+        n
+    }
+
+    pub fn lost(&self) -> Result<u64> {
+        Ok(self
+            .dp
+            .counters()?
+            .get("ringbuf_lost")
+            .copied()
+            .unwrap_or(0))
+    }
+
+    fn flows(&mut self) -> Result<BpfHashMap<&mut MapData, FlowKey, FlowState>> {
+        let map = self
+            .dp
+            .ebpf_mut()
+            .map_mut("FLOWS")
+            .ok_or_else(|| anyhow!("map FLOWS missing"))?;
+        Ok(BpfHashMap::try_from(map)?)
+    }
+
+    /// Empties the flow table: every case starts from the same state in every trial.
+    pub fn clear_flows(&mut self) -> Result<()> {
+        let mut flows = self.flows()?;
+        let keys: Vec<FlowKey> = flows.keys().collect::<Result<_, _>>()?;
+        for k in keys {
+            // Concurrent LRU eviction may have removed it already.
+            let _ = flows.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Fills the flow table with `n` idle associations (none of the benchmark's own).
+    pub fn fill_flows(&mut self, n: u32) -> Result<()> {
+        let mut flows = self.flows()?;
+        for i in 0..n {
+            let mut key = FlowKey {
+                orig_port: 15000,
+                resp_port: 15000,
+                proto: hbwatch_common::proto::Protocol::Cs1000Rudp as u8,
+                family: 4,
+                transport: 17,
+                ..FlowKey::default()
+            };
+            key.orig[..4].copy_from_slice(&[172, 16 + (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+            key.resp[..4].copy_from_slice(&[172, 31, 255, 254]);
+            let st = FlowState {
+                last_seq: 1,
+                requests: 1,
+                ..FlowState::default()
+            };
+            flows.insert(key, st, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs program `name` `repeat` times on `frame`: the kernel's average ns per run.
+pub fn test_run(dp: &Datapath, name: &str, frame: &[u8], repeat: u32) -> Result<f64> {
+    let prog: &Xdp = dp
+        .ebpf()
+        .program(name)
+        .ok_or_else(|| anyhow!("program {name} missing"))?
+        .try_into()?;
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.repeat = repeat;
+    let res = prog
+        .test_run(opts)
+        .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
+    ensure!(
+        res.return_value == XDP_PASS,
+        "{name} did not return XDP_PASS"
+    );
+    Ok(res.duration.as_nanos() as f64)
+}
+
+/// A case measured with `repeat` runs of one frame.
+struct Case {
+    name: &'static str,
+    group: &'static str,
+    /// What the repeated frame exercises.
+    what: &'static str,
+    /// Frames run once first (association set-up).
+    prime: Vec<Vec<u8>>,
+    frame: Vec<u8>,
+    /// Other associations in the table while measuring (scale).
+    table: u32,
+    target: Option<f64>,
+    /// Records each run must queue (checked: the ring buffer never overflows).
+    records: u64,
+}
+
+fn cases() -> Vec<Case> {
+    let (a4, b4) = (ip("10.0.0.1"), ip("10.0.0.2"));
+    let (a6, b6) = (ip("fd00::1"), ip("fd00::2"));
+    let data = vec![0x17u8; 100];
+    let non_hb = |name, what, frame| Case {
+        name,
+        group: "non-heartbeat",
+        what,
+        prime: vec![],
+        frame,
+        table: 0,
+        target: Some(1.5),
+        records: 0,
+    };
+    let (cs, dev) = (ip("10.20.0.1"), ip("10.20.0.2"));
+    let (pim, cvp) = (ip("10.30.0.1"), ip("10.30.0.2"));
+    let rudp_existing = |table| Case {
+        name: if table == 0 {
+            "hb existing (rudp)"
+        } else {
+            "hb existing (rudp, full table)"
+        },
+        group: "heartbeat",
+        what: if table == 0 {
+            "RUDP echo of seq 100 after request+echo of seq 100: a repeated echo of an \
+             answered request (flow lookup, response path, DSCP check, one heartbeat record); \
+             reported once as a duplicate on the warm-up run, then suppressed"
+        } else {
+            "as `hb existing (rudp)` with 65535 other associations in the LRU flow table"
+        },
+        prime: vec![
+            frames::rudp(cs, dev, 100, Role::Request, &[]),
+            frames::rudp(dev, cs, 100, Role::Response, &[]),
+        ],
+        frame: frames::rudp(dev, cs, 100, Role::Response, &[]),
+        table,
+        target: Some(3.0),
+        records: 1,
+    };
+    vec![
+        non_hb(
+            "udp4",
+            "UDP/IPv4 53 -> 33000, 100 bytes",
+            frames::udp(a4, 53, b4, 33000, 100, &[]),
+        ),
+        non_hb(
+            "tcp4",
+            "TCP/IPv4 443 -> 40000 PSH+ACK, 100 bytes",
+            frames::tcp(a4, 443, b4, 40000, 1, &data, &[]),
+        ),
+        non_hb(
+            "udp6",
+            "UDP/IPv6 53 -> 33000, 100 bytes",
+            frames::udp(a6, 53, b6, 33000, 100, &[]),
+        ),
+        non_hb(
+            "tcp6",
+            "TCP/IPv6 443 -> 40000 PSH+ACK, 100 bytes",
+            frames::tcp(a6, 443, b6, 40000, 1, &data, &[]),
+        ),
+        non_hb(
+            "udp4 vlan",
+            "UDP/IPv4 in 802.1Q",
+            frames::udp(a4, 53, b4, 33000, 100, &[100]),
+        ),
+        non_hb(
+            "tcp4 qinq",
+            "TCP/IPv4 in QinQ (two tags)",
+            frames::tcp(a4, 443, b4, 40000, 1, &data, &[10, 20]),
+        ),
+        rudp_existing(0),
+        Case {
+            name: "hb existing (ged125)",
+            group: "heartbeat",
+            what: "GED-125 HEARTBEAT_CONF on TCP after REQ+CONF: a retransmitted answer \
+                   (TCP sequence tracking, response path, one heartbeat record)",
+            prime: vec![
+                frames::ged125(pim, cvp, 41000, 1000, Role::Request, 7),
+                frames::ged125(pim, cvp, 41000, 5000, Role::Response, 7),
+            ],
+            frame: frames::ged125(pim, cvp, 41000, 5000, Role::Response, 7),
+            table: 0,
+            target: Some(3.0),
+            records: 1,
+        },
+        Case {
+            name: "event (rudp retry)",
+            group: "event",
+            what: "RUDP request re-sent with the same seq: every run emits a heartbeat.retry \
+                   record and a heartbeat record",
+            prime: vec![frames::rudp(cs, dev, 200, Role::Request, &[])],
+            frame: frames::rudp(cs, dev, 200, Role::Request, &[]),
+            table: 0,
+            target: None,
+            records: 2,
+        },
+        rudp_existing(FLOW_TABLE - 1),
+    ]
+}
+
+#[derive(Default)]
+struct Samples {
+    base: Vec<f64>,
+    agent: Vec<f64>,
+    ratio: Vec<f64>,
+}
+
+impl Samples {
+    fn push(&mut self, base: f64, agent: f64) {
+        self.base.push(base);
+        self.agent.push(agent);
+        self.ratio.push(agent / base);
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "ratio": median(&self.ratio),
+            "ns": median(&self.agent),
+            "baseline_ns": median(&self.base),
+            "ratios": self.ratio,
+        })
+    }
+}
+
+/// Runs one case's frame through the agent for `secs` seconds: something steady for
+/// `perf record -a` to sample (`hbwatch-bench --profile CASE`).
+pub fn spin(name: &str, secs: f64) -> Result<()> {
+    let mut l = Loaded::new(Some(BIG_RING))?;
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| anyhow!("no case {name:?}"))?;
+    l.fill_flows(case.table)?;
+    for f in &case.prime {
+        l.agent(f, 1)?;
+    }
+    let start = std::time::Instant::now();
+    let mut runs = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        l.agent(&case.frame, 100_000)?;
+        runs += 100_000;
+        l.drain();
+    }
+    eprintln!("bench: {runs} runs of {name}");
+    Ok(())
+}
+
+/// Runs every case `trials` times; JSON results.
+pub fn bench(opts: &Options) -> Result<Value> {
+    let mut l = Loaded::new(Some(BIG_RING))?;
+    let cases = cases();
+    let mut samples: Vec<Samples> = cases.iter().map(|_| Samples::default()).collect();
+    let mut fresh = Samples::default();
+    let mut churn = Samples::default();
+    // Sources of new associations: distinct in every trial.
+    let n = opts.new_flows;
+    for trial in 0..opts.trials {
+        for (case, s) in cases.iter().zip(samples.iter_mut()) {
+            l.clear_flows()?;
+            l.fill_flows(case.table)?;
+            for f in &case.prime {
+                l.agent(f, 1)?;
+            }
+            // Warm-up: first-time reports (and cold caches) are not what is measured.
+            l.agent(&case.frame, 1)?;
+            l.drain();
+            let lost = l.lost()?;
+            let (base, agent) = if trial % 2 == 0 {
+                let b = l.run(BASELINE_PROGRAM, &case.frame, opts.repeat)?;
+                (b, l.agent(&case.frame, opts.repeat)?)
+            } else {
+                let a = l.agent(&case.frame, opts.repeat)?;
+                (l.run(BASELINE_PROGRAM, &case.frame, opts.repeat)?, a)
+            };
+            let records = l.drain();
+            ensure!(
+                l.lost()? == lost,
+                "{}: the ring buffer overflowed while measuring",
+                case.name
+            );
+            ensure!(
+                records == case.records * opts.repeat as u64,
+                "{}: {records} records for {} runs, expected {} per run",
+                case.name,
+                opts.repeat,
+                case.records
+            );
+            s.push(base, agent);
+        }
+        // New associations: a repeated frame inserts only once, so one run per call on
+        // distinct sources; the kernel's figure then includes its clock reads, and so does
+        // the baseline's (both at repeat = 1).
+        for (full, s) in [(false, &mut fresh), (true, &mut churn)] {
+            l.clear_flows()?;
+            if full {
+                l.fill_flows(FLOW_TABLE)?;
+            }
+            l.drain();
+            let lost = l.lost()?;
+            let dst = ip("10.250.0.1");
+            let (mut sb, mut sa) = (0.0, 0.0);
+            for i in 0..n {
+                let src = nth_v4(11, (trial as u32 * 2 + full as u32) * n + i);
+                let f = frames::rudp(src, dst, 1, Role::Request, &[]);
+                if i % 2 == 0 {
+                    sb += l.run(BASELINE_PROGRAM, &f, 1)?;
+                    sa += l.agent(&f, 1)?;
+                } else {
+                    sa += l.agent(&f, 1)?;
+                    sb += l.run(BASELINE_PROGRAM, &f, 1)?;
+                }
+            }
+            let records = l.drain();
+            ensure!(l.lost()? == lost, "new associations: ring buffer overflow");
+            ensure!(
+                records == n as u64,
+                "new associations: {records} records for {n} inserts (association.seen each)"
+            );
+            s.push(sb / n as f64, sa / n as f64);
+        }
+        eprintln!("bench: xdp trial {}/{} done", trial + 1, opts.trials);
+    }
+    l.clear_flows()?;
+    let mut out: Vec<Value> = Vec::new();
+    for (case, s) in cases.iter().zip(&samples) {
+        let mut v = s.json();
+        v["name"] = json!(case.name);
+        v["group"] = json!(case.group);
+        v["what"] = json!(case.what);
+        v["target"] = json!(case.target);
+        v["records_per_run"] = json!(case.records);
+        v["repeat"] = json!(opts.repeat);
+        out.push(v);
+    }
+    for (name, what, s) in [
+        (
+            "new association",
+            "RUDP request from a new source: LRU insert + association.seen record \
+             (repeat = 1 per call, distinct sources, table emptied before each trial)",
+            &fresh,
+        ),
+        (
+            "new association (full table)",
+            "as `new association` with the 65536-entry LRU table full: every insert evicts",
+            &churn,
+        ),
+    ] {
+        let mut v = s.json();
+        v["name"] = json!(name);
+        v["group"] = json!("new association");
+        v["what"] = json!(what);
+        v["target"] = Value::Null;
+        v["records_per_run"] = json!(1);
+        v["repeat"] = json!(1);
+        v["calls"] = json!(n);
+        out.push(v);
+    }
+    Ok(json!({
+        "trials": opts.trials,
+        "repeat": opts.repeat,
+        "cases": out,
+    }))
+}
