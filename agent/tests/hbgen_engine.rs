@@ -3,96 +3,38 @@
 //! and the engine's findings on each built-in scenario are exactly the packet-level
 //! anomalies the ground truth expects, no more (no root needed).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use hbwatch::convert::ip_of;
 use hbwatch::hbgen::scenario::{Overrides, Scenario};
 use hbwatch::hbgen::truth::Expected;
 use hbwatch::hbgen::{generate, TimedFrame};
+use hbwatch::offline::OfflineEnv;
 use hbwatch::ports::{default_specs, port_table};
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
-use hbwatch_common::engine::{process, Env};
+use hbwatch_common::engine::process;
 use hbwatch_common::event::{EventKind, RawEvent};
-use hbwatch_common::flow::{FlowKey, FlowState};
-use hbwatch_common::frame::{Frame, SliceFrame};
-use hbwatch_common::params::ProtoParams;
+use hbwatch_common::frame::SliceFrame;
 use hbwatch_common::parse::parse;
 use hbwatch_common::proto::{self, sip, Protocol, Role, MSG_PARAMS};
 
-#[derive(Default)]
-struct TestEnv {
-    ports: HashMap<u32, u8>,
-    flows: HashMap<FlowKey, FlowState>,
+/// The engine over `frames` on the offline engine's maps (the same code as the kernel).
+struct Engine {
     events: Vec<RawEvent>,
     counters: [u64; COUNTER_COUNT as usize],
 }
 
-fn blank() -> RawEvent {
-    RawEvent {
-        ts_ns: 0,
-        value: 0,
-        key: FlowKey::default(),
-        seq: 0,
-        aux: 0,
-        ifindex: 0,
-        kind: 0,
-        dscp: 0,
-        _pad: [0; 2],
-    }
-}
-
-impl Env for TestEnv {
-    fn port_proto(&self, slot: u32) -> u8 {
-        self.ports.get(&slot).copied().unwrap_or(0)
-    }
-    fn params(&self, proto: Protocol) -> ProtoParams {
-        ProtoParams::defaults(proto)
-    }
-    fn with_flow<R, U: FnOnce(&mut FlowState) -> R>(&mut self, key: &FlowKey, f: U) -> Option<R> {
-        self.flows.get_mut(key).map(f)
-    }
-    fn insert_flow<U: FnOnce(&mut FlowState)>(&mut self, key: &FlowKey, init: U) -> bool {
-        let mut st = FlowState::default();
-        init(&mut st);
-        self.flows.insert(*key, st);
-        true
-    }
-    fn remove_flow(&mut self, key: &FlowKey) {
-        self.flows.remove(key);
-    }
-    fn emit<U: FnOnce(&mut RawEvent)>(&mut self, fill: U) -> bool {
-        let mut ev = blank();
-        fill(&mut ev);
-        self.events.push(ev);
-        true
-    }
-    fn emit_payload<F: Frame, U: FnOnce(&mut RawEvent)>(
-        &mut self,
-        fill: U,
-        _f: &F,
-        _off: usize,
-        _len: usize,
-    ) -> bool {
-        let mut ev = blank();
-        fill(&mut ev);
-        self.events.push(ev);
-        true
-    }
-    fn count(&mut self, c: Counter) {
-        self.counters[c as usize] += 1;
-    }
-}
-
-fn engine_over(frames: &[TimedFrame]) -> TestEnv {
-    let mut env = TestEnv::default();
-    for (slot, p) in port_table(&default_specs()) {
-        env.ports.insert(slot, p as u8);
-    }
+fn engine_over(frames: &[TimedFrame]) -> Engine {
+    let mut env = OfflineEnv::new(&port_table(&default_specs()), &Default::default());
+    let mut events = Vec::new();
     for f in frames {
         process(&SliceFrame(&f.data), &mut env, f.ts_ns, 1);
+        events.extend(env.records.drain(..).map(|(r, _)| r));
     }
-    env
+    Engine {
+        events,
+        counters: env.counters,
+    }
 }
 
 /// A built-in scenario, or one of the test files in `tests/data/`.
