@@ -66,7 +66,7 @@ impl EventKind {
 /// One datapath finding. `#[repr(C)]`, no padding holes left implicit, so the
 /// kernel and userspace agree byte for byte.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawEvent {
     /// Packet time: `bpf_ktime_get_ns` (CLOCK_MONOTONIC) live, capture time offline.
     pub ts_ns: u64,

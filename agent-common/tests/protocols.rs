@@ -180,20 +180,6 @@ impl TestEnv {
     }
 }
 
-fn blank_event() -> RawEvent {
-    RawEvent {
-        ts_ns: 0,
-        value: 0,
-        key: FlowKey::default(),
-        seq: 0,
-        aux: 0,
-        ifindex: 0,
-        kind: 0,
-        dscp: 0,
-        _pad: [0; 2],
-    }
-}
-
 impl Env for TestEnv {
     fn port_proto(&self, slot: u32) -> u8 {
         self.ports.get(&slot).copied().unwrap_or(0)
@@ -214,7 +200,7 @@ impl Env for TestEnv {
         self.flows.remove(key);
     }
     fn emit<U: FnOnce(&mut RawEvent)>(&mut self, fill: U) -> bool {
-        let mut ev = blank_event();
+        let mut ev = RawEvent::default();
         fill(&mut ev);
         self.events.push(ev);
         true
@@ -226,7 +212,7 @@ impl Env for TestEnv {
         off: usize,
         len: usize,
     ) -> bool {
-        let mut ev = blank_event();
+        let mut ev = RawEvent::default();
         fill(&mut ev);
         let mut buf = [0u8; sip::CAPTURE_LEN];
         let n = sip::copy_payload(f, off, len, &mut buf);

@@ -72,20 +72,6 @@ impl OfflineEnv {
     }
 }
 
-fn blank() -> RawEvent {
-    RawEvent {
-        ts_ns: 0,
-        value: 0,
-        key: FlowKey::default(),
-        seq: 0,
-        aux: 0,
-        ifindex: 0,
-        kind: 0,
-        dscp: 0,
-        _pad: [0; 2],
-    }
-}
-
 impl Env for OfflineEnv {
     fn port_proto(&self, slot: u32) -> u8 {
         self.ports.get(slot as usize).copied().unwrap_or(0)
@@ -109,7 +95,7 @@ impl Env for OfflineEnv {
         self.flows.remove(key);
     }
     fn emit<U: FnOnce(&mut RawEvent)>(&mut self, fill: U) -> bool {
-        let mut ev = blank();
+        let mut ev = RawEvent::default();
         fill(&mut ev);
         self.records.push((ev, Vec::new()));
         true
@@ -121,7 +107,7 @@ impl Env for OfflineEnv {
         off: usize,
         len: usize,
     ) -> bool {
-        let mut ev = blank();
+        let mut ev = RawEvent::default();
         fill(&mut ev);
         let mut buf = [0u8; sip::CAPTURE_LEN];
         let n = sip::copy_payload(f, off, len, &mut buf);

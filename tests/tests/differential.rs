@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use hbwatch::demo::agreement_key;
 use hbwatch::hbgen::frame::{FrameSpec, Tcp};
 use hbwatch_tests::{hbwatch_bin, require_root, Agent, VethNs};
 use serde_json::Value;
@@ -122,27 +123,10 @@ fn scenario() -> Vec<(Duration, Vec<u8>)> {
         .collect()
 }
 
-/// What must agree: action, association, sequence numbers and loss counts.
-fn key(e: &Value) -> String {
-    let h = &e["heartbeat"];
-    format!(
-        "{} {}:{} -> {}:{} seq={} lost={} missed={} diag={}",
-        e["event"]["action"].as_str().unwrap_or("?"),
-        e["source"]["ip"].as_str().unwrap_or("?"),
-        e["source"]["port"],
-        e["destination"]["ip"].as_str().unwrap_or("?"),
-        e["destination"]["port"],
-        h["seq"],
-        h["lost"],
-        h["missed"],
-        h["diagnosis"]
-    )
-}
-
 fn counts(evs: &[&Value]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for e in evs {
-        *m.entry(key(e)).or_default() += 1;
+        *m.entry(agreement_key(e)).or_default() += 1;
     }
     m
 }

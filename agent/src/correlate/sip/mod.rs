@@ -202,6 +202,18 @@ struct RegKey {
     aor: String,
 }
 
+impl RegKey {
+    /// The registration a REGISTER transaction is about.
+    fn of(view: &TxnView, info: &RegisterInfo) -> RegKey {
+        RegKey {
+            family: view.assoc.family,
+            phone: view.assoc.orig,
+            registrar: view.assoc.resp,
+            aor: info.aor.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RegState {
     Registered,
@@ -687,12 +699,7 @@ impl SipTracker {
             return false;
         }
         let device = self.device_of(info, msg);
-        let key = RegKey {
-            family: view.assoc.family,
-            phone: view.assoc.orig,
-            registrar: view.assoc.resp,
-            aor: info.aor.clone(),
-        };
+        let key = RegKey::of(view, info);
         if let Some(reg) = self.regs.get_mut(&key) {
             reg.last_answer_ns = ts;
         }
@@ -739,12 +746,7 @@ impl SipTracker {
         out: &mut Vec<Event>,
     ) {
         let device = self.device_of(info, msg);
-        let key = RegKey {
-            family: view.assoc.family,
-            phone: view.assoc.orig,
-            registrar: view.assoc.resp,
-            aor: info.aor.clone(),
-        };
+        let key = RegKey::of(view, info);
         if !self.regs.contains_key(&key) && self.regs.len() >= self.cfg.max_registrations {
             self.counters.dropped_at_capacity += 1;
             return;
@@ -846,12 +848,7 @@ impl SipTracker {
         ctx: &Ctx,
         out: &mut Vec<Event>,
     ) {
-        let key = RegKey {
-            family: view.assoc.family,
-            phone: view.assoc.orig,
-            registrar: view.assoc.resp,
-            aor: info.aor.clone(),
-        };
+        let key = RegKey::of(view, info);
         let mut device = self.device_of(info, msg);
         if let Some(reg) = self.regs.get_mut(&key) {
             reg.state = RegState::Unregistered;
