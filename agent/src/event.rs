@@ -177,7 +177,7 @@ pub struct HeartbeatFields {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub closed_by: Option<&'static str>,
     #[serde(rename = "where", skip_serializing_if = "Option::is_none")]
-    pub where_: Option<&'static str>,
+    pub where_: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interfaces: Option<Vec<Attachment>>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,7 @@ pub mod live;
 pub mod offline;
 pub mod output;
 pub mod ports;
+pub mod sink;
 pub mod tuning;
 
 /// The eBPF object built from `agent-ebpf` by build.rs, embedded in the binary.

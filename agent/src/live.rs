@@ -356,6 +356,7 @@ pub async fn run_until(
         ..Config::default()
     });
     let mut lost_reported = 0u64;
+    let mut sink_losses = crate::sink::LossTracker::default();
     let mut records_read = 0u64;
     let mut batch: Vec<Event> = Vec::with_capacity(256);
     loop {
@@ -383,6 +384,8 @@ pub async fn run_until(
                 if report_loss(&dp, &conv, &mut lost_reported, out)? {
                     resync(&dp, &mut correlator);
                 }
+                let lost = sink_losses.check(out, &conv.observer(None), WallClock::now_unix_ns());
+                write_events(out, &lost)?;
             }
             _ = &mut stop => break,
         }
@@ -410,6 +413,8 @@ pub async fn run_until(
     drop(dp); // detaches XDP from every interface and unloads the program
     info!("detached; exiting");
     write_events(out, &[stopped_template])?;
+    let lost = sink_losses.check(out, &conv.observer(None), WallClock::now_unix_ns());
+    write_events(out, &lost)?;
     Ok(())
 }
 
@@ -526,7 +531,7 @@ fn report_loss(
             format!("{delta} events lost in the kernel ring buffer ({lost} since start): userspace fell behind"),
         );
         ev.heartbeat.lost = Some(delta);
-        ev.heartbeat.where_ = Some("kernel-ringbuf");
+        ev.heartbeat.where_ = Some("kernel-ringbuf".into());
         write_events(out, &[ev])?;
         return Ok(true);
     }

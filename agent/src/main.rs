@@ -6,6 +6,7 @@ use hbwatch::live::{self, AttachMode, LiveOptions};
 use hbwatch::offline::AnalyzeOptions;
 use hbwatch::output::{FormatArg, LineSink, Sink as _};
 use hbwatch::ports::{default_specs, port_table, PortSpec};
+use hbwatch::sink::{Fanout, LossTracker, SinkContext, SinkSpec};
 use hbwatch::tuning::Tune;
 use tracing_subscriber::EnvFilter;
 
@@ -44,9 +45,8 @@ enum Command {
         hostname: Option<String>,
         #[command(flatten)]
         summary: SummaryArgs,
-        /// Output format on stdout.
-        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
-        format: FormatArg,
+        #[command(flatten)]
+        outputs: OutputArgs,
     },
     /// Preflight: kernel, privileges, verifier, interfaces and XDP modes, with what to do.
     Check(CheckArgs),
@@ -70,9 +70,8 @@ enum Command {
         summary: bool,
         #[command(flatten)]
         periodic: SummaryArgs,
-        /// Output format on stdout.
-        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
-        format: FormatArg,
+        #[command(flatten)]
+        outputs: OutputArgs,
     },
     /// See it work in one command (root): a namespace and veth pair, the agent with real
     /// XDP, a scripted ~60 s incident story, then the capture analyzed offline and compared.
@@ -98,6 +97,54 @@ struct CheckArgs {
     /// Interfaces to check (XDP modes, other programs attached).
     #[arg(long = "iface", short = 'i')]
     interfaces: Vec<String>,
+}
+
+/// Where events go.
+#[derive(clap::Args, Debug, Clone)]
+struct OutputArgs {
+    /// Where events go (repeatable; default stdout): `stdout`, `file:PATH`,
+    /// `loki+http://HOST:3100`, `syslog+udp://HOST:514`, `syslog+tcp://`, `syslog+tls://`.
+    /// Options follow as a query, e.g. `file:/var/log/hbwatch.ndjson?max_size=100MiB&keep=5`
+    /// (docs/OPERATIONS.md lists them).
+    #[arg(long = "output", short = 'o', value_name = "URL")]
+    outputs: Vec<SinkSpec>,
+    /// Format of `stdout`.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    format: FormatArg,
+    /// On exit, how long to wait for outputs to deliver what they hold (Loki keeps the
+    /// rest in its spool for the next start; other outputs count it as lost).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    flush_timeout: Duration,
+}
+
+impl OutputArgs {
+    fn open(&self, hostname: &str) -> anyhow::Result<Fanout> {
+        let ctx = SinkContext::new(hostname.to_string(), self.format.resolve());
+        Fanout::open(&self.outputs, &ctx)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    hbwatch::sink::parse_duration(s)
+}
+
+/// Delivers what the outputs hold, then says (and exits non-zero) if anything was lost.
+fn close_outputs(out: &mut Fanout, timeout: Duration) -> anyhow::Result<()> {
+    out.close(timeout)?;
+    let lost: Vec<String> = out
+        .each_stats()
+        .into_iter()
+        .filter(|(_, st)| st.dropped > 0)
+        .map(|(name, st)| format!("{name}: {} events lost", st.dropped))
+        .collect();
+    if !lost.is_empty() {
+        eprintln!(
+            "hbwatch: not every event was delivered: {}",
+            lost.join("; ")
+        );
+        std::process::exit(3);
+    }
+    Ok(())
 }
 
 /// `heartbeat.summary` metric events.
@@ -136,7 +183,7 @@ fn main() -> anyhow::Result<()> {
             egress,
             hostname,
             summary,
-            format,
+            outputs,
         } => {
             let mut specs = default_specs();
             specs.extend(ports);
@@ -157,9 +204,10 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let stdout = std::io::stdout();
-            let mut out = LineSink::new(std::io::BufWriter::new(stdout.lock()), format.resolve());
-            rt.block_on(live::run(opts, &mut out))
+            let mut out = outputs.open(&opts.hostname)?;
+            let result = rt.block_on(live::run(opts, &mut out));
+            close_outputs(&mut out, outputs.flush_timeout)?;
+            result
         }
         Command::Check(args) => {
             let findings = hbwatch::check::run(&args.interfaces);
@@ -183,7 +231,7 @@ fn main() -> anyhow::Result<()> {
             hostname,
             summary,
             periodic,
-            format,
+            outputs,
         } => {
             let mut specs = default_specs();
             specs.extend(ports);
@@ -196,11 +244,19 @@ fn main() -> anyhow::Result<()> {
                 summary_table: summary,
                 progress: true,
             };
-            let stdout = std::io::stdout();
-            let out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-            let mut out = LineSink::new(out, format.resolve());
-            hbwatch::offline::analyze(&opts, &mut out)?;
-            out.flush()
+            let mut out = outputs.open(&opts.hostname)?;
+            let result = hbwatch::offline::analyze(&opts, &mut out);
+            let lost = LossTracker::default().check(
+                &out,
+                &hbwatch::event::Observer {
+                    hostname: opts.hostname.clone(),
+                    ingress: None,
+                },
+                hbwatch::clock::WallClock::now_unix_ns(),
+            );
+            hbwatch::live::write_events(&mut out, &lost)?;
+            close_outputs(&mut out, outputs.flush_timeout)?;
+            result.map(|_| ())
         }
         Command::Hbgen(args) => hbwatch::hbgen::cli::run(args),
         Command::Demo {

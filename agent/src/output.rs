@@ -7,8 +7,46 @@ use crate::event::{Event, Level};
 
 /// Receives every event in order.
 pub trait Sink {
+    /// Takes one event. Network sinks queue it and must not block on the network.
     fn send(&mut self, ev: &Event) -> anyhow::Result<()>;
+    /// Hands buffered events on (to the writer, to the sender thread); does not wait for
+    /// a remote peer.
     fn flush(&mut self) -> anyhow::Result<()>;
+    /// Delivers everything queued, waiting at most `timeout` for remote peers; what is
+    /// still undelivered then is kept (a spool) or counted as dropped.
+    fn close(&mut self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let _ = timeout;
+        self.flush()
+    }
+    /// What this sink is, for logs, metrics and `agent.events_lost` (`stdout`,
+    /// `file:/var/log/hbwatch.ndjson`, `loki+http://loki:3100`, ...).
+    fn name(&self) -> String {
+        "stdout".to_string()
+    }
+    /// Delivery figures so far (counters only grow; gauges are current).
+    fn stats(&self) -> SinkStats {
+        SinkStats::default()
+    }
+    /// Figures per underlying sink (a fan-out has several).
+    fn each_stats(&self) -> Vec<(String, SinkStats)> {
+        vec![(self.name(), self.stats())]
+    }
+}
+
+/// Delivery figures of one sink, for metrics and loss reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Events delivered (written, acknowledged by the peer).
+    pub delivered: u64,
+    /// Events given up on (queue and spool full, peer rejected them for good, shutdown
+    /// timeout without a spool). Reported as `agent.events_lost`.
+    pub dropped: u64,
+    /// Events waiting in memory.
+    pub queued: u64,
+    /// Bytes waiting in the on-disk spool.
+    pub spool_bytes: u64,
+    /// Delivery attempts that failed and will be retried.
+    pub retries: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,6 +80,7 @@ impl FormatArg {
 pub struct LineSink<W: Write> {
     out: W,
     format: Format,
+    delivered: u64,
     /// Reused line buffer (NDJSON at line rate allocates nothing per event).
     buf: Vec<u8>,
 }
@@ -51,6 +90,7 @@ impl<W: Write> LineSink<W> {
         LineSink {
             out,
             format,
+            delivered: 0,
             buf: Vec::with_capacity(1024),
         }
     }
@@ -74,12 +114,41 @@ impl<W: Write> Sink for LineSink<W> {
             }
             Format::Pretty { color } => self.out.write_all(pretty(ev, color).as_bytes())?,
         }
+        self.delivered += 1;
         Ok(())
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
         self.out.flush()?;
         Ok(())
+    }
+
+    fn stats(&self) -> SinkStats {
+        SinkStats {
+            delivered: self.delivered,
+            ..SinkStats::default()
+        }
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn send(&mut self, ev: &Event) -> anyhow::Result<()> {
+        (**self).send(ev)
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        (**self).flush()
+    }
+    fn close(&mut self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        (**self).close(timeout)
+    }
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn stats(&self) -> SinkStats {
+        (**self).stats()
+    }
+    fn each_stats(&self) -> Vec<(String, SinkStats)> {
+        (**self).each_stats()
     }
 }
 

@@ -1,0 +1,413 @@
+//! Where events go besides stdout: files, Grafana Loki, syslog. Every sink is named by a
+//! URL (`--output URL`, repeatable, or `outputs = [...]` in the config), gets every event,
+//! and reports what it delivered and dropped; drops become `agent.events_lost`.
+
+pub mod file;
+pub mod loki;
+pub mod syslog;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use crate::event::{Event, Level, Observer};
+use crate::output::{Format, LineSink, Sink, SinkStats};
+
+/// A `--output` URL that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("output {url:?}: {why}")]
+pub struct SinkError {
+    pub url: String,
+    pub why: String,
+}
+
+/// One parsed `--output` URL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkSpec {
+    /// `stdout` (or `-`): NDJSON, or the aligned view on a terminal (`--format`).
+    Stdout,
+    /// `file:PATH[?max_size=..&max_age=..&keep=..]`.
+    File(file::FileOptions),
+    /// `loki+http://HOST:PORT[/path][?...]`, `loki+https://...`.
+    Loki(loki::LokiOptions),
+    /// `syslog+udp://`, `syslog+tcp://`, `syslog+tls://HOST:PORT[?...]`.
+    Syslog(syslog::SyslogOptions),
+}
+
+pub const SCHEMES: &str = "stdout, file:PATH, loki+http://HOST:PORT, loki+https://HOST:PORT, \
+                           syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, syslog+tls://HOST:PORT";
+
+impl std::str::FromStr for SinkSpec {
+    type Err = SinkError;
+
+    fn from_str(spec: &str) -> Result<Self, SinkError> {
+        let err = |why: String| SinkError {
+            url: spec.to_string(),
+            why,
+        };
+        if spec == "stdout" || spec == "-" {
+            return Ok(SinkSpec::Stdout);
+        }
+        if let Some(rest) = spec.strip_prefix("file:") {
+            return file::FileOptions::parse(rest)
+                .map(SinkSpec::File)
+                .map_err(err);
+        }
+        let url = url::Url::parse(spec)
+            .map_err(|e| err(format!("not a URL ({e}); expected one of: {SCHEMES}")))?;
+        match url.scheme() {
+            "loki+http" | "loki+https" => loki::LokiOptions::parse(&url)
+                .map(SinkSpec::Loki)
+                .map_err(err),
+            "syslog+udp" | "syslog+tcp" | "syslog+tls" => syslog::SyslogOptions::parse(&url)
+                .map(SinkSpec::Syslog)
+                .map_err(err),
+            other => Err(err(format!(
+                "unknown scheme {other:?}; expected one of: {SCHEMES}"
+            ))),
+        }
+    }
+}
+
+/// What sinks need from the agent to label and store events.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    /// `host` stream label (Loki), HOSTNAME (syslog).
+    pub hostname: String,
+    /// `job` stream label (Loki), APP-NAME (syslog): `hbwatch`.
+    pub job: String,
+    /// Extra static labels from the config (Loki stream labels: keep them few and fixed).
+    pub labels: BTreeMap<String, String>,
+    /// Where sinks with an on-disk spool keep it (one subdirectory per sink).
+    pub spool_dir: PathBuf,
+    /// Format of `stdout`.
+    pub stdout_format: Format,
+}
+
+impl SinkContext {
+    pub fn new(hostname: String, stdout_format: Format) -> SinkContext {
+        SinkContext {
+            hostname,
+            job: "hbwatch".to_string(),
+            labels: BTreeMap::new(),
+            spool_dir: default_spool_dir(),
+            stdout_format,
+        }
+    }
+}
+
+/// `$STATE_DIRECTORY` (systemd `StateDirectory=`), else `/var/lib/hbwatch` as root, else
+/// `$XDG_STATE_HOME/hbwatch` or `~/.local/state/hbwatch`.
+pub fn default_spool_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("STATE_DIRECTORY") {
+        // systemd may pass several, colon-separated: the first is ours.
+        let first = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if !first.is_empty() {
+            return PathBuf::from(first).join("spool");
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/hbwatch/spool");
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("hbwatch/spool")
+}
+
+/// Opens one sink.
+pub fn open(spec: &SinkSpec, ctx: &SinkContext) -> anyhow::Result<Box<dyn Sink + Send>> {
+    Ok(match spec {
+        SinkSpec::Stdout => Box::new(LineSink::new(
+            std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
+            ctx.stdout_format,
+        )),
+        SinkSpec::File(o) => file::open(o)?,
+        SinkSpec::Loki(o) => loki::open(o, ctx)?,
+        SinkSpec::Syslog(o) => syslog::open(o, ctx)?,
+    })
+}
+
+/// Every event to every sink. A sink that fails does not stop the others: its failures
+/// count as its drops.
+pub struct Fanout {
+    sinks: Vec<Box<dyn Sink + Send>>,
+    /// Events a sink's `send` refused, per sink.
+    refused: Vec<u64>,
+}
+
+impl Fanout {
+    pub fn new(sinks: Vec<Box<dyn Sink + Send>>) -> Fanout {
+        let n = sinks.len();
+        Fanout {
+            sinks,
+            refused: vec![0; n],
+        }
+    }
+
+    /// Opens every spec; stdout alone when there are none.
+    pub fn open(specs: &[SinkSpec], ctx: &SinkContext) -> anyhow::Result<Fanout> {
+        let specs = if specs.is_empty() {
+            &[SinkSpec::Stdout][..]
+        } else {
+            specs
+        };
+        let mut sinks = Vec::with_capacity(specs.len());
+        for s in specs {
+            sinks.push(open(s, ctx)?);
+        }
+        Ok(Fanout::new(sinks))
+    }
+
+    /// Each sink's name and figures (drops include refused sends).
+    pub fn each_stats(&self) -> Vec<(String, SinkStats)> {
+        self.sinks
+            .iter()
+            .zip(&self.refused)
+            .map(|(s, refused)| {
+                let mut st = s.stats();
+                st.dropped += refused;
+                (s.name(), st)
+            })
+            .collect()
+    }
+}
+
+impl Sink for Fanout {
+    fn send(&mut self, ev: &Event) -> anyhow::Result<()> {
+        for (i, s) in self.sinks.iter_mut().enumerate() {
+            if let Err(e) = s.send(ev) {
+                if self.refused[i] == 0 {
+                    warn!("output {}: {e:#}", s.name());
+                }
+                self.refused[i] += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        for s in &mut self.sinks {
+            if let Err(e) = s.flush() {
+                warn!("output {}: {e:#}", s.name());
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every sink within one shared deadline.
+    fn close(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for s in &mut self.sinks {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(e) = s.close(left) {
+                warn!("output {}: {e:#}", s.name());
+            }
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        self.sinks
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn each_stats(&self) -> Vec<(String, SinkStats)> {
+        Fanout::each_stats(self)
+    }
+
+    fn stats(&self) -> SinkStats {
+        Fanout::each_stats(self)
+            .into_iter()
+            .fold(SinkStats::default(), |a, (_, s)| SinkStats {
+                delivered: a.delivered + s.delivered,
+                dropped: a.dropped + s.dropped,
+                queued: a.queued + s.queued,
+                spool_bytes: a.spool_bytes + s.spool_bytes,
+                retries: a.retries + s.retries,
+            })
+    }
+}
+
+/// Turns sinks' growing drop counters into `agent.events_lost` events, once per drop.
+#[derive(Debug, Default)]
+pub struct LossTracker {
+    reported: BTreeMap<String, u64>,
+}
+
+impl LossTracker {
+    /// `agent.events_lost` for every sink of `out` that dropped events since the last call.
+    pub fn check(&mut self, out: &dyn Sink, observer: &Observer, unix_ns: i128) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (name, st) in out.each_stats() {
+            let seen = self.reported.entry(name.clone()).or_default();
+            if st.dropped <= *seen {
+                continue;
+            }
+            let delta = st.dropped - *seen;
+            *seen = st.dropped;
+            let mut ev = Event::new(
+                crate::event::rfc3339_micros(unix_ns),
+                "alert",
+                "agent.events_lost",
+                Level::Error,
+                observer.clone(),
+                format!(
+                    "{delta} events lost by output {name} ({} since start)",
+                    st.dropped
+                ),
+            );
+            ev.heartbeat.lost = Some(delta);
+            ev.heartbeat.where_ = Some(format!("sink:{name}"));
+            events.push(ev);
+        }
+        events
+    }
+}
+
+/// Splits `a=b&c=d` into pairs, refusing keys not in `known` (sinks' option parsing).
+pub fn query_pairs<'a>(
+    pairs: impl Iterator<Item = (String, String)> + 'a,
+    known: &[&str],
+) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (k, v) in pairs {
+        if !known.contains(&k.as_str()) {
+            return Err(format!(
+                "unknown option {k:?} (known: {})",
+                known.join(", ")
+            ));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// `10MiB`, `512k`, `1G`, `4096`: bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 4096, 512KiB, 10MB, 1GiB)"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown size unit (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// `500ms`, `10s`, `5m`, `1h`, `1d`: a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 10s, 5m, 1h, 1d)"))?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown duration unit (use ms, s, m, h or d)"
+            ))
+        }
+    };
+    n.checked_mul(ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("1TB").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("1y").is_err());
+    }
+
+    #[test]
+    fn unknown_schemes_say_what_is_accepted() {
+        let e = "kafka://broker:9092".parse::<SinkSpec>().unwrap_err();
+        assert!(e.to_string().contains("unknown scheme \"kafka\""), "{e}");
+        assert!(e.to_string().contains("syslog+udp://"), "{e}");
+        assert_eq!("stdout".parse::<SinkSpec>(), Ok(SinkSpec::Stdout));
+    }
+
+    /// A sink that refuses everything: its refusals are drops, reported once each.
+    struct Refuser;
+    impl Sink for Refuser {
+        fn send(&mut self, _: &Event) -> anyhow::Result<()> {
+            anyhow::bail!("refused")
+        }
+        fn flush(&mut self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn name(&self) -> String {
+            "refuser".into()
+        }
+    }
+
+    #[test]
+    fn a_failing_sink_does_not_stop_the_others_and_its_drops_are_reported() {
+        let obs = Observer {
+            hostname: "h".into(),
+            ingress: None,
+        };
+        let ev = Event::new(
+            "t".into(),
+            "event",
+            "peer.up",
+            Level::Info,
+            obs.clone(),
+            "m".into(),
+        );
+        let mut fan = Fanout::new(vec![
+            Box::new(Refuser),
+            Box::new(LineSink::json(Vec::<u8>::new())),
+        ]);
+        fan.send(&ev).unwrap();
+        fan.send(&ev).unwrap();
+        let st = fan.each_stats();
+        assert_eq!(st[0].1.dropped, 2);
+        assert_eq!(st[1].1.delivered, 2);
+        let mut tracker = LossTracker::default();
+        let lost = tracker.check(&fan, &obs, 0);
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].heartbeat.lost, Some(2));
+        assert_eq!(lost[0].heartbeat.where_.as_deref(), Some("sink:refuser"));
+        assert!(tracker.check(&fan, &obs, 0).is_empty(), "reported once");
+        fan.send(&ev).unwrap();
+        assert_eq!(tracker.check(&fan, &obs, 0)[0].heartbeat.lost, Some(1));
+    }
+}
