@@ -197,6 +197,8 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
         poll: Duration::from_secs(1),
         config_digest: crate::config_digest("demo"),
         summary_period: None,
+        metrics_listen: None,
+        reload: None,
     };
     let mut tee = Tee {
         show: out,

@@ -2,15 +2,18 @@
 
 pub mod check;
 pub mod clock;
+pub mod config;
 pub mod convert;
 pub mod correlate;
 pub mod demo;
 pub mod event;
 pub mod hbgen;
 pub mod live;
+pub mod metrics;
 pub mod offline;
 pub mod output;
 pub mod ports;
+pub mod privacy;
 pub mod sink;
 pub mod tuning;
 

@@ -1,6 +1,7 @@
 //! Live mode: load the eBPF object, fill its tables, attach XDP, read the ring buffer.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -20,6 +21,7 @@ use crate::clock::WallClock;
 use crate::convert::Converter;
 use crate::correlate::{Config, Correlator, Ctx};
 use crate::event::{Attachment, Event, Level};
+use crate::metrics::{self, Counted, Metrics};
 use crate::output::Sink;
 
 /// How to attach XDP.
@@ -94,30 +96,8 @@ impl Datapath {
                 None
             }
         };
-        {
-            let mut table: Array<&mut MapData, u8> = Array::try_from(
-                ebpf.map_mut("PORTS")
-                    .ok_or_else(|| anyhow!("map PORTS missing"))?,
-            )?;
-            for (slot, proto) in ports {
-                table.set(*slot, *proto as u8, 0)?;
-            }
-        }
-        {
-            let mut table: Array<&mut MapData, ProtoParams> = Array::try_from(
-                ebpf.map_mut("PARAMS")
-                    .ok_or_else(|| anyhow!("map PARAMS missing"))?,
-            )?;
-            // Every protocol gets a row: a missing one would be all zeros (max_gap 0,
-            // expected DSCP 0), not the defaults.
-            for proto in Protocol::ALL {
-                let p = params
-                    .get(&proto)
-                    .copied()
-                    .unwrap_or(ProtoParams::defaults(proto));
-                table.set(proto as u32, p, 0)?;
-            }
-        }
+        set_ports(&mut ebpf, &BTreeMap::new(), ports)?;
+        set_params(&mut ebpf, params)?;
         let program: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM)
             .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing from the object"))?
@@ -257,6 +237,58 @@ impl Datapath {
     }
 }
 
+/// Writes the port table: slots of `new`, and zero (no protocol) for slots only in `old`.
+fn set_ports(
+    ebpf: &mut Ebpf,
+    old: &BTreeMap<u32, Protocol>,
+    new: &BTreeMap<u32, Protocol>,
+) -> anyhow::Result<()> {
+    let mut table: Array<&mut MapData, u8> = Array::try_from(
+        ebpf.map_mut("PORTS")
+            .ok_or_else(|| anyhow!("map PORTS missing"))?,
+    )?;
+    for slot in old.keys().filter(|s| !new.contains_key(s)) {
+        table.set(*slot, Protocol::None as u8, 0)?;
+    }
+    for (slot, proto) in new {
+        if old.get(slot) != Some(proto) {
+            table.set(*slot, *proto as u8, 0)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the per-protocol rules. Every protocol gets a row: a missing one would be all
+/// zeros (max_gap 0, expected DSCP 0), not the defaults.
+fn set_params(ebpf: &mut Ebpf, params: &BTreeMap<Protocol, ProtoParams>) -> anyhow::Result<()> {
+    let mut table: Array<&mut MapData, ProtoParams> = Array::try_from(
+        ebpf.map_mut("PARAMS")
+            .ok_or_else(|| anyhow!("map PARAMS missing"))?,
+    )?;
+    for proto in Protocol::ALL {
+        let p = params
+            .get(&proto)
+            .copied()
+            .unwrap_or(ProtoParams::defaults(proto));
+        table.set(proto as u32, p, 0)?;
+    }
+    Ok(())
+}
+
+impl Datapath {
+    /// New tunables while running (SIGHUP): the kernel's tables change in place, flow
+    /// state stays.
+    pub fn retune(
+        &mut self,
+        old_ports: &BTreeMap<u32, Protocol>,
+        ports: &BTreeMap<u32, Protocol>,
+        params: &BTreeMap<Protocol, ProtoParams>,
+    ) -> anyhow::Result<()> {
+        set_ports(&mut self.ebpf, old_ports, ports)?;
+        set_params(&mut self.ebpf, params)
+    }
+}
+
 /// Registers an fd-owning object with tokio for readability.
 fn readable_fd<T: std::os::fd::AsRawFd>(inner: T) -> anyhow::Result<AsyncFd<T>> {
     // SAFETY: ring buffers and the logger own their map fd for their whole lifetime
@@ -297,6 +329,10 @@ pub struct LiveOptions {
     pub config_digest: String,
     /// `heartbeat.summary` period; `None` = off.
     pub summary_period: Option<Duration>,
+    /// Serve Prometheus metrics here.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where SIGHUP re-reads tunables from (none: SIGHUP is logged and ignored).
+    pub reload: Option<crate::config::Reload>,
 }
 
 /// How often correlation timers are looked at and the ring buffer drained: the kernel
@@ -328,7 +364,28 @@ pub async fn run_until(
     out: &mut dyn Sink,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let metrics = match opts.metrics_listen {
+        Some(addr) => {
+            let m = Arc::new(Metrics::new());
+            metrics::serve(addr, m.clone()).await?;
+            Some(m)
+        }
+        None => None,
+    };
+    match metrics.clone() {
+        Some(m) => run_inner(opts, &mut Counted::new(out, m.clone()), Some(&m), stop).await,
+        None => run_inner(opts, out, None, stop).await,
+    }
+}
+
+async fn run_inner(
+    mut opts: LiveOptions,
+    out: &mut dyn Sink,
+    metrics: Option<&Metrics>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     tokio::pin!(stop);
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut dp = Datapath::load(&opts.ports, &opts.params)?;
     dp.spawn_log_forwarder();
     for iface in &opts.interfaces {
@@ -363,7 +420,7 @@ pub async fn run_until(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let d = drain(guard.get_inner_mut(), &mut correlator, &conv, &clock, &mut batch);
+                let d = drain(guard.get_inner_mut(), &mut correlator, &conv, &clock, &mut batch, metrics);
                 records_read += d.records as u64;
                 let drained = d.empty;
                 write_events(out, &batch)?;
@@ -373,7 +430,7 @@ pub async fn run_until(
                 }
             }
             _ = timers.tick() => {
-                while !drain_counted(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch, &mut records_read) {}
+                while !drain_counted(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch, &mut records_read, metrics) {}
                 let now = monotonic_ns().saturating_sub(RECORD_SLACK_NS);
                 correlator.advance(now, &Ctx { conv: &conv, clock: &clock }, &mut batch);
                 write_events(out, &batch)?;
@@ -386,6 +443,20 @@ pub async fn run_until(
                 }
                 let lost = sink_losses.check(out, &conv.observer(None), WallClock::now_unix_ns());
                 write_events(out, &lost)?;
+                if let Some(m) = metrics {
+                    if let Ok(c) = dp.counters() {
+                        m.kernel(&c);
+                    }
+                    m.associations(&correlator.health());
+                    m.outputs(&out.each_stats());
+                }
+            }
+            _ = sighup.recv() => {
+                let ev = reload(&mut opts, &mut dp, &mut correlator, &conv);
+                if let Some(m) = metrics {
+                    m.reloaded(ev.log.level == Level::Info);
+                }
+                write_events(out, &[ev])?;
             }
             _ = &mut stop => break,
         }
@@ -398,6 +469,7 @@ pub async fn run_until(
         &clock,
         &mut batch,
         &mut records_read,
+        metrics,
     ) {
         write_events(out, &batch)?;
         batch.clear();
@@ -435,8 +507,9 @@ fn drain_counted(
     clock: &WallClock,
     batch: &mut Vec<Event>,
     records_read: &mut u64,
+    metrics: Option<&Metrics>,
 ) -> bool {
-    let d = drain(ring, correlator, conv, clock, batch);
+    let d = drain(ring, correlator, conv, clock, batch, metrics);
     *records_read += d.records as u64;
     d.empty
 }
@@ -449,6 +522,7 @@ pub fn drain(
     conv: &Converter,
     clock: &WallClock,
     batch: &mut Vec<Event>,
+    metrics: Option<&Metrics>,
 ) -> Drained {
     let ctx = Ctx { conv, clock };
     for records in 0..MAX_BATCH {
@@ -468,6 +542,9 @@ pub fn drain(
                 if EventKind::from_u8(raw.kind).is_none() {
                     warn!("ring buffer record of unknown kind {}", raw.kind);
                     continue;
+                }
+                if let Some(m) = metrics {
+                    m.record(&raw);
                 }
                 correlator.on_record(&raw, payload, &ctx, batch);
             }
@@ -551,6 +628,61 @@ fn resync(dp: &Datapath, correlator: &mut Correlator) {
     for key in correlator.keys() {
         if let Ok(st) = flows.get(&key, 0) {
             correlator.resync(&key, st.last_req_ns, st.last_seq);
+        }
+    }
+}
+
+/// SIGHUP: re-reads the config file's tunables into the kernel tables and the
+/// correlator; state (flows, associations, timers) stays. The event says what happened.
+fn reload(
+    opts: &mut LiveOptions,
+    dp: &mut Datapath,
+    correlator: &mut Correlator,
+    conv: &Converter,
+) -> Event {
+    let result = match &opts.reload {
+        None => Err("no configuration file (--config) to reload".to_string()),
+        Some(r) => r.load().map_err(|e| e.to_string()).and_then(|eff| {
+            dp.retune(&opts.ports, &eff.ports, &eff.params)
+                .map_err(|e| format!("{e:#}"))
+                .map(|()| eff)
+        }),
+    };
+    let now = crate::event::rfc3339_micros(WallClock::now_unix_ns());
+    match result {
+        Ok(eff) => {
+            correlator.set_params(eff.params.clone());
+            correlator.set_summary_period(eff.summary_period.map(|d| d.as_nanos() as u64));
+            opts.config_digest =
+                crate::config_digest(&format!("{:?}{:?}{:?}", eff.ports, eff.params, opts.mode));
+            opts.ports = eff.ports;
+            opts.params = eff.params;
+            opts.summary_period = eff.summary_period;
+            info!("configuration reloaded (digest {})", opts.config_digest);
+            let mut ev = Event::new(
+                now,
+                "event",
+                "agent.reloaded",
+                Level::Info,
+                conv.observer(None),
+                "configuration reloaded: ports and per-protocol rules applied, state kept"
+                    .to_string(),
+            );
+            ev.heartbeat.config_digest = Some(opts.config_digest.clone());
+            ev
+        }
+        Err(why) => {
+            warn!("SIGHUP: configuration not reloaded: {why}");
+            let mut ev = Event::new(
+                now,
+                "alert",
+                "agent.reload_failed",
+                Level::Error,
+                conv.observer(None),
+                format!("configuration not reloaded, the previous one stays: {why}"),
+            );
+            ev.heartbeat.config_digest = Some(opts.config_digest.clone());
+            ev
         }
     }
 }

@@ -2,10 +2,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use hbwatch::config::{Overrides, Reload, Settings, SipUsers};
 use hbwatch::live::{self, AttachMode, LiveOptions};
 use hbwatch::offline::AnalyzeOptions;
 use hbwatch::output::{FormatArg, LineSink, Sink as _};
-use hbwatch::ports::{default_specs, port_table, PortSpec};
+use hbwatch::ports::PortSpec;
+use hbwatch::privacy::Private;
 use hbwatch::sink::{Fanout, LossTracker, SinkContext, SinkSpec};
 use hbwatch::tuning::Tune;
 use tracing_subscriber::EnvFilter;
@@ -23,8 +25,8 @@ struct Cli {
 enum Command {
     /// Attach to interfaces and report heartbeat events live (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON).
     Run {
-        /// Interface to watch (repeatable).
-        #[arg(long = "iface", short = 'i', required = true)]
+        /// Interface to watch (repeatable; replaces the config's `agent.interfaces`).
+        #[arg(long = "iface", short = 'i')]
         interfaces: Vec<String>,
         /// Extra ports for a protocol, e.g. `cs1000-rudp=15000,15100-15110` (repeatable).
         #[arg(long = "port")]
@@ -34,9 +36,9 @@ enum Command {
         /// reorder_window, tolerance_pct, down_after, expected_dscp.
         #[arg(long = "tune", value_name = "PROTOCOL.KEY=VALUE")]
         tunes: Vec<Tune>,
-        /// XDP attach mode.
-        #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
-        mode: AttachMode,
+        /// XDP attach mode [default: auto].
+        #[arg(long, value_enum)]
+        mode: Option<AttachMode>,
         /// Also watch egress (TC) on each interface: heartbeats this host sends itself.
         #[arg(long)]
         egress: bool,
@@ -47,6 +49,12 @@ enum Command {
         summary: SummaryArgs,
         #[command(flatten)]
         outputs: OutputArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Serve Prometheus metrics at http://ADDR/metrics: a port alone binds
+        /// 127.0.0.1 (config `metrics.listen`; off by default).
+        #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Preflight: kernel, privileges, verifier, interfaces and XDP modes, with what to do.
     Check(CheckArgs),
@@ -72,6 +80,18 @@ enum Command {
         periodic: SummaryArgs,
         #[command(flatten)]
         outputs: OutputArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// The configuration file: print the defaults, or check a file.
+    Config {
+        /// Print a configuration file with every option at its default.
+        #[arg(long, conflicts_with = "check")]
+        print_default: bool,
+        /// Check FILE and print the effective settings (exit status 1 and the reason if
+        /// it is not valid).
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
     },
     /// See it work in one command (root): a namespace and veth pair, the agent with real
     /// XDP, a scripted ~60 s incident story, then the capture analyzed offline and compared.
@@ -99,6 +119,44 @@ struct CheckArgs {
     interfaces: Vec<String>,
 }
 
+/// Options `run` and `analyze` share.
+#[derive(clap::Args, Debug, Clone)]
+struct CommonArgs {
+    /// Configuration file (TOML; `hbwatch config --print-default` shows every option).
+    /// Flags given here override it.
+    #[arg(long, env = "HBWATCH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// SIP user parts (phone numbers, names) in events: keep, hash (keyed by
+    /// `privacy.hash_key` or $HBWATCH_HASH_KEY) or redact [default: keep].
+    #[arg(long, value_enum)]
+    sip_users: Option<SipUsers>,
+}
+
+impl CommonArgs {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let mut s = match &self.config {
+            Some(path) => Settings::load(path)?,
+            None => Settings::default(),
+        };
+        if let Some(u) = self.sip_users {
+            s.privacy.sip_users = u;
+        }
+        if let Ok(key) = std::env::var("HBWATCH_HASH_KEY") {
+            s.privacy.hash_key = key;
+        }
+        if s.privacy.sip_users == SipUsers::Hash && s.privacy.hash_key.len() < 16 {
+            anyhow::bail!(
+                "--sip-users hash needs a key of 16 characters or more: set privacy.hash_key in the config or $HBWATCH_HASH_KEY"
+            );
+        }
+        Ok(s)
+    }
+}
+
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    hbwatch::config::parse_listen(s)
+}
+
 /// Where events go.
 #[derive(clap::Args, Debug, Clone)]
 struct OutputArgs {
@@ -112,15 +170,28 @@ struct OutputArgs {
     #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
     format: FormatArg,
     /// On exit, how long to wait for outputs to deliver what they hold (Loki keeps the
-    /// rest in its spool for the next start; other outputs count it as lost).
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
-    flush_timeout: Duration,
+    /// rest in its spool for the next start; other outputs count it as lost) [default: 10s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    flush_timeout: Option<Duration>,
 }
 
 impl OutputArgs {
-    fn open(&self, hostname: &str) -> anyhow::Result<Fanout> {
-        let ctx = SinkContext::new(hostname.to_string(), self.format.resolve());
-        Fanout::open(&self.outputs, &ctx)
+    /// The outputs: these flags, else the config's, else stdout.
+    fn open(&self, hostname: &str, settings: &Settings) -> anyhow::Result<Fanout> {
+        let mut ctx = SinkContext::new(hostname.to_string(), self.format.resolve());
+        ctx.labels = settings.labels.clone();
+        let specs = if self.outputs.is_empty() {
+            &settings.outputs
+        } else {
+            &self.outputs
+        };
+        Fanout::open(specs, &ctx)
+    }
+
+    fn flush_timeout(&self, settings: &Settings) -> Duration {
+        self.flush_timeout
+            .or(settings.flush_timeout)
+            .unwrap_or(Duration::from_secs(10))
     }
 }
 
@@ -150,22 +221,35 @@ fn close_outputs(out: &mut Fanout, timeout: Duration) -> anyhow::Result<()> {
 /// `heartbeat.summary` metric events.
 #[derive(clap::Args, Debug, Clone)]
 struct SummaryArgs {
-    /// Period of `heartbeat.summary` events per association, seconds.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-    summary_period: u64,
+    /// Period of `heartbeat.summary` events per association, seconds [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    summary_period: Option<u64>,
     /// No `heartbeat.summary` events.
     #[arg(long)]
     no_summary_events: bool,
 }
 
 impl SummaryArgs {
-    fn period(&self) -> Option<Duration> {
-        (!self.no_summary_events && self.summary_period > 0)
-            .then(|| Duration::from_secs(self.summary_period))
+    /// What the flags say, if they say anything (`Some(None)`: off).
+    fn overrides(&self) -> Option<Option<Duration>> {
+        if self.no_summary_events {
+            return Some(None);
+        }
+        self.summary_period
+            .map(|s| (s > 0).then(|| Duration::from_secs(s)))
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors end as one clear line on stderr and exit status 1 (no backtrace: they are
+/// the user's to fix, not bugs).
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("hbwatch: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -184,30 +268,77 @@ fn main() -> anyhow::Result<()> {
             hostname,
             summary,
             outputs,
+            common,
+            metrics_listen,
         } => {
-            let mut specs = default_specs();
-            specs.extend(ports);
-            let params = hbwatch::tuning::params(&tunes);
-            let ports = port_table(&specs);
-            let digest = hbwatch::config_digest(&format!("{specs:?}{params:?}{mode:?}"));
+            let settings = common.settings()?;
+            let overrides = Overrides {
+                ports,
+                tunes,
+                summary_period: summary.overrides(),
+            };
+            let eff = overrides.apply(&settings.tunables);
+            let interfaces = if interfaces.is_empty() {
+                settings.interfaces.clone()
+            } else {
+                interfaces
+            };
+            if interfaces.is_empty() {
+                anyhow::bail!(
+                    "no interface to watch: give --iface IF, or agent.interfaces in the config file"
+                );
+            }
+            let mode = mode.or(settings.mode).unwrap_or(AttachMode::Auto);
+            let digest =
+                hbwatch::config_digest(&format!("{:?}{:?}{mode:?}", eff.ports, eff.params));
             let opts = LiveOptions {
                 interfaces,
                 mode,
-                egress,
-                ports,
-                params,
-                hostname: hostname.unwrap_or_else(live::hostname),
+                egress: egress || settings.egress.unwrap_or(false),
+                ports: eff.ports,
+                params: eff.params,
+                hostname: hostname
+                    .or(settings.hostname.clone())
+                    .unwrap_or_else(live::hostname),
                 poll: Duration::from_secs(1),
                 config_digest: digest,
-                summary_period: summary.period(),
+                summary_period: eff.summary_period,
+                metrics_listen: metrics_listen.or(settings.metrics_listen),
+                reload: settings.path.clone().map(|path| Reload { path, overrides }),
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let mut out = outputs.open(&opts.hostname)?;
-            let result = rt.block_on(live::run(opts, &mut out));
-            close_outputs(&mut out, outputs.flush_timeout)?;
+            let mut out = outputs.open(&opts.hostname, &settings)?;
+            let result = rt.block_on(live::run(
+                opts,
+                &mut Private::new(&mut out, settings.privacy.clone()),
+            ));
+            close_outputs(&mut out, outputs.flush_timeout(&settings))?;
             result
+        }
+        Command::Config {
+            print_default,
+            check,
+        } => {
+            if let Some(path) = check {
+                let s = Settings::load(&path)?;
+                let eff = Overrides::default().apply(&s.tunables);
+                println!("{}: valid", path.display());
+                println!("interfaces: {:?}", s.interfaces);
+                println!("outputs: {:?}", s.outputs);
+                println!("metrics: {:?}", s.metrics_listen);
+                println!("summary period: {:?}", eff.summary_period);
+                for (proto, p) in &eff.params {
+                    println!("{}: {p:?}", proto.name());
+                }
+                return Ok(());
+            }
+            if !print_default {
+                anyhow::bail!("nothing to do: give --print-default or --check FILE");
+            }
+            print!("{}", hbwatch::config::default_toml());
+            Ok(())
         }
         Command::Check(args) => {
             let findings = hbwatch::check::run(&args.interfaces);
@@ -232,20 +363,31 @@ fn main() -> anyhow::Result<()> {
             summary,
             periodic,
             outputs,
+            common,
         } => {
-            let mut specs = default_specs();
-            specs.extend(ports);
+            let settings = common.settings()?;
+            let eff = Overrides {
+                ports,
+                tunes,
+                summary_period: periodic.overrides(),
+            }
+            .apply(&settings.tunables);
             let opts = AnalyzeOptions {
                 files,
-                ports: port_table(&specs),
-                params: hbwatch::tuning::params(&tunes),
-                hostname: hostname.unwrap_or_else(live::hostname),
-                summary_period: periodic.period(),
+                ports: eff.ports,
+                params: eff.params,
+                hostname: hostname
+                    .or(settings.hostname.clone())
+                    .unwrap_or_else(live::hostname),
+                summary_period: eff.summary_period,
                 summary_table: summary,
                 progress: true,
             };
-            let mut out = outputs.open(&opts.hostname)?;
-            let result = hbwatch::offline::analyze(&opts, &mut out);
+            let mut out = outputs.open(&opts.hostname, &settings)?;
+            let result = hbwatch::offline::analyze(
+                &opts,
+                &mut Private::new(&mut out, settings.privacy.clone()),
+            );
             let lost = LossTracker::default().check(
                 &out,
                 &hbwatch::event::Observer {
@@ -255,7 +397,7 @@ fn main() -> anyhow::Result<()> {
                 hbwatch::clock::WallClock::now_unix_ns(),
             );
             hbwatch::live::write_events(&mut out, &lost)?;
-            close_outputs(&mut out, outputs.flush_timeout)?;
+            close_outputs(&mut out, outputs.flush_timeout(&settings))?;
             result.map(|_| ())
         }
         Command::Hbgen(args) => hbwatch::hbgen::cli::run(args),

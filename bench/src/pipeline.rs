@@ -79,6 +79,7 @@ impl Ndjson {
             &self.conv,
             &self.clock,
             &mut self.batch,
+            None,
         );
         live::write_events(&mut self.out, &self.batch)?;
         self.lines += self.batch.len() as u64;

@@ -15,7 +15,8 @@ use anyhow::{anyhow, bail, ensure, Context as _, Result};
 
 use crate::cmd::{display, is_root, probe, run, which};
 
-/// Debian packages the integration tests use; the last five for `vm-test`
+/// Debian packages the integration tests use (prometheus for promtool); the last five
+/// for `vm-test`
 /// (QEMU, a static busybox as the VM's init shell, strip, and checking the
 /// signature of Debian's index before downloading kernels from it).
 const APT_PACKAGES: &[&str] = &[
@@ -24,6 +25,7 @@ const APT_PACKAGES: &[&str] = &[
     "tshark",
     "tcpdump",
     "ethtool",
+    "prometheus",
     "qemu-system-x86",
     "busybox-static",
     "binutils",

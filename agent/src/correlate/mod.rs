@@ -159,6 +159,40 @@ impl Correlator {
         }
     }
 
+    /// New per-protocol rules (SIGHUP): tracked associations keep their state and
+    /// learned interval and follow the new tolerances and thresholds from now on.
+    pub fn set_params(&mut self, params: BTreeMap<Protocol, ProtoParams>) {
+        self.cfg.params = params;
+        for slot in self.slots.values_mut() {
+            let proto = Protocol::from_u8(slot.assoc.key.proto);
+            slot.assoc.params = self.cfg.params(proto);
+        }
+    }
+
+    /// New `heartbeat.summary` period (SIGHUP); takes effect after the next summary.
+    pub fn set_summary_period(&mut self, period_ns: Option<u64>) {
+        self.cfg.summary_period_ns = period_ns;
+        if period_ns.is_none() {
+            self.next_summary_ns = None;
+        }
+    }
+
+    /// Associations (up, down) per protocol.
+    pub fn health(&self) -> BTreeMap<Protocol, (u64, u64)> {
+        let mut h: BTreeMap<Protocol, (u64, u64)> = BTreeMap::new();
+        for slot in self.slots.values() {
+            let e = h
+                .entry(Protocol::from_u8(slot.assoc.key.proto))
+                .or_default();
+            if slot.assoc.down.is_some() {
+                e.1 += 1;
+            } else {
+                e.0 += 1;
+            }
+        }
+        h
+    }
+
     /// Associations currently tracked.
     pub fn associations(&self) -> usize {
         self.slots.len()

@@ -206,7 +206,7 @@ say "kernel $(uname -r)"
 for m in $(cat /lib/modules/order); do
     if insmod /lib/modules/$m.ko; then say "module $m loaded"; else say "module $m FAILED"; fi
 done
-export CI=true HBWATCH_BIN=/bin/hbwatch RUST_BACKTRACE=1
+export CI=true HBWATCH_BIN=/bin/hbwatch HBWATCH_VM=1 RUST_BACKTRACE=1
 pass=0
 fail=0
 for bin in {binaries}; do

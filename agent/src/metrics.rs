@@ -1,0 +1,476 @@
+//! Prometheus metrics (`run --metrics-listen ADDR`): heartbeats, anomalies, RTT,
+//! association health, kernel counters, outputs. Counters are atomics updated where the
+//! figures arise; the HTTP task only encodes them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hbwatch_common::event::{EventKind, RawEvent, BEAT_PAIRED};
+use hbwatch_common::proto::Protocol;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{info, warn};
+
+use crate::event::Event;
+use crate::output::{Sink, SinkStats};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtoLabel {
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    protocol: &'static str,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    protocol: &'static str,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CounterLabel {
+    counter: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutputLabel {
+    output: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhereLabel {
+    r#where: String,
+}
+
+type Histograms = Family<ProtoLabel, Histogram, fn() -> Histogram>;
+
+fn rtt_histogram() -> Histogram {
+    // 100 µs to ~3.3 s: LAN answers to a congested WAN.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// Every metric the agent serves.
+pub struct Metrics {
+    registry: Registry,
+    heartbeats: Family<ProtoLabel, Counter>,
+    events: Family<ActionLabels, Counter>,
+    rtt: Histograms,
+    associations: Family<StateLabels, Gauge>,
+    kernel: Family<CounterLabel, Counter>,
+    delivered: Family<OutputLabel, Counter>,
+    dropped: Family<OutputLabel, Counter>,
+    retries: Family<OutputLabel, Counter>,
+    queued: Family<OutputLabel, Gauge>,
+    spool: Family<OutputLabel, Gauge>,
+    lost: Family<WhereLabel, Counter>,
+    reloads: Family<StateLabels, Counter>,
+    /// Last absolute values of counters that arrive as totals (kernel, outputs).
+    last: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("hbwatch");
+        let m = Metrics {
+            heartbeats: Family::default(),
+            events: Family::default(),
+            rtt: Histograms::new_with_constructor(rtt_histogram),
+            associations: Family::default(),
+            kernel: Family::default(),
+            delivered: Family::default(),
+            dropped: Family::default(),
+            retries: Family::default(),
+            queued: Family::default(),
+            spool: Family::default(),
+            lost: Family::default(),
+            reloads: Family::default(),
+            last: Mutex::new(BTreeMap::new()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "heartbeats",
+            "Heartbeats of known associations seen in the datapath",
+            m.heartbeats.clone(),
+        );
+        registry.register(
+            "events",
+            "Events emitted, by protocol (agent for the agent's own) and action",
+            m.events.clone(),
+        );
+        registry.register(
+            "heartbeat_rtt_seconds",
+            "Request to response time of paired heartbeats",
+            m.rtt.clone(),
+        );
+        registry.register(
+            "associations",
+            "Heartbeat associations tracked, by state (up, down)",
+            m.associations.clone(),
+        );
+        registry.register(
+            "kernel",
+            "Datapath counters (packets, matched, ringbuf_lost, ...), summed over CPUs",
+            m.kernel.clone(),
+        );
+        registry.register(
+            "output_delivered_events",
+            "Events an output delivered",
+            m.delivered.clone(),
+        );
+        registry.register(
+            "output_dropped_events",
+            "Events an output gave up on (reported as agent.events_lost)",
+            m.dropped.clone(),
+        );
+        registry.register(
+            "output_retries",
+            "Failed deliveries an output will retry",
+            m.retries.clone(),
+        );
+        registry.register(
+            "output_queue_events",
+            "Events waiting in an output's memory queue",
+            m.queued.clone(),
+        );
+        registry.register(
+            "output_spool_bytes",
+            "Bytes waiting in an output's on-disk spool",
+            m.spool.clone(),
+        );
+        registry.register(
+            "events_lost",
+            "Events lost, by where (kernel-ringbuf, sink:NAME), as in agent.events_lost",
+            m.lost.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "SIGHUP reloads, by result (ok, failed)",
+            m.reloads.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// One datapath record: heartbeats and their RTT.
+    pub fn record(&self, raw: &RawEvent) {
+        if raw.kind != EventKind::Heartbeat as u8 {
+            return;
+        }
+        let protocol = Protocol::from_u8(raw.key.proto).name();
+        self.heartbeats
+            .get_or_create(&ProtoLabel { protocol })
+            .inc();
+        if raw.aux & BEAT_PAIRED != 0 {
+            self.rtt
+                .get_or_create(&ProtoLabel { protocol })
+                .observe(raw.value as f64 / 1e9);
+        }
+    }
+
+    /// One emitted event.
+    pub fn event(&self, ev: &Event) {
+        let protocol = ev.network.as_ref().map_or("agent", |n| n.protocol);
+        self.events
+            .get_or_create(&ActionLabels {
+                protocol,
+                action: ev.event.action,
+            })
+            .inc();
+        if ev.event.action == "agent.events_lost" {
+            let r#where = ev.heartbeat.where_.clone().unwrap_or_default();
+            self.lost
+                .get_or_create(&WhereLabel { r#where })
+                .inc_by(ev.heartbeat.lost.unwrap_or(0));
+        }
+    }
+
+    /// Associations up and down per protocol, now.
+    pub fn associations(&self, health: &BTreeMap<Protocol, (u64, u64)>) {
+        for proto in Protocol::ALL.into_iter().filter(|p| p.decoded()) {
+            let (up, down) = health.get(&proto).copied().unwrap_or((0, 0));
+            let protocol = proto.name();
+            for (state, n) in [("up", up), ("down", down)] {
+                self.associations
+                    .get_or_create(&StateLabels { protocol, state })
+                    .set(n as i64);
+            }
+        }
+    }
+
+    /// The datapath's counters, as totals since load.
+    pub fn kernel(&self, counters: &BTreeMap<&'static str, u64>) {
+        for (&counter, &total) in counters {
+            let delta = self.delta(format!("kernel/{counter}"), total);
+            self.kernel
+                .get_or_create(&CounterLabel { counter })
+                .inc_by(delta);
+        }
+    }
+
+    /// Every output's figures, as totals and gauges.
+    pub fn outputs(&self, stats: &[(String, SinkStats)]) {
+        for (name, st) in stats {
+            let l = OutputLabel {
+                output: name.clone(),
+            };
+            for (family, kind, total) in [
+                (&self.delivered, "delivered", st.delivered),
+                (&self.dropped, "dropped", st.dropped),
+                (&self.retries, "retries", st.retries),
+            ] {
+                let delta = self.delta(format!("{kind}/{name}"), total);
+                family.get_or_create(&l).inc_by(delta);
+            }
+            self.queued.get_or_create(&l).set(st.queued as i64);
+            self.spool.get_or_create(&l).set(st.spool_bytes as i64);
+        }
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        let state = if ok { "ok" } else { "failed" };
+        self.reloads
+            .get_or_create(&StateLabels {
+                protocol: "config",
+                state,
+            })
+            .inc();
+    }
+
+    fn delta(&self, key: String, total: u64) -> u64 {
+        let mut last = self.last.lock().expect("metrics lock");
+        let prev = last.insert(key, total).unwrap_or(0);
+        total.saturating_sub(prev)
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &self.registry)
+            .expect("encoding to a String does not fail");
+        s
+    }
+
+    /// The Prometheus text format 0.0.4, for scrapers and tools (promtool) that do not
+    /// ask for OpenMetrics.
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+}
+
+/// OpenMetrics names a counter family `x` and its sample `x_total`; the older text
+/// format names both `x_total` and has no `# EOF`. Gauges and histograms are the same.
+fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let name = if counters.contains(name) {
+                    format!("{name}_total")
+                } else {
+                    name.to_string()
+                };
+                out.push_str(&format!("{p}{name} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Counts every event on its way to `inner`.
+pub struct Counted<'a> {
+    inner: &'a mut dyn Sink,
+    metrics: Arc<Metrics>,
+}
+
+impl<'a> Counted<'a> {
+    pub fn new(inner: &'a mut dyn Sink, metrics: Arc<Metrics>) -> Counted<'a> {
+        Counted { inner, metrics }
+    }
+}
+
+impl Sink for Counted<'_> {
+    fn send(&mut self, ev: &Event) -> anyhow::Result<()> {
+        self.metrics.event(ev);
+        self.inner.send(ev)
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.inner.flush()
+    }
+    fn close(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.inner.close(timeout)
+    }
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn stats(&self) -> SinkStats {
+        self.inner.stats()
+    }
+    fn each_stats(&self) -> Vec<(String, SinkStats)> {
+        self.inner.each_stats()
+    }
+}
+
+/// Serves `GET /metrics` on `addr` from a tokio task. Binding happens now, so a busy
+/// or forbidden address is an error at start, not a warning later.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("metrics: cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    if !bound.ip().is_loopback() {
+        warn!("metrics: listening on {bound}, reachable from other hosts (use 127.0.0.1 to keep it local)");
+    }
+    info!("metrics: http://{bound}/metrics");
+    tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), answer(conn, &metrics)).await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+/// One HTTP/1.x request: GET /metrics or 404. The request head is capped at 8 KiB.
+async fn answer(mut conn: tokio::net::TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).await?;
+        if n == 0 || head.len() + n > 8192 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    let openmetrics = String::from_utf8_lossy(&head).lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("accept:") && l.contains("application/openmetrics-text")
+    });
+    let (status, ctype, body) = match (method, path) {
+        (b"GET", b"/metrics") if openmetrics => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        (b"GET", b"/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.encode_text(),
+        ),
+        (b"GET", b"/") => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "hbwatch: metrics at /metrics\n".to_string(),
+        ),
+        (b"GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_string(),
+        ),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(resp.as_bytes()).await?;
+    conn.write_all(body.as_bytes()).await?;
+    conn.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hbwatch_common::flow::FlowKey;
+
+    #[test]
+    fn heartbeats_rtt_and_totals_are_exposed() {
+        let m = Metrics::new();
+        let raw = RawEvent {
+            kind: EventKind::Heartbeat as u8,
+            key: FlowKey {
+                proto: Protocol::Ged125 as u8,
+                ..FlowKey::default()
+            },
+            aux: BEAT_PAIRED,
+            value: 2_000_000, // 2 ms
+            ..RawEvent::default()
+        };
+        m.record(&raw);
+        m.record(&raw);
+        let mut totals = BTreeMap::new();
+        totals.insert("packets", 10u64);
+        m.kernel(&totals);
+        totals.insert("packets", 25u64);
+        m.kernel(&totals);
+        let text = m.encode();
+        assert!(
+            text.contains("hbwatch_heartbeats_total{protocol=\"ged125\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hbwatch_heartbeat_rtt_seconds_count{protocol=\"ged125\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hbwatch_kernel_total{counter=\"packets\"} 25"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+        let plain = m.encode_text();
+        assert!(
+            plain.contains("# TYPE hbwatch_heartbeats_total counter\n"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("# HELP hbwatch_heartbeats_total Heartbeats"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("# TYPE hbwatch_heartbeat_rtt_seconds histogram\n"),
+            "{plain}"
+        );
+        assert!(!plain.contains("# EOF"));
+    }
+}

@@ -1,0 +1,164 @@
+//! Operations against the real kernel: the Prometheus endpoint (scraped, checked with
+//! promtool) and SIGHUP reloading a config file's tunables without losing state.
+
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use hbwatch::hbgen::frame::FrameSpec;
+use hbwatch_tests::{free_port, http_get, in_vm, require_root, Agent, VethNs};
+
+fn mds(seq: u32) -> Vec<u8> {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    FrameSpec::udp(
+        ip("10.71.0.1"),
+        41000,
+        ip("10.71.0.2"),
+        41000,
+        &seq.to_be_bytes(),
+    )
+    .build()
+}
+
+/// The value of the sample `name{labels}` in an exposition, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_endpoint_counts_what_happened_and_passes_promtool() {
+    if !require_root("metrics_endpoint_counts_what_happened_and_passes_promtool") {
+        return;
+    }
+    let net = VethNs::create();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut agent = Agent::start(&[
+        "--iface",
+        &net.host,
+        "--port",
+        "mds=41000",
+        "--no-summary-events",
+        "--metrics-listen",
+        &port.to_string(),
+    ]);
+    // seq 1..5 in order, then 9: one association, 5 heartbeats, one gap of 3.
+    let frames: Vec<Vec<u8>> = [1, 2, 3, 4, 5, 9].into_iter().map(mds).collect();
+    net.inject(&frames, Duration::from_millis(2));
+    agent.wait_for("heartbeat.gap", Duration::from_secs(10));
+    // Then silence: MDS is down after 5 missed 100 ms intervals.
+    agent.wait_for("peer.down", Duration::from_secs(10));
+    // Kernel and association figures are refreshed every second.
+    std::thread::sleep(Duration::from_millis(2200));
+
+    let (status, text) = http_get(&listen, "/metrics");
+    assert_eq!(status, 200);
+    let v =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(v("hbwatch_heartbeats_total{protocol=\"mds\"}"), 5.0);
+    assert_eq!(
+        v("hbwatch_events_total{protocol=\"mds\",action=\"heartbeat.gap\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("hbwatch_events_total{protocol=\"mds\",action=\"peer.up\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("hbwatch_events_total{protocol=\"mds\",action=\"peer.down\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("hbwatch_associations{protocol=\"mds\",state=\"up\"}"),
+        0.0
+    );
+    assert_eq!(
+        v("hbwatch_associations{protocol=\"mds\",state=\"down\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("hbwatch_associations{protocol=\"sccp\",state=\"up\"}"),
+        0.0
+    );
+    assert!(v("hbwatch_kernel_total{counter=\"packets\"}") >= 6.0);
+    assert_eq!(v("hbwatch_kernel_total{counter=\"ringbuf_lost\"}"), 0.0);
+    assert!(v("hbwatch_output_delivered_events_total{output=\"stdout\"}") >= 3.0);
+    assert_eq!(
+        v("hbwatch_output_dropped_events_total{output=\"stdout\"}"),
+        0.0
+    );
+    assert_eq!(http_get(&listen, "/nothing").0, 404);
+
+    if in_vm() {
+        eprintln!("promtool is not in the VM: exposition checked on the host run");
+    } else {
+        let dir = std::env::temp_dir().join(format!("hbw-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("metrics.txt");
+        std::fs::write(&file, &text).unwrap();
+        let out = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::fs::File::open(&file).unwrap())
+            .output()
+            .expect("promtool (Debian package prometheus; cargo xtask bootstrap installs it)");
+        assert!(
+            out.status.success(),
+            "promtool check metrics:\n{}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert_eq!(agent.stop(), 0);
+}
+
+#[test]
+fn sighup_reloads_tunables_into_the_kernel_and_keeps_state() {
+    if !require_root("sighup_reloads_tunables_into_the_kernel_and_keeps_state") {
+        return;
+    }
+    let net = VethNs::create();
+    let dir = std::env::temp_dir().join(format!("hbw-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("hbwatch.toml");
+    let write = |max_gap: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\ninterfaces = [\"{}\"]\nsummary_period = \"0s\"\n\
+                 [protocols.mds]\nports = \"41000\"\nmax_gap = {max_gap}\n",
+                net.host
+            ),
+        )
+        .unwrap()
+    };
+    write("10000");
+    let mut agent = Agent::start(&["--config", config.to_str().unwrap()]);
+    net.inject(&[mds(1), mds(2), mds(50)], Duration::from_millis(2));
+    let gap = agent.wait_for("heartbeat.gap", Duration::from_secs(10));
+    assert_eq!(gap["heartbeat"]["lost"], 47);
+
+    // A jump of 50 is a gap under max_gap 10000 and a restart under max_gap 10.
+    write("10");
+    let hup = |pid: u32| unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    hup(agent.pid());
+    let reloaded = agent.wait_for("agent.reloaded", Duration::from_secs(10));
+    assert!(reloaded["heartbeat"]["config_digest"].is_string());
+    net.inject(&[mds(100)], Duration::ZERO);
+    let restart = agent.wait_for("heartbeat.restart", Duration::from_secs(10));
+    // The flow state survived the reload: the restart knows the sequence before it.
+    assert_eq!(restart["heartbeat"]["previous_seq"], 50);
+
+    // A broken file is refused; the agent keeps the last good rules and keeps running.
+    std::fs::write(&config, "[protocols.mds]\nmax_gap = \"lots\"\n").unwrap();
+    hup(agent.pid());
+    let failed = agent.wait_for("agent.reload_failed", Duration::from_secs(10));
+    let msg = failed["message"].as_str().unwrap();
+    assert!(msg.contains("protocols.mds.max_gap"), "{msg}");
+    net.inject(&[mds(102)], Duration::ZERO);
+    let gap = agent.wait_for("heartbeat.gap", Duration::from_secs(10));
+    assert_eq!(gap["heartbeat"]["lost"], 1);
+    assert_eq!(agent.stop(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
