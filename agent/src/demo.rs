@@ -199,6 +199,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
         summary_period: None,
         metrics_listen: None,
         reload: None,
+        drop_privileges: false,
     };
     let mut tee = Tee {
         show: out,

@@ -14,6 +14,7 @@ pub mod offline;
 pub mod output;
 pub mod ports;
 pub mod privacy;
+pub mod privileges;
 pub mod sink;
 pub mod tuning;
 

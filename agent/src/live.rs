@@ -39,6 +39,16 @@ pub struct Datapath {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub attachments: Vec<Attachment>,
     pub ifnames: HashMap<u32, String>,
+    /// Attached interfaces that are gone for now.
+    lost: std::collections::BTreeSet<String>,
+}
+
+/// What [`Datapath::watch_interfaces`] saw.
+#[derive(Debug, Clone)]
+pub enum IfaceChange {
+    Lost(String),
+    Back(Attachment),
+    AttachFailed(String, String),
 }
 
 pub const XDP_PROGRAM: &str = "hbwatch_xdp";
@@ -117,6 +127,7 @@ impl Datapath {
             logger,
             attachments: Vec::new(),
             ifnames: HashMap::new(),
+            lost: Default::default(),
         })
     }
 
@@ -164,9 +175,57 @@ impl Datapath {
             name: iface.to_string(),
             mode: used,
         };
+        self.attachments.retain(|old| old.name != iface);
         self.attachments.push(a.clone());
+        self.ifnames.retain(|_, name| name != iface);
         self.ifnames.insert(ifindex, iface.to_string());
+        self.lost.remove(iface);
         Ok(a)
+    }
+
+    /// Interfaces that disappeared since the last call, and those that came back
+    /// (attached again, XDP and, with `egress`, TC). Called every second.
+    pub fn watch_interfaces(&mut self, mode: AttachMode, egress: bool) -> Vec<IfaceChange> {
+        let mut changes = Vec::new();
+        let names: Vec<String> = self.attachments.iter().map(|a| a.name.clone()).collect();
+        for name in names {
+            let known = self
+                .ifnames
+                .iter()
+                .find(|(_, n)| **n == name)
+                .map(|(i, _)| *i);
+            match (ifindex(&name).ok(), self.lost.contains(&name)) {
+                (None, false) => {
+                    warn!("{name}: interface gone; will attach again when it is back");
+                    self.lost.insert(name.clone());
+                    changes.push(IfaceChange::Lost(name));
+                }
+                (Some(now), lost) if lost || known != Some(now) => {
+                    let attached = self.attach(&name, mode).and_then(|a| {
+                        if egress {
+                            self.attach_egress(&name)?;
+                        }
+                        Ok(a)
+                    });
+                    match attached {
+                        Ok(a) => changes.push(IfaceChange::Back(a)),
+                        Err(e) => {
+                            // Tried again next second; said once.
+                            if !self.lost.contains(&name) || known.is_some() {
+                                changes.push(IfaceChange::AttachFailed(
+                                    name.clone(),
+                                    format!("{e:#}"),
+                                ));
+                            }
+                            self.lost.insert(name.clone());
+                            self.ifnames.retain(|_, n| *n != name);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        changes
     }
 
     /// Attaches the TC program to `iface` egress: the host's own outgoing heartbeats.
@@ -333,6 +392,9 @@ pub struct LiveOptions {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where SIGHUP re-reads tunables from (none: SIGHUP is logged and ignored).
     pub reload: Option<crate::config::Reload>,
+    /// Drop every capability but CAP_BPF and CAP_NET_ADMIN once attached (`hbwatch
+    /// run`; not when the agent runs inside another command such as the demo).
+    pub drop_privileges: bool,
 }
 
 /// How often correlation timers are looked at and the ring buffer drained: the kernel
@@ -394,7 +456,10 @@ async fn run_inner(
             dp.attach_egress(iface)?;
         }
     }
-    let conv = Converter {
+    if opts.drop_privileges {
+        crate::privileges::drop_after_load();
+    }
+    let mut conv = Converter {
         hostname: opts.hostname.clone(),
         interfaces: dp.ifnames.clone(),
         fixed_interface: None,
@@ -443,6 +508,12 @@ async fn run_inner(
                 }
                 let lost = sink_losses.check(out, &conv.observer(None), WallClock::now_unix_ns());
                 write_events(out, &lost)?;
+                let changes = dp.watch_interfaces(opts.mode, opts.egress);
+                if !changes.is_empty() {
+                    conv.interfaces = dp.ifnames.clone();
+                    let evs: Vec<Event> = changes.iter().map(|c| interface_event(&conv, c)).collect();
+                    write_events(out, &evs)?;
+                }
                 if let Some(m) = metrics {
                     if let Ok(c) = dp.counters() {
                         m.kernel(&c);
@@ -630,6 +701,37 @@ fn resync(dp: &Datapath, correlator: &mut Correlator) {
             correlator.resync(&key, st.last_req_ns, st.last_seq);
         }
     }
+}
+
+/// `agent.interface_lost`, `agent.interface_attached` or `agent.attach_failed`.
+fn interface_event(conv: &Converter, change: &IfaceChange) -> Event {
+    let now = crate::event::rfc3339_micros(WallClock::now_unix_ns());
+    let (kind, action, level, msg, attachment) = match change {
+        IfaceChange::Lost(name) => (
+            "alert",
+            "agent.interface_lost",
+            Level::Error,
+            format!("{name} disappeared: nothing is watched there until it comes back"),
+            None,
+        ),
+        IfaceChange::Back(a) => (
+            "event",
+            "agent.interface_attached",
+            Level::Info,
+            format!("{} is back: XDP attached again in {} mode", a.name, a.mode),
+            Some(a.clone()),
+        ),
+        IfaceChange::AttachFailed(name, why) => (
+            "alert",
+            "agent.attach_failed",
+            Level::Error,
+            format!("{name} is back but could not be attached: {why}"),
+            None,
+        ),
+    };
+    let mut ev = Event::new(now, kind, action, level, conv.observer(None), msg);
+    ev.heartbeat.interfaces = attachment.map(|a| vec![a]);
+    ev
 }
 
 /// SIGHUP: re-reads the config file's tunables into the kernel tables and the

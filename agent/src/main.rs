@@ -305,6 +305,7 @@ fn real_main() -> anyhow::Result<()> {
                 summary_period: eff.summary_period,
                 metrics_listen: metrics_listen.or(settings.metrics_listen),
                 reload: settings.path.clone().map(|path| Reload { path, overrides }),
+                drop_privileges: true,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -55,12 +55,27 @@ impl VethNs {
             peer: format!("hbp{id}"),
         };
         ip(&["netns", "add", &v.ns]);
-        ip(&[
-            "link", "add", &v.host, "type", "veth", "peer", "name", &v.peer, "netns", &v.ns,
-        ]);
-        ip(&["link", "set", &v.host, "up"]);
-        ip(&["-n", &v.ns, "link", "set", &v.peer, "up"]);
+        v.add_pair();
         v
+    }
+
+    fn add_pair(&self) {
+        ip(&[
+            "link", "add", &self.host, "type", "veth", "peer", "name", &self.peer, "netns",
+            &self.ns,
+        ]);
+        ip(&["link", "set", &self.host, "up"]);
+        ip(&["-n", &self.ns, "link", "set", &self.peer, "up"]);
+    }
+
+    /// Deletes the veth pair (the interface disappears under the agent).
+    pub fn remove_pair(&self) {
+        ip(&["link", "del", &self.host]);
+    }
+
+    /// Creates the pair again with the same names (a new ifindex).
+    pub fn restore_pair(&self) {
+        self.add_pair();
     }
 
     /// Sends each frame out of `peer` (so it arrives on `host`'s ingress), with a pause between.
@@ -185,7 +200,20 @@ impl Agent {
 
     /// Starts `hbwatch run ARGS` and waits for `agent.started`.
     pub fn start(args: &[&str]) -> Agent {
-        let mut child = Command::new(hbwatch_bin())
+        Agent::start_as(&[], args)
+    }
+
+    /// Starts `WRAPPER... hbwatch run ARGS` (e.g. setpriv with fewer privileges).
+    pub fn start_as(wrapper: &[&str], args: &[&str]) -> Agent {
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(hbwatch_bin());
+                c
+            }
+            None => Command::new(hbwatch_bin()),
+        };
+        let mut child = cmd
             .arg("run")
             .args(args)
             .stdin(Stdio::null())
