@@ -83,7 +83,7 @@ fn egress_and_ingress_merge_into_one_association_per_direction() {
     // Both associations seen once, every request paired with its echo: nothing else
     // (no unanswered, no mismatch, no double counting). DSCP is 0 here, so each
     // association reports one qos.mismatch for its requests and one for its echoes.
-    let mut got: Vec<_> = agent.heartbeat_events().into_iter().map(summary).collect();
+    let mut got: Vec<_> = agent.datapath_events().into_iter().map(summary).collect();
     got.sort();
     let e = |a: &str, s: &str, d: &str, q: i64| (a.to_string(), s.to_string(), d.to_string(), q);
     let (h, d) = ("10.99.0.1:15000", "10.99.0.2:15000");
@@ -96,7 +96,7 @@ fn egress_and_ingress_merge_into_one_association_per_direction() {
         e("qos.mismatch", d, h, 500),
     ];
     want.sort();
-    assert_eq!(got, want, "{:#?}", agent.heartbeat_events());
+    assert_eq!(got, want, "{:#?}", agent.datapath_events());
     let mut directions: Vec<_> = agent
         .heartbeat_events()
         .into_iter()
