@@ -405,8 +405,12 @@ impl LokiSink {
         let client = worker::Client::new(opts).map_err(ctxerr)?;
         let spool = if opts.spool {
             let dir = ctx.spool_dir.join(opts.spool_name());
-            let s = Spool::open(&dir, opts.spool_max)
-                .map_err(|e| anyhow::anyhow!("output {}: {e}", opts.name))?;
+            let s = Spool::open(&dir, opts.spool_max).map_err(|e| {
+                anyhow::anyhow!(
+                    "output {}: {e} (set STATE_DIRECTORY, or add spool=off to run without a spool)",
+                    opts.name
+                )
+            })?;
             if !s.is_empty() {
                 info!(
                     "output {}: {} events in {} batches wait in the spool {} from an earlier run; \
@@ -905,6 +909,97 @@ mod tests {
             spool.events()
         );
         assert!(st.retries > 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn open_errors_name_the_problem() {
+        let dir = tempdir("openerr");
+        let o = parse("loki+https://l:1?ca=/nonexistent/ca.pem").unwrap();
+        let e = LokiSink::open(&o, &ctx(dir.clone())).err().unwrap();
+        let e = format!("{e:#}");
+        assert!(e.contains("ca=/nonexistent/ca.pem: No such file"), "{e}");
+        // A spool directory that cannot be created (its parent is a file).
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("file"), b"").unwrap();
+        let o = parse("loki+http://l:1").unwrap();
+        let e = LokiSink::open(&o, &ctx(dir.join("file"))).err().unwrap();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("spool directory") && e.contains("spool=off"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Answers every HTTP request on `listener` with 204, counting them.
+    fn accept_all(listener: std::net::TcpListener) -> Arc<std::sync::atomic::AtomicU64> {
+        use std::io::{BufRead, Read, Write};
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let c = count.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let mut r = std::io::BufReader::new(conn);
+                    loop {
+                        let mut len = 0;
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let l = line.to_ascii_lowercase();
+                            if let Some(v) = l.strip_prefix("content-length:") {
+                                len = v.trim().parse().unwrap();
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        r.read_exact(&mut body).unwrap();
+                        c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let _ = r
+                            .get_mut()
+                            .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+                    }
+                });
+            }
+        });
+        count
+    }
+
+    /// Loki comes back during a long backoff pause: `close` tries at once instead of
+    /// sleeping through its timeout.
+    #[test]
+    fn close_cuts_a_backoff_pause_short() {
+        let dir = tempdir("cut");
+        let port = dead_port();
+        let o = parse(&format!(
+            "loki+http://127.0.0.1:{port}?batch_wait=0s&min_backoff=20s&max_backoff=30s"
+        ))
+        .unwrap();
+        let mut sink = LokiSink::open(&o, &ctx(dir.clone())).unwrap();
+        sink.send(&event(1)).unwrap();
+        let t = Instant::now();
+        while sink.stats().retries == 0 {
+            assert!(t.elapsed() < Duration::from_secs(5), "no push attempt");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Now in a pause of 10 to 20 s; Loki comes up.
+        let pushes = accept_all(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+        let t = Instant::now();
+        sink.close(Duration::from_secs(8)).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        let st = sink.stats();
+        assert_eq!(
+            (st.delivered, st.dropped, st.spool_bytes),
+            (1, 0, 0),
+            "{st:?}"
+        );
+        assert_eq!(pushes.load(std::sync::atomic::Ordering::SeqCst), 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 

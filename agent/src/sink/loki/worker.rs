@@ -392,10 +392,12 @@ impl Client {
             }
             Err(e) => format!("(answer unreadable: {e})"),
         };
-        let what = if text.is_empty() {
-            format!("HTTP {status}")
-        } else {
-            format!("HTTP {status}: {text}")
+        let what = match resp.headers().get("location").and_then(|v| v.to_str().ok()) {
+            Some(to) if (300..400).contains(&status) => {
+                format!("HTTP {status}: redirected to {to}; give that URL instead")
+            }
+            _ if text.is_empty() => format!("HTTP {status}"),
+            _ => format!("HTTP {status}: {text}"),
         };
         match status {
             200..=299 => Outcome::Delivered,
@@ -609,10 +611,13 @@ pub(super) fn run(shared: Arc<Shared>, cfg: Config, client: Client) {
                     pause = pause.max(ra.min(cfg.max_backoff));
                 }
                 let until = Instant::now() + pause;
+                let was_closing = st.closing.is_some();
                 loop {
                     let now = Instant::now();
                     let end = st.closing.map_or(until, |d| d.min(until));
-                    if now >= end || st.abandoned {
+                    // A close cuts the pause short once: Loki may be back, and the flush
+                    // timeout is better spent trying than waiting.
+                    if now >= end || st.abandoned || (!was_closing && st.closing.is_some()) {
                         break;
                     }
                     st = shared
