@@ -811,8 +811,16 @@ fn outage_loses_and_duplicates_nothing() {
     let child = analyze_cmd(&pcap, "probe-1", &dir, "20s", &["stdout".into(), url])
         .spawn()
         .unwrap();
-    // Connections are refused for a while...
-    std::thread::sleep(Duration::from_millis(700));
+    // Connections are refused until a batch had to go to the spool, and a little longer...
+    let t = Instant::now();
+    while spooled(&dir).0.is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "nothing spooled during the outage"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     // ...then Loki comes up overloaded.
     let ep = Endpoint::start(port, &[503, 503, 503, 429], Expect::default());
     let run = finish(child, Duration::from_secs(30));
@@ -977,9 +985,22 @@ fn spool_bound_drops_are_counted_and_reported() {
         "{spool_bytes} bytes spooled"
     );
 
+    // Same output (same name, same spool), default bounds: room for the second run's own
+    // events while the spool drains.
     let ep = Endpoint::start(port, &[], Expect::default());
-    let second = analyze(&healthy, "second", &dir, "10s", &["stdout".into(), url]);
+    let second = analyze(
+        &healthy,
+        "second",
+        &dir,
+        "10s",
+        &["stdout".into(), name.clone()],
+    );
     assert_eq!(second.code(), Some(0), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("from an earlier run"),
+        "{}",
+        second.stderr
+    );
     let delivered_from_first: Vec<String> = ep
         .accepted()
         .into_iter()

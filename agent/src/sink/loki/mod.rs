@@ -373,6 +373,15 @@ fn metadata(ev: &Event) -> Vec<LabelPairAdapter> {
     md
 }
 
+/// `300ms`, `2.5s`: for logs.
+fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
 fn now_unix_ns() -> i128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -423,6 +432,15 @@ impl LokiSink {
             }
             Some(s)
         } else {
+            let dir = ctx.spool_dir.join(opts.spool_name());
+            let left = spool::batches_in(&dir);
+            if left > 0 {
+                warn!(
+                    "output {}: spool=off: {left} batches an earlier run left in {} are not delivered",
+                    opts.name,
+                    dir.display()
+                );
+            }
             None
         };
         let cfg = Config {
@@ -567,11 +585,11 @@ impl Sink for LokiSink {
         }
         if let Some(spool) = st.spool.as_ref().filter(|s| !s.is_empty()) {
             warn!(
-                "output {}: {} events not delivered within {:?} stay in the spool {} \
+                "output {}: {} events not delivered within {} stay in the spool {} \
                  ({} bytes); the next start delivers them first",
                 self.cfg.name,
                 spool.events(),
-                timeout,
+                human(timeout),
                 spool.dir().display(),
                 spool.bytes()
             );
@@ -992,7 +1010,7 @@ mod tests {
         let pushes = accept_all(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
         let t = Instant::now();
         sink.close(Duration::from_secs(8)).unwrap();
-        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
         let st = sink.stats();
         assert_eq!(
             (st.delivered, st.dropped, st.spool_bytes),
@@ -1044,14 +1062,14 @@ mod tests {
         }
         let sending = t.elapsed();
         assert!(
-            sending < Duration::from_secs(5),
+            sending < Duration::from_secs(10),
             "send waited for the network: {sending:?}"
         );
         let t = Instant::now();
         sink.close(Duration::from_millis(300)).unwrap();
         let closing = t.elapsed();
         assert!(
-            closing >= Duration::from_millis(250) && closing < Duration::from_millis(1500),
+            closing >= Duration::from_millis(250) && closing < Duration::from_secs(3),
             "{closing:?}"
         );
         let st = sink.stats();

@@ -166,6 +166,15 @@ impl Spool {
     }
 }
 
+/// Spooled batches in `dir`, without opening it (no lock, no index).
+pub fn batches_in(dir: &Path) -> usize {
+    fs::read_dir(dir).map_or(0, |rd| {
+        rd.filter_map(Result::ok)
+            .filter(|e| parse_name(&e.file_name().to_string_lossy()).is_some())
+            .count()
+    })
+}
+
 fn parse_name(name: &str) -> Option<(u64, u64)> {
     let (seq, events) = name.strip_suffix(SUFFIX)?.split_once('-')?;
     if seq.len() != 20 {
@@ -223,6 +232,7 @@ mod tests {
         fs::write(dir.join("notes.txt"), b"ignored").unwrap();
         drop(s);
 
+        assert_eq!(batches_in(&dir), 2);
         let s = Spool::open(&dir, 250).unwrap();
         assert_eq!((s.bytes(), s.events(), s.len()), (150, 4, 2));
         assert_eq!(s.first().map(|f| f.0), Some(7));

@@ -480,25 +480,31 @@ pub(super) fn run(shared: Arc<Shared>, cfg: Config, client: Client) {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         };
-        // The body to send.
-        let (body, events, seq) = match &job {
-            Job::Memory(b) => (b.req.body(cfg.encoding), b.events, b.seq),
-            Job::Spooled { seq, events } => {
-                let spool = st.spool.as_ref().expect("spooled job without spool");
-                let body = match spool.read(*seq) {
-                    Err(e) => Err(format!(
-                        "cannot read {}: {e}",
-                        spool.path(*seq, *events).display()
-                    )),
-                    Ok(bytes) => match cfg.encoding {
-                        Encoding::Protobuf => Ok(bytes),
-                        Encoding::Json => {
-                            PushRequest::from_snappy(&bytes).and_then(|r| r.to_json())
-                        }
-                    },
-                };
-                (body, *events, *seq)
-            }
+        let (events, seq) = match &job {
+            Job::Memory(b) => (b.events, b.seq),
+            Job::Spooled { seq, events } => (*events, *seq),
+        };
+        let file = match (&job, st.spool.as_ref()) {
+            (Job::Spooled { .. }, Some(spool)) => Some(spool.path(seq, events)),
+            _ => None,
+        };
+        let timeout = match st.closing {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(cfg.timeout),
+            None => cfg.timeout,
+        };
+        drop(st);
+
+        // The body to send (no lock held: `send` goes on meanwhile).
+        let body = match (&job, file) {
+            (Job::Memory(b), _) => b.req.body(cfg.encoding),
+            (_, Some(path)) => match std::fs::read(&path) {
+                Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+                Ok(bytes) => match cfg.encoding {
+                    Encoding::Protobuf => Ok(bytes),
+                    Encoding::Json => PushRequest::from_snappy(&bytes).and_then(|r| r.to_json()),
+                },
+            },
+            (_, None) => Err("spooled batch without a spool".to_string()),
         };
         let body = match body {
             Ok(b) => b,
@@ -508,6 +514,10 @@ pub(super) fn run(shared: Arc<Shared>, cfg: Config, client: Client) {
                     "output {}: batch of {events} events unusable ({why}): dropped",
                     cfg.name
                 );
+                let mut st = shared.lock();
+                if st.abandoned {
+                    return;
+                }
                 st.dropped += events;
                 st.inflight = None;
                 if let Some(spool) = st.spool.as_mut() {
@@ -516,11 +526,6 @@ pub(super) fn run(shared: Arc<Shared>, cfg: Config, client: Client) {
                 continue;
             }
         };
-        let timeout = match st.closing {
-            Some(d) => d.saturating_duration_since(Instant::now()).min(cfg.timeout),
-            None => cfg.timeout,
-        };
-        drop(st);
 
         // Push (no lock held).
         let outcome = if timeout.is_zero() {
