@@ -31,7 +31,7 @@ pub enum SinkSpec {
     /// `file:PATH[?max_size=..&max_age=..&keep=..]`.
     File(file::FileOptions),
     /// `loki+http://HOST:PORT[/path][?...]`, `loki+https://...`.
-    Loki(loki::LokiOptions),
+    Loki(Box<loki::LokiOptions>),
     /// `syslog+udp://`, `syslog+tcp://`, `syslog+tls://HOST:PORT[?...]`.
     Syslog(syslog::SyslogOptions),
 }
@@ -59,7 +59,7 @@ impl std::str::FromStr for SinkSpec {
             .map_err(|e| err(format!("not a URL ({e}); expected one of: {SCHEMES}")))?;
         match url.scheme() {
             "loki+http" | "loki+https" => loki::LokiOptions::parse(&url)
-                .map(SinkSpec::Loki)
+                .map(|o| SinkSpec::Loki(Box::new(o)))
                 .map_err(err),
             "syslog+udp" | "syslog+tcp" | "syslog+tls" => syslog::SyslogOptions::parse(&url)
                 .map(SinkSpec::Syslog)

@@ -1,21 +1,1083 @@
-//! `loki+http://`, `loki+https://`: the Loki push API. (Being written.)
+//! `loki+http://`, `loki+https://`: events pushed to Grafana Loki's push API.
+//!
+//! ```text
+//! --output 'loki+https://user:password@loki.example.net/loki/api/v1/push?tenant=ops&ca=/etc/hbwatch/ca.pem'
+//! --output 'loki+http://127.0.0.1:3100'                  (path defaults to /loki/api/v1/push)
+//! ```
+//!
+//! | option | default | meaning |
+//! |---|---|---|
+//! | `encoding` | `protobuf` | `protobuf`: `logproto.PushRequest`, snappy block-compressed (`application/x-protobuf`); `json`: the documented JSON body |
+//! | `tenant` | none | `X-Scope-OrgID` header (multi-tenant Loki) |
+//! | `ca` | Mozilla roots | PEM file of the CA(s) to trust for `loki+https` (a private CA, or `/etc/ssl/certs/ca-certificates.crt` for the system store) |
+//! | `batch_size` | `1MiB` | a batch is sent once its lines reach this size... |
+//! | `batch_wait` | `1s` | ...or once its first event is this old |
+//! | `queue_max` | `8MiB` | events held in memory; beyond, the oldest batches move to the spool |
+//! | `spool` | `on` | `off`: no disk; what does not fit in memory or is left at exit is lost (counted) |
+//! | `spool_max` | `256MiB` | bound of the on-disk spool (compressed bytes); beyond it new events are dropped (counted) |
+//! | `timeout` | `10s` | one push request, connect to answer |
+//! | `min_backoff`, `max_backoff` | `500ms`, `30s` | retry pauses: doubling, jittered, capped |
+//! | `metadata` | `on` | `off`: no structured metadata (Loki before 3.0, or schemas below v13 that refuse it) |
+//!
+//! User and password in the URL become HTTP basic auth (percent-encode `@`, `:` and `/`
+//! in them).
+//!
+//! Stream labels are few and fixed, so Loki's index stays small: `job` (`hbwatch`),
+//! `host` (the observer host name), `protocol` (`network.protocol`, `agent` for the agent's
+//! own events), `level` (`log.level`), plus the static labels of the configuration. The
+//! line is the whole JSON event; its `@timestamp` is the entry's timestamp. Per-event
+//! values that would explode the label index go to structured metadata instead:
+//! `event_action`, `source_ip`, `source_port`, `destination_ip`, `destination_port`,
+//! `heartbeat_diagnosis`.
+//!
+//! Delivery: `send` only appends to a batch in memory; a worker thread pushes batches in
+//! order. 429, 408, 5xx and transport errors are retried (capped exponential backoff with
+//! jitter, `Retry-After` honoured); other 4xx answers are final: the batch is dropped,
+//! counted, and Loki's answer logged. Undeliverable batches, and batches that do not fit
+//! in memory, wait in the spool (`<spool dir>/<output name>/`, see [`spool`]), which a
+//! later agent delivers first. A spooled batch is deleted only after Loki answered 2xx.
+//! `close(timeout)` delivers until the timeout, then spools what is left.
+//! docs/outputs/loki.md has the user-facing version.
 
-use super::SinkContext;
-use crate::output::Sink;
+pub mod proto;
+pub mod spool;
+mod worker;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+pub use self::proto::Encoding;
+use self::proto::{format_labels, valid_label_name, EntryAdapter, LabelPairAdapter, Timestamp};
+use self::spool::Spool;
+use self::worker::{Config, Shared, State};
+use super::{parse_duration, parse_size, query_pairs, SinkContext};
+use crate::event::{Event, Level};
+use crate::output::{Sink, SinkStats};
+
+/// Path of the push API when the URL has none.
+pub const DEFAULT_PATH: &str = "/loki/api/v1/push";
+
+const KNOWN: &[&str] = &[
+    "encoding",
+    "tenant",
+    "ca",
+    "batch_size",
+    "batch_wait",
+    "queue_max",
+    "spool",
+    "spool_max",
+    "timeout",
+    "min_backoff",
+    "max_backoff",
+    "metadata",
+];
+
+/// A password from the URL: kept out of `Debug` output and logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// A parsed `loki+http(s)://` output.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LokiOptions {
-    pub url: String,
+    /// `loki+http://host:port[/path][?tenant=..]`: no credentials (logs, `where` of
+    /// `agent.events_lost`, the spool directory's name).
+    pub name: String,
+    /// The push URL: `http(s)://host:port/path`.
+    pub endpoint: String,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub tenant: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub encoding: Encoding,
+    pub batch_size: u64,
+    pub batch_wait: Duration,
+    pub queue_max: u64,
+    pub spool: bool,
+    pub spool_max: u64,
+    pub timeout: Duration,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    pub metadata: bool,
+}
+
+fn on_off(v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
+/// Loki's (Cortex's) rule for tenant IDs.
+fn valid_tenant(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 150
+        && t != "."
+        && t != ".."
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c))
 }
 
 impl LokiOptions {
     pub fn parse(url: &url::Url) -> Result<LokiOptions, String> {
-        let _ = url;
-        Err("Loki outputs are not built yet".into())
+        let tls = match url.scheme() {
+            "loki+http" => false,
+            "loki+https" => true,
+            s => {
+                return Err(format!(
+                    "{s:?} is not a Loki scheme (loki+http, loki+https)"
+                ))
+            }
+        };
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("no host: expected loki+http://HOST:PORT[/path]")?;
+        if url.fragment().is_some() {
+            return Err("a #fragment has no meaning in a Loki URL".into());
+        }
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        let path = match url.path() {
+            "" | "/" => DEFAULT_PATH,
+            p => p,
+        };
+        let endpoint = format!("{}://{authority}{path}", if tls { "https" } else { "http" });
+        url::Url::parse(&endpoint).map_err(|e| format!("push URL {endpoint}: {e}"))?;
+        let decode = |s: &str, what: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| format!("{what} in the URL is not UTF-8 once percent-decoded"))
+        };
+        let user = match url.username() {
+            "" => None,
+            u => Some(decode(u, "user")?),
+        };
+        let password = url
+            .password()
+            .map(|p| decode(p, "password").map(Secret))
+            .transpose()?;
+        if password.is_some() && user.is_none() {
+            return Err("a password without a user name".into());
+        }
+
+        let mut o = LokiOptions {
+            name: String::new(),
+            endpoint,
+            user,
+            password,
+            tenant: None,
+            ca: None,
+            encoding: Encoding::Protobuf,
+            batch_size: 1 << 20,
+            batch_wait: Duration::from_secs(1),
+            queue_max: 8 << 20,
+            spool: true,
+            spool_max: 256 << 20,
+            timeout: Duration::from_secs(10),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            metadata: true,
+        };
+        let pairs = query_pairs(
+            url.query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned())),
+            KNOWN,
+        )?;
+        let mut seen = BTreeSet::new();
+        let mut queue_max_given = false;
+        for (k, v) in pairs {
+            if !seen.insert(k.clone()) {
+                return Err(format!("option {k} given twice"));
+            }
+            let bad = |why: String| format!("option {k}={v:?}: {why}");
+            let positive = |d: Duration| {
+                if d.is_zero() {
+                    Err(bad("must be more than 0".into()))
+                } else {
+                    Ok(d)
+                }
+            };
+            match k.as_str() {
+                "encoding" => {
+                    o.encoding = match v.as_str() {
+                        "protobuf" => Encoding::Protobuf,
+                        "json" => Encoding::Json,
+                        _ => return Err(bad("expected protobuf or json".into())),
+                    }
+                }
+                "tenant" => {
+                    if !valid_tenant(&v) {
+                        return Err(bad(
+                            "a tenant ID is 1 to 150 of a-z A-Z 0-9 ! - _ . * ' ( )".into(),
+                        ));
+                    }
+                    o.tenant = Some(v.clone());
+                }
+                "ca" => {
+                    if v.is_empty() {
+                        return Err(bad("expected the path of a PEM file".into()));
+                    }
+                    o.ca = Some(PathBuf::from(&v));
+                }
+                "batch_size" => {
+                    o.batch_size = parse_size(&v).map_err(bad)?;
+                    if o.batch_size == 0 {
+                        return Err(bad("must be more than 0".into()));
+                    }
+                }
+                "batch_wait" => o.batch_wait = parse_duration(&v).map_err(bad)?,
+                "queue_max" => {
+                    o.queue_max = parse_size(&v).map_err(bad)?;
+                    queue_max_given = true;
+                }
+                "spool" => o.spool = on_off(&v).map_err(bad)?,
+                "spool_max" => o.spool_max = parse_size(&v).map_err(bad)?,
+                "timeout" => o.timeout = positive(parse_duration(&v).map_err(bad)?)?,
+                "min_backoff" => o.min_backoff = positive(parse_duration(&v).map_err(bad)?)?,
+                "max_backoff" => o.max_backoff = positive(parse_duration(&v).map_err(bad)?)?,
+                "metadata" => o.metadata = on_off(&v).map_err(bad)?,
+                _ => unreachable!("query_pairs lets only known options through"),
+            }
+        }
+        if o.ca.is_some() && !tls {
+            return Err("option ca only applies to loki+https".into());
+        }
+        if o.queue_max < o.batch_size {
+            if queue_max_given {
+                return Err(format!(
+                    "queue_max ({}) must be at least batch_size ({})",
+                    o.queue_max, o.batch_size
+                ));
+            }
+            o.queue_max = o.batch_size;
+        }
+        if o.min_backoff > o.max_backoff {
+            return Err(format!(
+                "min_backoff ({:?}) is more than max_backoff ({:?})",
+                o.min_backoff, o.max_backoff
+            ));
+        }
+        o.name = format!(
+            "{}://{authority}{}{}",
+            url.scheme(),
+            if path == DEFAULT_PATH { "" } else { path },
+            o.tenant
+                .as_ref()
+                .map_or(String::new(), |t| format!("?tenant={t}"))
+        );
+        Ok(o)
+    }
+
+    /// The spool directory's name: the output name with anything but `[A-Za-z0-9.-]`
+    /// replaced by `_`.
+    pub fn spool_name(&self) -> String {
+        self.name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
     }
 }
 
+fn level_name(l: Level) -> &'static str {
+    match l {
+        Level::Info => "info",
+        Level::Warning => "warning",
+        Level::Error => "error",
+        Level::Critical => "critical",
+    }
+}
+
+/// The fixed part of every stream's label set.
+#[derive(Debug, Clone)]
+struct Labeler {
+    base: Vec<(String, String)>,
+}
+
+impl Labeler {
+    fn new(ctx: &SinkContext) -> anyhow::Result<Labeler> {
+        let host = if ctx.hostname.is_empty() {
+            "unknown".to_string()
+        } else {
+            ctx.hostname.clone()
+        };
+        let mut base = vec![
+            ("job".to_string(), ctx.job.clone()),
+            ("host".to_string(), host),
+        ];
+        for (k, v) in &ctx.labels {
+            if !valid_label_name(k) || k.starts_with("__") {
+                anyhow::bail!(
+                    "label {k:?}: a Loki label name is [a-zA-Z_][a-zA-Z0-9_]* and does not start with __"
+                );
+            }
+            if ["job", "host", "protocol", "level"].contains(&k.as_str()) {
+                anyhow::bail!("label {k:?} is set by hbwatch itself");
+            }
+            if v.is_empty() {
+                anyhow::bail!("label {k:?} has an empty value (Loki would ignore it)");
+            }
+            base.push((k.clone(), v.clone()));
+        }
+        Ok(Labeler { base })
+    }
+
+    fn labels(&self, protocol: Option<&str>, level: Level) -> String {
+        let mut pairs = self.base.clone();
+        pairs.push(("protocol".into(), protocol.unwrap_or("agent").into()));
+        pairs.push(("level".into(), level_name(level).into()));
+        pairs.sort();
+        format_labels(&pairs)
+    }
+}
+
+/// Structured metadata of an event: what is per event and would make too many streams as
+/// labels.
+fn metadata(ev: &Event) -> Vec<LabelPairAdapter> {
+    let pair = |name: &str, value: String| LabelPairAdapter {
+        name: name.to_string(),
+        value,
+    };
+    let mut md = vec![pair("event_action", ev.event.action.to_string())];
+    if let Some(s) = &ev.source {
+        md.push(pair("source_ip", s.ip.clone()));
+        md.push(pair("source_port", s.port.to_string()));
+    }
+    if let Some(d) = &ev.destination {
+        md.push(pair("destination_ip", d.ip.clone()));
+        md.push(pair("destination_port", d.port.to_string()));
+    }
+    if let Some(d) = ev.heartbeat.diagnosis {
+        md.push(pair("heartbeat_diagnosis", d.to_string()));
+    }
+    md
+}
+
+/// `300ms`, `2.5s`: for logs.
+fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+fn now_unix_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// One Loki output.
+pub struct LokiSink {
+    cfg: Config,
+    shared: Arc<Shared>,
+    labeler: Labeler,
+    metadata: bool,
+    worker: Option<JoinHandle<()>>,
+    line: Vec<u8>,
+    bad_timestamp_logged: bool,
+}
+
+/// How long `close` waits past its timeout for the worker to come back from a push
+/// (pushes started during `close` end by the deadline; one started before may not).
+const CLOSE_GRACE: Duration = Duration::from_millis(100);
+
 pub fn open(opts: &LokiOptions, ctx: &SinkContext) -> anyhow::Result<Box<dyn Sink + Send>> {
-    let _ = ctx;
-    anyhow::bail!("{}: Loki outputs are not built yet", opts.url)
+    Ok(Box::new(LokiSink::open(opts, ctx)?))
+}
+
+impl LokiSink {
+    pub fn open(opts: &LokiOptions, ctx: &SinkContext) -> anyhow::Result<LokiSink> {
+        let ctxerr = |e: anyhow::Error| e.context(format!("output {}", opts.name));
+        let labeler = Labeler::new(ctx).map_err(ctxerr)?;
+        let client = worker::Client::new(opts).map_err(ctxerr)?;
+        let spool = if opts.spool {
+            let dir = ctx.spool_dir.join(opts.spool_name());
+            let s = Spool::open(&dir, opts.spool_max).map_err(|e| {
+                anyhow::anyhow!(
+                    "output {}: {e} (set STATE_DIRECTORY, or add spool=off to run without a spool)",
+                    opts.name
+                )
+            })?;
+            if !s.is_empty() {
+                info!(
+                    "output {}: {} events in {} batches wait in the spool {} from an earlier run; \
+                     delivering them first",
+                    opts.name,
+                    s.events(),
+                    s.len(),
+                    dir.display()
+                );
+            }
+            Some(s)
+        } else {
+            let dir = ctx.spool_dir.join(opts.spool_name());
+            let left = spool::batches_in(&dir);
+            if left > 0 {
+                warn!(
+                    "output {}: spool=off: {left} batches an earlier run left in {} are not delivered",
+                    opts.name,
+                    dir.display()
+                );
+            }
+            None
+        };
+        let cfg = Config {
+            name: opts.name.clone(),
+            batch_size: opts.batch_size,
+            batch_wait: opts.batch_wait,
+            queue_max: opts.queue_max,
+            timeout: opts.timeout,
+            min_backoff: opts.min_backoff,
+            max_backoff: opts.max_backoff,
+            encoding: opts.encoding,
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(spool)),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+        });
+        let worker = {
+            let (shared, cfg) = (shared.clone(), cfg.clone());
+            std::thread::Builder::new()
+                .name("loki-push".into())
+                .spawn(move || worker::run(shared, cfg, client))?
+        };
+        Ok(LokiSink {
+            cfg,
+            shared,
+            labeler,
+            metadata: opts.metadata,
+            worker: Some(worker),
+            line: Vec::with_capacity(1024),
+            bad_timestamp_logged: false,
+        })
+    }
+
+    fn entry(&mut self, ev: &Event) -> anyhow::Result<(EntryAdapter, u64)> {
+        self.line.clear();
+        ev.write_line(&mut self.line);
+        if self.line.last() == Some(&b'\n') {
+            self.line.pop();
+        }
+        let line = String::from_utf8(self.line.clone())?;
+        let ns = match time::OffsetDateTime::parse(
+            &ev.timestamp,
+            &time::format_description::well_known::Rfc3339,
+        ) {
+            Ok(t) => t.unix_timestamp_nanos(),
+            Err(e) => {
+                if !self.bad_timestamp_logged {
+                    warn!(
+                        "output {}: event time {:?} is not RFC 3339 ({e}); using the current time",
+                        self.cfg.name, ev.timestamp
+                    );
+                    self.bad_timestamp_logged = true;
+                }
+                now_unix_ns()
+            }
+        };
+        let md = if self.metadata {
+            metadata(ev)
+        } else {
+            Vec::new()
+        };
+        let bytes = line.len() as u64
+            + md.iter()
+                .map(|p| (p.name.len() + p.value.len()) as u64)
+                .sum::<u64>();
+        Ok((
+            EntryAdapter {
+                timestamp: Some(Timestamp::from_unix_nanos(ns)),
+                line,
+                structured_metadata: md,
+            },
+            bytes,
+        ))
+    }
+}
+
+impl Sink for LokiSink {
+    fn send(&mut self, ev: &Event) -> anyhow::Result<()> {
+        let (entry, bytes) = self.entry(ev)?;
+        let key = (ev.network.as_ref().map(|n| n.protocol), ev.log.level);
+        let labeler = &self.labeler;
+        let mut st = self.shared.lock();
+        if st.closed {
+            anyhow::bail!("output {} is closed", self.cfg.name);
+        }
+        let first = st.open.events == 0;
+        st.open
+            .add(key, || labeler.labels(key.0, key.1), entry, bytes);
+        if st.open.bytes >= self.cfg.batch_size {
+            st.seal(&self.cfg);
+            self.shared.wake.notify_one();
+        } else if first {
+            // The worker arms the batch_wait timer.
+            self.shared.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        // Events are with the worker already; it sends them on `batch_wait`.
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    fn close(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.shared.lock();
+        if st.closed {
+            return Ok(());
+        }
+        st.closed = true;
+        st.closing = Some(deadline);
+        self.shared.wake.notify_all();
+        let give_up = deadline + CLOSE_GRACE;
+        while !st.finished {
+            let now = Instant::now();
+            if now >= give_up {
+                break;
+            }
+            st = self
+                .shared
+                .done
+                .wait_timeout(st, give_up - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if st.finished {
+            drop(st);
+            if let Some(w) = self.worker.take() {
+                let _ = w.join();
+            }
+            st = self.shared.lock();
+        } else {
+            // The worker is stuck in a push despite its timeout: keep what memory holds
+            // and count the batch it is pushing as lost.
+            worker::abandon(&mut st, &self.cfg);
+        }
+        if let Some(spool) = st.spool.as_mut() {
+            // Nothing writes to it any more (an abandoned worker leaves the state alone).
+            spool.unlock();
+        }
+        if let Some(spool) = st.spool.as_ref().filter(|s| !s.is_empty()) {
+            warn!(
+                "output {}: {} events not delivered within {} stay in the spool {} \
+                 ({} bytes); the next start delivers them first",
+                self.cfg.name,
+                spool.events(),
+                human(timeout),
+                spool.dir().display(),
+                spool.bytes()
+            );
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        self.cfg.name.clone()
+    }
+
+    fn stats(&self) -> SinkStats {
+        let st = self.shared.lock();
+        SinkStats {
+            delivered: st.delivered,
+            dropped: st.dropped,
+            queued: st.queued(),
+            spool_bytes: st.spool.as_ref().map_or(0, Spool::bytes),
+            retries: st.retries,
+        }
+    }
+}
+
+impl Drop for LokiSink {
+    fn drop(&mut self) {
+        // Not closed by the agent (an error path): keep what memory holds in the spool.
+        let _ = self.close(Duration::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Endpoint, Network, Observer};
+    use crate::output::Format;
+    use crate::sink::SinkSpec;
+
+    fn parse(s: &str) -> Result<LokiOptions, String> {
+        LokiOptions::parse(&url::Url::parse(s).unwrap())
+    }
+
+    fn err(s: &str) -> String {
+        parse(s).expect_err(s)
+    }
+
+    #[test]
+    fn defaults() {
+        let o = parse("loki+http://127.0.0.1:3100").unwrap();
+        assert_eq!(o.endpoint, "http://127.0.0.1:3100/loki/api/v1/push");
+        assert_eq!(o.name, "loki+http://127.0.0.1:3100");
+        assert_eq!(o.encoding, Encoding::Protobuf);
+        assert_eq!(
+            (o.batch_size, o.queue_max, o.spool_max),
+            (1 << 20, 8 << 20, 256 << 20)
+        );
+        assert_eq!(o.batch_wait, Duration::from_secs(1));
+        assert!(o.spool && o.metadata);
+        assert_eq!(
+            (o.user.as_deref(), o.tenant.as_deref(), o.ca.as_ref()),
+            (None, None, None)
+        );
+        assert_eq!(o.spool_name(), "loki_http___127.0.0.1_3100");
+        // A trailing slash is no path either.
+        assert_eq!(
+            parse("loki+http://loki:3100/").unwrap().endpoint,
+            "http://loki:3100/loki/api/v1/push"
+        );
+        assert_eq!(
+            parse("loki+http://[::1]:3100").unwrap().endpoint,
+            "http://[::1]:3100/loki/api/v1/push"
+        );
+    }
+
+    #[test]
+    fn every_option() {
+        let o = parse(
+            "loki+https://ops%40corp:p%3Ass%2Fw@logs.example.net/custom/push?tenant=team-a&encoding=json\
+             &ca=/etc/hbwatch/ca.pem&batch_size=64KiB&batch_wait=250ms&queue_max=1MiB&spool=off\
+             &spool_max=1GiB&timeout=3s&min_backoff=50ms&max_backoff=5s&metadata=off",
+        )
+        .unwrap();
+        assert_eq!(o.endpoint, "https://logs.example.net/custom/push");
+        assert_eq!(
+            o.name,
+            "loki+https://logs.example.net/custom/push?tenant=team-a"
+        );
+        assert_eq!(o.user.as_deref(), Some("ops@corp"));
+        assert_eq!(o.password, Some(Secret("p:ss/w".into())));
+        assert_eq!(o.tenant.as_deref(), Some("team-a"));
+        assert_eq!(o.ca, Some(PathBuf::from("/etc/hbwatch/ca.pem")));
+        assert_eq!(o.encoding, Encoding::Json);
+        assert_eq!(
+            (o.batch_size, o.queue_max, o.spool_max),
+            (64 << 10, 1 << 20, 1 << 30)
+        );
+        assert_eq!(o.batch_wait, Duration::from_millis(250));
+        assert_eq!(o.timeout, Duration::from_secs(3));
+        assert_eq!(
+            (o.min_backoff, o.max_backoff),
+            (Duration::from_millis(50), Duration::from_secs(5))
+        );
+        assert!(!o.spool && !o.metadata);
+        // The password stays out of logs and debug output.
+        let dbg = format!("{o:?}");
+        assert!(!dbg.contains("p:ss") && dbg.contains("***"), "{dbg}");
+        assert!(!o.name.contains("ops"), "{}", o.name);
+        // A batch larger than the default memory queue raises the queue to one batch.
+        assert_eq!(
+            parse("loki+http://l:1?batch_size=20MiB").unwrap().queue_max,
+            20 << 20
+        );
+    }
+
+    #[test]
+    fn each_bad_key_or_value_says_what_is_wrong() {
+        let cases = [
+            (
+                "loki+http://l:1?encodng=json",
+                "unknown option \"encodng\" (known: encoding, tenant",
+            ),
+            (
+                "loki+http://l:1?encoding=xml",
+                "option encoding=\"xml\": expected protobuf or json",
+            ),
+            (
+                "loki+http://l:1?tenant=a%20b",
+                "option tenant=\"a b\": a tenant ID is",
+            ),
+            (
+                "loki+http://l:1?tenant=",
+                "option tenant=\"\": a tenant ID is",
+            ),
+            (
+                "loki+http://l:1?ca=/x.pem",
+                "option ca only applies to loki+https",
+            ),
+            ("loki+https://l:1?ca=", "option ca=\"\": expected the path"),
+            (
+                "loki+http://l:1?batch_size=big",
+                "option batch_size=\"big\": \"big\" is not a size",
+            ),
+            (
+                "loki+http://l:1?batch_size=0",
+                "option batch_size=\"0\": must be more than 0",
+            ),
+            (
+                "loki+http://l:1?batch_wait=1y",
+                "option batch_wait=\"1y\": \"1y\": unknown duration unit",
+            ),
+            (
+                "loki+http://l:1?queue_max=1KiB&batch_size=4KiB",
+                "queue_max (1024) must be at least batch_size (4096)",
+            ),
+            (
+                "loki+http://l:1?spool=maybe",
+                "option spool=\"maybe\": expected on or off",
+            ),
+            (
+                "loki+http://l:1?spool_max=1TB",
+                "option spool_max=\"1TB\": \"1TB\": unknown size unit",
+            ),
+            (
+                "loki+http://l:1?timeout=0s",
+                "option timeout=\"0s\": must be more than 0",
+            ),
+            (
+                "loki+http://l:1?min_backoff=10s&max_backoff=1s",
+                "min_backoff (10s) is more than max_backoff (1s)",
+            ),
+            (
+                "loki+http://l:1?metadata=yesplease",
+                "option metadata=\"yesplease\": expected on or off",
+            ),
+            (
+                "loki+http://l:1?spool=on&spool=off",
+                "option spool given twice",
+            ),
+            ("loki+http://l:1#frag", "a #fragment has no meaning"),
+            ("loki+http:///loki/api/v1/push", "no host"),
+            ("loki+http://:secret@l:1", "a password without a user name"),
+        ];
+        for (url, want) in cases {
+            let e = err(url);
+            assert!(e.contains(want), "{url}: got {e:?}, want {want:?}");
+        }
+        // Through --output, the message names the URL.
+        let e = "loki+http://l:1?batch_wait=soon"
+            .parse::<SinkSpec>()
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("output \"loki+http://l:1?batch_wait=soon\": option batch_wait"),
+            "{e}"
+        );
+    }
+
+    fn ctx(spool_dir: PathBuf) -> SinkContext {
+        let mut c = SinkContext::new("probe-1".into(), Format::Json);
+        c.spool_dir = spool_dir;
+        c
+    }
+
+    #[test]
+    fn labels_are_few_and_fixed() {
+        let mut c = ctx(PathBuf::from("/nonexistent"));
+        c.labels.insert("site".into(), "par\"1".into());
+        let l = Labeler::new(&c).unwrap();
+        assert_eq!(
+            l.labels(Some("mds"), Level::Warning),
+            r#"{host="probe-1", job="hbwatch", level="warning", protocol="mds", site="par\"1"}"#
+        );
+        assert_eq!(
+            l.labels(None, Level::Critical),
+            r#"{host="probe-1", job="hbwatch", level="critical", protocol="agent", site="par\"1"}"#
+        );
+        for (k, v, want) in [
+            ("level", "x", "set by hbwatch itself"),
+            ("site-id", "x", "a Loki label name is"),
+            ("__name__", "x", "a Loki label name is"),
+            ("site", "", "empty value"),
+        ] {
+            let mut c = ctx(PathBuf::from("/nonexistent"));
+            c.labels.insert(k.into(), v.into());
+            let e = Labeler::new(&c).unwrap_err().to_string();
+            assert!(e.contains(want), "{k}={v}: {e}");
+        }
+    }
+
+    fn event(i: u64) -> Event {
+        let mut ev = Event::new(
+            crate::event::rfc3339_micros(1_795_341_600_000_000_000 + i as i128 * 1_000_000),
+            "alert",
+            "heartbeat.gap",
+            Level::Warning,
+            Observer {
+                hostname: "probe-1".into(),
+                ingress: None,
+            },
+            format!("mds 10.50.0.1 -> 10.50.0.2: event {i}"),
+        );
+        ev.network = Some(Network {
+            protocol: "mds",
+            transport: "udp",
+        });
+        ev.source = Some(Endpoint {
+            ip: "10.50.0.1".into(),
+            port: 41000,
+        });
+        ev.destination = Some(Endpoint {
+            ip: "10.50.0.2".into(),
+            port: 41000,
+        });
+        ev.heartbeat.diagnosis = Some("path-interruption");
+        ev
+    }
+
+    #[test]
+    fn entries_carry_the_event_time_line_and_metadata() {
+        let dir = tempdir("entry");
+        let o = parse("loki+http://127.0.0.1:9?spool=off").unwrap();
+        let mut sink = LokiSink::open(&o, &ctx(dir.clone())).unwrap();
+        let (e, bytes) = sink.entry(&event(5)).unwrap();
+        assert_eq!(e.timestamp.unwrap().unix_nanos(), 1_795_341_600_005_000_000);
+        assert_eq!(format!("{}\n", e.line), event(5).to_line());
+        let md: Vec<(&str, &str)> = e
+            .structured_metadata
+            .iter()
+            .map(|p| (p.name.as_str(), p.value.as_str()))
+            .collect();
+        assert_eq!(
+            md,
+            [
+                ("event_action", "heartbeat.gap"),
+                ("source_ip", "10.50.0.1"),
+                ("source_port", "41000"),
+                ("destination_ip", "10.50.0.2"),
+                ("destination_port", "41000"),
+                ("heartbeat_diagnosis", "path-interruption")
+            ]
+        );
+        assert!(bytes > e.line.len() as u64);
+        sink.close(Duration::ZERO).unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "hbwatch-loki-{tag}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// A port nothing listens on: every push is a refused connection.
+    fn dead_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Loki down, spool bounded: every event is delivered, spooled, or counted as dropped,
+    /// the spool never exceeds its bound, and drops start only once memory and spool are full.
+    #[test]
+    fn spool_bound_holds_and_every_event_is_accounted_for() {
+        let dir = tempdir("bound");
+        let o = parse(&format!(
+            "loki+http://127.0.0.1:{}?batch_size=2KiB&queue_max=4KiB&spool_max=16KiB&min_backoff=5ms&max_backoff=20ms",
+            dead_port()
+        ))
+        .unwrap();
+        let mut sink = LokiSink::open(&o, &ctx(dir.clone())).unwrap();
+        let n = 2000;
+        for i in 0..n {
+            sink.send(&event(i)).unwrap();
+            assert!(sink.stats().spool_bytes <= 16 << 10);
+        }
+        let st = sink.stats();
+        assert!(st.dropped > 0, "{st:?}");
+        assert!(st.spool_bytes > 8 << 10, "the spool filled up: {st:?}");
+        sink.close(Duration::from_millis(50)).unwrap();
+        let st = sink.stats();
+        drop(sink);
+        let spool = Spool::open(&dir.join(o.spool_name()), u64::MAX).unwrap();
+        assert_eq!(st.delivered, 0);
+        assert_eq!(st.queued, 0);
+        assert_eq!(spool.bytes(), st.spool_bytes);
+        assert_eq!(
+            st.dropped + spool.events(),
+            n,
+            "{st:?}, {} spooled",
+            spool.events()
+        );
+        assert!(st.retries > 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn open_errors_name_the_problem() {
+        let dir = tempdir("openerr");
+        let o = parse("loki+https://l:1?ca=/nonexistent/ca.pem").unwrap();
+        let e = LokiSink::open(&o, &ctx(dir.clone())).err().unwrap();
+        let e = format!("{e:#}");
+        assert!(e.contains("ca=/nonexistent/ca.pem: No such file"), "{e}");
+        // A spool directory that cannot be created (its parent is a file).
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("file"), b"").unwrap();
+        let o = parse("loki+http://l:1").unwrap();
+        let e = LokiSink::open(&o, &ctx(dir.join("file"))).err().unwrap();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("spool directory") && e.contains("spool=off"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Answers every HTTP request on `listener` with 204, counting them.
+    fn accept_all(listener: std::net::TcpListener) -> Arc<std::sync::atomic::AtomicU64> {
+        use std::io::{BufRead, Read, Write};
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let c = count.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let mut r = std::io::BufReader::new(conn);
+                    loop {
+                        let mut len = 0;
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let l = line.to_ascii_lowercase();
+                            if let Some(v) = l.strip_prefix("content-length:") {
+                                len = v.trim().parse().unwrap();
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        r.read_exact(&mut body).unwrap();
+                        c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let _ = r
+                            .get_mut()
+                            .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+                    }
+                });
+            }
+        });
+        count
+    }
+
+    /// Loki comes back during a long backoff pause: `close` tries at once instead of
+    /// sleeping through its timeout.
+    #[test]
+    fn close_cuts_a_backoff_pause_short() {
+        let dir = tempdir("cut");
+        let port = dead_port();
+        let o = parse(&format!(
+            "loki+http://127.0.0.1:{port}?batch_wait=0s&min_backoff=20s&max_backoff=30s"
+        ))
+        .unwrap();
+        let mut sink = LokiSink::open(&o, &ctx(dir.clone())).unwrap();
+        sink.send(&event(1)).unwrap();
+        let t = Instant::now();
+        while sink.stats().retries == 0 {
+            assert!(t.elapsed() < Duration::from_secs(5), "no push attempt");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Now in a pause of 10 to 20 s; Loki comes up.
+        let pushes = accept_all(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+        let t = Instant::now();
+        sink.close(Duration::from_secs(8)).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+        let st = sink.stats();
+        assert_eq!(
+            (st.delivered, st.dropped, st.spool_bytes),
+            (1, 0, 0),
+            "{st:?}"
+        );
+        assert_eq!(pushes.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Without a spool, what Loki never took is lost at close, and counted.
+    #[test]
+    fn without_spool_undelivered_events_are_counted_at_close() {
+        let dir = tempdir("nospool");
+        let o = parse(&format!(
+            "loki+http://127.0.0.1:{}?spool=off&min_backoff=5ms&max_backoff=20ms",
+            dead_port()
+        ))
+        .unwrap();
+        let mut sink = LokiSink::open(&o, &ctx(dir.clone())).unwrap();
+        for i in 0..100 {
+            sink.send(&event(i)).unwrap();
+        }
+        sink.close(Duration::from_millis(100)).unwrap();
+        let st = sink.stats();
+        assert_eq!(
+            (st.delivered, st.dropped, st.queued, st.spool_bytes),
+            (0, 100, 0, 0)
+        );
+        assert!(sink.send(&event(0)).is_err(), "closed");
+        assert!(!dir.exists(), "spool=off writes nothing");
+    }
+
+    /// A Loki that accepts connections and never answers: `send` does not wait for it and
+    /// `close` returns on time, keeping everything in the spool.
+    #[test]
+    fn a_hanging_loki_blocks_neither_send_nor_close() {
+        let dir = tempdir("hang");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let o = parse(&format!(
+            "loki+http://127.0.0.1:{port}?batch_size=4KiB&timeout=30s"
+        ))
+        .unwrap();
+        let mut sink = LokiSink::open(&o, &ctx(dir.clone())).unwrap();
+        let t = Instant::now();
+        for i in 0..5_000 {
+            sink.send(&event(i)).unwrap();
+        }
+        let sending = t.elapsed();
+        assert!(
+            sending < Duration::from_secs(10),
+            "send waited for the network: {sending:?}"
+        );
+        let t = Instant::now();
+        sink.close(Duration::from_millis(300)).unwrap();
+        let closing = t.elapsed();
+        assert!(
+            closing >= Duration::from_millis(250) && closing < Duration::from_secs(3),
+            "{closing:?}"
+        );
+        let st = sink.stats();
+        assert_eq!((st.delivered, st.dropped, st.queued), (0, 0, 0), "{st:?}");
+        drop(sink);
+        let spool = Spool::open(&dir.join(o.spool_name()), u64::MAX).unwrap();
+        assert_eq!(spool.events(), 5_000);
+        drop(listener);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
