@@ -15,11 +15,11 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::queue::Queue;
 
@@ -28,6 +28,8 @@ const BATCH_BYTES: usize = 256 << 10;
 /// How often unacknowledged frames are looked at again while nothing new comes.
 const ACK_POLL: Duration = Duration::from_millis(2);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a new connection must stay up before what it carried counts as delivered.
+pub const PROBATION: Duration = Duration::from_millis(500);
 
 /// Where and how to connect.
 pub struct Target {
@@ -48,53 +50,39 @@ pub fn run(q: Arc<Queue>, t: Target) {
     let mut unacked: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut wbuf: Vec<u8> = Vec::with_capacity(BATCH_BYTES + 4096);
-    let mut backoff = FIRST_BACKOFF;
-    // A run of failures is logged when it starts and when it ends.
-    let mut down_since: Option<std::time::Instant> = None;
+    let mut health = Health::new(&t);
     loop {
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match Conn::open(&t) {
                 Ok(c) => {
                     q.set_socket(c.sock.inner.try_clone().ok());
-                    if let Some(since) = down_since.take() {
-                        info!(
-                            "{}: connected after {:.1}s of failures",
-                            t.name,
-                            since.elapsed().as_secs_f64()
-                        );
-                    }
                     conn.insert(c)
                 }
                 Err(e) => {
-                    q.retried();
-                    if down_since.is_none() {
-                        down_since = Some(std::time::Instant::now());
-                        warn!(
-                            "{}: {e}; events are queued, retrying (backoff up to {:?})",
-                            t.name, t.reconnect_max
-                        );
-                    }
-                    if !q.sleep(backoff) {
+                    if !health.failed(&q, &e.to_string()) {
                         return;
                     }
-                    backoff = (backoff * 2).min(t.reconnect_max);
                     continue;
                 }
             },
         };
 
-        if !unacked.is_empty() {
+        // Acknowledged frames settle once the connection is past its probation: a
+        // receiver that refuses a client (TLS client certificate, allowed senders) takes
+        // the bytes into its TCP buffer before it hangs up.
+        let confirmed = c.opened.elapsed() >= PROBATION;
+        if confirmed {
+            health.confirmed();
+        }
+        if confirmed && !unacked.is_empty() {
             if let Ok(acked) = c.acked() {
                 let mut n = 0;
                 while unacked.front().is_some_and(|(end, _)| *end <= acked) {
                     unacked.pop_front();
                     n += 1;
                 }
-                if n > 0 {
-                    q.delivered(n);
-                    backoff = FIRST_BACKOFF;
-                }
+                q.delivered(n);
             }
         }
 
@@ -110,30 +98,25 @@ pub fn run(q: Arc<Queue>, t: Target) {
             }
             return;
         }
-        if batch.is_empty() {
-            // Only acknowledgements to wait for; a peer that closed meanwhile is found
-            // here too, so what it did not take is sent again elsewhere.
-            if !c.alive() {
-                broken(
-                    &q,
-                    &t,
-                    &mut conn,
-                    &mut unacked,
-                    &mut batch,
-                    "connection closed by the peer",
-                );
+        // A peer that hung up is found before writing to it (or while waiting for its
+        // acknowledgements): what it did not take goes to the next connection.
+        if !c.alive() {
+            let why = match c.peer_alert.take() {
+                Some(alert) => format!("the receiver ended the connection: {alert}"),
+                None if c.tls.is_some() && !confirmed => format!(
+                    "the receiver closed the connection {} ms after the TLS handshake \
+                     (receivers that require a client certificate do: see cert= and key=)",
+                    c.opened.elapsed().as_millis()
+                ),
+                None => "connection closed by the receiver".to_string(),
+            };
+            broken(&q, &mut conn, &mut unacked, &mut batch);
+            if !health.failed(&q, &why) {
+                return;
             }
             continue;
         }
-        if !c.alive() {
-            broken(
-                &q,
-                &t,
-                &mut conn,
-                &mut unacked,
-                &mut batch,
-                "connection closed by the peer",
-            );
+        if batch.is_empty() {
             continue;
         }
         wbuf.clear();
@@ -143,29 +126,71 @@ pub fn run(q: Arc<Queue>, t: Target) {
         match c.write(&wbuf) {
             Ok(end) => unacked.extend(batch.drain(..).map(|f| (end, f))),
             Err(e) => {
-                let why = format!("write failed: {e}");
-                broken(&q, &t, &mut conn, &mut unacked, &mut batch, &why);
-                if !q.sleep(backoff) {
+                broken(&q, &mut conn, &mut unacked, &mut batch);
+                if !health.failed(&q, &format!("write failed: {e}")) {
                     return;
                 }
-                backoff = (backoff * 2).min(t.reconnect_max);
             }
         }
     }
 }
 
-/// Drops the connection and puts back every frame the peer did not acknowledge.
+/// Connection failures: logged when a run of them starts and when it ends, with a
+/// doubling backoff in between.
+struct Health {
+    name: String,
+    backoff: Duration,
+    max: Duration,
+    down_since: Option<Instant>,
+}
+
+impl Health {
+    fn new(t: &Target) -> Health {
+        Health {
+            name: t.name.clone(),
+            backoff: FIRST_BACKOFF,
+            max: t.reconnect_max,
+            down_since: None,
+        }
+    }
+
+    /// Counts and logs a failure, then waits the backoff; `false` once the sink closed.
+    fn failed(&mut self, q: &Queue, why: &str) -> bool {
+        q.retried();
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            warn!(
+                "{}: {why}; events are queued, retrying (backoff up to {:?})",
+                self.name, self.max
+            );
+        } else {
+            debug!("{}: {why}", self.name);
+        }
+        let ok = q.sleep(self.backoff);
+        self.backoff = (self.backoff * 2).min(self.max);
+        ok
+    }
+
+    /// A connection is past its probation.
+    fn confirmed(&mut self) {
+        if let Some(since) = self.down_since.take() {
+            info!(
+                "{}: connected after {:.1}s of failures",
+                self.name,
+                since.elapsed().as_secs_f64()
+            );
+        }
+        self.backoff = FIRST_BACKOFF;
+    }
+}
+
+/// Drops the connection and puts back every frame not settled.
 fn broken(
     q: &Queue,
-    t: &Target,
     conn: &mut Option<Conn>,
     unacked: &mut VecDeque<(u64, Vec<u8>)>,
     batch: &mut Vec<Vec<u8>>,
-    why: &str,
 ) {
-    q.retried();
-    let n = unacked.len() + batch.len();
-    warn!("{}: {why}; {n} events to send again", t.name);
     // The queue's handle on the socket goes first: the reset happens when the last one
     // is closed.
     q.set_socket(None);
@@ -206,6 +231,9 @@ impl Write for Counted {
 struct Conn {
     sock: Counted,
     tls: Option<ClientConnection>,
+    opened: Instant,
+    /// The TLS alert the receiver ended the connection with, if any.
+    peer_alert: Option<String>,
 }
 
 impl Conn {
@@ -242,7 +270,12 @@ impl Conn {
                 Some(tls)
             }
         };
-        Ok(Conn { sock, tls })
+        Ok(Conn {
+            sock,
+            tls,
+            opened: Instant::now(),
+            peer_alert: None,
+        })
     }
 
     /// Writes all of `buf`; the stream offset after it.
@@ -303,7 +336,10 @@ impl Conn {
                             let mut sink = vec![0u8; st.plaintext_bytes_to_read()];
                             let _ = tls.reader().read(&mut sink);
                         }
-                        Err(_) => return false,
+                        Err(e) => {
+                            self.peer_alert = Some(e.to_string());
+                            return false;
+                        }
                     },
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
