@@ -207,8 +207,10 @@ impl Rsyslog {
     fn received(&self, input: &str, want: usize, patience: Duration) -> Vec<Value> {
         let path = self.dir.join(format!("{input}.log"));
         let read = || -> Vec<Value> {
-            std::fs::read_to_string(&path)
-                .unwrap_or_default()
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            // Whole lines only: rsyslog may be writing the last one.
+            let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+            whole
                 .lines()
                 .map(|l| {
                     serde_json::from_str(l)
@@ -701,4 +703,169 @@ fn tls_client_certificate_for_a_receiver_that_requires_one() {
         16,
         true,
     );
+}
+
+/// `n` events of a realistic size (~600 bytes of JSON), all at once.
+fn burst(n: usize) -> Vec<hbwatch::event::Event> {
+    use hbwatch::event::{Endpoint, Event, Level, Network, Observer};
+    (0..n)
+        .map(|i| {
+            let mut e = Event::new(
+                "2026-11-22T10:00:05.536897Z".into(),
+                "alert",
+                "heartbeat.late",
+                Level::Warning,
+                Observer {
+                    hostname: HOSTNAME.into(),
+                    ingress: None,
+                },
+                format!(
+                    "mds 10.50.0.1:39500 -> 10.50.0.2:39500: heartbeat {i} arrived 1350 ms after \
+                     the previous one, expected every 1000 ms (tolerance 300 ms)"
+                ),
+            );
+            e.network = Some(Network {
+                protocol: "mds",
+                transport: "udp",
+            });
+            e.source = Some(Endpoint {
+                ip: "10.50.0.1".into(),
+                port: 39500,
+            });
+            e.destination = Some(Endpoint {
+                ip: "10.50.0.2".into(),
+                port: 39500,
+            });
+            e.heartbeat.interval_ms = Some(1350);
+            e.heartbeat.expected_interval_ms = Some(1000);
+            e
+        })
+        .collect()
+}
+
+/// Sends `events` through one sink as fast as `send` takes them; (seconds until close
+/// returned, messages rsyslog wrote, sink figures).
+fn blast(
+    url: &str,
+    events: &[hbwatch::event::Event],
+    rs: &Rsyslog,
+    input: &str,
+) -> (f64, usize, hbwatch::output::SinkStats) {
+    use hbwatch::output::Sink as _;
+    let spec: hbwatch::sink::SinkSpec = url.parse().unwrap();
+    let ctx = hbwatch::sink::SinkContext::new(HOSTNAME.into(), hbwatch::output::Format::Json);
+    let before = rs.received(input, 0, Duration::ZERO).len();
+    let mut sink = hbwatch::sink::open(&spec, &ctx).unwrap();
+    let t = Instant::now();
+    for e in events {
+        sink.send(e).unwrap();
+    }
+    sink.flush().unwrap();
+    sink.close(Duration::from_secs(60)).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let got = rs
+        .received(input, before + events.len(), Duration::from_secs(3))
+        .len()
+        - before;
+    (secs, got, sink.stats())
+}
+
+/// A burst of 3000 events at once (what `analyze` of a long capture does) reaches a
+/// local rsyslog whole over UDP with the default pacing.
+#[test]
+fn udp_default_pacing_gets_a_burst_through_to_a_local_rsyslog() {
+    let Some(bin) = rsyslogd("imudp.so") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rs = Rsyslog::start(
+        &bin,
+        dir.path(),
+        Inputs {
+            udp: true,
+            ..Inputs::default()
+        },
+    );
+    let events = burst(3000);
+    let url = format!("syslog+udp://127.0.0.1:{}?queue=100000", rs.udp.unwrap());
+    let (secs, got, st) = blast(&url, &events, &rs, "udp");
+    eprintln!(
+        "udp default pacing: {got}/{} received in {secs:.2}s",
+        events.len()
+    );
+    assert_eq!((st.delivered, st.dropped), (3000, 0));
+    assert_eq!(
+        got,
+        events.len(),
+        "rsyslog received {got} of {}",
+        events.len()
+    );
+}
+
+/// Figures for docs/outputs/syslog-and-file.md: `cargo test -p hbwatch --release --test
+/// sink_syslog measure -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, prints figures"]
+fn measure_throughput_and_udp_loss() {
+    let Some(bin) = rsyslogd("lmnsd_gtls.so") else {
+        return;
+    };
+    let n: usize = std::env::var("HBWATCH_MEASURE_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let events = burst(n);
+    let dir = tempfile::tempdir().unwrap();
+    let rs = Rsyslog::start(
+        &bin,
+        dir.path(),
+        Inputs {
+            udp: true,
+            tcp: Some(0),
+            ..Inputs::default()
+        },
+    );
+    let udp = rs.udp.unwrap();
+    for rate in ["0", "50000", "20000", "10000", "5000", "2000"] {
+        let url = format!("syslog+udp://127.0.0.1:{udp}?queue=1000000&rate={rate}");
+        let (secs, got, _) = blast(&url, &events, &rs, "udp");
+        println!(
+            "udp rate={rate:>5}: {got}/{n} received ({:.1}% lost), {:.0} events/s",
+            100.0 * (n - got) as f64 / n as f64,
+            n as f64 / secs
+        );
+    }
+    // Ten times as many over TCP and TLS: a new connection's frames settle only after its
+    // 500 ms probation, which would dominate a short run.
+    let events = burst(10 * n);
+    let n = events.len();
+    let url = format!("syslog+tcp://127.0.0.1:{}?queue=1000000", rs.tcp.unwrap());
+    let (secs, got, _) = blast(&url, &events, &rs, "tcp");
+    println!("tcp: {got}/{n} received, {:.0} events/s", n as f64 / secs);
+    drop(rs);
+
+    let d = tempfile::tempdir().unwrap();
+    let pki = Pki::new("hbwatch test CA");
+    let (cert, key) = pki.issue(&["localhost"], "localhost");
+    let tls = ServerTls {
+        ca: write(d.path(), "ca.pem", &pki.ca_pem),
+        cert: write(d.path(), "server.pem", &cert),
+        key: write(d.path(), "server.key", &key),
+        auth: "anon",
+    };
+    let rs = Rsyslog::start(
+        &bin,
+        d.path(),
+        Inputs {
+            tls: Some(&tls),
+            ..Inputs::default()
+        },
+    );
+    let url = format!(
+        "syslog+tls://localhost:{}?queue=1000000&ca={}",
+        rs.tls.unwrap(),
+        tls.ca.display()
+    );
+    let (secs, got, _) = blast(&url, &events, &rs, "tls");
+    println!("tls: {got}/{n} received, {:.0} events/s", n as f64 / secs);
 }

@@ -23,6 +23,9 @@ pub struct Target {
     pub reconnect_max: Duration,
 }
 
+/// Most datagrams sent back to back.
+pub const MAX_BURST: u32 = 32;
+
 /// Token bucket: `rate` per second, bursts of up to `burst`.
 pub struct Pacer {
     rate: f64,
@@ -33,8 +36,9 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(rate: u32, now: Instant) -> Pacer {
-        // A twentieth of a second's worth (50 ms), at least one.
-        let burst = (f64::from(rate) / 20.0).max(1.0);
+        // 50 ms worth, but never more than a receiver's default socket buffer holds
+        // (Linux: 212992 bytes, about 90 datagrams of 1 KiB): a burst must fit in it.
+        let burst = (f64::from(rate) / 20.0).clamp(1.0, f64::from(MAX_BURST));
         Pacer {
             rate: f64::from(rate),
             burst,
@@ -130,21 +134,25 @@ mod tests {
     #[test]
     fn pacer_lets_a_burst_through_then_spaces_datagrams_at_the_rate() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(1000, t0);
+        let mut p = Pacer::new(500, t0);
         // 50 ms worth go at once.
-        for _ in 0..50 {
+        for _ in 0..25 {
             assert_eq!(p.next(t0), Duration::ZERO);
         }
         let w = p.next(t0);
-        assert!((w.as_secs_f64() - 0.001).abs() < 1e-9, "{w:?}");
-        // After waiting as told, the next one needs another millisecond.
+        assert!((w.as_secs_f64() - 0.002).abs() < 1e-9, "{w:?}");
+        // After waiting as told, the next one needs another 2 ms.
         let t1 = t0 + w;
         let w = p.next(t1);
-        assert!((w.as_secs_f64() - 0.001).abs() < 1e-9, "{w:?}");
-        // A second later 1000 more have come in, but only a burst is kept.
+        assert!((w.as_secs_f64() - 0.002).abs() < 1e-9, "{w:?}");
+        // A second later 500 more have come in, but only a burst is kept.
         let t2 = t1 + Duration::from_secs(1);
         let free = (0..100).take_while(|_| p.next(t2).is_zero()).count();
-        assert_eq!(free, 50);
+        assert_eq!(free, 25);
+        // Fast rates burst no more than a receiver's socket buffer holds.
+        let mut fast = Pacer::new(100_000, t0);
+        let free = (0..1000).take_while(|_| fast.next(t0).is_zero()).count();
+        assert_eq!(free, MAX_BURST as usize);
         let mut unpaced = Pacer::new(0, t0);
         assert!((0..10_000).all(|_| unpaced.next(t0).is_zero()));
     }
