@@ -9,7 +9,7 @@ use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::queue::Queue;
 
@@ -66,12 +66,17 @@ impl Pacer {
 
 pub fn run(q: Arc<Queue>, t: Target) {
     let mut backoff = Duration::from_millis(100);
+    let mut first = true;
     let (sock, addr) = loop {
         match open(&t) {
             Ok(s) => break s,
             Err(e) => {
                 q.retried();
-                warn!("{}: {e}; events are queued, retrying", t.name);
+                if std::mem::take(&mut first) {
+                    warn!("{}: {e}; events are queued, retrying", t.name);
+                } else {
+                    debug!("{}: {e}", t.name);
+                }
                 if !q.sleep(backoff) {
                     return;
                 }
