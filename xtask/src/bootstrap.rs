@@ -15,8 +15,8 @@ use anyhow::{anyhow, bail, ensure, Context as _, Result};
 
 use crate::cmd::{display, is_root, probe, run, which};
 
-/// Debian packages the integration tests use (prometheus for promtool); the last five
-/// for `vm-test`
+/// Debian packages the integration tests use (prometheus for promtool; rsyslog and its
+/// TLS driver: the syslog outputs' receiver); the last five for `vm-test`
 /// (QEMU, a static busybox as the VM's init shell, strip, and checking the
 /// signature of Debian's index before downloading kernels from it).
 const APT_PACKAGES: &[&str] = &[
@@ -26,6 +26,8 @@ const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     "ethtool",
     "prometheus",
+    "rsyslog",
+    "rsyslog-gnutls",
     "qemu-system-x86",
     "busybox-static",
     "binutils",
