@@ -378,3 +378,10 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .expect("status code");
     (status, body.to_string())
 }
+
+/// An MDS heartbeat (a bare 4-byte sequence over UDP 41000 both ways: the tests add
+/// `--port mds=41000`) from `src` to `dst`.
+pub fn mds_frame(src: &str, dst: &str, seq: u32) -> Vec<u8> {
+    hbwatch::hbgen::frame::FrameSpec::udp(addr(src), 41000, addr(dst), 41000, &seq.to_be_bytes())
+        .build()
+}

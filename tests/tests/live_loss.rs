@@ -3,22 +3,12 @@
 //! counted lost in the kernel, the loss is reported as `agent.events_lost` with the
 //! exact count, and afterwards the agent still reports a clean anomaly.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use hbwatch::hbgen::frame::FrameSpec;
-use hbwatch_tests::{require_root, Agent, VethNs};
+use hbwatch_tests::{mds_frame, require_root, Agent, VethNs};
 
 fn mds(seq: u32) -> Vec<u8> {
-    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-    FrameSpec::udp(
-        ip("10.70.0.1"),
-        41000,
-        ip("10.70.0.2"),
-        41000,
-        &seq.to_be_bytes(),
-    )
-    .build()
+    mds_frame("10.70.0.1", "10.70.0.2", seq)
 }
 
 #[test]

@@ -1,23 +1,13 @@
 //! Operations against the real kernel: the Prometheus endpoint (scraped, checked with
 //! promtool) and SIGHUP reloading a config file's tunables without losing state.
 
-use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use hbwatch::hbgen::frame::FrameSpec;
-use hbwatch_tests::{free_port, http_get, in_vm, require_root, Agent, VethNs};
+use hbwatch_tests::{free_port, http_get, in_vm, mds_frame, require_root, Agent, VethNs};
 
 fn mds(seq: u32) -> Vec<u8> {
-    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-    FrameSpec::udp(
-        ip("10.71.0.1"),
-        41000,
-        ip("10.71.0.2"),
-        41000,
-        &seq.to_be_bytes(),
-    )
-    .build()
+    mds_frame("10.71.0.1", "10.71.0.2", seq)
 }
 
 /// The value of the sample `name{labels}` in an exposition, if present.

@@ -3,23 +3,13 @@
 //! CAP_NET_ADMIN once attached, and detaches cleanly. Without them it refuses clearly.
 //! An interface that disappears and comes back is attached again.
 
-use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use hbwatch::hbgen::frame::FrameSpec;
-use hbwatch_tests::{hbwatch_bin, require_root, Agent, VethNs};
+use hbwatch_tests::{hbwatch_bin, mds_frame, require_root, Agent, VethNs};
 
 fn mds(seq: u32) -> Vec<u8> {
-    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-    FrameSpec::udp(
-        ip("10.72.0.1"),
-        41000,
-        ip("10.72.0.2"),
-        41000,
-        &seq.to_be_bytes(),
-    )
-    .build()
+    mds_frame("10.72.0.1", "10.72.0.2", seq)
 }
 
 const CAP_NET_ADMIN: u32 = 12;
@@ -146,17 +136,7 @@ fn an_interface_that_disappears_and_comes_back_is_attached_again() {
     assert!(net.host_xdp().is_some(), "XDP is on the new interface");
 
     // A fresh association on the new interface is watched as before.
-    let other = |seq: u32| {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        FrameSpec::udp(
-            ip("10.72.1.1"),
-            41000,
-            ip("10.72.1.2"),
-            41000,
-            &seq.to_be_bytes(),
-        )
-        .build()
-    };
+    let other = |seq: u32| mds_frame("10.72.1.1", "10.72.1.2", seq);
     net.inject(&[other(10), other(11), other(15)], Duration::from_millis(2));
     let gap = agent.wait_for("heartbeat.gap", Duration::from_secs(10));
     assert_eq!(gap["heartbeat"]["lost"], 3);
