@@ -60,7 +60,6 @@ impl Stream {
     }
 
     /// Bytes held waiting for more.
-    #[cfg(test)]
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
