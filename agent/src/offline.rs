@@ -111,6 +111,7 @@ impl Env for OfflineEnv {
         fill(&mut ev);
         let mut buf = [0u8; sip::CAPTURE_LEN];
         let n = sip::copy_payload(f, off, len, &mut buf);
+        ev.aux = n as u32;
         self.records.push((ev, buf[..n].to_vec()));
         true
     }
