@@ -158,7 +158,7 @@ fn engine(frames: &[Vec<u8>]) -> Run {
     let mut records = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         process(&SliceFrame(f), &mut env, T0 + i as u64 * SEC, 1);
-        records.extend(env.records.drain(..));
+        records.append(&mut env.records);
     }
     Run {
         records,
@@ -1057,4 +1057,33 @@ fn extreme_timing_fields_do_not_overflow() {
         .map(|v| v["message"].clone())
         .collect();
     assert!(alerts.is_empty(), "{alerts:#?}");
+}
+
+#[test]
+fn timestamps_at_the_end_of_the_clock() {
+    // Found by the pcap fuzz target: a pcapng timestamp that saturated to u64::MAX ns
+    // overflowed the first summary boundary (a panic in debug builds).
+    let mut opts = options();
+    opts.summary_period = Some(std::time::Duration::from_secs(60));
+    for (first, later) in [
+        (u64::MAX, u64::MAX),
+        (T0, u64::MAX),
+        (T0, u64::MAX - 1),
+        (u64::MAX - 30 * SEC, u64::MAX),
+    ] {
+        let mut replay = Replay::new(&opts, "end".into());
+        let mut out = Vec::new();
+        replay.frame(&mds(1).build(), first, &mut out);
+        replay.frame(&mds(2).build(), later, &mut out);
+        replay.frame(&mds(4).build(), later, &mut out);
+        replay.finish(&mut out);
+        let actions: Vec<String> = out
+            .iter()
+            .map(|ev| action(&check_line(ev)).to_string())
+            .collect();
+        assert!(
+            actions.contains(&"heartbeat.gap".to_string()),
+            "{actions:?}"
+        );
+    }
 }

@@ -101,6 +101,9 @@ pub struct Correlator {
     sip: SipTracker,
     next_summary_ns: Option<u64>,
     last_summary_ns: u64,
+    /// The first record set the summary schedule (`next_summary_ns` is None after the
+    /// last boundary the clock can hold).
+    summaries_started: bool,
     totals: HashMap<FlowKey, AssocTotals>,
 }
 
@@ -155,6 +158,7 @@ impl Correlator {
             sccp_secondary: HashMap::new(),
             next_summary_ns: None,
             last_summary_ns: 0,
+            summaries_started: false,
             totals: HashMap::new(),
         }
     }
@@ -205,9 +209,12 @@ impl Correlator {
         let Some(kind) = EventKind::from_u8(raw.kind) else {
             return;
         };
-        if self.next_summary_ns.is_none() {
+        if !self.summaries_started {
             if let Some(p) = self.cfg.summary_period_ns {
-                self.next_summary_ns = Some(raw.ts_ns + p);
+                self.summaries_started = true;
+                // None when the first boundary is past the clock's range (found by the
+                // pcap fuzz target: a timestamp that saturated to u64::MAX).
+                self.next_summary_ns = raw.ts_ns.checked_add(p);
                 self.last_summary_ns = raw.ts_ns;
             }
         }
