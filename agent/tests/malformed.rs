@@ -1087,3 +1087,37 @@ fn timestamps_at_the_end_of_the_clock() {
         );
     }
 }
+
+#[test]
+fn capture_timestamps_running_backwards() {
+    // Found by the pcap fuzz target: GED-125 requests dated ever earlier (a merged or
+    // corrupt capture) went unanswered twice, and the peer.down's silence was computed
+    // as "record time - last heartbeat", negative: an overflow panic in debug builds,
+    // a silence of 584 years in release.
+    let req = |invoke: u32, seq: u32| {
+        tcp(
+            "10.4.0.7",
+            40007,
+            "10.4.0.2",
+            5000,
+            seq,
+            &ged125::message(Role::Request, invoke),
+        )
+        .build()
+    };
+    let frames = timed(vec![
+        (T0 + 100 * SEC, req(1, 100)),
+        (T0 + 50 * SEC, req(2, 112)),
+        (T0 + 40 * SEC, req(3, 124)),
+        (T0 + 30 * SEC, req(4, 136)),
+    ]);
+    let lines = analyze(frames);
+    let down = lines
+        .iter()
+        .find(|v| action(v) == "peer.down")
+        .expect("two unanswered requests in a row: down");
+    assert!(
+        down["heartbeat"]["silence_ms"].as_u64().unwrap() <= 100_000,
+        "{down}"
+    );
+}

@@ -562,7 +562,9 @@ impl Correlator {
 
     fn silence_event(&self, a: &Assoc, at: u64, missed: u64, down: bool, ctx: &Ctx) -> Event {
         let d = self.diagnose(&a.key, at, Phase::Outage);
-        let silence = at - a.last_beat_ns;
+        // A record may be dated before the last heartbeat (captures are not always in
+        // time order): no negative silence (found by the pcap fuzz target).
+        let silence = at.saturating_sub(a.last_beat_ns);
         let expected = a.expected_ns() / MS;
         let (action, level, what) = if down {
             ("peer.down", Level::Critical, "peer down")
