@@ -16,7 +16,7 @@ pub enum Counter {
     Truncated,
     /// IPv4 headers with IHL < 5 or beyond the packet, or inconsistent lengths.
     Malformed,
-    /// Non-first IPv4 fragments (no L4 header to read).
+    /// IPv4 fragments, first (More Fragments set) or not: no whole L4 datagram to read.
     Fragments,
     /// More VLAN tags than parsed, or IPv6 extension headers before TCP/UDP.
     Unparsed,

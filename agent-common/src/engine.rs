@@ -24,7 +24,10 @@ pub trait Env {
     /// Pushes a record to userspace, filled in place by `fill` (the kernel writes it
     /// straight into reserved ring-buffer memory: no stack copy); `false` if lost.
     fn emit<U: FnOnce(&mut RawEvent)>(&mut self, fill: U) -> bool;
-    /// Pushes a `SipRecord`: a header filled by `fill`, then the payload bytes at `off`.
+    /// Pushes a `SipRecord`: a header filled by `fill`, then the payload bytes at `off`
+    /// (`sip::copy_payload`). The header's `aux` must then say how many bytes were
+    /// copied: fewer than the headers' lengths promise when the frame ends early (a
+    /// length lie, a capture cut short), and the rest of the record is not payload.
     fn emit_payload<F: Frame, U: FnOnce(&mut RawEvent)>(
         &mut self,
         fill: U,

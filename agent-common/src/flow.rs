@@ -423,7 +423,9 @@ impl FlowState {
             self.interval_ns = if self.interval_ns == 0 {
                 sample
             } else {
-                (self.interval_ns * 7 + sample) / 8
+                // interval * 7/8 + sample/8, without the product: a capture's clock can
+                // jump by centuries, and `interval * 7` overflowed (malformed suite).
+                self.interval_ns - self.interval_ns / 8 + sample / 8
             };
         } else if jump <= p.max_gap {
             let lost = (jump - 1) as u64;
@@ -467,7 +469,7 @@ impl FlowState {
             if rtt > self.rtt_max_ns {
                 self.rtt_max_ns = rtt;
             }
-            self.rtt_sum_ns += rtt;
+            self.rtt_sum_ns = self.rtt_sum_ns.saturating_add(rtt);
             self.responses += 1;
             self.last_resp_ns = now;
             self.flags &= !F_OUTSTANDING;

@@ -15,6 +15,10 @@ const ETH_P_8021AD: u16 = 0x88a8;
 /// Outer + inner tag (QinQ); a third tag is left unparsed.
 pub const MAX_VLAN_TAGS: usize = 2;
 
+/// IPv4 flags/fragment-offset field: More Fragments, and the offset mask.
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET: u16 = 0x1fff;
+
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
@@ -128,8 +132,10 @@ pub fn parse_into<F: Frame>(f: &F, pkt: &mut Packet) -> Result<(), Skip> {
             }
             // The whole IP header, options included, must be inside the packet.
             f.u8_at(off + ihl - 1).ok_or(Skip::Truncated)?;
+            // A fragment offset, or More Fragments set on the first fragment: the L4
+            // header and length describe a datagram this frame holds only part of.
             let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
-            if frag & 0x1fff != 0 {
+            if frag & (IP_MF | IP_OFFSET) != 0 {
                 return Err(Skip::Fragment);
             }
             pkt.family = AF_INET;

@@ -98,6 +98,20 @@ fn bad_ihl_options_total_length_and_fragments() {
     f.extend(ipv4(5, 34, 185, 17));
     f.extend(udp(14));
     assert_eq!(parse(&SliceFrame(&f)), Err(Skip::Fragment));
+    // The first fragment (More Fragments, offset 0) has a UDP header, but its length
+    // describes a datagram the frame holds only part of. It used to parse as a whole
+    // datagram (seen writing the parse_frame fuzz target's reference parser).
+    let mut f = eth(0x0800);
+    f.extend(ipv4(5, 34, 0x2000, 17));
+    f.extend(udp(14));
+    f.extend_from_slice(&[0, 0, 0, 1, 2, 0xff]);
+    assert_eq!(parse(&SliceFrame(&f)), Err(Skip::Fragment));
+    // Don't Fragment alone is a whole datagram.
+    let mut f = eth(0x0800);
+    f.extend(ipv4(5, 34, 0x4000, 17));
+    f.extend(udp(14));
+    f.extend_from_slice(&[0, 0, 0, 1, 2, 0xff]);
+    assert!(parse(&SliceFrame(&f)).is_ok());
     // UDP length larger than the IP total length says is malformed.
     let mut f = eth(0x0800);
     f.extend(ipv4(5, 34, 0, 17));

@@ -1001,3 +1001,21 @@ fn every_heartbeat_of_a_known_association_is_a_record_with_interval_or_rtt() {
         ]
     );
 }
+
+#[test]
+fn interval_and_rtt_learning_survive_a_clock_jump_of_centuries() {
+    // A capture's corrupt timestamp: the interval average multiplied the old interval
+    // by 7 and overflowed (malformed suite; a panic in debug, garbage in release).
+    let p = ProtoParams::defaults(Protocol::Cs1000Rudp);
+    let hb = |seq, role| Heartbeat::new(role, seq);
+    let mut st = FlowState::new(&hb(1, Role::Request), 0);
+    st.update(&hb(1, Role::Response), MS, &p, false);
+    st.update(&hb(2, Role::Request), SEC, &p, false);
+    st.update(&hb(3, Role::Request), u64::MAX / 2, &p, false);
+    st.update(&hb(3, Role::Response), u64::MAX - SEC, &p, false);
+    st.update(&hb(4, Role::Request), u64::MAX, &p, false);
+    st.update(&hb(4, Role::Response), u64::MAX, &p, false);
+    assert!(st.interval_ns > SEC);
+    assert_eq!(st.responses, 3);
+    assert!(st.rtt_sum_ns >= st.rtt_max_ns);
+}

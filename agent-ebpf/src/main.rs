@@ -177,7 +177,10 @@ impl<C: EbpfContext> Env for KernelEnv<'_, C> {
         // SAFETY: reserved ring-buffer memory of SipRecord size.
         unsafe {
             fill(&mut (*rec).hdr);
-            copy_payload(f, off, len, &mut (*rec).data);
+            // Reserved ring memory is not zeroed: bytes past what was copied are an
+            // older record's, so `aux` says how many are this payload's.
+            let n = copy_payload(f, off, len, &mut (*rec).data);
+            (*rec).hdr.aux = n as u32;
         }
         entry.submit(SUBMIT_FLAGS);
         true

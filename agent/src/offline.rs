@@ -111,6 +111,7 @@ impl Env for OfflineEnv {
         fill(&mut ev);
         let mut buf = [0u8; sip::CAPTURE_LEN];
         let n = sip::copy_payload(f, off, len, &mut buf);
+        ev.aux = n as u32;
         self.records.push((ev, buf[..n].to_vec()));
         true
     }
@@ -305,6 +306,19 @@ pub fn analyze_file(
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
         (Box::new(f), size)
     };
+    analyze_reader(input, size, path, name, opts, out)
+}
+
+/// [`analyze_file`] on any reader (`size` for the progress bar, 0 if unknown; `path`
+/// names the input in messages, `name` is the interface name in events).
+pub fn analyze_reader(
+    input: Box<dyn Read + Send>,
+    size: u64,
+    path: &Path,
+    name: String,
+    opts: &AnalyzeOptions,
+    out: &mut dyn Sink,
+) -> anyhow::Result<FileReport> {
     let mut reader = pcap_parser::create_reader(1 << 20, input)
         .map_err(|e| anyhow::anyhow!("{}: not a pcap or pcapng capture ({e:?})", path.display()))?;
     let bar = (opts.progress && size > 32 << 20 && std::io::stderr().is_terminal()).then(|| {

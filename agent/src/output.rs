@@ -186,6 +186,7 @@ pub fn pretty(ev: &Event, color: bool) -> String {
         .split_once(": ")
         .filter(|(head, _)| !assoc.is_empty() && head.ends_with(&format!("{}", d_port(ev))))
         .map_or(ev.message.as_str(), |(_, rest)| rest);
+    let what = printable(what);
     let diag = ev
         .heartbeat
         .diagnosis
@@ -196,6 +197,25 @@ pub fn pretty(ev: &Event, color: bool) -> String {
         "{dim}{time}{reset} {paint}{label}{reset} {proto:<11} {assoc:<44} {bold}{:<22}{reset} {what}{diag}\n",
         ev.event.action
     )
+}
+
+/// Text for a terminal: control characters shown escaped (`\u{1b}`), never raw. Messages
+/// quote packet text (SIP reasons, Call-IDs), which the SIP parser already cleans; this
+/// keeps any other source from moving the cursor or recolouring the screen.
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 fn d_port(ev: &Event) -> u16 {
@@ -247,6 +267,15 @@ mod tests {
         );
         let colored = pretty(&gap(), true);
         assert!(colored.contains("\x1b[1;41;97mCRIT\x1b[0m"), "{colored:?}");
+    }
+
+    #[test]
+    fn pretty_line_escapes_control_characters() {
+        let mut ev = gap();
+        ev.message = "mds 10.50.0.1:41000 -> 10.50.0.2:41000: \x1b[2J\rX\u{9b}\u{7f}".into();
+        let line = pretty(&ev, false);
+        assert!(line.contains("\\u{1b}[2J\\rX\\u{9b}\\u{7f}"), "{line:?}");
+        assert!(!line.trim_end_matches('\n').chars().any(char::is_control));
     }
 
     #[test]

@@ -184,6 +184,8 @@ pub struct Agent {
     child: Child,
     lines: Receiver<String>,
     pub events: Vec<Value>,
+    /// Every stdout line as it came, for checks on the text itself (escaping).
+    pub raw: Vec<String>,
 }
 
 impl Agent {
@@ -240,6 +242,7 @@ impl Agent {
             child,
             lines: rx,
             events: Vec::new(),
+            raw: Vec::new(),
         };
         agent.wait_for("agent.started", Duration::from_secs(30));
         agent
@@ -256,8 +259,46 @@ impl Agent {
             let v: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("invalid JSON {line:?}: {e}"));
             self.events.push(v.clone());
+            self.raw.push(line);
             if v["event"]["action"] == action {
                 return v;
+            }
+        }
+    }
+
+    /// Collects lines until an event satisfies `pred`; panics on timeout, showing only
+    /// the last events (a storm test may have collected a hundred thousand).
+    pub fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        self.poll_until(timeout, pred).unwrap_or_else(|| {
+            let last = &self.events[self.events.len().saturating_sub(5)..];
+            panic!(
+                "no {what} within {timeout:?} ({} events; the last: {last:#?})",
+                self.events.len()
+            )
+        })
+    }
+
+    /// Collects lines until an event satisfies `pred`; `None` on timeout.
+    pub fn poll_until(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("invalid JSON {line:?}: {e}"));
+            self.events.push(v.clone());
+            self.raw.push(line);
+            if pred(&v) {
+                return Some(v);
             }
         }
     }
@@ -270,6 +311,7 @@ impl Agent {
         let status = self.child.wait().expect("wait agent");
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
             self.events.push(serde_json::from_str(&line).expect("JSON"));
+            self.raw.push(line);
         }
         status.code().unwrap_or(-1)
     }

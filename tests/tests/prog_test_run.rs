@@ -61,9 +61,17 @@ impl Harness {
     }
 
     fn all_records(&mut self) -> Vec<RawEvent> {
+        self.raw_records()
+            .iter()
+            .map(|item| RawEvent::from_bytes(item).expect("record size"))
+            .collect()
+    }
+
+    /// Records as the ring holds them (SIP records: header, then payload bytes).
+    fn raw_records(&mut self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(item) = self.ring.next() {
-            out.push(RawEvent::from_bytes(&item).expect("record size"));
+            out.push(item.to_vec());
         }
         out
     }
@@ -406,4 +414,36 @@ fn tuning_changes_the_kernel_rules_without_recompiling() {
         play(&mut tuned),
         vec![(EventKind::AssociationSeen, 1), (EventKind::Restart, 6)]
     );
+}
+
+#[test]
+fn sip_record_counts_only_the_bytes_the_frame_holds() {
+    if !require_root("sip_record_counts_only_the_bytes_the_frame_holds") {
+        return;
+    }
+    use hbwatch_common::event::RAW_EVENT_SIZE;
+    let mut h = Harness::new();
+    // A REGISTER whose IP and UDP lengths promise 600 payload bytes; the frame holds
+    // 46. The record used to claim 600 captured, so userspace read the bytes of an older
+    // record left in the (never zeroed) ring memory as the rest of this message.
+    let text = b"REGISTER sip:10.70.0.1 SIP/2.0\r\nCall-ID: lie\r\n";
+    let mut f = FrameSpec::udp(addr("10.70.0.9"), 5060, addr("10.70.0.1"), 5060, text).build();
+    let claim = 600u16;
+    f[14 + 2..14 + 4].copy_from_slice(&(20 + 8 + claim).to_be_bytes());
+    f[34 + 4..34 + 6].copy_from_slice(&(8 + claim).to_be_bytes());
+    h.run(&f);
+    let recs = h.raw_records();
+    let [item] = &recs[..] else {
+        panic!("one SIP record, got {}", recs.len());
+    };
+    let raw = RawEvent::from_bytes(item).unwrap();
+    assert_eq!(raw.kind, EventKind::SipMessage as u8);
+    assert_eq!(
+        raw.value, claim as u64,
+        "the payload length the headers claim"
+    );
+    // Whole 8-byte chunks of what is there.
+    assert_eq!(raw.aux as usize, text.len() / 8 * 8);
+    let data = &item[RAW_EVENT_SIZE..RAW_EVENT_SIZE + raw.aux as usize];
+    assert_eq!(data, &text[..raw.aux as usize]);
 }

@@ -5,6 +5,7 @@
 mod bench;
 mod bootstrap;
 mod cmd;
+mod fuzz;
 mod vm;
 
 use std::{
@@ -79,6 +80,16 @@ enum Task {
         #[arg(long, default_value_t = 1200)]
         timeout: u64,
     },
+    /// Build the cargo-fuzz targets (nightly, ASan) and run each for a while; a crash
+    /// fails with the reproducer's path (docs/FUZZING.md).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (repeatable); default: all of `cargo fuzz list`.
+        #[arg(long = "target")]
+        targets: Vec<String>,
+    },
     /// Release build, then the benchmarks as root; figures in target/bench/.
     Bench {
         /// Fewer trials and repeats: tries the bench, figures not for BENCHMARKS.md.
@@ -134,6 +145,7 @@ fn try_main(cli: Cli) -> Result<()> {
             "warnings",
         ])),
         Task::Bench { quick, doc, args } => bench::bench(quick, doc, &args),
+        Task::Fuzz { seconds, targets } => fuzz::fuzz(&fuzz::Options { seconds, targets }),
         Task::VmTest {
             kernel,
             refresh,

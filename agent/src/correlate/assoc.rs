@@ -105,7 +105,7 @@ impl Stats {
             self.rtt_min_ns = rtt_ns;
         }
         self.rtt_max_ns = self.rtt_max_ns.max(rtt_ns);
-        self.rtt_sum_ns += rtt_ns;
+        self.rtt_sum_ns = self.rtt_sum_ns.saturating_add(rtt_ns);
         self.rtt_n += 1;
     }
 }
@@ -194,13 +194,20 @@ impl Assoc {
     }
 
     /// Grace beyond a due time before a heartbeat counts as late or missed.
+    ///
+    /// Timing arithmetic saturates here and below: an interval can be anything a packet
+    /// says (an SCCP RegisterAck of 2^32-1 s) or a capture's clock makes it (a corrupt
+    /// timestamp), and overflowed, the deadlines wrapped around (found by the pcap fuzz
+    /// target and the malformed suite). A saturated deadline never fires.
     pub fn grace_ns(&self) -> u64 {
-        self.expected_ns() * self.params.tolerance_pct as u64 / 100
+        let g = self.expected_ns() as u128 * self.params.tolerance_pct as u128 / 100;
+        u64::try_from(g).unwrap_or(u64::MAX)
     }
 
     /// Silence after which `n` heartbeats are overdue beyond the grace.
     fn overdue_after(&self, n: u64) -> u64 {
-        n * self.expected_ns() + self.grace_ns()
+        n.saturating_mul(self.expected_ns())
+            .saturating_add(self.grace_ns())
     }
 
     /// Missed heartbeats for a silence of `silence_ns`.
@@ -225,7 +232,7 @@ impl Assoc {
         } else {
             2
         };
-        Some(self.last_beat_ns + self.overdue_after(n))
+        Some(self.last_beat_ns.saturating_add(self.overdue_after(n)))
     }
 
     /// The silence timer at `now`: what to report, if anything.
@@ -261,8 +268,8 @@ impl Assoc {
         };
         let retried = std::mem::replace(&mut self.retried, false);
         let expected = self.expected_ns();
-        let late = self.learned() && sample > expected + self.grace_ns();
-        if !late || sample <= expected * 2 {
+        let late = self.learned() && sample > expected.saturating_add(self.grace_ns());
+        if !late || sample <= expected.saturating_mul(2) {
             // Late samples beyond two intervals are outages, not the interval.
             self.samples[self.nsamples % SAMPLES] = sample;
             self.nsamples += 1;
@@ -296,5 +303,49 @@ impl Assoc {
         self.restart_in_outage = None;
         self.gap_in_outage = None;
         self.stats.outages += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hbwatch_common::proto::Protocol;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn intervals_at_their_extremes_saturate_instead_of_overflowing() {
+        // An SCCP RegisterAck announcing 2^32-1 s: the grace and deadline products
+        // overflowed (panic in debug, wrapped deadlines in release).
+        let mut a = Assoc::new(
+            FlowKey::default(),
+            1,
+            ProtoParams::defaults(Protocol::Sccp),
+            5 * SEC,
+            0,
+        );
+        let e = u32::MAX as u64 * SEC;
+        a.hint_ns = Some(e);
+        let want = 5 * SEC as u128 + 2 * e as u128 + e as u128 * 30 / 100;
+        assert_eq!(a.deadline().map(u128::from), Some(want));
+        assert_eq!(a.on_timer(want as u64 - 1), None);
+        // Beyond the clock's range: saturated, never fires.
+        a.hint_ns = Some(u64::MAX / 2);
+        assert_eq!(a.deadline(), Some(u64::MAX));
+        assert_eq!(a.on_timer(u64::MAX - 1), None);
+        // A capture's clock jumping by centuries between two heartbeats.
+        let mut b = Assoc::new(
+            FlowKey::default(),
+            1,
+            ProtoParams::defaults(Protocol::Mds),
+            0,
+            0,
+        );
+        for (i, t) in [SEC, u64::MAX / 2, u64::MAX - SEC].into_iter().enumerate() {
+            b.on_beat(t, i as u32 + 1, Some(t - b.last_beat_ns));
+            b.stats.rtt(u64::MAX / 2);
+            assert!(b.deadline().is_some());
+        }
+        assert!(b.grace_ns() > 0);
     }
 }

@@ -85,14 +85,17 @@ pub fn diagnose(a: &Assoc, reverse: Option<&Assoc>, now: u64, phase: Phase) -> D
     if let Some(r) = reverse {
         let r_expected = r.expected_ns();
         // The reverse direction stopped within two of its intervals of this one.
-        let r_stopped =
-            now.saturating_sub(r.last_beat_ns) > r_expected + r.grace_ns() || r.down.is_some();
+        let r_stopped = now.saturating_sub(r.last_beat_ns)
+            > r_expected.saturating_add(r.grace_ns())
+            || r.down.is_some();
         let r_stop_at = if r.down.is_some() {
             r.outage_from_ns
         } else {
             r.last_beat_ns
         };
-        if r_stopped && r_stop_at.abs_diff(from) <= 2 * r_expected.max(a.expected_ns()) {
+        if r_stopped
+            && r_stop_at.abs_diff(from) <= r_expected.max(a.expected_ns()).saturating_mul(2)
+        {
             let mut ev = vec![format!(
                 "both directions stopped within {} ms of each other",
                 ms(r_stop_at.abs_diff(from))
@@ -109,8 +112,8 @@ pub fn diagnose(a: &Assoc, reverse: Option<&Assoc>, now: u64, phase: Phase) -> D
             return d(ONE_WAY_LOSS, ev);
         }
     }
-    let window = LOOKBACK_INTERVALS * a.expected_ns();
-    let troubles = a.troubles_before(from.max(now.min(from + window)), window);
+    let window = LOOKBACK_INTERVALS.saturating_mul(a.expected_ns());
+    let troubles = a.troubles_before(from.max(now.min(from.saturating_add(window))), window);
     if let Some((seen, expected)) = a.qos_wrong {
         let mut ev = vec![format!(
             "heartbeats marked DSCP {seen} instead of {expected} before the outage"

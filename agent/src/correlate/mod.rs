@@ -101,6 +101,9 @@ pub struct Correlator {
     sip: SipTracker,
     next_summary_ns: Option<u64>,
     last_summary_ns: u64,
+    /// The first record set the summary schedule (`next_summary_ns` is None after the
+    /// last boundary the clock can hold).
+    summaries_started: bool,
     totals: HashMap<FlowKey, AssocTotals>,
 }
 
@@ -155,6 +158,7 @@ impl Correlator {
             sccp_secondary: HashMap::new(),
             next_summary_ns: None,
             last_summary_ns: 0,
+            summaries_started: false,
             totals: HashMap::new(),
         }
     }
@@ -239,9 +243,12 @@ impl Correlator {
         let Some(kind) = EventKind::from_u8(raw.kind) else {
             return;
         };
-        if self.next_summary_ns.is_none() {
+        if !self.summaries_started {
             if let Some(p) = self.cfg.summary_period_ns {
-                self.next_summary_ns = Some(raw.ts_ns + p);
+                self.summaries_started = true;
+                // None when the first boundary is past the clock's range (found by the
+                // pcap fuzz target: a timestamp that saturated to u64::MAX).
+                self.next_summary_ns = raw.ts_ns.checked_add(p);
                 self.last_summary_ns = raw.ts_ns;
             }
         }
@@ -359,7 +366,19 @@ impl Correlator {
                 break;
             }
             self.summaries(at, ctx, out);
-            self.next_summary_ns = Some(at + period);
+            // Every later boundary up to `now` closes an empty period (what happened so
+            // far came before `at`), and empty periods give no summary: go straight to
+            // the last of them. Walking them one by one after a jump of the clock (a
+            // capture with a corrupt timestamp) took hours (found by the pcap fuzz target).
+            let skipped = (now - at) / period;
+            if skipped > 0 {
+                self.last_summary_ns = at.saturating_add(skipped.saturating_mul(period));
+            }
+            // None past the end of the clock's range: no boundary left.
+            self.next_summary_ns = skipped
+                .checked_add(1)
+                .and_then(|n| n.checked_mul(period))
+                .and_then(|d| at.checked_add(d));
         }
     }
 
@@ -495,7 +514,7 @@ impl Correlator {
             Protocol::Sccp => {
                 // RegisterAck: primary interval on this connection, secondary for the
                 // phone's other (backup) CUCM connections.
-                let primary = raw.value * 1_000_000_000;
+                let primary = raw.value.saturating_mul(1_000_000_000);
                 let secondary = raw.aux as u64 * 1_000_000_000;
                 if secondary > 0 {
                     self.sccp_secondary.insert(raw.key.orig, secondary);
@@ -577,7 +596,9 @@ impl Correlator {
 
     fn silence_event(&self, a: &Assoc, at: u64, missed: u64, down: bool, ctx: &Ctx) -> Event {
         let d = self.diagnose(&a.key, at, Phase::Outage);
-        let silence = at - a.last_beat_ns;
+        // A record may be dated before the last heartbeat (captures are not always in
+        // time order): no negative silence (found by the pcap fuzz target).
+        let silence = at.saturating_sub(a.last_beat_ns);
         let expected = a.expected_ns() / MS;
         let (action, level, what) = if down {
             ("peer.down", Level::Critical, "peer down")

@@ -19,6 +19,7 @@ pub mod frame;
 pub mod ged125;
 pub mod ipmg;
 pub mod mds;
+pub mod mutate;
 pub mod ordinary;
 pub mod output;
 pub mod rng;

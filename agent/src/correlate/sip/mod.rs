@@ -20,7 +20,8 @@
 #[cfg(test)]
 mod fixtures;
 pub mod parse;
-mod stream;
+/// Public for the fuzz targets (`fuzz/`); the tracker is its only user in the agent.
+pub mod stream;
 #[cfg(test)]
 mod tests;
 

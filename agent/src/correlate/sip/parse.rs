@@ -125,16 +125,25 @@ impl Message {
 }
 
 /// Text copied out of a message: at most [`MAX_TEXT`] characters, valid UTF-8
-/// (invalid bytes replaced), surrounding whitespace removed.
+/// (invalid bytes replaced), surrounding whitespace removed, no control characters.
+///
+/// Control characters (C0 but tab, DEL, C1) become U+FFFD like invalid bytes, a tab a
+/// space: no SIP field the events carry may hold them (RFC 3261 §25), and passed on
+/// they reach terminals and log lines raw (JSON escapes C0 but not DEL or C1, which
+/// some terminals act on; the pretty format escapes nothing). Found by the malformed
+/// suite's hostile SIP text.
 pub fn text(b: &[u8]) -> String {
     // Looking at more bytes than 4 per kept character cannot change the result.
     let b = trim(b.get(..MAX_TEXT * 4).unwrap_or(b));
-    let s = String::from_utf8_lossy(b);
-    if s.chars().count() > MAX_TEXT {
-        s.chars().take(MAX_TEXT).collect()
-    } else {
-        s.into_owned()
-    }
+    String::from_utf8_lossy(b)
+        .chars()
+        .take(MAX_TEXT)
+        .map(|c| match c {
+            '\t' => ' ',
+            c if c.is_control() => char::REPLACEMENT_CHARACTER,
+            c => c,
+        })
+        .collect()
 }
 
 fn is_ws(b: u8) -> bool {
@@ -575,6 +584,18 @@ fn cisco_instance_mac(instance: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::correlate::sip::fixtures::*;
+
+    #[test]
+    fn text_replaces_control_characters_and_bad_utf8() {
+        // The malformed suite's hostile fields: ANSI escapes, NUL, BEL, bare CR, DEL,
+        // C1 (CSI), invalid UTF-8; quotes and backslashes stay (JSON escapes those).
+        let raw = b" a\x1b[31m\x00\x07\rb\x7f\xc2\x9b\xff\tc \"q\" \\ ";
+        assert_eq!(
+            text(raw),
+            "a\u{fffd}[31m\u{fffd}\u{fffd}\u{fffd}b\u{fffd}\u{fffd}\u{fffd} c \"q\" \\"
+        );
+        assert_eq!(text("é".repeat(300).as_bytes()).chars().count(), MAX_TEXT);
+    }
 
     #[test]
     fn parses_the_seed_cucm_register() {

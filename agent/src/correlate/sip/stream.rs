@@ -60,7 +60,6 @@ impl Stream {
     }
 
     /// Bytes held waiting for more.
-    #[cfg(test)]
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
@@ -214,7 +213,11 @@ impl Stream {
             match rest.iter().position(|&c| c == b'\n') {
                 Some(lf) => {
                     if parse::start_line(rest.get(..lf).unwrap_or_default()).is_some() {
-                        self.buf.drain(..pos);
+                        // Whitespace before the start line is no part of the message
+                        // (RFC 3261 §7.5); kept, the message's header length depended
+                        // on where segments were cut (found by the sip_stream fuzz target).
+                        let lead = rest.iter().take_while(|c| c.is_ascii_whitespace()).count();
+                        self.buf.drain(..pos + lead);
                         self.synced = true;
                         return true;
                     }
@@ -460,6 +463,25 @@ mod tests {
         );
         let msgs: Vec<_> = out.into_iter().map(|(_, m)| m).collect();
         assert_eq!(call_ids(&msgs), ["good"]);
+    }
+
+    #[test]
+    fn whitespace_before_a_start_line_found_by_resync_is_not_the_message() {
+        // Garbage, then a start line after a stray CR: the same message (header length
+        // included) whether its end arrives in the same segment or the next.
+        let mut bytes = b"S+P/2.0 junk\r\n\r".to_vec();
+        bytes.extend(options("lead", 1));
+        let whole = [(1u32, &bytes[..], bytes.len() as u64)];
+        let cut = bytes.len() - 5;
+        let split = [
+            (1u32, &bytes[..cut], cut as u64),
+            (1 + cut as u32, &bytes[cut..], (bytes.len() - cut) as u64),
+        ];
+        let (a, _) = stream_messages(&whole);
+        let (b, _) = stream_messages(&split);
+        assert_eq!(call_ids(&a), ["lead"]);
+        assert_eq!(a, b);
+        assert_eq!(a[0].header_len, Some(options("lead", 1).len()));
     }
 
     #[test]

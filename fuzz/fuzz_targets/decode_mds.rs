@@ -1,0 +1,8 @@
+//! The mds decoder (agent-common/src/proto/mds.rs) on any payload, lies included.
+#![no_main]
+
+use hbwatch_common::proto::Protocol;
+
+libfuzzer_sys::fuzz_target!(init: hbwatch_fuzz::init("decode_mds"), |data: &[u8]| {
+    hbwatch_fuzz::check_decoder(Protocol::Mds, data);
+});

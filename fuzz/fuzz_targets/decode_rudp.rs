@@ -1,0 +1,8 @@
+//! The rudp decoder (agent-common/src/proto/rudp.rs) on any payload, lies included.
+#![no_main]
+
+use hbwatch_common::proto::Protocol;
+
+libfuzzer_sys::fuzz_target!(init: hbwatch_fuzz::init("decode_rudp"), |data: &[u8]| {
+    hbwatch_fuzz::check_decoder(Protocol::Cs1000Rudp, data);
+});
