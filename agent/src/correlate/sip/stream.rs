@@ -190,7 +190,10 @@ impl Stream {
                     let body = msg.content_length.unwrap_or(0);
                     self.buf.drain(..header_len);
                     if body > MAX_BODY {
-                        self.buf.clear();
+                        // Look for the next start line from here. Clearing the buffer
+                        // also dropped the messages after this one in the same segment,
+                        // but not those in later segments (found by the sip_stream fuzz
+                        // target: the messages depended on where segments were cut).
                         self.synced = false;
                     } else {
                         self.body_left = body;
@@ -482,6 +485,26 @@ mod tests {
         assert_eq!(call_ids(&a), ["lead"]);
         assert_eq!(a, b);
         assert_eq!(a[0].header_len, Some(options("lead", 1).len()));
+    }
+
+    #[test]
+    fn an_unbelievable_content_length_resyncs_without_dropping_what_follows() {
+        let mut bytes = options("huge", 1);
+        let at = bytes.len() - 4;
+        bytes.splice(at - 1..at, b"555898070".iter().copied()); // Content-Length: 555898070
+        bytes.extend(b"garbage that is no body\r\n");
+        bytes.extend(options("after", 2));
+        let whole = [(1u32, &bytes[..], bytes.len() as u64)];
+        let cut = bytes.len() - 30;
+        let split = [
+            (1u32, &bytes[..cut], cut as u64),
+            (1 + cut as u32, &bytes[cut..], (bytes.len() - cut) as u64),
+        ];
+        let (a, _) = stream_messages(&whole);
+        let (b, _) = stream_messages(&split);
+        assert_eq!(a[0].content_length, Some(555_898_070));
+        assert_eq!(call_ids(&a), ["huge", "after"]);
+        assert_eq!(a, b);
     }
 
     #[test]
