@@ -21,8 +21,8 @@ use crate::clock::WallClock;
 use crate::convert::Converter;
 use crate::correlate::{Config, Correlator, Ctx};
 use crate::event::{Attachment, Event, Level};
-use crate::metrics::{self, Counted, Metrics};
-use crate::output::Sink;
+use crate::metrics::{self, Metrics};
+use crate::output::{Filtered, Sink};
 
 /// How to attach XDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -435,7 +435,7 @@ pub async fn run_until(
         None => None,
     };
     match metrics.clone() {
-        Some(m) => run_inner(opts, &mut Counted::new(out, m.clone()), Some(&m), stop).await,
+        Some(m) => run_inner(opts, &mut Filtered::new(out, m.clone()), Some(&m), stop).await,
         None => run_inner(opts, out, None, stop).await,
     }
 }

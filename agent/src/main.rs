@@ -5,9 +5,8 @@ use clap::{Parser, Subcommand};
 use hbwatch::config::{Overrides, Reload, Settings, SipUsers};
 use hbwatch::live::{self, AttachMode, LiveOptions};
 use hbwatch::offline::AnalyzeOptions;
-use hbwatch::output::{FormatArg, LineSink, Sink as _};
+use hbwatch::output::{Filtered, FormatArg, LineSink, Sink as _};
 use hbwatch::ports::PortSpec;
-use hbwatch::privacy::Private;
 use hbwatch::sink::{Fanout, LossTracker, SinkContext, SinkSpec};
 use hbwatch::tuning::Tune;
 use tracing_subscriber::EnvFilter;
@@ -313,7 +312,7 @@ fn real_main() -> anyhow::Result<()> {
             let mut out = outputs.open(&opts.hostname, &settings)?;
             let result = rt.block_on(live::run(
                 opts,
-                &mut Private::new(&mut out, settings.privacy.clone()),
+                &mut Filtered::new(&mut out, settings.privacy.clone()),
             ));
             close_outputs(&mut out, outputs.flush_timeout(&settings))?;
             result
@@ -387,7 +386,7 @@ fn real_main() -> anyhow::Result<()> {
             let mut out = outputs.open(&opts.hostname, &settings)?;
             let result = hbwatch::offline::analyze(
                 &opts,
-                &mut Private::new(&mut out, settings.privacy.clone()),
+                &mut Filtered::new(&mut out, settings.privacy.clone()),
             );
             let lost = LossTracker::default().check(
                 &out,

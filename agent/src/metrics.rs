@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use crate::event::Event;
-use crate::output::{Sink, SinkStats};
+use crate::output::{Filter, SinkStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProtoLabel {
@@ -307,37 +307,11 @@ fn openmetrics_to_text(om: &str) -> String {
     out
 }
 
-/// Counts every event on its way to `inner`.
-pub struct Counted<'a> {
-    inner: &'a mut dyn Sink,
-    metrics: Arc<Metrics>,
-}
-
-impl<'a> Counted<'a> {
-    pub fn new(inner: &'a mut dyn Sink, metrics: Arc<Metrics>) -> Counted<'a> {
-        Counted { inner, metrics }
-    }
-}
-
-impl Sink for Counted<'_> {
-    fn send(&mut self, ev: &Event) -> anyhow::Result<()> {
-        self.metrics.event(ev);
-        self.inner.send(ev)
-    }
-    fn flush(&mut self) -> anyhow::Result<()> {
-        self.inner.flush()
-    }
-    fn close(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        self.inner.close(timeout)
-    }
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-    fn stats(&self) -> SinkStats {
-        self.inner.stats()
-    }
-    fn each_stats(&self) -> Vec<(String, SinkStats)> {
-        self.inner.each_stats()
+/// Counts every event on its way to another sink (`output::Filtered`).
+impl Filter for Arc<Metrics> {
+    fn apply<'e>(&mut self, ev: &'e Event) -> std::borrow::Cow<'e, Event> {
+        self.event(ev);
+        std::borrow::Cow::Borrowed(ev)
     }
 }
 

@@ -152,6 +152,45 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
 }
 
+/// Looks at or rewrites each event on its way to another sink (metrics, privacy).
+pub trait Filter {
+    fn apply<'e>(&mut self, ev: &'e Event) -> std::borrow::Cow<'e, Event>;
+}
+
+/// Every event through `filter`, then to `inner`; everything else is `inner`'s.
+pub struct Filtered<'a, F> {
+    inner: &'a mut dyn Sink,
+    filter: F,
+}
+
+impl<'a, F: Filter> Filtered<'a, F> {
+    pub fn new(inner: &'a mut dyn Sink, filter: F) -> Filtered<'a, F> {
+        Filtered { inner, filter }
+    }
+}
+
+impl<F: Filter> Sink for Filtered<'_, F> {
+    fn send(&mut self, ev: &Event) -> anyhow::Result<()> {
+        let ev = self.filter.apply(ev);
+        self.inner.send(&ev)
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.inner.flush()
+    }
+    fn close(&mut self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        self.inner.close(timeout)
+    }
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn stats(&self) -> SinkStats {
+        self.inner.stats()
+    }
+    fn each_stats(&self) -> Vec<(String, SinkStats)> {
+        self.inner.each_stats()
+    }
+}
+
 const RESET: &str = "\x1b[0m";
 const DIM: &str = "\x1b[2m";
 const BOLD: &str = "\x1b[1m";

@@ -2,11 +2,13 @@
 //! number or a person's name. `--sip-users hash|redact` replaces it, and the device name,
 //! everywhere in an event (fields, message, evidence) before any output sees it.
 
+use std::borrow::Cow;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::event::Event;
-use crate::output::{Sink, SinkStats};
+use crate::output::Filter;
 
 /// What to do with SIP user parts (phone numbers, names) in events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -31,7 +33,7 @@ pub struct Privacy {
 
 impl Privacy {
     /// Replaces SIP user parts and device names in `ev`.
-    pub fn apply(&self, ev: &mut Event) {
+    pub fn scrub(&self, ev: &mut Event) {
         if self.sip_users == SipUsers::Keep {
             return;
         }
@@ -93,41 +95,16 @@ impl Privacy {
     }
 }
 
-/// Applies [`Privacy`] to every event on its way to `inner`.
-pub struct Private<'a> {
-    inner: &'a mut dyn Sink,
-    privacy: Privacy,
-}
-
-impl<'a> Private<'a> {
-    pub fn new(inner: &'a mut dyn Sink, privacy: Privacy) -> Private<'a> {
-        Private { inner, privacy }
-    }
-}
-
-impl Sink for Private<'_> {
-    fn send(&mut self, ev: &Event) -> anyhow::Result<()> {
-        if self.privacy.sip_users == SipUsers::Keep || ev.sip.is_none() {
-            return self.inner.send(ev);
+/// Applies [`Privacy`] to every event on its way to another sink (`output::Filtered`);
+/// events without SIP fields pass as they are.
+impl Filter for Privacy {
+    fn apply<'e>(&mut self, ev: &'e Event) -> Cow<'e, Event> {
+        if self.sip_users == SipUsers::Keep || ev.sip.is_none() {
+            return Cow::Borrowed(ev);
         }
         let mut ev = ev.clone();
-        self.privacy.apply(&mut ev);
-        self.inner.send(&ev)
-    }
-    fn flush(&mut self) -> anyhow::Result<()> {
-        self.inner.flush()
-    }
-    fn close(&mut self, timeout: std::time::Duration) -> anyhow::Result<()> {
-        self.inner.close(timeout)
-    }
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-    fn stats(&self) -> SinkStats {
-        self.inner.stats()
-    }
-    fn each_stats(&self) -> Vec<(String, SinkStats)> {
-        self.inner.each_stats()
+        self.scrub(&mut ev);
+        Cow::Owned(ev)
     }
 }
 
@@ -165,7 +142,7 @@ mod tests {
             hash_key: "0123456789abcdef".into(),
         };
         let mut a = registered();
-        p.apply(&mut a);
+        p.scrub(&mut a);
         let line = a.to_line();
         assert!(!line.contains("4930123456"), "{line}");
         assert!(!line.contains("SEP00112233"), "{line}");
@@ -180,14 +157,14 @@ mod tests {
             Some("abc@10.0.0.5")
         );
         let mut b = registered();
-        p.apply(&mut b);
+        p.scrub(&mut b);
         assert_eq!(a.to_line(), b.to_line(), "same key, same hashes");
         let other = Privacy {
             hash_key: "another key of 16+".into(),
             ..p
         };
         let mut c = registered();
-        other.apply(&mut c);
+        other.scrub(&mut c);
         assert_ne!(c.sip.unwrap().aor, Some(aor));
     }
 
@@ -198,14 +175,14 @@ mod tests {
             sip_users: SipUsers::Redact,
             hash_key: String::new(),
         }
-        .apply(&mut ev);
+        .scrub(&mut ev);
         assert_eq!(
             ev.sip.as_ref().unwrap().aor.as_deref(),
             Some("sip:redacted@cucm.example")
         );
         assert!(!ev.to_line().contains("4930123456"));
         let mut ev = registered();
-        Privacy::default().apply(&mut ev);
+        Privacy::default().scrub(&mut ev);
         assert_eq!(ev.to_line(), registered().to_line());
     }
 }
