@@ -158,31 +158,47 @@ impl PacketSocket {
         })
     }
 
-    /// Sends one Ethernet frame as is.
+    /// Sends one Ethernet frame as is. A full device queue (ENOBUFS, EAGAIN) is
+    /// transient under a storm: wait a little and try again, for up to a second.
     pub fn send(&mut self, frame: &[u8]) -> Result<()> {
         if let Some(dst) = frame.get(..6) {
             self.addr.sll_addr[..6].copy_from_slice(dst);
         }
-        // SAFETY: valid buffer and address for the call's duration.
-        let n = unsafe {
-            libc::sendto(
-                self.fd,
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&self.addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n != frame.len() as isize {
-            bail!(
-                "sending a {}-byte frame on {}: {}",
-                frame.len(),
-                self.iface,
-                std::io::Error::last_os_error()
+        let give_up = Instant::now() + Duration::from_secs(1);
+        loop {
+            // SAFETY: valid buffer and address for the call's duration.
+            let n = unsafe {
+                libc::sendto(
+                    self.fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&self.addr as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if n == frame.len() as isize {
+                return Ok(());
+            }
+            let err = std::io::Error::last_os_error();
+            let busy = matches!(
+                err.raw_os_error(),
+                Some(libc::ENOBUFS | libc::EAGAIN | libc::EINTR)
             );
+            if n >= 0 || !busy || Instant::now() >= give_up {
+                bail!(
+                    "sending a {}-byte frame on {}: {}",
+                    frame.len(),
+                    self.iface,
+                    if n >= 0 {
+                        format!("only {n} bytes went out")
+                    } else {
+                        err.to_string()
+                    }
+                );
+            }
+            std::thread::sleep(Duration::from_micros(50));
         }
-        Ok(())
     }
 }
 
