@@ -6,7 +6,7 @@ use crate::event::{EventKind, RawEvent, BEAT_INTERVAL, BEAT_PAIRED};
 use crate::flow::{Finding, Findings, FlowKey, FlowState, TcpSeen};
 use crate::frame::Frame;
 use crate::params::ProtoParams;
-use crate::parse::{parse_into, Packet, IPPROTO_TCP, TCP_FIN, TCP_RST};
+use crate::parse::{self, headers, Packet, IPPROTO_TCP, TCP_FIN, TCP_RST};
 use crate::proto::{decode_into, port_slot, sip, Msg, Protocol, Role, MSG_PARAMS};
 use crate::zero::Zeroable as _;
 
@@ -88,29 +88,37 @@ pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
     ifindex: u32,
 ) {
     env.count(Counter::Packets);
-    // Parsed in place, never moved: in BPF every copy of the 54-byte packet is ~50
-    // instructions, and zeroed in words (crate::zero).
+    let h = match headers(f) {
+        Ok(h) => h,
+        Err(skip) => {
+            if let Some(c) = skip.counter() {
+                env.count(c);
+            }
+            return;
+        }
+    };
+    // Requests go to the well-known port; responses come from it.
+    let mut to_service = true;
+    let mut proto = Protocol::from_u8(env.port_proto(port_slot(h.transport, h.dst_port)));
+    if proto == Protocol::None {
+        to_service = false;
+        proto = Protocol::from_u8(env.port_proto(port_slot(h.transport, h.src_port)));
+    }
+    if proto == Protocol::None {
+        return;
+    }
+    // Only now the whole packet, in place, never moved: in BPF every copy of the 56-byte
+    // packet is ~50 instructions, and zeroed in words (crate::zero).
     let mut pkt = core::mem::MaybeUninit::uninit();
     Packet::zero(&mut pkt);
     // SAFETY: zero() wrote every byte, and an all-zero Packet is valid.
     let pkt = unsafe { pkt.assume_init_mut() };
-    if let Err(skip) = parse_into(f, pkt) {
-        if let Some(c) = skip.counter() {
-            env.count(c);
-        }
+    if parse::fill(f, &h, pkt).is_err() {
+        // headers() checked every byte fill() reads: unreachable, but never trusted.
+        env.count(Counter::Truncated);
         return;
     }
     let pkt = &*pkt;
-    // Requests go to the well-known port; responses come from it.
-    let mut to_service = true;
-    let mut proto = Protocol::from_u8(env.port_proto(port_slot(pkt.transport, pkt.dst_port)));
-    if proto == Protocol::None {
-        to_service = false;
-        proto = Protocol::from_u8(env.port_proto(port_slot(pkt.transport, pkt.src_port)));
-    }
-    if proto == Protocol::None {
-        return;
-    }
     env.count(Counter::PortMatched);
     let at = Seen {
         now: clock(),

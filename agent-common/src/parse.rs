@@ -86,6 +86,29 @@ impl Skip {
     }
 }
 
+/// What the first look at a packet finds: every header checked as [`parse`] checks
+/// it, but only the ports and offsets kept. It decides whether the packet is on a
+/// heartbeat port; only then are the addresses and TCP fields read ([`fill`]). Most
+/// packets are not, and copying their addresses cost more than the whole check
+/// (`cargo xtask bench`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Headers {
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub transport: u8,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u8,
+    pub dscp: u8,
+    pub vlan: u16,
+    /// Offset of the IP header.
+    pub l3_off: u16,
+    /// Offset of the TCP/UDP header.
+    pub l4_off: u16,
+    pub payload_off: u16,
+    pub payload_len: u16,
+}
+
 /// Parses L2 to L4. Only TCP and UDP over IPv4/IPv6 come back as `Ok`.
 #[inline(always)]
 pub fn parse<F: Frame>(f: &F) -> Result<Packet, Skip> {
@@ -93,78 +116,76 @@ pub fn parse<F: Frame>(f: &F) -> Result<Packet, Skip> {
     Packet::zero(&mut pkt);
     // SAFETY: zero() wrote every byte, and an all-zero Packet is valid.
     let pkt = unsafe { pkt.assume_init_mut() };
-    parse_into(f, pkt).map(|()| *pkt)
+    let h = headers(f)?;
+    fill(f, &h, pkt).map(|()| *pkt)
 }
 
-/// [`parse`] into `pkt`. Out of line: in the kernel its header buffers get a stack
-/// frame of their own, released before the flow stage runs (the BPF stack is 512
-/// bytes for the whole call chain); an out-parameter, because BPF functions may
-/// not return pointers to the caller's stack.
-#[inline(never)]
-pub fn parse_into<F: Frame>(f: &F, pkt: &mut Packet) -> Result<(), Skip> {
+/// Checks L2 to L4 and reads the ports. Only TCP and UDP over IPv4/IPv6 come back as
+/// `Ok`; every reason to skip a frame is found here, so [`fill`] after it cannot fail.
+/// Inlined: the common case (no heartbeat port) then returns without a call.
+#[inline(always)]
+pub fn headers<F: Frame>(f: &F) -> Result<Headers, Skip> {
     let mut off = 12usize;
     let mut ethertype = f.be16(off).ok_or(Skip::Truncated)?;
     off += 2;
+    let mut vlan = 0;
     // Bounded: at most MAX_VLAN_TAGS tags are unwrapped.
     let mut tags = 0;
     while tags < MAX_VLAN_TAGS && (ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD) {
         let tci = f.be16(off).ok_or(Skip::Truncated)?;
-        pkt.vlan = tci & 0x0fff;
+        vlan = tci & 0x0fff;
         ethertype = f.be16(off + 2).ok_or(Skip::Truncated)?;
         off += 4;
         tags += 1;
     }
-    let l4_end;
+    let l3_off = off;
+    let (family, dscp, transport, l4_end);
     match ethertype {
         ETH_P_IPV4 => {
-            let vihl = f.u8_at(off).ok_or(Skip::Truncated)?;
-            if vihl >> 4 != 4 {
+            let hdr = f.bytes::<20>(off).ok_or(Skip::Truncated)?;
+            if hdr[0] >> 4 != 4 {
                 return Err(Skip::Malformed);
             }
-            let ihl = ((vihl & 0x0f) as usize) * 4;
+            let ihl = ((hdr[0] & 0x0f) as usize) * 4;
             if ihl < 20 {
                 return Err(Skip::Malformed);
             }
-            let hdr = f.bytes::<20>(off).ok_or(Skip::Truncated)?;
             let total_len = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
             if total_len < ihl {
                 return Err(Skip::Malformed);
             }
-            // The whole IP header, options included, must be inside the packet.
-            f.u8_at(off + ihl - 1).ok_or(Skip::Truncated)?;
+            // The whole IP header, options included, must be inside the packet (without
+            // options the read above says so: one read less per packet).
+            if ihl > 20 {
+                f.u8_at(off + ihl - 1).ok_or(Skip::Truncated)?;
+            }
             // A fragment offset, or More Fragments set on the first fragment: the L4
             // header and length describe a datagram this frame holds only part of.
             let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
             if frag & (IP_MF | IP_OFFSET) != 0 {
                 return Err(Skip::Fragment);
             }
-            pkt.family = AF_INET;
-            pkt.dscp = hdr[1] >> 2;
-            pkt.transport = hdr[9];
-            copy4(&mut pkt.src, [hdr[12], hdr[13], hdr[14], hdr[15]]);
-            copy4(&mut pkt.dst, [hdr[16], hdr[17], hdr[18], hdr[19]]);
+            family = AF_INET;
+            dscp = hdr[1] >> 2;
+            transport = hdr[9];
             l4_end = off + total_len;
             off += ihl;
         }
         ETH_P_IPV6 => {
+            // Read whole (addresses included) for the bounds check; LLVM loads only the
+            // bytes used.
             let hdr = f.bytes::<40>(off).ok_or(Skip::Truncated)?;
             if hdr[0] >> 4 != 6 {
                 return Err(Skip::Malformed);
             }
             let tclass = ((hdr[0] & 0x0f) << 4) | (hdr[1] >> 4);
-            pkt.family = AF_INET6;
-            pkt.dscp = tclass >> 2;
-            pkt.transport = hdr[6];
-            let mut i = 0;
-            while i < 16 {
-                pkt.src[i] = hdr[8 + i];
-                pkt.dst[i] = hdr[24 + i];
-                i += 1;
-            }
+            family = AF_INET6;
+            dscp = tclass >> 2;
+            transport = hdr[6];
             let payload_len = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
             off += 40;
             l4_end = off + payload_len;
-            match pkt.transport {
+            match transport {
                 IPPROTO_TCP | IPPROTO_UDP => {}
                 // Extension headers (hop-by-hop, routing, fragment, dest opts) are not walked.
                 0 | 43 | 44 | 60 => return Err(Skip::Unparsed),
@@ -174,34 +195,81 @@ pub fn parse_into<F: Frame>(f: &F, pkt: &mut Packet) -> Result<(), Skip> {
         ETH_P_8021Q | ETH_P_8021AD => return Err(Skip::Unparsed),
         _ => return Err(Skip::NotInteresting),
     }
-    match pkt.transport {
+    let (ports, payload_off, payload_len);
+    match transport {
         IPPROTO_UDP => {
             let udp = f.bytes::<8>(off).ok_or(Skip::Truncated)?;
-            pkt.src_port = u16::from_be_bytes([udp[0], udp[1]]);
-            pkt.dst_port = u16::from_be_bytes([udp[2], udp[3]]);
+            ports = [udp[0], udp[1], udp[2], udp[3]];
             let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
             if udp_len < 8 || off + udp_len > l4_end {
                 return Err(Skip::Malformed);
             }
-            pkt.payload_off = (off + 8) as u16;
-            pkt.payload_len = (udp_len - 8) as u16;
+            payload_off = off + 8;
+            payload_len = udp_len - 8;
         }
         IPPROTO_TCP => {
             let tcp = f.bytes::<20>(off).ok_or(Skip::Truncated)?;
-            pkt.src_port = u16::from_be_bytes([tcp[0], tcp[1]]);
-            pkt.dst_port = u16::from_be_bytes([tcp[2], tcp[3]]);
-            pkt.tcp_seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-            pkt.tcp_ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+            ports = [tcp[0], tcp[1], tcp[2], tcp[3]];
             let doff = ((tcp[12] >> 4) as usize) * 4;
-            pkt.tcp_flags = tcp[13];
             if doff < 20 || off + doff > l4_end {
                 return Err(Skip::Malformed);
             }
-            pkt.payload_off = (off + doff) as u16;
-            pkt.payload_len = (l4_end - off - doff) as u16;
+            payload_off = off + doff;
+            payload_len = l4_end - off - doff;
         }
         _ => return Err(Skip::NotInteresting),
     }
+    Ok(Headers {
+        src_port: u16::from_be_bytes([ports[0], ports[1]]),
+        dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+        transport,
+        family,
+        dscp,
+        vlan,
+        l3_off: l3_off as u16,
+        l4_off: off as u16,
+        payload_off: payload_off as u16,
+        payload_len: payload_len as u16,
+    })
+}
+
+/// Completes `pkt` (zeroed) from what [`headers`] found: the addresses and, for TCP,
+/// sequence, acknowledgement and flags. Out of line: in the kernel its buffers get a
+/// stack frame of their own, released before the flow stage runs (the BPF stack is 512
+/// bytes for the whole call chain); an out-parameter, because BPF functions may not
+/// return pointers to the caller's stack.
+#[inline(never)]
+pub fn fill<F: Frame>(f: &F, h: &Headers, pkt: &mut Packet) -> Result<(), Skip> {
+    let l3 = h.l3_off as usize;
+    if h.family == AF_INET {
+        let a = f.bytes::<8>(l3 + 12).ok_or(Skip::Truncated)?;
+        copy4(&mut pkt.src, [a[0], a[1], a[2], a[3]]);
+        copy4(&mut pkt.dst, [a[4], a[5], a[6], a[7]]);
+    } else {
+        let a = f.bytes::<32>(l3 + 8).ok_or(Skip::Truncated)?;
+        let mut i = 0;
+        while i < 16 {
+            pkt.src[i] = a[i];
+            pkt.dst[i] = a[16 + i];
+            i += 1;
+        }
+    }
+    if h.transport == IPPROTO_TCP {
+        let t = f
+            .bytes::<10>(h.l4_off as usize + 4)
+            .ok_or(Skip::Truncated)?;
+        pkt.tcp_seq = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
+        pkt.tcp_ack = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+        pkt.tcp_flags = t[9];
+    }
+    pkt.vlan = h.vlan;
+    pkt.src_port = h.src_port;
+    pkt.dst_port = h.dst_port;
+    pkt.payload_off = h.payload_off;
+    pkt.payload_len = h.payload_len;
+    pkt.family = h.family;
+    pkt.transport = h.transport;
+    pkt.dscp = h.dscp;
     Ok(())
 }
 
