@@ -2,6 +2,8 @@
 //! Maps live here; the per-packet logic does not.
 #![no_std]
 #![no_main]
+// BPF inline asm (XdpFrame) is unstable; the crate is built with nightly for bpf only.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
@@ -73,9 +75,9 @@ impl Frame for XdpFrame {
         // Kernels before ~6.8 do not carry a bounds check over to a copy of the
         // register spilled before it, and LLVM may add that stale copy to `data`
         // (5.10/6.1: "invalid access to packet"). A mask on the value actually
-        // used bounds every copy; black_box keeps LLVM from dropping the mask
-        // as redundant after the check above.
-        let offset = core::hint::black_box(offset) & MAX_XDP_OFFSET;
+        // used bounds every copy; `opaque` keeps LLVM from dropping the mask as
+        // redundant after the check above.
+        let offset = opaque(offset) & MAX_XDP_OFFSET;
         // Fresh (volatile) loads of data/data_end at every read: otherwise LLVM hoists
         // `data_end - N` out of loops, and the verifier forbids arithmetic on pkt_end.
         // SAFETY: ctx is the program's xdp_md for the whole run.
@@ -89,9 +91,70 @@ impl Frame for XdpFrame {
         if start + offset + N > end {
             return None;
         }
-        // SAFETY: bounds checked above; [u8; N] has alignment 1.
-        Some(unsafe { core::ptr::read_unaligned((start + offset) as *const [u8; N]) })
+        // SAFETY: bounds checked above: N bytes at start + offset are packet data.
+        Some(unsafe { load((start + offset) as *const u8) })
     }
+}
+
+/// `v`, but LLVM cannot see through it: a move of the register onto itself.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+fn opaque(mut v: usize) -> usize {
+    // SAFETY: a register move onto itself; it only claims to change the register.
+    unsafe { core::arch::asm!("{0} = {0}", inout(reg) v, options(pure, nomem, nostack)) };
+    v
+}
+
+/// Off BPF (host builds of this crate, e.g. clippy): the same through a stack slot.
+#[cfg(not(target_arch = "bpf"))]
+#[inline(always)]
+fn opaque(v: usize) -> usize {
+    core::hint::black_box(v)
+}
+
+/// Reads N packet bytes at `at`. LLVM's BPF backend reads an unaligned [u8; N] byte by
+/// byte and reassembles it with shifts; BPF's own loads need no alignment on packet
+/// data (the verifier asks for it only on machines without efficient unaligned access),
+/// so 2-, 4- and 8-byte reads are one load each, by asm that LLVM cannot split.
+///
+/// # Safety
+/// `at..at + N` must be readable (checked against `data_end`).
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+unsafe fn load<const N: usize>(at: *const u8) -> [u8; N] {
+    let mut out = [0u8; N];
+    let v: u64;
+    // SAFETY: the caller's bounds; each arm reads exactly N bytes, `out` holds N.
+    unsafe {
+        match N {
+            2 => {
+                core::arch::asm!("{0} = *(u16 *)({1} + 0)", out(reg) v, in(reg) at, options(pure, readonly, nostack));
+                core::ptr::write_unaligned(out.as_mut_ptr().cast(), v as u16);
+            }
+            4 => {
+                core::arch::asm!("{0} = *(u32 *)({1} + 0)", out(reg) v, in(reg) at, options(pure, readonly, nostack));
+                core::ptr::write_unaligned(out.as_mut_ptr().cast(), v as u32);
+            }
+            8 => {
+                core::arch::asm!("{0} = *(u64 *)({1} + 0)", out(reg) v, in(reg) at, options(pure, readonly, nostack));
+                core::ptr::write_unaligned(out.as_mut_ptr().cast(), v);
+            }
+            // [u8; N] has alignment 1.
+            _ => out = core::ptr::read_unaligned(at.cast()),
+        }
+    }
+    out
+}
+
+/// Off BPF: a plain unaligned read.
+///
+/// # Safety
+/// `at..at + N` must be readable.
+#[cfg(not(target_arch = "bpf"))]
+#[inline(always)]
+unsafe fn load<const N: usize>(at: *const u8) -> [u8; N] {
+    // SAFETY: the caller's bounds; [u8; N] has alignment 1.
+    unsafe { core::ptr::read_unaligned(at.cast()) }
 }
 
 /// An egress skb, read with bpf_skb_load_bytes (works on non-linear skbs, no pull needed).
