@@ -142,7 +142,14 @@ pub fn headers<F: Frame>(f: &F) -> Result<Headers, Skip> {
     let (family, dscp, transport, l4_end);
     match ethertype {
         ETH_P_IPV4 => {
-            let hdr = f.bytes::<20>(off).ok_or(Skip::Truncated)?;
+            let Some(hdr) = f.bytes::<20>(off) else {
+                // A short header, unless its first byte is already wrong: the version
+                // and IHL are judged before the length, as the byte order says.
+                return Err(match f.u8_at(off) {
+                    Some(v) if v >> 4 != 4 || v & 0x0f < 5 => Skip::Malformed,
+                    _ => Skip::Truncated,
+                });
+            };
             if hdr[0] >> 4 != 4 {
                 return Err(Skip::Malformed);
             }

@@ -137,3 +137,22 @@ fn tcp_payload_from_total_length_not_padding() {
         (IPPROTO_TCP, 12, 0x18, 1)
     );
 }
+
+/// Found by the `parse_frame` fuzz target: a 27-byte frame whose IPv4 header is both
+/// short and of the wrong version is malformed, as the version byte comes first.
+#[test]
+fn a_short_ip_header_with_a_wrong_version_is_malformed_not_truncated() {
+    let frame = [
+        0x02, 0x68, 0x0a, 0x0a, 0x0a, 0x0a, 0x02, 0x68, 0x0a, 0x0a, 0x14, 0x14, 0x08, 0x00, 0xb8,
+        0x02, 0x45, 0x68, 0x00, 0x22, 0x00, 0x01, 0x40, 0x00, 0x40, 0x11, 0x07,
+    ];
+    assert_eq!(parse(&SliceFrame(&frame)), Err(Skip::Malformed));
+    // IHL below 5, short header: malformed too.
+    let mut low_ihl = frame;
+    low_ihl[14] = 0x44;
+    assert_eq!(parse(&SliceFrame(&low_ihl)), Err(Skip::Malformed));
+    // A good first byte and a short header: truncated.
+    let mut short = frame;
+    short[14] = 0x45;
+    assert_eq!(parse(&SliceFrame(&short)), Err(Skip::Truncated));
+}
