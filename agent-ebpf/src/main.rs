@@ -290,6 +290,38 @@ pub fn bench_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Benchmark floor: XDP_PASS after one clock read, what every heartbeat pays for its
+/// timestamp. Never loaded by the agent.
+#[xdp]
+pub fn bench_clock(_ctx: XdpContext) -> u32 {
+    // SAFETY: plain helper call without arguments.
+    core::hint::black_box(unsafe { bpf_ktime_get_ns() });
+    xdp_action::XDP_PASS
+}
+
+/// Benchmark floor: XDP_PASS after one ring-buffer record of a heartbeat's size, filled
+/// and submitted as the agent does. Never loaded by the agent.
+#[xdp]
+pub fn bench_record(_ctx: XdpContext) -> u32 {
+    if let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) {
+        // SAFETY: reserved ring-buffer memory of RawEvent size; every field written.
+        unsafe {
+            let ev = &mut *entry.as_mut_ptr();
+            ev.ts_ns = 1;
+            ev.value = 0;
+            ev.key = FlowKey::default();
+            ev.seq = 0;
+            ev.aux = 0;
+            ev.ifindex = 0;
+            ev.kind = 0;
+            ev.dscp = 0;
+            ev._pad = [0; 2];
+        }
+        entry.submit(SUBMIT_FLAGS);
+    }
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

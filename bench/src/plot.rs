@@ -97,7 +97,7 @@ pub fn per_packet(summary: &Value, png: &Path) -> Result<()> {
             .map_err(|e| anyhow!("{e}"))?;
         }
         root.draw_text(
-            "blue: hbwatch_xdp   grey: empty XDP_PASS program, same frame, same trial",
+            "blue: hbwatch_xdp (floor: a program doing only that)   grey: empty XDP_PASS program, same frame, same trial",
             &("sans-serif", 13).into_font().color(&BLACK),
             (230, h as i32 - 22),
         )

@@ -16,6 +16,9 @@ use crate::frames::{self, ip, nth_v4};
 use crate::stats::median;
 
 pub const BASELINE_PROGRAM: &str = "bench_pass";
+/// Floor programs in the same object: one clock read, one ring-buffer record.
+const CLOCK_PROGRAM: &str = "bench_clock";
+const RECORD_PROGRAM: &str = "bench_record";
 const XDP_PASS: u32 = 2;
 /// Two records per run for a million runs fit (72-byte records + 8 bytes of header):
 /// the ring must never be full while measuring, a failed reserve is cheaper than a real one.
@@ -41,12 +44,14 @@ impl Loaded {
         let specs = default_specs();
         let params = hbwatch::tuning::params(&[]);
         let mut dp = Datapath::load_sized(&port_table(&specs), &params, ring_bytes)?;
-        let base: &mut Xdp = dp
-            .ebpf_mut()
-            .program_mut(BASELINE_PROGRAM)
-            .ok_or_else(|| anyhow!("{BASELINE_PROGRAM} missing from the eBPF object"))?
-            .try_into()?;
-        base.load().context("loading the baseline program")?;
+        for name in [BASELINE_PROGRAM, CLOCK_PROGRAM, RECORD_PROGRAM] {
+            let prog: &mut Xdp = dp
+                .ebpf_mut()
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("{name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load().with_context(|| format!("loading {name}"))?;
+        }
         let ring = dp.take_ring()?;
         Ok(Loaded { dp, ring })
     }
@@ -145,6 +150,8 @@ pub fn test_run(dp: &Datapath, name: &str, frame: &[u8], repeat: u32) -> Result<
 /// A case measured with `repeat` runs of one frame.
 struct Case {
     name: &'static str,
+    /// The program run: the agent's, or a floor program from the same object.
+    program: &'static str,
     group: &'static str,
     /// What the repeated frame exercises.
     what: &'static str,
@@ -164,6 +171,7 @@ fn cases() -> Vec<Case> {
     let data = vec![0x17u8; 100];
     let non_hb = |name, what, frame| Case {
         name,
+        program: XDP_PROGRAM,
         group: "non-heartbeat",
         what,
         prime: vec![],
@@ -180,6 +188,7 @@ fn cases() -> Vec<Case> {
         } else {
             "hb existing (rudp, full table)"
         },
+        program: XDP_PROGRAM,
         group: "heartbeat",
         what: if table == 0 {
             "RUDP echo of seq 100 after request+echo of seq 100: a repeated echo of an \
@@ -231,6 +240,7 @@ fn cases() -> Vec<Case> {
         rudp_existing(0),
         Case {
             name: "hb existing (ged125)",
+            program: XDP_PROGRAM,
             group: "heartbeat",
             what: "GED-125 HEARTBEAT_CONF on TCP after REQ+CONF: a retransmitted answer \
                    (TCP sequence tracking, response path, one heartbeat record)",
@@ -245,6 +255,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "event (rudp retry)",
+            program: XDP_PROGRAM,
             group: "event",
             what: "RUDP request re-sent with the same seq: every run emits a heartbeat.retry \
                    record and a heartbeat record",
@@ -255,6 +266,32 @@ fn cases() -> Vec<Case> {
             records: 2,
         },
         rudp_existing(FLOW_TABLE - 1),
+        // What a heartbeat cannot avoid while it carries a timestamp to userspace: the
+        // floor under the `hb existing` cases, measured the same way.
+        Case {
+            name: "floor: clock read",
+            program: CLOCK_PROGRAM,
+            group: "floor",
+            what: "not hbwatch: an XDP program that reads bpf_ktime_get_ns once and passes \
+                   (every heartbeat is timestamped)",
+            prime: vec![],
+            frame: frames::rudp(dev, cs, 100, Role::Response, &[]),
+            table: 0,
+            target: None,
+            records: 0,
+        },
+        Case {
+            name: "floor: ring record",
+            program: RECORD_PROGRAM,
+            group: "floor",
+            what: "not hbwatch: an XDP program that reserves, fills and submits one 72-byte \
+                   ring-buffer record and passes (every heartbeat sends one to userspace)",
+            prime: vec![],
+            frame: frames::rudp(dev, cs, 100, Role::Response, &[]),
+            table: 0,
+            target: None,
+            records: 1,
+        },
     ]
 }
 
@@ -322,14 +359,14 @@ pub fn bench(opts: &Options) -> Result<Value> {
                 l.agent(f, 1)?;
             }
             // Warm-up: first-time reports (and cold caches) are not what is measured.
-            l.agent(&case.frame, 1)?;
+            l.run(case.program, &case.frame, 1)?;
             l.drain();
             let lost = l.lost()?;
             let (base, agent) = if trial % 2 == 0 {
                 let b = l.run(BASELINE_PROGRAM, &case.frame, opts.repeat)?;
-                (b, l.agent(&case.frame, opts.repeat)?)
+                (b, l.run(case.program, &case.frame, opts.repeat)?)
             } else {
-                let a = l.agent(&case.frame, opts.repeat)?;
+                let a = l.run(case.program, &case.frame, opts.repeat)?;
                 (l.run(BASELINE_PROGRAM, &case.frame, opts.repeat)?, a)
             };
             let records = l.drain();
