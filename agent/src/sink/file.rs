@@ -185,16 +185,9 @@ impl FileSink {
         }
         let lines = std::mem::take(&mut self.buf_lines);
         if self.file.is_none() {
-            match open_file(&self.opts.path, &self.clock) {
-                Ok((f, size, born)) => {
-                    self.file = Some(f);
-                    self.size = size;
-                    self.born = born;
-                }
-                Err(e) => {
-                    self.fail(lines, &format!("cannot open: {e}"));
-                    return;
-                }
+            if let Err(e) = self.reopen() {
+                self.fail(lines, &format!("cannot open: {e}"));
+                return;
             }
         }
         let file = self.file.as_mut().expect("opened above");
@@ -239,19 +232,21 @@ impl FileSink {
         if let Err(e) = shift(&self.opts.path, self.opts.keep) {
             warn!("file:{}: rotation failed: {e}", self.opts.path.display());
         }
-        match open_file(&self.opts.path, &self.clock) {
-            Ok((f, size, born)) => {
-                self.file = Some(f);
-                self.size = size;
-                self.born = born;
-            }
-            Err(e) => {
-                // Written lines wait in the buffer; the next write out tries again.
-                warn!("file:{}: cannot open: {e}", self.opts.path.display());
-                self.size = 0;
-                self.born = (self.clock)();
-            }
+        if let Err(e) = self.reopen() {
+            // Written lines wait in the buffer; the next write out tries again.
+            warn!("file:{}: cannot open: {e}", self.opts.path.display());
+            self.size = 0;
+            self.born = (self.clock)();
         }
+    }
+
+    /// Opens `PATH` (again) and takes its size and age from it.
+    fn reopen(&mut self) -> std::io::Result<()> {
+        let (f, size, born) = open_file(&self.opts.path, &self.clock)?;
+        self.file = Some(f);
+        self.size = size;
+        self.born = born;
+        Ok(())
     }
 }
 
