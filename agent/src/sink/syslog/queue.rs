@@ -72,20 +72,13 @@ impl Queue {
         let deadline = wait.map(|w| Instant::now() + w);
         let mut st = self.lock();
         while st.frames.is_empty() && !st.stop {
-            match deadline {
-                None => st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return true;
-                    }
-                    st = self
-                        .wake
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
+            st = match deadline {
+                None => self.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => match self.wait_until(st, d) {
+                    Some(st) => st,
+                    None => return true,
+                },
+            };
         }
         if st.stop {
             return false;
@@ -161,16 +154,29 @@ impl Queue {
             if st.stop {
                 return false;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            st = self
-                .wake
+            st = match self.wait_until(st, deadline) {
+                Some(st) => st,
+                None => return true,
+            };
+        }
+    }
+
+    /// One wait for a wake-up, no later than `deadline`; `None` once it has passed.
+    fn wait_until<'a>(
+        &self,
+        st: MutexGuard<'a, State>,
+        deadline: Instant,
+    ) -> Option<MutexGuard<'a, State>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        Some(
+            self.wake
                 .wait_timeout(st, left)
                 .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+                .0,
+        )
     }
 
     /// Sender: the socket to shut down should `close` give up while the sender is blocked.
