@@ -312,6 +312,37 @@ fn rfc3339_micros_slow(unix_ns: i128) -> String {
     t.format(FMT).unwrap_or_default()
 }
 
+/// An alert on one MDS association, 10.50.0.1:41000 -> 10.50.0.2:41000, diagnosed as a
+/// path interruption: the sample event the output tests encode.
+#[cfg(test)]
+pub(crate) fn mds_alert(
+    timestamp: String,
+    action: &'static str,
+    level: Level,
+    hostname: &str,
+    message: String,
+) -> Event {
+    let observer = Observer {
+        hostname: hostname.into(),
+        ingress: None,
+    };
+    let mut ev = Event::new(timestamp, "alert", action, level, observer, message);
+    ev.network = Some(Network {
+        protocol: "mds",
+        transport: "udp",
+    });
+    ev.source = Some(Endpoint {
+        ip: "10.50.0.1".into(),
+        port: 41000,
+    });
+    ev.destination = Some(Endpoint {
+        ip: "10.50.0.2".into(),
+        port: 41000,
+    });
+    ev.heartbeat.diagnosis = Some("path-interruption");
+    ev
+}
+
 #[cfg(test)]
 mod tests {
     use super::{rfc3339_micros, rfc3339_micros_slow};

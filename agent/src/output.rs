@@ -264,34 +264,15 @@ fn d_port(ev: &Event) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Endpoint, Network, Observer};
 
     fn gap() -> Event {
-        let mut ev = Event::new(
+        crate::event::mds_alert(
             "2026-11-22T10:00:20.001200Z".into(),
-            "alert",
             "peer.down",
             Level::Critical,
-            Observer {
-                hostname: "p".into(),
-                ingress: None,
-            },
+            "p",
             "mds 10.50.0.1:41000 -> 10.50.0.2:41000: peer down: 5 missed".into(),
-        );
-        ev.network = Some(Network {
-            protocol: "mds",
-            transport: "udp",
-        });
-        ev.source = Some(Endpoint {
-            ip: "10.50.0.1".into(),
-            port: 41000,
-        });
-        ev.destination = Some(Endpoint {
-            ip: "10.50.0.2".into(),
-            port: 41000,
-        });
-        ev.heartbeat.diagnosis = Some("path-interruption");
-        ev
+        )
     }
 
     #[test]

@@ -623,7 +623,6 @@ impl Drop for LokiSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Endpoint, Network, Observer};
     use crate::output::Format;
     use crate::sink::SinkSpec;
 
@@ -819,31 +818,13 @@ mod tests {
     }
 
     fn event(i: u64) -> Event {
-        let mut ev = Event::new(
+        crate::event::mds_alert(
             crate::event::rfc3339_micros(1_795_341_600_000_000_000 + i as i128 * 1_000_000),
-            "alert",
             "heartbeat.gap",
             Level::Warning,
-            Observer {
-                hostname: "probe-1".into(),
-                ingress: None,
-            },
+            "probe-1",
             format!("mds 10.50.0.1 -> 10.50.0.2: event {i}"),
-        );
-        ev.network = Some(Network {
-            protocol: "mds",
-            transport: "udp",
-        });
-        ev.source = Some(Endpoint {
-            ip: "10.50.0.1".into(),
-            port: 41000,
-        });
-        ev.destination = Some(Endpoint {
-            ip: "10.50.0.2".into(),
-            port: 41000,
-        });
-        ev.heartbeat.diagnosis = Some("path-interruption");
-        ev
+        )
     }
 
     #[test]
