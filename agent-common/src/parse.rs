@@ -112,11 +112,11 @@ pub struct Headers {
 /// Parses L2 to L4. Only TCP and UDP over IPv4/IPv6 come back as `Ok`.
 #[inline(always)]
 pub fn parse<F: Frame>(f: &F) -> Result<Packet, Skip> {
+    let h = headers(f)?;
     let mut pkt = core::mem::MaybeUninit::uninit();
     Packet::zero(&mut pkt);
     // SAFETY: zero() wrote every byte, and an all-zero Packet is valid.
     let pkt = unsafe { pkt.assume_init_mut() };
-    let h = headers(f)?;
     fill(f, &h, pkt).map(|()| *pkt)
 }
 
