@@ -64,11 +64,10 @@ fn assert_clean_exit(out: &Output) {
     );
 }
 
-#[test]
-fn udp_and_tcp_deliver_every_event_once_with_rfc5424_headers() {
-    let Some(bin) = rsyslogd("imtcp.so") else {
-        return;
-    };
+/// An rsyslogd listening on UDP and TCP, and the capture to analyze, in a temporary
+/// directory that must outlive both; `None` when rsyslogd is missing (see above).
+fn udp_and_tcp_receiver() -> Option<(tempfile::TempDir, Rsyslog, PathBuf)> {
+    let bin = rsyslogd("imtcp.so")?;
     let dir = tempfile::tempdir().unwrap();
     let rs = Rsyslog::start(
         &bin,
@@ -80,6 +79,14 @@ fn udp_and_tcp_deliver_every_event_once_with_rfc5424_headers() {
         },
     );
     let pcap = capture(dir.path());
+    Some((dir, rs, pcap))
+}
+
+#[test]
+fn udp_and_tcp_deliver_every_event_once_with_rfc5424_headers() {
+    let Some((_dir, rs, pcap)) = udp_and_tcp_receiver() else {
+        return;
+    };
     let out = analyze(
         &pcap,
         &[
@@ -103,20 +110,9 @@ fn udp_and_tcp_deliver_every_event_once_with_rfc5424_headers() {
 
 #[test]
 fn rfc3164_with_another_facility() {
-    let Some(bin) = rsyslogd("imtcp.so") else {
+    let Some((_dir, rs, pcap)) = udp_and_tcp_receiver() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let rs = Rsyslog::start(
-        &bin,
-        dir.path(),
-        Inputs {
-            udp: true,
-            tcp: Some(0),
-            ..Inputs::default()
-        },
-    );
-    let pcap = capture(dir.path());
     let out = analyze(
         &pcap,
         &[
