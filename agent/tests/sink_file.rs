@@ -1,10 +1,12 @@
 //! `--output file:` end to end: `hbwatch analyze` writes the same lines to stdout and to a
 //! rotated file; the rotated files, oldest first, are the stdout lines exactly.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hbwatch");
+use support::BIN;
 
 fn numbered(path: &Path, i: usize) -> PathBuf {
     PathBuf::from(format!("{}.{i}", path.display()))
@@ -13,17 +15,7 @@ fn numbered(path: &Path, i: usize) -> PathBuf {
 #[test]
 fn analyze_writes_every_event_once_across_the_rotated_files() {
     let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("faults.pcap");
-    let out = Command::new(BIN)
-        .args(["hbgen", "--scenario", "faults", "--pcap"])
-        .arg(&pcap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let pcap = support::capture(dir.path(), "faults");
     let path = dir.path().join("new/dir/events.ndjson");
     let max = 100 << 10;
     let out = Command::new(BIN)

@@ -1,4 +1,4 @@
-//! Fixtures shared by the output tests (`sink_syslog`, `sink_loki`, `sinks_together`):
+//! Fixtures shared by the output tests (`sink_syslog`, `sink_loki`, `sink_file`, `sinks_together`):
 //! a real rsyslogd ([`rsyslog`]), a recording Loki push endpoint ([`loki`]), hbgen
 //! captures, free ports, running `hbwatch` and checking the events it printed.
 
