@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use hbwatch::hbgen::output::PacketSocket;
 use hbwatch_common::proto::Role;
 use hbwatch_tests::{enter_netns, VethNs};
 use serde_json::{json, Value};
@@ -116,48 +117,13 @@ fn send(net: &VethNs, traffic: &Traffic, packets: u64) -> Result<f64> {
     std::thread::scope(|s| {
         s.spawn(move || -> Result<f64> {
             enter_netns(&ns);
-            let name = std::ffi::CString::new(peer.as_str())?;
-            // SAFETY: plain syscalls on an fd we own.
-            unsafe {
-                let ifindex = libc::if_nametoindex(name.as_ptr());
-                ensure!(ifindex > 0, "{peer} missing in {ns}");
-                let sock = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
-                ensure!(
-                    sock >= 0,
-                    "AF_PACKET socket: {}",
-                    std::io::Error::last_os_error()
-                );
-                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-                addr.sll_family = libc::AF_PACKET as u16;
-                addr.sll_ifindex = ifindex as i32;
-                addr.sll_halen = 6;
-                let cpu0 = crate::stats::thread_cpu();
-                for i in 0..packets {
-                    let f = traffic.frame(i);
-                    loop {
-                        let n = libc::sendto(
-                            sock,
-                            f.as_ptr().cast(),
-                            f.len(),
-                            0,
-                            (&addr as *const libc::sockaddr_ll).cast(),
-                            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                        );
-                        if n == f.len() as isize {
-                            break;
-                        }
-                        let e = std::io::Error::last_os_error();
-                        // A full queue: try again (never drop silently).
-                        if e.raw_os_error() != Some(libc::ENOBUFS) {
-                            libc::close(sock);
-                            bail!("sendto: {e}");
-                        }
-                    }
-                }
-                let cpu = crate::stats::thread_cpu() - cpu0;
-                libc::close(sock);
-                Ok(cpu)
+            // A full queue is waited out by PacketSocket::send, never dropped silently.
+            let mut sock = PacketSocket::open(&peer)?;
+            let cpu0 = crate::stats::thread_cpu();
+            for i in 0..packets {
+                sock.send(traffic.frame(i))?;
             }
+            Ok(crate::stats::thread_cpu() - cpu0)
         })
         .join()
         .map_err(|_| anyhow!("sender thread panicked"))?
