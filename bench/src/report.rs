@@ -258,20 +258,22 @@ pub fn markdown(s: &Value) -> String {
             "| nothing attached | {:.3} | - |",
             f(&v["nothing_cpu_s_per_m"])
         );
-        let _ = writeln!(
-            md,
-            "| empty XDP program ({}) | {:.3} | {:.3} |",
-            v["xdp_attach"].as_str().unwrap_or("?"),
-            f(&v["empty_xdp_cpu_s_per_m"]),
-            f(&v["empty_xdp_extra_cpu_s_per_m"])
-        );
-        let _ = writeln!(
-            md,
-            "| hbwatch run ({}) | {:.3} | {:.3} |",
-            v["xdp_attach"].as_str().unwrap_or("?"),
-            f(&v["agent_cpu_s_per_m"]),
-            f(&v["agent_extra_cpu_s_per_m"])
-        );
+        for m in ["driver", "skb"] {
+            let x = &v[m];
+            let attach = x["xdp_attach"].as_str().unwrap_or("?");
+            let _ = writeln!(
+                md,
+                "| empty XDP program ({attach}) | {:.3} | {:.3} |",
+                f(&x["empty_xdp_cpu_s_per_m"]),
+                f(&x["empty_xdp_extra_cpu_s_per_m"])
+            );
+            let _ = writeln!(
+                md,
+                "| hbwatch run --mode {m} ({attach}) | {:.3} | {:.3} |",
+                f(&x["agent_cpu_s_per_m"]),
+                f(&x["agent_extra_cpu_s_per_m"])
+            );
+        }
         let _ = writeln!(
             md,
             "| tcpdump -w /dev/null '{}' | {:.3} | {:.3} |",
@@ -279,14 +281,21 @@ pub fn markdown(s: &Value) -> String {
             f(&v["tcpdump_cpu_s_per_m"]),
             f(&v["tcpdump_extra_cpu_s_per_m"])
         );
-        let _ = writeln!(
-            md,
-            "\nhbwatch's extra CPU / tcpdump's: **{:.2}x**; without the cost of the XDP hook \
-             itself (hbwatch minus the empty program, over tcpdump's extra): **{:.2}x** \
-             (medians of per-trial ratios).\n",
-            f(&v["ratio"]),
-            f(&v["ratio_program_only"])
+        md.push_str(
+            "\n| hbwatch's extra CPU / tcpdump's (medians of per-trial ratios) | target | | \
+             without the XDP hook's own cost (hbwatch minus the empty program) |\n|---|---:|---|---:|\n",
         );
+        for m in ["driver", "skb"] {
+            let x = &v[m];
+            let ratio = f(&x["ratio"]);
+            let _ = writeln!(
+                md,
+                "| --mode {m} | {ratio:.2}x | <= 0.2x | {} | {:.2}x |",
+                verdict(ratio <= 0.2),
+                f(&x["ratio_program_only"])
+            );
+        }
+        md.push('\n');
     }
     if let Some(sc) = s.get("scale") {
         let _ = writeln!(

@@ -1,7 +1,9 @@
 //! (d) CPU per packet on a veth pair. Frames are sent from a network namespace into a
 //! veth whose host end has nothing attached, an empty XDP program (the cost of the hook
 //! itself: on veth, native XDP moves receive to NAPI and copies each skb into an XDP
-//! buffer), the agent (`hbwatch run`, XDP), or tcpdump capturing the heartbeat ports. The receive side runs in the sender's softirq context,
+//! buffer; generic XDP expands each skb's headroom), the agent (`hbwatch run`), each in
+//! driver and in skb (generic) mode, or tcpdump capturing the heartbeat ports. The
+//! receive side runs in the sender's softirq context,
 //! so the CPU of a run is the sending thread's + ksoftirqd's + the observer process's,
 //! counted over the sending only (the agent's start-up and verification are not in it).
 //! Each observer's figure is its CPU beyond the run with nothing attached, same trial.
@@ -12,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use aya::programs::XdpMode;
 use hbwatch::hbgen::output::PacketSocket;
 use hbwatch_common::proto::Role;
 use hbwatch_tests::{enter_netns, VethNs};
@@ -28,10 +31,20 @@ const HEARTBEAT_EVERY: u64 = 40;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Nothing,
-    EmptyXdp,
-    Agent,
+    EmptyXdp(XdpMode),
+    Agent(XdpMode),
     Tcpdump,
 }
+
+/// The observers of a trial, in `bench`'s index order.
+const MODES: [Mode; 6] = [
+    Mode::Nothing,
+    Mode::EmptyXdp(XdpMode::Driver),
+    Mode::Agent(XdpMode::Driver),
+    Mode::EmptyXdp(XdpMode::Skb),
+    Mode::Agent(XdpMode::Skb),
+    Mode::Tcpdump,
+];
 
 /// An observer for one run.
 enum Observer {
@@ -134,20 +147,21 @@ fn send(net: &VethNs, traffic: &Traffic, packets: u64) -> Result<f64> {
 fn start(mode: Mode, hbwatch: &Path, iface: &str) -> Result<Option<Observer>> {
     let mut child = match mode {
         Mode::Nothing => return Ok(None),
-        Mode::EmptyXdp => {
+        Mode::EmptyXdp(xdp) => {
             let mut l = crate::xdp::Loaded::new(None)?;
             let prog: &mut aya::programs::Xdp =
                 l.dp.ebpf_mut()
                     .program_mut(crate::xdp::BASELINE_PROGRAM)
                     .ok_or_else(|| anyhow!("baseline program missing"))?
                     .try_into()?;
-            // Driver mode, as the agent gets on veth (checked by the caller).
-            prog.attach(iface, aya::programs::XdpMode::Driver)
+            // The same mode as the agent's run it is compared with (checked by the caller).
+            prog.attach(iface, xdp)
                 .context("attaching the empty XDP program")?;
             return Ok(Some(Observer::Xdp(Box::new(l))));
         }
-        Mode::Agent => Command::new(hbwatch)
-            .args(["run", "--iface", iface, "--hostname", "bench"])
+        Mode::Agent(xdp) => Command::new(hbwatch)
+            .args(["run", "--iface", iface, "--hostname", "bench", "--mode"])
+            .arg(if xdp == XdpMode::Skb { "skb" } else { "driver" })
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -165,11 +179,11 @@ fn start(mode: Mode, hbwatch: &Path, iface: &str) -> Result<Option<Observer>> {
     // hbwatch: the agent.started line; tcpdump: "listening on ...". The rest of the
     // stream is read (and dropped) by a thread, so the observer never blocks on it.
     let stream: Box<dyn std::io::Read + Send> = match mode {
-        Mode::Agent => Box::new(child.stdout.take().expect("piped")),
+        Mode::Agent(_) => Box::new(child.stdout.take().expect("piped")),
         _ => Box::new(child.stderr.take().expect("piped")),
     };
     let mut lines = BufReader::new(stream);
-    let want = if mode == Mode::Agent {
+    let want = if matches!(mode, Mode::Agent(_)) {
         "agent.started"
     } else {
         "listening on"
@@ -237,51 +251,63 @@ pub fn bench(hbwatch: &Path, trials: usize, packets: u64) -> Result<Value> {
     // Warm-up: caches, the namespace's first sends.
     run(Mode::Nothing, hbwatch, &net, &traffic, packets / 10)?;
     let per_m = |cpu: f64| cpu / packets as f64 * 1e6;
-    let modes = [Mode::Nothing, Mode::EmptyXdp, Mode::Agent, Mode::Tcpdump];
-    let mut per: [Vec<f64>; 4] = Default::default();
-    let (mut agent_x, mut empty_x, mut dump_x, mut ratio, mut ratio_prog) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let mut attach_modes: [Option<String>; 4] = Default::default();
+    let mut per: [Vec<f64>; MODES.len()] = Default::default();
+    let mut attach_modes: [Option<String>; MODES.len()] = Default::default();
+    // Per attach mode (driver, skb): the ratios of each trial.
+    let (mut ratio, mut ratio_prog): ([Vec<f64>; 2], [Vec<f64>; 2]) = Default::default();
     for trial in 0..trials {
-        let mut cpu = [0.0f64; 4];
+        let mut cpu = [0.0f64; MODES.len()];
         // Rotate the order so drift does not favour one.
-        for k in 0..modes.len() {
-            let i = (k + trial) % modes.len();
-            let (c, attached) = run(modes[i], hbwatch, &net, &traffic, packets)?;
+        for k in 0..MODES.len() {
+            let i = (k + trial) % MODES.len();
+            let (c, attached) = run(MODES[i], hbwatch, &net, &traffic, packets)?;
             cpu[i] = c;
             attach_modes[i] = attached;
         }
         for (v, c) in per.iter_mut().zip(cpu) {
             v.push(per_m(c));
         }
-        empty_x.push(per_m(cpu[1] - cpu[0]));
-        agent_x.push(per_m(cpu[2] - cpu[0]));
-        dump_x.push(per_m(cpu[3] - cpu[0]));
-        ratio.push((cpu[2] - cpu[0]) / (cpu[3] - cpu[0]));
-        ratio_prog.push((cpu[2] - cpu[1]) / (cpu[3] - cpu[0]));
+        let dump = cpu[5] - cpu[0];
+        for (m, (empty, agent)) in [(1, 2), (3, 4)].into_iter().enumerate() {
+            ratio[m].push((cpu[agent] - cpu[0]) / dump);
+            ratio_prog[m].push((cpu[agent] - cpu[empty]) / dump);
+        }
         eprintln!("bench: veth trial {}/{trials} done", trial + 1);
     }
-    ensure!(
-        attach_modes[1] == attach_modes[2],
-        "the agent got XDP {:?}, the baseline {:?}: not comparable",
-        attach_modes[2],
-        attach_modes[1]
-    );
+    for (empty, agent) in [(1, 2), (3, 4)] {
+        ensure!(
+            attach_modes[empty] == attach_modes[agent],
+            "the agent got XDP {:?}, the baseline {:?}: not comparable",
+            attach_modes[agent],
+            attach_modes[empty]
+        );
+    }
+    // Each observer's CPU beyond nothing attached, per trial, then the median.
+    let extra = |i: usize| {
+        let v: Vec<f64> = per[i].iter().zip(&per[0]).map(|(a, b)| a - b).collect();
+        median(&v)
+    };
+    let by_mode = |m: usize, (empty, agent): (usize, usize)| {
+        json!({
+            "xdp_attach": attach_modes[agent],
+            "empty_xdp_cpu_s_per_m": median(&per[empty]),
+            "agent_cpu_s_per_m": median(&per[agent]),
+            "empty_xdp_extra_cpu_s_per_m": extra(empty),
+            "agent_extra_cpu_s_per_m": extra(agent),
+            "ratio": median(&ratio[m]),
+            "ratios": ratio[m],
+            "ratio_program_only": median(&ratio_prog[m]),
+        })
+    };
     Ok(json!({
         "trials": trials,
         "packets": packets,
         "heartbeat_share": 1.0 / HEARTBEAT_EVERY as f64,
         "tcpdump_filter": TCPDUMP_FILTER,
-        "xdp_attach": attach_modes[2],
         "nothing_cpu_s_per_m": median(&per[0]),
-        "empty_xdp_cpu_s_per_m": median(&per[1]),
-        "agent_cpu_s_per_m": median(&per[2]),
-        "tcpdump_cpu_s_per_m": median(&per[3]),
-        "empty_xdp_extra_cpu_s_per_m": median(&empty_x),
-        "agent_extra_cpu_s_per_m": median(&agent_x),
-        "tcpdump_extra_cpu_s_per_m": median(&dump_x),
-        "ratio": median(&ratio),
-        "ratios": ratio,
-        "ratio_program_only": median(&ratio_prog),
+        "tcpdump_cpu_s_per_m": median(&per[5]),
+        "tcpdump_extra_cpu_s_per_m": extra(5),
+        "driver": by_mode(0, (1, 2)),
+        "skb": by_mode(1, (3, 4)),
     }))
 }
