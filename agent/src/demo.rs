@@ -257,7 +257,11 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
         replay.frame(&f.data, f.ts_ns, &mut offline);
     }
     replay.finish(&mut offline);
-    let until = crate::event::rfc3339_micros(last_ns as i128);
+    // Up to the last frame + 20 ms: the kernel's timestamp of that frame can be a little
+    // later than the sender's clock read (NAPI on veth, clock conversion), and an event it
+    // raises must not fall off the live side. Heartbeat silences fire >= 250 ms after the
+    // last beat (MDS); only a SIP expiry due inside those 20 ms would show live alone.
+    let until = crate::event::rfc3339_micros(last_ns as i128 + 20_000_000);
     let (l, o) = (
         agreement_counts(&tee.kept, &until),
         agreement_counts(&offline, &until),
