@@ -4,6 +4,7 @@
 //! the live agent did, timers included.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -151,7 +152,7 @@ fn live_xdp_and_offline_analysis_of_the_same_wire_agree() {
     let dir = std::env::temp_dir().join(format!("hbwatch-diff-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("wire.pcap");
-    let tcpdump = Command::new("tcpdump")
+    let mut tcpdump = Command::new("tcpdump")
         .args([
             "-i",
             &net.host,
@@ -176,18 +177,32 @@ fn live_xdp_and_offline_analysis_of_the_same_wire_agree() {
         "mds=41000",
         "--no-summary-events",
     ]);
-    // tcpdump needs a moment to open its socket.
-    std::thread::sleep(Duration::from_millis(700));
+    // tcpdump says "listening on" once its socket is open; a fixed wait could be too
+    // short in a slow VM and lose the first frames from the capture alone.
+    let mut lines = BufReader::new(tcpdump.stderr.take().expect("piped"));
+    let mut said = String::new();
+    while !said.contains("listening on") {
+        let before = said.len();
+        lines.read_line(&mut said).unwrap();
+        assert!(
+            said.len() > before,
+            "tcpdump exited before listening: {said}"
+        );
+    }
+    let said_later = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = lines.read_to_string(&mut rest);
+        rest
+    });
     net.inject_at(&scenario());
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(tcpdump.id() as i32, libc::SIGINT) };
-    let done = tcpdump.wait_with_output().unwrap();
+    let status = tcpdump.wait().unwrap();
+    let rest = said_later.join().unwrap();
     assert!(
-        done.status.success(),
-        "tcpdump exited with {}: {}",
-        done.status,
-        String::from_utf8_lossy(&done.stderr)
+        status.success(),
+        "tcpdump exited with {status}: {said}{rest}"
     );
     assert_eq!(agent.stop(), 0);
 
