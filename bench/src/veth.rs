@@ -45,6 +45,11 @@ const MODES: [Mode; 6] = [
     Mode::Agent(XdpMode::Skb),
     Mode::Tcpdump,
 ];
+/// Indices into [`MODES`]: nothing attached, tcpdump, and per attach mode (driver, skb)
+/// the empty program's and the agent's.
+const NOTHING: usize = 0;
+const TCPDUMP: usize = 5;
+const PAIRS: [(usize, usize); 2] = [(1, 2), (3, 4)];
 
 /// An observer for one run.
 enum Observer {
@@ -249,7 +254,7 @@ pub fn bench(hbwatch: &Path, trials: usize, packets: u64) -> Result<Value> {
     let net = VethNs::create();
     let traffic = Traffic::new(packets);
     // Warm-up: caches, the namespace's first sends.
-    run(Mode::Nothing, hbwatch, &net, &traffic, packets / 10)?;
+    run(MODES[NOTHING], hbwatch, &net, &traffic, packets / 10)?;
     let per_m = |cpu: f64| cpu / packets as f64 * 1e6;
     let mut per: [Vec<f64>; MODES.len()] = Default::default();
     let mut attach_modes: [Option<String>; MODES.len()] = Default::default();
@@ -267,14 +272,14 @@ pub fn bench(hbwatch: &Path, trials: usize, packets: u64) -> Result<Value> {
         for (v, c) in per.iter_mut().zip(cpu) {
             v.push(per_m(c));
         }
-        let dump = cpu[5] - cpu[0];
-        for (m, (empty, agent)) in [(1, 2), (3, 4)].into_iter().enumerate() {
-            ratio[m].push((cpu[agent] - cpu[0]) / dump);
+        let dump = cpu[TCPDUMP] - cpu[NOTHING];
+        for (m, (empty, agent)) in PAIRS.into_iter().enumerate() {
+            ratio[m].push((cpu[agent] - cpu[NOTHING]) / dump);
             ratio_prog[m].push((cpu[agent] - cpu[empty]) / dump);
         }
         eprintln!("bench: veth trial {}/{trials} done", trial + 1);
     }
-    for (empty, agent) in [(1, 2), (3, 4)] {
+    for (empty, agent) in PAIRS {
         ensure!(
             attach_modes[empty] == attach_modes[agent],
             "the agent got XDP {:?}, the baseline {:?}: not comparable",
@@ -284,10 +289,15 @@ pub fn bench(hbwatch: &Path, trials: usize, packets: u64) -> Result<Value> {
     }
     // Each observer's CPU beyond nothing attached, per trial, then the median.
     let extra = |i: usize| {
-        let v: Vec<f64> = per[i].iter().zip(&per[0]).map(|(a, b)| a - b).collect();
+        let v: Vec<f64> = per[i]
+            .iter()
+            .zip(&per[NOTHING])
+            .map(|(a, b)| a - b)
+            .collect();
         median(&v)
     };
-    let by_mode = |m: usize, (empty, agent): (usize, usize)| {
+    let by_mode = |m: usize| {
+        let (empty, agent) = PAIRS[m];
         json!({
             "xdp_attach": attach_modes[agent],
             "empty_xdp_cpu_s_per_m": median(&per[empty]),
@@ -304,10 +314,10 @@ pub fn bench(hbwatch: &Path, trials: usize, packets: u64) -> Result<Value> {
         "packets": packets,
         "heartbeat_share": 1.0 / HEARTBEAT_EVERY as f64,
         "tcpdump_filter": TCPDUMP_FILTER,
-        "nothing_cpu_s_per_m": median(&per[0]),
-        "tcpdump_cpu_s_per_m": median(&per[5]),
-        "tcpdump_extra_cpu_s_per_m": extra(5),
-        "driver": by_mode(0, (1, 2)),
-        "skb": by_mode(1, (3, 4)),
+        "nothing_cpu_s_per_m": median(&per[NOTHING]),
+        "tcpdump_cpu_s_per_m": median(&per[TCPDUMP]),
+        "tcpdump_extra_cpu_s_per_m": extra(TCPDUMP),
+        "driver": by_mode(0),
+        "skb": by_mode(1),
     }))
 }

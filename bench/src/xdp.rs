@@ -182,6 +182,18 @@ fn cases() -> Vec<Case> {
     };
     let (cs, dev) = (ip("10.20.0.1"), ip("10.20.0.2"));
     let (pim, cvp) = (ip("10.30.0.1"), ip("10.30.0.2"));
+    // A program that is not hbwatch, on the frame of `hb existing (rudp)`.
+    let floor = |name, program, what, records| Case {
+        name,
+        program,
+        group: "floor",
+        what,
+        prime: vec![],
+        frame: frames::rudp(dev, cs, 100, Role::Response, &[]),
+        table: 0,
+        target: None,
+        records,
+    };
     let rudp_existing = |table| Case {
         name: if table == 0 {
             "hb existing (rudp)"
@@ -268,30 +280,20 @@ fn cases() -> Vec<Case> {
         rudp_existing(FLOW_TABLE - 1),
         // What a heartbeat cannot avoid while it carries a timestamp to userspace: the
         // floor under the `hb existing` cases, measured the same way.
-        Case {
-            name: "floor: clock read",
-            program: CLOCK_PROGRAM,
-            group: "floor",
-            what: "not hbwatch: an XDP program that reads bpf_ktime_get_ns once and passes \
-                   (every heartbeat is timestamped)",
-            prime: vec![],
-            frame: frames::rudp(dev, cs, 100, Role::Response, &[]),
-            table: 0,
-            target: None,
-            records: 0,
-        },
-        Case {
-            name: "floor: ring record",
-            program: RECORD_PROGRAM,
-            group: "floor",
-            what: "not hbwatch: an XDP program that reserves, fills and submits one 72-byte \
-                   ring-buffer record and passes (every heartbeat sends one to userspace)",
-            prime: vec![],
-            frame: frames::rudp(dev, cs, 100, Role::Response, &[]),
-            table: 0,
-            target: None,
-            records: 1,
-        },
+        floor(
+            "floor: clock read",
+            CLOCK_PROGRAM,
+            "not hbwatch: an XDP program that reads bpf_ktime_get_ns once and passes \
+             (every heartbeat is timestamped)",
+            0,
+        ),
+        floor(
+            "floor: ring record",
+            RECORD_PROGRAM,
+            "not hbwatch: an XDP program that reserves, fills and submits one 72-byte \
+             ring-buffer record and passes (every heartbeat sends one to userspace)",
+            1,
+        ),
     ]
 }
 
