@@ -57,7 +57,7 @@ static SCRATCH: PerCpuArray<FlowState> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
-const MAX_XDP_OFFSET: usize = 0x3fff;
+const MAX_DIRECT_OFFSET: usize = 0x3fff;
 
 /// Packet bytes between the context's `data` and `data_end` pointers.
 struct XdpFrame {
@@ -67,17 +67,6 @@ struct XdpFrame {
 impl Frame for XdpFrame {
     #[inline(always)]
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        // The verifier tracks packet ranges only for variable offsets it can bound
-        // below 64 KiB; XDP frames are at most a page, so 16 KiB loses nothing.
-        if offset > MAX_XDP_OFFSET {
-            return None;
-        }
-        // Kernels before ~6.8 do not carry a bounds check over to a copy of the
-        // register spilled before it, and LLVM may add that stale copy to `data`
-        // (5.10/6.1: "invalid access to packet"). A mask on the value actually
-        // used bounds every copy; `opaque` keeps LLVM from dropping the mask as
-        // redundant after the check above.
-        let offset = opaque(offset) & MAX_XDP_OFFSET;
         // Fresh (volatile) loads of data/data_end at every read: otherwise LLVM hoists
         // `data_end - N` out of loops, and the verifier forbids arithmetic on pkt_end.
         // SAFETY: ctx is the program's xdp_md for the whole run.
@@ -87,13 +76,30 @@ impl Frame for XdpFrame {
                 core::ptr::read_volatile(&(*self.ctx).data_end) as usize,
             )
         };
-        // The verifier needs this exact compare of packet pointer against data_end.
-        if start + offset + N > end {
-            return None;
-        }
-        // SAFETY: bounds checked above: N bytes at start + offset are packet data.
-        Some(unsafe { load((start + offset) as *const u8) })
+        direct(start, end, offset)
     }
+}
+
+/// N bytes at `offset` of the packet data `start..end` (direct packet access), or None
+/// past `end` or past 16 KiB.
+#[inline(always)]
+fn direct<const N: usize>(start: usize, end: usize, offset: usize) -> Option<[u8; N]> {
+    // The verifier tracks packet ranges only for variable offsets it can bound below
+    // 64 KiB; XDP frames are at most a page, and an skb's headers are near its start.
+    if offset > MAX_DIRECT_OFFSET {
+        return None;
+    }
+    // Kernels before ~6.8 do not carry a bounds check over to a copy of the register
+    // spilled before it, and LLVM may add that stale copy to `data` (5.10/6.1: "invalid
+    // access to packet"). A mask on the value actually used bounds every copy; `opaque`
+    // keeps LLVM from dropping the mask as redundant after the check above.
+    let offset = opaque(offset) & MAX_DIRECT_OFFSET;
+    // The verifier needs this exact compare of packet pointer against data_end.
+    if start + offset + N > end {
+        return None;
+    }
+    // SAFETY: bounds checked above: N bytes at start + offset are packet data.
+    Some(unsafe { load((start + offset) as *const u8) })
 }
 
 /// `v`, but LLVM cannot see through it: a move of the register onto itself.
@@ -157,7 +163,8 @@ unsafe fn load<const N: usize>(at: *const u8) -> [u8; N] {
     unsafe { core::ptr::read_unaligned(at.cast()) }
 }
 
-/// An egress skb, read with bpf_skb_load_bytes (works on non-linear skbs, no pull needed).
+/// An skb at TC ingress or egress. Its linear part is read directly, as XDP reads a
+/// frame; bytes beyond it (paged data of a large segment) with bpf_skb_load_bytes.
 struct SkbFrame<'a> {
     ctx: &'a TcContext,
 }
@@ -165,7 +172,19 @@ struct SkbFrame<'a> {
 impl Frame for SkbFrame<'_> {
     #[inline(always)]
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        self.ctx.load::<[u8; N]>(offset).ok()
+        let skb = self.ctx.skb.skb;
+        // SAFETY: skb is the program's __sk_buff for the whole run; volatile for the
+        // same reasons as in XdpFrame.
+        let (start, end) = unsafe {
+            (
+                core::ptr::read_volatile(&(*skb).data) as usize,
+                core::ptr::read_volatile(&(*skb).data_end) as usize,
+            )
+        };
+        match direct(start, end, offset) {
+            Some(b) => Some(b),
+            None => self.ctx.load::<[u8; N]>(offset).ok(),
+        }
     }
 }
 
@@ -270,8 +289,9 @@ pub fn hbwatch_xdp(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// TC egress: the host's own outgoing heartbeats, same logic and same flow table, so
-/// both directions of an association merge. Observe only: continue unchanged.
+/// TC: at egress the host's own outgoing heartbeats (same logic and flow table, so both
+/// directions of an association merge); at ingress, with `--mode tc`, in place of XDP.
+/// Observe only: continue unchanged.
 #[classifier]
 pub fn hbwatch_tc(ctx: TcContext) -> i32 {
     let frame = SkbFrame { ctx: &ctx };
@@ -288,6 +308,13 @@ pub fn hbwatch_tc(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn bench_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Benchmark baseline of the TC attach mode: a classifier that does nothing. Never
+/// loaded by the agent.
+#[classifier]
+pub fn bench_tc_pass(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
 }
 
 /// Benchmark floor: XDP_PASS after one clock read, what every heartbeat pays for its

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::live::{attached_xdp, AttachMode, Datapath};
+use crate::live::{attached_xdp, ingress_claimed, AttachMode, Datapath};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -157,16 +157,33 @@ pub fn run(interfaces: &[String]) -> Vec<Finding> {
             ));
             continue;
         }
-        for (mode, name) in [(AttachMode::Driver, "driver"), (AttachMode::Skb, "skb")] {
+        if ingress_claimed(iface) {
+            out.push(bad(
+                Status::Fail,
+                format!("interface {iface} is watched by another hbwatch (TC ingress)"),
+                "stop the other agent first: two agents would each report every heartbeat",
+            ));
+            continue;
+        }
+        for (mode, name) in [
+            (AttachMode::Driver, "XDP driver"),
+            (AttachMode::Skb, "XDP skb"),
+            (AttachMode::Tc, "TC"),
+        ] {
             // A fresh load per try: dropping it detaches, leaving the interface as it was.
             let tried = Datapath::load(&ports, &Default::default())
                 .and_then(|mut dp| dp.attach(iface, mode).map(|_| ()));
             match tried {
-                Ok(()) => out.push(ok(format!("interface {iface}: XDP {name} mode attaches"))),
+                Ok(()) => out.push(ok(format!("interface {iface}: {name} mode attaches"))),
                 Err(e) if mode == AttachMode::Driver => out.push(bad(
                     Status::Warn,
                     format!("interface {iface}: XDP driver mode unavailable ({e:#})"),
                     "hbwatch falls back to skb (generic) mode: works everywhere, costs more CPU per packet",
+                )),
+                Err(e) if mode == AttachMode::Tc => out.push(bad(
+                    Status::Warn,
+                    format!("interface {iface}: TC mode unavailable ({e:#})"),
+                    "`--mode tc` needs the clsact qdisc (kernels before 6.6: the sch_ingress and cls_bpf modules); XDP modes do not",
                 )),
                 Err(e) => out.push(bad(
                     Status::Fail,

@@ -182,7 +182,7 @@ impl Settings {
             None => None,
             Some(m) => Some(
                 <AttachMode as clap::ValueEnum>::from_str(m, false)
-                    .map_err(|_| bad("agent.mode", &format!("{m:?}"), "auto, driver or skb"))?,
+                    .map_err(|_| bad("agent.mode", &format!("{m:?}"), "auto, driver, skb or tc"))?,
             ),
         };
         s.egress = a.egress;
@@ -358,7 +358,8 @@ pub fn default_toml() -> String {
 [agent]
 # Interfaces to attach XDP to (`--iface` replaces this list).
 interfaces = []
-# XDP attach mode: "auto" (driver mode, else generic skb mode), "driver", "skb".
+# Ingress attach mode: XDP "auto" (driver mode, else generic skb mode), "driver", "skb";
+# or "tc" (the clsact ingress hook, no XDP: cheapest on veth and virtual interfaces).
 mode = "auto"
 # Also watch each interface's egress (TC): heartbeats this host sends itself.
 egress = false
@@ -481,7 +482,7 @@ mod tests {
         assert!(err("[protocols.sccp]\nports = \"2000-1000\"\n").contains("protocols.sccp.ports"));
         assert_eq!(
             err("[agent]\nmode = \"turbo\"\n"),
-            "config t.toml: agent.mode = \"turbo\": auto, driver or skb"
+            "config t.toml: agent.mode = \"turbo\": auto, driver, skb or tc"
         );
         assert!(err("[agent]\nsummary_period = \"1y\"\n").starts_with(
             "config t.toml: agent.summary_period = \"1y\": \"1y\": unknown duration unit"

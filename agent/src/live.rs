@@ -24,13 +24,18 @@ use crate::event::{Attachment, Event, Level};
 use crate::metrics::{self, Metrics};
 use crate::output::{Filtered, Sink};
 
-/// How to attach XDP.
+/// How to watch an interface's ingress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
-    /// Native (driver) mode, falling back to generic (skb) mode with a warning.
+    /// XDP in native (driver) mode, falling back to generic (skb) mode with a warning.
     Auto,
+    /// XDP in native (driver) mode only.
     Driver,
+    /// XDP in generic (skb) mode.
     Skb,
+    /// No XDP: the TC program at the clsact ingress hook, on the skb the stack has already
+    /// built. On veth and other virtual interfaces it avoids the copy every XDP mode makes.
+    Tc,
 }
 
 /// The loaded datapath: maps filled, program verified, attached to interfaces.
@@ -41,6 +46,8 @@ pub struct Datapath {
     pub ifnames: HashMap<u32, String>,
     /// Attached interfaces that are gone for now.
     lost: std::collections::BTreeSet<String>,
+    /// The hooks this agent holds (see [`claim`]), by name.
+    claims: HashMap<String, std::os::unix::net::UnixDatagram>,
 }
 
 /// What [`Datapath::watch_interfaces`] saw.
@@ -128,25 +135,52 @@ impl Datapath {
             attachments: Vec::new(),
             ifnames: HashMap::new(),
             lost: Default::default(),
+            claims: HashMap::new(),
         })
     }
 
-    /// Attaches XDP to `iface`; `Auto` tries driver mode, then generic mode. Refuses an
-    /// interface whose XDP hook another program (or another hbwatch) holds.
+    /// Attaches to `iface`'s ingress: XDP (`Auto` tries driver mode, then generic mode)
+    /// or TC. Refuses an interface whose XDP hook another program holds, or whose ingress
+    /// another hbwatch watches.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> anyhow::Result<Attachment> {
         let ifindex = ifindex(iface)?;
-        if let Some(other) = attached_xdp(iface) {
-            bail!(
-                "{iface} already has an XDP program attached ({other}): another hbwatch or XDP tool owns it; \
-                 stop it, or remove it with `ip link set dev {iface} xdp off`"
-            );
+        if mode != AttachMode::Tc {
+            if let Some(other) = attached_xdp(iface) {
+                bail!(
+                    "{iface} already has an XDP program attached ({other}): another hbwatch or XDP tool owns it; \
+                     stop it, or remove it with `ip link set dev {iface} xdp off`"
+                );
+            }
         }
+        self.claim(iface, TcAttachType::Ingress)?;
+        let used = match mode {
+            AttachMode::Tc => {
+                self.attach_tc(iface, TcAttachType::Ingress)?;
+                "tc"
+            }
+            _ => self.attach_xdp(iface, mode)?,
+        };
+        info!("{iface}: attached in {used} mode");
+        let a = Attachment {
+            name: iface.to_string(),
+            mode: used,
+        };
+        self.attachments.retain(|old| old.name != iface);
+        self.attachments.push(a.clone());
+        self.ifnames.retain(|_, name| name != iface);
+        self.ifnames.insert(ifindex, iface.to_string());
+        self.lost.remove(iface);
+        Ok(a)
+    }
+
+    /// Attaches the XDP program in `mode` (not `Tc`); the mode it got.
+    fn attach_xdp(&mut self, iface: &str, mode: AttachMode) -> anyhow::Result<&'static str> {
         let program: &mut Xdp = self
             .ebpf
             .program_mut(XDP_PROGRAM)
             .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing"))?
             .try_into()?;
-        let used = match mode {
+        Ok(match mode {
             AttachMode::Driver => {
                 program
                     .attach(iface, XdpMode::Driver)
@@ -169,18 +203,8 @@ impl Datapath {
                     "skb"
                 }
             },
-        };
-        info!("{iface}: XDP attached in {used} mode");
-        let a = Attachment {
-            name: iface.to_string(),
-            mode: used,
-        };
-        self.attachments.retain(|old| old.name != iface);
-        self.attachments.push(a.clone());
-        self.ifnames.retain(|_, name| name != iface);
-        self.ifnames.insert(ifindex, iface.to_string());
-        self.lost.remove(iface);
-        Ok(a)
+            AttachMode::Tc => bail!("TC is not an XDP mode"),
+        })
     }
 
     /// Interfaces that disappeared since the last call, and those that came back
@@ -230,6 +254,21 @@ impl Datapath {
 
     /// Attaches the TC program to `iface` egress: the host's own outgoing heartbeats.
     pub fn attach_egress(&mut self, iface: &str) -> anyhow::Result<()> {
+        self.claim(iface, TcAttachType::Egress)?;
+        self.attach_tc(iface, TcAttachType::Egress)
+    }
+
+    /// Attaches the TC program at `hook` of `iface`, which this agent has claimed.
+    fn attach_tc(&mut self, iface: &str, hook: TcAttachType) -> anyhow::Result<()> {
+        let dir = hook_name(hook);
+        // Before 6.6 a TC program is a netlink filter, which outlives the process that
+        // attached it: a filter of ours on a hook we hold is a killed agent's, and would
+        // run on every packet too. TCX links (6.6+) go with their process, as XDP's do.
+        if tc::qdisc_detach_program(iface, hook, TC_PROGRAM).is_ok() {
+            warn!(
+                "{iface}: removed a TC {dir} filter left by an hbwatch that did not exit cleanly"
+            );
+        }
         // An existing clsact qdisc is fine; any other failure shows up at attach.
         let _ = tc::qdisc_add_clsact(iface);
         let program: &mut SchedClassifier = self
@@ -238,9 +277,25 @@ impl Datapath {
             .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing"))?
             .try_into()?;
         program
-            .attach(iface, TcAttachType::Egress)
-            .with_context(|| format!("attaching the TC egress program to {iface}"))?;
-        info!("{iface}: TC egress attached");
+            .attach(iface, hook)
+            .with_context(|| format!("attaching the TC {dir} program to {iface}"))?;
+        info!("{iface}: TC {dir} attached");
+        Ok(())
+    }
+
+    /// Claims `iface`'s `hook` for this agent until it exits (see [`claim`]).
+    fn claim(&mut self, iface: &str, hook: TcAttachType) -> anyhow::Result<()> {
+        let dir = hook_name(hook);
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            self.claims.entry(claim_name(iface, hook))
+        {
+            let held = claim(slot.key()).with_context(|| format!("claiming {iface} {dir}"))?;
+            slot.insert(held.ok_or_else(|| {
+                anyhow!(
+                    "another hbwatch already watches {iface} {dir}: stop it first (two agents would each see every packet)"
+                )
+            })?);
+        }
         Ok(())
     }
 
@@ -628,6 +683,37 @@ pub fn drain(
     }
 }
 
+fn hook_name(hook: TcAttachType) -> &'static str {
+    match hook {
+        TcAttachType::Egress => "egress",
+        _ => "ingress",
+    }
+}
+
+fn claim_name(iface: &str, hook: TcAttachType) -> String {
+    format!("hbwatch/{}/{iface}", hook_name(hook))
+}
+
+/// An interface's hook claimed by one agent: an abstract Unix socket named after both,
+/// which the kernel releases when the process ends, however it ends (a netlink TC
+/// filter does not go with its process, so it cannot tell a live agent from a dead one).
+/// Abstract names are per network namespace, as interface names are. None: another
+/// process holds it.
+fn claim(name: &str) -> std::io::Result<Option<std::os::unix::net::UnixDatagram>> {
+    use std::os::linux::net::SocketAddrExt as _;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    match std::os::unix::net::UnixDatagram::bind_addr(&addr) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether another process (another hbwatch) watches `iface`'s ingress.
+pub fn ingress_claimed(iface: &str) -> bool {
+    matches!(claim(&claim_name(iface, TcAttachType::Ingress)), Ok(None))
+}
+
 /// The XDP program attached to `iface` (`ip -d link` JSON), if any.
 pub fn attached_xdp(iface: &str) -> Option<String> {
     let out = std::process::Command::new("ip")
@@ -718,7 +804,7 @@ fn interface_event(conv: &Converter, change: &IfaceChange) -> Event {
             "event",
             "agent.interface_attached",
             Level::Info,
-            format!("{} is back: XDP attached again in {} mode", a.name, a.mode),
+            format!("{} is back: attached again in {} mode", a.name, a.mode),
             Some(a.clone()),
         ),
         IfaceChange::AttachFailed(name, why) => (

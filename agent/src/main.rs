@@ -35,7 +35,8 @@ enum Command {
         /// reorder_window, tolerance_pct, down_after, expected_dscp.
         #[arg(long = "tune", value_name = "PROTOCOL.KEY=VALUE")]
         tunes: Vec<Tune>,
-        /// XDP attach mode [default: auto].
+        /// Ingress attach mode: XDP auto|driver|skb, or tc (the clsact ingress hook; cheapest
+        /// on veth and virtual interfaces) [default: auto].
         #[arg(long, value_enum)]
         mode: Option<AttachMode>,
         /// Also watch egress (TC) on each interface: heartbeats this host sends itself.

@@ -58,7 +58,7 @@ fn config_errors_say_which_key_and_what_was_expected_and_exit_1() {
         ),
         (
             "[agent]\nmode = \"fast\"\n",
-            "agent.mode = \"fast\": auto, driver or skb",
+            "agent.mode = \"fast\": auto, driver, skb or tc",
         ),
         ("[agent]\nintrefaces = []\n", "unknown field `intrefaces`"),
         (

@@ -1,7 +1,7 @@
 //! Live and offline agree: the same frames, with real protocol timing, go through real
-//! XDP on a veth pair while tcpdump captures that wire; `hbwatch analyze` on the
-//! capture must report the same anomalies (action, association, sequence numbers) as
-//! the live agent did, timers included.
+//! XDP (and, as a second test, the TC ingress hook) on a veth pair while tcpdump
+//! captures that wire; `hbwatch analyze` on the capture must report the same anomalies
+//! (action, association, sequence numbers) as the live agent did, timers included.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _};
@@ -145,11 +145,26 @@ fn counts(evs: &[&Value]) -> BTreeMap<String, usize> {
 
 #[test]
 fn live_xdp_and_offline_analysis_of_the_same_wire_agree() {
-    if !require_root("live_xdp_and_offline_analysis_of_the_same_wire_agree") {
-        return;
+    if require_root("live_xdp_and_offline_analysis_of_the_same_wire_agree") {
+        live_and_offline_agree("auto");
     }
+}
+
+/// The same with the agent at the TC ingress hook instead of XDP (`--mode tc`): another
+/// program type, reading the skb instead of an XDP buffer, and on kernels before 6.6 a
+/// netlink filter instead of a BPF link.
+#[test]
+fn live_tc_ingress_and_offline_analysis_of_the_same_wire_agree() {
+    if require_root("live_tc_ingress_and_offline_analysis_of_the_same_wire_agree") {
+        live_and_offline_agree("tc");
+    }
+}
+
+/// Captures the scenario with tcpdump while the agent watches in `mode`, analyzes the
+/// capture, and compares.
+fn live_and_offline_agree(mode: &str) {
     let net = VethNs::create();
-    let dir = std::env::temp_dir().join(format!("hbwatch-diff-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("hbwatch-diff-{mode}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("wire.pcap");
     let mut tcpdump = Command::new("tcpdump")
@@ -171,6 +186,8 @@ fn live_xdp_and_offline_analysis_of_the_same_wire_agree() {
     let mut agent = Agent::start(&[
         "--iface",
         &net.host,
+        "--mode",
+        mode,
         "--hostname",
         "probe",
         "--port",
@@ -236,7 +253,7 @@ fn live_xdp_and_offline_analysis_of_the_same_wire_agree() {
     let (l, o) = (counts(&live), counts(&offline));
     assert_eq!(
         l, o,
-        "live vs offline:\nlive: {live:#?}\noffline: {offline:#?}"
+        "live ({mode}) vs offline:\nlive: {live:#?}\noffline: {offline:#?}"
     );
 
     // And both found what the scenario holds.
