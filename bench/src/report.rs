@@ -258,14 +258,15 @@ pub fn markdown(s: &Value) -> String {
             "| nothing attached | {:.3} | - |",
             f(&v["nothing_cpu_s_per_m"])
         );
-        for m in ["driver", "skb"] {
+        for m in ["driver", "skb", "tc"] {
             let x = &v[m];
-            let attach = x["xdp_attach"].as_str().unwrap_or("?");
+            let attach = x["attach"].as_str().unwrap_or("?");
+            let kind = if m == "tc" { "TC" } else { "XDP" };
             let _ = writeln!(
                 md,
-                "| empty XDP program ({attach}) | {:.3} | {:.3} |",
-                f(&x["empty_xdp_cpu_s_per_m"]),
-                f(&x["empty_xdp_extra_cpu_s_per_m"])
+                "| empty {kind} program ({attach}) | {:.3} | {:.3} |",
+                f(&x["empty_cpu_s_per_m"]),
+                f(&x["empty_extra_cpu_s_per_m"])
             );
             let _ = writeln!(
                 md,
@@ -283,9 +284,9 @@ pub fn markdown(s: &Value) -> String {
         );
         md.push_str(
             "\n| hbwatch's extra CPU / tcpdump's (medians of per-trial ratios) | target | | \
-             without the XDP hook's own cost (hbwatch minus the empty program) |\n|---|---:|---|---:|\n",
+             without the hook's own cost (hbwatch minus the empty program) |\n|---|---:|---|---:|\n",
         );
-        for m in ["driver", "skb"] {
+        for m in ["driver", "skb", "tc"] {
             let x = &v[m];
             let ratio = f(&x["ratio"]);
             let _ = writeln!(

@@ -1,9 +1,10 @@
 //! (d) CPU per packet on a veth pair. Frames are sent from a network namespace into a
-//! veth whose host end has nothing attached, an empty XDP program (the cost of the hook
+//! veth whose host end has nothing attached, an empty program (the cost of the hook
 //! itself: on veth, native XDP moves receive to NAPI and copies each skb into an XDP
-//! buffer; generic XDP expands each skb's headroom), the agent (`hbwatch run`), each in
-//! driver and in skb (generic) mode, or tcpdump capturing the heartbeat ports. The
-//! receive side runs in the sender's softirq context,
+//! buffer; generic XDP expands each skb's headroom; TC ingress runs on the skb as it is),
+//! the agent (`hbwatch run`), each in XDP driver, XDP skb (generic) and TC mode, or
+//! tcpdump capturing the heartbeat ports. The receive side runs in the sender's softirq
+//! context,
 //! so the CPU of a run is the sending thread's + ksoftirqd's + the observer process's,
 //! counted over the sending only (the agent's start-up and verification are not in it).
 //! Each observer's figure is its CPU beyond the run with nothing attached, same trial.
@@ -14,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
-use aya::programs::XdpMode;
+use aya::programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use hbwatch::hbgen::output::PacketSocket;
 use hbwatch_common::proto::Role;
 use hbwatch_tests::{enter_netns, VethNs};
@@ -28,34 +29,57 @@ const TCPDUMP_FILTER: &str = "udp port 15000 or tcp port 5000 or tcp port 2000";
 /// One frame in this many is a heartbeat (~2.5 %, as in the offline capture).
 const HEARTBEAT_EVERY: u64 = 40;
 
+/// Where a program watches the host end's ingress: the agent's `--mode`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Hook {
+    XdpDriver,
+    XdpSkb,
+    Tc,
+}
+
+impl Hook {
+    /// `hbwatch run --mode` and the summary's key.
+    fn name(self) -> &'static str {
+        match self {
+            Hook::XdpDriver => "driver",
+            Hook::XdpSkb => "skb",
+            Hook::Tc => "tc",
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Nothing,
-    EmptyXdp(XdpMode),
-    Agent(XdpMode),
+    Empty(Hook),
+    Agent(Hook),
     Tcpdump,
 }
 
+const HOOKS: [Hook; 3] = [Hook::XdpDriver, Hook::XdpSkb, Hook::Tc];
+
 /// The observers of a trial, in `bench`'s index order.
-const MODES: [Mode; 6] = [
+const MODES: [Mode; 8] = [
     Mode::Nothing,
-    Mode::EmptyXdp(XdpMode::Driver),
-    Mode::Agent(XdpMode::Driver),
-    Mode::EmptyXdp(XdpMode::Skb),
-    Mode::Agent(XdpMode::Skb),
+    Mode::Empty(Hook::XdpDriver),
+    Mode::Agent(Hook::XdpDriver),
+    Mode::Empty(Hook::XdpSkb),
+    Mode::Agent(Hook::XdpSkb),
+    Mode::Empty(Hook::Tc),
+    Mode::Agent(Hook::Tc),
     Mode::Tcpdump,
 ];
-/// Indices into [`MODES`]: nothing attached, tcpdump, and per attach mode (driver, skb)
-/// the empty program's and the agent's.
+/// Indices into [`MODES`]: nothing attached, tcpdump, and per hook (as in [`HOOKS`]) the
+/// empty program's and the agent's.
 const NOTHING: usize = 0;
-const TCPDUMP: usize = 5;
-const PAIRS: [(usize, usize); 2] = [(1, 2), (3, 4)];
+const TCPDUMP: usize = 7;
+const PAIRS: [(usize, usize); 3] = [(1, 2), (3, 4), (5, 6)];
 
 /// An observer for one run.
 enum Observer {
     Process(Child),
     /// The baseline program attached from here (detached on drop).
-    Xdp(Box<crate::xdp::Loaded>),
+    Program(Box<crate::xdp::Loaded>),
 }
 
 /// The frames of one run: ordinary traffic from a pool, RUDP heartbeats of 50 device
@@ -152,21 +176,41 @@ fn send(net: &VethNs, traffic: &Traffic, packets: u64) -> Result<f64> {
 fn start(mode: Mode, hbwatch: &Path, iface: &str) -> Result<Option<Observer>> {
     let mut child = match mode {
         Mode::Nothing => return Ok(None),
-        Mode::EmptyXdp(xdp) => {
+        Mode::Empty(hook) => {
             let mut l = crate::xdp::Loaded::new(None)?;
-            let prog: &mut aya::programs::Xdp =
-                l.dp.ebpf_mut()
-                    .program_mut(crate::xdp::BASELINE_PROGRAM)
-                    .ok_or_else(|| anyhow!("baseline program missing"))?
-                    .try_into()?;
-            // The same mode as the agent's run it is compared with (checked by the caller).
-            prog.attach(iface, xdp)
-                .context("attaching the empty XDP program")?;
-            return Ok(Some(Observer::Xdp(Box::new(l))));
+            let ebpf = l.dp.ebpf_mut();
+            match hook {
+                Hook::Tc => {
+                    let prog: &mut SchedClassifier = ebpf
+                        .program_mut(crate::xdp::TC_BASELINE_PROGRAM)
+                        .ok_or_else(|| anyhow!("TC baseline program missing"))?
+                        .try_into()?;
+                    prog.load()?;
+                    let _ = tc::qdisc_add_clsact(iface);
+                    prog.attach(iface, TcAttachType::Ingress)
+                        .context("attaching the empty TC program")?;
+                }
+                _ => {
+                    let prog: &mut Xdp = ebpf
+                        .program_mut(crate::xdp::BASELINE_PROGRAM)
+                        .ok_or_else(|| anyhow!("baseline program missing"))?
+                        .try_into()?;
+                    let xdp = if hook == Hook::XdpSkb {
+                        XdpMode::Skb
+                    } else {
+                        XdpMode::Driver
+                    };
+                    // The same mode as the agent's run it is compared with (checked by
+                    // the caller).
+                    prog.attach(iface, xdp)
+                        .context("attaching the empty XDP program")?;
+                }
+            }
+            return Ok(Some(Observer::Program(Box::new(l))));
         }
-        Mode::Agent(xdp) => Command::new(hbwatch)
+        Mode::Agent(hook) => Command::new(hbwatch)
             .args(["run", "--iface", iface, "--hostname", "bench", "--mode"])
-            .arg(if xdp == XdpMode::Skb { "skb" } else { "driver" })
+            .arg(hook.name())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -220,7 +264,7 @@ fn stop(mut child: Child) -> Result<()> {
 }
 
 /// One run: CPU seconds of sending `packets` with `mode` watching, and the XDP
-/// attachment `ip link` showed meanwhile.
+/// attachment `ip link` showed meanwhile (none for TC).
 fn run(
     mode: Mode,
     hbwatch: &Path,
@@ -243,7 +287,7 @@ fn run(
     let obs = pid.map(proc_cpu).transpose()?.unwrap_or(0.0) - obs0;
     match observer {
         Some(Observer::Process(c)) => stop(c)?,
-        Some(Observer::Xdp(l)) => drop(l),
+        Some(Observer::Program(l)) => drop(l),
         None => {}
     }
     Ok((sent + soft + obs, attached))
@@ -258,8 +302,8 @@ pub fn bench(hbwatch: &Path, trials: usize, packets: u64) -> Result<Value> {
     let per_m = |cpu: f64| cpu / packets as f64 * 1e6;
     let mut per: [Vec<f64>; MODES.len()] = Default::default();
     let mut attach_modes: [Option<String>; MODES.len()] = Default::default();
-    // Per attach mode (driver, skb): the ratios of each trial.
-    let (mut ratio, mut ratio_prog): ([Vec<f64>; 2], [Vec<f64>; 2]) = Default::default();
+    // Per hook: the ratios of each trial.
+    let (mut ratio, mut ratio_prog): ([Vec<f64>; 3], [Vec<f64>; 3]) = Default::default();
     for trial in 0..trials {
         let mut cpu = [0.0f64; MODES.len()];
         // Rotate the order so drift does not favour one.
@@ -279,12 +323,17 @@ pub fn bench(hbwatch: &Path, trials: usize, packets: u64) -> Result<Value> {
         }
         eprintln!("bench: veth trial {}/{trials} done", trial + 1);
     }
-    for (empty, agent) in PAIRS {
+    for (hook, (empty, agent)) in HOOKS.into_iter().zip(PAIRS) {
         ensure!(
             attach_modes[empty] == attach_modes[agent],
             "the agent got XDP {:?}, the baseline {:?}: not comparable",
             attach_modes[agent],
             attach_modes[empty]
+        );
+        ensure!(
+            (hook == Hook::Tc) == attach_modes[agent].is_none(),
+            "{hook:?}: XDP attachment {:?}",
+            attach_modes[agent]
         );
     }
     // Each observer's CPU beyond nothing attached, per trial, then the median.
@@ -296,20 +345,20 @@ pub fn bench(hbwatch: &Path, trials: usize, packets: u64) -> Result<Value> {
             .collect();
         median(&v)
     };
-    let by_mode = |m: usize| {
+    let by_hook = |m: usize| {
         let (empty, agent) = PAIRS[m];
         json!({
-            "xdp_attach": attach_modes[agent],
-            "empty_xdp_cpu_s_per_m": median(&per[empty]),
+            "attach": attach_modes[agent].clone().unwrap_or_else(|| "tc ingress".into()),
+            "empty_cpu_s_per_m": median(&per[empty]),
             "agent_cpu_s_per_m": median(&per[agent]),
-            "empty_xdp_extra_cpu_s_per_m": extra(empty),
+            "empty_extra_cpu_s_per_m": extra(empty),
             "agent_extra_cpu_s_per_m": extra(agent),
             "ratio": median(&ratio[m]),
             "ratios": ratio[m],
             "ratio_program_only": median(&ratio_prog[m]),
         })
     };
-    Ok(json!({
+    let mut out = json!({
         "trials": trials,
         "packets": packets,
         "heartbeat_share": 1.0 / HEARTBEAT_EVERY as f64,
@@ -317,7 +366,9 @@ pub fn bench(hbwatch: &Path, trials: usize, packets: u64) -> Result<Value> {
         "nothing_cpu_s_per_m": median(&per[NOTHING]),
         "tcpdump_cpu_s_per_m": median(&per[TCPDUMP]),
         "tcpdump_extra_cpu_s_per_m": extra(TCPDUMP),
-        "driver": by_mode(0),
-        "skb": by_mode(1),
-    }))
+    });
+    for (m, hook) in HOOKS.into_iter().enumerate() {
+        out[hook.name()] = by_hook(m);
+    }
+    Ok(out)
 }

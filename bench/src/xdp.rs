@@ -16,6 +16,8 @@ use crate::frames::{self, ip, nth_v4};
 use crate::stats::median;
 
 pub const BASELINE_PROGRAM: &str = "bench_pass";
+/// The TC hook's baseline (a classifier that does nothing), for the veth bench.
+pub const TC_BASELINE_PROGRAM: &str = "bench_tc_pass";
 /// Floor programs in the same object: one clock read, one ring-buffer record.
 const CLOCK_PROGRAM: &str = "bench_clock";
 const RECORD_PROGRAM: &str = "bench_record";
