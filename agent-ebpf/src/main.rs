@@ -6,7 +6,7 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 use aya_ebpf::{
-    bindings::{xdp_action, xdp_md, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
+    bindings::{__sk_buff, xdp_action, xdp_md, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::bpf_ktime_get_ns,
     macros::{classifier, map, xdp},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -163,8 +163,8 @@ unsafe fn load<const N: usize>(at: *const u8) -> [u8; N] {
     unsafe { core::ptr::read_unaligned(at.cast()) }
 }
 
-/// An skb at TC ingress or egress. Its linear part is read directly, as XDP reads a
-/// frame; bytes beyond it (paged data of a large segment) with bpf_skb_load_bytes.
+/// An skb at TC ingress or egress, read with bpf_skb_load_bytes: works on non-linear
+/// skbs (paged data of a large segment) without pulling them.
 struct SkbFrame<'a> {
     ctx: &'a TcContext,
 }
@@ -172,19 +172,28 @@ struct SkbFrame<'a> {
 impl Frame for SkbFrame<'_> {
     #[inline(always)]
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        let skb = self.ctx.skb.skb;
+        self.ctx.load::<[u8; N]>(offset).ok()
+    }
+}
+
+/// A linear skb (all its bytes between `data` and `data_end`), read directly as XDP
+/// reads its frame: no helper call per read.
+struct LinearSkbFrame {
+    skb: *mut __sk_buff,
+}
+
+impl Frame for LinearSkbFrame {
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         // SAFETY: skb is the program's __sk_buff for the whole run; volatile for the
         // same reasons as in XdpFrame.
         let (start, end) = unsafe {
             (
-                core::ptr::read_volatile(&(*skb).data) as usize,
-                core::ptr::read_volatile(&(*skb).data_end) as usize,
+                core::ptr::read_volatile(&(*self.skb).data) as usize,
+                core::ptr::read_volatile(&(*self.skb).data_end) as usize,
             )
         };
-        match direct(start, end, offset) {
-            Some(b) => Some(b),
-            None => self.ctx.load::<[u8; N]>(offset).ok(),
-        }
+        direct(start, end, offset)
     }
 }
 
@@ -294,12 +303,27 @@ pub fn hbwatch_xdp(ctx: XdpContext) -> u32 {
 /// Observe only: continue unchanged.
 #[classifier]
 pub fn hbwatch_tc(ctx: TcContext) -> i32 {
-    let frame = SkbFrame { ctx: &ctx };
-    // SAFETY: plain field read of the program's context.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let skb = ctx.skb.skb;
+    // SAFETY: plain field reads of the program's context.
+    let (ifindex, len, start, end) = unsafe {
+        (
+            (*skb).ifindex,
+            (*skb).len as usize,
+            (*skb).data as usize,
+            (*skb).data_end as usize,
+        )
+    };
     let mut env = KernelEnv { ctx: &ctx };
     // SAFETY: plain helper call without arguments.
-    process_with_clock(&frame, &mut env, || unsafe { bpf_ktime_get_ns() }, ifindex);
+    let clock = || unsafe { bpf_ktime_get_ns() };
+    // One reader per packet, not a fallback per read: a direct read that may fall back
+    // to the helper forks the verifier's state at every read, which old verifiers
+    // (5.10) cannot prune: verification never finished there.
+    if end.wrapping_sub(start) == len {
+        process_with_clock(&LinearSkbFrame { skb }, &mut env, clock, ifindex);
+    } else {
+        process_with_clock(&SkbFrame { ctx: &ctx }, &mut env, clock, ifindex);
+    }
     TC_ACT_UNSPEC
 }
 

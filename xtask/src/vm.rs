@@ -100,6 +100,8 @@ pub fn vm_test(opts: &Options) -> Result<()> {
     tool("qemu-system-x86_64", "qemu-system-x86")?;
     let strip = tool("strip", "binutils")?;
     let ip = tool("ip", "iproute2")?;
+    // The TC-mode fault test lists TC filters a killed agent left behind.
+    let tc = tool("tc", "iproute2")?;
     // The differential test captures the wire with tcpdump; the demo test drops root
     // with setpriv (util-linux).
     let tcpdump = tool("tcpdump", "tcpdump")?;
@@ -121,6 +123,7 @@ pub fn vm_test(opts: &Options) -> Result<()> {
     let mut base = Initramfs::skeleton();
     base.file("bin/busybox", &busybox, 0o755);
     base.executable("usr/sbin/ip", &ip)?;
+    base.executable("usr/sbin/tc", &tc)?;
     base.executable("usr/bin/tcpdump", &tcpdump)?;
     base.executable("usr/bin/setpriv", &setpriv)?;
     // tcpdump looks its -Z user up by name.
