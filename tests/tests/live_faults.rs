@@ -93,8 +93,10 @@ fn tc_filters(iface: &str, hook: &str) -> usize {
         .args(["filter", "show", "dev", iface, hook])
         .output()
         .expect("tc (iproute2)");
+    // One line per filter; it names the program twice (filter name, program info).
     String::from_utf8_lossy(&out.stdout)
-        .matches("hbwatch_tc")
+        .lines()
+        .filter(|l| l.contains("hbwatch_tc"))
         .count()
 }
 
