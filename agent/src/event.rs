@@ -184,6 +184,10 @@ pub struct HeartbeatFields {
     pub config_digest: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counters: Option<std::collections::BTreeMap<&'static str, u64>>,
+    /// Repeating alerts folded (not sent), per action: on `peer.up` those of the outage,
+    /// on `heartbeat.summary` those of the period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded: Option<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl HeartbeatFields {
@@ -213,6 +217,7 @@ impl HeartbeatFields {
             && self.interfaces.is_none()
             && self.config_digest.is_none()
             && self.counters.is_none()
+            && self.folded.is_none()
     }
 }
 

@@ -13,6 +13,95 @@ const SAMPLES: usize = 8;
 pub const LEARNED_AFTER: usize = 3;
 /// Anomalies remembered before an outage (network-loss evidence).
 const HISTORY: usize = 16;
+/// Recent gaps whose heartbeats may still arrive late.
+const LOST_RUNS: usize = 4;
+/// Alerts of one repeating kind sent per association within [`REPEAT_WINDOW_NS`];
+/// more are folded (counted, not sent).
+pub const REPEAT_BURST: usize = 3;
+pub const REPEAT_WINDOW_NS: u64 = 60 * 1_000_000_000;
+
+/// Alerts that repeat while one condition lasts (the same request failing again and
+/// again): rate-limited, and folded into an open outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeating {
+    Retry,
+    Unanswered,
+    OutOfOrder,
+    Mismatch,
+}
+
+impl Repeating {
+    pub const ALL: [Repeating; 4] = [
+        Repeating::Retry,
+        Repeating::Unanswered,
+        Repeating::OutOfOrder,
+        Repeating::Mismatch,
+    ];
+
+    /// The `event.action` it would have been sent as.
+    pub fn action(self) -> &'static str {
+        match self {
+            Repeating::Retry => "heartbeat.retry",
+            Repeating::Unanswered => "heartbeat.unanswered",
+            Repeating::OutOfOrder => "heartbeat.out_of_order",
+            Repeating::Mismatch => "heartbeat.mismatch",
+        }
+    }
+}
+
+/// Folded alerts per [`Repeating`] kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Folded(pub [u64; 4]);
+
+impl Folded {
+    pub fn add(&mut self, kind: Repeating, n: u64) {
+        self.0[kind as usize] = self.0[kind as usize].saturating_add(n);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().fold(0u64, |s, n| s.saturating_add(*n))
+    }
+
+    /// `{action: count}` of the kinds folded, for `heartbeat.folded`; `None` if none.
+    pub fn by_action(&self) -> Option<std::collections::BTreeMap<&'static str, u64>> {
+        let m: std::collections::BTreeMap<_, _> = Repeating::ALL
+            .into_iter()
+            .filter(|k| self.0[*k as usize] > 0)
+            .map(|k| (k.action(), self.0[k as usize]))
+            .collect();
+        (!m.is_empty()).then_some(m)
+    }
+
+    /// "57 heartbeat.retry, 1 heartbeat.unanswered", for messages.
+    pub fn describe(&self) -> String {
+        self.by_action()
+            .unwrap_or_default()
+            .iter()
+            .map(|(a, n)| format!("{n} {a}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Heartbeats one gap counted lost: they may still arrive, late and out of order.
+#[derive(Debug, Clone, Copy, Default)]
+struct LostRun {
+    first_seq: u32,
+    count: u64,
+    /// The last heartbeat before the gap.
+    before_ns: u64,
+    /// Those of the first 64 that arrived after all.
+    arrived: u64,
+}
+
+/// A heartbeat counted lost that arrived after all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LateArrival {
+    /// Interval from the heartbeat before it (estimated from the expected interval
+    /// when others of the same gap are still missing in between).
+    pub interval_ns: u64,
+    pub expected_ns: u64,
+}
 
 /// An anomaly the datapath reported, remembered for the diagnosis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +169,22 @@ pub struct Assoc {
     pub closed: bool,
     /// The diagnosis made when the current outage began.
     pub down_diagnosis: Option<super::diagnosis::Diagnosis>,
+    /// The first request still waiting for its answer (request/response associations).
+    pub waiting_since: Option<u64>,
+    /// Intervals of the current wait already counted unanswered.
+    waiting_counted: u64,
+    /// The packet being processed re-sent the last request (a `Retry` record came first).
+    pub resent: bool,
+    lost_runs: [LostRun; LOST_RUNS],
+    lost_runs_next: usize,
+    /// A late heartbeat's sequence: its answer is no mismatch.
+    pub late_seq: Option<u32>,
+    /// Send times of the last alerts of each repeating kind (ring), for the rate limit.
+    sent_alerts: [[u64; REPEAT_BURST]; 4],
+    sent_alerts_n: [usize; 4],
+    /// Alerts folded since the last `peer.up` (shown on it).
+    pub folded: Folded,
+    pub last_fold_ns: u64,
 }
 
 /// Counts for `heartbeat.summary`, reset every period.
@@ -92,6 +197,8 @@ pub struct Stats {
     pub rtt_min_ns: u64,
     pub rtt_max_ns: u64,
     pub outages: u64,
+    /// Repeating alerts folded (rate limit, open outage).
+    pub folded: Folded,
 }
 
 impl Stats {
@@ -163,6 +270,16 @@ impl Assoc {
             diagnoses: Vec::new(),
             closed: false,
             down_diagnosis: None,
+            waiting_since: Some(now),
+            waiting_counted: 0,
+            resent: false,
+            lost_runs: [LostRun::default(); LOST_RUNS],
+            lost_runs_next: 0,
+            late_seq: None,
+            sent_alerts: [[0; REPEAT_BURST]; 4],
+            sent_alerts_n: [0; 4],
+            folded: Folded::default(),
+            last_fold_ns: 0,
         }
     }
 
@@ -242,13 +359,17 @@ impl Assoc {
             return None;
         }
         let missed = self.missed_for(deadline - self.last_beat_ns);
+        // Silence is the timer's to count: unanswered intervals start afresh after it.
+        self.waiting_since = None;
+        self.waiting_counted = 0;
+        self.unanswered_streak = 0;
         if missed >= self.down_after() {
             self.down = Some(DownCause::Silence);
             self.missed_reported = true;
             self.outage_from_ns = self.last_beat_ns;
             self.restart_in_outage = None;
             self.gap_in_outage = None;
-            self.stats.outages += 1;
+            self.count_outage();
             return Some(Silence::Down(deadline, missed));
         }
         self.missed_reported = true;
@@ -302,7 +423,116 @@ impl Assoc {
         self.outage_from_ns = since;
         self.restart_in_outage = None;
         self.gap_in_outage = None;
+        self.count_outage();
+    }
+
+    fn count_outage(&mut self) {
         self.stats.outages += 1;
+        self.totals.outages += 1;
+    }
+
+    /// `n` heartbeats lost (gap, unanswered interval).
+    pub fn count_lost(&mut self, n: u64) {
+        self.stats.lost = self.stats.lost.saturating_add(n);
+        self.totals.lost = self.totals.lost.saturating_add(n);
+    }
+
+    /// A paired answer at `now` with round trip `rtt_ns`: nothing waits any more.
+    pub fn answered(&mut self, now: u64, rtt_ns: u64) {
+        self.stats.rtt(rtt_ns);
+        self.totals.rtt(rtt_ns);
+        self.last_answer_ns = now;
+        self.unanswered_streak = 0;
+        self.waiting_since = None;
+        self.waiting_counted = 0;
+    }
+
+    /// A new request, or a re-send of the last one, at `now`: the intervals gone by
+    /// without an answer since the first request still waiting, not counted before.
+    /// Each interval without an answer is a heartbeat lost. A quarter interval of
+    /// slack: re-sends come one interval apart, give or take the sender's timer.
+    pub fn unanswered_intervals(&mut self, now: u64) -> u64 {
+        let Some(since) = self.waiting_since else {
+            self.waiting_since = Some(now);
+            return 0;
+        };
+        let e = self.expected_ns();
+        let n = now.saturating_sub(since).saturating_add(e / 4) / e;
+        let new = n.saturating_sub(self.waiting_counted);
+        self.waiting_counted = self.waiting_counted.max(n);
+        new
+    }
+
+    /// A gap at `now`: `count` heartbeats from `first_seq` counted lost.
+    pub fn gap(&mut self, first_seq: u32, count: u64) {
+        self.lost_runs[self.lost_runs_next % LOST_RUNS] = LostRun {
+            first_seq,
+            count,
+            before_ns: self.last_beat_ns,
+            arrived: 0,
+        };
+        self.lost_runs_next += 1;
+        self.count_lost(count);
+    }
+
+    /// An older heartbeat `seq` at `now`: if a recent gap counted it lost, it was late,
+    /// not lost: uncounts it. Once per heartbeat.
+    pub fn arrived_late(&mut self, seq: u32, now: u64) -> Option<LateArrival> {
+        let expected = self.expected_ns();
+        let run = self.lost_runs.iter_mut().find(|r| {
+            let k = seq.wrapping_sub(r.first_seq) as u64;
+            k < r.count.min(64) && r.arrived & (1 << k) == 0
+        })?;
+        let k = seq.wrapping_sub(run.first_seq) as u64;
+        run.arrived |= 1 << k;
+        let all_arrived = run.arrived.count_ones() as u64 == run.count;
+        let previous = run.before_ns.saturating_add(k.saturating_mul(expected));
+        self.stats.lost = self.stats.lost.saturating_sub(1);
+        self.totals.lost = self.totals.lost.saturating_sub(1);
+        if let Some(g) = self.gap_in_outage.as_mut() {
+            *g = g.saturating_sub(1);
+        }
+        if all_arrived {
+            // Nothing was lost after all: the gap is no loss evidence.
+            self.renote(Trouble::Gap, Trouble::Late);
+        }
+        self.late_seq = Some(seq);
+        Some(LateArrival {
+            interval_ns: now.saturating_sub(previous),
+            expected_ns: expected,
+        })
+    }
+
+    /// Whether an alert of `kind` at `now` goes out: at most [`REPEAT_BURST`] per kind
+    /// within [`REPEAT_WINDOW_NS`], none while the association is down. Folded ones
+    /// are counted.
+    pub fn gate(&mut self, kind: Repeating, now: u64) -> bool {
+        let i = kind as usize;
+        let ring = &mut self.sent_alerts[i];
+        let n = self.sent_alerts_n[i];
+        let oldest = ring[n % REPEAT_BURST];
+        let room = n < REPEAT_BURST || now.saturating_sub(oldest) >= REPEAT_WINDOW_NS;
+        if self.down.is_none() && room {
+            ring[n % REPEAT_BURST] = now;
+            self.sent_alerts_n[i] = n + 1;
+            return true;
+        }
+        self.folded.add(kind, 1);
+        self.stats.folded.add(kind, 1);
+        self.totals.folded.add(kind, 1);
+        self.last_fold_ns = now;
+        false
+    }
+
+    /// Replaces the latest `from` anomaly remembered with `to`.
+    fn renote(&mut self, from: Trouble, to: Trouble) {
+        let n = self.history_next;
+        if let Some(i) = (0..n.min(HISTORY))
+            .map(|back| (n - 1 - back) % HISTORY)
+            .find(|&i| self.history[i].1 == Some(from))
+        {
+            self.history[i].1 = Some(to);
+        }
     }
 }
 

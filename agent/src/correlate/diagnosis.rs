@@ -31,6 +31,42 @@ pub enum Phase {
 pub struct Diagnosis {
     pub cause: &'static str,
     pub evidence: Vec<String>,
+    /// A cause seen before `cause` that it does not explain (network loss before a
+    /// restart): both happened.
+    pub earlier: Option<&'static str>,
+}
+
+/// Causes found in what happened before an outage: a restart during the outage does
+/// not explain them away. The others describe the silence itself, which the restart does.
+const BEFORE_OUTAGE: [&str; 3] = [NETWORK_LOSS, QOS_STRIPPED, PEER_UNRESPONSIVE];
+
+/// The reverse association `r` is healthy at `now`: beating within its interval plus
+/// tolerance, not down, its requests not waiting unanswered. Then this association's
+/// unanswered or re-sent requests are a loss in one direction only.
+pub fn reverse_healthy(r: &Assoc, now: u64) -> Option<Diagnosis> {
+    let since = now.saturating_sub(r.last_beat_ns);
+    if r.down.is_some()
+        || r.unanswered_streak > 0
+        || since > r.expected_ns().saturating_add(r.grace_ns())
+    {
+        return None;
+    }
+    let answered = if r.last_answer_ns > 0 {
+        format!(
+            ", last answered {} ms ago",
+            ms(now.saturating_sub(r.last_answer_ns))
+        )
+    } else {
+        String::new()
+    };
+    Some(Diagnosis {
+        cause: ONE_WAY_LOSS,
+        evidence: vec![format!(
+            "the reverse direction kept its heartbeats (last {} ms ago{answered})",
+            ms(since)
+        )],
+        earlier: None,
+    })
 }
 
 fn ms(ns: u64) -> u64 {
@@ -40,7 +76,11 @@ fn ms(ns: u64) -> u64 {
 /// Diagnoses `a`'s outage at `now`. `reverse` is the association running the other
 /// way between the same endpoints (RUDP, MDS), if the agent sees it.
 pub fn diagnose(a: &Assoc, reverse: Option<&Assoc>, now: u64, phase: Phase) -> Diagnosis {
-    let d = |cause, evidence| Diagnosis { cause, evidence };
+    let d = |cause, evidence| Diagnosis {
+        cause,
+        evidence,
+        earlier: None,
+    };
     let from = if a.down.is_some() {
         a.outage_from_ns
     } else {
@@ -48,12 +88,26 @@ pub fn diagnose(a: &Assoc, reverse: Option<&Assoc>, now: u64, phase: Phase) -> D
     };
     if phase == Phase::Recovery {
         if let Some((seq, prev)) = a.restart_in_outage {
-            return d(
+            let mut restart = d(
                 PEER_RESTART,
                 vec![format!(
                     "sequence restarted at {seq} after the outage (was {prev})"
                 )],
             );
+            if let Some(before) = a
+                .down_diagnosis
+                .as_ref()
+                .filter(|b| BEFORE_OUTAGE.contains(&b.cause))
+            {
+                restart.earlier = Some(before.cause);
+                restart.evidence.extend(
+                    before
+                        .evidence
+                        .iter()
+                        .map(|e| format!("before the outage ({}): {e}", before.cause)),
+                );
+            }
+            return restart;
         }
     }
     let mut continued = Vec::new();
@@ -81,6 +135,23 @@ pub fn diagnose(a: &Assoc, reverse: Option<&Assoc>, now: u64, phase: Phase) -> D
         )];
         ev.extend(continued);
         return d(PEER_UNRESPONSIVE, ev);
+    }
+    if let (Some(DownCause::Unanswered), Some(r)) = (a.down, reverse) {
+        // Requests still arrive; what fails is the way back (answers), or the answers
+        // alone while the reverse direction is healthy: one direction either way.
+        let mut ev = vec![format!(
+            "{} requests in a row unanswered while requests still arrive",
+            a.unanswered_streak
+        )];
+        match reverse_healthy(r, now) {
+            Some(h) => ev.extend(h.evidence),
+            None => ev.push(format!(
+                "the reverse direction stopped too (last heartbeat {} ms ago)",
+                ms(now.saturating_sub(r.last_beat_ns))
+            )),
+        }
+        ev.extend(continued);
+        return d(ONE_WAY_LOSS, ev);
     }
     if let Some(r) = reverse {
         let r_expected = r.expected_ns();

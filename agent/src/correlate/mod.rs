@@ -43,12 +43,12 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use hbwatch_common::event::{EventKind, RawEvent, BEAT_PAIRED};
 use hbwatch_common::flow::{FlowKey, QOS_FROM_RESPONDER};
-use hbwatch_common::params::ProtoParams;
+use hbwatch_common::params::{ProtoParams, P_UNANSWERED_NEEDS_ACKS};
 use hbwatch_common::proto::{Protocol, Role};
 
 use crate::convert::association;
 use crate::event::{Event, Level, RttUs};
-use assoc::{Assoc, DownCause, Silence, Stats, Timing, Trouble, MS};
+use assoc::{Assoc, DownCause, LateArrival, Repeating, Silence, Stats, Timing, Trouble, MS};
 use diagnosis::{diagnose, Diagnosis, Phase};
 use sip::{SipConfig, SipTracker};
 
@@ -82,6 +82,9 @@ pub struct AssocTotals {
     pub closed: bool,
 }
 
+/// RegisterAcks remembered for connections not tracked yet.
+const SCCP_PENDING_MAX: usize = 4096;
+
 /// An association slot; the generation tells stale timer entries apart.
 struct Slot {
     assoc: Assoc,
@@ -98,6 +101,9 @@ pub struct Correlator {
     next_generation: u64,
     /// SCCP secondary keepalive interval (RegisterAck) per phone address, ns.
     sccp_secondary: HashMap<[u8; 16], u64>,
+    /// SCCP primary keepalive interval from a RegisterAck on a connection whose first
+    /// KeepAlive is still to come (the RegisterAck always comes first), ns.
+    sccp_primary: HashMap<FlowKey, u64>,
     sip: SipTracker,
     next_summary_ns: Option<u64>,
     last_summary_ns: u64,
@@ -156,6 +162,7 @@ impl Correlator {
             timers: BinaryHeap::new(),
             next_generation: 0,
             sccp_secondary: HashMap::new(),
+            sccp_primary: HashMap::new(),
             next_summary_ns: None,
             last_summary_ns: 0,
             summaries_started: false,
@@ -268,21 +275,29 @@ impl Correlator {
             }
             EventKind::AssociationSeen => {
                 out.extend(ctx.conv.event(raw, ctx.clock.unix_ns(now)));
-                self.insert(raw);
+                // Already tracked from its heartbeats (announced late, or again after the
+                // datapath forgot it): keep what was learned.
+                if !self.slots.contains_key(&raw.key) {
+                    self.insert(raw);
+                }
                 return;
             }
             _ => {}
         }
-        out.extend(ctx.conv.event(raw, ctx.clock.unix_ns(now)));
-        let down_after = self.cfg.params(Protocol::from_u8(raw.key.proto)).down_after;
+        let ev = ctx.conv.event(raw, ctx.clock.unix_ns(now));
+        let one_way = matches!(kind, EventKind::Retry | EventKind::Unanswered)
+            .then(|| self.one_way_now(&raw.key, now))
+            .flatten();
         let Some(a) = self.slots.get_mut(&raw.key).map(|s| &mut s.assoc) else {
+            // Not announced yet: reported as the datapath found it.
+            out.extend(ev);
             return;
         };
+        let mut ev = ev;
         match kind {
             EventKind::Gap => {
                 a.note(now, Trouble::Gap);
-                a.stats.lost += raw.value;
-                a.totals.lost += raw.value;
+                a.gap(raw.aux, raw.value);
                 if a.down.is_some() {
                     a.gap_in_outage = Some(raw.value);
                 }
@@ -290,11 +305,42 @@ impl Correlator {
             EventKind::Retry => {
                 a.note(now, Trouble::Retry);
                 a.retried = true;
+                a.resent = true;
+                if !a.gate(Repeating::Retry, now) {
+                    ev = None;
+                }
             }
             EventKind::Restart if a.down.is_some() => {
                 a.restart_in_outage = Some((raw.seq, raw.aux));
             }
-            EventKind::OutOfOrder | EventKind::Mismatch => a.note(now, Trouble::OutOfOrder),
+            EventKind::OutOfOrder => {
+                if let Some(late) = a.arrived_late(raw.seq, now) {
+                    // Counted lost by a gap, here after all: late, if beyond the tolerance.
+                    if late.interval_ns > late.expected_ns.saturating_add(a.grace_ns()) {
+                        a.note(now, Trouble::Late);
+                        ev = Some(late_event(ctx, &raw.key, raw.ifindex, now, raw.seq, late));
+                    } else if !a.gate(Repeating::OutOfOrder, now) {
+                        ev = None;
+                    }
+                } else {
+                    a.note(now, Trouble::OutOfOrder);
+                    if !a.gate(Repeating::OutOfOrder, now) {
+                        ev = None;
+                    }
+                }
+            }
+            EventKind::Mismatch => {
+                if a.late_seq == Some(raw.seq) {
+                    // The answer to a heartbeat that came late: it matches that one.
+                    a.late_seq = None;
+                    ev = None;
+                } else {
+                    a.note(now, Trouble::OutOfOrder);
+                    if !a.gate(Repeating::Mismatch, now) {
+                        ev = None;
+                    }
+                }
+            }
             EventKind::QosMismatch => {
                 let seen = (raw.value & 0xff) as u8;
                 if raw.value & QOS_FROM_RESPONDER == 0 {
@@ -302,28 +348,26 @@ impl Correlator {
                 }
             }
             EventKind::Unanswered => {
+                // Lost intervals and the escalation to `peer.down` are counted by the
+                // request that follows this record (`heartbeat`).
                 a.note(now, Trouble::Unanswered);
-                a.stats.lost += 1;
-                a.totals.lost += 1;
-                a.unanswered_streak += 1;
                 a.transport_alive |= raw.aux != 0;
-                if a.down.is_none() && a.unanswered_streak as u64 >= (down_after as u64).max(2) {
-                    let since = now.saturating_sub(raw.value);
-                    let since = if a.last_answer_ns > 0 {
-                        a.last_answer_ns.max(since.min(a.last_answer_ns))
-                    } else {
-                        since
-                    };
-                    a.down_unanswered(since);
-                    let key = a.key;
-                    let silence = now.saturating_sub(since);
-                    let streak = a.unanswered_streak as u64;
-                    self.report_down(&key, now, streak, silence, ctx, out);
+                if !a.gate(Repeating::Unanswered, now) {
+                    ev = None;
                 }
             }
-            EventKind::SessionClosed => self.remove(&raw.key),
+            EventKind::SessionClosed => {
+                out.extend(ev);
+                self.remove(&raw.key);
+                return;
+            }
             _ => {}
         }
+        if let (Some(e), Some(d)) = (ev.as_mut(), one_way) {
+            e.heartbeat.diagnosis = Some(d.cause);
+            e.heartbeat.evidence = Some(d.evidence);
+        }
+        out.extend(ev);
     }
 
     /// Fires every timer due at or before `now` (record clock), then summaries.
@@ -397,7 +441,7 @@ impl Correlator {
         for key in keys {
             let a = &mut self.slots.get_mut(&key).expect("listed").assoc;
             let s = std::mem::take(&mut a.stats);
-            if s.count == 0 && s.lost == 0 && s.rtt_n == 0 {
+            if s.count == 0 && s.lost == 0 && s.rtt_n == 0 && s.folded.total() == 0 {
                 continue;
             }
             let expected = a.expected_ns() / MS;
@@ -420,13 +464,18 @@ impl Correlator {
                 rtt = format!(", RTT {}/{}/{} us min/avg/max", r.min, r.avg, r.max);
                 ev.heartbeat.rtt_us = Some(r);
             }
+            let folded = match s.folded.total() {
+                0 => String::new(),
+                _ => format!("; alerts folded: {}", s.folded.describe()),
+            };
             ev.message = format!(
-                "{}: {} heartbeats, {} lost{rtt} in {} s (interval {expected} ms)",
+                "{}: {} heartbeats, {} lost{rtt} in {} s (interval {expected} ms){folded}",
                 association(&key),
                 s.count,
                 s.lost,
                 period / 1_000_000_000
             );
+            ev.heartbeat.folded = s.folded.by_action();
             ev.heartbeat.count = Some(s.count);
             ev.heartbeat.lost = Some(s.lost);
             ev.heartbeat.interval_ms = Some(expected);
@@ -446,7 +495,12 @@ impl Correlator {
             raw.seq,
         );
         if proto == Protocol::Sccp {
-            a.hint_ns = self.sccp_secondary.get(&raw.key.orig).copied();
+            // The connection that carried the RegisterAck is the primary CUCM's; the
+            // phone's others are backups.
+            a.hint_ns = self
+                .sccp_primary
+                .remove(&raw.key)
+                .or_else(|| self.sccp_secondary.get(&raw.key.orig).copied());
         }
         self.next_generation += 1;
         if let Some(old) = self.slots.insert(
@@ -462,6 +516,7 @@ impl Correlator {
     }
 
     fn remove(&mut self, key: &FlowKey) {
+        self.sccp_primary.remove(key);
         if let Some(old) = self.slots.remove(key) {
             let mut a = old.assoc;
             a.closed = true;
@@ -485,6 +540,9 @@ impl Correlator {
                 e.stats.count += t.stats.count;
                 e.stats.lost += t.stats.lost;
                 e.stats.outages += t.stats.outages;
+                for k in Repeating::ALL {
+                    e.stats.folded.add(k, t.stats.folded.0[k as usize]);
+                }
                 e.diagnoses.extend(t.diagnoses.iter().copied());
             })
             .or_insert(t);
@@ -519,6 +577,13 @@ impl Correlator {
                 if secondary > 0 {
                     self.sccp_secondary.insert(raw.key.orig, secondary);
                 }
+                if !self.slots.contains_key(&raw.key) && primary > 0 {
+                    if self.sccp_primary.len() >= SCCP_PENDING_MAX {
+                        // Registrations that never sent a KeepAlive: forget them.
+                        self.sccp_primary.clear();
+                    }
+                    self.sccp_primary.insert(raw.key, primary);
+                }
                 for s in self.slots.values_mut() {
                     let k = &s.assoc.key;
                     if k.proto != Protocol::Sccp as u8 || k.orig != raw.key.orig {
@@ -538,8 +603,12 @@ impl Correlator {
     fn heartbeat(&mut self, raw: &RawEvent, ctx: &Ctx, out: &mut Vec<Event>) {
         let now = raw.ts_ns;
         if !self.slots.contains_key(&raw.key) {
-            // The datapath knew it before us (agent restarted over a live map).
+            // Not announced (agent restarted over a live map, or the announcement comes
+            // later): tracked from here; this heartbeat is counted below.
             self.insert(raw);
+            let a = &mut self.slots.get_mut(&raw.key).expect("inserted").assoc;
+            a.stats.count = 0;
+            a.totals.count = 0;
         }
         let role = raw.aux & 0xff;
         let key = raw.key;
@@ -548,15 +617,22 @@ impl Correlator {
             if raw.aux & BEAT_PAIRED == 0 {
                 return;
             }
-            a.stats.rtt(raw.value);
-            a.totals.rtt(raw.value);
-            a.last_answer_ns = now;
-            a.unanswered_streak = 0;
+            a.answered(now, raw.value);
             if a.down == Some(DownCause::Unanswered) {
                 self.report_up(&key, now, raw.seq, ctx, out);
             }
             return;
         }
+        if role == Role::Request as u32 {
+            // A new request or a re-send; not an older one arriving late.
+            let resent = std::mem::take(&mut a.resent);
+            if raw.seq != a.last_seq || resent {
+                self.unanswered(&key, now, ctx, out);
+            }
+        } else {
+            a.waiting_since = None;
+        }
+        let a = &mut self.slots.get_mut(&key).expect("inserted").assoc;
         let interval = (raw.aux & hbwatch_common::event::BEAT_INTERVAL != 0).then_some(raw.value);
         if a.down == Some(DownCause::Silence) {
             a.last_seq = raw.seq;
@@ -565,27 +641,42 @@ impl Correlator {
         let a = &mut self.slots.get_mut(&key).expect("inserted").assoc;
         a.totals.count += 1;
         if let Timing::Late(sample, expected) = a.on_beat(now, raw.seq, interval) {
-            let mut ev = ctx.conv.association_event(
-                &key,
-                Some(raw.ifindex),
-                ctx.clock.unix_ns(now),
-                "alert",
-                "heartbeat.late",
-                Level::Warning,
-                format!(
-                    "{}: heartbeat seq {} came {} ms after the previous one (expected {} ms)",
-                    association(&key),
-                    raw.seq,
-                    sample / MS,
-                    expected / MS
-                ),
-            );
-            ev.heartbeat.seq = Some(raw.seq);
-            ev.heartbeat.interval_ms = Some(sample / MS);
-            ev.heartbeat.expected_interval_ms = Some(expected / MS);
-            out.push(ev);
+            let late = LateArrival {
+                interval_ns: sample,
+                expected_ns: expected,
+            };
+            out.push(late_event(ctx, &key, raw.ifindex, now, raw.seq, late));
         }
         self.arm(&key);
+    }
+
+    /// A request at `now` while earlier ones wait: each interval gone by without an
+    /// answer is a heartbeat lost, and `down_after` of them in a row (at least 2) mean
+    /// `peer.down` while requests still arrive. Backup SCCP connections, only TCP-ACKed,
+    /// are healthy: there (`P_UNANSWERED_NEEDS_ACKS`) only once an answer was seen.
+    fn unanswered(&mut self, key: &FlowKey, now: u64, ctx: &Ctx, out: &mut Vec<Event>) {
+        let a = &mut self.slots.get_mut(key).expect("known").assoc;
+        let new = a.unanswered_intervals(now);
+        let needs_acks = a.params.flags & P_UNANSWERED_NEEDS_ACKS != 0;
+        if new == 0 || (needs_acks && a.last_answer_ns == 0) {
+            return;
+        }
+        a.count_lost(new);
+        a.unanswered_streak = a.unanswered_streak.saturating_add(new as u32);
+        let streak = a.unanswered_streak as u64;
+        if a.down.is_some() || streak < a.down_after() {
+            return;
+        }
+        let since = a.waiting_since.unwrap_or(now);
+        a.down_unanswered(since);
+        self.report_down(key, now, streak, now.saturating_sub(since), ctx, out);
+    }
+
+    /// One-way loss while this association's requests fail: the reverse association
+    /// of the same pair is healthy (beating, answered, not down).
+    fn one_way_now(&self, key: &FlowKey, now: u64) -> Option<Diagnosis> {
+        let r = &self.slots.get(&reverse_key(key))?.assoc;
+        diagnosis::reverse_healthy(r, now)
     }
 
     fn diagnose(&self, key: &FlowKey, now: u64, phase: Phase) -> Diagnosis {
@@ -651,10 +742,15 @@ impl Correlator {
         }
         let cause = ev.heartbeat.diagnosis.unwrap_or(diagnosis::UNDETERMINED);
         let a = &mut self.slots.get_mut(key).expect("known").assoc;
+        if at.saturating_sub(a.last_fold_ns) > assoc::REPEAT_WINDOW_NS {
+            // Folded long before this outage: that burst is over (the summary has it).
+            a.folded = Default::default();
+        }
         a.diagnoses.push(cause);
         a.down_diagnosis = Some(Diagnosis {
             cause,
             evidence: ev.heartbeat.evidence.clone().unwrap_or_default(),
+            earlier: None,
         });
         out.push(ev);
     }
@@ -663,6 +759,15 @@ impl Correlator {
         let d = self.diagnose(key, now, Phase::Recovery);
         let a = &mut self.slots.get_mut(key).expect("known").assoc;
         let downtime = now.saturating_sub(a.outage_from_ns) / MS;
+        let folded = std::mem::take(&mut a.folded);
+        let folded_text = match folded.total() {
+            0 => String::new(),
+            _ => format!("; alerts folded into the outage: {}", folded.describe()),
+        };
+        let causes = match d.earlier {
+            Some(earlier) => format!("{earlier}, then {}", d.cause),
+            None => d.cause.to_string(),
+        };
         let mut ev = ctx.conv.association_event(
             key,
             Some(a.ifindex),
@@ -671,24 +776,56 @@ impl Correlator {
             "peer.up",
             Level::Info,
             format!(
-                "{}: peer up again after {downtime} ms down (seq {seq}); likely {}",
+                "{}: peer up again after {downtime} ms down (seq {seq}); likely {causes}{folded_text}",
                 association(key),
-                d.cause
             ),
         );
         ev.heartbeat.seq = Some(seq);
         ev.heartbeat.downtime_ms = Some(downtime);
         ev.heartbeat.diagnosis = Some(d.cause);
         ev.heartbeat.evidence = Some(d.evidence);
+        ev.heartbeat.folded = folded.by_action();
         a.down = None;
         a.down_diagnosis = None;
         a.missed_reported = false;
         a.unanswered_streak = 0;
         a.transport_alive = false;
-        if let Some(last) = a.diagnoses.last_mut() {
+        if d.earlier.is_some() {
+            // Two causes, one after the other: both stay.
+            a.diagnoses.push(d.cause);
+        } else if let Some(last) = a.diagnoses.last_mut() {
             // The recovery knows more (a restart shows only now).
             *last = d.cause;
         }
         out.push(ev);
     }
+}
+
+/// `heartbeat.late` for heartbeat `seq` at `now`.
+fn late_event(
+    ctx: &Ctx,
+    key: &FlowKey,
+    ifindex: u32,
+    now: u64,
+    seq: u32,
+    late: LateArrival,
+) -> Event {
+    let mut ev = ctx.conv.association_event(
+        key,
+        Some(ifindex),
+        ctx.clock.unix_ns(now),
+        "alert",
+        "heartbeat.late",
+        Level::Warning,
+        format!(
+            "{}: heartbeat seq {seq} came {} ms after the previous one (expected {} ms)",
+            association(key),
+            late.interval_ns / MS,
+            late.expected_ns / MS
+        ),
+    );
+    ev.heartbeat.seq = Some(seq);
+    ev.heartbeat.interval_ms = Some(late.interval_ns / MS);
+    ev.heartbeat.expected_interval_ms = Some(late.expected_ns / MS);
+    ev
 }

@@ -216,7 +216,7 @@ pub(crate) fn generate(ctx: &ModelCtx, model: &Model, rng: &mut Rng, out: &mut O
                         &req,
                         "ged125.heartbeat_req_retransmission",
                     );
-                    tr.retry(&mut out.truth, at, invoke, n + 2, Some(Cause::of(f)));
+                    tr.retry(&mut out.truth, at, invoke, n + 2, send, Some(Cause::of(f)));
                 }
                 answer_at = at + rtt;
                 tr.unanswered(

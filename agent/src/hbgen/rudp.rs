@@ -115,7 +115,7 @@ pub(crate) fn generate(ctx: &ModelCtx, model: &Model, rng: &mut Rng, out: &mut O
                         tr.unanswered(&mut out.truth, seq, first_seen, send, true, cause);
                         unanswered_reported = true;
                     }
-                    tr.retry(&mut out.truth, send, seq, attempt, cause);
+                    tr.retry(&mut out.truth, send, seq, attempt, first_seen, cause);
                 } else {
                     first_seen = send;
                 }
@@ -142,6 +142,7 @@ pub(crate) fn generate(ctx: &ModelCtx, model: &Model, rng: &mut Rng, out: &mut O
                     "rudp.echo",
                 );
                 tr.dscp(&mut out.truth, echo_at, false, dscp, df.map(Cause::of));
+                tr.answered(&mut out.truth, echo_at);
                 // Round trip done: next seq (0xFFFFFFFF, the reset marker, wraps to 0).
                 seq = seq.wrapping_add(1);
                 (attempt, seen_sends, unanswered_reported) = (0, 0, false);

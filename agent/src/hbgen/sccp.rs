@@ -270,7 +270,7 @@ impl Link {
                     for n in 0..count {
                         at += rto(n);
                         conn.resend(out, at, true, seq, dp, &ka, "sccp.keepalive_retransmission");
-                        tr.retry(&mut out.truth, at, number, n + 2, Some(Cause::of(f)));
+                        tr.retry(&mut out.truth, at, number, n + 2, send, Some(Cause::of(f)));
                     }
                     answer_at = at + rtt;
                     if !backup {

@@ -229,6 +229,11 @@ pub struct Tracker {
     qos_reported: [Option<u8>; 2],
     /// Heartbeats seen by the probe (SCCP numbers keepalives by this count).
     pub seen_count: u32,
+    /// Times of the repeating alerts expected, per action: the agent sends at most
+    /// `REPEAT_BURST` per `REPEAT_WINDOW_NS` and folds the rest.
+    alerts: Vec<(&'static str, u64)>,
+    /// Down because re-sent requests went unanswered `down_after` intervals: since when.
+    unanswered_down: Option<(u64, Option<Cause>)>,
 }
 
 impl Tracker {
@@ -247,6 +252,44 @@ impl Tracker {
             closed: false,
             qos_reported: [None; 2],
             seen_count: 0,
+            alerts: Vec::new(),
+            unanswered_down: None,
+        }
+    }
+
+    /// Whether the agent sends a repeating alert `action` at `at` (correlate::assoc's
+    /// rate limit; none while down). Folded ones are acceptable, not required, so the
+    /// truth does not hang on the limit's exact edges.
+    fn sends(&mut self, action: &'static str, at: u64) -> bool {
+        use crate::correlate::assoc::{REPEAT_BURST, REPEAT_WINDOW_NS};
+        if self.unanswered_down.is_some() {
+            return false;
+        }
+        let recent = self
+            .alerts
+            .iter()
+            .filter(|(a, t)| *a == action && at.saturating_sub(*t) < REPEAT_WINDOW_NS)
+            .count();
+        if recent >= REPEAT_BURST {
+            return false;
+        }
+        self.alerts.push((action, at));
+        true
+    }
+
+    /// The answer to a request arrived at `at`: recovery if unanswered re-sends had
+    /// taken the association down.
+    pub fn answered(&mut self, c: &mut Collector, at: u64) {
+        if let Some((since, cause)) = self.unanswered_down.take() {
+            c.expect(
+                &self.key,
+                "peer.up",
+                at,
+                (at, at),
+                self.required,
+                cause,
+                vec![("heartbeat.downtime_ms", json!((at - since) / 1_000_000))],
+            );
         }
     }
 
@@ -411,6 +454,7 @@ impl Tracker {
         required: bool,
         cause: Option<Cause>,
     ) {
+        let required = self.sends("heartbeat.unanswered", reveal) && required;
         c.expect(
             &self.key,
             "heartbeat.unanswered",
@@ -422,27 +466,55 @@ impl Tracker {
         );
     }
 
-    /// The probe sees request `seq` sent again (attempt 2 = first re-send).
+    /// The probe sees request `seq`, first sent at `first`, sent again at `at` (attempt
+    /// 2 = first re-send). Each interval without an answer is a heartbeat lost;
+    /// `down_after` of them (at least 2) are `peer.down` while the requests go on.
+    #[allow(clippy::too_many_arguments)]
     pub fn retry(
         &mut self,
         c: &mut Collector,
         at: u64,
         seq: u32,
         attempt: u32,
+        first: u64,
         cause: Option<Cause>,
     ) {
+        let required = self.sends("heartbeat.retry", at);
         c.expect(
             &self.key,
             "heartbeat.retry",
             at,
             (at, at),
-            true,
+            required,
             cause,
             vec![
                 ("heartbeat.seq", json!(seq)),
                 ("heartbeat.attempt", json!(attempt)),
             ],
         );
+        let i = self.interval_ns;
+        let unanswered = (at.saturating_sub(first) + i / 4) / i;
+        if self.unanswered_down.is_some() || unanswered < self.down_after.max(2) as u64 {
+            return;
+        }
+        // Requests arrive, answers do not: one direction fails, whatever the fault.
+        let cause = cause.map(|c| Cause {
+            diagnosis: match c.fault.map(|f| f.1) {
+                Some("one-way-loss" | "retry" | "unanswered") => Some("one-way-loss"),
+                _ => None,
+            },
+            ..c
+        });
+        c.expect(
+            &self.key,
+            "peer.down",
+            at,
+            (at, at),
+            self.required,
+            cause,
+            vec![("heartbeat.missed", json!(unanswered))],
+        );
+        self.unanswered_down = Some((first, cause));
     }
 
     /// A heartbeat packet of this association with DSCP `dscp`, sent by the originator
