@@ -484,3 +484,416 @@ fn not_a_capture_is_a_clear_error() {
     let err = analyze_file(missing, &opts(vec![]), &mut out).unwrap_err();
     assert!(err.to_string().contains("cannot open"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------
+// Field fidelity (issue 20): SCCP primary vs backup, late arrivals, one-way loss,
+// outage counts, causes in sequence, alerts that escalate and then stop.
+
+/// One TCP connection in a capture: client `a`, server `b`, sequence numbers kept.
+struct TcpSession {
+    a: (IpAddr, u16),
+    b: (IpAddr, u16),
+    next: [u32; 2],
+}
+
+impl TcpSession {
+    fn new(a: (&str, u16), b: (&str, u16)) -> TcpSession {
+        TcpSession {
+            a: (ip(a.0), a.1),
+            b: (ip(b.0), b.1),
+            next: [1000, 9000],
+        }
+    }
+
+    fn segment(&self, from_a: bool, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let ((src, sport), (dst, dport)) = if from_a {
+            (self.a, self.b)
+        } else {
+            (self.b, self.a)
+        };
+        let mut s = FrameSpec::udp(src, sport, dst, dport, payload);
+        s.tcp = Some(Tcp {
+            seq,
+            ack: self.next[usize::from(from_a)],
+            flags,
+            window: 65535,
+        });
+        s.build()
+    }
+
+    /// Data from `a` (or `b`) at `t`; returns its sequence number (for a re-send).
+    fn send(&mut self, cap: &mut Capture, t: u64, from_a: bool, payload: &[u8]) -> u32 {
+        let side = usize::from(!from_a);
+        let seq = self.next[side];
+        cap.push(t, self.segment(from_a, seq, 0x18, payload));
+        self.next[side] = seq.wrapping_add(payload.len() as u32);
+        seq
+    }
+
+    /// The same bytes again (a TCP retransmission).
+    fn resend(&self, cap: &mut Capture, t: u64, from_a: bool, seq: u32, payload: &[u8]) {
+        cap.push(t, self.segment(from_a, seq, 0x18, payload));
+    }
+
+    /// A bare ACK (the stack answering, not the application).
+    fn ack(&self, cap: &mut Capture, t: u64, from_a: bool) {
+        let seq = self.next[usize::from(!from_a)];
+        cap.push(t, self.segment(from_a, seq, 0x10, &[]));
+    }
+}
+
+fn sccp_message(id: u32, body: &[u8]) -> Vec<u8> {
+    let mut m = (4 + body.len() as u32).to_le_bytes().to_vec();
+    m.extend_from_slice(&0x16u32.to_le_bytes());
+    m.extend_from_slice(&id.to_le_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn ged_message(kind: u32, invoke: u32) -> Vec<u8> {
+    let mut m = 4u32.to_be_bytes().to_vec();
+    m.extend_from_slice(&kind.to_be_bytes());
+    m.extend_from_slice(&invoke.to_be_bytes());
+    m
+}
+
+fn report(cap: &Capture, name: &str) -> (Vec<Value>, hbwatch::offline::FileReport) {
+    let p = write(name, &cap.pcap(false));
+    let mut out = LineSink::json(Vec::new());
+    let r = analyze_file(&p, &opts(vec![p.clone()]), &mut out).expect("analyzes");
+    let evs = String::from_utf8(out.into_inner())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect();
+    (evs, r)
+}
+
+fn named<'a>(evs: &'a [Value], what: &str) -> Vec<&'a Value> {
+    evs.iter().filter(|e| action(e) == what).collect()
+}
+
+fn actions(evs: &[Value]) -> Vec<String> {
+    anomalies(evs).into_iter().map(|(a, _)| a).collect()
+}
+
+#[test]
+fn sccp_primary_connection_keeps_the_primary_interval_and_the_backup_the_secondary() {
+    // A phone registers with CUCM 10.30.0.10 (RegisterAck: keepalive 30 s, secondary
+    // 60 s) and keeps a backup connection to 10.30.0.11, KeepAlives only TCP-ACKed.
+    // The primary's KeepAlives stop after 60 s; the backup stays healthy for 10 min.
+    let mut cap = Capture::default();
+    let mut primary = TcpSession::new(("10.30.0.50", 50001), ("10.30.0.10", 2000));
+    let mut backup = TcpSession::new(("10.30.0.50", 50002), ("10.30.0.11", 2000));
+    primary.send(&mut cap, 0, true, &sccp_message(0x0001, &[0; 28]));
+    let mut ack = 30u32.to_le_bytes().to_vec();
+    ack.extend_from_slice(b"M/D/YA\0\0");
+    ack.extend_from_slice(&60u32.to_le_bytes());
+    ack.extend_from_slice(&[0x16, 0, 0, 0]);
+    primary.send(&mut cap, 5 * MS, false, &sccp_message(0x0081, &ack));
+    for k in 1..=2u64 {
+        let t = k * 30 * SEC;
+        primary.send(&mut cap, t, true, &sccp_message(0x0000, &[]));
+        primary.send(&mut cap, t + 2 * MS, false, &sccp_message(0x0100, &[]));
+    }
+    for k in 0..10u64 {
+        let t = SEC + k * 60 * SEC;
+        backup.send(&mut cap, t, true, &sccp_message(0x0000, &[]));
+        backup.ack(&mut cap, t + 40 * MS, false);
+    }
+    let (evs, r) = report(&cap, "sccp-primary-backup.pcap");
+    let primary_src = "10.30.0.50:50001".to_string();
+    assert_eq!(
+        anomalies(&evs),
+        [
+            ("heartbeat.missed", &primary_src),
+            ("peer.down", &primary_src)
+        ]
+        .map(|(a, s)| (a.to_string(), s.clone()))
+        .to_vec(),
+        "{evs:#?}"
+    );
+    // Judged on 30 s: missed once two are overdue (60 s + 2 x 30 s + 30%), down after
+    // three; on the secondary interval both would have come a minute later.
+    let missed = &named(&evs, "heartbeat.missed")[0];
+    assert_eq!(missed["@timestamp"], "2026-11-22T10:02:09.000000Z");
+    assert_eq!(missed["heartbeat"]["expected_interval_ms"], 30000);
+    let down = &named(&evs, "peer.down")[0];
+    assert_eq!(down["@timestamp"], "2026-11-22T10:02:39.000000Z");
+    let interval = |port: u16| {
+        r.totals
+            .iter()
+            .find(|t| t.key.orig_port == port)
+            .map(|t| t.expected_interval_ms)
+    };
+    assert_eq!(interval(50001), Some(30000));
+    assert_eq!(interval(50002), Some(60000));
+}
+
+#[test]
+fn echoes_dropped_for_a_minute_escalate_to_one_peer_down_and_fold_the_retries() {
+    // A firewall ACL drops every echo of B (10.0.0.2) from 10 s to 70 s: A keeps
+    // re-sending seq 110 each second. B's own requests are echoed by A all along.
+    let mut cap = Capture::default();
+    let (a, b) = ("10.0.0.1", "10.0.0.2");
+    let mut seq_a = 100u32;
+    for i in 0..100u64 {
+        let t = i * SEC;
+        rudp(&mut cap, a, b, t, seq_a, 0x02ff);
+        if !(10 * SEC..70 * SEC).contains(&t) {
+            rudp(&mut cap, b, a, t + 2 * MS, seq_a, 0x0100);
+            seq_a += 1;
+        }
+        rudp(&mut cap, b, a, t + 500 * MS, 5000 + i as u32, 0x02ff);
+        rudp(&mut cap, a, b, t + 502 * MS, 5000 + i as u32, 0x0100);
+    }
+    let p = write("acl.pcap", &cap.pcap(false));
+    let mut o = opts(vec![p.clone()]);
+    o.summary_period = Some(Duration::from_secs(60));
+    let mut out = LineSink::json(Vec::new());
+    let r = analyze_file(&p, &o, &mut out).unwrap();
+    let evs: Vec<Value> = String::from_utf8(out.into_inner())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| action(e) != "heartbeat.summary" || e["source"]["ip"] == a)
+        .collect();
+    let got: Vec<_> = actions(&evs)
+        .into_iter()
+        .filter(|a| a != "heartbeat.summary")
+        .collect();
+    // The first re-send says unanswered, three retries, then the outage: no echo for
+    // 4 intervals (RUDP down_after). The other 56 retries are folded into it.
+    assert_eq!(
+        got,
+        [
+            "heartbeat.unanswered",
+            "heartbeat.retry",
+            "heartbeat.retry",
+            "heartbeat.retry",
+            "peer.down",
+            "peer.up"
+        ],
+        "{evs:#?}"
+    );
+    for e in evs.iter().filter(|e| {
+        matches!(
+            action(e),
+            "heartbeat.unanswered" | "heartbeat.retry" | "peer.down"
+        )
+    }) {
+        assert_eq!(e["source"]["ip"], a);
+        assert_eq!(e["heartbeat"]["diagnosis"], "one-way-loss", "{e:#}");
+        let evidence = e["heartbeat"]["evidence"].as_array().unwrap();
+        assert!(
+            evidence.iter().any(|x| x
+                .as_str()
+                .unwrap()
+                .contains("the reverse direction kept its heartbeats")),
+            "{e:#}"
+        );
+    }
+    let down = &named(&evs, "peer.down")[0];
+    assert_eq!(down["@timestamp"], "2026-11-22T10:00:14.000000Z");
+    assert_eq!(down["heartbeat"]["missed"], 4);
+    let up = &named(&evs, "peer.up")
+        .into_iter()
+        .find(|e| !e["heartbeat"]["downtime_ms"].is_null())
+        .unwrap()
+        .clone();
+    assert_eq!(up["@timestamp"], "2026-11-22T10:01:10.002000Z");
+    assert_eq!(up["heartbeat"]["downtime_ms"], 60002);
+    assert_eq!(up["heartbeat"]["folded"]["heartbeat.retry"], 57);
+    assert!(up["message"]
+        .as_str()
+        .unwrap()
+        .contains("57 heartbeat.retry"));
+    // Each second without an echo is a heartbeat lost: 60, not 1.
+    let sums = named(&evs, "heartbeat.summary");
+    let lost: u64 = sums
+        .iter()
+        .map(|s| s["heartbeat"]["lost"].as_u64().unwrap())
+        .sum();
+    assert_eq!(lost, 60, "{sums:#?}");
+    let folded: u64 = sums
+        .iter()
+        .filter_map(|s| s["heartbeat"]["folded"]["heartbeat.retry"].as_u64())
+        .sum();
+    assert_eq!(folded, 57, "{sums:#?}");
+    let t = r.totals.iter().find(|t| ip_text_of(&t.key) == a).unwrap();
+    assert_eq!((t.stats.lost, t.stats.outages), (60, 1));
+    // The healthy reverse association says nothing.
+    assert!(anomalies(&evs).iter().all(|(_, s)| s.starts_with(a)));
+}
+
+fn ip_text_of(k: &hbwatch_common::flow::FlowKey) -> String {
+    hbwatch::convert::ip_text(k.family, &k.orig)
+}
+
+#[test]
+fn ged125_peer_down_by_unanswered_requests_stops_the_unanswered_alerts() {
+    // The CVP's TCP stack ACKs every HEARTBEAT_REQ from 30 s to 90 s, the application
+    // answers none; then it recovers.
+    let mut cap = Capture::default();
+    let mut s = TcpSession::new(("10.0.1.10", 40123), ("10.0.2.20", 5000));
+    for id in 0..30u32 {
+        let t = id as u64 * 5 * SEC;
+        s.send(&mut cap, t, true, &ged_message(5, id));
+        if (30 * SEC..90 * SEC).contains(&t) {
+            s.ack(&mut cap, t + 40 * MS, false);
+        } else {
+            s.send(&mut cap, t + 3 * MS, false, &ged_message(6, id));
+        }
+    }
+    let (evs, r) = report(&cap, "ged-unanswered.pcap");
+    assert_eq!(
+        actions(&evs),
+        [
+            "heartbeat.unanswered",
+            "heartbeat.unanswered",
+            "peer.down",
+            "peer.up"
+        ],
+        "{evs:#?}"
+    );
+    let down = &named(&evs, "peer.down")[0];
+    assert_eq!(down["@timestamp"], "2026-11-22T10:00:40.000000Z");
+    assert_eq!(down["heartbeat"]["diagnosis"], "peer-unresponsive");
+    let up = named(&evs, "peer.up")
+        .into_iter()
+        .find(|e| !e["heartbeat"]["downtime_ms"].is_null())
+        .unwrap();
+    // REQ 6..17 unanswered (30 s to 85 s); two alerts went out, ten folded.
+    assert_eq!(up["heartbeat"]["folded"]["heartbeat.unanswered"], 10);
+    assert_eq!(up["heartbeat"]["downtime_ms"], 60003);
+    let t = &r.totals[0];
+    assert_eq!((t.stats.lost, t.stats.outages), (12, 1));
+    let table = hbwatch::offline::summary_table(&r);
+    assert!(table.contains("peer-unresponsive"), "{table}");
+}
+
+#[test]
+fn a_ged125_request_delayed_by_tcp_retransmission_is_late_not_lost() {
+    // HEARTBEAT_REQ 10 (sent at 50 s) is lost before the probe; REQ 11 arrives at
+    // 55 s and waits in the CVP's TCP buffer; TCP re-sends REQ 10 at 59 s, 9 s late,
+    // and both are answered.
+    let mut cap = Capture::default();
+    let mut s = TcpSession::new(("10.0.1.10", 40123), ("10.0.2.20", 5000));
+    for id in 0..20u32 {
+        let t = id as u64 * 5 * SEC;
+        match id {
+            10 => {
+                let seq = s.next[0];
+                s.next[0] += 12;
+                s.resend(&mut cap, 59 * SEC, true, seq, &ged_message(5, 10));
+                s.send(&mut cap, 59 * SEC + 3 * MS, false, &ged_message(6, 10));
+                s.send(&mut cap, 59 * SEC + 4 * MS, false, &ged_message(6, 11));
+            }
+            11 => {
+                s.send(&mut cap, t, true, &ged_message(5, id));
+            }
+            _ => {
+                s.send(&mut cap, t, true, &ged_message(5, id));
+                s.send(&mut cap, t + 3 * MS, false, &ged_message(6, id));
+            }
+        }
+    }
+    let (evs, r) = report(&cap, "ged-late.pcap");
+    assert_eq!(
+        actions(&evs),
+        ["heartbeat.gap", "heartbeat.late"],
+        "{evs:#?}"
+    );
+    let late = &named(&evs, "heartbeat.late")[0];
+    assert_eq!(late["@timestamp"], "2026-11-22T10:00:59.000000Z");
+    assert_eq!(late["heartbeat"]["seq"], 10);
+    // From REQ 9 (45 s) to REQ 10 (59 s).
+    assert_eq!(late["heartbeat"]["interval_ms"], 14000);
+    assert_eq!(late["heartbeat"]["expected_interval_ms"], 5000);
+    let t = &r.totals[0];
+    assert_eq!((t.stats.count, t.stats.lost), (20, 0));
+}
+
+/// MDS heartbeats of A only (the reverse direction is routed elsewhere): every 100 ms,
+/// `seq_at(t)` = what A sends at `t`, `None` = nothing on the wire.
+fn mds_one_way(cap: &mut Capture, until: u64, seq_at: impl Fn(u64) -> Option<u32>) {
+    let mut t = 0;
+    while t < until {
+        if let Some(s) = seq_at(t) {
+            mds(cap, "10.50.0.1", "10.50.0.2", t, s);
+        }
+        t += 100 * MS;
+    }
+}
+
+#[test]
+fn summary_outages_count_every_peer_down() {
+    let mut cap = Capture::default();
+    mds_one_way(&mut cap, 40 * SEC, |t| {
+        let off = (10 * SEC..12 * SEC).contains(&t) || (30 * SEC..33 * SEC).contains(&t);
+        (!off).then_some((t / (100 * MS)) as u32)
+    });
+    let (evs, r) = report(&cap, "two-outages.pcap");
+    assert_eq!(named(&evs, "peer.down").len(), 2, "{evs:#?}");
+    assert_eq!(r.totals[0].stats.outages, 2);
+    let table = hbwatch::offline::summary_table(&r);
+    let lines: Vec<&str> = table.lines().collect();
+    let column = lines[1]
+        .split_whitespace()
+        .position(|c| c == "outages")
+        .unwrap();
+    // The association's name holds three words ("mds a -> b").
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(row[column + 3], "2", "{table}");
+}
+
+#[test]
+fn network_loss_then_a_restart_keeps_both_causes() {
+    // A's heartbeats thin out (single losses at 7.0 s and 7.5 s), stop at 8 s, and A
+    // comes back at 11 s counting from 0: the router was rebooted.
+    let mut cap = Capture::default();
+    mds_one_way(&mut cap, 15 * SEC, |t| match t {
+        t if t == 7 * SEC || t == 7500 * MS => None,
+        t if (8 * SEC..11 * SEC).contains(&t) => None,
+        t if t >= 11 * SEC => Some(((t - 11 * SEC) / (100 * MS)) as u32),
+        t => Some((t / (100 * MS)) as u32),
+    });
+    let (evs, r) = report(&cap, "loss-then-reboot.pcap");
+    assert_eq!(
+        actions(&evs),
+        [
+            "heartbeat.gap",
+            "heartbeat.gap",
+            "heartbeat.missed",
+            "peer.down",
+            "heartbeat.restart",
+            "peer.up"
+        ],
+        "{evs:#?}"
+    );
+    let down = &named(&evs, "peer.down")[0];
+    assert_eq!(down["heartbeat"]["diagnosis"], "network-loss");
+    let up = named(&evs, "peer.up")
+        .into_iter()
+        .find(|e| !e["heartbeat"]["downtime_ms"].is_null())
+        .unwrap();
+    assert_eq!(up["heartbeat"]["diagnosis"], "peer-restart");
+    let evidence: Vec<&str> = up["heartbeat"]["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(evidence[0].contains("restarted at 0"), "{evidence:?}");
+    assert_eq!(
+        evidence[1],
+        "before the outage (network-loss): 2 gaps in the 20 intervals before"
+    );
+    assert!(up["message"]
+        .as_str()
+        .unwrap()
+        .contains("likely network-loss, then peer-restart"));
+    assert_eq!(r.totals[0].diagnoses, ["network-loss", "peer-restart"]);
+    let table = hbwatch::offline::summary_table(&r);
+    assert!(table.contains("network-loss,peer-restart"), "{table}");
+}

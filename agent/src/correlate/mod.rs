@@ -89,6 +89,23 @@ const SCCP_PENDING_MAX: usize = 4096;
 struct Slot {
     assoc: Assoc,
     generation: u64,
+    /// A `heartbeat.unanswered` held until the rest of its packet is known: when that
+    /// packet is an older request arriving late (TCP re-sent it), the "next request"
+    /// that made the earlier one look unanswered was no next request. With whether
+    /// the responder's transport was alive, and the record's time.
+    held: Option<(Event, bool, u64)>,
+}
+
+/// Sends (or folds) the `heartbeat.unanswered` held in `slot`, if any.
+fn release_held(slot: &mut Slot, out: &mut Vec<Event>) {
+    if let Some((ev, alive, at)) = slot.held.take() {
+        let a = &mut slot.assoc;
+        a.note(at, Trouble::Unanswered);
+        a.transport_alive |= alive;
+        if a.gate(Repeating::Unanswered, at) {
+            out.push(ev);
+        }
+    }
 }
 
 /// Userspace correlation over datapath records.
@@ -288,11 +305,15 @@ impl Correlator {
         let one_way = matches!(kind, EventKind::Retry | EventKind::Unanswered)
             .then(|| self.one_way_now(&raw.key, now))
             .flatten();
-        let Some(a) = self.slots.get_mut(&raw.key).map(|s| &mut s.assoc) else {
+        let Some(slot) = self.slots.get_mut(&raw.key) else {
             // Not announced yet: reported as the datapath found it.
             out.extend(ev);
             return;
         };
+        if kind != EventKind::OutOfOrder {
+            release_held(slot, out);
+        }
+        let (a, held) = (&mut slot.assoc, &mut slot.held);
         let mut ev = ev;
         match kind {
             EventKind::Gap => {
@@ -314,7 +335,15 @@ impl Correlator {
                 a.restart_in_outage = Some((raw.seq, raw.aux));
             }
             EventKind::OutOfOrder => {
-                if let Some(late) = a.arrived_late(raw.seq, now) {
+                let late = a.arrived_late(raw.seq, now);
+                if late.is_some() {
+                    // The request before it was not unanswered: this is no next request.
+                    *held = None;
+                } else {
+                    release_held(slot, out);
+                }
+                let a = &mut slot.assoc;
+                if let Some(late) = late {
                     // Counted lost by a gap, here after all: late, if beyond the tolerance.
                     if late.interval_ns > late.expected_ns.saturating_add(a.grace_ns()) {
                         a.note(now, Trouble::Late);
@@ -348,13 +377,17 @@ impl Correlator {
                 }
             }
             EventKind::Unanswered => {
-                // Lost intervals and the escalation to `peer.down` are counted by the
-                // request that follows this record (`heartbeat`).
-                a.note(now, Trouble::Unanswered);
-                a.transport_alive |= raw.aux != 0;
-                if !a.gate(Repeating::Unanswered, now) {
-                    ev = None;
+                // Held until the request in the same packet is known (`release_held`).
+                // Lost intervals and the escalation to `peer.down` are counted by that
+                // request (`heartbeat`).
+                if let Some(mut e) = ev {
+                    if let Some(d) = one_way {
+                        e.heartbeat.diagnosis = Some(d.cause);
+                        e.heartbeat.evidence = Some(d.evidence);
+                    }
+                    *held = Some((e, raw.aux != 0, now));
                 }
+                return;
             }
             EventKind::SessionClosed => {
                 out.extend(ev);
@@ -508,6 +541,7 @@ impl Correlator {
             Slot {
                 assoc: a,
                 generation: self.next_generation,
+                held: None,
             },
         ) {
             self.retire(old.assoc);
@@ -612,7 +646,9 @@ impl Correlator {
         }
         let role = raw.aux & 0xff;
         let key = raw.key;
-        let a = &mut self.slots.get_mut(&key).expect("inserted").assoc;
+        let slot = self.slots.get_mut(&key).expect("inserted");
+        release_held(slot, out);
+        let a = &mut slot.assoc;
         if role == Role::Response as u32 {
             if raw.aux & BEAT_PAIRED == 0 {
                 return;
