@@ -475,7 +475,7 @@ pub fn summary_table(r: &FileReport) -> String {
         r.events
     );
     s.push_str(&format!(
-        "{:<58} {:>10} {:>7} {:>9} {:>9} {:>9} {:>8} {:>9}  {}\n",
+        "{:<58} {:>10} {:>7} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9}  {}\n",
         "association",
         "heartbeats",
         "lost",
@@ -483,6 +483,7 @@ pub fn summary_table(r: &FileReport) -> String {
         "rtt_avg",
         "rtt_max",
         "outages",
+        "folded",
         "interval",
         "diagnosis"
     ));
@@ -500,7 +501,7 @@ pub fn summary_table(r: &FileReport) -> String {
             t.diagnoses.join(",")
         };
         s.push_str(&format!(
-            "{:<58} {:>10} {:>7} {:>9} {:>9} {:>9} {:>8} {:>7}ms  {}\n",
+            "{:<58} {:>10} {:>7} {:>9} {:>9} {:>9} {:>8} {:>7} {:>7}ms  {}\n",
             association(&t.key),
             st.count,
             st.lost,
@@ -508,6 +509,7 @@ pub fn summary_table(r: &FileReport) -> String {
             avg,
             max,
             st.outages,
+            st.folded.total(),
             t.expected_interval_ms,
             diag
         ));

@@ -768,8 +768,9 @@ fn ged125_peer_down_by_unanswered_requests_stops_the_unanswered_alerts() {
     assert_eq!(up["heartbeat"]["downtime_ms"], 60003);
     let t = &r.totals[0];
     assert_eq!((t.stats.lost, t.stats.outages), (12, 1));
-    let table = hbwatch::offline::summary_table(&r);
-    assert!(table.contains("peer-unresponsive"), "{table}");
+    assert_eq!(summary_cell(&r, 0, "lost"), "12");
+    assert_eq!(summary_cell(&r, 0, "folded"), "10");
+    assert_eq!(summary_cell(&r, 0, "diagnosis"), "peer-unresponsive");
 }
 
 #[test]
@@ -836,15 +837,20 @@ fn summary_outages_count_every_peer_down() {
     let (evs, r) = report(&cap, "two-outages.pcap");
     assert_eq!(named(&evs, "peer.down").len(), 2, "{evs:#?}");
     assert_eq!(r.totals[0].stats.outages, 2);
-    let table = hbwatch::offline::summary_table(&r);
+    assert_eq!(summary_cell(&r, 0, "outages"), "2");
+}
+
+/// Row `row`'s value in `column` of the `--summary` table.
+fn summary_cell(r: &hbwatch::offline::FileReport, row: usize, column: &str) -> String {
+    let table = hbwatch::offline::summary_table(r);
     let lines: Vec<&str> = table.lines().collect();
-    let column = lines[1]
+    let i = lines[1]
         .split_whitespace()
-        .position(|c| c == "outages")
+        .position(|c| c == column)
         .unwrap();
     // The association's name holds three words ("mds a -> b").
-    let row: Vec<&str> = lines[2].split_whitespace().collect();
-    assert_eq!(row[column + 3], "2", "{table}");
+    let cells: Vec<&str> = lines[2 + row].split_whitespace().collect();
+    cells[i + 3].to_string()
 }
 
 #[test]

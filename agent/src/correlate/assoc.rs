@@ -447,17 +447,21 @@ impl Assoc {
         self.waiting_counted = 0;
     }
 
-    /// A new request, or a re-send of the last one, at `now`: the intervals gone by
-    /// without an answer since the first request still waiting, not counted before.
-    /// Each interval without an answer is a heartbeat lost. A quarter interval of
-    /// slack: re-sends come one interval apart, give or take the sender's timer.
-    pub fn unanswered_intervals(&mut self, now: u64) -> u64 {
+    /// A new request (`next`), or a re-send of the last one, at `now`: the intervals
+    /// gone by without an answer since the first request still waiting, not counted
+    /// before. Each interval without an answer is a heartbeat lost. A quarter interval
+    /// of slack: re-sends come one interval apart, give or take the sender's timer.
+    /// A next request while one waits is one interval at least, whatever the clock says.
+    pub fn unanswered_intervals(&mut self, now: u64, next: bool) -> u64 {
         let Some(since) = self.waiting_since else {
             self.waiting_since = Some(now);
             return 0;
         };
         let e = self.expected_ns();
-        let n = now.saturating_sub(since).saturating_add(e / 4) / e;
+        let mut n = now.saturating_sub(since).saturating_add(e / 4) / e;
+        if next {
+            n = n.max(self.waiting_counted + 1);
+        }
         let new = n.saturating_sub(self.waiting_counted);
         self.waiting_counted = self.waiting_counted.max(n);
         new
@@ -577,5 +581,68 @@ mod tests {
             assert!(b.deadline().is_some());
         }
         assert!(b.grace_ns() > 0);
+    }
+
+    fn rudp() -> Assoc {
+        Assoc::new(
+            FlowKey::default(),
+            1,
+            ProtoParams::defaults(Protocol::Cs1000Rudp),
+            0,
+            100,
+        )
+    }
+
+    #[test]
+    fn repeating_alerts_go_out_three_a_minute_and_none_while_down() {
+        let mut a = rudp();
+        let sent: Vec<bool> = (1..=6).map(|i| a.gate(Repeating::Retry, i * SEC)).collect();
+        assert_eq!(sent, [true, true, true, false, false, false]);
+        // Another kind has its own budget; the first retry's minute ends at 61 s.
+        assert!(a.gate(Repeating::Unanswered, 6 * SEC));
+        assert!(!a.gate(Repeating::Retry, 60 * SEC + SEC - 1));
+        assert!(a.gate(Repeating::Retry, 61 * SEC));
+        a.down_unanswered(62 * SEC);
+        assert!(!a.gate(Repeating::Mismatch, 63 * SEC));
+        assert_eq!(a.folded.0, [4, 0, 0, 1]);
+        assert_eq!(a.totals.folded.total(), 5);
+        assert_eq!(
+            a.folded.describe(),
+            "1 heartbeat.mismatch, 4 heartbeat.retry"
+        );
+    }
+
+    #[test]
+    fn unanswered_intervals_follow_the_clock_and_count_each_next_request() {
+        let mut a = rudp();
+        // Re-sends one interval apart, give or take the sender's timer.
+        assert_eq!(a.unanswered_intervals(800 * MS, false), 1);
+        assert_eq!(a.unanswered_intervals(1900 * MS, false), 1);
+        assert_eq!(a.unanswered_intervals(2100 * MS, false), 0);
+        // A TCP re-send 200 ms later is no interval; a next request is one at least.
+        assert_eq!(a.unanswered_intervals(2300 * MS, true), 1);
+        a.answered(2400 * MS, MS);
+        assert_eq!(a.waiting_since, None);
+        assert_eq!(a.unanswered_intervals(3 * SEC, true), 0);
+        assert_eq!(a.waiting_since, Some(3 * SEC));
+    }
+
+    #[test]
+    fn a_heartbeat_counted_lost_that_arrives_is_uncounted_once() {
+        let mut a = rudp();
+        a.on_beat(SEC, 101, Some(SEC));
+        a.gap(102, 2);
+        assert_eq!(a.totals.lost, 2);
+        let late = a.arrived_late(102, 3_500 * MS).expect("in the gap");
+        // From seq 101 (1 s) to 3.5 s.
+        assert_eq!(late.interval_ns, 2_500 * MS);
+        assert_eq!(a.totals.lost, 1);
+        assert_eq!(a.late_seq, Some(102));
+        assert_eq!(a.arrived_late(102, 3_600 * MS), None, "once");
+        assert_eq!(a.arrived_late(99, 3_600 * MS), None, "never counted lost");
+        // The second of the gap: estimated one interval after the first was due.
+        let late = a.arrived_late(103, 3_600 * MS).unwrap();
+        assert_eq!(late.interval_ns, 1_600 * MS);
+        assert_eq!(a.totals.lost, 0);
     }
 }

@@ -388,4 +388,46 @@ mod tests {
             UNDETERMINED
         );
     }
+
+    #[test]
+    fn a_restart_after_network_loss_keeps_the_loss() {
+        let mut a = assoc(10 * SEC);
+        a.note(9 * SEC, Trouble::Gap);
+        a.note(9_500 * MS, Trouble::Gap);
+        down_silence(&mut a, 20 * SEC);
+        a.down_diagnosis = Some(diagnose(&a, None, 20 * SEC, Phase::Outage));
+        a.restart_in_outage = Some((0, 10));
+        let d = diagnose(&a, None, 30 * SEC, Phase::Recovery);
+        assert_eq!((d.cause, d.earlier), (PEER_RESTART, Some(NETWORK_LOSS)));
+        assert_eq!(
+            d.evidence[1],
+            "before the outage (network-loss): 2 gaps in the 20 intervals before"
+        );
+        // A silence both directions shared is what the restart explains: no second cause.
+        let mut b = assoc(10 * SEC);
+        let mut r = assoc(10 * SEC);
+        down_silence(&mut b, 20 * SEC);
+        down_silence(&mut r, 20 * SEC);
+        b.down_diagnosis = Some(diagnose(&b, Some(&r), 20 * SEC, Phase::Outage));
+        b.restart_in_outage = Some((0, 10));
+        let d = diagnose(&b, Some(&r), 30 * SEC, Phase::Recovery);
+        assert_eq!((d.cause, d.earlier), (PEER_RESTART, None));
+    }
+
+    #[test]
+    fn a_healthy_reverse_makes_failing_requests_one_way_loss() {
+        let r = assoc(10 * SEC);
+        let d = reverse_healthy(&r, 10_400 * MS).expect("beating");
+        assert_eq!(d.cause, ONE_WAY_LOSS);
+        assert!(
+            d.evidence[0].contains("last 400 ms ago"),
+            "{:?}",
+            d.evidence
+        );
+        // Silent beyond its interval and tolerance, or waiting for answers: not healthy.
+        assert_eq!(reverse_healthy(&r, 11_600 * MS), None);
+        let mut waiting = assoc(10 * SEC);
+        waiting.unanswered_streak = 1;
+        assert_eq!(reverse_healthy(&waiting, 10_400 * MS), None);
+    }
 }

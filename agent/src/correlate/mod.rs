@@ -662,8 +662,9 @@ impl Correlator {
         if role == Role::Request as u32 {
             // A new request or a re-send; not an older one arriving late.
             let resent = std::mem::take(&mut a.resent);
-            if raw.seq != a.last_seq || resent {
-                self.unanswered(&key, now, ctx, out);
+            let next = raw.seq != a.last_seq;
+            if next || resent {
+                self.unanswered(&key, now, next, ctx, out);
             }
         } else {
             a.waiting_since = None;
@@ -690,9 +691,9 @@ impl Correlator {
     /// answer is a heartbeat lost, and `down_after` of them in a row (at least 2) mean
     /// `peer.down` while requests still arrive. Backup SCCP connections, only TCP-ACKed,
     /// are healthy: there (`P_UNANSWERED_NEEDS_ACKS`) only once an answer was seen.
-    fn unanswered(&mut self, key: &FlowKey, now: u64, ctx: &Ctx, out: &mut Vec<Event>) {
+    fn unanswered(&mut self, key: &FlowKey, now: u64, next: bool, ctx: &Ctx, out: &mut Vec<Event>) {
         let a = &mut self.slots.get_mut(key).expect("known").assoc;
-        let new = a.unanswered_intervals(now);
+        let new = a.unanswered_intervals(now, next);
         let needs_acks = a.params.flags & P_UNANSWERED_NEEDS_ACKS != 0;
         if new == 0 || (needs_acks && a.last_answer_ns == 0) {
             return;
