@@ -13,7 +13,14 @@ use serde_json::Value;
 const SLACK_NS: u64 = 1_500_000_000;
 
 fn capture(name: &str, o: &Overrides) -> Capture {
-    let mut sc = Scenario::load(name).expect("built-in scenario");
+    // A built-in scenario, or one of the test files in `tests/data/`.
+    let path = format!("{}/tests/data/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    let name = if std::path::Path::new(&path).exists() {
+        path.as_str()
+    } else {
+        name
+    };
+    let mut sc = Scenario::load(name).expect("scenario");
     sc.apply(o).expect("overrides");
     generate(&sc)
 }
@@ -168,4 +175,9 @@ fn vlan_and_ipv6_variants_score_the_same() {
             ..Overrides::default()
         },
     );
+}
+
+#[test]
+fn failing_requests_escalate_once_and_their_alerts_stop() {
+    check("escalation", Overrides::default());
 }

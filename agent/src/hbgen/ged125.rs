@@ -263,6 +263,7 @@ pub(crate) fn generate(ctx: &ModelCtx, model: &Model, rng: &mut Rng, out: &mut O
                     "ged125.heartbeat_conf",
                     true,
                 );
+                tr.answered(&mut out.truth, answer_at);
                 tr.dscp(&mut out.truth, answer_at, false, ds, dsf.map(Cause::of));
                 conn.ack(
                     out,

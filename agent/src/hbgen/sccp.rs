@@ -321,6 +321,7 @@ impl Link {
                         "sccp.keepalive_ack",
                         true,
                     );
+                    tr.answered(&mut out.truth, answer_at);
                     tr.dscp(&mut out.truth, answer_at, false, dc, dcf.map(Cause::of));
                     conn.ack(
                         out,

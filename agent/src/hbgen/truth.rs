@@ -234,6 +234,8 @@ pub struct Tracker {
     alerts: Vec<(&'static str, u64)>,
     /// Down because re-sent requests went unanswered `down_after` intervals: since when.
     unanswered_down: Option<(u64, Option<Cause>)>,
+    /// Requests in a row reported unanswered since the last answer.
+    unanswered_run: u32,
 }
 
 impl Tracker {
@@ -254,6 +256,7 @@ impl Tracker {
             seen_count: 0,
             alerts: Vec::new(),
             unanswered_down: None,
+            unanswered_run: 0,
         }
     }
 
@@ -280,6 +283,7 @@ impl Tracker {
     /// The answer to a request arrived at `at`: recovery if unanswered re-sends had
     /// taken the association down.
     pub fn answered(&mut self, c: &mut Collector, at: u64) {
+        self.unanswered_run = 0;
         if let Some((since, cause)) = self.unanswered_down.take() {
             c.expect(
                 &self.key,
@@ -454,7 +458,14 @@ impl Tracker {
         required: bool,
         cause: Option<Cause>,
     ) {
-        let required = self.sends("heartbeat.unanswered", reveal) && required;
+        // The agent is down once `down_after` (at least 2) in a row went unanswered;
+        // the alerts after that are folded into the outage.
+        // (SIP's unanswered requests are the SIP tracker's: never folded.)
+        self.unanswered_run += 1;
+        let folded = self.key.protocol != Protocol::Sip
+            && (self.unanswered_run > self.down_after.max(2)
+                || !self.sends("heartbeat.unanswered", reveal));
+        let required = !folded && required;
         c.expect(
             &self.key,
             "heartbeat.unanswered",
