@@ -181,3 +181,8 @@ fn vlan_and_ipv6_variants_score_the_same() {
 fn failing_requests_escalate_once_and_their_alerts_stop() {
     check("escalation", Overrides::default());
 }
+
+#[test]
+fn sccp_primary_is_judged_on_the_primary_interval_from_the_start() {
+    check("sccp-primary", Overrides::default());
+}
