@@ -16,7 +16,8 @@ pub enum Counter {
     Truncated,
     /// IPv4 headers with IHL < 5 or beyond the packet, or inconsistent lengths.
     Malformed,
-    /// IPv4 fragments, first (More Fragments set) or not: no whole L4 datagram to read.
+    /// IP fragments not passed to userspace: of datagrams on no heartbeat port, of a
+    /// heartbeat protocol that never fragments, or whose first fragment was not seen.
     Fragments,
     /// More VLAN tags than parsed, or IPv6 extension headers before TCP/UDP.
     Unparsed,
@@ -24,9 +25,16 @@ pub enum Counter {
     NotHeartbeat,
     /// New associations that could not be inserted into the flow table.
     FlowInsertFailed,
+    /// Fragments of SIP datagrams passed to userspace, which reassembles them.
+    FragmentsPassed,
+    /// Heartbeat frames seen twice (SPAN/mirror ports, routers): counted, never alerts.
+    Duplicates,
+    /// Heartbeats of candidate associations not (yet) announced: too few, implausibly
+    /// timed, or on a 5-tuple that also carried other traffic.
+    Unconfirmed,
 }
 
-pub const COUNTER_COUNT: u32 = 10;
+pub const COUNTER_COUNT: u32 = 13;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -40,6 +48,9 @@ impl Counter {
         Counter::Unparsed,
         Counter::NotHeartbeat,
         Counter::FlowInsertFailed,
+        Counter::FragmentsPassed,
+        Counter::Duplicates,
+        Counter::Unconfirmed,
     ];
 
     /// Stable name for logs and metrics.
@@ -55,6 +66,9 @@ impl Counter {
             Counter::Unparsed => "unparsed",
             Counter::NotHeartbeat => "not_heartbeat",
             Counter::FlowInsertFailed => "flow_insert_failed",
+            Counter::FragmentsPassed => "fragments_passed",
+            Counter::Duplicates => "duplicates",
+            Counter::Unconfirmed => "unconfirmed",
         }
     }
 }

@@ -3,11 +3,16 @@
 
 use crate::counters::Counter;
 use crate::event::{EventKind, RawEvent, BEAT_INTERVAL, BEAT_PAIRED};
-use crate::flow::{Finding, Findings, FlowKey, FlowState, TcpSeen};
+use crate::flow::{Finding, Findings, FlowKey, FlowState, TcpSeen, F_ANNOUNCED, F_FOREIGN};
+use crate::frag::{FragInfo, FragKey};
 use crate::frame::Frame;
 use crate::params::ProtoParams;
-use crate::parse::{self, headers, Packet, IPPROTO_TCP, TCP_FIN, TCP_RST};
-use crate::proto::{decode_into, port_slot, sip, Msg, Protocol, Role, MSG_PARAMS};
+use crate::parse::{
+    self, headers, Packet, FRAG_FIRST, FRAG_LATER, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST,
+};
+use crate::proto::{
+    decode_into, port_slot, sip, Msg, Protocol, Role, HB_SYNTHETIC_SEQ, MSG_NONE, MSG_PARAMS,
+};
 use crate::zero::Zeroable as _;
 
 /// What the pipeline needs from where it runs: maps in the kernel, collections offline.
@@ -36,6 +41,12 @@ pub trait Env {
         len: usize,
     ) -> bool;
     fn count(&mut self, c: Counter);
+    /// The ports of a fragmented datagram whose first fragment was on a SIP port.
+    fn frag_get(&mut self, _key: &FragKey) -> Option<FragInfo> {
+        None
+    }
+    /// Remembers a first fragment's ports for its datagram's later fragments.
+    fn frag_put(&mut self, _key: &FragKey, _info: &FragInfo) {}
 }
 
 /// Where and when a packet was seen, and what its port said. Passed by reference:
@@ -104,7 +115,10 @@ pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
         to_service = false;
         proto = Protocol::from_u8(env.port_proto(port_slot(h.transport, h.src_port)));
     }
-    if proto == Protocol::None {
+    if proto == Protocol::None && h.frag & FRAG_LATER == 0 {
+        if h.frag != 0 {
+            env.count(Counter::Fragments);
+        }
         return;
     }
     // Only now the whole packet, in place, never moved: in BPF every copy of the 56-byte
@@ -119,6 +133,10 @@ pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
         return;
     }
     let pkt = &*pkt;
+    if pkt.frag & FRAG_LATER != 0 {
+        later_fragment(f, env, pkt, clock, ifindex);
+        return;
+    }
     env.count(Counter::PortMatched);
     let at = Seen {
         now: clock(),
@@ -126,6 +144,15 @@ pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
         proto,
         to_service,
     };
+    if pkt.frag != 0 {
+        // Only SIP datagrams outgrow a frame; other heartbeats are a few bytes.
+        if proto == Protocol::Sip && pkt.transport == IPPROTO_UDP {
+            first_fragment(f, env, pkt, &at);
+        } else {
+            env.count(Counter::Fragments);
+        }
+        return;
+    }
     if proto == Protocol::Sip {
         sip_message(f, env, pkt, &at);
         return;
@@ -136,18 +163,45 @@ pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
     // SAFETY: zero() wrote every byte, and an all-zero Msg is valid.
     let msg = unsafe { msg.assume_init_mut() };
     decode_into(proto, f, pkt, msg);
-    let heartbeat = on_message(env, pkt, msg, &at);
     // Separate calls, not nested: each stage's frame is released before the next.
-    if !heartbeat && pkt.transport == IPPROTO_TCP {
-        tcp_segment(env, pkt, &at);
+    match on_message(env, pkt, msg, &at) {
+        Seen::HEARTBEAT => {}
+        Seen::CLOSED => tcp_closed(env, pkt, msg.role() != Role::Response, &at),
+        Seen::UNKNOWN => new_association(env, pkt, msg, &at),
+        _ if pkt.transport == IPPROTO_TCP => tcp_segment(env, pkt, &at),
+        _ if msg.kind == MSG_NONE => foreign_datagram(env, pkt, proto),
+        _ => {}
     }
 }
 
-/// Everything after decoding: flow state, findings, records. Out of line so its stack
-/// frame does not add to the packet-reading temporaries above it (512-byte BPF stack).
-/// Returns whether the packet carried a heartbeat.
+impl Seen {
+    /// What [`on_message`] found: no heartbeat, a heartbeat applied to its association,
+    /// or a heartbeat of an association not in the table (for [`new_association`]).
+    const NOT_HEARTBEAT: u8 = 0;
+    const HEARTBEAT: u8 = 1;
+    const UNKNOWN: u8 = 2;
+    /// A heartbeat in a segment with FIN or RST: applied, then the session ends.
+    const CLOSED: u8 = 3;
+}
+
+/// The identity of a heartbeat frame for duplicate detection: the TCP sequence number,
+/// or the heartbeat's own seq (IPMG has none: its size).
+#[inline(always)]
+fn frame_ident(pkt: &Packet, msg: &Msg) -> u32 {
+    if pkt.transport == IPPROTO_TCP {
+        pkt.tcp_seq
+    } else if msg.flags & HB_SYNTHETIC_SEQ != 0 {
+        pkt.payload_len as u32
+    } else {
+        msg.seq
+    }
+}
+
+/// Everything after decoding on a known association: flow state, findings, records.
+/// Out of line so its stack frame does not add to the packet-reading temporaries above
+/// it (512-byte BPF stack). Returns a `Seen::*` verdict.
 #[inline(never)]
-fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> bool {
+fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> u8 {
     let (proto, now) = (at.proto, at.now);
     let is_tcp = pkt.transport == IPPROTO_TCP;
     let hb = match msg.as_heartbeat() {
@@ -161,19 +215,20 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> bool {
                 value: msg.value as u64,
             };
             emit_finding(env, at, &key, pkt.dscp, &params);
-            return false;
+            return Seen::NOT_HEARTBEAT;
         }
         None => {
             if !is_tcp {
                 env.count(Counter::NotHeartbeat);
             }
-            return false;
+            return Seen::NOT_HEARTBEAT;
         }
     };
     env.count(Counter::Heartbeats);
     let key = FlowKey::of(proto, pkt, hb.role);
     let from_orig = hb.role != Role::Response;
     let params = env.params(proto);
+
     // The heartbeat itself, for userspace timers; filled from the updated state.
     let mut beat = Finding {
         kind: EventKind::Heartbeat,
@@ -181,14 +236,37 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> bool {
         aux: 0,
         value: 0,
     };
+    // Whether userspace knows the association (a duplicate frame then turns `beat` into
+    // a `Duplicate` record: one Finding less on the 512-byte BPF stack).
+    let mut announced = true;
     let update = |st: &mut FlowState| {
+        announced = st.flags & F_ANNOUNCED != 0;
+        if let Some(since) = st.duplicate(pkt.ip_id, frame_ident(pkt, msg), from_orig, now) {
+            beat.kind = EventKind::Duplicate;
+            beat.seq = st.last_seq;
+            beat.aux = hb.role as u32;
+            beat.value = since;
+            return Findings::default();
+        }
         let seen = if is_tcp {
             st.on_tcp(pkt, from_orig, now)
         } else {
             TcpSeen::default()
         };
         let responses = st.responses;
+        let prev_interval = st.interval_ns;
         let mut out = st.update(&hb, now, &params, seen.retransmission);
+        if !announced {
+            // A candidate: nothing goes up until its traffic looks like heartbeats.
+            out = Findings::default();
+            if st.flags & F_FOREIGN == 0 && st.confirm(&hb, pkt.payload_len, prev_interval, &params)
+            {
+                st.flags |= F_ANNOUNCED;
+                out.push(EventKind::AssociationSeen, st.last_seq, 0, 0);
+                st.check_dscp(pkt.dscp, from_orig, &params, &mut out);
+            }
+            return out;
+        }
         st.check_dscp(pkt.dscp, from_orig, &params, &mut out);
         beat.seq = st.last_seq;
         beat.value = st.beat_ns;
@@ -202,37 +280,87 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> bool {
         }
         out
     };
-    let findings = match env.with_flow(&key, update) {
-        Some(found) => found,
-        None => {
-            // A response for an association never seen has nothing to pair with.
-            if hb.role == Role::Response {
-                return true;
-            }
-            let mut seen = Findings::default();
-            let init = |st: &mut FlowState| {
-                st.init(&hb, now);
-                if is_tcp {
-                    st.on_tcp(pkt, true, now);
-                }
-                seen.push(EventKind::AssociationSeen, st.last_seq, 0, 0);
-                st.check_dscp(pkt.dscp, true, &params, &mut seen);
-            };
-            if !env.insert_flow(&key, init) {
-                env.count(Counter::FlowInsertFailed);
-                return true;
-            }
-            seen
-        }
+    let Some(findings) = env.with_flow(&key, update) else {
+        // A response for an association never seen has nothing to pair with.
+        return if hb.role == Role::Response {
+            Seen::HEARTBEAT
+        } else {
+            Seen::UNKNOWN
+        };
     };
+    if beat.kind == EventKind::Duplicate {
+        env.count(Counter::Duplicates);
+        if announced {
+            emit_finding(env, at, &key, pkt.dscp, &beat);
+        }
+        return Seen::HEARTBEAT;
+    }
+    if !announced {
+        env.count(Counter::Unconfirmed);
+    }
     findings.for_each(|f| emit_finding(env, at, &key, pkt.dscp, f));
     if beat.aux != 0 {
         emit_finding(env, at, &key, pkt.dscp, &beat);
     }
+    // Closed by the caller: tcp_closed's frame would add to this one's.
     if is_tcp && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        tcp_closed(env, &key, pkt, from_orig, at);
+        return Seen::CLOSED;
     }
-    true
+    Seen::HEARTBEAT
+}
+
+/// The first heartbeat (a request or one-way) of an association not in the table:
+/// inserted, and announced at once where one heartbeat is signature enough
+/// (`ProtoParams::confirm_beats`). Out of line: its findings stay off `on_message`'s
+/// stack frame.
+#[inline(never)]
+fn new_association<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) {
+    let Some(hb) = msg.as_heartbeat() else {
+        return;
+    };
+    let (proto, now) = (at.proto, at.now);
+    let key = FlowKey::of(proto, pkt, hb.role);
+    let params = env.params(proto);
+    let ident = frame_ident(pkt, msg);
+    let mut seen = Findings::default();
+    let init = |st: &mut FlowState| {
+        st.init(&hb, now);
+        st.duplicate(pkt.ip_id, ident, true, now);
+        st.confirmed = 1;
+        st.probe_len = pkt.payload_len;
+        if pkt.transport == IPPROTO_TCP {
+            st.on_tcp(pkt, true, now);
+        }
+        if params.confirm_beats <= 1 {
+            st.flags |= F_ANNOUNCED;
+            seen.push(EventKind::AssociationSeen, st.last_seq, 0, 0);
+            st.check_dscp(pkt.dscp, true, &params, &mut seen);
+        }
+    };
+    if !env.insert_flow(&key, init) {
+        env.count(Counter::FlowInsertFailed);
+        return;
+    }
+    if params.confirm_beats > 1 {
+        env.count(Counter::Unconfirmed);
+    }
+    seen.for_each(|f| emit_finding(env, at, &key, pkt.dscp, f));
+    if pkt.transport == IPPROTO_TCP && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        tcp_closed(env, pkt, true, at);
+    }
+}
+
+/// A datagram on a heartbeat port that is no heartbeat: the 5-tuple carries other
+/// traffic, so a candidate association on it (either direction) is none.
+#[inline(never)]
+fn foreign_datagram<E: Env>(env: &mut E, pkt: &Packet, proto: Protocol) {
+    let mark = |st: &mut FlowState| {
+        if st.flags & F_ANNOUNCED == 0 {
+            st.flags |= F_FOREIGN;
+        }
+    };
+    env.with_flow(&FlowKey::of(proto, pkt, Role::Request), mark);
+    env.with_flow(&FlowKey::of(proto, pkt, Role::Response), mark);
 }
 
 /// A TCP segment of a heartbeat session that carries no heartbeat: ACKs, keepalive
@@ -249,22 +377,33 @@ fn tcp_segment<E: Env>(env: &mut E, pkt: &Packet, at: &Seen) {
         st.on_tcp(pkt, at.to_service, at.now);
     });
     if known.is_some() && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        tcp_closed(env, &key, pkt, at.to_service, at);
+        tcp_closed(env, pkt, at.to_service, at);
     }
 }
 
 /// FIN/RST ends the association: report it once and forget the flow.
 /// Out of line: rare, and keeps its record off the hot path's stack frame.
 #[inline(never)]
-fn tcp_closed<E: Env>(env: &mut E, key: &FlowKey, pkt: &Packet, from_orig: bool, at: &Seen) {
+fn tcp_closed<E: Env>(env: &mut E, pkt: &Packet, from_orig: bool, at: &Seen) {
+    let role = if from_orig {
+        Role::Request
+    } else {
+        Role::Response
+    };
+    let key = &FlowKey::of(at.proto, pkt, role);
+    let Some((seq, flags)) = env.with_flow(key, |st| (st.last_seq, st.flags)) else {
+        return;
+    };
     let closed = Finding {
         kind: EventKind::SessionClosed,
-        seq: env.with_flow(key, |st| st.last_seq).unwrap_or(0),
+        seq,
         aux: (pkt.tcp_flags & TCP_RST != 0) as u32,
         value: (!from_orig) as u64,
     };
     env.remove_flow(key);
-    emit_finding(env, at, key, pkt.dscp, &closed);
+    if flags & F_ANNOUNCED != 0 {
+        emit_finding(env, at, key, pkt.dscp, &closed);
+    }
 }
 
 /// REGISTER/OPTIONS requests and responses go to userspace with their first bytes;
@@ -290,6 +429,76 @@ fn sip_message<F: Frame, E: Env>(f: &F, env: &mut E, pkt: &Packet, at: &Seen) {
     };
     let header = |ev: &mut RawEvent| fill(ev, at, &key, pkt.dscp, &sip);
     if !env.emit_payload(header, f, pkt.payload_off as usize, len) {
+        env.count(Counter::RingbufLost);
+    }
+}
+
+/// The first fragment of a SIP datagram over UDP: REGISTER/OPTIONS requests and
+/// responses go up with the fragment's bytes, and the datagram is remembered so its later
+/// fragments follow (`later_fragment`); userspace reassembles.
+#[inline(never)]
+fn first_fragment<F: Frame, E: Env>(f: &F, env: &mut E, pkt: &Packet, at: &Seen) {
+    if sip::start_line(f, pkt).is_none() {
+        env.count(Counter::Fragments);
+        return;
+    }
+    env.count(Counter::Heartbeats);
+    env.count(Counter::FragmentsPassed);
+    let info = FragInfo {
+        src_port: pkt.src_port,
+        dst_port: pkt.dst_port,
+        proto: at.proto as u8,
+        _pad: [0; 3],
+    };
+    env.frag_put(&FragKey::of(pkt), &info);
+    let key = FlowKey::of(at.proto, pkt, Role::Request);
+    emit_fragment(f, env, pkt, &key, at);
+}
+
+/// A later fragment (no ports of its own): goes up if its datagram's first fragment did.
+#[inline(never)]
+fn later_fragment<F: Frame, E: Env, C: FnOnce() -> u64>(
+    f: &F,
+    env: &mut E,
+    pkt: &Packet,
+    clock: C,
+    ifindex: u32,
+) {
+    let Some(info) = env.frag_get(&FragKey::of(pkt)) else {
+        env.count(Counter::Fragments);
+        return;
+    };
+    env.count(Counter::FragmentsPassed);
+    let at = Seen {
+        now: clock(),
+        ifindex,
+        proto: Protocol::from_u8(info.proto),
+        to_service: false,
+    };
+    let mut key = FlowKey::of(at.proto, pkt, Role::Request);
+    key.orig_port = info.src_port;
+    key.resp_port = info.dst_port;
+    emit_fragment(f, env, pkt, &key, &at);
+}
+
+/// One fragment's bytes as a `SipRecord` of kind `Fragment` (see `EventKind::Fragment`).
+#[inline(always)]
+fn emit_fragment<F: Frame, E: Env>(f: &F, env: &mut E, pkt: &Packet, key: &FlowKey, at: &Seen) {
+    let frag = Finding {
+        kind: EventKind::Fragment,
+        seq: pkt.ip_id,
+        aux: 0,
+        value: pkt.frag as u64,
+    };
+    // The first fragment's bytes start at its UDP header (the datagram's length): every
+    // fragment's offset then counts from the same place.
+    let (mut off, mut len) = (pkt.payload_off as usize, pkt.payload_len as usize);
+    if pkt.frag & FRAG_FIRST != 0 {
+        off -= 8;
+        len += 8;
+    }
+    let header = |ev: &mut RawEvent| fill(ev, at, key, pkt.dscp, &frag);
+    if !env.emit_payload(header, f, off, len) {
         env.count(Counter::RingbufLost);
     }
 }

@@ -34,6 +34,15 @@ pub enum EventKind {
     /// `seq`, `aux` = [`crate::proto::Role`] | `BEAT_*` bits, `value` = interval sample
     /// (in-order request) or RTT (paired response) in ns, 0 when neither.
     Heartbeat = 12,
+    /// A fragment of a SIP datagram over UDP, with its bytes (a `SipRecord`): userspace
+    /// reassembles. `seq` = IP id, `value` = `Packet::frag` (offset into the IP payload,
+    /// flags), the key as the datagram travelled. A first fragment's bytes start with
+    /// its UDP header.
+    Fragment = 13,
+    /// A heartbeat frame seen twice (same identity and IP id, moments apart): counted,
+    /// never an alert. `seq` = heartbeat seq, `aux` = [`crate::proto::Role`], `value` = ns
+    /// since the first copy.
+    Duplicate = 14,
 }
 
 /// `aux` bit of a `Heartbeat` record: `value` is the interval since the previous sequence.
@@ -58,6 +67,8 @@ impl EventKind {
             10 => EventKind::SessionParams,
             11 => EventKind::SipMessage,
             12 => EventKind::Heartbeat,
+            13 => EventKind::Fragment,
+            14 => EventKind::Duplicate,
             _ => return None,
         })
     }

@@ -81,6 +81,23 @@ pub const F_RESP_SEQ_KNOWN: u16 = 1 << 7;
 pub const F_RESPONDED: u16 = 1 << 8;
 /// Like `F_QOS_REPORTED`, for packets of the responder (marking is per direction).
 pub const F_QOS_REPORTED_RESP: u16 = 1 << 9;
+/// Announced to userspace (`AssociationSeen`): records flow from here on.
+pub const F_ANNOUNCED: u16 = 1 << 10;
+/// Other traffic shared this 5-tuple while it was a candidate: not heartbeats, never
+/// announced (a TFTP transfer's DATA beside its 4-byte ACKs on an MDS port).
+pub const F_FOREIGN: u16 = 1 << 11;
+/// `orig_frame_*` / `resp_frame_*` hold a frame (a capture's clock may start at 0).
+pub const F_ORIG_FRAME: u16 = 1 << 12;
+pub const F_RESP_FRAME: u16 = 1 << 13;
+
+/// A frame seen again within this time with the same identity and (non-zero) IP id is a
+/// duplicate (SPAN/mirror ports, routers: microseconds apart). A real re-send comes
+/// later with a new IP id: TCP's RTO and tail-loss probe of a lone segment >= 200 ms,
+/// SIP's T1 500 ms, RUDP one interval.
+pub const DUP_WINDOW_NS: u64 = 100_000_000;
+/// As [`DUP_WINDOW_NS`] when the IP id tells nothing: IPv6, or 0 (Linux sends DF
+/// datagrams of unconnected sockets with id 0).
+pub const DUP_WINDOW_NO_ID_NS: u64 = 10_000_000;
 
 /// Bit of a `QosMismatch` finding's `value` set when the responder's packets are affected.
 pub const QOS_FROM_RESPONDER: u64 = 1 << 8;
@@ -125,7 +142,21 @@ pub struct FlowState {
     /// DSCP last reported in a `qos.mismatch`, for the originator's / responder's packets.
     pub qos_dscp: u8,
     pub qos_dscp_resp: u8,
-    pub _pad: [u8; 6],
+    /// Plausible heartbeats in a row while a candidate (see `ProtoParams::confirm_beats`).
+    pub confirmed: u8,
+    pub _pad: u8,
+    /// Payload length of the candidate's heartbeats (IPMG: the same each time).
+    pub probe_len: u16,
+    pub _pad2: u16,
+    /// The last heartbeat frame from the originator / the responder: when, its IP id, and
+    /// its identity (TCP sequence number, or the wire's heartbeat seq): a frame seen
+    /// twice is a duplicate, not a re-send.
+    pub orig_frame_ns: u64,
+    pub resp_frame_ns: u64,
+    pub orig_ip_id: u32,
+    pub resp_ip_id: u32,
+    pub orig_ident: u32,
+    pub resp_ident: u32,
 }
 
 /// An anomaly found by a transition, before the engine adds key and time.
@@ -523,6 +554,86 @@ impl FlowState {
             p.expected_dscp as u32,
             dscp as u64 | side,
         );
+    }
+}
+
+impl FlowState {
+    /// Whether a heartbeat frame from one side repeats that side's previous one: the same
+    /// identity and IP id within the duplicate window. Returns the time since the first
+    /// copy; otherwise remembers this frame as the side's last.
+    #[inline(always)]
+    pub fn duplicate(&mut self, ip_id: u32, ident: u32, from_orig: bool, now: u64) -> Option<u64> {
+        let (flag, last_ns, last_id, last_ident) = if from_orig {
+            (
+                F_ORIG_FRAME,
+                self.orig_frame_ns,
+                self.orig_ip_id,
+                self.orig_ident,
+            )
+        } else {
+            (
+                F_RESP_FRAME,
+                self.resp_frame_ns,
+                self.resp_ip_id,
+                self.resp_ident,
+            )
+        };
+        let window = if ip_id != 0 {
+            DUP_WINDOW_NS
+        } else {
+            DUP_WINDOW_NO_ID_NS
+        };
+        let since = now.wrapping_sub(last_ns);
+        if self.flags & flag != 0
+            && now >= last_ns
+            && since < window
+            && last_id == ip_id
+            && last_ident == ident
+        {
+            return Some(since);
+        }
+        self.flags |= flag;
+        if from_orig {
+            self.orig_frame_ns = now;
+            self.orig_ip_id = ip_id;
+            self.orig_ident = ident;
+        } else {
+            self.resp_frame_ns = now;
+            self.resp_ip_id = ip_id;
+            self.resp_ident = ident;
+        }
+        None
+    }
+
+    /// A candidate's heartbeat, after `update`: counts it if plausible (in order, at
+    /// least a quarter of the protocol's interval after the previous one and within a
+    /// factor of two of the interval before, the candidate's size), else starts the
+    /// count again from it. `prev_interval` is the learned interval before `update`.
+    /// True once enough plausible heartbeats in a row say it is an association.
+    #[inline(always)]
+    pub fn confirm(
+        &mut self,
+        hb: &Heartbeat,
+        payload_len: u16,
+        prev_interval: u64,
+        p: &ProtoParams,
+    ) -> bool {
+        if hb.role == Role::Response {
+            // Responses neither prove nor disprove a request stream.
+            return false;
+        }
+        let sample = self.beat_ns;
+        let min = p.interval_ms as u64 * 250_000;
+        let steady = prev_interval == 0
+            || (sample.saturating_mul(2) >= prev_interval
+                && sample <= prev_interval.saturating_mul(2));
+        if sample != 0 && sample >= min && steady && payload_len == self.probe_len {
+            self.confirmed = self.confirmed.saturating_add(1);
+        } else {
+            self.confirmed = 1;
+            self.probe_len = payload_len;
+        }
+        self.confirmed >= p.confirm_beats
     }
 }
 

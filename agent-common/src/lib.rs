@@ -10,6 +10,7 @@ pub mod counters;
 pub mod engine;
 pub mod event;
 pub mod flow;
+pub mod frag;
 pub mod frame;
 pub mod params;
 pub mod parse;

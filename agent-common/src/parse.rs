@@ -18,6 +18,18 @@ pub const MAX_VLAN_TAGS: usize = 2;
 /// IPv4 flags/fragment-offset field: More Fragments, and the offset mask.
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET: u16 = 0x1fff;
+/// IPv6 Fragment extension header.
+const IPPROTO_FRAGMENT: u8 = 44;
+
+/// [`Packet::frag`]: a fragment's byte offset (a multiple of 8) in the high 13 bits,
+/// these flags in the low 3. Zero for a whole datagram.
+pub const FRAG_MORE: u16 = 1 << 0;
+/// The first fragment (offset 0, More Fragments set): it carries the L4 header.
+pub const FRAG_FIRST: u16 = 1 << 1;
+/// A later fragment: no L4 header; its payload continues the datagram at the offset.
+pub const FRAG_LATER: u16 = 1 << 2;
+/// The byte-offset bits of [`Packet::frag`].
+pub const FRAG_OFFSET: u16 = !7;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
@@ -41,9 +53,6 @@ pub struct Packet {
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub tcp_seq: u32,
-    pub tcp_ack: u32,
-    /// Innermost VLAN id, 0 when untagged.
-    pub vlan: u16,
     pub src_port: u16,
     pub dst_port: u16,
     /// Offset of the L4 payload from the start of the frame.
@@ -58,6 +67,12 @@ pub struct Packet {
     pub dscp: u8,
     /// TCP flags (0 for UDP).
     pub tcp_flags: u8,
+    /// IPv4 identification, or the IPv6 Fragment header's (0 without one): tells a
+    /// duplicated frame (same id) from a re-send (new id), and groups fragments.
+    pub ip_id: u32,
+    /// Fragment offset and `FRAG_*` flags; 0 for a whole datagram. A first fragment's
+    /// `payload_len` is what this frame holds of the datagram.
+    pub frag: u16,
 }
 
 // SAFETY: integers and integer arrays only; 8-byte aligned.
@@ -70,6 +85,7 @@ pub enum Skip {
     NotInteresting,
     Truncated,
     Malformed,
+    /// A fragment no heartbeat datagram is waiting for.
     Fragment,
     Unparsed,
 }
@@ -107,12 +123,20 @@ pub struct Headers {
     pub l4_off: u16,
     pub payload_off: u16,
     pub payload_len: u16,
+    pub ip_id: u32,
+    /// As [`Packet::frag`]. A later fragment has no ports: `payload_*` is its share of
+    /// the datagram, `transport` the protocol of the datagram.
+    pub frag: u16,
 }
 
-/// Parses L2 to L4. Only TCP and UDP over IPv4/IPv6 come back as `Ok`.
+/// Parses L2 to L4. Only whole TCP and UDP datagrams over IPv4/IPv6 come back as `Ok`;
+/// fragments are [`Skip::Fragment`] (the engine reads them through [`headers`]).
 #[inline(always)]
 pub fn parse<F: Frame>(f: &F) -> Result<Packet, Skip> {
     let h = headers(f)?;
+    if h.frag != 0 {
+        return Err(Skip::Fragment);
+    }
     let mut pkt = core::mem::MaybeUninit::uninit();
     Packet::zero(&mut pkt);
     // SAFETY: zero() wrote every byte, and an all-zero Packet is valid.
@@ -139,7 +163,8 @@ pub fn headers<F: Frame>(f: &F) -> Result<Headers, Skip> {
         tags += 1;
     }
     let l3_off = off;
-    let (family, dscp, transport, l4_end);
+    let (family, dscp, mut transport, l4_end);
+    let (mut ip_id, mut frag) = (0u32, 0u16);
     match ethertype {
         ETH_P_IPV4 => {
             let Some(hdr) = f.bytes::<20>(off) else {
@@ -166,17 +191,17 @@ pub fn headers<F: Frame>(f: &F) -> Result<Headers, Skip> {
             if ihl > 20 {
                 f.u8_at(off + ihl - 1).ok_or(Skip::Truncated)?;
             }
-            // A fragment offset, or More Fragments set on the first fragment: the L4
-            // header and length describe a datagram this frame holds only part of.
-            let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
-            if frag & (IP_MF | IP_OFFSET) != 0 {
-                return Err(Skip::Fragment);
-            }
             family = AF_INET;
             dscp = hdr[1] >> 2;
             transport = hdr[9];
             l4_end = off + total_len;
             off += ihl;
+            ip_id = u16::from_be_bytes([hdr[4], hdr[5]]) as u32;
+            // A fragment offset, or More Fragments set on the first fragment: the L4
+            // header and length describe a datagram this frame holds only part of.
+            let flags = u16::from_be_bytes([hdr[6], hdr[7]]);
+            let more = if flags & IP_MF != 0 { FRAG_MORE } else { 0 };
+            frag = ((flags & IP_OFFSET) << 3) | more;
         }
         ETH_P_IPV6 => {
             // Read whole (addresses included) for the bounds check; LLVM loads only the
@@ -192,6 +217,21 @@ pub fn headers<F: Frame>(f: &F) -> Result<Headers, Skip> {
             let payload_len = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
             off += 40;
             l4_end = off + payload_len;
+            if transport == IPPROTO_FRAGMENT {
+                // One Fragment header (the usual case); other extension headers are
+                // not walked. Its offset field has the same layout as `frag`.
+                let fh = f.bytes::<8>(off).ok_or(Skip::Truncated)?;
+                transport = fh[0];
+                frag = u16::from_be_bytes([fh[2], fh[3]]) & (FRAG_OFFSET | FRAG_MORE);
+                ip_id = u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]);
+                off += 8;
+                if off > l4_end {
+                    return Err(Skip::Malformed);
+                }
+                if frag != 0 && transport != IPPROTO_TCP && transport != IPPROTO_UDP {
+                    return Err(Skip::Fragment);
+                }
+            }
             match transport {
                 IPPROTO_TCP | IPPROTO_UDP => {}
                 // Extension headers (hop-by-hop, routing, fragment, dest opts) are not walked.
@@ -202,29 +242,60 @@ pub fn headers<F: Frame>(f: &F) -> Result<Headers, Skip> {
         ETH_P_8021Q | ETH_P_8021AD => return Err(Skip::Unparsed),
         _ => return Err(Skip::NotInteresting),
     }
+    // What a fragment's broken or uninteresting L4 header is: a fragment all the same.
+    let fragment = frag != 0;
+    let bad = |e: Skip| if fragment { Skip::Fragment } else { e };
+    if frag & FRAG_OFFSET != 0 {
+        // A later fragment: no L4 header, its bytes continue the datagram.
+        if transport != IPPROTO_TCP && transport != IPPROTO_UDP {
+            return Err(Skip::Fragment);
+        }
+        return Ok(Headers {
+            src_port: 0,
+            dst_port: 0,
+            transport,
+            family,
+            dscp,
+            vlan,
+            l3_off: l3_off as u16,
+            l4_off: off as u16,
+            payload_off: off as u16,
+            payload_len: (l4_end - off) as u16,
+            ip_id,
+            frag: frag | FRAG_LATER,
+        });
+    }
+    if frag != 0 {
+        frag |= FRAG_FIRST;
+    }
     let (ports, payload_off, payload_len);
     match transport {
         IPPROTO_UDP => {
-            let udp = f.bytes::<8>(off).ok_or(Skip::Truncated)?;
+            let udp = f.bytes::<8>(off).ok_or(bad(Skip::Truncated))?;
             ports = [udp[0], udp[1], udp[2], udp[3]];
             let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
-            if udp_len < 8 || off + udp_len > l4_end {
-                return Err(Skip::Malformed);
+            // A first fragment holds only the start of what the UDP length counts.
+            if udp_len < 8 || (off + udp_len > l4_end && frag == 0) || off + 8 > l4_end {
+                return Err(bad(Skip::Malformed));
             }
             payload_off = off + 8;
-            payload_len = udp_len - 8;
+            payload_len = if frag == 0 {
+                udp_len - 8
+            } else {
+                (l4_end - payload_off).min(udp_len - 8)
+            };
         }
         IPPROTO_TCP => {
-            let tcp = f.bytes::<20>(off).ok_or(Skip::Truncated)?;
+            let tcp = f.bytes::<20>(off).ok_or(bad(Skip::Truncated))?;
             ports = [tcp[0], tcp[1], tcp[2], tcp[3]];
             let doff = ((tcp[12] >> 4) as usize) * 4;
             if doff < 20 || off + doff > l4_end {
-                return Err(Skip::Malformed);
+                return Err(bad(Skip::Malformed));
             }
             payload_off = off + doff;
             payload_len = l4_end - off - doff;
         }
-        _ => return Err(Skip::NotInteresting),
+        _ => return Err(bad(Skip::NotInteresting)),
     }
     Ok(Headers {
         src_port: u16::from_be_bytes([ports[0], ports[1]]),
@@ -237,11 +308,13 @@ pub fn headers<F: Frame>(f: &F) -> Result<Headers, Skip> {
         l4_off: off as u16,
         payload_off: payload_off as u16,
         payload_len: payload_len as u16,
+        ip_id,
+        frag,
     })
 }
 
 /// Completes `pkt` (zeroed) from what [`headers`] found: the addresses and, for TCP,
-/// sequence, acknowledgement and flags. Out of line: in the kernel its buffers get a
+/// sequence number and flags. Out of line: in the kernel its buffers get a
 /// stack frame of their own, released before the flow stage runs (the BPF stack is 512
 /// bytes for the whole call chain); an out-parameter, because BPF functions may not
 /// return pointers to the caller's stack.
@@ -261,15 +334,13 @@ pub fn fill<F: Frame>(f: &F, h: &Headers, pkt: &mut Packet) -> Result<(), Skip> 
             i += 1;
         }
     }
-    if h.transport == IPPROTO_TCP {
+    if h.transport == IPPROTO_TCP && h.frag & FRAG_LATER == 0 {
         let t = f
             .bytes::<10>(h.l4_off as usize + 4)
             .ok_or(Skip::Truncated)?;
         pkt.tcp_seq = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
-        pkt.tcp_ack = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
         pkt.tcp_flags = t[9];
     }
-    pkt.vlan = h.vlan;
     pkt.src_port = h.src_port;
     pkt.dst_port = h.dst_port;
     pkt.payload_off = h.payload_off;
@@ -277,6 +348,8 @@ pub fn fill<F: Frame>(f: &F, h: &Headers, pkt: &mut Packet) -> Result<(), Skip> 
     pkt.family = h.family;
     pkt.transport = h.transport;
     pkt.dscp = h.dscp;
+    pkt.ip_id = h.ip_id;
+    pkt.frag = h.frag;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! L2-L4 parsing on crafted frames: tags, IPv6, bad headers, fragments.
 
 use hbwatch_common::frame::SliceFrame;
-use hbwatch_common::parse::{parse, Skip, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use hbwatch_common::parse::{headers, parse, Skip, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 
 fn eth(ethertype: u16) -> Vec<u8> {
     let mut f = vec![0u8; 12];
@@ -36,18 +36,18 @@ fn v4_udp_frame(prefix: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn plain_vlan_and_qinq() {
-    let p = parse(&SliceFrame(&v4_udp_frame(eth(0x0800)))).unwrap();
+    let p = headers(&SliceFrame(&v4_udp_frame(eth(0x0800)))).unwrap();
     assert_eq!(
         (p.transport, p.dst_port, p.payload_len, p.vlan),
         (IPPROTO_UDP, 15000, 6, 0)
     );
     let mut tagged = eth(0x8100);
     tagged.extend_from_slice(&[0x00, 0x64, 0x08, 0x00]);
-    let p = parse(&SliceFrame(&v4_udp_frame(tagged))).unwrap();
+    let p = headers(&SliceFrame(&v4_udp_frame(tagged))).unwrap();
     assert_eq!((p.vlan, p.payload_off), (100, 14 + 4 + 28));
     let mut qinq = eth(0x88a8);
     qinq.extend_from_slice(&[0x00, 0x0a, 0x81, 0x00, 0x00, 0x14, 0x08, 0x00]);
-    let p = parse(&SliceFrame(&v4_udp_frame(qinq))).unwrap();
+    let p = headers(&SliceFrame(&v4_udp_frame(qinq))).unwrap();
     assert_eq!((p.vlan, p.payload_off, p.payload_len), (20, 14 + 8 + 28, 6));
     let mut three = eth(0x88a8);
     three.extend_from_slice(&[0, 1, 0x81, 0x00, 0, 2, 0x81, 0x00, 0, 3, 0x08, 0x00]);

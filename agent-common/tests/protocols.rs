@@ -10,6 +10,7 @@ use hbwatch_common::counters::{Counter, COUNTER_COUNT};
 use hbwatch_common::engine::{process, Env};
 use hbwatch_common::event::{EventKind, RawEvent};
 use hbwatch_common::flow::{Findings, FlowKey, FlowState, QOS_FROM_RESPONDER};
+use hbwatch_common::frag::{FragInfo, FragKey};
 use hbwatch_common::frame::{Frame, SliceFrame};
 use hbwatch_common::params::ProtoParams;
 use hbwatch_common::parse::{parse, Packet, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
@@ -153,6 +154,7 @@ struct TestEnv {
     /// Payload bytes of each `emit_payload` (SIP), in emit order.
     captures: Vec<Vec<u8>>,
     counters: [u64; COUNTER_COUNT as usize],
+    frags: HashMap<FragKey, FragInfo>,
 }
 
 impl TestEnv {
@@ -222,6 +224,12 @@ impl Env for TestEnv {
     }
     fn count(&mut self, c: Counter) {
         self.counters[c as usize] += 1;
+    }
+    fn frag_get(&mut self, key: &FragKey) -> Option<FragInfo> {
+        self.frags.get(key).copied()
+    }
+    fn frag_put(&mut self, key: &FragKey, info: &FragInfo) {
+        self.frags.insert(*key, *info);
     }
 }
 
@@ -602,9 +610,10 @@ fn mds_both_orders(seqs: &[u32]) -> (Records, Records) {
 
 #[test]
 fn mds_consecutive_counters_are_silent_in_either_byte_order() {
+    // Announced on the 4th plausible heartbeat (ProtoParams::confirm_beats), then silent.
     let (le_evs, be_evs) = mds_both_orders(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    assert_eq!(le_evs, vec![(EventKind::AssociationSeen, 0, 0, 0)]);
-    assert_eq!(be_evs, vec![(EventKind::AssociationSeen, 0, 0, 0)]);
+    assert_eq!(le_evs, vec![(EventKind::AssociationSeen, 3, 0, 0)]);
+    assert_eq!(be_evs, vec![(EventKind::AssociationSeen, 3, 0, 0)]);
 }
 
 #[test]
@@ -614,15 +623,23 @@ fn mds_gap_reports_lost_in_either_byte_order() {
         assert_eq!(
             evs,
             vec![
-                (EventKind::AssociationSeen, 0, 0, 0),
+                (EventKind::AssociationSeen, 3, 0, 0),
                 (EventKind::Gap, 7, 4, 3),
             ]
         );
     }
-    // Also when the gap comes before the order could be learned.
-    let (le_evs, be_evs) = mds_both_orders(&[0, 4, 5, 6]);
-    assert_eq!(le_evs[1..], [(EventKind::Gap, 4, 1, 3)]);
-    assert_eq!(be_evs[1..], [(EventKind::Gap, 4, 1, 3)]);
+    // A jump before the association was announced (and before the order could be
+    // learned) starts the count again: announced 4 in-order beats later, no gap.
+    let (le_evs, be_evs) = mds_both_orders(&[0, 4, 5, 6, 7, 9]);
+    for evs in [le_evs, be_evs] {
+        assert_eq!(
+            evs,
+            vec![
+                (EventKind::AssociationSeen, 7, 0, 0),
+                (EventKind::Gap, 9, 8, 1),
+            ]
+        );
+    }
 }
 
 #[test]
@@ -632,7 +649,7 @@ fn mds_counter_back_to_zero_is_a_restart() {
         assert_eq!(
             evs,
             vec![
-                (EventKind::AssociationSeen, 497, 0, 0),
+                (EventKind::AssociationSeen, 500, 0, 0),
                 (EventKind::Restart, 0, 500, 0),
             ]
         );
@@ -641,13 +658,14 @@ fn mds_counter_back_to_zero_is_a_restart() {
 
 #[test]
 fn mds_duplicate_is_out_of_order_once() {
-    let (le_evs, be_evs) = mds_both_orders(&[0, 1, 2, 2, 2, 3, 4]);
+    // Sent again 100 ms later (not a copy of the frame): the sender repeated it.
+    let (le_evs, be_evs) = mds_both_orders(&[0, 1, 2, 3, 3, 3, 4, 5]);
     for evs in [le_evs, be_evs] {
         assert_eq!(
             evs,
             vec![
-                (EventKind::AssociationSeen, 0, 0, 0),
-                (EventKind::OutOfOrder, 2, 3, 0),
+                (EventKind::AssociationSeen, 3, 0, 0),
+                (EventKind::OutOfOrder, 3, 4, 0),
             ]
         );
     }
@@ -678,18 +696,19 @@ fn ipmg_any_payload_is_a_one_way_beat_seen_once() {
     let cs = ([10, 9, 0, 1], 32779);
     let mg = ([10, 9, 0, 2], 32780);
     for i in 0..10u64 {
+        // Any content, one size per direction, once a second.
         let body = [i as u8, 0x5a, 0xa5, 0, 0, 0, 0x42];
         env.feed(&udp(cs, mg, 0, &body), i * SEC);
-        env.feed(&udp(mg, cs, 0, &body[..(i as usize % 7) + 1]), i * SEC + MS);
+        env.feed(&udp(mg, cs, 0, &body[..5]), i * SEC + MS);
     }
     let evs = env.events.clone();
     assert_eq!(
         env.take(),
         vec![
-            (EventKind::AssociationSeen, 1, 0, 0),
-            (EventKind::AssociationSeen, 1, 0, 0),
+            (EventKind::AssociationSeen, 4, 0, 0),
+            (EventKind::AssociationSeen, 4, 0, 0),
         ],
-        "one association per direction, nothing else"
+        "one association per direction once 4 beats looked alike, nothing else"
     );
     assert_key(&evs[0].key, cs, mg, Protocol::Cs1000Ipmg, UDP);
     assert_key(&evs[1].key, mg, cs, Protocol::Cs1000Ipmg, UDP);
@@ -1018,4 +1037,243 @@ fn interval_and_rtt_learning_survive_a_clock_jump_of_centuries() {
     assert!(st.interval_ns > SEC);
     assert_eq!(st.responses, 3);
     assert!(st.rtt_sum_ns >= st.rtt_max_ns);
+}
+
+// ---------------------------------------------------------------------------------
+// 7. Field fidelity: duplicated frames, ports that are no signature, IP fragments
+
+/// `f` (Ethernet + IPv4) with IP identification `id`.
+fn with_ip_id(mut f: Vec<u8>, id: u16) -> Vec<u8> {
+    f[18..20].copy_from_slice(&id.to_be_bytes());
+    f
+}
+
+const US: u64 = 1_000;
+
+#[test]
+fn duplicated_rudp_frames_are_counted_not_retries() {
+    let mut env = TestEnv::with(&[(UDP, 15000, Protocol::Cs1000Rudp)]);
+    let (cs, mg) = (([10, 7, 0, 1], 15000), ([10, 7, 0, 2], 15000));
+    let req = |seq, id| with_ip_id(udp(cs, mg, 46, &rudp::payload(seq, Role::Request)), id);
+    let resp = |seq, id| with_ip_id(udp(mg, cs, 46, &rudp::payload(seq, Role::Response)), id);
+    // A SPAN port copies every frame: the same bytes and IP id, microseconds apart.
+    for (i, seq) in (100..104u32).enumerate() {
+        let t = i as u64 * SEC;
+        let id = 7 + 2 * i as u16;
+        env.feed(&req(seq, id), t);
+        env.feed(&req(seq, id), t + 20 * US);
+        env.feed(&resp(seq, id + 1), t + MS);
+        env.feed(&resp(seq, id + 1), t + MS + 20 * US);
+    }
+    let recs = env.take();
+    assert_eq!(recs[0], (EventKind::AssociationSeen, 100, 0, 0));
+    assert!(
+        recs[1..].iter().all(|r| r.0 == EventKind::Duplicate),
+        "only duplicates, no retry/out-of-order: {recs:?}"
+    );
+    assert_eq!(recs.len() - 1, 8);
+    assert_eq!(env.counter(Counter::Duplicates), 8);
+    assert_eq!(
+        recs[1],
+        (EventKind::Duplicate, 100, Role::Request as u32, 20 * US)
+    );
+    // A real re-send: one interval later, a new IP id.
+    env.feed(&req(104, 50), 4 * SEC);
+    env.feed(&req(104, 51), 5 * SEC);
+    assert_eq!(
+        env.take(),
+        vec![
+            (EventKind::Unanswered, 104, 0, SEC),
+            (EventKind::Retry, 104, 2, 0)
+        ]
+    );
+}
+
+#[test]
+fn duplicated_tcp_keepalive_is_neither_retry_nor_out_of_order() {
+    let mut env = sccp_env();
+    let mut c = Conn::new(PHONE, CUCM);
+    for i in 0..3u64 {
+        let t = i * 30 * SEC;
+        let ka = with_ip_id(c.c(&SEED_KEEPALIVE), 300 + i as u16);
+        env.feed(&ka, t);
+        env.feed(&ka, t + 30 * US);
+        let ack = with_ip_id(c.s(&le(&[4, 0x16, 0x100])), 900 + i as u16);
+        env.feed(&ack, t + 4 * MS);
+        env.feed(&ack, t + 4 * MS + 30 * US);
+    }
+    let recs = env.take();
+    assert_eq!(recs[0], (EventKind::AssociationSeen, 1, 0, 0));
+    assert!(
+        recs[1..].iter().all(|r| r.0 == EventKind::Duplicate),
+        "{recs:?}"
+    );
+    assert_eq!(env.counter(Counter::Duplicates), 6);
+    // Every keepalive paired with its ack: nothing lost, nothing retried.
+    let st = env.flows.values().next().unwrap();
+    assert_eq!((st.requests, st.responses, st.retries), (3, 3, 0));
+}
+
+/// A TFTP transfer (RRQ answered from server port 39893, inside the MDS range): 516-byte
+/// DATA one way, 4-byte ACKs counting up by one the other way, `rtt` apart.
+fn tftp_transfer(env: &mut TestEnv, rtt: u64, blocks: u16) {
+    let client = ([10, 3, 0, 9], 51515);
+    let server = ([10, 3, 0, 1], 39893);
+    for b in 1..=blocks {
+        let t = b as u64 * rtt;
+        let mut data = vec![0, 3];
+        data.extend_from_slice(&b.to_be_bytes());
+        data.resize(516, 0xab);
+        env.feed(&udp(server, client, 0, &data), t);
+        let mut ack = vec![0, 4];
+        ack.extend_from_slice(&b.to_be_bytes());
+        env.feed(&udp(client, server, 0, &ack), t + rtt / 2);
+    }
+}
+
+#[test]
+fn tftp_on_an_mds_port_is_no_association() {
+    let mds = || TestEnv::with(&[(UDP, 39893, Protocol::Mds)]);
+    // On a LAN (ACKs 400 us apart: far too fast for MDS) and over a 100 ms WAN (as
+    // regular as MDS, but DATA shares the 5-tuple): nothing at all goes up.
+    for rtt in [400 * US, 100 * MS] {
+        let mut env = mds();
+        tftp_transfer(&mut env, rtt, 60);
+        assert_eq!(env.take(), vec![], "rtt {rtt} ns");
+        assert_eq!(env.counter(Counter::Unconfirmed), 60, "rtt {rtt} ns");
+    }
+}
+
+#[test]
+fn rtp_and_dns_on_ipmg_ports_are_no_association() {
+    let mut env = TestEnv::with(&[
+        (UDP, 32779, Protocol::Cs1000Ipmg),
+        (UDP, 32780, Protocol::Cs1000Ipmg),
+    ]);
+    // G.711 RTP, 20 ms: too fast for a liveness beat.
+    let (a, b) = (([10, 4, 0, 1], 32780), ([10, 4, 0, 2], 20000));
+    for i in 0..200u64 {
+        env.feed(&udp(a, b, 46, &[0x80; 172]), i * 20 * MS);
+    }
+    // DNS from an ephemeral port that happens to be 32779: queries of other sizes.
+    let (c, d) = (([10, 4, 0, 3], 32779), ([10, 4, 0, 53], 53));
+    for i in 0..10u64 {
+        env.feed(&udp(c, d, 0, &vec![1; 30 + i as usize]), i * SEC);
+        env.feed(&udp(d, c, 0, &vec![2; 60 + i as usize]), i * SEC + 2 * MS);
+    }
+    assert_eq!(env.take(), vec![]);
+}
+
+/// An IPv4 fragment: `l4` is this fragment's share of the IP payload at byte `offset`.
+fn ipv4_fragment(
+    src: [u8; 4],
+    dst: [u8; 4],
+    id: u16,
+    offset: u16,
+    more: bool,
+    l4: &[u8],
+) -> Vec<u8> {
+    let mut f = ipv4(UDP, src, dst, 0, l4);
+    f[18..20].copy_from_slice(&id.to_be_bytes());
+    let flags = (offset / 8) | if more { 0x2000 } else { 0 };
+    f[20..22].copy_from_slice(&flags.to_be_bytes());
+    f
+}
+
+/// A UDP datagram (header + payload) from `src` to `dst`.
+fn udp_datagram(src: Ep, dst: Ep, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&src.1.to_be_bytes());
+    l4.extend_from_slice(&dst.1.to_be_bytes());
+    l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    l4.extend_from_slice(&[0, 0]);
+    l4.extend_from_slice(payload);
+    l4
+}
+
+#[test]
+fn fragments_of_a_sip_register_go_up_with_their_bytes() {
+    let mut env = TestEnv::with(&[(UDP, 5060, Protocol::Sip)]);
+    let register = sip_msg("REGISTER sip:10.0.4.40 SIP/2.0", 1800);
+    let dgram = udp_datagram(SIP_UA, SIP_CUCM, &register);
+    // MTU 1500: 1480 bytes of IP payload per fragment.
+    env.feed(
+        &ipv4_fragment(SIP_UA.0, SIP_CUCM.0, 77, 0, true, &dgram[..1480]),
+        0,
+    );
+    env.feed(
+        &ipv4_fragment(SIP_UA.0, SIP_CUCM.0, 77, 1480, false, &dgram[1480..]),
+        20 * US,
+    );
+    let evs = std::mem::take(&mut env.events);
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    for e in &evs {
+        assert_eq!(e.kind, EventKind::Fragment as u8);
+        assert_eq!(e.seq, 77);
+        assert_key(&e.key, SIP_UA, SIP_CUCM, Protocol::Sip, UDP);
+    }
+    use hbwatch_common::parse::{FRAG_FIRST, FRAG_LATER, FRAG_MORE};
+    assert_eq!(evs[0].value, (FRAG_FIRST | FRAG_MORE) as u64);
+    assert_eq!(evs[1].value, (1480 | FRAG_LATER) as u64);
+    assert_eq!(env.captures[0], dgram[..sip::CAPTURE_LEN]);
+    assert_eq!(env.captures[1], dgram[1480..]);
+    assert_eq!(env.counter(Counter::FragmentsPassed), 2);
+    // A later fragment whose first was never seen, and a fragmented INVITE: not passed.
+    env.feed(
+        &ipv4_fragment(SIP_UA.0, SIP_CUCM.0, 78, 1480, false, &dgram[1480..]),
+        SEC,
+    );
+    let invite = udp_datagram(
+        SIP_UA,
+        SIP_CUCM,
+        &sip_msg("INVITE sip:1002@10.0.4.40 SIP/2.0", 1800),
+    );
+    env.feed(
+        &ipv4_fragment(SIP_UA.0, SIP_CUCM.0, 79, 0, true, &invite[..1480]),
+        SEC,
+    );
+    env.feed(
+        &ipv4_fragment(SIP_UA.0, SIP_CUCM.0, 79, 1480, false, &invite[1480..]),
+        SEC,
+    );
+    assert!(env.events.is_empty(), "{:?}", env.events);
+    assert_eq!(env.counter(Counter::Fragments), 3);
+}
+
+#[test]
+fn ipv6_fragments_of_a_sip_register_go_up() {
+    let mut env = TestEnv::with(&[(UDP, 5060, Protocol::Sip)]);
+    let register = sip_msg("REGISTER sip:[2001:db8::40] SIP/2.0", 1600);
+    let mut dgram = Vec::new();
+    dgram.extend_from_slice(&5060u16.to_be_bytes());
+    dgram.extend_from_slice(&5060u16.to_be_bytes());
+    dgram.extend_from_slice(&((8 + register.len()) as u16).to_be_bytes());
+    dgram.extend_from_slice(&[0, 0]);
+    dgram.extend_from_slice(&register);
+    let frame = |offset: u16, more: bool, part: &[u8]| {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&((8 + part.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[44, 64]);
+        f.extend_from_slice(&[
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50,
+        ]);
+        f.extend_from_slice(&[
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40,
+        ]);
+        f.extend_from_slice(&[UDP, 0]);
+        f.extend_from_slice(&(offset | more as u16).to_be_bytes());
+        f.extend_from_slice(&0xdead_beefu32.to_be_bytes());
+        f.extend_from_slice(part);
+        f
+    };
+    env.feed(&frame(0, true, &dgram[..1232]), 0);
+    env.feed(&frame(1232, false, &dgram[1232..]), 10 * US);
+    let kinds: Vec<_> = env
+        .events
+        .iter()
+        .map(|e| (e.kind, e.seq, e.key.family))
+        .collect();
+    assert_eq!(kinds, vec![(EventKind::Fragment as u8, 0xdead_beef, 6); 2]);
+    assert_eq!(env.captures[1], dgram[1232..]);
 }

@@ -19,6 +19,7 @@ use hbwatch_common::{
     engine::{process_with_clock, Env},
     event::RawEvent,
     flow::{FlowKey, FlowState},
+    frag::{FragInfo, FragKey},
     frame::Frame,
     params::ProtoParams,
     proto::{
@@ -38,6 +39,11 @@ static PARAMS: Array<ProtoParams> = Array::with_max_entries(PROTOCOL_COUNT, 0);
 /// Association state; LRU so a flood of new flows evicts the stalest, never fails.
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(65536, 0);
+
+/// First fragments of SIP datagrams, so their later fragments (which have no ports)
+/// go up too. LRU: fragments of one datagram arrive within microseconds.
+#[map]
+static FRAGS: LruHashMap<FragKey, FragInfo> = LruHashMap::with_max_entries(4096, 0);
 
 /// Findings for userspace (4 MiB: ~58k records of slack).
 #[map]
@@ -275,6 +281,17 @@ impl<C: EbpfContext> Env for KernelEnv<'_, C> {
         }
         entry.submit(SUBMIT_FLAGS);
         true
+    }
+
+    #[inline(always)]
+    fn frag_get(&mut self, key: &FragKey) -> Option<FragInfo> {
+        // SAFETY: a copy out of the map value, valid during this program run.
+        unsafe { FRAGS.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn frag_put(&mut self, key: &FragKey, info: &FragInfo) {
+        let _ = FRAGS.insert(key, info, 0);
     }
 
     #[inline(always)]

@@ -155,7 +155,11 @@ impl Converter {
         let kind = EventKind::from_u8(raw.kind)?;
         if matches!(
             kind,
-            EventKind::SessionParams | EventKind::SipMessage | EventKind::Heartbeat
+            EventKind::SessionParams
+                | EventKind::SipMessage
+                | EventKind::Heartbeat
+                | EventKind::Fragment
+                | EventKind::Duplicate
         ) {
             return None;
         }
@@ -260,7 +264,11 @@ impl Converter {
                     format!("{assoc}: heartbeat session {how} by the {by}"),
                 )
             }
-            EventKind::SessionParams | EventKind::SipMessage | EventKind::Heartbeat => return None,
+            EventKind::SessionParams
+            | EventKind::SipMessage
+            | EventKind::Heartbeat
+            | EventKind::Fragment
+            | EventKind::Duplicate => return None,
         };
         let mut ev = self.association_event(
             key,
@@ -303,7 +311,9 @@ impl Converter {
             | EventKind::Mismatch
             | EventKind::SessionParams
             | EventKind::SipMessage
-            | EventKind::Heartbeat => {}
+            | EventKind::Heartbeat
+            | EventKind::Fragment
+            | EventKind::Duplicate => {}
         }
         Some(ev)
     }

@@ -2,7 +2,7 @@
 //! kernel runs (`hbwatch_common::engine`), on userspace collections, then the same
 //! correlation as live. The capture's clock drives every timer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{IsTerminal as _, Read};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use hbwatch_common::counters::{Counter, COUNTER_COUNT};
 use hbwatch_common::engine::{process, Env};
 use hbwatch_common::event::RawEvent;
 use hbwatch_common::flow::{FlowKey, FlowState};
+use hbwatch_common::frag::{FragInfo, FragKey};
 use hbwatch_common::frame::{Frame, SliceFrame};
 use hbwatch_common::params::ProtoParams;
 use hbwatch_common::proto::{sip, Protocol, PORT_SLOTS, PROTOCOL_COUNT};
@@ -28,11 +29,17 @@ use crate::output::Sink;
 /// offline memory is cheaper, and a capture is finite).
 pub const MAX_FLOWS: usize = 1 << 20;
 
+/// Datagrams whose first fragment the offline table remembers (the kernel's `FRAGS`).
+const MAX_FRAG_DATAGRAMS: usize = 4096;
+
 /// The kernel's maps as userspace collections.
 pub struct OfflineEnv {
     ports: Vec<u8>,
     params: [ProtoParams; PROTOCOL_COUNT as usize],
     flows: HashMap<FlowKey, FlowState>,
+    /// The kernel's `FRAGS` LRU: first fragments of SIP datagrams, oldest evicted first.
+    frags: HashMap<FragKey, FragInfo>,
+    frag_order: VecDeque<FragKey>,
     /// Records of the packet being processed, with SIP payloads.
     pub records: Vec<(RawEvent, Vec<u8>)>,
     pub counters: [u64; COUNTER_COUNT as usize],
@@ -58,6 +65,8 @@ impl OfflineEnv {
             ports: table,
             params: all,
             flows: HashMap::new(),
+            frags: HashMap::new(),
+            frag_order: VecDeque::new(),
             records: Vec::new(),
             counters: [0; COUNTER_COUNT as usize],
         }
@@ -117,6 +126,19 @@ impl Env for OfflineEnv {
     }
     fn count(&mut self, c: Counter) {
         self.counters[c as usize] += 1;
+    }
+    fn frag_get(&mut self, key: &FragKey) -> Option<FragInfo> {
+        self.frags.get(key).copied()
+    }
+    fn frag_put(&mut self, key: &FragKey, info: &FragInfo) {
+        if self.frags.insert(*key, *info).is_none() {
+            self.frag_order.push_back(*key);
+            if self.frag_order.len() > MAX_FRAG_DATAGRAMS {
+                if let Some(old) = self.frag_order.pop_front() {
+                    self.frags.remove(&old);
+                }
+            }
+        }
     }
 }
 

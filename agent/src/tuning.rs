@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use hbwatch_common::params::{ProtoParams, DSCP_ANY};
 use hbwatch_common::proto::Protocol;
 
-pub const KEYS: &str =
-    "interval_ms, max_gap, reorder_window, tolerance_pct, down_after, expected_dscp (0-63 or any)";
+pub const KEYS: &str = "interval_ms, max_gap, reorder_window, tolerance_pct, down_after, \
+     expected_dscp (0-63 or any), confirm_beats";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TuneError {
@@ -60,6 +60,7 @@ impl std::str::FromStr for Tune {
             "max_gap" | "reorder_window" => number(u32::MAX, "a count")?,
             "tolerance_pct" => number(1000, "percent, 0-1000")?,
             "down_after" => number(255, "missed intervals, 1-255")?,
+            "confirm_beats" => number(255, "heartbeats, 1-255")?,
             "expected_dscp" if value == "any" => DSCP_ANY as u32,
             "expected_dscp" => number(63, "a DSCP 0-63 or `any`")?,
             _ => {
@@ -71,6 +72,9 @@ impl std::str::FromStr for Tune {
         };
         if key == "down_after" && value == 0 {
             return Err(bad("missed intervals, 1-255"));
+        }
+        if key == "confirm_beats" && value == 0 {
+            return Err(bad("heartbeats, 1-255"));
         }
         Ok(Tune {
             protocol,
@@ -97,6 +101,7 @@ pub fn params(tunes: &[Tune]) -> BTreeMap<Protocol, ProtoParams> {
             "tolerance_pct" => p.tolerance_pct = t.value as u16,
             "down_after" => p.down_after = t.value as u8,
             "expected_dscp" => p.expected_dscp = t.value as u8,
+            "confirm_beats" => p.confirm_beats = t.value as u8,
             _ => unreachable!("keys are validated when parsed"),
         }
     }

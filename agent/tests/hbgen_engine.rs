@@ -15,7 +15,7 @@ use hbwatch_common::counters::{Counter, COUNTER_COUNT};
 use hbwatch_common::engine::process;
 use hbwatch_common::event::{EventKind, RawEvent};
 use hbwatch_common::frame::SliceFrame;
-use hbwatch_common::parse::parse;
+use hbwatch_common::parse::{headers, parse};
 use hbwatch_common::proto::{self, sip, Protocol, Role, MSG_PARAMS};
 
 /// The engine over `frames` on the offline engine's maps (the same code as the kernel).
@@ -85,7 +85,8 @@ fn every_generated_heartbeat_decodes_as_its_message() {
             for f in &cap.frames {
                 let sf = SliceFrame(&f.data);
                 let pkt = parse(&sf).unwrap_or_else(|e| panic!("{name} {}: {e:?}", f.label));
-                assert_eq!(pkt.vlan, o.vlan.unwrap_or(0), "{name} {}", f.label);
+                let vlan = headers(&sf).map(|h| h.vlan);
+                assert_eq!(vlan, Ok(o.vlan.unwrap_or(0)), "{name} {}", f.label);
                 assert_eq!(pkt.family, if o.ipv6 { 6 } else { 4 });
                 let Some((p, role)) = expected_decode(f.label) else {
                     continue;
@@ -129,7 +130,11 @@ fn action(kind: EventKind) -> &'static str {
         EventKind::Mismatch => "heartbeat.mismatch",
         EventKind::QosMismatch => "qos.mismatch",
         EventKind::SessionClosed => "session.closed",
-        EventKind::SessionParams | EventKind::SipMessage | EventKind::Heartbeat => "",
+        EventKind::SessionParams
+        | EventKind::SipMessage
+        | EventKind::Heartbeat
+        | EventKind::Fragment
+        | EventKind::Duplicate => "",
     }
 }
 

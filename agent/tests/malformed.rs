@@ -24,8 +24,9 @@ use hbwatch_common::counters::Counter;
 use hbwatch_common::engine::process;
 use hbwatch_common::event::{EventKind, RawEvent};
 use hbwatch_common::frame::SliceFrame;
+use hbwatch_common::params::ProtoParams;
 use hbwatch_common::parse::{parse, TCP_ACK, TCP_PSH};
-use hbwatch_common::proto::{ged125, rudp, sccp, Role};
+use hbwatch_common::proto::{ged125, rudp, sccp, Protocol, Role};
 use serde_json::Value;
 
 const SEC: u64 = 1_000_000_000;
@@ -151,10 +152,20 @@ impl Run {
     }
 }
 
+/// Protocol rules with MDS and IPMG announced at their first heartbeat: the cases here
+/// are single frames, about parsing; the plausibility rule has tests of its own.
+fn one_beat_params() -> std::collections::BTreeMap<Protocol, ProtoParams> {
+    let tunes: Vec<hbwatch::tuning::Tune> = ["mds.confirm_beats=1", "cs1000-ipmg.confirm_beats=1"]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    hbwatch::tuning::params(&tunes)
+}
+
 fn engine(frames: &[Vec<u8>]) -> Run {
     let mut specs = default_specs();
     specs.push("mds=41000".parse().unwrap());
-    let mut env = OfflineEnv::new(&port_table(&specs), &Default::default());
+    let mut env = OfflineEnv::new(&port_table(&specs), &one_beat_params());
     let mut records = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         process(&SliceFrame(f), &mut env, T0 + i as u64 * SEC, 1);
@@ -172,7 +183,7 @@ fn options() -> AnalyzeOptions {
     AnalyzeOptions {
         files: Vec::new(),
         ports: port_table(&specs),
-        params: Default::default(),
+        params: one_beat_params(),
         hostname: "probe".into(),
         summary_period: None,
         summary_table: false,
@@ -595,10 +606,17 @@ fn vlan_stacks_fragments_options_and_ipv6_extension_headers() {
     let routing = [17, 0, 0, 0, 0, 0, 0, 0];
     let frag = [17, 0, 0, 0, 0, 0, 0, 1]; // fragment header, offset 0, no MF
     let dest = [17, 0, 1, 4, 0, 0, 0, 0];
+    // An atomic fragment (RFC 6946) is a whole datagram; a first fragment is not.
+    assert_eq!(outcome(&v6(44, &frag)), Heartbeat(7), "atomic fragment");
+    let first = [17, 0, 0, 1, 0, 0, 0, 1];
+    assert_eq!(
+        outcome(&v6(44, &first)),
+        Skipped(Counter::Fragments),
+        "first fragment"
+    );
     for (name, next, ext) in [
         ("hop-by-hop", 0u8, hop.to_vec()),
         ("routing", 43, routing.to_vec()),
-        ("fragment", 44, frag.to_vec()),
         ("destination options", 60, dest.to_vec()),
         (
             "chain hop-by-hop, dest opts, UDP",

@@ -20,8 +20,9 @@ fn le32(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// L2-L4 as PROTOCOLS.md and the parse module's contract describe it: up to two VLAN
-/// tags, IPv4 (options, no fragments of any kind) or IPv6 without extension headers,
-/// UDP/TCP with lengths from the headers, never from the frame length.
+/// tags, IPv4 (options, no fragments of any kind) or IPv6 without extension headers but
+/// an atomic Fragment header, UDP/TCP with lengths from the headers, never from the
+/// frame length; the IP id (IPv4, or the Fragment header's).
 pub fn parse(f: &[u8]) -> Result<Packet, Skip> {
     use Skip::*;
     let mut p = Packet::default();
@@ -32,7 +33,7 @@ pub fn parse(f: &[u8]) -> Result<Packet, Skip> {
         if ethertype != 0x8100 && ethertype != 0x88a8 {
             break;
         }
-        p.vlan = be16(f, at).ok_or(Truncated)? & 0xfff;
+        be16(f, at).ok_or(Truncated)?;
         ethertype = be16(f, at + 2).ok_or(Truncated)?;
         at += 4;
     }
@@ -62,6 +63,7 @@ pub fn parse(f: &[u8]) -> Result<Packet, Skip> {
                 return Err(Fragment);
             }
             p.family = AF_INET;
+            p.ip_id = be16(ip, 4).ok_or(Truncated)? as u32;
             p.dscp = ip[1] >> 2;
             p.transport = ip[9];
             p.src[..4].copy_from_slice(&ip[12..16]);
@@ -82,6 +84,20 @@ pub fn parse(f: &[u8]) -> Result<Packet, Skip> {
             p.dst.copy_from_slice(&ip[24..40]);
             let end = at + 40 + be16(ip, 4).ok_or(Truncated)? as usize;
             at += 40;
+            if p.transport == 44 {
+                let fh = f.get(at..at + 8).ok_or(Truncated)?;
+                p.transport = fh[0];
+                let frag = be16(fh, 2).unwrap() & 0xfff9;
+                p.ip_id = be32(fh, 4).unwrap();
+                at += 8;
+                if at > end {
+                    return Err(Malformed);
+                }
+                // Offset or More Fragments: not a whole datagram.
+                if frag != 0 {
+                    return Err(Fragment);
+                }
+            }
             match p.transport {
                 IPPROTO_TCP | IPPROTO_UDP => {}
                 0 | 43 | 44 | 60 => return Err(Unparsed),
@@ -114,7 +130,6 @@ pub fn parse(f: &[u8]) -> Result<Packet, Skip> {
             p.src_port = be16(l4, 0).unwrap();
             p.dst_port = be16(l4, 2).unwrap();
             p.tcp_seq = be32(l4, 4).unwrap();
-            p.tcp_ack = be32(l4, 8).unwrap();
             p.tcp_flags = l4[13];
             let doff = (l4[12] >> 4) as usize * 4;
             if doff < 20 || at + doff > l4_end {

@@ -350,8 +350,9 @@ fn every_protocol_over_ipv4_ipv6_and_vlan_through_xdp_and_tc() {
         ("10.12.0.1", "10.12.0.2", &[300]),
     ];
     for tc in [false, true] {
-        // A fresh load per path: the flow table starts empty.
-        let mut h = Harness::new();
+        // A fresh load per path: the flow table starts empty. One heartbeat each:
+        // MDS and IPMG announce at once too (their plausibility test has its own).
+        let mut h = Harness::tuned(&["mds.confirm_beats=1", "cs1000-ipmg.confirm_beats=1"]);
         for (src, dst, vlans) in variants {
             for (name, frame, kind, proto) in protocol_frames(src, dst, vlans) {
                 if tc {
@@ -446,4 +447,40 @@ fn sip_record_counts_only_the_bytes_the_frame_holds() {
     assert_eq!(raw.aux as usize, text.len() / 8 * 8);
     let data = &item[RAW_EVENT_SIZE..RAW_EVENT_SIZE + raw.aux as usize];
     assert_eq!(data, &text[..raw.aux as usize]);
+}
+
+#[test]
+fn mds_is_announced_only_after_plausibly_timed_heartbeats() {
+    if !require_root("mds_is_announced_only_after_plausibly_timed_heartbeats") {
+        return;
+    }
+    let mut h = Harness::new();
+    let mds = |seq: u32, port: u16| {
+        FrameSpec::udp(
+            addr("10.13.0.1"),
+            port,
+            addr("10.13.0.2"),
+            port,
+            &seq.to_le_bytes(),
+        )
+        .build()
+    };
+    // A counter at line rate (a TFTP ACK train looks like this): never an association.
+    for seq in 0..20 {
+        h.run(&mds(seq, 39700));
+    }
+    assert!(h.records().is_empty());
+    assert_eq!(h.counter(Counter::Unconfirmed), 20);
+    // Every 30 ms (MDS runs at 100 ms; a quarter of it is plausible): the 4th announces.
+    for seq in 0..6 {
+        h.run(&mds(seq, 39701));
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    let recs: Vec<_> = h
+        .records()
+        .iter()
+        .map(|r| (EventKind::from_u8(r.kind), r.seq))
+        .collect();
+    // Then only per-heartbeat timer records (not counted by records()).
+    assert_eq!(recs, vec![(Some(EventKind::AssociationSeen), 3)]);
 }

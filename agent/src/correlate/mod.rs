@@ -37,6 +37,7 @@ pub struct Ctx<'a> {
 
 pub mod assoc;
 pub mod diagnosis;
+pub mod fragments;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -122,6 +123,8 @@ pub struct Correlator {
     /// KeepAlive is still to come (the RegisterAck always comes first), ns.
     sccp_primary: HashMap<FlowKey, u64>,
     sip: SipTracker,
+    /// IP fragments of SIP datagrams, put together for the SIP tracker.
+    fragments: fragments::Reassembler,
     next_summary_ns: Option<u64>,
     last_summary_ns: u64,
     /// The first record set the summary schedule (`next_summary_ns` is None after the
@@ -174,6 +177,7 @@ impl Correlator {
     pub fn new(cfg: Config) -> Correlator {
         Correlator {
             sip: SipTracker::new(cfg.sip.clone()),
+            fragments: fragments::Reassembler::default(),
             cfg,
             slots: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -280,6 +284,13 @@ impl Correlator {
         match kind {
             EventKind::SipMessage => {
                 self.sip.on_record(raw, payload, ctx, out);
+                return;
+            }
+            EventKind::Fragment => {
+                self.deliver_fragments(now, ctx, out);
+                if let Some((whole, data)) = self.fragments.on_fragment(raw, payload) {
+                    self.sip.on_record(&whole, &data, ctx, out);
+                }
                 return;
             }
             EventKind::SessionParams => {
@@ -437,6 +448,7 @@ impl Correlator {
             }
             self.arm(&key.0);
         }
+        self.deliver_fragments(now, ctx, out);
         self.sip.advance(now, ctx, out);
         while let (Some(at), Some(period)) = (self.next_summary_ns, self.cfg.summary_period_ns) {
             if at > now {
@@ -457,6 +469,18 @@ impl Correlator {
                 .and_then(|n| n.checked_mul(period))
                 .and_then(|d| at.checked_add(d));
         }
+    }
+
+    /// Datagrams whose fragments stopped coming by `now`, as far as they go.
+    fn deliver_fragments(&mut self, now: u64, ctx: &Ctx, out: &mut Vec<Event>) {
+        for (whole, data) in self.fragments.expire(now) {
+            self.sip.on_record(&whole, &data, ctx, out);
+        }
+    }
+
+    /// What fragment reassembly did so far.
+    pub fn fragment_counters(&self) -> fragments::FragmentCounters {
+        self.fragments.counters()
     }
 
     /// End of input (offline): the last, partial summary period.

@@ -218,6 +218,8 @@ pub struct Tracker {
     tolerance: f64,
     down_after: u32,
     expected_dscp: u8,
+    /// Heartbeats the datapath waits for before announcing (`ProtoParams::confirm_beats`).
+    confirm_beats: u32,
     /// Whether the generic events (peer.up, missed, down, late) are required. SIP says
     /// what matters with `sip.*` events; there the generic ones are only acceptable.
     required: bool,
@@ -247,6 +249,7 @@ impl Tracker {
             tolerance: p.tolerance_pct as f64 / 100.0,
             down_after: p.down_after as u32,
             expected_dscp: p.expected_dscp,
+            confirm_beats: p.confirm_beats.max(1) as u32,
             required,
             last: None,
             pending: None,
@@ -317,8 +320,8 @@ impl Tracker {
     /// The probe sees a heartbeat (request or one-way) at `at`.
     pub fn seen(&mut self, c: &mut Collector, at: u64, seq: Option<u32>) {
         self.seen_count += 1;
-        let Some((last_t, last_seq)) = self.last else {
-            self.last = Some((at, seq));
+        if self.seen_count == self.confirm_beats {
+            // Announced once enough plausible heartbeats came (generated ones all are).
             let fields = seq.map(|s| vec![("heartbeat.seq", json!(s))]);
             c.expect(
                 &self.key,
@@ -329,6 +332,9 @@ impl Tracker {
                 None,
                 fields.unwrap_or_default(),
             );
+        }
+        let Some((last_t, last_seq)) = self.last else {
+            self.last = Some((at, seq));
             return;
         };
         let cause = self.pending.take();
