@@ -811,6 +811,7 @@ fn a_ged125_request_delayed_by_tcp_retransmission_is_late_not_lost() {
     // From REQ 9 (45 s) to REQ 10 (59 s).
     assert_eq!(late["heartbeat"]["interval_ms"], 14000);
     assert_eq!(late["heartbeat"]["expected_interval_ms"], 5000);
+    assert!(late["message"].as_str().unwrap().ends_with("it was late"));
     let t = &r.totals[0];
     assert_eq!((t.stats.count, t.stats.lost), (20, 0));
 }

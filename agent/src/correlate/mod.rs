@@ -358,7 +358,10 @@ impl Correlator {
                     // Counted lost by a gap, here after all: late, if beyond the tolerance.
                     if late.interval_ns > late.expected_ns.saturating_add(a.grace_ns()) {
                         a.note(now, Trouble::Late);
-                        ev = Some(late_event(ctx, &raw.key, raw.ifindex, now, raw.seq, late));
+                        let mut e = late_event(ctx, &raw.key, raw.ifindex, now, raw.seq, late);
+                        e.message
+                            .push_str("; the gap before counted it lost: it was late");
+                        ev = Some(e);
                     } else if !a.gate(Repeating::OutOfOrder, now) {
                         ev = None;
                     }
