@@ -904,3 +904,24 @@ fn network_loss_then_a_restart_keeps_both_causes() {
     let table = hbwatch::offline::summary_table(&r);
     assert!(table.contains("network-loss,peer-restart"), "{table}");
 }
+
+#[test]
+fn a_tcp_retransmission_answered_at_once_is_a_retry_not_unanswered() {
+    // REQ 4's segment is lost past the probe; TCP re-sends it 200 ms later and the CVP
+    // answers: one re-send, nothing unanswered (the interval is 5 s).
+    let mut cap = Capture::default();
+    let mut s = TcpSession::new(("10.0.1.10", 40123), ("10.0.2.20", 5000));
+    for id in 0..10u32 {
+        let t = id as u64 * 5 * SEC;
+        let seq = s.send(&mut cap, t, true, &ged_message(5, id));
+        let mut answer = t + 3 * MS;
+        if id == 4 {
+            s.resend(&mut cap, t + 200 * MS, true, seq, &ged_message(5, id));
+            answer += 200 * MS;
+        }
+        s.send(&mut cap, answer, false, &ged_message(6, id));
+    }
+    let (evs, r) = report(&cap, "ged-rto.pcap");
+    assert_eq!(actions(&evs), ["heartbeat.retry"], "{evs:#?}");
+    assert_eq!(r.totals[0].stats.lost, 0);
+}

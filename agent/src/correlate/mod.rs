@@ -92,20 +92,36 @@ struct Slot {
     generation: u64,
     /// A `heartbeat.unanswered` held until the rest of its packet is known: when that
     /// packet is an older request arriving late (TCP re-sent it), the "next request"
-    /// that made the earlier one look unanswered was no next request. With whether
-    /// the responder's transport was alive, and the record's time.
-    held: Option<(Event, bool, u64)>,
+    /// that made the earlier one look unanswered was no next request.
+    held: Option<Held>,
 }
 
-/// Sends (or folds) the `heartbeat.unanswered` held in `slot`, if any.
+/// A `heartbeat.unanswered` waiting for the rest of its packet.
+struct Held {
+    event: Event,
+    /// The responder's transport was seen alive meanwhile.
+    alive: bool,
+    at: u64,
+    /// How long the request had waited, ns.
+    waited: u64,
+}
+
+/// Sends (or folds) the `heartbeat.unanswered` held in `slot`, if any. A request
+/// re-sent within half an interval (a TCP retransmission after 200 ms) is no
+/// unanswered request yet: the re-send is `heartbeat.retry`, and if no answer comes,
+/// the intervals it waits escalate (`Correlator::unanswered`).
 fn release_held(slot: &mut Slot, out: &mut Vec<Event>) {
-    if let Some((ev, alive, at)) = slot.held.take() {
-        let a = &mut slot.assoc;
-        a.note(at, Trouble::Unanswered);
-        a.transport_alive |= alive;
-        if a.gate(Repeating::Unanswered, at) {
-            out.push(ev);
-        }
+    let Some(h) = slot.held.take() else {
+        return;
+    };
+    let a = &mut slot.assoc;
+    a.transport_alive |= h.alive;
+    if h.waited < a.expected_ns() / 2 {
+        return;
+    }
+    a.note(h.at, Trouble::Unanswered);
+    if a.gate(Repeating::Unanswered, h.at) {
+        out.push(h.event);
     }
 }
 
@@ -394,12 +410,17 @@ impl Correlator {
                 // Held until the request in the same packet is known (`release_held`).
                 // Lost intervals and the escalation to `peer.down` are counted by that
                 // request (`heartbeat`).
-                if let Some(mut e) = ev {
+                if let Some(mut event) = ev {
                     if let Some(d) = one_way {
-                        e.heartbeat.diagnosis = Some(d.cause);
-                        e.heartbeat.evidence = Some(d.evidence);
+                        event.heartbeat.diagnosis = Some(d.cause);
+                        event.heartbeat.evidence = Some(d.evidence);
                     }
-                    *held = Some((e, raw.aux != 0, now));
+                    *held = Some(Held {
+                        event,
+                        alive: raw.aux != 0,
+                        at: now,
+                        waited: raw.value,
+                    });
                 }
                 return;
             }
