@@ -92,6 +92,8 @@ pub struct Stats {
     pub rtt_min_ns: u64,
     pub rtt_max_ns: u64,
     pub outages: u64,
+    /// Packets seen twice (SPAN/mirror copies): counted, never heartbeats or alerts.
+    pub duplicates: u64,
 }
 
 impl Stats {
