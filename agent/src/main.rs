@@ -309,6 +309,7 @@ fn real_main() -> anyhow::Result<()> {
                 poll: Duration::from_secs(1),
                 config_digest: digest,
                 summary_period: eff.summary_period,
+                sip: settings.sip.clone(),
                 metrics_listen: metrics_listen.or(settings.metrics_listen),
                 reload: settings.path.clone().map(|path| Reload { path, overrides }),
                 drop_privileges: true,
@@ -336,6 +337,7 @@ fn real_main() -> anyhow::Result<()> {
                 println!("outputs: {:?}", s.outputs);
                 println!("metrics: {:?}", s.metrics_listen);
                 println!("summary period: {:?}", eff.summary_period);
+                println!("sip expiry grace: {} ms", s.sip.expiry_grace_ms);
                 for (proto, p) in &eff.params {
                     println!("{}: {p:?}", proto.name());
                 }
@@ -389,6 +391,7 @@ fn real_main() -> anyhow::Result<()> {
                 summary_period: eff.summary_period,
                 summary_table: summary,
                 progress: true,
+                sip: settings.sip.clone(),
             };
             let mut out = outputs.open(&opts.hostname, &settings)?;
             let result = hbwatch::offline::analyze(

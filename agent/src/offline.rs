@@ -177,6 +177,7 @@ pub struct AnalyzeOptions {
     pub summary_table: bool,
     /// Show a progress bar (stderr is a terminal and the file is large).
     pub progress: bool,
+    pub sip: crate::correlate::sip::SipConfig,
 }
 
 /// What one file gave.
@@ -220,7 +221,7 @@ impl Replay {
         let cfg = Config {
             params: opts.params.clone(),
             summary_period_ns: opts.summary_period.map(|d| d.as_nanos() as u64),
-            ..Config::default()
+            sip: opts.sip.clone(),
         };
         Replay {
             env: OfflineEnv::new(&opts.ports, &opts.params),
@@ -606,13 +607,18 @@ pub fn exit_status(reports: &[FileReport]) -> i32 {
 
 /// The `--summary` table: one line per association.
 pub fn summary_table(r: &FileReport) -> String {
+    let count = |name: &str| r.counters.get(name).copied().unwrap_or(0);
     let mut s = format!(
-        "{}: {} frames, {} heartbeats, {} events\n",
+        "{}: {} frames, {} heartbeats, {} events",
         r.name,
         r.frames,
-        r.counters.get("heartbeats").copied().unwrap_or(0),
+        count("heartbeats"),
         r.events
     );
+    match count("duplicates") + count("sip_duplicates") {
+        0 => s.push('\n'),
+        n => s.push_str(&format!(", {n} duplicates ignored (mirror copies)\n")),
+    }
     s.push_str(&format!(
         "{:<58} {:>10} {:>7} {:>6} {:>9} {:>9} {:>9} {:>8} {:>9}  {}\n",
         "association",
