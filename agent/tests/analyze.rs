@@ -875,6 +875,42 @@ fn sip_lapse_is_one_alert_and_a_refresh_just_after_expiry_is_within_the_grace() 
     assert_eq!(row[8], "peer-unresponsive", "{table}");
 }
 
+#[test]
+fn the_expiry_grace_is_a_config_key() {
+    // A refresh answered 600 ms after the lifetime ran out: within the default grace,
+    // a lapse with `sip.expiry_grace = "0s"`.
+    let mut cap = Capture::default();
+    for (cseq, t) in [(1, 0), (2, 60_595 * MS)] {
+        sip_udp(&mut cap, PHONE, PBX, t, &register(cseq, &[]));
+        let ok = register_answer(cseq, "SIP/2.0 200 OK", OK_60);
+        sip_udp(&mut cap, PBX, PHONE, t + 5 * MS, &ok);
+    }
+    let p = write("grace.pcap", &cap.pcap(false));
+    let actions_with = |config: &str| {
+        let conf = write("grace.toml", config.as_bytes());
+        let (code, evs, stderr) = hbwatch_analyze(&[
+            p.to_str().unwrap(),
+            "--no-summary-events",
+            "--config",
+            conf.to_str().unwrap(),
+        ]);
+        assert_eq!(code, Some(0), "{stderr}");
+        evs.iter()
+            .map(|e| action(e).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(actions_with(""), ["sip.registered"]);
+    assert_eq!(
+        actions_with("[sip]\nexpiry_grace = \"0s\"\n"),
+        ["sip.registered", "sip.expired", "sip.registered"]
+    );
+    let conf = write("bad-grace.toml", b"[sip]\nexpiry_grace = \"soon\"\n");
+    let (code, _, stderr) =
+        hbwatch_analyze(&[p.to_str().unwrap(), "--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("sip.expiry_grace"), "{stderr}");
+}
+
 // ---------------------------------------------------------------------------------
 // Damaged files
 

@@ -805,6 +805,52 @@ L: 0\n\
             None
         );
         assert_eq!(contact("<sip:10.0.0.5:5060>"), None);
+        // Only Cisco's form (zeros, then the MAC) names a SEP device; other vendors'
+        // instance ids (RFC 4122 UUIDs, some ending in a MAC too) name none.
+        for other in [
+            "<sip:2001@h>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-0004f2a1b2c3>\"",
+            "<sip:2001@h>;+sip.instance=\"<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>\"",
+            "<sip:2001@h>;+sip.instance=\"<urn:uuid:10000000-0000-0000-0000-00aabbccddee>\"",
+            "<sip:2001@h>;+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000000>\"",
+            "<sip:2001@h>;+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-00aabbccdd>\"",
+        ] {
+            assert_eq!(contact(other), Some("2001".to_string()), "{other}");
+        }
+    }
+
+    #[test]
+    fn digest_credentials_and_challenges_are_read() {
+        let msg = parse(
+            b"REGISTER sip:r SIP/2.0\r\n\
+Authorization: Digest username=\"a,b\", realm=\"pbx, inc\", nonce=\"n\"\r\n\
+Proxy-Authorization: Digest realm=edge,nonce=\"m\"\r\n\r\n",
+        )
+        .expect("parsed");
+        assert_eq!(
+            msg.credentials,
+            [
+                Credentials {
+                    proxy: false,
+                    realm: Some("pbx, inc".into())
+                },
+                Credentials {
+                    proxy: true,
+                    realm: Some("edge".into())
+                }
+            ]
+        );
+        let msg = parse(
+            b"SIP/2.0 401 Unauthorized\r\n\
+WWW-Authenticate: Digest realm=\"pbx\", nonce=\"x\", stale=TRUE, algorithm=MD5\r\n\
+WWW-Authenticate: Digest realm=\"pbx\", nonce=\"y\", algorithm=SHA-256\r\n\r\n",
+        )
+        .expect("parsed");
+        let seen: Vec<(Option<&str>, bool)> = msg
+            .challenges
+            .iter()
+            .map(|c| (c.realm.as_deref(), c.stale))
+            .collect();
+        assert_eq!(seen, [(Some("pbx"), true), (Some("pbx"), false)]);
     }
 
     #[test]

@@ -884,3 +884,173 @@ fn a_real_sipp_exchange_over_tcp_and_udp() {
         assert_eq!((counters.truncated, counters.incomplete), (0, 0));
     }
 }
+
+// ---------------------------------------------------------------- field fidelity
+
+#[test]
+fn mirror_copies_over_tcp_are_duplicates_and_real_retransmissions_are_not() {
+    let mut h = Harness::new(SipConfig::default());
+    let reg = cucm_register(11435);
+    let ok = cucm_ok(11435);
+    let at = t("18:12:55");
+    // A SPAN port: each segment twice, 30 us apart.
+    let mut evs = Vec::new();
+    for (from, to, isn, ts, data) in [
+        (PHONE, CUCM, PHONE_ISN, at, &reg),
+        (CUCM, PHONE, CUCM_ISN, at + 2 * MS, &ok),
+    ] {
+        evs.extend(h.feed(from, to, IPPROTO_TCP, ts, isn, data));
+        evs.extend(h.feed(from, to, IPPROTO_TCP, ts + 30_000, isn, data));
+    }
+    assert_eq!(actions(&evs), ["sip.registered"]);
+    let c = h.tracker.counters();
+    assert_eq!((c.duplicates, c.tcp.retransmitted), (2, 0));
+    // The phone's TCP retransmits the segment 300 ms later: no copy, and no new request.
+    assert!(h
+        .feed(PHONE, CUCM, IPPROTO_TCP, at + 300 * MS, PHONE_ISN, &reg)
+        .is_empty());
+    let c = h.tracker.counters();
+    assert_eq!((c.duplicates, c.tcp.retransmitted), (2, 1));
+    let sum = h.summaries(t("18:13:00"), 60 * SEC);
+    assert_eq!(sum[0]["heartbeat"]["count"], 1);
+    assert_eq!(sum[0]["heartbeat"]["duplicates"], 2);
+    assert!(sum[0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("2 duplicate packets"));
+}
+
+#[test]
+fn a_udp_copy_is_a_duplicate_until_t1_and_a_retry_after() {
+    let mut h = Harness::new(SipConfig::default());
+    let sent = t("12:00:00");
+    let ping = options("dup-1", 9);
+    let mut evs = h.udp(CVP, SIP_SERVER, sent, &ping);
+    evs.extend(h.udp(CVP, SIP_SERVER, sent + 150 * MS, &ping));
+    assert!(evs.is_empty(), "a copy 150 ms later: {evs:?}");
+    assert_eq!(h.tracker.counters().duplicates, 1);
+    let evs = h.udp(CVP, SIP_SERVER, sent + 500 * MS, &ping);
+    assert_eq!(actions(&evs), ["heartbeat.retry"]);
+}
+
+/// A REGISTER of alice at the PBX with `auth` headers, and its answer.
+fn alice(cseq: u32, auth: &[&str]) -> Vec<u8> {
+    let mut lines = vec![
+        "REGISTER sip:pbx.example.com SIP/2.0".to_string(),
+        "Via: SIP/2.0/UDP 192.168.1.50:5060;branch=z9hG4bK-r".into(),
+        "From: <sip:alice@pbx.example.com>;tag=a1".into(),
+        "To: <sip:alice@pbx.example.com>".into(),
+        "Call-ID: reg-alice-2".into(),
+        format!("CSeq: {cseq} REGISTER"),
+        "Contact: <sip:alice@192.168.1.50:5060>".into(),
+    ];
+    lines.extend(auth.iter().map(|a| a.to_string()));
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    crlf(&refs)
+}
+
+fn alice_answer(cseq: u32, status: &str, extra: &[&str]) -> Vec<u8> {
+    let mut lines = vec![
+        status.to_string(),
+        "Via: SIP/2.0/UDP 192.168.1.50:5060;branch=z9hG4bK-r".into(),
+        "From: <sip:alice@pbx.example.com>;tag=a1".into(),
+        "To: <sip:alice@pbx.example.com>;tag=p".into(),
+        "Call-ID: reg-alice-2".into(),
+        format!("CSeq: {cseq} REGISTER"),
+    ];
+    lines.extend(extra.iter().map(|a| a.to_string()));
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    crlf(&refs)
+}
+
+#[test]
+fn proxy_credentials_refused_and_a_403_after_credentials_are_rejections() {
+    let (phone, pbx) = ("192.168.1.50:5060", "192.168.1.1:5060");
+    let mut h = Harness::new(SipConfig::default());
+    let proxy_creds = "Proxy-Authorization: Digest username=\"alice\", realm=\"edge\", nonce=\"1\", response=\"x\"";
+    h.udp(phone, pbx, t("09:00:00"), &alice(1, &[proxy_creds]));
+    let evs = h.udp(
+        pbx,
+        phone,
+        t("09:00:00.010"),
+        &alice_answer(
+            1,
+            "SIP/2.0 407 Proxy Authentication Required",
+            &["Proxy-Authenticate: Digest realm=\"edge\", nonce=\"2\""],
+        ),
+    );
+    assert_eq!(actions(&evs), ["sip.register_failed"]);
+    assert_eq!(
+        evs[0]["sip"]["reason"],
+        "credentials rejected (407 Proxy Authentication Required)"
+    );
+    assert_eq!(evs[0]["sip"]["rejections"], 1);
+
+    let creds =
+        "Authorization: Digest username=\"alice\", realm=\"pbx\", nonce=\"3\", response=\"x\"";
+    h.udp(phone, pbx, t("09:00:01"), &alice(2, &[creds]));
+    let evs = h.udp(
+        pbx,
+        phone,
+        t("09:00:01.010"),
+        &alice_answer(2, "SIP/2.0 403 Forbidden", &[]),
+    );
+    assert_eq!(actions(&evs), ["sip.register_failed"]);
+    assert_eq!(evs[0]["sip"]["status"], 403);
+    assert_eq!(
+        evs[0]["sip"]["reason"],
+        "credentials rejected (403 Forbidden)"
+    );
+    assert_eq!(evs[0]["sip"]["rejections"], 2);
+    assert_eq!(h.tracker.counters().credentials_rejected, 2);
+
+    // A challenge the capture cut off before its WWW-Authenticate: cannot tell, quiet.
+    h.udp(phone, pbx, t("09:00:02"), &alice(3, &[creds]));
+    let mut cut = alice_answer(3, "SIP/2.0 401 Unauthorized", &[]);
+    cut.truncate(cut.len() - 2);
+    assert!(h.udp(pbx, phone, t("09:00:02.010"), &cut).is_empty());
+    // Without credentials, a 403 is a plain refusal.
+    h.udp(phone, pbx, t("09:00:03"), &alice(4, &[]));
+    let evs = h.udp(
+        pbx,
+        phone,
+        t("09:00:03.010"),
+        &alice_answer(4, "SIP/2.0 403 Forbidden", &[]),
+    );
+    assert_eq!(evs[0]["sip"]["reason"], "Forbidden");
+    assert!(evs[0]["sip"].get("rejections").is_none());
+}
+
+#[test]
+fn rejections_are_alerted_one_two_three_then_at_five_ten_twenty_fifty() {
+    let alerted: Vec<u64> = (1..=1000).filter(|&n| super::worth_alerting(n)).collect();
+    assert_eq!(alerted, [1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000]);
+}
+
+#[test]
+fn a_lapse_after_refusals_says_the_registrar_refused() {
+    let mut h = Harness::new(SipConfig::default());
+    h.cucm_cycle(
+        11435,
+        "18:12:55.366272",
+        "18:12:55.366286",
+        "18:12:55.366858",
+    );
+    h.tcp(PHONE, CUCM, PHONE_ISN, t("18:14:54"), &cucm_register(11436));
+    let evs = h.tcp(
+        CUCM,
+        PHONE,
+        CUCM_ISN,
+        t("18:14:54.002"),
+        &cucm_answer(11436, "SIP/2.0 503 Service Unavailable", &[]),
+    );
+    assert_eq!(actions(&evs), ["sip.register_failed"]);
+    let evs = h.advance(t("18:20:00"));
+    assert_eq!(actions(&evs), ["sip.expired"]);
+    let msg = evs[0]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("the registrar refused the refresh: 503 Service Unavailable"),
+        "{msg}"
+    );
+    assert!(evs[0]["heartbeat"].get("diagnosis").is_none());
+}
