@@ -398,7 +398,6 @@ pub fn analyze_reader(
                         };
                         legacy = Some((Link::of(h.network), units));
                         unsupported_link |= Link::of(h.network).is_none();
-                        snap.declared(h.snaplen);
                     }
                     PcapBlockOwned::Legacy(b) => {
                         let (link, units) = legacy.unwrap_or((Some(Link::Ethernet), 1_000_000));
@@ -412,7 +411,6 @@ pub fn analyze_reader(
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
                         let link = Link::of(idb.linktype);
                         unsupported_link |= link.is_none();
-                        snap.declared(idb.snaplen);
                         interfaces.push(IfTime {
                             link,
                             units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
@@ -527,24 +525,18 @@ const CUT_SHORT: &str = "is cut off: the file ends in the middle of it (cut shor
 /// How much of each packet a capture kept: a small snaplen cuts payloads.
 #[derive(Debug, Default)]
 struct Snaplen {
-    /// The smallest non-zero snaplen a header declared.
-    declared: Option<u32>,
-    /// Frames captured shorter than they were on the wire, and the longest such cut.
+    /// Frames captured shorter than they were on the wire.
     cut: u64,
-    cut_at: u32,
+    /// The longest of them: the snaplen in effect (headers may declare another, e.g.
+    /// `editcap -s` keeps the original header).
+    kept: u32,
 }
 
 impl Snaplen {
-    fn declared(&mut self, snaplen: u32) {
-        if snaplen > 0 {
-            self.declared = Some(self.declared.map_or(snaplen, |d| d.min(snaplen)));
-        }
-    }
-
     fn frame(&mut self, caplen: u32, origlen: u32) {
         if caplen < origlen {
             self.cut += 1;
-            self.cut_at = self.cut_at.max(caplen);
+            self.kept = self.kept.max(caplen);
         }
     }
 
@@ -552,9 +544,8 @@ impl Snaplen {
     fn warning(&self) -> Option<String> {
         (self.cut > 0).then(|| {
             format!(
-                "{} frames were cut to the capture's snaplen ({} bytes): payloads are truncated, SIP messages and heartbeats past the cut are not seen",
-                self.cut,
-                self.declared.unwrap_or(self.cut_at)
+                "{} frames were cut to the capture's snaplen ({} bytes): payloads are truncated (SIP headers and heartbeat fields past the cut are not seen)",
+                self.cut, self.kept
             )
         })
     }
