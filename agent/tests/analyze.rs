@@ -653,6 +653,46 @@ fn sip_mirror_copies_are_counted_never_retries_and_the_summary_lists_sip() {
         sip_udp(&mut cap, from, to, *t, payload);
         sip_udp(&mut cap, from, to, *t + 40_000, payload);
     }
+    // A phone registering over TCP, every 50 s: its segments mirrored too.
+    let (tcp_phone, mut phone_seq, mut pbx_seq) = (ip("10.40.0.60"), 7_000u32, 90_000u32);
+    for cseq in 1..=6u32 {
+        let t = u64::from(cseq) * 50 * SEC - 20 * SEC;
+        let text = |start: &str| {
+            let text = String::from_utf8(sip_text(start, "tcp-reg", cseq, "REGISTER", OK_60));
+            text.unwrap().replace(PHONE, "10.40.0.60").into_bytes()
+        };
+        for (at, src, sport, dst, dport, seq, payload) in [
+            (
+                t,
+                tcp_phone,
+                40_600,
+                ip(PBX),
+                5060,
+                &mut phone_seq,
+                text("REGISTER sip:10.40.0.1 SIP/2.0"),
+            ),
+            (
+                t + 4 * MS,
+                ip(PBX),
+                5060,
+                tcp_phone,
+                40_600,
+                &mut pbx_seq,
+                text("SIP/2.0 200 OK"),
+            ),
+        ] {
+            let mut f = FrameSpec::udp(src, sport, dst, dport, &payload);
+            f.tcp = Some(Tcp {
+                seq: *seq,
+                ack: 1,
+                flags: 0x18,
+                window: 65535,
+            });
+            *seq += payload.len() as u32;
+            cap.push(at, f.build());
+            cap.push(at + 40_000, f.build());
+        }
+    }
     let p = write("span.pcap", &cap.pcap(true));
     let (code, evs, table) =
         hbwatch_analyze(&[p.to_str().unwrap(), "--summary", "--summary-period", "3600"]);
@@ -668,7 +708,7 @@ fn sip_mirror_copies_are_counted_never_retries_and_the_summary_lists_sip() {
         "only the real re-send: {evs:#?}"
     );
     let registered = evs.iter().filter(|e| action(e) == "sip.registered").count();
-    assert_eq!(registered, 1);
+    assert_eq!(registered, 2, "the UDP and the TCP phone");
     let summary = |from: &str| {
         evs.iter()
             .find(|e| action(e) == "heartbeat.summary" && src(e) == format!("{from}:5060"))
@@ -697,7 +737,9 @@ fn sip_mirror_copies_are_counted_never_retries_and_the_summary_lists_sip() {
     let row = table_row(&table, "sip 10.40.0.9:5060 -> 10.40.0.1:5060");
     assert_eq!(&row[..3], ["10", "0", "21"], "{table}");
     assert_eq!(row[7], "30000ms", "the OPTIONS interval:\n{table}");
-    assert!(table.contains("37 duplicates ignored"), "{table}");
+    let row = table_row(&table, "sip 10.40.0.60:40600 -> 10.40.0.1:5060");
+    assert_eq!(&row[..3], ["6", "0", "12"], "over TCP:\n{table}");
+    assert!(table.contains("49 duplicates ignored"), "{table}");
 }
 
 #[test]

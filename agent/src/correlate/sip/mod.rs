@@ -1064,7 +1064,7 @@ impl SipTracker {
             ctx,
             "alert",
             "sip.options_failed",
-            Level::Error,
+            Level::Warning,
             format!(
                 "{}: OPTIONS answered {status} {reason}: the peer reports itself overloaded or out of service",
                 association(&view.assoc),

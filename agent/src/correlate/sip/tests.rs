@@ -646,6 +646,14 @@ fn options_answered_overloaded_fails() {
     );
     assert_eq!(actions(&evs), ["sip.options_failed"]);
     let ev = &evs[0];
+    // As docs/EVENTS.md says: alert / warning.
+    assert_eq!(
+        (
+            ev["log"]["level"].as_str(),
+            ev["event"]["severity"].as_u64()
+        ),
+        (Some("warning"), Some(5))
+    );
     assert_eq!(ev["sip"]["status"], 503);
     assert_eq!(ev["sip"]["reason"], "Service Unavailable");
     assert_eq!(ev["sip"]["method"], "OPTIONS");
