@@ -41,13 +41,17 @@ use super::assoc::Stats;
 use super::{AssocTotals, Ctx};
 use crate::convert::{association, ip_text};
 use crate::event::{Event, Level, RttUs, SipFields};
-use parse::{Credentials, Message, Method, StartLine};
+use parse::{Challenge, Credentials, Message, Method, StartLine};
 use stream::Stream;
 pub use stream::StreamStats;
 
 const NS_PER_MS: u64 = 1_000_000;
 /// Forgetting idle state is a scan: at most once per second of record time.
 const HOUSEKEEPING_EVERY_NS: u64 = 1_000_000_000;
+
+/// A UA answers a digest challenge at once (milliseconds): a REGISTER this soon after
+/// one is its answer, a later one a new attempt.
+const CHALLENGE_ANSWERED_WITHIN_NS: u64 = 5_000_000_000;
 
 /// Default of [`SipConfig::expiry_grace_ms`].
 pub const DEFAULT_EXPIRY_GRACE_MS: u64 = 2_000;
@@ -172,6 +176,10 @@ struct RegisterInfo {
     from_response: bool,
     /// Digest credentials it carried.
     credentials: Vec<Credentials>,
+    /// The capture cut its header section short: credentials may lie past the cut.
+    cut: bool,
+    /// The challenge that answered the previous CSeq of its Call-ID, if one did.
+    earlier_challenges: Vec<Challenge>,
 }
 
 impl RegisterInfo {
@@ -191,6 +199,8 @@ impl RegisterInfo {
             keep_alive: msg.contacts.iter().any(|c| c.cisco_keep_alive),
             from_response: false,
             credentials: msg.credentials.clone(),
+            cut: msg.is_truncated(),
+            earlier_challenges: Vec::new(),
         }
     }
 
@@ -229,6 +239,8 @@ struct Txn {
     /// When it was answered or reported.
     done_ns: u64,
     register: Option<RegisterInfo>,
+    /// A REGISTER's challenge answer (401/407), for the next CSeq's verdict.
+    challenges: Vec<Challenge>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -663,7 +675,21 @@ impl SipTracker {
             return;
         }
         let assoc = sip_key(&raw.key);
-        let register = (method == Method::Register).then(|| RegisterInfo::of_request(msg));
+        let register = (method == Method::Register).then(|| {
+            let mut info = RegisterInfo::of_request(msg);
+            if info.cut && info.credentials.is_empty() {
+                let previous = TxnKey {
+                    cseq: key.cseq.wrapping_sub(1),
+                    ..key.clone()
+                };
+                let answers_it =
+                    |t: &&Txn| ts.saturating_sub(t.done_ns) <= CHALLENGE_ANSWERED_WITHIN_NS;
+                if let Some(txn) = self.txns.get(&previous).filter(answers_it) {
+                    info.earlier_challenges = txn.challenges.clone();
+                }
+            }
+            info
+        });
         if let Some(info) = register.as_ref().filter(|i| !i.keep_alive) {
             let reg_key = RegKey {
                 family: assoc.family,
@@ -696,6 +722,7 @@ impl SipTracker {
                 },
                 done_ns: answered_ns.unwrap_or(0),
                 register,
+                challenges: Vec::new(),
             },
         );
         if let Some(stats) = self.assoc_stats(&assoc, raw.ifindex, ts) {
@@ -745,6 +772,9 @@ impl SipTracker {
             Some(txn) => {
                 let timely = txn.state == TxnState::Pending;
                 txn.state = TxnState::Answered;
+                if self.cfg.register_challenge_codes.contains(&status) {
+                    txn.challenges = msg.challenges.clone();
+                }
                 txn.done_ns = ts;
                 // Karn: after a retransmission the answer may be to either send.
                 let rtt =
@@ -1433,9 +1463,19 @@ impl SipTracker {
 /// Whether a failure answer to a REGISTER rejects the credentials it carried: a
 /// challenge (401/407) for a realm it already had credentials for, without
 /// `stale=true`, or one offering no new challenge at all; or a 403 to it.
+///
+/// When the capture cut the request before any credentials (a long REGISTER, only its
+/// first bytes captured), a non-stale challenge for the realm that also challenged
+/// the previous CSeq of the Call-ID is the rejection: digest answers a challenge
+/// once, so being challenged again in a row means the answer was refused.
 fn credentials_rejected(info: &RegisterInfo, msg: &Message, status: u16, challenge: bool) -> bool {
+    let again = |c: &Challenge| {
+        info.earlier_challenges
+            .iter()
+            .any(|e| e.proxy == c.proxy && e.realm == c.realm)
+    };
     if info.credentials.is_empty() {
-        return false;
+        return challenge && info.cut && msg.challenges.iter().any(|c| !c.stale && again(c));
     }
     if status == 403 {
         return true;

@@ -1008,6 +1008,39 @@ fn proxy_credentials_refused_and_a_403_after_credentials_are_rejections() {
 }
 
 #[test]
+fn a_register_cut_before_its_credentials_is_judged_by_the_challenge_before() {
+    // Only the first 1024 bytes of a message are captured: a long REGISTER loses its
+    // Authorization header. Challenged again at once for the same realm: rejected.
+    let (phone, pbx) = ("192.168.1.50:5060", "192.168.1.1:5060");
+    let padding = format!("X-Padding: {}", "p".repeat(1100));
+    let creds =
+        "Authorization: Digest username=\"alice\", realm=\"pbx\", nonce=\"1\", response=\"x\"";
+    let challenge =
+        |nonce: &str| format!("WWW-Authenticate: Digest realm=\"pbx\", nonce=\"{nonce}\"");
+    let unauthorized = "SIP/2.0 401 Unauthorized";
+    let mut h = Harness::new(SipConfig::default());
+    let mut exchange = |cseq: u32, at: u64, auth: &[&str], nonce: &str| {
+        let mut headers = vec![padding.as_str()];
+        headers.extend_from_slice(auth);
+        h.udp(phone, pbx, at, &alice(cseq, &headers));
+        let answer = alice_answer(cseq, unauthorized, &[&challenge(nonce)]);
+        h.udp(pbx, phone, at + 10 * MS, &answer)
+    };
+    assert!(
+        exchange(1, t("10:00:00"), &[], "1").is_empty(),
+        "first challenge"
+    );
+    let evs = exchange(2, t("10:00:00.030"), &[creds], "2");
+    assert_eq!(actions(&evs), ["sip.register_failed"]);
+    assert_eq!(
+        evs[0]["sip"]["reason"],
+        "credentials rejected (401 Unauthorized)"
+    );
+    // A minute later the phone starts over: a first challenge again, quiet.
+    assert!(exchange(3, t("10:01:00"), &[], "3").is_empty());
+}
+
+#[test]
 fn rejections_are_alerted_one_two_three_then_at_five_ten_twenty_fifty() {
     let alerted: Vec<u64> = (1..=1000).filter(|&n| super::worth_alerting(n)).collect();
     assert_eq!(alerted, [1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000]);
