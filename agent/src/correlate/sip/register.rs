@@ -200,26 +200,53 @@ impl SipTracker {
             ),
             None => String::new(),
         };
+        let what = format!("registered for {granted_s} s{again}");
+        let mut ev = Self::state_event(
+            view,
+            info,
+            ts,
+            ctx,
+            "sip.registered",
+            &what,
+            granted_s,
+            device,
+        );
+        ev.heartbeat.downtime_ms = downtime_ns.map(ms);
+        out.push(ev);
+    }
+
+    /// `sip.registered` / `sip.unregistered`: `{who} {what}`, with the lifetime granted.
+    #[allow(clippy::too_many_arguments)]
+    fn state_event(
+        view: &TxnView,
+        info: &RegisterInfo,
+        ts: u64,
+        ctx: &Ctx,
+        action: &'static str,
+        what: &str,
+        expires: u32,
+        device: Option<String>,
+    ) -> Event {
+        let message = format!(
+            "{}: {} {what}",
+            association(&view.assoc),
+            who(device.as_deref(), &info.aor),
+        );
         let mut ev = Self::txn_event(
             view,
             Some(info),
             ts,
             ctx,
             "event",
-            "sip.registered",
+            action,
             Level::Info,
-            format!(
-                "{}: {} registered for {granted_s} s{again}",
-                association(&view.assoc),
-                who(device.as_deref(), &info.aor),
-            ),
+            message,
         );
         if let Some(sip) = ev.sip.as_mut() {
-            sip.expires = Some(granted_s);
+            sip.expires = Some(expires);
             sip.device = device;
         }
-        ev.heartbeat.downtime_ms = downtime_ns.map(ms);
-        out.push(ev);
+        ev
     }
 
     fn unregistered(
@@ -238,25 +265,17 @@ impl SipTracker {
             reg.last_seen_ns = ts;
             device = device.or_else(|| reg.device.clone());
         }
-        let mut ev = Self::txn_event(
+        let what = "unregistered (REGISTER with Expires 0 accepted)";
+        out.push(Self::state_event(
             view,
-            Some(info),
+            info,
             ts,
             ctx,
-            "event",
             "sip.unregistered",
-            Level::Info,
-            format!(
-                "{}: {} unregistered (REGISTER with Expires 0 accepted)",
-                association(&view.assoc),
-                who(device.as_deref(), &info.aor),
-            ),
-        );
-        if let Some(sip) = ev.sip.as_mut() {
-            sip.expires = Some(0);
-            sip.device = device;
-        }
-        out.push(ev);
+            what,
+            0,
+            device,
+        ));
     }
 
     /// The registration lapsed: one `sip.expired` that says what the phone and the
