@@ -46,7 +46,8 @@ impl Recent {
             return false;
         }
         let recent = self.seen.entry(*key).or_default();
-        recent.retain(|&(at, _)| ts.saturating_sub(at) < WINDOW_NS && at <= ts);
+        // Either copy may be stamped first (two CPUs, two mirror sources merged).
+        recent.retain(|&(at, _)| ts.abs_diff(at) < WINDOW_NS);
         if recent.iter().any(|&(_, d)| d == digest) {
             return true;
         }

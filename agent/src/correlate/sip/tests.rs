@@ -714,6 +714,8 @@ fn udp_retransmissions_are_retries_not_new_pings() {
     let mut evs = h.udp(CVP, SIP_SERVER, sent, &ping);
     // A mirror copy 150 ms later is no retry (the UA waits T1 = 500 ms).
     evs.extend(h.udp(CVP, SIP_SERVER, sent + 150 * MS, &ping));
+    // Nor one stamped a little before the original (another CPU, another source).
+    evs.extend(h.udp(CVP, SIP_SERVER, sent - 30_000, &ping));
     assert!(evs.is_empty(), "{evs:?}");
     evs.extend(h.udp(CVP, SIP_SERVER, sent + 500 * MS, &ping));
     evs.extend(h.udp(CVP, SIP_SERVER, sent + 1500 * MS, &ping));
@@ -728,7 +730,7 @@ fn udp_retransmissions_are_retries_not_new_pings() {
     assert_eq!(h.tracker.counters().duplicate_responses, 1);
     assert_eq!(
         h.tracker.counters().duplicates,
-        1,
+        2,
         "the copy; retransmissions are none"
     );
     let sum = h.summaries(t("12:01:00"), 60 * SEC);
