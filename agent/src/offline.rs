@@ -543,9 +543,13 @@ impl Snaplen {
     /// What to tell the user, if packets were cut.
     fn warning(&self) -> Option<String> {
         (self.cut > 0).then(|| {
+            let frames = match self.cut {
+                1 => "1 frame was".to_string(),
+                n => format!("{n} frames were"),
+            };
             format!(
-                "{} frames were cut to the capture's snaplen ({} bytes): payloads are truncated (SIP headers and heartbeat fields past the cut are not seen)",
-                self.cut, self.kept
+                "{frames} cut to the capture's snaplen ({} bytes): payloads are truncated (SIP headers and heartbeat fields past the cut are not seen)",
+                self.kept
             )
         })
     }
