@@ -563,7 +563,8 @@ pub fn analyze(opts: &AnalyzeOptions, out: &mut dyn Sink) -> anyhow::Result<Vec<
     let mut reports = Vec::new();
     for f in &opts.files {
         let r = analyze_file(f, opts, out)?;
-        if opts.summary_table {
+        let unread = matches!(r.damage, Some(Damage::Unreadable(_)));
+        if opts.summary_table && !unread {
             eprint!("{}", summary_table(&r));
         }
         reports.push(r);

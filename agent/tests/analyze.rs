@@ -1083,3 +1083,33 @@ fn a_small_snaplen_says_payloads_are_truncated() {
     // Heartbeats fit in 96 bytes: the MDS and RUDP anomalies are still found.
     assert!(evs.iter().any(|e| action(e) == "heartbeat.gap"), "{evs:#?}");
 }
+
+#[test]
+fn an_unreadable_capture_is_an_error_but_the_others_are_analyzed() {
+    let whole = hbgen_capture("other.pcap", false);
+    let text = write("notes.pcap", b"not a capture\n");
+    let (code, evs, stderr) = hbwatch_analyze(&[
+        "/nonexistent/capture.pcap",
+        text.to_str().unwrap(),
+        whole.to_str().unwrap(),
+        "--summary",
+        "--no-summary-events",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot open /nonexistent/capture.pcap"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("notes.pcap: not a pcap or pcapng capture"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 of 3 captures could not be read"),
+        "{stderr}"
+    );
+    // No table for what was not read; the readable file's events and table are there.
+    assert!(!stderr.contains("notes.pcap: 0 frames"), "{stderr}");
+    assert!(stderr.contains("other.pcap: "), "{stderr}");
+    assert!(evs.iter().any(|e| action(e) == "heartbeat.gap"), "{evs:#?}");
+}
