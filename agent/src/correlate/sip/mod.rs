@@ -51,10 +51,6 @@ const NS_PER_MS: u64 = 1_000_000;
 /// Forgetting idle state is a scan: at most once per second of record time.
 const HOUSEKEEPING_EVERY_NS: u64 = 1_000_000_000;
 
-/// A UA answers a digest challenge at once (milliseconds): a REGISTER this soon after
-/// one is its answer, a later one a new attempt.
-const CHALLENGE_ANSWERED_WITHIN_NS: u64 = 5_000_000_000;
-
 /// Default of [`SipConfig::expiry_grace_ms`].
 pub const DEFAULT_EXPIRY_GRACE_MS: u64 = 2_000;
 
@@ -254,14 +250,19 @@ struct RegKey {
 }
 
 impl RegKey {
+    /// The registration of `aor` a REGISTER on `assoc` (phone -> registrar) is about.
+    fn new(assoc: &FlowKey, aor: &str) -> RegKey {
+        RegKey {
+            family: assoc.family,
+            phone: assoc.orig,
+            registrar: assoc.resp,
+            aor: aor.to_string(),
+        }
+    }
+
     /// The registration a REGISTER transaction is about.
     fn of(view: &TxnView, info: &RegisterInfo) -> RegKey {
-        RegKey {
-            family: view.assoc.family,
-            phone: view.assoc.orig,
-            registrar: view.assoc.resp,
-            aor: info.aor.clone(),
-        }
+        RegKey::new(&view.assoc, &info.aor)
     }
 }
 
@@ -662,32 +663,8 @@ impl SipTracker {
             return;
         }
         let assoc = sip_key(&raw.key);
-        let register = (method == Method::Register).then(|| {
-            let mut info = RegisterInfo::of_request(msg);
-            if info.cut && info.credentials.is_empty() {
-                let previous = TxnKey {
-                    cseq: key.cseq.wrapping_sub(1),
-                    ..key.clone()
-                };
-                let answers_it =
-                    |t: &&Txn| ts.saturating_sub(t.done_ns) <= CHALLENGE_ANSWERED_WITHIN_NS;
-                if let Some(txn) = self.txns.get(&previous).filter(answers_it) {
-                    info.earlier_challenges = txn.challenges.clone();
-                }
-            }
-            info
-        });
-        if let Some(info) = register.as_ref().filter(|i| !i.keep_alive) {
-            let reg_key = RegKey {
-                family: assoc.family,
-                phone: assoc.orig,
-                registrar: assoc.resp,
-                aor: info.aor.clone(),
-            };
-            if let Some(reg) = self.regs.get_mut(&reg_key) {
-                reg.requests_since_success = reg.requests_since_success.saturating_add(1);
-            }
-        }
+        let register =
+            (method == Method::Register).then(|| self.register_request(msg, &key, &assoc, ts));
         let deadline_ns = ts.saturating_add(self.cfg.answer_timeout_ms.saturating_mul(NS_PER_MS));
         // Its answer came first: what it said was acted on then; count it, no timer.
         let answered_ns = self.early_answers.remove(&key);

@@ -1,16 +1,51 @@
 //! Registration state: what a REGISTER's final answer means (registered, unregistered,
 //! refused, credentials rejected), and the lapse when no refresh succeeds in time.
 
+use hbwatch_common::flow::FlowKey;
+
 use super::parse::{Challenge, Message};
 use super::Ctx;
 use super::{
     aor_user, ms, who, RegKey, RegState, RegisterInfo, Registration, SipTracker, SourceKey,
-    TimerRef, TxnView, NS_PER_MS,
+    TimerRef, Txn, TxnKey, TxnView, NS_PER_MS,
 };
 use crate::convert::{association, ip_text};
 use crate::event::{Event, Level, SipFields};
 
+/// A UA answers a digest challenge at once (milliseconds): a REGISTER this soon after
+/// one is its answer, a later one a new attempt.
+const CHALLENGE_ANSWERED_WITHIN_NS: u64 = 5_000_000_000;
+
 impl SipTracker {
+    /// What a new REGISTER (transaction `key` on `assoc`, at `ts`) asks, with the
+    /// challenge it may be answering; counted as a refresh attempt of its registration.
+    pub(super) fn register_request(
+        &mut self,
+        msg: &Message,
+        key: &TxnKey,
+        assoc: &FlowKey,
+        ts: u64,
+    ) -> RegisterInfo {
+        let mut info = RegisterInfo::of_request(msg);
+        if info.cut && info.credentials.is_empty() {
+            let previous = TxnKey {
+                cseq: key.cseq.wrapping_sub(1),
+                ..key.clone()
+            };
+            let answers_it =
+                |t: &&Txn| ts.saturating_sub(t.done_ns) <= CHALLENGE_ANSWERED_WITHIN_NS;
+            if let Some(txn) = self.txns.get(&previous).filter(answers_it) {
+                info.earlier_challenges = txn.challenges.clone();
+            }
+        }
+        if !info.keep_alive {
+            if let Some(reg) = self.regs.get_mut(&RegKey::new(assoc, &info.aor)) {
+                reg.requests_since_success = reg.requests_since_success.saturating_add(1);
+            }
+        }
+        info
+    }
+
     /// Registration outcome of a final answer to a REGISTER; true for a success.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn register_answered(
