@@ -292,6 +292,9 @@ struct Registration {
     cseq: u32,
     /// REGISTER requests (not re-sends) since the last success.
     requests_since_success: u32,
+    /// The latest of them: if still unanswered when the lifetime ends, the lapse waits
+    /// for its answer (the registrar had the refresh in time).
+    refresh: Option<TxnKey>,
     /// The registrar's last refusal since the last success (status, reason).
     refusal: Option<(u16, String)>,
 }

@@ -7,7 +7,7 @@ use super::parse::{Challenge, Message};
 use super::Ctx;
 use super::{
     aor_user, ms, who, RegKey, RegState, RegisterInfo, Registration, SipTracker, SourceKey,
-    TimerRef, Txn, TxnKey, TxnView, NS_PER_MS,
+    TimerRef, Txn, TxnKey, TxnState, TxnView, NS_PER_MS,
 };
 use crate::convert::{association, ip_text};
 use crate::event::{Event, Level, SipFields};
@@ -41,6 +41,7 @@ impl SipTracker {
         if !info.keep_alive {
             if let Some(reg) = self.regs.get_mut(&RegKey::new(assoc, &info.aor)) {
                 reg.requests_since_success = reg.requests_since_success.saturating_add(1);
+                reg.refresh = Some(key.clone());
             }
         }
         info
@@ -201,6 +202,7 @@ impl SipTracker {
                 last_seen_ns: ts,
                 cseq: view.cseq,
                 requests_since_success: 0,
+                refresh: None,
                 refusal: None,
             });
         // A new Call-ID is a new registration by a restarted UA (RFC 3261 §10.2.4).
@@ -222,6 +224,7 @@ impl SipTracker {
         reg.last_seen_ns = ts;
         reg.cseq = view.cseq;
         reg.requests_since_success = 0;
+        reg.refresh = None;
         reg.refusal = None;
         let device = reg.device.clone();
         self.set_timer(expiry_ns, TimerRef::Expiry(key));
@@ -325,6 +328,23 @@ impl SipTracker {
         let Some(reg) = self.regs.get_mut(key) else {
             return;
         };
+        // A refresh sent before this deadline and not answered yet (a slow or lossy
+        // registrar, retransmissions): the registrar had it in time; decide when its
+        // answer comes or times out.
+        let waiting = reg
+            .refresh
+            .as_ref()
+            .and_then(|k| self.txns.get(k))
+            .filter(|t| {
+                t.state == TxnState::Pending && t.first_sent_ns < at_ns && t.deadline_ns >= at_ns
+            });
+        if let Some(txn) = waiting {
+            // At its answer deadline; ties fire in the order set: its unanswered first.
+            reg.expiry_ns = txn.deadline_ns;
+            let at = reg.expiry_ns;
+            self.set_timer(at, TimerRef::Expiry(key.clone()));
+            return;
+        }
         reg.state = RegState::Expired;
         reg.expired_at_ns = at_ns;
         let silence_ns = at_ns.saturating_sub(reg.last_success_ns);

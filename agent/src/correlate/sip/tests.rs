@@ -1051,6 +1051,24 @@ fn rejections_are_alerted_one_two_three_then_at_five_ten_twenty_fifty() {
 }
 
 #[test]
+fn a_refresh_sent_in_time_and_answered_late_is_no_lapse() {
+    let mut h = Harness::new(SipConfig::default());
+    h.seed_cycle();
+    // Refreshed at 18:14:54, two seconds before the 120 s run out; a loaded registrar
+    // answers 8 s later (after the lifetime and its grace).
+    let mut evs = h.tcp(PHONE, CUCM, PHONE_ISN, t("18:14:54"), &cucm_register(11436));
+    evs.extend(h.advance(t("18:15:01")));
+    evs.extend(h.tcp(CUCM, PHONE, CUCM_ISN, t("18:15:02"), &cucm_ok(11436)));
+    assert!(evs.is_empty(), "{evs:?}");
+    // Unanswered, the same refresh ends in one lapse once its answer timed out.
+    let mut evs = h.tcp(PHONE, CUCM, PHONE_ISN, t("18:16:58"), &cucm_register(11437));
+    evs.extend(h.advance(t("18:20:00")));
+    assert_eq!(actions(&evs), ["heartbeat.unanswered", "sip.expired"]);
+    assert_eq!(evs[1]["@timestamp"], "2015-07-15T18:17:30.000000Z");
+    assert_eq!(evs[1]["heartbeat"]["diagnosis"], "peer-unresponsive");
+}
+
+#[test]
 fn a_lapse_after_refusals_says_the_registrar_refused() {
     let mut h = Harness::new(SipConfig::default());
     h.seed_cycle();
