@@ -49,6 +49,8 @@ struct File {
     metrics: MetricsSection,
     #[serde(default)]
     privacy: PrivacySection,
+    #[serde(default)]
+    sip: SipSection,
     /// Protocol name -> its keys, checked by hand for precise messages.
     #[serde(default)]
     protocols: BTreeMap<String, toml::Table>,
@@ -86,6 +88,12 @@ struct PrivacySection {
     hash_key: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipSection {
+    expiry_grace: Option<String>,
+}
+
 pub use crate::privacy::{Privacy, SipUsers};
 
 /// What SIGHUP re-reads: applied to the kernel tables and the correlator in place.
@@ -111,6 +119,8 @@ pub struct Settings {
     pub labels: BTreeMap<String, String>,
     pub metrics_listen: Option<SocketAddr>,
     pub privacy: Privacy,
+    /// SIP registration tracking (`[sip]`).
+    pub sip: crate::correlate::sip::SipConfig,
     pub tunables: Tunables,
 }
 
@@ -128,6 +138,7 @@ impl Default for Settings {
             labels: BTreeMap::new(),
             metrics_listen: None,
             privacy: Privacy::default(),
+            sip: Default::default(),
             tunables: Tunables {
                 ports: default_specs(),
                 tunes: Vec::new(),
@@ -240,6 +251,9 @@ impl Settings {
                 &format!("{:?}", s.privacy.hash_key),
                 "at least 16 characters when sip_users = \"hash\" (a short key makes hashes of phone numbers easy to reverse)",
             ));
+        }
+        if let Some(g) = duration("sip.expiry_grace", &file.sip.expiry_grace)? {
+            s.sip.expiry_grace_ms = g.as_millis().try_into().unwrap_or(u64::MAX);
         }
         for (name, table) in &file.protocols {
             let Some(proto) = Protocol::from_name(name).filter(|p| p.decoded()) else {
@@ -388,6 +402,11 @@ listen = ""
 sip_users = "keep"
 # Key for "hash", 16 characters or more. The same key gives the same hashes across hosts.
 hash_key = ""
+
+[sip]
+# A registration whose refresh is answered this long after its Expires ran out has not
+# lapsed (no sip.expired): phones and registrars run a little late. Needs a restart.
+expiry_grace = "2s"
 "#,
     );
     let specs = default_specs();

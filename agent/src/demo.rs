@@ -197,6 +197,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
         poll: Duration::from_secs(1),
         config_digest: crate::config_digest("demo"),
         summary_period: None,
+        sip: Default::default(),
         metrics_listen: None,
         reload: None,
         drop_privileges: false,
@@ -250,6 +251,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
         summary_period: None,
         summary_table: false,
         progress: false,
+        sip: Default::default(),
     };
     let mut replay = Replay::new(&aopts, "demo".into());
     let mut offline = Vec::new();

@@ -65,6 +65,10 @@ pub struct SipFields {
     pub status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// `sip.register_failed` for rejected credentials: rejections in a row from this
+    /// source address toward this registrar.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejections: Option<u64>,
 }
 
 /// Round-trip times of a summary period, microseconds.
@@ -165,6 +169,9 @@ pub struct HeartbeatFields {
     /// `heartbeat.summary`: length of the period, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub period_ms: Option<u64>,
+    /// `heartbeat.summary`: packets seen twice (mirror copies), ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dscp: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -208,6 +215,7 @@ impl HeartbeatFields {
             && self.count.is_none()
             && self.rtt_us.is_none()
             && self.period_ms.is_none()
+            && self.duplicates.is_none()
             && self.dscp.is_none()
             && self.expected_dscp.is_none()
             && self.direction.is_none()

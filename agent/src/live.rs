@@ -443,6 +443,7 @@ pub struct LiveOptions {
     pub config_digest: String,
     /// `heartbeat.summary` period; `None` = off.
     pub summary_period: Option<Duration>,
+    pub sip: crate::correlate::sip::SipConfig,
     /// Serve Prometheus metrics here.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where SIGHUP re-reads tunables from (none: SIGHUP is logged and ignored).
@@ -530,7 +531,7 @@ async fn run_inner(
     let mut correlator = Correlator::new(Config {
         params: opts.params.clone(),
         summary_period_ns: opts.summary_period.map(|d| d.as_nanos() as u64),
-        ..Config::default()
+        sip: opts.sip.clone(),
     });
     let mut lost_reported = 0u64;
     let mut sink_losses = crate::sink::LossTracker::default();
@@ -604,6 +605,7 @@ async fn run_inner(
     let _ = report_loss(&dp, &conv, &mut lost_reported, out)?;
     let counters = dp.counters().ok().map(|mut c| {
         c.insert("records_read", records_read);
+        c.extend(correlator.sip_counters().named());
         c
     });
     let stopped_template = lifecycle(&conv, &dp, "agent.stopped", &opts.config_digest, counters);

@@ -59,6 +59,12 @@ enum Command {
     /// Preflight: kernel, privileges, verifier, interfaces and XDP modes, with what to do.
     Check(CheckArgs),
     /// Analyze pcap/pcapng captures offline with the same engine; NDJSON to stdout.
+    #[command(after_help = "Exit status: 0 every capture was read whole; \
+        4 a capture was cut short (e.g. copied while still being written) or corrupt further on: \
+        a warning names the file and frame, everything before it was analyzed, the other files too, \
+        and every event and the summary were delivered; \
+        1 a capture could not be read at all (the others are still analyzed) or another error; \
+        3 an output did not deliver every event.")]
     Analyze {
         /// Capture files (pcap or pcapng, micro- or nanosecond); `-` reads stdin.
         #[arg(required = true)]
@@ -303,6 +309,7 @@ fn real_main() -> anyhow::Result<()> {
                 poll: Duration::from_secs(1),
                 config_digest: digest,
                 summary_period: eff.summary_period,
+                sip: settings.sip.clone(),
                 metrics_listen: metrics_listen.or(settings.metrics_listen),
                 reload: settings.path.clone().map(|path| Reload { path, overrides }),
                 drop_privileges: true,
@@ -330,6 +337,7 @@ fn real_main() -> anyhow::Result<()> {
                 println!("outputs: {:?}", s.outputs);
                 println!("metrics: {:?}", s.metrics_listen);
                 println!("summary period: {:?}", eff.summary_period);
+                println!("sip expiry grace: {} ms", s.sip.expiry_grace_ms);
                 for (proto, p) in &eff.params {
                     println!("{}: {p:?}", proto.name());
                 }
@@ -383,6 +391,7 @@ fn real_main() -> anyhow::Result<()> {
                 summary_period: eff.summary_period,
                 summary_table: summary,
                 progress: true,
+                sip: settings.sip.clone(),
             };
             let mut out = outputs.open(&opts.hostname, &settings)?;
             let result = hbwatch::offline::analyze(
@@ -399,7 +408,11 @@ fn real_main() -> anyhow::Result<()> {
             );
             hbwatch::live::write_events(&mut out, &lost)?;
             close_outputs(&mut out, outputs.flush_timeout(&settings))?;
-            result.map(|_| ())
+            let status = hbwatch::offline::exit_status(&result?);
+            if status != 0 {
+                std::process::exit(status);
+            }
+            Ok(())
         }
         Command::Hbgen(args) => hbwatch::hbgen::cli::run(args),
         Command::Demo {

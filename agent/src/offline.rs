@@ -8,7 +8,6 @@ use std::io::{IsTerminal as _, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
 use hbwatch_common::engine::{process, Env};
 use hbwatch_common::event::RawEvent;
@@ -200,6 +199,7 @@ pub struct AnalyzeOptions {
     pub summary_table: bool,
     /// Show a progress bar (stderr is a terminal and the file is large).
     pub progress: bool,
+    pub sip: crate::correlate::sip::SipConfig,
 }
 
 /// What one file gave.
@@ -210,7 +210,23 @@ pub struct FileReport {
     pub events: u64,
     pub counters: BTreeMap<&'static str, u64>,
     pub totals: Vec<AssocTotals>,
+    /// Why the file was not read to its end, if it was not (already said on stderr).
+    pub damage: Option<Damage>,
 }
+
+/// A capture `analyze` could not read whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// Not read at all: cannot be opened, or not a pcap/pcapng capture.
+    Unreadable(String),
+    /// Read up to a point (cut short, e.g. copied while still being written, or
+    /// corrupt further on): what came before was analyzed and delivered.
+    Cut(String),
+}
+
+/// `analyze`'s exit status when a capture was damaged but everything readable was
+/// analyzed and delivered (0: every file read whole; 1: a file not read at all).
+pub const EXIT_DAMAGED: i32 = 4;
 
 /// The engine over one capture: packets in, events out.
 pub struct Replay {
@@ -227,7 +243,7 @@ impl Replay {
         let cfg = Config {
             params: opts.params.clone(),
             summary_period_ns: opts.summary_period.map(|d| d.as_nanos() as u64),
-            ..Config::default()
+            sip: opts.sip.clone(),
         };
         Replay {
             env: OfflineEnv::new(&opts.ports, &opts.params),
@@ -324,15 +340,37 @@ pub fn analyze_file(
     let (input, size): (Box<dyn Read + Send>, u64) = if stdin {
         (Box::new(std::io::stdin()), 0)
     } else {
-        let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-        (Box::new(f), size)
+        match File::open(path) {
+            Ok(f) => {
+                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                (Box::new(f), size)
+            }
+            Err(e) => {
+                let why = format!("cannot open {}: {e}", path.display());
+                return Ok(unreadable(name, why));
+            }
+        }
     };
     analyze_reader(input, size, path, name, opts, out)
 }
 
+/// The report of a file not read at all; the reason goes to stderr.
+fn unreadable(name: String, why: String) -> FileReport {
+    tracing::error!("{why}");
+    FileReport {
+        name,
+        frames: 0,
+        events: 0,
+        counters: BTreeMap::new(),
+        totals: Vec::new(),
+        damage: Some(Damage::Unreadable(why)),
+    }
+}
+
 /// [`analyze_file`] on any reader (`size` for the progress bar, 0 if unknown; `path`
-/// names the input in messages, `name` is the interface name in events).
+/// names the input in messages, `name` is the interface name in events). A capture
+/// that is cut short or corrupt further on gives the events up to there and a report
+/// saying so; only a failing output is an error.
 pub fn analyze_reader(
     input: Box<dyn Read + Send>,
     size: u64,
@@ -341,8 +379,13 @@ pub fn analyze_reader(
     opts: &AnalyzeOptions,
     out: &mut dyn Sink,
 ) -> anyhow::Result<FileReport> {
-    let mut reader = pcap_parser::create_reader(1 << 20, input)
-        .map_err(|e| anyhow::anyhow!("{}: not a pcap or pcapng capture ({e:?})", path.display()))?;
+    let mut reader = match pcap_parser::create_reader(1 << 20, input) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!("{}: not a pcap or pcapng capture ({e:?})", path.display());
+            return Ok(unreadable(name, why));
+        }
+    };
     let bar = (opts.progress && size > 32 << 20 && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(size);
         bar.set_style(
@@ -363,6 +406,8 @@ pub fn analyze_reader(
     let mut interfaces: Vec<IfTime> = Vec::new();
     let mut unsupported_link = false;
     let mut consumed = 0u64;
+    let mut snap = Snaplen::default();
+    let mut damage = None;
     loop {
         match reader.next() {
             Ok((offset, block)) => {
@@ -378,6 +423,7 @@ pub fn analyze_reader(
                     }
                     PcapBlockOwned::Legacy(b) => {
                         let (link, units) = legacy.unwrap_or((Some(Link::Ethernet), 1_000_000));
+                        snap.frame(b.caplen, b.origlen);
                         if let Some(link) = link {
                             let ts = to_ns(b.ts_sec as u64, b.ts_usec as u64, units);
                             replay.link_frame(link, b.data, ts, &mut events);
@@ -394,6 +440,7 @@ pub fn analyze_reader(
                         });
                     }
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                        snap.frame(epb.caplen, epb.origlen);
                         if let Some(it) = interfaces.get(epb.if_id as usize).copied() {
                             if let Some(link) = it.link {
                                 let raw = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
@@ -434,20 +481,38 @@ pub fn analyze_reader(
             Err(PcapError::Eof) => break,
             Err(PcapError::Incomplete(_)) => {
                 if reader.reader_exhausted() {
-                    // A truncated last record (capture cut short): what came before counts.
-                    tracing::warn!("{}: capture ends in a truncated record", path.display());
+                    damage = Some(CUT_SHORT.to_string());
                     break;
                 }
-                reader
-                    .refill()
-                    .map_err(|e| anyhow::anyhow!("{}: read error: {e:?}", path.display()))?;
+                if let Err(e) = reader.refill() {
+                    damage = Some(format!("could not be read ({e:?})"));
+                    break;
+                }
             }
-            Err(e) => bail!(
-                "{}: corrupt capture after {} frames: {e:?}",
-                path.display(),
-                replay.frames
-            ),
+            Err(PcapError::UnexpectedEof) => {
+                damage = Some(CUT_SHORT.to_string());
+                break;
+            }
+            Err(e) => {
+                damage = Some(format!(
+                    "is corrupt ({e:?}); the rest of the file was skipped"
+                ));
+                break;
+            }
         }
+    }
+    let damage = damage.map(|what| {
+        let why = format!(
+            "{}: frame {} {what}: the {} frames before it were analyzed and their events delivered",
+            path.display(),
+            replay.frames + 1,
+            replay.frames
+        );
+        tracing::warn!("{why}");
+        Damage::Cut(why)
+    });
+    if let Some(warning) = snap.warning() {
+        tracing::warn!("{}: {warning}", path.display());
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -464,22 +529,64 @@ pub fn analyze_reader(
         written += 1;
     }
     out.flush()?;
+    let mut counters = replay.env.counter_map();
+    counters.extend(replay.correlator.sip_counters().named());
     Ok(FileReport {
         name,
         frames: replay.frames,
         events: written,
-        counters: replay.env.counter_map(),
+        counters,
         totals: replay.correlator.totals(),
+        damage,
     })
+}
+
+/// The last record announces more bytes than the file holds.
+const CUT_SHORT: &str = "is cut off: the file ends in the middle of it (cut short, e.g. copied while still being written)";
+
+/// How much of each packet a capture kept: a small snaplen cuts payloads.
+#[derive(Debug, Default)]
+struct Snaplen {
+    /// Frames captured shorter than they were on the wire.
+    cut: u64,
+    /// The longest of them: the snaplen in effect (headers may declare another, e.g.
+    /// `editcap -s` keeps the original header).
+    kept: u32,
+}
+
+impl Snaplen {
+    fn frame(&mut self, caplen: u32, origlen: u32) {
+        if caplen < origlen {
+            self.cut += 1;
+            self.kept = self.kept.max(caplen);
+        }
+    }
+
+    /// What to tell the user, if packets were cut.
+    fn warning(&self) -> Option<String> {
+        (self.cut > 0).then(|| {
+            let frames = match self.cut {
+                1 => "1 frame was".to_string(),
+                n => format!("{n} frames were"),
+            };
+            format!(
+                "{frames} cut to the capture's snaplen ({} bytes): payloads are truncated (SIP headers and heartbeat fields past the cut are not seen)",
+                self.kept
+            )
+        })
+    }
 }
 
 /// Analyzes every file in turn; each starts from empty state (files are separate
 /// captures unless said otherwise).
+///
+/// A damaged or unreadable file does not stop the run: its report says so.
 pub fn analyze(opts: &AnalyzeOptions, out: &mut dyn Sink) -> anyhow::Result<Vec<FileReport>> {
     let mut reports = Vec::new();
     for f in &opts.files {
         let r = analyze_file(f, opts, out)?;
-        if opts.summary_table {
+        let unread = matches!(r.damage, Some(Damage::Unreadable(_)));
+        if opts.summary_table && !unread {
             eprint!("{}", summary_table(&r));
         }
         reports.push(r);
@@ -487,20 +594,55 @@ pub fn analyze(opts: &AnalyzeOptions, out: &mut dyn Sink) -> anyhow::Result<Vec<
     Ok(reports)
 }
 
+/// `analyze`'s exit status for these reports, with a last line on stderr when not 0:
+/// 1 if a file could not be read at all, [`EXIT_DAMAGED`] if one was cut short or
+/// corrupt (everything readable was analyzed and delivered either way).
+pub fn exit_status(reports: &[FileReport]) -> i32 {
+    let count = |unreadable: bool| {
+        reports
+            .iter()
+            .filter(|r| matches!(r.damage, Some(Damage::Unreadable(_))) == unreadable)
+            .filter(|r| r.damage.is_some())
+            .count()
+    };
+    let (unreadable, cut) = (count(true), count(false));
+    if unreadable > 0 {
+        eprintln!(
+            "hbwatch: error: {unreadable} of {} captures could not be read (see above)",
+            reports.len()
+        );
+        return 1;
+    }
+    if cut > 0 {
+        eprintln!(
+            "hbwatch: {cut} of {} captures were cut short or corrupt (see above): everything before the damage was analyzed; exit status {EXIT_DAMAGED}",
+            reports.len()
+        );
+        return EXIT_DAMAGED;
+    }
+    0
+}
+
 /// The `--summary` table: one line per association.
 pub fn summary_table(r: &FileReport) -> String {
+    let count = |name: &str| r.counters.get(name).copied().unwrap_or(0);
     let mut s = format!(
-        "{}: {} frames, {} heartbeats, {} events\n",
+        "{}: {} frames, {} heartbeats, {} events",
         r.name,
         r.frames,
-        r.counters.get("heartbeats").copied().unwrap_or(0),
+        count("heartbeats"),
         r.events
     );
+    match count("duplicates") + count("sip_duplicates") {
+        0 => s.push('\n'),
+        n => s.push_str(&format!(", {n} duplicates ignored (mirror copies)\n")),
+    }
     s.push_str(&format!(
-        "{:<58} {:>10} {:>7} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9}  {}\n",
+        "{:<58} {:>10} {:>7} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9}  {}\n",
         "association",
         "heartbeats",
         "lost",
+        "dups",
         "rtt_min",
         "rtt_avg",
         "rtt_max",
@@ -522,17 +664,22 @@ pub fn summary_table(r: &FileReport) -> String {
         } else {
             t.diagnoses.join(",")
         };
+        let interval = match t.expected_interval_ms {
+            0 => "-".to_string(),
+            i => format!("{i}ms"),
+        };
         s.push_str(&format!(
-            "{:<58} {:>10} {:>7} {:>9} {:>9} {:>9} {:>8} {:>7} {:>7}ms  {}\n",
+            "{:<58} {:>10} {:>7} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9}  {}\n",
             association(&t.key),
             st.count,
             st.lost,
+            st.duplicates,
             min,
             avg,
             max,
             st.outages,
             st.folded.total(),
-            t.expected_interval_ms,
+            interval,
             diag
         ));
     }

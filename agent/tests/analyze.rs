@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hbwatch::hbgen::frame::{FrameSpec, Tcp};
-use hbwatch::offline::{analyze_file, AnalyzeOptions};
+use hbwatch::offline::{analyze_file, AnalyzeOptions, Damage};
 use hbwatch::output::LineSink;
 use hbwatch::ports::{default_specs, port_table};
 use serde_json::Value;
@@ -114,6 +114,7 @@ fn opts(files: Vec<PathBuf>) -> AnalyzeOptions {
         summary_period: None,
         summary_table: false,
         progress: false,
+        sip: Default::default(),
     }
 }
 
@@ -475,14 +476,643 @@ fn pcapng_nanoseconds_and_stdin_give_the_same_events_as_pcap() {
 fn not_a_capture_is_a_clear_error() {
     let p = write("notes.txt", b"this is not a capture at all, just text\n");
     let mut out = LineSink::json(Vec::new());
-    let err = analyze_file(&p, &opts(vec![p.clone()]), &mut out).unwrap_err();
-    assert!(
-        err.to_string().contains("not a pcap or pcapng capture"),
-        "{err}"
-    );
+    let r = analyze_file(&p, &opts(vec![p.clone()]), &mut out).unwrap();
+    let Some(Damage::Unreadable(why)) = &r.damage else {
+        panic!("{:?}", r.damage)
+    };
+    assert!(why.contains("not a pcap or pcapng capture"), "{why}");
     let missing = Path::new("/nonexistent/capture.pcap");
-    let err = analyze_file(missing, &opts(vec![]), &mut out).unwrap_err();
-    assert!(err.to_string().contains("cannot open"), "{err}");
+    let r = analyze_file(missing, &opts(vec![]), &mut out).unwrap();
+    let Some(Damage::Unreadable(why)) = &r.damage else {
+        panic!("{:?}", r.damage)
+    };
+    assert!(why.contains("cannot open"), "{why}");
+    assert_eq!((r.frames, r.events), (0, 0));
+}
+
+// ---------------------------------------------------------------------------------
+// SIP as real captures show it: mirror copies, rejected passwords, lapses, --summary
+
+const PHONE: &str = "10.40.0.50";
+const PBX: &str = "10.40.0.1";
+const PINGER: &str = "10.40.0.9";
+
+/// A SIP message from the phone's dialog `call_id`: start line, the usual headers,
+/// `extra` headers.
+fn sip_text(start: &str, call_id: &str, cseq: u32, method: &str, extra: &[&str]) -> Vec<u8> {
+    let mut lines = vec![
+        start.to_string(),
+        format!("Via: SIP/2.0/UDP {PHONE}:5060;branch=z9hG4bK-{call_id}-{cseq}"),
+        format!("From: <sip:2001@{PBX}>;tag=ph1"),
+        format!("To: <sip:2001@{PBX}>"),
+        format!("Call-ID: {call_id}"),
+        format!("CSeq: {cseq} {method}"),
+    ];
+    lines.extend(extra.iter().map(|s| s.to_string()));
+    lines.push("Content-Length: 0".into());
+    (lines.join("\r\n") + "\r\n\r\n").into_bytes()
+}
+
+fn register(cseq: u32, extra: &[&str]) -> Vec<u8> {
+    let mut headers = vec!["Contact: <sip:2001@10.40.0.50:5060>", "Expires: 60"];
+    headers.extend_from_slice(extra);
+    sip_text(
+        "REGISTER sip:10.40.0.1 SIP/2.0",
+        "reg-2001",
+        cseq,
+        "REGISTER",
+        &headers,
+    )
+}
+
+fn register_answer(cseq: u32, status: &str, extra: &[&str]) -> Vec<u8> {
+    sip_text(status, "reg-2001", cseq, "REGISTER", extra)
+}
+
+const OK_60: &[&str] = &["Contact: <sip:2001@10.40.0.50:5060>;expires=60"];
+
+fn sip_udp(cap: &mut Capture, from: &str, to: &str, t: u64, payload: &[u8]) {
+    let f = FrameSpec::udp(ip(from), 5060, ip(to), 5060, payload).build();
+    cap.push(t, f);
+}
+
+/// Runs the binary: (exit code, events, stderr).
+fn hbwatch_analyze(args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hbwatch"))
+        .arg("analyze")
+        .args(["--hostname", "probe"])
+        .args(args)
+        .output()
+        .unwrap();
+    let events = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect();
+    (
+        out.status.code(),
+        events,
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The `--summary` row of an association: its columns after the name.
+fn table_row<'a>(table: &'a str, assoc: &str) -> Vec<&'a str> {
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(assoc))
+        .unwrap_or_else(|| panic!("no row for {assoc}:\n{table}"));
+    line[assoc.len()..].split_whitespace().collect()
+}
+
+#[test]
+fn sip_mirror_copies_are_counted_never_retries_and_the_summary_lists_sip() {
+    // A SPAN port: every frame twice, 40 us apart. A phone refreshing its registration
+    // every 50 s and making one call (INVITE..BYE), a pinger sending OPTIONS every
+    // 30 s, one of which really is retransmitted (after T1 = 500 ms).
+    let mut cap = Capture::default();
+    let mut sends: Vec<(u64, &'static str, &'static str, Vec<u8>)> = Vec::new();
+    for (i, t) in (0..300 * SEC).step_by(50 * SEC as usize).enumerate() {
+        let cseq = i as u32 + 1;
+        sends.push((t, PHONE, PBX, register(cseq, &[])));
+        sends.push((
+            t + 4 * MS,
+            PBX,
+            PHONE,
+            register_answer(cseq, "SIP/2.0 200 OK", OK_60),
+        ));
+    }
+    fn call(
+        t: u64,
+        from: &'static str,
+        to: &'static str,
+        start: &str,
+        cseq: u32,
+        method: &str,
+    ) -> (u64, &'static str, &'static str, Vec<u8>) {
+        (t, from, to, sip_text(start, "call-77", cseq, method, &[]))
+    }
+    let invite = "INVITE sip:3001@10.40.0.1 SIP/2.0";
+    sends.extend([
+        call(70 * SEC, PHONE, PBX, invite, 1, "INVITE"),
+        call(
+            70 * SEC + 2 * MS,
+            PBX,
+            PHONE,
+            "SIP/2.0 100 Trying",
+            1,
+            "INVITE",
+        ),
+        call(71 * SEC, PBX, PHONE, "SIP/2.0 180 Ringing", 1, "INVITE"),
+        call(75 * SEC, PBX, PHONE, "SIP/2.0 200 OK", 1, "INVITE"),
+        call(
+            75 * SEC + 5 * MS,
+            PHONE,
+            PBX,
+            "ACK sip:3001@10.40.0.1 SIP/2.0",
+            1,
+            "ACK",
+        ),
+        call(
+            135 * SEC,
+            PHONE,
+            PBX,
+            "BYE sip:3001@10.40.0.1 SIP/2.0",
+            2,
+            "BYE",
+        ),
+        call(135 * SEC + 3 * MS, PBX, PHONE, "SIP/2.0 200 OK", 2, "BYE"),
+    ]);
+    let options = |cseq: u32| {
+        sip_text(
+            "OPTIONS sip:10.40.0.1 SIP/2.0",
+            "ping-9",
+            cseq,
+            "OPTIONS",
+            &[],
+        )
+    };
+    for (i, t) in (0..300 * SEC).step_by(30 * SEC as usize).enumerate() {
+        let cseq = i as u32 + 1;
+        let answer_at = if cseq == 4 {
+            // Lost on the way: sent again after T1, then answered.
+            sends.push((t + 500 * MS, PINGER, PBX, options(cseq)));
+            t + 503 * MS
+        } else {
+            t + 3 * MS
+        };
+        sends.push((t, PINGER, PBX, options(cseq)));
+        sends.push((
+            answer_at,
+            PBX,
+            PINGER,
+            sip_text("SIP/2.0 200 OK", "ping-9", cseq, "OPTIONS", &[]),
+        ));
+    }
+    for (t, from, to, payload) in &sends {
+        sip_udp(&mut cap, from, to, *t, payload);
+        sip_udp(&mut cap, from, to, *t + 40_000, payload);
+    }
+    // A phone registering over TCP, every 50 s: its segments mirrored too.
+    let (tcp_phone, mut phone_seq, mut pbx_seq) = (ip("10.40.0.60"), 7_000u32, 90_000u32);
+    for cseq in 1..=6u32 {
+        let t = u64::from(cseq) * 50 * SEC - 20 * SEC;
+        let text = |start: &str| {
+            let text = String::from_utf8(sip_text(start, "tcp-reg", cseq, "REGISTER", OK_60));
+            text.unwrap().replace(PHONE, "10.40.0.60").into_bytes()
+        };
+        for (at, src, sport, dst, dport, seq, payload) in [
+            (
+                t,
+                tcp_phone,
+                40_600,
+                ip(PBX),
+                5060,
+                &mut phone_seq,
+                text("REGISTER sip:10.40.0.1 SIP/2.0"),
+            ),
+            (
+                t + 4 * MS,
+                ip(PBX),
+                5060,
+                tcp_phone,
+                40_600,
+                &mut pbx_seq,
+                text("SIP/2.0 200 OK"),
+            ),
+        ] {
+            let mut f = FrameSpec::udp(src, sport, dst, dport, &payload);
+            f.tcp = Some(Tcp {
+                seq: *seq,
+                ack: 1,
+                flags: 0x18,
+                window: 65535,
+            });
+            *seq += payload.len() as u32;
+            cap.push(at, f.build());
+            cap.push(at + 40_000, f.build());
+        }
+    }
+    let p = write("span.pcap", &cap.pcap(true));
+    let (code, evs, table) =
+        hbwatch_analyze(&[p.to_str().unwrap(), "--summary", "--summary-period", "3600"]);
+    assert_eq!(code, Some(0), "{table}");
+    let alerts: Vec<(String, String)> = evs
+        .iter()
+        .filter(|e| e["event"]["kind"] == "alert")
+        .map(|e| (action(e).to_string(), src(e)))
+        .collect();
+    assert_eq!(
+        alerts,
+        [("heartbeat.retry".to_string(), format!("{PINGER}:5060"))],
+        "only the real re-send: {evs:#?}"
+    );
+    let registered = evs.iter().filter(|e| action(e) == "sip.registered").count();
+    assert_eq!(registered, 2, "the UDP and the TCP phone");
+    let summary = |from: &str| {
+        evs.iter()
+            .find(|e| action(e) == "heartbeat.summary" && src(e) == format!("{from}:5060"))
+            .unwrap_or_else(|| panic!("summary of {from}: {evs:#?}"))
+    };
+    // 6 REGISTER transactions, not the INVITE or BYE; every copy counted (over UDP the
+    // datapath hands up REGISTER, OPTIONS and responses: here the call's 4 responses).
+    let phone = &summary(PHONE)["heartbeat"];
+    assert_eq!(
+        (phone["count"].as_u64(), phone["lost"].as_u64()),
+        (Some(6), Some(0))
+    );
+    assert_eq!(phone["duplicates"], 6 * 2 + 4);
+    let pinger = &summary(PINGER)["heartbeat"];
+    assert_eq!(pinger["count"], 10);
+    assert_eq!(pinger["duplicates"], 10 * 2 + 1);
+
+    // The table lists both SIP associations with the same numbers.
+    let row = table_row(&table, "sip 10.40.0.50:5060 -> 10.40.0.1:5060");
+    assert_eq!(
+        &row[..3],
+        ["6", "0", "16"],
+        "heartbeats lost dups:\n{table}"
+    );
+    assert_eq!(row[6], "0", "no outage");
+    let row = table_row(&table, "sip 10.40.0.9:5060 -> 10.40.0.1:5060");
+    assert_eq!(&row[..3], ["10", "0", "21"], "{table}");
+    assert_eq!(row[7], "30000ms", "the OPTIONS interval:\n{table}");
+    let row = table_row(&table, "sip 10.40.0.60:40600 -> 10.40.0.1:5060");
+    assert_eq!(&row[..3], ["6", "0", "12"], "over TCP:\n{table}");
+    assert!(table.contains("49 duplicates ignored"), "{table}");
+}
+
+#[test]
+fn sip_rejected_password_fails_each_time_it_matters_and_counts_the_streak() {
+    let mut cap = Capture::default();
+    let challenge = |nonce: &str, stale: bool| {
+        format!(
+            "WWW-Authenticate: Digest realm=\"pbx\", nonce=\"{nonce}\", algorithm=MD5{}",
+            if stale { ", stale=TRUE" } else { "" }
+        )
+    };
+    let creds = |nonce: &str, realm: &str| {
+        format!("Authorization: Digest username=\"2001\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"sip:10.40.0.1\", response=\"0123456789abcdef0123456789abcdef\"")
+    };
+    let mut cseq = 0;
+    let mut exchange = |cap: &mut Capture, t: u64, req: Vec<&str>, status: &str, ans: Vec<&str>| {
+        cseq += 1;
+        sip_udp(cap, PHONE, PBX, t, &register(cseq, &req));
+        sip_udp(
+            cap,
+            PBX,
+            PHONE,
+            t + 3 * MS,
+            &register_answer(cseq, status, &ans),
+        );
+    };
+    let unauthorized = "SIP/2.0 401 Unauthorized";
+    // Six attempts a minute apart: challenged (normal), then the password refused.
+    for round in 0..6u64 {
+        let t = round * 60 * SEC;
+        let n1 = format!("n{round}a");
+        let n2 = format!("n{round}b");
+        exchange(
+            &mut cap,
+            t,
+            vec![],
+            unauthorized,
+            vec![&challenge(&n1, false)],
+        );
+        exchange(
+            &mut cap,
+            t + 10 * MS,
+            vec![&creds(&n1, "pbx")],
+            unauthorized,
+            vec![&challenge(&n2, false)],
+        );
+    }
+    let t = 400 * SEC;
+    let ok = OK_60[0].to_string();
+    for (at, cred, status, answer) in [
+        // Credentials for another realm: a new challenge, not a rejection.
+        (t, creds("x", "other"), unauthorized, challenge("y", false)),
+        // A stale nonce is no rejection either; then the right password registers.
+        (
+            t + 10 * MS,
+            creds("y", "pbx"),
+            unauthorized,
+            challenge("z", true),
+        ),
+        (t + 20 * MS, creds("z", "pbx"), "SIP/2.0 200 OK", ok),
+        // Refused again later: the streak started over after the success.
+        (
+            t + 30 * SEC,
+            creds("z", "pbx"),
+            unauthorized,
+            challenge("w", false),
+        ),
+    ] {
+        exchange(&mut cap, at, vec![&cred], status, vec![&answer]);
+    }
+
+    let evs = analyze(&cap, "password.pcap");
+    let seen: Vec<(&str, Option<u64>)> = evs
+        .iter()
+        .filter(|e| action(e) != "peer.up")
+        .map(|e| (action(e), e["sip"]["rejections"].as_u64()))
+        .collect();
+    let failed = |n| ("sip.register_failed", Some(n));
+    assert_eq!(
+        seen,
+        [
+            failed(1),
+            failed(2),
+            failed(3),
+            failed(5),
+            ("sip.registered", None),
+            failed(1)
+        ],
+        "{evs:#?}"
+    );
+    let first = &evs[0];
+    assert_eq!(first["log"]["level"], "warning");
+    assert_eq!(first["sip"]["status"], 401);
+    assert_eq!(
+        first["sip"]["reason"],
+        "credentials rejected (401 Unauthorized)"
+    );
+    assert_eq!(first["sip"]["aor"], "sip:2001@10.40.0.1");
+    assert_eq!(first["@timestamp"], "2026-11-22T10:00:00.013000Z");
+    let fifth = evs[3]["message"].as_str().unwrap();
+    assert!(
+        fifth.contains("credentials rejected (401 Unauthorized); 5 rejections in a row from 10.40.0.50 (1 since the last alert)"),
+        "{fifth}"
+    );
+}
+
+#[test]
+fn sip_lapse_is_one_alert_and_a_refresh_just_after_expiry_is_within_the_grace() {
+    let mut cap = Capture::default();
+    let mut cseq = 0;
+    let mut cycle = |cap: &mut Capture, t: u64, answered: bool| {
+        cseq += 1;
+        sip_udp(cap, PHONE, PBX, t, &register(cseq, &[]));
+        if answered {
+            let ok = register_answer(cseq, "SIP/2.0 200 OK", OK_60);
+            sip_udp(cap, PBX, PHONE, t + 5 * MS, &ok);
+        } else {
+            // Unanswered: the phone re-sends after T1 and 2*T1.
+            sip_udp(cap, PHONE, PBX, t + 500 * MS, &register(cseq, &[]));
+            sip_udp(cap, PHONE, PBX, t + 1500 * MS, &register(cseq, &[]));
+        }
+    };
+    cycle(&mut cap, 0, true);
+    // 60 s granted; this refresh is answered 600 ms after that ran out.
+    cycle(&mut cap, 60_595 * MS, true);
+    cycle(&mut cap, 110 * SEC, true);
+    // The registrar stops answering: the refresh sent at 160 s (in time) is waited for
+    // until its answer times out (32 s), then the registration has lapsed.
+    cycle(&mut cap, 160 * SEC, false);
+    // Back 100 s later.
+    cycle(&mut cap, 260 * SEC, true);
+    // An OPTIONS pinger keeps the capture going.
+    for t in (0..300 * SEC).step_by(30 * SEC as usize) {
+        let n = (t / SEC) as u32;
+        let ping = sip_text("OPTIONS sip:10.40.0.1 SIP/2.0", "p", n, "OPTIONS", &[]);
+        sip_udp(&mut cap, PINGER, PBX, t, &ping);
+        let ok = sip_text("SIP/2.0 200 OK", "p", n, "OPTIONS", &[]);
+        sip_udp(&mut cap, PBX, PINGER, t + 2 * MS, &ok);
+    }
+    let p = write("lapse.pcap", &cap.pcap(false));
+    let (code, evs, table) =
+        hbwatch_analyze(&[p.to_str().unwrap(), "--summary", "--no-summary-events"]);
+    assert_eq!(code, Some(0), "{table}");
+    let seen: Vec<&str> = evs.iter().map(action).collect();
+    assert_eq!(
+        seen,
+        [
+            "sip.registered",
+            "heartbeat.retry",
+            "heartbeat.unanswered",
+            "sip.expired",
+            "sip.registered"
+        ],
+        "{evs:#?}"
+    );
+    let expired = &evs[3];
+    assert_eq!(expired["log"]["level"], "error");
+    assert_eq!(expired["@timestamp"], "2026-11-22T10:03:12.000000Z");
+    let hb = &expired["heartbeat"];
+    // Since the last success at 110.005 s.
+    assert_eq!(hb["silence_ms"], 81_995);
+    // The last refresh period: 60.600 s -> 110.005 s.
+    assert_eq!(hb["expected_interval_ms"], 49_405);
+    assert_eq!(hb["diagnosis"], "peer-unresponsive");
+    let msg = expired["message"].as_str().unwrap();
+    assert!(
+        msg.contains("the phone sent 1 REGISTER since, the registrar answered none"),
+        "{msg}"
+    );
+    // From the lapse (192 s) to the 200 OK at 260.005 s.
+    assert_eq!(evs[4]["heartbeat"]["downtime_ms"], 68_005);
+    let row = table_row(&table, "sip 10.40.0.50:5060 -> 10.40.0.1:5060");
+    // heartbeats, lost, dups, 3 x rtt, outages, interval, diagnosis.
+    assert_eq!(&row[..3], ["4", "1", "0"], "{table}");
+    assert_eq!(row[6], "1", "one outage:\n{table}");
+    assert_eq!(row[8], "peer-unresponsive", "{table}");
+}
+
+#[test]
+fn the_expiry_grace_is_a_config_key() {
+    // A refresh answered 600 ms after the lifetime ran out: within the default grace,
+    // a lapse with `sip.expiry_grace = "0s"`.
+    let mut cap = Capture::default();
+    for (cseq, t) in [(1, 0), (2, 60_595 * MS)] {
+        sip_udp(&mut cap, PHONE, PBX, t, &register(cseq, &[]));
+        let ok = register_answer(cseq, "SIP/2.0 200 OK", OK_60);
+        sip_udp(&mut cap, PBX, PHONE, t + 5 * MS, &ok);
+    }
+    let p = write("grace.pcap", &cap.pcap(false));
+    let actions_with = |config: &str| {
+        let conf = write("grace.toml", config.as_bytes());
+        let (code, evs, stderr) = hbwatch_analyze(&[
+            p.to_str().unwrap(),
+            "--no-summary-events",
+            "--config",
+            conf.to_str().unwrap(),
+        ]);
+        assert_eq!(code, Some(0), "{stderr}");
+        evs.iter()
+            .map(|e| action(e).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(actions_with(""), ["sip.registered"]);
+    assert_eq!(
+        actions_with("[sip]\nexpiry_grace = \"0s\"\n"),
+        ["sip.registered", "sip.expired", "sip.registered"]
+    );
+    let conf = write("bad-grace.toml", b"[sip]\nexpiry_grace = \"soon\"\n");
+    let (code, _, stderr) =
+        hbwatch_analyze(&[p.to_str().unwrap(), "--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("sip.expiry_grace"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------
+// Damaged files
+
+/// A capture of the built-in faults scenario, written by `hbwatch hbgen`.
+fn hbgen_capture(name: &str, pcapng: bool) -> PathBuf {
+    let p = write(name, b"");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hbwatch"));
+    cmd.args([
+        "hbgen",
+        "--scenario",
+        "faults",
+        "--pcap",
+        p.to_str().unwrap(),
+    ]);
+    if pcapng {
+        cmd.arg("--pcapng");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p
+}
+
+#[test]
+fn a_capture_cut_mid_packet_warns_and_everything_else_is_delivered() {
+    for pcapng in [false, true] {
+        let whole = hbgen_capture(if pcapng { "whole.pcapng" } else { "whole.pcap" }, pcapng);
+        let bytes = std::fs::read(&whole).unwrap();
+        let (_, alone, _) = hbwatch_analyze(&[whole.to_str().unwrap(), "--no-summary-events"]);
+        // Cut in the middle of a record, as a copy of a capture still being written.
+        let cut_name = if pcapng { "cut.pcapng" } else { "cut.pcap" };
+        let cut = write(cut_name, &bytes[..bytes.len() * 2 / 3 + 7]);
+        let (code, evs, stderr) = hbwatch_analyze(&[
+            cut.to_str().unwrap(),
+            whole.to_str().unwrap(),
+            "--summary",
+            "--no-summary-events",
+        ]);
+        assert_eq!(code, Some(4), "{stderr}");
+        let warning = stderr
+            .lines()
+            .find(|l| l.contains(cut_name) && l.contains("cut off"))
+            .unwrap_or_else(|| panic!("no warning: {stderr}"));
+        // The frame number is the cut one's: the frames before it were analyzed.
+        let frames: u64 = stderr
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{cut_name}: "))?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no table for {cut_name}: {stderr}"));
+        assert!(frames > 1000, "{stderr}");
+        assert!(
+            warning.contains(&format!("frame {} ", frames + 1)),
+            "{warning}"
+        );
+        let of = |name: &str| -> Vec<&Value> {
+            evs.iter()
+                .filter(|e| e["observer"]["ingress"]["interface"]["name"] == name)
+                .collect()
+        };
+        // Events up to the cut, and the whole file after it exactly as alone.
+        let from_cut = of(cut_name);
+        assert!(
+            from_cut.iter().any(|e| action(e) == "heartbeat.gap"),
+            "{from_cut:#?}"
+        );
+        let whole_name = whole.file_name().unwrap().to_str().unwrap();
+        assert_eq!(of(whole_name), alone.iter().collect::<Vec<_>>());
+        assert!(
+            stderr.contains(&format!("{whole_name}: ")),
+            "both tables: {stderr}"
+        );
+        assert!(stderr.contains("exit status 4"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_small_snaplen_says_payloads_are_truncated() {
+    // The faults capture again, rewritten with a 96-byte snaplen (tcpdump -s 96).
+    let whole = std::fs::read(hbgen_capture("snap-src.pcap", false)).unwrap();
+    // hbgen writes big-endian pcap; either order is read here.
+    let big = whole[..4] == [0xa1, 0xb2, 0xc3, 0xd4];
+    let rd = |b: &[u8]| {
+        let b: [u8; 4] = b.try_into().unwrap();
+        if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    let wr = |v: u32| {
+        if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let mut cut = whole[..24].to_vec();
+    cut[16..20].copy_from_slice(&wr(96));
+    let mut at = 24;
+    let mut shortened = 0;
+    while at + 16 <= whole.len() {
+        let len = rd(&whole[at + 8..at + 12]) as usize;
+        let keep = len.min(96);
+        shortened += usize::from(keep < len);
+        cut.extend_from_slice(&whole[at..at + 8]);
+        cut.extend_from_slice(&wr(keep as u32));
+        cut.extend_from_slice(&whole[at + 12..at + 16]);
+        cut.extend_from_slice(&whole[at + 16..at + 16 + keep]);
+        at += 16 + len;
+    }
+    let p = write("snap96.pcap", &cut);
+    let (code, evs, stderr) = hbwatch_analyze(&[p.to_str().unwrap(), "--no-summary-events"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "snap96.pcap: {shortened} frames were cut to the capture's snaplen (96 bytes): payloads are truncated"
+        )),
+        "{stderr}"
+    );
+    // Heartbeats fit in 96 bytes: the MDS and RUDP anomalies are still found.
+    assert!(evs.iter().any(|e| action(e) == "heartbeat.gap"), "{evs:#?}");
+}
+
+#[test]
+fn an_unreadable_capture_is_an_error_but_the_others_are_analyzed() {
+    let whole = hbgen_capture("other.pcap", false);
+    let text = write("notes.pcap", b"not a capture\n");
+    let (code, evs, stderr) = hbwatch_analyze(&[
+        "/nonexistent/capture.pcap",
+        text.to_str().unwrap(),
+        whole.to_str().unwrap(),
+        "--summary",
+        "--no-summary-events",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot open /nonexistent/capture.pcap"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("notes.pcap: not a pcap or pcapng capture"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 of 3 captures could not be read"),
+        "{stderr}"
+    );
+    // No table for what was not read; the readable file's events and table are there.
+    assert!(!stderr.contains("notes.pcap: 0 frames"), "{stderr}");
+    assert!(stderr.contains("other.pcap: "), "{stderr}");
+    assert!(evs.iter().any(|e| action(e) == "heartbeat.gap"), "{evs:#?}");
 }
 
 // ---------------------------------------------------------------------------------

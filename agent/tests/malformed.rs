@@ -188,6 +188,7 @@ fn options() -> AnalyzeOptions {
         summary_period: None,
         summary_table: false,
         progress: false,
+        sip: Default::default(),
     }
 }
 

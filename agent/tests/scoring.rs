@@ -34,6 +34,7 @@ fn analyze(cap: &mut Capture) -> Vec<Value> {
         summary_period: None,
         summary_table: false,
         progress: false,
+        sip: Default::default(),
     };
     let mut replay = Replay::new(&opts, "scenario".into());
     let mut events = Vec::new();

@@ -354,6 +354,7 @@ pub fn check_pcap(data: &[u8]) {
         summary_period: Some(std::time::Duration::from_secs(60)),
         summary_table: false,
         progress: false,
+        sip: Default::default(),
     };
     let mut sink = CheckSink::default();
     let input = Box::new(Cursor::new(data.to_vec()));

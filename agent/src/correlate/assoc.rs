@@ -199,6 +199,8 @@ pub struct Stats {
     pub outages: u64,
     /// Repeating alerts folded (rate limit, open outage).
     pub folded: Folded,
+    /// Packets seen twice (SPAN/mirror copies): counted, never heartbeats or alerts.
+    pub duplicates: u64,
 }
 
 impl Stats {

@@ -278,8 +278,14 @@ impl Correlator {
                 closed: false,
             });
         }
+        all.extend(self.sip.totals());
         all.sort_by_key(|a| association(&a.key));
         all
+    }
+
+    /// What SIP tracking counted (duplicates, unparsed messages, ...).
+    pub fn sip_counters(&self) -> sip::SipCounters {
+        self.sip.counters()
     }
 
     /// One datapath record (with its payload for SIP records).

@@ -7,8 +7,10 @@
 //!
 //! - REGISTER: registration state per (phone IP, registrar IP, AOR): `sip.registered`
 //!   on the first success (and after an expiry, unregistration or a new Call-ID),
-//!   `sip.expired` by timer when no refresh succeeds within the granted Expires,
-//!   `sip.unregistered`, `sip.register_failed`. Cisco's `Expires: 0` +
+//!   `sip.expired` by timer when no refresh succeeds within the granted Expires (one
+//!   alert per lapse, with what the phone and the registrar did meanwhile),
+//!   `sip.unregistered`, `sip.register_failed` (also for a 401/407 that rejects the
+//!   credentials the REGISTER carried, counted per source). Cisco's `Expires: 0` +
 //!   `;cisco-keep-alive` to a backup registrar is a liveness probe: no registration
 //!   events, only `heartbeat.unanswered` when it goes unanswered.
 //! - OPTIONS: `sip.options_failed` for "overloaded/down" codes.
@@ -16,10 +18,14 @@
 //!   retransmission, RTT and counts for `heartbeat.summary`.
 //!
 //! Associations run from the request sender (phone, OPTIONS pinger) to the receiver.
+//! A packet seen twice (mirror ports) is counted and dropped first ([`duplicates`]);
+//! what REGISTER answers mean for a registration is in [`register`].
 
+mod duplicates;
 #[cfg(test)]
 mod fixtures;
 pub mod parse;
+mod register;
 /// Public for the fuzz targets (`fuzz/`); the tracker is its only user in the agent.
 pub mod stream;
 #[cfg(test)]
@@ -33,16 +39,20 @@ use hbwatch_common::flow::FlowKey;
 use hbwatch_common::parse::IPPROTO_TCP;
 use hbwatch_common::proto::Protocol;
 
-use super::Ctx;
+use super::assoc::Stats;
+use super::{AssocTotals, Ctx};
 use crate::convert::association;
 use crate::event::{Event, Level, RttUs, SipFields};
-use parse::{Message, Method, StartLine};
+use parse::{Challenge, Credentials, Message, Method, StartLine};
 use stream::Stream;
 pub use stream::StreamStats;
 
 const NS_PER_MS: u64 = 1_000_000;
 /// Forgetting idle state is a scan: at most once per second of record time.
 const HOUSEKEEPING_EVERY_NS: u64 = 1_000_000_000;
+
+/// Default of [`SipConfig::expiry_grace_ms`].
+pub const DEFAULT_EXPIRY_GRACE_MS: u64 = 2_000;
 
 /// Tunables of SIP tracking.
 #[derive(Debug, Clone)]
@@ -52,7 +62,8 @@ pub struct SipConfig {
     /// A request (OPTIONS, REGISTER) without a final answer after this long is unanswered.
     /// Default: SIP timer F (64 * T1 = 32 s), when the client itself gives up.
     pub answer_timeout_ms: u64,
-    /// Grace after a registration's Expires before `sip.expired`.
+    /// Grace after a registration's Expires before `sip.expired`: a refresh answered
+    /// this late still counts (clocks and queues; config `sip.expiry_grace`).
     pub expiry_grace_ms: u64,
     /// Final answers to REGISTER that are digest challenges, not failures.
     pub register_challenge_codes: Vec<u16>,
@@ -80,7 +91,7 @@ impl Default for SipConfig {
         SipConfig {
             options_fail_codes: vec![503, 480, 600],
             answer_timeout_ms: 32_000,
-            expiry_grace_ms: 0,
+            expiry_grace_ms: DEFAULT_EXPIRY_GRACE_MS,
             register_challenge_codes: vec![401, 407],
             default_expires_s: 3600,
             transaction_linger_ms: 32_000,
@@ -109,9 +120,33 @@ pub struct SipCounters {
     pub unmatched_responses: u64,
     /// Final responses repeated for an already answered transaction.
     pub duplicate_responses: u64,
+    /// Packets seen twice within moments (SPAN/mirror copies), dropped.
+    pub duplicates: u64,
+    /// 401/407/403 answers rejecting the credentials a REGISTER carried.
+    pub credentials_rejected: u64,
     /// New transactions, registrations, streams or associations not tracked: a cap was reached.
     pub dropped_at_capacity: u64,
     pub tcp: StreamStats,
+}
+
+impl SipCounters {
+    /// By name, for `agent.stopped` and `analyze`'s counters.
+    pub fn named(&self) -> [(&'static str, u64); 12] {
+        [
+            ("sip_messages", self.messages),
+            ("sip_unparsed", self.unparsed),
+            ("sip_truncated", self.truncated),
+            ("sip_incomplete", self.incomplete),
+            ("sip_unmatched_responses", self.unmatched_responses),
+            ("sip_duplicate_responses", self.duplicate_responses),
+            ("sip_duplicates", self.duplicates),
+            ("sip_credentials_rejected", self.credentials_rejected),
+            ("sip_dropped_at_capacity", self.dropped_at_capacity),
+            ("sip_tcp_retransmitted", self.tcp.retransmitted),
+            ("sip_tcp_holes", self.tcp.holes),
+            ("sip_tcp_overflows", self.tcp.overflows),
+        ]
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -137,6 +172,12 @@ struct RegisterInfo {
     keep_alive: bool,
     /// Built from a response whose request was not seen.
     from_response: bool,
+    /// Digest credentials it carried.
+    credentials: Vec<Credentials>,
+    /// The capture cut its header section short: credentials may lie past the cut.
+    cut: bool,
+    /// The challenge that answered the previous CSeq of its Call-ID, if one did.
+    earlier_challenges: Vec<Challenge>,
 }
 
 impl RegisterInfo {
@@ -155,6 +196,9 @@ impl RegisterInfo {
             removal: msg.contact_star || requested_expires == Some(0),
             keep_alive: msg.contacts.iter().any(|c| c.cisco_keep_alive),
             from_response: false,
+            credentials: msg.credentials.clone(),
+            cut: msg.is_truncated(),
+            earlier_challenges: Vec::new(),
         }
     }
 
@@ -193,6 +237,8 @@ struct Txn {
     /// When it was answered or reported.
     done_ns: u64,
     register: Option<RegisterInfo>,
+    /// A REGISTER's challenge answer (401/407), for the next CSeq's verdict.
+    challenges: Vec<Challenge>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -204,14 +250,19 @@ struct RegKey {
 }
 
 impl RegKey {
+    /// The registration of `aor` a REGISTER on `assoc` (phone -> registrar) is about.
+    fn new(assoc: &FlowKey, aor: &str) -> RegKey {
+        RegKey {
+            family: assoc.family,
+            phone: assoc.orig,
+            registrar: assoc.resp,
+            aor: aor.to_string(),
+        }
+    }
+
     /// The registration a REGISTER transaction is about.
     fn of(view: &TxnView, info: &RegisterInfo) -> RegKey {
-        RegKey {
-            family: view.assoc.family,
-            phone: view.assoc.orig,
-            registrar: view.assoc.resp,
-            aor: info.aor.clone(),
-        }
+        RegKey::new(&view.assoc, &info.aor)
     }
 }
 
@@ -237,57 +288,85 @@ struct Registration {
     expiry_ns: u64,
     expired_at_ns: u64,
     last_seen_ns: u64,
-    /// Last final answer of any status from the registrar (a refusal shows it alive).
-    last_answer_ns: u64,
-    /// The lapse was reported as `peer.down` (the recovery is then `peer.up`).
-    down_reported: bool,
+    /// CSeq of the last successful REGISTER.
+    cseq: u32,
+    /// REGISTER requests (not re-sends) since the last success.
+    requests_since_success: u32,
+    /// The latest of them: if still unanswered when the lifetime ends, the lapse waits
+    /// for its answer (the registrar had the refresh in time).
+    refresh: Option<TxnKey>,
+    /// The registrar's last refusal since the last success (status, reason).
+    refusal: Option<(u16, String)>,
 }
 
-/// Per association, for `heartbeat.summary`; counters cover the current period.
+/// Intervals between successful heartbeats (REGISTER 2xx, OPTIONS answered).
+#[derive(Debug, Default, Clone, Copy)]
+struct Intervals {
+    sum_ns: u64,
+    samples: u64,
+}
+
+impl Intervals {
+    fn add(&mut self, ns: u64) {
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+        self.samples += 1;
+    }
+
+    fn mean_ms(&self) -> Option<u64> {
+        self.sum_ns.checked_div(self.samples).map(ms)
+    }
+}
+
+/// Per association: `count` = REGISTER/OPTIONS transactions answered, `lost` = those
+/// unanswered, `outages` = registration lapses. `period` is for `heartbeat.summary`,
+/// `run` for `analyze --summary`.
 #[derive(Debug, Default)]
 struct AssocStats {
     ifindex: u32,
-    answered: u64,
-    lost: u64,
-    rtt_min_ns: u64,
-    rtt_max_ns: u64,
-    rtt_sum_ns: u64,
-    rtt_samples: u64,
-    interval_sum_ns: u64,
-    interval_samples: u64,
-    /// Last successful heartbeat (REGISTER 2xx, OPTIONS answered), for intervals.
+    period: Stats,
+    period_intervals: Intervals,
+    run: Stats,
+    run_intervals: Intervals,
+    /// Diagnoses of its lapses, in order.
+    diagnoses: Vec<&'static str>,
+    /// Last successful heartbeat, for intervals.
     last_beat_ns: Option<u64>,
     last_activity_ns: u64,
     active: bool,
 }
 
 impl AssocStats {
+    fn answered(&mut self) {
+        self.period.count += 1;
+        self.run.count += 1;
+    }
+
+    fn lost(&mut self) {
+        self.period.lost += 1;
+        self.run.lost += 1;
+    }
+
     fn rtt(&mut self, rtt_ns: u64) {
-        if self.rtt_samples == 0 || rtt_ns < self.rtt_min_ns {
-            self.rtt_min_ns = rtt_ns;
-        }
-        self.rtt_max_ns = self.rtt_max_ns.max(rtt_ns);
-        self.rtt_sum_ns = self.rtt_sum_ns.saturating_add(rtt_ns);
-        self.rtt_samples += 1;
+        self.period.rtt(rtt_ns);
+        self.run.rtt(rtt_ns);
     }
 
     fn beat(&mut self, ts_ns: u64) {
-        if let Some(last) = self.last_beat_ns {
-            if ts_ns > last {
-                self.interval_sum_ns = self.interval_sum_ns.saturating_add(ts_ns - last);
-                self.interval_samples += 1;
-            }
+        if let Some(last) = self.last_beat_ns.filter(|&last| ts_ns > last) {
+            self.period_intervals.add(ts_ns - last);
+            self.run_intervals.add(ts_ns - last);
         }
         self.last_beat_ns = Some(ts_ns);
     }
 
-    fn reset_period(&mut self) {
-        *self = AssocStats {
-            ifindex: self.ifindex,
-            last_beat_ns: self.last_beat_ns,
-            last_activity_ns: self.last_activity_ns,
-            ..AssocStats::default()
-        };
+    fn totals(&self, key: FlowKey, closed: bool) -> AssocTotals {
+        AssocTotals {
+            key,
+            stats: self.run,
+            expected_interval_ms: self.run_intervals.mean_ms().unwrap_or(0),
+            diagnoses: self.diagnoses.clone(),
+            closed,
+        }
     }
 }
 
@@ -336,11 +415,34 @@ pub struct SipTracker {
     early_answers: HashMap<TxnKey, u64>,
     regs: HashMap<RegKey, Registration>,
     assocs: HashMap<FlowKey, AssocStats>,
+    /// Run totals of associations forgotten when idle, for [`SipTracker::totals`].
+    retired: Vec<AssocTotals>,
+    /// Packets of the last moments, to recognise copies.
+    recent: duplicates::Recent,
+    /// Credential rejections in a row per source toward a registrar.
+    rejections: HashMap<SourceKey, Rejections>,
     timers: BinaryHeap<Reverse<Timer>>,
     timer_order: u64,
     last_housekeeping_ns: u64,
     /// Reused between records: messages with their time.
     scratch: Vec<(u64, Message)>,
+}
+
+/// A REGISTER source (phone, or a guesser) and the registrar it talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SourceKey {
+    family: u8,
+    source: [u8; 16],
+    registrar: [u8; 16],
+}
+
+/// Credential rejections from one source since its last successful REGISTER.
+#[derive(Debug, Default)]
+struct Rejections {
+    in_row: u64,
+    /// Rejections not alerted since the last alert (see [`worth_alerting`]).
+    unreported: u64,
+    last_ns: u64,
 }
 
 /// The association a packet travelling along `key` belongs to, as a SIP key.
@@ -413,6 +515,17 @@ impl SipTracker {
         }
         self.advance(raw.ts_ns, ctx, out);
         let captured = data.get(..raw.aux as usize).unwrap_or(data);
+        if self.recent.is_duplicate(
+            &raw.key,
+            raw.seq,
+            raw.value,
+            captured,
+            raw.ts_ns,
+            self.cfg.max_associations,
+        ) {
+            self.duplicate(&raw.key);
+            return;
+        }
         let mut msgs = std::mem::take(&mut self.scratch);
         if raw.key.transport == IPPROTO_TCP {
             self.tcp_segment(raw, captured, &mut msgs);
@@ -427,6 +540,20 @@ impl SipTracker {
         }
         self.scratch = msgs;
         self.drop_stale_timers();
+    }
+
+    /// A copy of a packet just seen: counted for the association it belongs to.
+    fn duplicate(&mut self, key: &FlowKey) {
+        self.counters.duplicates += 1;
+        let (forward, backward) = (sip_key(key), reversed(key));
+        let stats = match self.assocs.get_mut(&forward) {
+            Some(stats) => Some(stats),
+            None => self.assocs.get_mut(&backward),
+        };
+        if let Some(stats) = stats {
+            stats.period.duplicates += 1;
+            stats.run.duplicates += 1;
+        }
     }
 
     fn tcp_segment(&mut self, raw: &RawEvent, captured: &[u8], msgs: &mut Vec<(u64, Message)>) {
@@ -539,6 +666,8 @@ impl SipTracker {
             return;
         }
         let assoc = sip_key(&raw.key);
+        let register =
+            (method == Method::Register).then(|| self.register_request(msg, &key, &assoc, ts));
         let deadline_ns = ts.saturating_add(self.cfg.answer_timeout_ms.saturating_mul(NS_PER_MS));
         // Its answer came first: what it said was acted on then; count it, no timer.
         let answered_ns = self.early_answers.remove(&key);
@@ -559,13 +688,14 @@ impl SipTracker {
                     TxnState::Pending
                 },
                 done_ns: answered_ns.unwrap_or(0),
-                register: (method == Method::Register).then(|| RegisterInfo::of_request(msg)),
+                register,
+                challenges: Vec::new(),
             },
         );
         if let Some(stats) = self.assoc_stats(&assoc, raw.ifindex, ts) {
             stats.active = true;
             if let Some(answered_ns) = answered_ns {
-                stats.answered += 1;
+                stats.answered();
                 if answered_ns >= ts {
                     stats.rtt(answered_ns - ts);
                 }
@@ -609,6 +739,9 @@ impl SipTracker {
             Some(txn) => {
                 let timely = txn.state == TxnState::Pending;
                 txn.state = TxnState::Answered;
+                if self.cfg.register_challenge_codes.contains(&status) {
+                    txn.challenges = msg.challenges.clone();
+                }
                 txn.done_ns = ts;
                 // Karn: after a retransmission the answer may be to either send.
                 let rtt =
@@ -617,7 +750,7 @@ impl SipTracker {
                 if let Some(stats) = self.assoc_stats(&found.0, found.1, ts) {
                     stats.active = true;
                     if timely {
-                        stats.answered += 1;
+                        stats.answered();
                     }
                     if let Some(rtt) = rtt {
                         stats.rtt(rtt);
@@ -659,224 +792,6 @@ impl SipTracker {
         }
     }
 
-    /// Registration outcome of a final answer to a REGISTER; true for a success.
-    #[allow(clippy::too_many_arguments)]
-    fn register_answered(
-        &mut self,
-        view: &TxnView,
-        info: &RegisterInfo,
-        msg: &Message,
-        status: u16,
-        reason: &str,
-        ts: u64,
-        ctx: &Ctx,
-        out: &mut Vec<Event>,
-    ) -> bool {
-        if (200..300).contains(&status) {
-            let granted = if info.from_response {
-                // Request not seen: only a lifetime the answer itself states counts
-                // (an Expires 0 answer could be to a backup keepalive or a removal).
-                granted_expires(msg, info).filter(|&g| g > 0)
-            } else if info.removal {
-                if info.keep_alive {
-                    // Cisco keepalive to the backup registrar: answered is all it asks.
-                    return true;
-                }
-                Some(0)
-            } else if info.contact_uri.is_none() {
-                // No Contact: a query of the bindings, not a registration.
-                None
-            } else {
-                Some(granted_expires(msg, info).unwrap_or(self.cfg.default_expires_s))
-            };
-            match granted {
-                Some(0) => self.unregistered(view, info, msg, ts, ctx, out),
-                Some(granted) => self.registered(view, info, msg, granted, ts, ctx, out),
-                None => {}
-            }
-            return true;
-        }
-        if self.cfg.register_challenge_codes.contains(&status) {
-            return false;
-        }
-        let device = self.device_of(info, msg);
-        let key = RegKey::of(view, info);
-        if let Some(reg) = self.regs.get_mut(&key) {
-            reg.last_answer_ns = ts;
-        }
-        let mut ev = Self::txn_event(
-            view,
-            Some(info),
-            ts,
-            ctx,
-            "alert",
-            "sip.register_failed",
-            Level::Error,
-            format!(
-                "{}: REGISTER{} of {} failed: {status} {reason}",
-                association(&view.assoc),
-                if info.keep_alive { " keepalive" } else { "" },
-                who(device.as_deref(), &info.aor),
-            ),
-        );
-        if let Some(sip) = ev.sip.as_mut() {
-            sip.status = Some(status);
-            sip.reason = Some(reason.to_string());
-            sip.device = device;
-        }
-        out.push(ev);
-        false
-    }
-
-    fn device_of(&self, info: &RegisterInfo, msg: &Message) -> Option<String> {
-        info.device
-            .clone()
-            .or_else(|| msg.contacts.iter().find_map(|c| c.device()))
-            .or_else(|| aor_user(&info.aor))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn registered(
-        &mut self,
-        view: &TxnView,
-        info: &RegisterInfo,
-        msg: &Message,
-        granted_s: u32,
-        ts: u64,
-        ctx: &Ctx,
-        out: &mut Vec<Event>,
-    ) {
-        let device = self.device_of(info, msg);
-        let key = RegKey::of(view, info);
-        if !self.regs.contains_key(&key) && self.regs.len() >= self.cfg.max_registrations {
-            self.counters.dropped_at_capacity += 1;
-            return;
-        }
-        let expiry_ns = ts
-            .saturating_add(u64::from(granted_s).saturating_mul(1_000_000_000))
-            .saturating_add(self.cfg.expiry_grace_ms.saturating_mul(NS_PER_MS));
-        let reg = self
-            .regs
-            .entry(key.clone())
-            .or_insert_with(|| Registration {
-                assoc: view.assoc,
-                ifindex: view.ifindex,
-                call_id: String::new(),
-                device: None,
-                state: RegState::Unregistered,
-                granted_s,
-                last_success_ns: ts,
-                refresh_interval_ns: None,
-                expiry_ns,
-                expired_at_ns: 0,
-                last_seen_ns: ts,
-                last_answer_ns: 0,
-                down_reported: false,
-            });
-        // A new Call-ID is a new registration by a restarted UA (RFC 3261 §10.2.4).
-        let announce = reg.state != RegState::Registered || reg.call_id != view.call_id;
-        let downtime_ns =
-            (reg.state == RegState::Expired).then(|| ts.saturating_sub(reg.expired_at_ns));
-        let was_down = std::mem::replace(&mut reg.down_reported, false);
-        reg.refresh_interval_ns = (reg.state == RegState::Registered && !announce)
-            .then(|| ts.saturating_sub(reg.last_success_ns));
-        reg.assoc = view.assoc;
-        reg.ifindex = view.ifindex;
-        reg.call_id = view.call_id.to_string();
-        if device.is_some() {
-            reg.device = device;
-        }
-        reg.state = RegState::Registered;
-        reg.granted_s = granted_s;
-        reg.last_success_ns = ts;
-        reg.expiry_ns = expiry_ns;
-        reg.last_seen_ns = ts;
-        let device = reg.device.clone();
-        self.set_timer(expiry_ns, TimerRef::Expiry(key));
-        if !announce {
-            return;
-        }
-        let again = match downtime_ns {
-            Some(d) => format!(
-                " (again, {} s after its registration expired)",
-                d / 1_000_000_000
-            ),
-            None => String::new(),
-        };
-        let mut ev = Self::txn_event(
-            view,
-            Some(info),
-            ts,
-            ctx,
-            "event",
-            "sip.registered",
-            Level::Info,
-            format!(
-                "{}: {} registered for {granted_s} s{again}",
-                association(&view.assoc),
-                who(device.as_deref(), &info.aor),
-            ),
-        );
-        if let Some(sip) = ev.sip.as_mut() {
-            sip.expires = Some(granted_s);
-            sip.device = device;
-        }
-        ev.heartbeat.downtime_ms = downtime_ns.map(ms);
-        let up = downtime_ns.filter(|_| was_down).map(|d| {
-            let mut up = ev.clone();
-            up.event.action = "peer.up";
-            up.message = format!(
-                "{}: peer up again after {} ms down: registered again",
-                association(&view.assoc),
-                ms(d)
-            );
-            up.heartbeat.diagnosis = Some(super::diagnosis::UNDETERMINED);
-            up.heartbeat.evidence = Some(vec![
-                "the registration lapsed, then a REGISTER succeeded".into(),
-            ]);
-            up
-        });
-        out.push(ev);
-        out.extend(up);
-    }
-
-    fn unregistered(
-        &mut self,
-        view: &TxnView,
-        info: &RegisterInfo,
-        msg: &Message,
-        ts: u64,
-        ctx: &Ctx,
-        out: &mut Vec<Event>,
-    ) {
-        let key = RegKey::of(view, info);
-        let mut device = self.device_of(info, msg);
-        if let Some(reg) = self.regs.get_mut(&key) {
-            reg.state = RegState::Unregistered;
-            reg.last_seen_ns = ts;
-            device = device.or_else(|| reg.device.clone());
-        }
-        let mut ev = Self::txn_event(
-            view,
-            Some(info),
-            ts,
-            ctx,
-            "event",
-            "sip.unregistered",
-            Level::Info,
-            format!(
-                "{}: {} unregistered (REGISTER with Expires 0 accepted)",
-                association(&view.assoc),
-                who(device.as_deref(), &info.aor),
-            ),
-        );
-        if let Some(sip) = ev.sip.as_mut() {
-            sip.expires = Some(0);
-            sip.device = device;
-        }
-        out.push(ev);
-    }
-
     /// Outcome of a final answer to an OPTIONS ping; true when the peer is healthy.
     fn options_answered(
         &mut self,
@@ -898,7 +813,7 @@ impl SipTracker {
             ctx,
             "alert",
             "sip.options_failed",
-            Level::Error,
+            Level::Warning,
             format!(
                 "{}: OPTIONS answered {status} {reason}: the peer reports itself overloaded or out of service",
                 association(&view.assoc),
@@ -1017,7 +932,7 @@ impl SipTracker {
         let (assoc, ifindex, attempts) = (txn.assoc, txn.ifindex, txn.attempts);
         let register = txn.register.clone();
         if let Some(stats) = self.assoc_stats(&assoc, ifindex, at_ns) {
-            stats.lost += 1;
+            stats.lost();
             stats.active = true;
         }
         let view = TxnView {
@@ -1056,77 +971,6 @@ impl SipTracker {
         out.push(ev);
     }
 
-    fn fire_expired(&mut self, key: &RegKey, at_ns: u64, ctx: &Ctx, out: &mut Vec<Event>) {
-        let Some(reg) = self.regs.get_mut(key) else {
-            return;
-        };
-        reg.state = RegState::Expired;
-        reg.expired_at_ns = at_ns;
-        let silence_ns = at_ns.saturating_sub(reg.last_success_ns);
-        let mut ev = ctx.conv.association_event(
-            &reg.assoc,
-            Some(reg.ifindex),
-            ctx.clock.unix_ns(at_ns),
-            "alert",
-            "sip.expired",
-            Level::Error,
-            format!(
-                "{}: registration of {} expired: no successful refresh within its {} s lifetime ({} s since the last){}",
-                association(&reg.assoc),
-                who(reg.device.as_deref(), &key.aor),
-                reg.granted_s,
-                silence_ns / 1_000_000_000,
-                match reg.refresh_interval_ns {
-                    Some(i) => format!(", refreshes came every {} s", i / 1_000_000_000),
-                    None => String::new(),
-                }
-            ),
-        );
-        ev.sip = Some(SipFields {
-            call_id: Some(reg.call_id.clone()),
-            aor: Some(key.aor.clone()).filter(|a| !a.is_empty()),
-            device: reg.device.clone(),
-            expires: Some(reg.granted_s),
-            ..SipFields::default()
-        });
-        ev.heartbeat.silence_ms = Some(ms(silence_ns));
-        ev.heartbeat.interval_ms = reg.refresh_interval_ns.map(ms);
-        if reg.last_answer_ns > reg.last_success_ns {
-            // The registrar kept answering (refusals): alive, and `sip.expired` with the
-            // `sip.register_failed` before it says what happened.
-            out.push(ev);
-            return;
-        }
-        reg.down_reported = true;
-        // SIP's own failure rule (PROTOCOLS.md §5): the registration's Expires ran out
-        // with the registrar silent or the phone no longer refreshing.
-        let mut down = ctx.conv.association_event(
-            &reg.assoc,
-            Some(reg.ifindex),
-            ctx.clock.unix_ns(at_ns),
-            "alert",
-            "peer.down",
-            Level::Critical,
-            format!(
-                "{}: peer down: registration of {} lapsed, {} ms without a successful refresh",
-                association(&reg.assoc),
-                who(reg.device.as_deref(), &key.aor),
-                ms(silence_ns)
-            ),
-        );
-        down.sip = ev.sip.clone();
-        down.heartbeat.missed = Some(1);
-        down.heartbeat.silence_ms = Some(ms(silence_ns));
-        down.heartbeat.expected_interval_ms = reg.refresh_interval_ns.map(ms);
-        down.heartbeat.diagnosis = Some(super::diagnosis::UNDETERMINED);
-        down.heartbeat.evidence = Some(vec![format!(
-            "no successful REGISTER refresh within the granted {} s",
-            reg.granted_s
-        )]);
-        out.push(ev);
-        out.push(down);
-    }
-
     /// Forgets what has been idle long enough; at most once per second of record time.
     fn housekeeping(&mut self, now_ns: u64) {
         if now_ns
@@ -1149,8 +993,17 @@ impl SipTracker {
         self.regs
             .retain(|_, r| r.state == RegState::Registered || !gone(r.last_seen_ns, idle));
         self.streams.retain(|_, s| !gone(s.last_ns, idle));
-        self.assocs
-            .retain(|_, a| a.active || !gone(a.last_activity_ns, idle));
+        self.rejections.retain(|_, r| !gone(r.last_ns, idle));
+        self.recent.forget_before(now_ns);
+        let retired = &mut self.retired;
+        let max_retired = self.cfg.max_associations;
+        self.assocs.retain(|key, a| {
+            let keep = a.active || !gone(a.last_activity_ns, idle);
+            if !keep && retired.len() < max_retired {
+                retired.push(a.totals(*key, true));
+            }
+            keep
+        });
         // Entries whose owner moved on pile up (one per refresh): rebuild when bloated.
         if self.timers.len() > 4 * (self.txns.len() + self.regs.len()) + 1024 {
             let timers = std::mem::take(&mut self.timers);
@@ -1189,13 +1042,14 @@ impl SipTracker {
             let Some(stats) = self.assocs.get_mut(&key) else {
                 continue;
             };
-            let rtt = (stats.rtt_samples > 0).then(|| RttUs {
-                min: stats.rtt_min_ns / 1000,
-                avg: stats.rtt_sum_ns / stats.rtt_samples / 1000,
-                max: stats.rtt_max_ns / 1000,
+            let p = std::mem::take(&mut stats.period);
+            let interval_ms = std::mem::take(&mut stats.period_intervals).mean_ms();
+            stats.active = false;
+            let rtt = p.rtt_avg_ns().map(|avg| RttUs {
+                min: p.rtt_min_ns / 1000,
+                avg: avg / 1000,
+                max: p.rtt_max_ns / 1000,
             });
-            let interval_ms = (stats.interval_samples > 0)
-                .then(|| ms(stats.interval_sum_ns / stats.interval_samples));
             let rtt_text = match rtt {
                 Some(r) => format!(
                     "; rtt min/avg/max {:.3}/{:.3}/{:.3} ms",
@@ -1205,6 +1059,10 @@ impl SipTracker {
                 ),
                 None => String::new(),
             };
+            let dup_text = match p.duplicates {
+                0 => String::new(),
+                n => format!("; {n} duplicate packets (mirror copies) ignored"),
+            };
             let mut ev = ctx.conv.association_event(
                 &key,
                 Some(stats.ifindex),
@@ -1213,41 +1071,29 @@ impl SipTracker {
                 "heartbeat.summary",
                 Level::Info,
                 format!(
-                    "{}: {} transaction{} answered, {} unanswered in {} s{rtt_text}",
+                    "{}: {} REGISTER/OPTIONS transaction{} answered, {} unanswered in {} s{rtt_text}{dup_text}",
                     association(&key),
-                    stats.answered,
-                    if stats.answered == 1 { "" } else { "s" },
-                    stats.lost,
+                    p.count,
+                    if p.count == 1 { "" } else { "s" },
+                    p.lost,
                     period_ns / 1_000_000_000,
                 ),
             );
             let hb = &mut ev.heartbeat;
-            hb.count = Some(stats.answered);
-            hb.lost = Some(stats.lost);
+            hb.count = Some(p.count);
+            hb.lost = Some(p.lost);
             hb.rtt_us = rtt;
             hb.period_ms = Some(ms(period_ns));
             hb.interval_ms = interval_ms;
+            hb.duplicates = (p.duplicates > 0).then_some(p.duplicates);
             out.push(ev);
-            stats.reset_period();
         }
     }
-}
 
-/// The lifetime a registrar granted (RFC 3261 §10.2.4): the `expires` parameter of our
-/// own binding in its answer, else of its only binding, else its Expires header; else
-/// what we asked for.
-fn granted_expires(resp: &Message, info: &RegisterInfo) -> Option<u32> {
-    let own = info.contact_uri.as_ref().and_then(|uri| {
-        resp.contacts
-            .iter()
-            .find(|c| c.uri.eq_ignore_ascii_case(uri))
-    });
-    let only = match resp.contacts.as_slice() {
-        [only] => Some(only),
-        _ => None,
-    };
-    own.and_then(|c| c.expires)
-        .or_else(|| only.and_then(|c| c.expires))
-        .or(resp.expires)
-        .or(info.requested_expires)
+    /// Per-association totals of the whole run (`analyze --summary`).
+    pub fn totals(&self) -> Vec<AssocTotals> {
+        let mut all = self.retired.clone();
+        all.extend(self.assocs.iter().map(|(key, a)| a.totals(*key, false)));
+        all
+    }
 }

@@ -17,6 +17,8 @@ const MAX_HEADER_VALUE: usize = 4096;
 const MAX_CONTACTS: usize = 16;
 /// Longest method token accepted on a start line.
 const MAX_METHOD: usize = 32;
+/// Credentials and challenges kept per message (a registrar may offer one per algorithm).
+const MAX_AUTH: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
@@ -91,6 +93,23 @@ impl Contact {
     }
 }
 
+/// Digest credentials a request carried (`Authorization`, `Proxy-Authorization`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// For a proxy (`Proxy-Authorization`), else for the registrar.
+    pub proxy: bool,
+    pub realm: Option<String>,
+}
+
+/// A challenge in a 401/407 (`WWW-Authenticate`, `Proxy-Authenticate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub proxy: bool,
+    pub realm: Option<String>,
+    /// `stale=true`: the nonce expired, the credentials were right (RFC 2617 §3.2.1).
+    pub stale: bool,
+}
+
 /// What a message says, as far as the capture goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -106,6 +125,8 @@ pub struct Message {
     pub contact_star: bool,
     pub expires: Option<u32>,
     pub content_length: Option<u64>,
+    pub credentials: Vec<Credentials>,
+    pub challenges: Vec<Challenge>,
     /// Bytes up to and including the blank line that ends the headers; `None` when the
     /// capture ends first (a truncated message).
     pub header_len: Option<usize>,
@@ -274,6 +295,10 @@ enum Header {
     Contact,
     Expires,
     ContentLength,
+    /// (`Proxy-`)`Authorization`; true for the proxy form.
+    Authorization(bool),
+    /// `WWW-Authenticate` (false) / `Proxy-Authenticate` (true).
+    Authenticate(bool),
     Other,
 }
 
@@ -294,6 +319,10 @@ fn header_of(name: &[u8]) -> Header {
         Header::Expires
     } else if is(b"content-length") || is(b"l") {
         Header::ContentLength
+    } else if is(b"authorization") || is(b"proxy-authorization") {
+        Header::Authorization(is(b"proxy-authorization"))
+    } else if is(b"www-authenticate") || is(b"proxy-authenticate") {
+        Header::Authenticate(is(b"proxy-authenticate"))
     } else {
         Header::Other
     }
@@ -314,6 +343,8 @@ pub fn parse(buf: &[u8]) -> Option<Message> {
         contact_star: false,
         expires: None,
         content_length: None,
+        credentials: Vec::new(),
+        challenges: Vec::new(),
         header_len: None,
     };
     // A header is applied once the next line shows it is not folded further.
@@ -384,7 +415,7 @@ impl Message {
                 self.to_aor = name_addr(value).and_then(|(uri, _)| aor(uri));
             }
             Header::Contact => {
-                for item in split_outside(value, b',') {
+                for item in split_outside(value, b',', true) {
                     if trim(item) == b"*" {
                         self.contact_star = true;
                     } else if self.contacts.len() < MAX_CONTACTS {
@@ -396,14 +427,26 @@ impl Message {
             Header::ContentLength if self.content_length.is_none() => {
                 self.content_length = number(value)
             }
+            Header::Authorization(proxy) if self.credentials.len() < MAX_AUTH => {
+                let (realm, _) = auth_params(value);
+                self.credentials.push(Credentials { proxy, realm });
+            }
+            Header::Authenticate(proxy) if self.challenges.len() < MAX_AUTH => {
+                let (realm, stale) = auth_params(value);
+                self.challenges.push(Challenge {
+                    proxy,
+                    realm,
+                    stale,
+                });
+            }
             _ => {}
         }
     }
 }
 
-/// Splits at `sep` outside quoted strings and `<...>` (a display name or URI may hold
-/// the separator).
-fn split_outside(value: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
+/// Splits at `sep` outside quoted strings and, with `angles`, outside `<...>` (a
+/// display name or URI may hold the separator).
+fn split_outside(value: &[u8], sep: u8, angles: bool) -> impl Iterator<Item = &[u8]> {
     let mut in_quote = false;
     let mut escaped = false;
     let mut in_angle = false;
@@ -420,12 +463,34 @@ fn split_outside(value: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
         }
         match c {
             b'"' => in_quote = true,
-            b'<' => in_angle = true,
+            b'<' if angles => in_angle = true,
             b'>' => in_angle = false,
             _ => {}
         }
         !in_angle && c == sep
     })
+}
+
+/// (realm, stale) of `Digest realm="x", nonce="...", stale=TRUE` (RFC 3261 §25.1).
+fn auth_params(value: &[u8]) -> (Option<String>, bool) {
+    let value = trim(value);
+    // The scheme token, then comma-separated `name=value` pairs.
+    let start = value.iter().position(|&c| is_ws(c)).unwrap_or(value.len());
+    let mut realm = None;
+    let mut stale = false;
+    for param in split_outside(value.get(start..).unwrap_or_default(), b',', false) {
+        let Some(eq) = find(param, b'=') else {
+            continue;
+        };
+        let name = trim(param.get(..eq).unwrap_or_default());
+        let v = unquote(trim(param.get(eq + 1..).unwrap_or_default()));
+        if name.eq_ignore_ascii_case(b"realm") && realm.is_none() {
+            realm = Some(text(v));
+        } else if name.eq_ignore_ascii_case(b"stale") {
+            stale = v.eq_ignore_ascii_case(b"true");
+        }
+    }
+    (realm, stale)
 }
 
 /// `[display] <uri> ;params` or `uri ;params`: (uri, params text).
@@ -477,7 +542,7 @@ fn name_addr(value: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// `name[=value]` parameters after a name-addr, values unquoted.
 fn params(text: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    split_outside(text, b';').filter_map(|p| {
+    split_outside(text, b';', true).filter_map(|p| {
         let p = trim(p);
         if p.is_empty() {
             return None;
@@ -740,6 +805,52 @@ L: 0\n\
             None
         );
         assert_eq!(contact("<sip:10.0.0.5:5060>"), None);
+        // Only Cisco's form (zeros, then the MAC) names a SEP device; other vendors'
+        // instance ids (RFC 4122 UUIDs, some ending in a MAC too) name none.
+        for other in [
+            "<sip:2001@h>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-0004f2a1b2c3>\"",
+            "<sip:2001@h>;+sip.instance=\"<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>\"",
+            "<sip:2001@h>;+sip.instance=\"<urn:uuid:10000000-0000-0000-0000-00aabbccddee>\"",
+            "<sip:2001@h>;+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000000>\"",
+            "<sip:2001@h>;+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-00aabbccdd>\"",
+        ] {
+            assert_eq!(contact(other), Some("2001".to_string()), "{other}");
+        }
+    }
+
+    #[test]
+    fn digest_credentials_and_challenges_are_read() {
+        let msg = parse(
+            b"REGISTER sip:r SIP/2.0\r\n\
+Authorization: Digest username=\"a,b\", realm=\"pbx, inc\", nonce=\"n\"\r\n\
+Proxy-Authorization: Digest realm=edge,nonce=\"m\"\r\n\r\n",
+        )
+        .expect("parsed");
+        assert_eq!(
+            msg.credentials,
+            [
+                Credentials {
+                    proxy: false,
+                    realm: Some("pbx, inc".into())
+                },
+                Credentials {
+                    proxy: true,
+                    realm: Some("edge".into())
+                }
+            ]
+        );
+        let msg = parse(
+            b"SIP/2.0 401 Unauthorized\r\n\
+WWW-Authenticate: Digest realm=\"pbx\", nonce=\"x\", stale=TRUE, algorithm=MD5\r\n\
+WWW-Authenticate: Digest realm=\"pbx\", nonce=\"y\", algorithm=SHA-256\r\n\r\n",
+        )
+        .expect("parsed");
+        let seen: Vec<(Option<&str>, bool)> = msg
+            .challenges
+            .iter()
+            .map(|c| (c.realm.as_deref(), c.stale))
+            .collect();
+        assert_eq!(seen, [(Some("pbx"), true), (Some("pbx"), false)]);
     }
 
     #[test]
