@@ -16,7 +16,9 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hbwatch");
+mod support;
+
+use support::BIN;
 
 #[derive(Deserialize)]
 struct Manifest {
@@ -703,6 +705,29 @@ fn a_cut_capture_does_not_stop_the_others() {
         run.stderr,
         seen(&run.events)
     );
+}
+
+/// `hbwatch hbgen --scenario quiet`: TFTP, G.711 RTP/RTCP, STUN, QUIC, SNMP and DNS on
+/// exactly the heartbeat ports (agent/src/hbgen/noise.rs); its truth expects nothing and
+/// `analyze` must agree.
+#[test]
+fn hbgen_quiet_scenario_gives_no_event() {
+    let dir = std::env::temp_dir().join(format!("hbwatch-field-quiet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = support::capture(&dir, "quiet");
+    let truth: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("quiet.pcap.truth.json")).unwrap())
+            .unwrap();
+    assert_eq!(truth["expected"], serde_json::json!([]));
+    assert!(truth["generated"]["ordinary_frames"].as_u64().unwrap() > 3000);
+    let run = analyze(&[pcap], &[]);
+    assert!(
+        run.events.is_empty() && run.code == Some(0),
+        "ordinary traffic on heartbeat ports (hbgen quiet) gave events (exit {:?}):\n{}",
+        run.code,
+        seen(&run.events)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 mod reproduced {
