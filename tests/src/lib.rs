@@ -427,3 +427,110 @@ pub fn mds_frame(src: &str, dst: &str, seq: u32) -> Vec<u8> {
     hbwatch::hbgen::frame::FrameSpec::udp(addr(src), 41000, addr(dst), 41000, &seq.to_be_bytes())
         .build()
 }
+
+/// tcpdump recording an interface to a pcap file: the wire that `analyze` is compared on
+/// (the differential tests).
+pub struct Tcpdump {
+    child: Child,
+    rest: std::thread::JoinHandle<String>,
+    said: String,
+    pub pcap: std::path::PathBuf,
+}
+
+impl Tcpdump {
+    /// Starts recording `iface` into `pcap` and returns once tcpdump listens (a fixed
+    /// wait could be too short in a slow VM and lose the first frames).
+    pub fn start(iface: &str, pcap: &std::path::Path) -> Tcpdump {
+        let mut child = Command::new("tcpdump")
+            .args([
+                "-i",
+                iface,
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-Z",
+                "root",
+                "-w",
+            ])
+            .arg(pcap)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump (cargo xtask bootstrap installs it)");
+        let mut lines = BufReader::new(child.stderr.take().expect("piped"));
+        let mut said = String::new();
+        while !said.contains("listening on") {
+            let before = said.len();
+            lines.read_line(&mut said).unwrap();
+            assert!(
+                said.len() > before,
+                "tcpdump exited before listening: {said}"
+            );
+        }
+        let rest = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut lines, &mut rest);
+            rest
+        });
+        Tcpdump {
+            child,
+            rest,
+            said,
+            pcap: pcap.to_path_buf(),
+        }
+    }
+
+    /// SIGINT, wait, and the cut for comparisons: the last frame's capture time plus
+    /// 50 ms (RFC 3339). The live clock and tcpdump's timestamps differ a little, so
+    /// cutting at the last offline event could drop the live copy of that very event;
+    /// the first timer after the wire ends fires >100 ms on.
+    pub fn stop(mut self) -> String {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().unwrap();
+        let rest = self.rest.join().unwrap();
+        assert!(
+            status.success(),
+            "tcpdump exited with {status}: {}{rest}",
+            self.said
+        );
+        let file = std::fs::File::open(&self.pcap).expect("the capture");
+        let mut reader = pcap_file::pcap::PcapReader::new(file).expect("a pcap file from tcpdump");
+        let mut last = None;
+        while let Some(frame) = reader.next_packet() {
+            last = Some(frame.expect("a well-formed capture").timestamp);
+        }
+        let ns = last.expect("the capture holds frames").as_nanos() as i128;
+        hbwatch::event::rfc3339_micros(ns + 50_000_000)
+    }
+}
+
+/// Events per `hbwatch::demo::agreement_key`: what live and offline must share.
+pub fn agreement_counts(evs: &[&Value]) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for e in evs {
+        *m.entry(hbwatch::demo::agreement_key(e)).or_default() += 1;
+    }
+    m
+}
+
+/// `hbwatch analyze --hostname probe --no-summary-events ARGS PCAP`: its events (it must
+/// succeed and print only JSON lines).
+pub fn analyze_events(pcap: &std::path::Path, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(hbwatch_bin())
+        .args(["analyze", "--hostname", "probe", "--no-summary-events"])
+        .args(args)
+        .arg(pcap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON"))
+        .collect()
+}

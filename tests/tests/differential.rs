@@ -3,15 +3,11 @@
 //! captures that wire; `hbwatch analyze` on the capture must report the same anomalies
 //! (action, association, sequence numbers) as the live agent did, timers included.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hbwatch::demo::agreement_key;
 use hbwatch::hbgen::frame::{FrameSpec, Tcp};
-use hbwatch_tests::{hbwatch_bin, require_root, Agent, VethNs};
+use hbwatch_tests::{agreement_counts, analyze_events, require_root, Agent, Tcpdump, VethNs};
 use serde_json::Value;
 
 const MS: u64 = 1;
@@ -124,25 +120,6 @@ fn scenario() -> Vec<(Duration, Vec<u8>)> {
         .collect()
 }
 
-/// The capture time of the last frame in `pcap` (ns since the epoch).
-fn last_frame_ns(pcap: &std::path::Path) -> i128 {
-    let file = std::fs::File::open(pcap).expect("the capture");
-    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("a pcap file from tcpdump");
-    let mut last = None;
-    while let Some(frame) = reader.next_packet() {
-        last = Some(frame.expect("a well-formed capture").timestamp);
-    }
-    last.expect("the capture holds frames").as_nanos() as i128
-}
-
-fn counts(evs: &[&Value]) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for e in evs {
-        *m.entry(agreement_key(e)).or_default() += 1;
-    }
-    m
-}
-
 #[test]
 fn live_xdp_and_offline_analysis_of_the_same_wire_agree() {
     if require_root("live_xdp_and_offline_analysis_of_the_same_wire_agree") {
@@ -167,22 +144,7 @@ fn live_and_offline_agree(mode: &str) {
     let dir = std::env::temp_dir().join(format!("hbwatch-diff-{mode}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("wire.pcap");
-    let mut tcpdump = Command::new("tcpdump")
-        .args([
-            "-i",
-            &net.host,
-            "-n",
-            "-U",
-            "--immediate-mode",
-            "-Z",
-            "root",
-            "-w",
-        ])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tcpdump (cargo xtask bootstrap installs it)");
+    let tcpdump = Tcpdump::start(&net.host, &pcap);
     let mut agent = Agent::start(&[
         "--iface",
         &net.host,
@@ -194,63 +156,20 @@ fn live_and_offline_agree(mode: &str) {
         "mds=41000",
         "--no-summary-events",
     ]);
-    // tcpdump says "listening on" once its socket is open; a fixed wait could be too
-    // short in a slow VM and lose the first frames from the capture alone.
-    let mut lines = BufReader::new(tcpdump.stderr.take().expect("piped"));
-    let mut said = String::new();
-    while !said.contains("listening on") {
-        let before = said.len();
-        lines.read_line(&mut said).unwrap();
-        assert!(
-            said.len() > before,
-            "tcpdump exited before listening: {said}"
-        );
-    }
-    let said_later = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = lines.read_to_string(&mut rest);
-        rest
-    });
     net.inject_at(&scenario());
     std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(tcpdump.id() as i32, libc::SIGINT) };
-    let status = tcpdump.wait().unwrap();
-    let rest = said_later.join().unwrap();
-    assert!(
-        status.success(),
-        "tcpdump exited with {status}: {said}{rest}"
-    );
+    let last = tcpdump.stop();
     assert_eq!(agent.stop(), 0);
 
-    let out = Command::new(hbwatch_bin())
-        .args(["analyze", "--hostname", "probe", "--port", "mds=41000"])
-        .arg("--no-summary-events")
-        .arg(&pcap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let offline: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("valid JSON"))
-        .collect();
-    // The capture ends; the live agent watched on. Compare up to the capture's last
-    // frame plus 50 ms: the live clock (bpf_ktime) and tcpdump's timestamps differ by
-    // a little, so cutting at the last offline event (as this once did) could drop the
-    // live copy of that very event. The first timer after the wire ends fires >100 ms on.
-    let last = hbwatch::event::rfc3339_micros(last_frame_ns(&pcap) + 50_000_000);
+    let offline = analyze_events(&pcap, &["--port", "mds=41000"]);
+    // The capture ends; the live agent watched on: compare up to the wire's end.
     let live: Vec<&Value> = agent
         .heartbeat_events()
         .into_iter()
         .filter(|e| e["@timestamp"].as_str().unwrap() <= last.as_str())
         .collect();
     let offline: Vec<&Value> = offline.iter().collect();
-    let (l, o) = (counts(&live), counts(&offline));
+    let (l, o) = (agreement_counts(&live), agreement_counts(&offline));
     assert_eq!(
         l, o,
         "live ({mode}) vs offline:\nlive: {live:#?}\noffline: {offline:#?}"

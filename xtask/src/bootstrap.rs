@@ -16,7 +16,8 @@ use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use crate::cmd::{display, is_root, probe, run, which};
 
 /// Debian packages the integration tests use (prometheus for promtool; rsyslog and its
-/// TLS driver: the syslog outputs' receiver); the last five for `vm-test`
+/// TLS driver: the syslog outputs' receiver; tcpreplay: the field corpus's derived
+/// captures and its live replay); the last five for `vm-test`
 /// (QEMU, a static busybox as the VM's init shell, strip, and checking the
 /// signature of Debian's index before downloading kernels from it).
 const APT_PACKAGES: &[&str] = &[
@@ -28,6 +29,7 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     "rsyslog",
     "rsyslog-gnutls",
+    "tcpreplay",
     "qemu-system-x86",
     "busybox-static",
     "binutils",

@@ -4,14 +4,17 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
+use super::noise;
 use super::ordinary::{self, OrdinaryOptions};
 use super::output::{self, Format};
 use super::scenario::{Overrides, Scenario, BUILTIN};
+use super::TimedFrame;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("out").required(true).args(["pcap", "iface", "show"])))]
 pub struct HbgenArgs {
-    /// A built-in scenario (healthy, faults, story) or a TOML scenario file.
+    /// A built-in scenario (healthy, faults, story; quiet: ordinary traffic on the
+    /// heartbeat ports only, agent/src/hbgen/noise.rs) or a TOML scenario file.
     #[arg(long)]
     pub scenario: String,
     /// Write a capture here (pcap; --pcapng for pcapng), with `<file>.truth.json` beside it.
@@ -65,21 +68,40 @@ pub fn run(args: HbgenArgs) -> Result<()> {
     if !(args.ordinary_ratio.is_finite() && args.ordinary_ratio >= 0.0) {
         bail!("--ordinary-ratio {}: must be >= 0", args.ordinary_ratio);
     }
-    let mut sc = Scenario::load(&args.scenario)?;
-    sc.apply(&Overrides {
-        seed: args.seed,
-        duration_s: args.duration,
-        vlan: args.vlan,
-        ipv6: args.ipv6,
-    })?;
-    let mut capture = super::generate(&sc);
-    let opts = OrdinaryOptions {
-        ratio: args.ordinary_ratio,
-        vlan: args.vlan.unwrap_or(100),
-        avoid_ports: scenario_ports(&capture.truth),
-        ..OrdinaryOptions::default()
-    };
-    let frames = ordinary::mix(capture.take_frames(), sc.start_unix_ns, sc.seed, &opts);
+    let (frames, mut truth): (Box<dyn Iterator<Item = TimedFrame>>, _) =
+        if args.scenario == noise::SCENARIO {
+            // Ordinary traffic on the heartbeat ports only: no association, no expectation.
+            if args.vlan.is_some() || args.ipv6 || args.ordinary_ratio > 0.0 {
+                bail!("--scenario quiet takes no --vlan, --ipv6 or --ordinary-ratio");
+            }
+            let duration = args.duration.unwrap_or(60.0);
+            if !(duration.is_finite() && duration > 0.0) {
+                bail!("--duration {duration}: must be > 0");
+            }
+            let (frames, truth) = noise::generate(
+                super::scenario::default_start_ns(),
+                (duration * 1e9) as u64,
+                args.seed.unwrap_or(1),
+            );
+            (Box::new(frames.into_iter()), truth)
+        } else {
+            let mut sc = Scenario::load(&args.scenario)?;
+            sc.apply(&Overrides {
+                seed: args.seed,
+                duration_s: args.duration,
+                vlan: args.vlan,
+                ipv6: args.ipv6,
+            })?;
+            let mut capture = super::generate(&sc);
+            let opts = OrdinaryOptions {
+                ratio: args.ordinary_ratio,
+                vlan: args.vlan.unwrap_or(100),
+                avoid_ports: scenario_ports(&capture.truth),
+                ..OrdinaryOptions::default()
+            };
+            let frames = ordinary::mix(capture.take_frames(), sc.start_unix_ns, sc.seed, &opts);
+            (Box::new(frames), capture.truth)
+        };
     let (stats, truth_path, wrote) = match (&args.pcap, &args.iface) {
         (Some(path), _) => {
             let format = if args.pcapng {
@@ -100,20 +122,20 @@ pub fn run(args: HbgenArgs) -> Result<()> {
         }
         (None, None) => bail!("give --pcap FILE or --iface IF"),
     };
-    capture.truth.generated = stats;
-    let g = &capture.truth.generated;
+    truth.generated = stats;
+    let g = &truth.generated;
     eprintln!(
         "hbgen: scenario {} (seed {}): {} frames ({} heartbeat, {} ordinary) to {wrote}; {} expected events ({} required)",
-        sc.name,
-        sc.seed,
+        truth.scenario,
+        truth.seed,
         g.frames,
         g.heartbeat_frames,
         g.ordinary_frames,
-        capture.truth.expected.len(),
-        capture.truth.expected.iter().filter(|e| e.required).count()
+        truth.expected.len(),
+        truth.expected.iter().filter(|e| e.required).count()
     );
     if let Some(path) = truth_path {
-        output::write_truth(&path, &capture.truth)?;
+        output::write_truth(&path, &truth)?;
         eprintln!("hbgen: ground truth in {}", path.display());
     }
     Ok(())

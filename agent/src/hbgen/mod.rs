@@ -20,6 +20,7 @@ pub mod ged125;
 pub mod ipmg;
 pub mod mds;
 pub mod mutate;
+pub mod noise;
 pub mod ordinary;
 pub mod output;
 pub mod rng;

@@ -603,6 +603,11 @@ fn seconds(key: &str, v: f64) -> Result<u64> {
     Ok((v * NS) as u64)
 }
 
+/// The default capture start, Unix ns (also the `quiet` noise capture's).
+pub fn default_start_ns() -> u64 {
+    rfc3339(DEFAULT_START).expect("DEFAULT_START is RFC 3339")
+}
+
 fn rfc3339(s: &str) -> Result<u64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map_err(|e| anyhow!("key `start`: {s:?} is not an RFC 3339 time ({e})"))?;
