@@ -95,6 +95,9 @@ pub fn check(a: &Artifacts) -> Result<()> {
     if install {
         installed_checks(&mut c, a);
     }
+    if install {
+        c.step("enabled and run, as an admin would leave it", leave_traces);
+    }
     c.step("dpkg --purge", || {
         run(Command::new("dpkg").args(["--purge", "hbwatch"]))
     });
@@ -415,6 +418,32 @@ fn as_service_user() -> Command {
     cmd
 }
 
+/// What purge must also take away: the enablement link `systemctl enable` makes, and
+/// what the service writes (systemd is not PID 1 on every build machine, so the spool
+/// and a file output are made here as the service's user would).
+fn leave_traces() -> Result<()> {
+    run(Command::new("systemctl").args(["enable", "hbwatch.service"]))?;
+    let uid_gid = |db: &str| {
+        probe(Command::new("getent").args([db, "hbwatch"]))
+            .and_then(|l| l.split(':').nth(2)?.trim().parse::<u32>().ok())
+            .ok_or_else(|| anyhow!("no {db} entry hbwatch"))
+    };
+    let (uid, gid) = (uid_gid("passwd")?, uid_gid("group")?);
+    for (dir, file) in [
+        ("/var/lib/hbwatch/spool", "00000001.batch"),
+        ("/var/log/hbwatch", "events.ndjson"),
+    ] {
+        fs::create_dir_all(dir)?;
+        let path = Path::new(dir).join(file);
+        fs::write(&path, "{}\n")?;
+        for p in [Path::new(dir), &path] {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid))?;
+        }
+    }
+    std::os::unix::fs::chown("/var/lib/hbwatch", Some(uid), Some(gid))?;
+    Ok(())
+}
+
 fn installed(package: &str) -> bool {
     probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
         .is_some_and(|s| s.contains("installed") || s.contains("config-files"))
@@ -456,6 +485,18 @@ fn purge_leftovers(before: &BTreeSet<PathBuf>) -> Result<()> {
         .filter(|p| !KEPT.iter().any(|k| p.as_path() == Path::new(k)))
         .collect();
     ensure!(left.is_empty(), "left behind by purge: {left:?}");
+    // Named too, since /var/log is not in the listing.
+    for ours in [
+        "/etc/hbwatch",
+        "/var/lib/hbwatch",
+        "/var/log/hbwatch",
+        "/etc/systemd/system/multi-user.target.wants/hbwatch.service",
+    ] {
+        ensure!(
+            Path::new(ours).symlink_metadata().is_err(),
+            "{ours} is still there after purge"
+        );
+    }
     let gone: Vec<&PathBuf> = before.difference(&after).collect();
     ensure!(gone.is_empty(), "gone after install and purge: {gone:?}");
     ensure!(

@@ -42,6 +42,11 @@ const TAIL: usize = 60;
 /// unusable (nested virtualisation without MSR support), so ask QEMU itself:
 /// creating a host-model vCPU fails right away in that case.
 pub fn kvm_works() -> bool {
+    // Nested KVM can pass this probe and still hang or fail the guest at boot (seen:
+    // "KVM internal error ... emulation failure" on cmpxchg16b): HBWATCH_VM_ACCEL=tcg.
+    if std::env::var("HBWATCH_VM_ACCEL").is_ok_and(|a| a == "tcg") {
+        return false;
+    }
     if fs::File::options()
         .read(true)
         .write(true)
