@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use hbwatch::config::{Overrides, Reload, Settings, SipUsers};
 use hbwatch::live::{self, AttachMode, LiveOptions};
 use hbwatch::offline::AnalyzeOptions;
@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 /// Watches telephony heartbeats (GED-125, SCCP, MDS, CS1000 RUDP, SIP) in the kernel
 /// and reports what goes wrong as NDJSON events.
 #[derive(Parser)]
-#[command(name = "hbwatch", version)]
+#[command(name = "hbwatch")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -115,6 +115,125 @@ enum Command {
     /// Generate realistic heartbeat traffic with scripted faults, to a capture file (with
     /// its ground truth) or onto an interface in real time.
     Hbgen(hbwatch::hbgen::cli::HbgenArgs),
+}
+
+/// A hidden subcommand, outside `Cli` so that neither the man pages nor the completions
+/// (clap_complete lists hidden subcommands too) show it: writes the man pages and
+/// completions of `cli()` into DIR/man1 and DIR/completions for `cargo xtask dist`.
+const GENERATE_DOCS: &str = "generate-docs";
+
+/// The CLI with its `--version` text: `-V` one line, `--version` every build fact.
+fn cli() -> clap::Command {
+    let build = BuildInfo::get();
+    Cli::command()
+        .version(build.short())
+        .long_version(build.long())
+}
+
+/// What tells two builds apart. `cargo xtask dist` sets HBWATCH_GIT_COMMIT and
+/// HBWATCH_BUILD_DATE; other builds say "unknown". The target comes from the compiler's
+/// cfg and the eBPF hash from the object actually embedded, so neither can be stale.
+struct BuildInfo {
+    commit: &'static str,
+    date: &'static str,
+    target: String,
+    ebpf_sha256: String,
+}
+
+impl BuildInfo {
+    fn get() -> BuildInfo {
+        use sha2::Digest as _;
+        let env = if cfg!(target_env = "musl") {
+            "musl"
+        } else if cfg!(target_env = "gnu") {
+            "gnu"
+        } else {
+            "unknown-libc"
+        };
+        let linkage = if cfg!(target_feature = "crt-static") {
+            "static"
+        } else {
+            "dynamic"
+        };
+        BuildInfo {
+            commit: option_env!("HBWATCH_GIT_COMMIT").unwrap_or("unknown"),
+            date: option_env!("HBWATCH_BUILD_DATE").unwrap_or("unknown"),
+            target: format!(
+                "{}-{}-{env} ({linkage})",
+                std::env::consts::ARCH,
+                std::env::consts::OS
+            ),
+            ebpf_sha256: format!("{:x}", sha2::Sha256::digest(hbwatch::EBPF_OBJECT)),
+        }
+    }
+
+    fn short(&self) -> &'static str {
+        leak(format!(
+            "{} (commit {}, built {})",
+            env!("CARGO_PKG_VERSION"),
+            self.commit,
+            self.date
+        ))
+    }
+
+    fn long(&self) -> &'static str {
+        leak(format!(
+            "{}\ncommit:      {}\nbuild date:  {}\ntarget:      {}\neBPF object: sha256:{} ({} bytes)",
+            env!("CARGO_PKG_VERSION"),
+            self.commit,
+            self.date,
+            self.target,
+            self.ebpf_sha256,
+            hbwatch::EBPF_OBJECT.len()
+        ))
+    }
+}
+
+/// clap keeps version texts as `&'static str`; built once per run.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// `hbwatch generate-docs DIR`: one man page per subcommand under DIR/man1, the bash, zsh
+/// and fish completions under DIR/completions.
+fn generate_docs(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use clap_complete::Shell;
+    let man_dir = dir.join("man1");
+    let completions = dir.join("completions");
+    for d in [&man_dir, &completions] {
+        std::fs::create_dir_all(d).with_context(|| format!("could not create {}", d.display()))?;
+    }
+    let mut cmd = cli().disable_help_subcommand(true);
+    cmd.build();
+    let source = format!("hbwatch {}", env!("CARGO_PKG_VERSION"));
+    let date = option_env!("HBWATCH_BUILD_DATE").unwrap_or("");
+    write_man_pages(&cmd, &man_dir, &source, date)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut cmd, "hbwatch", &completions)
+            .with_context(|| format!("could not write the {shell} completion"))?;
+    }
+    Ok(())
+}
+
+/// One page per visible (sub)command: hbwatch.1, hbwatch-run.1, ...
+fn write_man_pages(
+    cmd: &clap::Command,
+    dir: &std::path::Path,
+    source: &str,
+    date: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_man_pages(sub, dir, source, date)?;
+    }
+    clap_mangen::Man::new(cmd.clone())
+        .source(source)
+        .date(date)
+        .manual("hbwatch manual")
+        .generate_to(dir)
+        .with_context(|| format!("could not write the man page of {}", cmd.get_name()))?;
+    Ok(())
 }
 
 /// Preflight checks.
@@ -263,7 +382,18 @@ fn real_main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    let matches = cli()
+        .subcommand(
+            clap::Command::new(GENERATE_DOCS)
+                .hide(true)
+                .arg(clap::arg!(<DIR>).value_parser(clap::value_parser!(PathBuf))),
+        )
+        .get_matches();
+    if let Some(m) = matches.subcommand_matches(GENERATE_DOCS) {
+        let dir = m.get_one::<PathBuf>("DIR").expect("DIR is required");
+        return generate_docs(dir);
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Run {
             interfaces,

@@ -48,9 +48,40 @@ pub fn bootstrap(no_apt: bool) -> Result<()> {
     if no_apt {
         eprintln!("xtask: apt packages skipped (--no-apt)");
     } else {
-        apt_packages()?;
+        apt_packages(APT_PACKAGES)?;
     }
     Ok(())
+}
+
+/// What `cargo xtask dist` needs on top: the musl target for the static binary, and its
+/// Debian packages (with `--check`, those the checks run).
+pub fn dist_tools(no_apt: bool, check: bool) -> Result<()> {
+    musl_target()?;
+    if no_apt {
+        return Ok(());
+    }
+    let mut packages = crate::dist::APT_PACKAGES.to_vec();
+    if check {
+        packages.extend(crate::dist::CHECK_APT_PACKAGES);
+    }
+    apt_packages(&packages)
+}
+
+/// `rustup target add` for the toolchain cargo uses here (a local probe when present).
+fn musl_target() -> Result<()> {
+    let target = crate::dist::TARGET;
+    let installed = probe(Command::new("rustup").args(["target", "list", "--installed"]))
+        .is_some_and(|out| out.lines().any(|l| l.trim() == target));
+    if installed {
+        eprintln!("xtask: {target} target ok");
+        return Ok(());
+    }
+    eprintln!("xtask: installing the {target} target");
+    let mut cmd = Command::new("rustup");
+    cmd.current_dir(crate::workspace_root())
+        .args(["target", "add", target]);
+    let fix = display(&cmd);
+    run(&mut cmd).with_context(|| format!("Could not add the {target} target; fix it with: {fix}"))
 }
 
 /// `$CARGO_HOME`, defaulting to `~/.cargo` like rustup does.
@@ -244,21 +275,21 @@ fn symlink(target: &Path, link: &Path) -> Result<()> {
     })
 }
 
-fn apt_packages() -> Result<()> {
+fn apt_packages(packages: &[&str]) -> Result<()> {
     if which("dpkg-query").is_none() {
         eprintln!(
             "xtask: warning: dpkg-query not found (not Debian/Ubuntu?); skipping apt, the tests need: {}",
-            APT_PACKAGES.join(" ")
+            packages.join(" ")
         );
         return Ok(());
     }
-    let missing: Vec<&str> = APT_PACKAGES
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !dpkg_installed(p))
         .collect();
     if missing.is_empty() {
-        eprintln!("xtask: apt packages ok ({})", APT_PACKAGES.join(" "));
+        eprintln!("xtask: apt packages ok ({})", packages.join(" "));
         return Ok(());
     }
     let list = missing.join(" ");

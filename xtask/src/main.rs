@@ -5,6 +5,7 @@
 mod bench;
 mod bootstrap;
 mod cmd;
+mod dist;
 mod field;
 mod fuzz;
 mod vm;
@@ -83,6 +84,19 @@ enum Task {
         /// Seconds one VM may take from boot to power-off before it counts as hung.
         #[arg(long, default_value_t = 1200)]
         timeout: u64,
+        /// Boot this agent binary as it is, e.g. target/dist/hbwatch from `cargo xtask
+        /// dist` (default: the debug build).
+        #[arg(long, value_name = "PATH")]
+        agent: Option<PathBuf>,
+    },
+    /// Build what operators install, in target/dist: the static binary, a .deb, a tarball,
+    /// an OCI image and a DaemonSet manifest, with SHA256SUMS (docs/OPERATIONS.md, Install).
+    Dist {
+        /// Then prove them here (root): lintian, install, the installed files and unit,
+        /// the service user, the image under podman, purge. Installs and purges the
+        /// hbwatch package on this machine.
+        #[arg(long)]
+        check: bool,
     },
     /// Build the cargo-fuzz targets (nightly, ASan) and run each for a while; a crash
     /// fails with the reproducer's path (docs/FUZZING.md).
@@ -155,11 +169,17 @@ fn try_main(cli: Cli) -> Result<()> {
             kernel,
             refresh,
             timeout,
+            agent,
         } => vm::vm_test(&vm::Options {
             kernel,
             refresh,
             timeout: std::time::Duration::from_secs(timeout),
+            agent,
         }),
+        Task::Dist { check } => {
+            bootstrap::dist_tools(cli.no_apt, check)?;
+            dist::dist(&dist::Options { check })
+        }
     }
 }
 

@@ -22,7 +22,9 @@ use std::{
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 
 use crate::cmd::{display, run, which};
+pub use debian::sha256_file;
 use debian::{Kernel, KERNELS};
+pub use initramfs::is_static;
 use initramfs::Initramfs;
 
 /// Prefix of the init script's result lines on the console.
@@ -42,6 +44,9 @@ pub struct Options {
     pub refresh: bool,
     /// Limit for one VM, boot to power-off.
     pub timeout: Duration,
+    /// The agent to boot, as it is (e.g. `cargo xtask dist`'s static binary); default:
+    /// the workspace's debug build, without its debug info.
+    pub agent: Option<PathBuf>,
 }
 
 /// One test binary built by cargo and the tests it lists.
@@ -65,6 +70,20 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// A VM that ran another agent than the host gave it (or none) has not tested it.
+    fn check_agent(&mut self, sha256: &str) {
+        let Some(console) = &mut self.console else {
+            return;
+        };
+        match console.agent_sha256.as_deref() {
+            Some(s) if s == sha256 => {}
+            other => console.problems.push(format!(
+                "the VM's /bin/hbwatch has sha256 {}, not the host's {sha256}",
+                other.unwrap_or("(not reported)")
+            )),
+        }
+    }
+
     fn ok(&self) -> bool {
         self.error.is_none()
             && self.missing.is_empty()
@@ -113,7 +132,7 @@ pub fn vm_test(opts: &Options) -> Result<()> {
         busybox.display()
     );
 
-    let (agent, binaries) = build()?;
+    let (agent, binaries) = build(opts.agent.is_none())?;
     let vm_dir = crate::target_dir().join("vm");
     let stage = vm_dir.join("stage");
     fs::create_dir_all(&stage).with_context(|| format!("could not create {}", stage.display()))?;
@@ -129,7 +148,14 @@ pub fn vm_test(opts: &Options) -> Result<()> {
     // tcpdump looks its -Z user up by name.
     base.bytes("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644);
     base.bytes("etc/group", "root:x:0:\n", 0o644);
-    base.executable("bin/hbwatch", &strip_debug(&strip, &agent, &stage)?)?;
+    let agent = match &opts.agent {
+        Some(given) => given.clone(),
+        None => strip_debug(&strip, &agent, &stage)?,
+    };
+    // The VM prints the hash of the agent it runs: proof it is this very file.
+    let agent_sha256 = sha256_file(&agent)?;
+    eprintln!("xtask: agent {} (sha256 {agent_sha256})", agent.display());
+    base.executable("bin/hbwatch", &agent)?;
     for bin in &binaries {
         base.executable(
             &format!("tests/{}", bin.name),
@@ -157,16 +183,20 @@ pub fn vm_test(opts: &Options) -> Result<()> {
 
     let mut outcomes = Vec::new();
     for kernel in kernels {
-        let outcome = run_kernel(kernel, &base, &binaries, &vm_dir, kvm, opts);
+        let mut outcome = run_kernel(kernel, &base, &binaries, &vm_dir, kvm, opts);
+        outcome.check_agent(&agent_sha256);
         report(&outcome);
         outcomes.push(outcome);
     }
     summary(&outcomes)
 }
 
-/// Build the agent and the test binaries; list each binary's tests on the host.
-fn build() -> Result<(PathBuf, Vec<TestBinary>)> {
-    run(crate::cargo().args(["build", "--package", "hbwatch"]))?;
+/// Build the agent (unless one is given) and the test binaries; list each binary's tests
+/// on the host.
+fn build(agent: bool) -> Result<(PathBuf, Vec<TestBinary>)> {
+    if agent {
+        run(crate::cargo().args(["build", "--package", "hbwatch"]))?;
+    }
     let agent = crate::target_dir().join("debug").join("hbwatch");
 
     let mut cmd = crate::cargo();

@@ -326,7 +326,7 @@ fn download(url: &str, dest: &Path, sha256: &str) -> Result<u64> {
     Ok(total)
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = fs::File::open(path)?;
     let mut hasher = Sha256::new();
     io::copy(&mut file, &mut hasher)?;

@@ -207,6 +207,8 @@ for m in $(cat /lib/modules/order); do
     if insmod /lib/modules/$m.ko; then say "module $m loaded"; else say "module $m FAILED"; fi
 done
 export CI=true HBWATCH_BIN=/bin/hbwatch HBWATCH_VM=1 RUST_BACKTRACE=1
+say "agent sha256 $(sha256sum /bin/hbwatch | cut -d ' ' -f 1)"
+/bin/hbwatch --version 2>&1 | while read -r line; do say "agent: $line"; done
 pass=0
 fail=0
 for bin in {binaries}; do

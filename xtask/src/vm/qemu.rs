@@ -30,6 +30,8 @@ pub struct Console {
     /// Problems outside any one test: module load failures, panics, a hang.
     pub problems: Vec<String>,
     pub done: bool,
+    /// The sha256 of /bin/hbwatch as the VM computed it.
+    pub agent_sha256: Option<String>,
     /// The last console lines, shown when the VM did not finish cleanly.
     pub tail: Vec<String>,
 }
@@ -40,6 +42,11 @@ const TAIL: usize = 60;
 /// unusable (nested virtualisation without MSR support), so ask QEMU itself:
 /// creating a host-model vCPU fails right away in that case.
 pub fn kvm_works() -> bool {
+    // Nested KVM can pass this probe and still hang or fail the guest at boot (seen:
+    // "KVM internal error ... emulation failure" on cmpxchg16b): HBWATCH_VM_ACCEL=tcg.
+    if std::env::var("HBWATCH_VM_ACCEL").is_ok_and(|a| a == "tcg") {
+        return false;
+    }
     if fs::File::options()
         .read(true)
         .write(true)
@@ -265,6 +272,8 @@ impl Parser {
         } else if let Some(test) = rest.strip_prefix("FAIL ") {
             let out = self.current.take().map(|(_, out)| out).unwrap_or_default();
             console.failed.push((test.to_owned(), out));
+        } else if let Some(sum) = rest.strip_prefix("agent sha256 ") {
+            console.agent_sha256 = Some(sum.trim().to_owned());
         } else if rest.starts_with("DONE") {
             console.done = true;
         } else if rest.starts_with("module ") && rest.ends_with("FAILED")
@@ -288,6 +297,7 @@ mod tests {
         let mut console = Console::default();
         let mut parser = Parser::default();
         for line in [
+            "HBWATCH-VM: agent sha256 00ff",
             "HBWATCH-VM: RUN a::one",
             "test one ... ok",
             "HBWATCH-VM: PASS a::one (2 s)",
@@ -305,5 +315,6 @@ mod tests {
         assert_eq!(console.failed[0].1, ["assertion failed"]);
         assert_eq!(console.problems, ["module veth FAILED"]);
         assert!(console.done);
+        assert_eq!(console.agent_sha256.as_deref(), Some("00ff"));
     }
 }
