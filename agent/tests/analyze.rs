@@ -736,7 +736,7 @@ fn sip_mirror_copies_are_counted_never_retries_and_the_summary_lists_sip() {
     assert_eq!(row[6], "0", "no outage");
     let row = table_row(&table, "sip 10.40.0.9:5060 -> 10.40.0.1:5060");
     assert_eq!(&row[..3], ["10", "0", "21"], "{table}");
-    assert_eq!(row[7], "30000ms", "the OPTIONS interval:\n{table}");
+    assert_eq!(row[8], "30000ms", "the OPTIONS interval:\n{table}");
     let row = table_row(&table, "sip 10.40.0.60:40600 -> 10.40.0.1:5060");
     assert_eq!(&row[..3], ["6", "0", "12"], "over TCP:\n{table}");
     assert!(table.contains("49 duplicates ignored"), "{table}");
@@ -915,7 +915,7 @@ fn sip_lapse_is_one_alert_and_a_refresh_just_after_expiry_is_within_the_grace() 
     // heartbeats, lost, dups, 3 x rtt, outages, interval, diagnosis.
     assert_eq!(&row[..3], ["4", "1", "0"], "{table}");
     assert_eq!(row[6], "1", "one outage:\n{table}");
-    assert_eq!(row[8], "peer-unresponsive", "{table}");
+    assert_eq!(row[9], "peer-unresponsive", "{table}");
 }
 
 #[test]
