@@ -217,6 +217,7 @@ fn hashed_sip_users_appear_nowhere_and_stay_stable() {
 
 /// The shipped systemd unit passes `systemd-analyze verify` with this binary in place.
 #[test]
+#[ignore = "the packaged unit names /usr/bin/hbwatch and its man pages: verified by cargo xtask dist --check on the installed package"]
 fn the_systemd_unit_verifies() {
     let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else {
         assert!(

@@ -151,6 +151,11 @@ fn phone(reverse_fragments: bool) -> Vec<(u64, Vec<u8>)> {
     ] {
         send(&mut frames, 115 * SEC + t_ms * MS, 2);
     }
+    // Other traffic goes on (a DNS query): the capture's clock passes the refresh's
+    // timeout (Timer F, 32 s) and the lifetime.
+    let mut dns = vec![0x30, 0x39, 0, 53, 0, 20, 0, 0];
+    dns.extend_from_slice(&[0; 12]);
+    frames.push((170 * SEC, ipv4(999, 0, false, PHONE, CUCM, &dns)));
     frames
 }
 
