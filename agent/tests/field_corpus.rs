@@ -714,7 +714,6 @@ fn a_cut_capture_does_not_stop_the_others() {
 /// exactly the heartbeat ports (agent/src/hbgen/noise.rs); its truth expects nothing and
 /// `analyze` must agree.
 #[test]
-#[ignore = "merged at the session end: disagrees with the merged SIP/packaging wording, fix in the next slice (closing note of issue 20)"]
 fn hbgen_quiet_scenario_gives_no_event() {
     let dir = std::env::temp_dir().join(format!("hbwatch-field-quiet-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -178,6 +178,14 @@ pub fn ipmg(pkt: &Packet, p: &[u8]) -> Option<Msg> {
     if pkt.transport != IPPROTO_UDP || p.is_empty() {
         return None;
     }
+    // An RTCP header (V=2, PT 200-204, length within the datagram) is no beat.
+    if p.len() >= 8
+        && p[0] >> 6 == 2
+        && (200..=204).contains(&p[1])
+        && (be16(p, 2).unwrap() as usize + 1) * 4 <= p.len()
+    {
+        return None;
+    }
     let mut hb = Heartbeat::new(Role::OneWay, 0);
     hb.flags = HB_SYNTHETIC_SEQ;
     Some(Msg::heartbeat(hb))
