@@ -260,7 +260,18 @@ fn malformed_traffic_on_real_xdp_is_counted_like_offline_and_never_misread() {
     }
     let net = VethNs::create();
     quiet_ipv6(&net);
-    let mut agent = Agent::start(&["--iface", &net.host, "--port", PORTS, "--no-summary-events"]);
+    // Single frames about parsing: MDS and IPMG announced at the first (as offline).
+    let mut agent = Agent::start(&[
+        "--iface",
+        &net.host,
+        "--port",
+        PORTS,
+        "--tune",
+        "mds.confirm_beats=1",
+        "--tune",
+        "cs1000-ipmg.confirm_beats=1",
+        "--no-summary-events",
+    ]);
     let mut frames = malformed();
     let (sip, call_id, reason) = hostile_sip();
     frames.extend(sip);
@@ -377,7 +388,18 @@ fn mutation_storm_on_real_xdp_then_a_clean_gap_is_exact() {
         bases.extend(generate(&sc).take_frames().into_iter().map(|f| f.data));
     }
     let net = VethNs::create();
-    let mut agent = Agent::start(&["--iface", &net.host, "--port", PORTS, "--no-summary-events"]);
+    // Single frames about parsing: MDS and IPMG announced at the first (as offline).
+    let mut agent = Agent::start(&[
+        "--iface",
+        &net.host,
+        "--port",
+        PORTS,
+        "--tune",
+        "mds.confirm_beats=1",
+        "--tune",
+        "cs1000-ipmg.confirm_beats=1",
+        "--no-summary-events",
+    ]);
     let started = Instant::now();
     let sent = storm(&net, bases, N, Duration::from_secs(15));
     let storm_s = started.elapsed().as_secs_f64();
