@@ -149,13 +149,14 @@ impl Default for Settings {
 }
 
 /// The per-protocol keys (also `--tune` keys), besides `ports`.
-const PROTOCOL_KEYS: [&str; 6] = [
+const PROTOCOL_KEYS: [&str; 7] = [
     "interval_ms",
     "max_gap",
     "reorder_window",
     "tolerance_pct",
     "down_after",
     "expected_dscp",
+    "confirm_beats",
 ];
 
 impl Settings {

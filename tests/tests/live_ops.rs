@@ -29,6 +29,9 @@ fn metrics_endpoint_counts_what_happened_and_passes_promtool() {
         &net.host,
         "--port",
         "mds=41000",
+        // Frames 2 ms apart are no plausible MDS heartbeats: announced at the first.
+        "--tune",
+        "mds.confirm_beats=1",
         "--no-summary-events",
         "--metrics-listen",
         &port.to_string(),
@@ -117,7 +120,7 @@ fn sighup_reloads_tunables_into_the_kernel_and_keeps_state() {
             &config,
             format!(
                 "[agent]\ninterfaces = [\"{}\"]\nsummary_period = \"0s\"\n\
-                 [protocols.mds]\nports = \"41000\"\nmax_gap = {max_gap}\n",
+                 [protocols.mds]\nports = \"41000\"\nmax_gap = {max_gap}\nconfirm_beats = 1\n",
                 net.host
             ),
         )
