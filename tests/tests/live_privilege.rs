@@ -63,6 +63,9 @@ fn runs_as_nobody_with_three_capabilities_and_keeps_two() {
             &net.host,
             "--port",
             "mds=41000",
+            // Frames 2 ms apart: announced at the first (no plausibility wait).
+            "--tune",
+            "mds.confirm_beats=1",
             "--no-summary-events",
         ],
     );
@@ -119,6 +122,8 @@ fn an_interface_that_disappears_and_comes_back_is_attached_again() {
         &net.host,
         "--port",
         "mds=41000",
+        "--tune",
+        "mds.confirm_beats=1",
         "--no-summary-events",
     ]);
     net.inject(&[mds(1), mds(2)], Duration::from_millis(2));
