@@ -26,6 +26,22 @@ use serde_json::Value;
 
 const PORTS: &str = "mds=41000";
 
+/// The agent on `net`'s host end. Single frames about parsing: MDS and IPMG announced at
+/// the first heartbeat (as the offline malformed suite does).
+fn start_agent(net: &VethNs) -> Agent {
+    Agent::start(&[
+        "--iface",
+        &net.host,
+        "--port",
+        PORTS,
+        "--tune",
+        "mds.confirm_beats=1",
+        "--tune",
+        "cs1000-ipmg.confirm_beats=1",
+        "--no-summary-events",
+    ])
+}
+
 fn udp(src: &str, sport: u16, dst: &str, dport: u16, payload: &[u8]) -> FrameSpec {
     FrameSpec::udp(addr(src), sport, addr(dst), dport, payload)
 }
@@ -260,18 +276,7 @@ fn malformed_traffic_on_real_xdp_is_counted_like_offline_and_never_misread() {
     }
     let net = VethNs::create();
     quiet_ipv6(&net);
-    // Single frames about parsing: MDS and IPMG announced at the first (as offline).
-    let mut agent = Agent::start(&[
-        "--iface",
-        &net.host,
-        "--port",
-        PORTS,
-        "--tune",
-        "mds.confirm_beats=1",
-        "--tune",
-        "cs1000-ipmg.confirm_beats=1",
-        "--no-summary-events",
-    ]);
+    let mut agent = start_agent(&net);
     let mut frames = malformed();
     let (sip, call_id, reason) = hostile_sip();
     frames.extend(sip);
@@ -388,18 +393,7 @@ fn mutation_storm_on_real_xdp_then_a_clean_gap_is_exact() {
         bases.extend(generate(&sc).take_frames().into_iter().map(|f| f.data));
     }
     let net = VethNs::create();
-    // Single frames about parsing: MDS and IPMG announced at the first (as offline).
-    let mut agent = Agent::start(&[
-        "--iface",
-        &net.host,
-        "--port",
-        PORTS,
-        "--tune",
-        "mds.confirm_beats=1",
-        "--tune",
-        "cs1000-ipmg.confirm_beats=1",
-        "--no-summary-events",
-    ]);
+    let mut agent = start_agent(&net);
     let started = Instant::now();
     let sent = storm(&net, bases, N, Duration::from_secs(15));
     let storm_s = started.elapsed().as_secs_f64();
