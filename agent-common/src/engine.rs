@@ -51,8 +51,8 @@ pub trait Env {
 
 /// Where and when a packet was seen, and what its port said. Passed by reference:
 /// BPF subprograms take at most five arguments.
-#[derive(Clone, Copy)]
-struct Seen {
+#[derive(Clone, Copy, Debug)]
+pub struct Seen {
     now: u64,
     ifindex: u32,
     proto: Protocol,
@@ -86,7 +86,32 @@ fn emit_finding<E: Env>(env: &mut E, at: &Seen, key: &FlowKey, dscp: u8, f: &Fin
 /// Processes one frame seen at `now` (ns) on `ifindex`.
 #[inline(always)]
 pub fn process<F: Frame, E: Env>(f: &F, env: &mut E, now: u64, ifindex: u32) {
-    process_with_clock(f, env, || now, ifindex)
+    process_with_clock(f, env, &mut Scratch::default(), || now, ifindex)
+}
+
+/// One packet's parse and decoded message. In the kernel a per-CPU map slot, not the
+/// stack: the verifier tracks what a program keeps on its stack, so every way through
+/// the header parser (VLAN tags, IPv4/IPv6, fragment headers) and the decoders reached
+/// the steps after them as a state of its own, each verified again (800k instructions:
+/// seconds to load on 6.18, more than 20 minutes on 5.10 under QEMU). What is read back
+/// from map memory is unknown to the verifier: those steps are verified about once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scratch {
+    pub pkt: Packet,
+    pub msg: Msg,
+    at: Seen,
+}
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen {
+            now: 0,
+            ifindex: 0,
+            proto: Protocol::None,
+            to_service: false,
+        }
+    }
 }
 
 /// As [`process`], reading the clock only for packets on a heartbeat port: in the kernel
@@ -95,6 +120,7 @@ pub fn process<F: Frame, E: Env>(f: &F, env: &mut E, now: u64, ifindex: u32) {
 pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
     f: &F,
     env: &mut E,
+    scratch: &mut Scratch,
     clock: C,
     ifindex: u32,
 ) {
@@ -123,10 +149,8 @@ pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
     }
     // Only now the whole packet, in place, never moved: in BPF every copy of the 56-byte
     // packet is ~50 instructions, and zeroed in words (crate::zero).
-    let mut pkt = core::mem::MaybeUninit::uninit();
-    Packet::zero(&mut pkt);
-    // SAFETY: zero() wrote every byte, and an all-zero Packet is valid.
-    let pkt = unsafe { pkt.assume_init_mut() };
+    let Scratch { pkt, msg, at } = scratch;
+    pkt.clear();
     if parse::fill(f, &h, pkt).is_err() {
         // headers() checked every byte fill() reads: unreachable, but never trusted.
         env.count(Counter::Truncated);
@@ -138,37 +162,35 @@ pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
         return;
     }
     env.count(Counter::PortMatched);
-    let at = Seen {
+    *at = Seen {
         now: clock(),
         ifindex,
         proto,
         to_service,
     };
+    let at = &*at;
     if pkt.frag != 0 {
         // Only SIP datagrams outgrow a frame; other heartbeats are a few bytes.
         if proto == Protocol::Sip && pkt.transport == IPPROTO_UDP {
-            first_fragment(f, env, pkt, &at);
+            first_fragment(f, env, pkt, at);
         } else {
             env.count(Counter::Fragments);
         }
         return;
     }
     if proto == Protocol::Sip {
-        sip_message(f, env, pkt, &at);
+        sip_message(f, env, pkt, at);
         return;
     }
     // Zeroed in words: a derived Default is a byte-loop memset call in BPF (crate::zero).
-    let mut msg = core::mem::MaybeUninit::uninit();
-    Msg::zero(&mut msg);
-    // SAFETY: zero() wrote every byte, and an all-zero Msg is valid.
-    let msg = unsafe { msg.assume_init_mut() };
+    msg.clear();
     decode_into(proto, f, pkt, msg);
     // Separate calls, not nested: each stage's frame is released before the next.
-    match on_message(env, pkt, msg, &at) {
+    match on_message(env, pkt, msg, at) {
         Seen::HEARTBEAT => {}
-        Seen::CLOSED => tcp_closed(env, pkt, msg.role() != Role::Response, &at),
-        Seen::UNKNOWN => new_association(env, pkt, msg, &at),
-        _ if pkt.transport == IPPROTO_TCP => tcp_segment(env, pkt, &at),
+        Seen::CLOSED => tcp_closed(env, pkt, msg.role() != Role::Response, at),
+        Seen::UNKNOWN => new_association(env, pkt, msg, at),
+        _ if pkt.transport == IPPROTO_TCP => tcp_segment(env, pkt, at),
         _ if msg.kind == MSG_NONE => foreign_datagram(env, pkt, proto),
         _ => {}
     }

@@ -26,4 +26,11 @@ pub unsafe trait Zeroable: Sized {
             i += 1;
         }
     }
+
+    /// Zeros a value in place (e.g. a per-CPU map slot reused for every packet).
+    #[inline(always)]
+    fn clear(&mut self) {
+        // SAFETY: MaybeUninit<Self> has Self's layout; zero() leaves a valid all-zero value.
+        Self::zero(unsafe { &mut *(self as *mut Self).cast::<MaybeUninit<Self>>() });
+    }
 }

@@ -16,7 +16,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use hbwatch_common::{
     counters::{Counter, COUNTER_COUNT},
-    engine::{process_with_clock, Env},
+    engine::{process_with_clock, Env, Scratch},
     event::RawEvent,
     flow::{FlowKey, FlowState},
     frag::{FragInfo, FragKey},
@@ -59,6 +59,11 @@ const SUBMIT_FLAGS: u64 = BPF_RB_NO_WAKEUP as u64;
 /// Where a new association's state is built before insertion (per CPU, one slot).
 #[map]
 static SCRATCH: PerCpuArray<FlowState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where each packet's parse and decoded message live (per CPU, one slot): off the
+/// stack, so the verifier does not tell packets apart by them (engine::Scratch).
+#[map]
+static PACKET: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
@@ -309,9 +314,15 @@ pub fn hbwatch_xdp(ctx: XdpContext) -> u32 {
     let frame = XdpFrame { ctx: ctx.ctx };
     // SAFETY: plain field read of the program's context.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let Some(scratch) = PACKET.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: this CPU's slot; nothing else runs on it during this program.
+    let scratch = unsafe { &mut *scratch };
     let mut env = KernelEnv { ctx: &ctx };
     // SAFETY: plain helper call without arguments.
-    process_with_clock(&frame, &mut env, || unsafe { bpf_ktime_get_ns() }, ifindex);
+    let clock = || unsafe { bpf_ktime_get_ns() };
+    process_with_clock(&frame, &mut env, scratch, clock, ifindex);
     xdp_action::XDP_PASS
 }
 
@@ -330,6 +341,11 @@ pub fn hbwatch_tc(ctx: TcContext) -> i32 {
             (*skb).data_end as usize,
         )
     };
+    let Some(scratch) = PACKET.get_ptr_mut(0) else {
+        return TC_ACT_UNSPEC;
+    };
+    // SAFETY: this CPU's slot; nothing else runs on it during this program.
+    let scratch = unsafe { &mut *scratch };
     let mut env = KernelEnv { ctx: &ctx };
     // SAFETY: plain helper call without arguments.
     let clock = || unsafe { bpf_ktime_get_ns() };
@@ -337,9 +353,9 @@ pub fn hbwatch_tc(ctx: TcContext) -> i32 {
     // to the helper forks the verifier's state at every read, which old verifiers
     // (5.10) cannot prune: verification never finished there.
     if end.wrapping_sub(start) == len {
-        process_with_clock(&LinearSkbFrame { skb }, &mut env, clock, ifindex);
+        process_with_clock(&LinearSkbFrame { skb }, &mut env, scratch, clock, ifindex);
     } else {
-        process_with_clock(&SkbFrame { ctx: &ctx }, &mut env, clock, ifindex);
+        process_with_clock(&SkbFrame { ctx: &ctx }, &mut env, scratch, clock, ifindex);
     }
     TC_ACT_UNSPEC
 }

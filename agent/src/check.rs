@@ -130,7 +130,21 @@ pub fn run(interfaces: &[String]) -> Vec<Finding> {
     // Loading the real object proves the BPF syscall, map types and the verifier.
     let ports = crate::ports::port_table(&crate::ports::default_specs());
     match Datapath::load(&ports, &Default::default()) {
-        Ok(_) => out.push(ok("eBPF programs load and pass the verifier")),
+        Ok(dp) => {
+            let work: Vec<String> = dp
+                .verifier_work()
+                .into_iter()
+                .filter_map(|(name, n)| Some(format!("{name} {}", n?)))
+                .collect();
+            out.push(ok(if work.is_empty() {
+                "eBPF programs load and pass the verifier".to_owned()
+            } else {
+                format!(
+                    "eBPF programs load and pass the verifier (instructions processed: {}; limit 1000000 each)",
+                    work.join(", ")
+                )
+            }))
+        }
         Err(e) => {
             out.push(bad(
                 Status::Fail,

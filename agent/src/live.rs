@@ -324,6 +324,23 @@ impl Datapath {
         &self.ebpf
     }
 
+    /// Instructions the verifier processed per program (kernels >= 5.16 report it; None
+    /// before). Its limit is 1,000,000 per program, and older kernels prune less: the
+    /// margin is what keeps the datapath loadable on 5.10.
+    pub fn verifier_work(&self) -> Vec<(&'static str, Option<u32>)> {
+        [XDP_PROGRAM, TC_PROGRAM]
+            .into_iter()
+            .map(|name| {
+                let count = self
+                    .ebpf
+                    .program(name)
+                    .and_then(|p| p.info().ok())
+                    .and_then(|i| i.verified_instruction_count());
+                (name, count)
+            })
+            .collect()
+    }
+
     /// Forwards kernel log records (aya-log) to tracing from a task; needs a tokio runtime.
     pub fn spawn_log_forwarder(&mut self) {
         let Some(logger) = self.logger.take() else {

@@ -26,8 +26,14 @@ impl Harness {
     fn tuned(tunes: &[&str]) -> Harness {
         let tunes: Vec<hbwatch::tuning::Tune> = tunes.iter().map(|t| t.parse().unwrap()).collect();
         let params = hbwatch::tuning::params(&tunes);
+        let started = std::time::Instant::now();
         let mut dp = Datapath::load(&port_table(&default_specs()), &params)
             .expect("verifier accepts the program");
+        // The verifier's time on this kernel: the first thing to read when a VM run is slow.
+        eprintln!(
+            "datapath loaded in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         let ring = dp.take_ring().unwrap();
         Harness { dp, ring }
     }
@@ -483,4 +489,32 @@ fn mds_is_announced_only_after_plausibly_timed_heartbeats() {
         .collect();
     // Then only per-heartbeat timer records (not counted by records()).
     assert_eq!(recs, vec![(Some(EventKind::AssociationSeen), 3)]);
+}
+
+/// The verifier walks every way through the program; its limit is 1,000,000 instructions
+/// per program, and older kernels (5.10) prune far less than this one. A program that
+/// needs 800k here took over 20 minutes to load on 5.10 under QEMU: a change that makes
+/// the verifier's work grow fails here, on the host, before the VM matrix.
+#[test]
+fn the_verifier_work_leaves_room_for_older_kernels() {
+    if !require_root("the_verifier_work_leaves_room_for_older_kernels") {
+        return;
+    }
+    /// A quarter of the limit: ~2x what the datapath needs on 6.18 today.
+    const BUDGET: u32 = 250_000;
+    let h = Harness::new();
+    for (program, work) in h.dp.verifier_work() {
+        match work {
+            Some(n) => {
+                eprintln!("{program}: {n} instructions processed");
+                assert!(
+                    n <= BUDGET,
+                    "{program}: the verifier processed {n} instructions, over the budget of \
+                     {BUDGET} (limit 1000000); older kernels may not load it in time"
+                );
+            }
+            // Kernels before 5.16 do not report it; loading at all is the check there.
+            None => eprintln!("{program}: this kernel does not report the verifier's work"),
+        }
+    }
 }

@@ -84,6 +84,10 @@ enum Task {
         /// Seconds one VM may take from boot to power-off before it counts as hung.
         #[arg(long, default_value_t = 1200)]
         timeout: u64,
+        /// Only these test binaries (repeatable, e.g. prog_test_run): a quick look at one
+        /// suite on a slow kernel; CI runs them all.
+        #[arg(long = "only")]
+        only: Vec<String>,
         /// Boot this agent binary as it is, e.g. target/dist/hbwatch from `cargo xtask
         /// dist` (default: the debug build).
         #[arg(long, value_name = "PATH")]
@@ -169,11 +173,13 @@ fn try_main(cli: Cli) -> Result<()> {
             kernel,
             refresh,
             timeout,
+            only,
             agent,
         } => vm::vm_test(&vm::Options {
             kernel,
             refresh,
             timeout: std::time::Duration::from_secs(timeout),
+            only,
             agent,
         }),
         Task::Dist { check } => {

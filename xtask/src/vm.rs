@@ -44,6 +44,8 @@ pub struct Options {
     pub refresh: bool,
     /// Limit for one VM, boot to power-off.
     pub timeout: Duration,
+    /// Test binaries to boot (empty: all).
+    pub only: Vec<String>,
     /// The agent to boot, as it is (e.g. `cargo xtask dist`'s static binary); default:
     /// the workspace's debug build, without its debug info.
     pub agent: Option<PathBuf>,
@@ -132,7 +134,15 @@ pub fn vm_test(opts: &Options) -> Result<()> {
         busybox.display()
     );
 
-    let (agent, binaries) = build(opts.agent.is_none())?;
+    let (agent, mut binaries) = build(opts.agent.is_none())?;
+    if !opts.only.is_empty() {
+        binaries.retain(|b| opts.only.contains(&b.name));
+        ensure!(
+            !binaries.is_empty(),
+            "no test binary is named {:?}",
+            opts.only
+        );
+    }
     let vm_dir = crate::target_dir().join("vm");
     let stage = vm_dir.join("stage");
     fs::create_dir_all(&stage).with_context(|| format!("could not create {}", stage.display()))?;
