@@ -23,6 +23,8 @@ pub struct FrameSpec {
     pub src_port: u16,
     pub dst_port: u16,
     pub dscp: u8,
+    /// IPv4 identification: a re-sent segment gets a new one, a mirrored copy keeps it.
+    pub ip_id: u16,
     /// `None` = UDP.
     pub tcp: Option<Tcp>,
     /// IPv4 options (multiple of 4 bytes).
@@ -47,6 +49,7 @@ impl FrameSpec {
             src_port,
             dst_port,
             dscp: 0,
+            ip_id: 1,
             tcp: None,
             ip_options: Vec::new(),
             payload: payload.to_vec(),
@@ -87,6 +90,7 @@ impl FrameSpec {
                     0,
                 ];
                 ip[2..4].copy_from_slice(&total.to_be_bytes());
+                ip[4..6].copy_from_slice(&self.ip_id.to_be_bytes());
                 ip.extend_from_slice(&s.octets());
                 ip.extend_from_slice(&d.octets());
                 ip.extend_from_slice(&self.ip_options);
