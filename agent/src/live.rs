@@ -622,7 +622,7 @@ async fn run_inner(
     let _ = report_loss(&dp, &conv, &mut lost_reported, out)?;
     let counters = dp.counters().ok().map(|mut c| {
         c.insert("records_read", records_read);
-        c.extend(correlator.sip_counters().named());
+        c.extend(correlator.named_counters());
         c
     });
     let stopped_template = lifecycle(&conv, &dp, "agent.stopped", &opts.config_digest, counters);

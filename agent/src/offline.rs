@@ -530,7 +530,7 @@ pub fn analyze_reader(
     }
     out.flush()?;
     let mut counters = replay.env.counter_map();
-    counters.extend(replay.correlator.sip_counters().named());
+    counters.extend(replay.correlator.named_counters());
     Ok(FileReport {
         name,
         frames: replay.frames,

@@ -214,4 +214,3 @@ fn hashed_sip_users_appear_nowhere_and_stay_stable() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("16 characters"), "{}", stderr(&o));
 }
-

@@ -762,7 +762,12 @@ mod reproduced {
     }
 
     /// Frames at ns offsets from T0, written as a microsecond pcap and analyzed.
-    fn run(name: &str, mut frames: Vec<(u64, Vec<u8>)>) -> Vec<Value> {
+    fn run(name: &str, frames: Vec<(u64, Vec<u8>)>) -> Vec<Value> {
+        run_whole(name, frames).events
+    }
+
+    /// As [`run`], with stderr (the `--summary` table) too.
+    fn run_whole(name: &str, mut frames: Vec<(u64, Vec<u8>)>) -> super::Run {
         frames.sort_by_key(|(t, _)| *t);
         let dir = std::env::temp_dir().join(format!("hbwatch-field-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -782,7 +787,7 @@ mod reproduced {
             run.code,
             run.stderr
         );
-        run.events
+        run
     }
 
     fn secs_after_t0(e: &Value) -> f64 {
@@ -933,7 +938,8 @@ mod reproduced {
             .into_iter()
             .flat_map(|(t, f)| [(t, f.clone()), (t + 30_000, f)])
             .collect();
-        let evs = run("sccp-span.pcap", frames);
+        let whole = run_whole("sccp-span.pcap", frames);
+        let evs = &whole.events;
         let alerts: Vec<String> = evs
             .iter()
             .filter(|e| e["event"]["kind"] == "alert")
@@ -942,6 +948,22 @@ mod reproduced {
         assert!(
             alerts.is_empty(),
             "a healthy SCCP phone seen through a SPAN port (every frame twice): {alerts:#?}"
+        );
+        // The copies are counted per association (the --summary table's dups column):
+        // each KeepAlive and KeepAliveAck to the primary (10 + 10), each KeepAlive to the
+        // backup (5; its answers are bare ACKs, no heartbeats).
+        let dups = |cucm: &str| -> Option<u64> {
+            let row = super::summary_rows(&whole.stderr)
+                .into_iter()
+                .find(|r| r.contains(&format!("-> {cucm}:2000")))?;
+            // sccp SRC -> DST heartbeats lost dups ...
+            row.split_whitespace().nth(6)?.parse().ok()
+        };
+        assert_eq!(
+            (dups("10.30.0.10"), dups("10.30.0.11")),
+            (Some(20), Some(5)),
+            "{}",
+            whole.stderr
         );
     }
 

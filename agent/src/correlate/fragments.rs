@@ -36,6 +36,16 @@ pub struct FragmentCounters {
     pub incomplete: u64,
 }
 
+impl FragmentCounters {
+    /// As they appear in `agent.stopped`'s and the summary's counters.
+    pub fn named(&self) -> [(&'static str, u64); 2] {
+        [
+            ("fragments_reassembled", self.reassembled),
+            ("fragments_incomplete", self.incomplete),
+        ]
+    }
+}
+
 /// One datagram being put together: its key, its IP id.
 type DatagramId = (FlowKey, u32);
 

@@ -283,9 +283,11 @@ impl Correlator {
         all
     }
 
-    /// What SIP tracking counted (duplicates, unparsed messages, ...).
-    pub fn sip_counters(&self) -> sip::SipCounters {
-        self.sip.counters()
+    /// Userspace's counters (SIP tracking, fragment reassembly), named as they are
+    /// reported beside the datapath's.
+    pub fn named_counters(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        let frags = self.fragments.counters().named();
+        self.sip.counters().named().into_iter().chain(frags)
     }
 
     /// One datapath record (with its payload for SIP records).
@@ -312,6 +314,14 @@ impl Correlator {
                 self.deliver_fragments(now, ctx, out);
                 if let Some((whole, data)) = self.fragments.on_fragment(raw, payload) {
                     self.sip.on_record(&whole, &data, ctx, out);
+                }
+                return;
+            }
+            EventKind::Duplicate => {
+                // A mirror copy of a heartbeat frame: counted, never a heartbeat.
+                if let Some(slot) = self.slots.get_mut(&raw.key) {
+                    slot.assoc.stats.duplicates += 1;
+                    slot.assoc.totals.duplicates += 1;
                 }
                 return;
             }
@@ -508,11 +518,6 @@ impl Correlator {
         }
     }
 
-    /// What fragment reassembly did so far.
-    pub fn fragment_counters(&self) -> fragments::FragmentCounters {
-        self.fragments.counters()
-    }
-
     /// End of input (offline): the last, partial summary period.
     pub fn finish(&mut self, now: u64, ctx: &Ctx, out: &mut Vec<Event>) {
         if self.cfg.summary_period_ns.is_some() && now > self.last_summary_ns {
@@ -528,7 +533,12 @@ impl Correlator {
         for key in keys {
             let a = &mut self.slots.get_mut(&key).expect("listed").assoc;
             let s = std::mem::take(&mut a.stats);
-            if s.count == 0 && s.lost == 0 && s.rtt_n == 0 && s.folded.total() == 0 {
+            if s.count == 0
+                && s.lost == 0
+                && s.rtt_n == 0
+                && s.folded.total() == 0
+                && s.duplicates == 0
+            {
                 continue;
             }
             let expected = a.expected_ns() / MS;
@@ -555,14 +565,19 @@ impl Correlator {
                 0 => String::new(),
                 _ => format!("; alerts folded: {}", s.folded.describe()),
             };
+            let dups = match s.duplicates {
+                0 => String::new(),
+                n => format!("; {n} duplicate frames ignored (mirror copies)"),
+            };
             ev.message = format!(
-                "{}: {} heartbeats, {} lost{rtt} in {} s (interval {expected} ms){folded}",
+                "{}: {} heartbeats, {} lost{rtt} in {} s (interval {expected} ms){folded}{dups}",
                 association(&key),
                 s.count,
                 s.lost,
                 period / 1_000_000_000
             );
             ev.heartbeat.folded = s.folded.by_action();
+            ev.heartbeat.duplicates = (s.duplicates > 0).then_some(s.duplicates);
             ev.heartbeat.count = Some(s.count);
             ev.heartbeat.lost = Some(s.lost);
             ev.heartbeat.interval_ms = Some(expected);
@@ -628,6 +643,7 @@ impl Correlator {
                 e.stats.count += t.stats.count;
                 e.stats.lost += t.stats.lost;
                 e.stats.outages += t.stats.outages;
+                e.stats.duplicates += t.stats.duplicates;
                 for k in Repeating::ALL {
                     e.stats.folded.add(k, t.stats.folded.0[k as usize]);
                 }
