@@ -32,7 +32,7 @@ enum Command {
         ports: Vec<PortSpec>,
         /// Per-protocol tuning loaded into the kernel, e.g. `mds.max_gap=50`,
         /// `cs1000-rudp.expected_dscp=any` (repeatable). Keys: interval_ms, max_gap,
-        /// reorder_window, tolerance_pct, down_after, expected_dscp.
+        /// reorder_window, tolerance_pct, down_after, expected_dscp, confirm_beats.
         #[arg(long = "tune", value_name = "PROTOCOL.KEY=VALUE")]
         tunes: Vec<Tune>,
         /// Ingress attach mode: XDP auto|driver|skb, or tc (the clsact ingress hook; cheapest
