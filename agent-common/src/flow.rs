@@ -5,8 +5,6 @@
 //! pair that both originate (RUDP) are two associations. For TCP protocols the
 //! originator is the TCP client (the PIM for GED-125, the phone for SCCP).
 
-use core::mem::MaybeUninit;
-
 use crate::event::EventKind;
 use crate::params::{ProtoParams, DSCP_ANY, P_UNANSWERED_NEEDS_ACKS};
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
@@ -267,8 +265,7 @@ impl FlowState {
     pub fn init(&mut self, hb: &Heartbeat, now: u64) {
         // Zeroed in words, not by a struct update from Default: that is three calls of
         // a byte-loop memset in BPF (crate::zero).
-        // SAFETY: MaybeUninit<T> has T's layout; zero() leaves a valid all-zero state.
-        FlowState::zero(unsafe { &mut *(self as *mut FlowState).cast::<MaybeUninit<FlowState>>() });
+        self.clear();
         self.first_ns = now;
         self.last_seq = hb.seq;
         self.last_raw = hb.seq;
