@@ -19,6 +19,15 @@ struct TcpSide {
 }
 
 impl TcpSide {
+    fn new(ip: &'static str, port: u16, seq: u32) -> TcpSide {
+        TcpSide {
+            ip,
+            port,
+            seq,
+            ip_id: 0,
+        }
+    }
+
     fn segment(&mut self, to: &TcpSide, flags: u8, payload: &[u8]) -> Vec<u8> {
         let mut f = FrameSpec::udp(addr(self.ip), self.port, addr(to.ip), to.port, payload);
         // Every segment a new IP id, as Linux sends them: a re-sent one is no mirror copy.
@@ -72,18 +81,8 @@ fn every_protocol_on_real_xdp() {
     let mut frames: Vec<Vec<u8>> = Vec::new();
 
     // GED-125: PIM (TCP client) -> CVP:5000. OPEN_REQ, then heartbeats from the seed.
-    let mut pim = TcpSide {
-        ip: "10.20.0.5",
-        port: 40001,
-        seq: 1000,
-        ip_id: 0,
-    };
-    let mut cvp = TcpSide {
-        ip: "10.20.0.1",
-        port: 5000,
-        seq: 9000,
-        ip_id: 0,
-    };
+    let mut pim = TcpSide::new("10.20.0.5", 40001, 1000);
+    let mut cvp = TcpSide::new("10.20.0.1", 5000, 9000);
     let mut open_req = Vec::new();
     for w in [12u32, 3, 0x11, 13, 60_000] {
         open_req.extend_from_slice(&w.to_be_bytes());
@@ -165,30 +164,10 @@ fn every_protocol_on_real_xdp() {
     ));
 
     // SCCP: a phone with a primary CUCM (KeepAliveAck) and a backup (TCP ACKs only).
-    let mut phone_p = TcpSide {
-        ip: "10.30.0.50",
-        port: 51000,
-        seq: 100,
-        ip_id: 0,
-    };
-    let mut primary = TcpSide {
-        ip: "10.30.0.10",
-        port: 2000,
-        seq: 700,
-        ip_id: 0,
-    };
-    let mut phone_b = TcpSide {
-        ip: "10.30.0.50",
-        port: 51001,
-        seq: 300,
-        ip_id: 0,
-    };
-    let mut backup = TcpSide {
-        ip: "10.30.0.11",
-        port: 2000,
-        seq: 900,
-        ip_id: 0,
-    };
+    let mut phone_p = TcpSide::new("10.30.0.50", 51000, 100);
+    let mut primary = TcpSide::new("10.30.0.10", 2000, 700);
+    let mut phone_b = TcpSide::new("10.30.0.50", 51001, 300);
+    let mut backup = TcpSide::new("10.30.0.11", 2000, 900);
     for _ in 0..3 {
         frames.push(phone_p.data(&primary, &sccp::message(Role::Request)));
         frames.push(primary.data(&phone_p, &sccp::message(Role::Response)));
@@ -234,18 +213,8 @@ fn every_protocol_on_real_xdp() {
         15001,
         &rudp::payload(5, Role::Request),
     ));
-    let mut other = TcpSide {
-        ip: "10.80.0.3",
-        port: 40100,
-        seq: 1,
-        ip_id: 0,
-    };
-    let web = TcpSide {
-        ip: "10.80.0.4",
-        port: 8080,
-        seq: 1,
-        ip_id: 0,
-    };
+    let mut other = TcpSide::new("10.80.0.3", 40100, 1);
+    let web = TcpSide::new("10.80.0.4", 8080, 1);
     frames.push(other.data(&web, &ged125::message(Role::Request, 1)));
     frames.push(udp(
         "10.70.0.9",
