@@ -7,6 +7,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use hbwatch_common::params::ProtoParams;
+use hbwatch_common::proto::Protocol;
 use hbwatch_tests::{hbwatch_bin, require_root, summary, Agent, VethNs};
 use serde_json::Value;
 
@@ -20,6 +22,19 @@ const PACKET_ACTIONS: [&str; 7] = [
     "session.closed",
     "peer.up",
 ];
+
+/// A first peer.up the datapath announces only after `confirm_beats` plausibly timed
+/// heartbeats (MDS, IPMG): at 10x speed on a slow machine (the VM matrix runs under
+/// TCG) scheduling jitter can break a run of 10 ms beats, and the announcement comes a
+/// few beats later. Same association, a later sequence number: still the truth's event.
+fn confirmed_by_timing(e: &Value) -> bool {
+    e["action"] == "peer.up"
+        && e["fault"].is_null()
+        && e["protocol"]
+            .as_str()
+            .and_then(Protocol::from_name)
+            .is_some_and(|p| ProtoParams::defaults(p).confirm_beats > 1)
+}
 
 /// `(action, source, destination, seq)` as `summary` gives it for an event.
 fn key(e: &Value) -> (String, String, String, i64) {
@@ -122,14 +137,15 @@ fn agent_finds_the_story_truth_played_on_an_interface() {
         let found = got.iter().any(|g| {
             // SCCP/IPMG peer.up carry the association's own count; compare the rest.
             (g.0.as_str(), &g.1, &g.2) == (want.0.as_str(), &want.1, &want.2)
-                && (want.3 < 0 || g.3 == want.3)
+                && (want.3 < 0 || g.3 == want.3 || (confirmed_by_timing(e) && g.3 > want.3))
         });
         assert!(found, "agent missed {want:?}; got {got:#?}");
     }
     for g in &got {
         let allowed = expected.iter().any(|e| {
             let k = key(e);
-            (k.0.as_str(), &k.1, &k.2) == (g.0.as_str(), &g.1, &g.2) && (k.3 < 0 || k.3 == g.3)
+            (k.0.as_str(), &k.1, &k.2) == (g.0.as_str(), &g.1, &g.2)
+                && (k.3 < 0 || k.3 == g.3 || (confirmed_by_timing(e) && g.3 > k.3))
         });
         assert!(
             allowed,

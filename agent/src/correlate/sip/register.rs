@@ -396,10 +396,13 @@ impl SipTracker {
         hb.silence_ms = Some(ms(silence_ns));
         hb.interval_ms = refresh.map(ms);
         hb.expected_interval_ms = refresh.map(ms);
-        // Refreshes that were due in the silence (one when the period is not known yet).
+        // Refreshes that were due in the silence (one when the period is not known yet),
+        // to the nearest period: the silence is lifetime + grace, often a whole number
+        // of periods, and a refresh a millisecond early must not change the count.
         hb.missed = Some(
             refresh
-                .and_then(|i| silence_ns.checked_div(i))
+                .filter(|&i| i > 0)
+                .map(|i| silence_ns.saturating_add(i / 2) / i)
                 .unwrap_or(1)
                 .max(1),
         );
