@@ -8,7 +8,7 @@ use hbwatch_common::flow::{FlowKey, QOS_FROM_RESPONDER};
 use hbwatch_common::parse::{AF_INET, IPPROTO_TCP};
 use hbwatch_common::proto::Protocol;
 
-use crate::event::{Endpoint, Event, Ingress, Interface, Level, Network, Observer};
+use crate::event::{Endpoint, Event, Ingress, Interface, Level, Network, Observer, Related};
 
 /// Context shared by all events of one run.
 #[derive(Debug, Clone)]
@@ -65,6 +65,39 @@ fn push_decimal(s: &mut String, v: u32) {
     for &d in digits[..n].iter().rev() {
         s.push(d as char);
     }
+}
+
+/// Community ID v1 (github.com/corelight/community-id-spec, seed 0) of a 5-tuple:
+/// `1:` and the base64 SHA-1 of seed, addresses, protocol, a zero byte and ports, the
+/// lower endpoint first, so both directions of a flow hash alike.
+pub fn community_id(
+    family: u8,
+    a: &[u8; 16],
+    a_port: u16,
+    b: &[u8; 16],
+    b_port: u16,
+    proto: u8,
+) -> String {
+    use base64::Engine as _;
+    use sha1::{Digest, Sha1};
+    let len = if family == AF_INET { 4 } else { 16 };
+    let (a, b) = (&a[..len], &b[..len]);
+    let ((lo, lo_port), (hi, hi_port)) = if (a, a_port) <= (b, b_port) {
+        ((a, a_port), (b, b_port))
+    } else {
+        ((b, b_port), (a, a_port))
+    };
+    let mut h = Sha1::new();
+    h.update(0u16.to_be_bytes());
+    h.update(lo);
+    h.update(hi);
+    h.update([proto, 0]);
+    h.update(lo_port.to_be_bytes());
+    h.update(hi_port.to_be_bytes());
+    let mut id = String::with_capacity(30);
+    id.push_str("1:");
+    base64::engine::general_purpose::STANDARD.encode_string(h.finalize(), &mut id);
+    id
 }
 
 /// `proto a:p -> b:q`, as messages name an association.
@@ -129,20 +162,42 @@ impl Converter {
             self.observer(ifindex),
             message,
         );
+        let tcp = key.transport == IPPROTO_TCP;
         ev.network = Some(Network {
             protocol: Protocol::from_u8(key.proto).name(),
-            transport: if key.transport == IPPROTO_TCP {
-                "tcp"
+            transport: if tcp { "tcp" } else { "udp" },
+            ip_version: if key.family == AF_INET {
+                "ipv4"
             } else {
-                "udp"
+                "ipv6"
+            },
+            iana_number: if tcp { "6" } else { "17" },
+            community_id: Some(community_id(
+                key.family,
+                &key.orig,
+                key.orig_port,
+                &key.resp,
+                key.resp_port,
+                key.transport,
+            )),
+        });
+        let (orig, resp) = (
+            ip_text(key.family, &key.orig),
+            ip_text(key.family, &key.resp),
+        );
+        ev.related = Some(Related {
+            ip: if orig == resp {
+                vec![orig.clone()]
+            } else {
+                vec![orig.clone(), resp.clone()]
             },
         });
         ev.source = Some(Endpoint {
-            ip: ip_text(key.family, &key.orig),
+            ip: orig,
             port: key.orig_port,
         });
         ev.destination = Some(Endpoint {
-            ip: ip_text(key.family, &key.resp),
+            ip: resp,
             port: key.resp_port,
         });
         ev

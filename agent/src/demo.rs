@@ -119,7 +119,7 @@ pub fn agreement_key(e: &serde_json::Value) -> String {
         h["lost"],
         h["missed"],
         h["diagnosis"],
-        e["sip"]["status"]
+        e["sip"]["code"]
     )
 }
 

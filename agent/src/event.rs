@@ -1,6 +1,16 @@
-//! The JSON event contract (shared/EVENTS.md, docs/EVENTS.md): one object per line.
+//! The JSON event contract (shared/EVENTS.md, docs/EVENTS.md): one object per line,
+//! Elastic Common Schema where ECS has the field (`ecs.version`), `heartbeat.*` and
+//! `sip.*` for the rest.
 
+use serde::ser::SerializeStruct;
 use serde::Serialize;
+
+/// The ECS release the events follow (`ecs.version`): the one whose field definitions
+/// the conformance test checks against (agent/tests/data/ecs/).
+pub const ECS_VERSION: &str = "9.4.0";
+
+/// Contract version of docs/EVENTS.md (its changelog says what changed).
+pub const CONTRACT_VERSION: &str = "2";
 
 /// `log.level` and its `event.severity` number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -27,6 +37,7 @@ impl Level {
 pub struct Event {
     #[serde(rename = "@timestamp")]
     pub timestamp: String,
+    pub ecs: Ecs,
     pub event: EventMeta,
     pub log: Log,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -35,6 +46,9 @@ pub struct Event {
     pub source: Option<Endpoint>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<Endpoint>,
+    /// ECS `related.ip`: both ends of the association, for one search over all events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub related: Option<Related>,
     pub observer: Observer,
     #[serde(skip_serializing_if = "HeartbeatFields::is_empty")]
     pub heartbeat: HeartbeatFields,
@@ -56,19 +70,44 @@ pub struct SipFields {
     pub device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// The transaction's CSeq, as Packetbeat's `sip.cseq.code`/`sip.cseq.method`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cseq: Option<u32>,
+    pub cseq: Option<CSeq>,
     /// Granted registration lifetime, seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires: Option<u32>,
+    /// Response status code (Packetbeat's `sip.code`; contract v1's `sip.status`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
+    pub code: Option<u16>,
+    /// Response reason phrase as sent (Packetbeat's `sip.status`; v1's `sip.reason`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub status: Option<String>,
+    /// `sip.register_failed`: the answer rejected the credentials the REGISTER carried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_rejected: Option<bool>,
     /// `sip.register_failed` for rejected credentials: rejections in a row from this
     /// source address toward this registrar.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejections: Option<u64>,
+}
+
+/// `sip.cseq`: sequence number and method.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CSeq {
+    pub code: u32,
+    pub method: &'static str,
+}
+
+/// `ecs.*`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ecs {
+    pub version: &'static str,
+}
+
+/// `related.*`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Related {
+    pub ip: Vec<String>,
 }
 
 /// Round-trip times of a summary period, microseconds.
@@ -84,8 +123,41 @@ pub struct EventMeta {
     /// `alert`, `event` or `metric`.
     pub kind: &'static str,
     pub category: [&'static str; 1],
+    /// ECS `event.type`, from the action ([`ecs_type`]).
+    #[serde(rename = "type")]
+    pub types: &'static [&'static str],
     pub action: &'static str,
+    /// `hbwatch.agent` (the agent itself) or `hbwatch.heartbeat` (what it watches).
+    pub dataset: &'static str,
+    pub module: &'static str,
+    /// ECS `event.outcome` where the action is one: a registration accepted or refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
     pub severity: u8,
+}
+
+/// ECS `event.type` for an action (category `network` allows access, allowed,
+/// connection, denied, end, info, protocol, start).
+pub fn ecs_type(action: &str) -> &'static [&'static str] {
+    match action {
+        "peer.up" => &["connection", "start"],
+        "peer.down" | "session.closed" => &["connection", "end"],
+        "sip.registered" => &["protocol", "start"],
+        "sip.unregistered" | "sip.expired" => &["protocol", "end"],
+        "sip.register_failed" => &["protocol", "denied"],
+        "heartbeat.summary" => &["info"],
+        a if a.starts_with("agent.") => &["info"],
+        _ => &["protocol"],
+    }
+}
+
+/// ECS `event.outcome` for an action, where it has one.
+pub fn ecs_outcome(action: &str) -> Option<&'static str> {
+    match action {
+        "sip.registered" | "sip.unregistered" => Some("success"),
+        "sip.register_failed" | "sip.options_failed" => Some("failure"),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,6 +169,14 @@ pub struct Log {
 pub struct Network {
     pub protocol: &'static str,
     pub transport: &'static str,
+    /// `ipv4` or `ipv6`.
+    #[serde(rename = "type")]
+    pub ip_version: &'static str,
+    /// IANA protocol number of the transport, as ECS spells it (a string): `6`, `17`.
+    pub iana_number: &'static str,
+    /// Community ID v1 of the association's 5-tuple (`community_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,11 +185,29 @@ pub struct Endpoint {
     pub port: u16,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The agent as ECS's observer: `hostname`, the interface, and what it is
+/// (`type`/`vendor`/`product`/`version`, written by [`Observer`]'s serializer).
+#[derive(Debug, Clone)]
 pub struct Observer {
     pub hostname: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Ingress>,
+}
+
+impl Serialize for Observer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut o = s.serialize_struct("Observer", 6)?;
+        o.serialize_field("hostname", &self.hostname)?;
+        o.serialize_field("type", "sensor")?;
+        o.serialize_field("vendor", "hbwatch")?;
+        o.serialize_field("product", "hbwatch")?;
+        o.serialize_field("version", env!("CARGO_PKG_VERSION"))?;
+        if let Some(ingress) = &self.ingress {
+            o.serialize_field("ingress", ingress)?;
+        } else {
+            o.skip_field("ingress")?;
+        }
+        o.end()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -241,16 +339,28 @@ impl Event {
     ) -> Event {
         Event {
             timestamp,
+            ecs: Ecs {
+                version: ECS_VERSION,
+            },
             event: EventMeta {
                 kind,
                 category: ["network"],
+                types: ecs_type(action),
                 action,
+                dataset: if action.starts_with("agent.") {
+                    "hbwatch.agent"
+                } else {
+                    "hbwatch.heartbeat"
+                },
+                module: "hbwatch",
+                outcome: ecs_outcome(action),
                 severity: level.severity(),
             },
             log: Log { level },
             network: None,
             source: None,
             destination: None,
+            related: None,
             observer,
             heartbeat: HeartbeatFields::default(),
             sip: None,
@@ -343,6 +453,9 @@ pub(crate) fn mds_alert(
     ev.network = Some(Network {
         protocol: "mds",
         transport: "udp",
+        ip_version: "ipv4",
+        iana_number: "17",
+        community_id: None,
     });
     ev.source = Some(Endpoint {
         ip: "10.50.0.1".into(),

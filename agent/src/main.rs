@@ -115,6 +115,13 @@ enum Command {
     /// Generate realistic heartbeat traffic with scripted faults, to a capture file (with
     /// its ground truth) or onto an interface in real time.
     Hbgen(hbwatch::hbgen::cli::HbgenArgs),
+    /// Print the index template for hbwatch's events (every field of docs/EVENTS.md with
+    /// its ECS type): `PUT _index_template/hbwatch` with it, for `hbwatch-*` indices.
+    Schema {
+        /// Search engine the template is for (OpenSearch has no match_only_text).
+        #[arg(long, value_enum, default_value_t = hbwatch::schema::Engine::Elasticsearch)]
+        engine: hbwatch::schema::Engine,
+    },
 }
 
 /// A hidden subcommand, outside `Cli` so that neither the man pages nor the completions
@@ -545,6 +552,11 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Hbgen(args) => hbwatch::hbgen::cli::run(args),
+        Command::Schema { engine } => {
+            let template = hbwatch::schema::index_template(engine);
+            println!("{}", serde_json::to_string_pretty(&template)?);
+            Ok(())
+        }
         Command::Demo {
             scenario,
             pcap,

@@ -832,11 +832,10 @@ fn sip_rejected_password_fails_each_time_it_matters_and_counts_the_streak() {
     );
     let first = &evs[0];
     assert_eq!(first["log"]["level"], "warning");
-    assert_eq!(first["sip"]["status"], 401);
-    assert_eq!(
-        first["sip"]["reason"],
-        "credentials rejected (401 Unauthorized)"
-    );
+    assert_eq!(first["sip"]["code"], 401);
+    assert_eq!(first["sip"]["status"], "Unauthorized");
+    assert_eq!(first["sip"]["credentials_rejected"], true);
+    assert_eq!(first["event"]["outcome"], "failure");
     assert_eq!(first["sip"]["aor"], "sip:2001@10.40.0.1");
     assert_eq!(first["@timestamp"], "2026-11-22T10:00:00.013000Z");
     let fifth = evs[3]["message"].as_str().unwrap();

@@ -212,7 +212,7 @@ fn check_line(ev: &Event) -> Value {
     assert_eq!(v["message"].as_str(), Some(ev.message.as_str()));
     if let Some(sip) = &ev.sip {
         assert_eq!(v["sip"]["call_id"].as_str(), sip.call_id.as_deref());
-        assert_eq!(v["sip"]["reason"].as_str(), sip.reason.as_deref());
+        assert_eq!(v["sip"]["status"].as_str(), sip.status.as_deref());
         assert_eq!(v["sip"]["device"].as_str(), sip.device.as_deref());
         assert_eq!(v["sip"]["aor"].as_str(), sip.aor.as_deref());
     }

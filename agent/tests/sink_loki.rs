@@ -520,6 +520,9 @@ fn throughput_to_the_recording_endpoint() {
             ev.network = Some(Network {
                 protocol: if i % 3 == 0 { "mds" } else { "ged125" },
                 transport: "udp",
+                ip_version: "ipv4",
+                iana_number: "17",
+                community_id: None,
             });
             ev.source = Some(Ep {
                 ip: format!("10.50.{}.1", i % 250),

@@ -424,6 +424,9 @@ fn burst(n: usize) -> Vec<hbwatch::event::Event> {
             e.network = Some(Network {
                 protocol: "mds",
                 transport: "udp",
+                ip_version: "ipv4",
+                iana_number: "17",
+                community_id: None,
             });
             e.source = Some(Endpoint {
                 ip: "10.50.0.1".into(),

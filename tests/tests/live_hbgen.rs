@@ -101,6 +101,20 @@ fn agent_finds_the_story_truth_played_on_an_interface() {
     let _ = std::fs::remove_file(&truth_path);
     let sent = truth["generated"]["frames"].as_u64().unwrap();
     assert!(sent > 1500, "{sent} frames sent");
+    // Every event the live agent wrote, agent.* included, is valid ECS (agent/tests/ecs.rs
+    // checks the offline ones the same way).
+    let ecs = hbwatch::schema::Reference::parse(
+        include_str!("../../agent/tests/data/ecs/ecs_flat.json"),
+        include_str!("../../agent/tests/data/ecs/packetbeat_sip.json"),
+    )
+    .unwrap();
+    let mut invalid = std::collections::BTreeSet::new();
+    for e in &agent.events {
+        for why in ecs.event_problems(e) {
+            invalid.insert(format!("{}: {why}", e["event"]["action"]));
+        }
+    }
+    assert!(invalid.is_empty(), "{invalid:#?}");
     let counters = &agent.events.last().unwrap()["heartbeat"]["counters"];
     assert!(counters["packets"].as_u64().unwrap() >= sent, "{counters}");
 

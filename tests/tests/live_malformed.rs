@@ -340,8 +340,8 @@ fn malformed_traffic_on_real_xdp_is_counted_like_offline_and_never_misread() {
         .iter()
         .find(|e| e["event"]["action"] == "sip.register_failed")
         .unwrap();
-    assert_eq!(failed["sip"]["reason"].as_str(), Some(reason.as_str()));
-    assert_eq!(failed["sip"]["status"], 486);
+    assert_eq!(failed["sip"]["status"].as_str(), Some(reason.as_str()));
+    assert_eq!(failed["sip"]["code"], 486);
 }
 
 /// Mutates `bases` (seeded) and sends each result out of the veth peer as fast as the

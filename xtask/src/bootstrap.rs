@@ -30,12 +30,18 @@ const APT_PACKAGES: &[&str] = &[
     "rsyslog",
     "rsyslog-gnutls",
     "tcpreplay",
+    // pip, where python3 is Debian's own (PIP_PACKAGES).
+    "python3-pip",
     "qemu-system-x86",
     "busybox-static",
     "binutils",
     "gpgv",
     "debian-archive-keyring",
 ];
+
+/// PyPI packages the tests use, pinned, with the module that proves each installed:
+/// `communityid`, the Community ID reference implementation (agent/tests/ecs.rs).
+const PIP_PACKAGES: &[(&str, &str)] = &[("communityid==1.5.0", "communityid")];
 
 pub fn bootstrap(no_apt: bool) -> Result<()> {
     if which("rustup").is_none() {
@@ -50,7 +56,44 @@ pub fn bootstrap(no_apt: bool) -> Result<()> {
     } else {
         apt_packages(APT_PACKAGES)?;
     }
-    Ok(())
+    pip_packages(PIP_PACKAGES)
+}
+
+/// `pip install` what is missing (a module import is the check: fast when present).
+fn pip_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(_, module)| {
+            probe(Command::new("python3").args(["-c", &format!("import {module}")])).is_none()
+        })
+        .map(|(spec, _)| *spec)
+        .collect();
+    if missing.is_empty() {
+        eprintln!("xtask: pip packages ok");
+        return Ok(());
+    }
+    eprintln!("xtask: installing pip packages: {}", missing.join(" "));
+    let pip = |extra: &[&str]| {
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ]);
+        cmd.args(extra).args(&missing);
+        run(&mut cmd)
+    };
+    // Debian's own python3 is "externally managed" (PEP 668): say that this is wanted.
+    pip(&[])
+        .or_else(|_| pip(&["--break-system-packages"]))
+        .with_context(|| {
+            format!(
+                "Could not install pip packages; fix it with: python3 -m pip install {}",
+                missing.join(" ")
+            )
+        })
 }
 
 /// What `cargo xtask dist` needs on top: the musl target for the static binary, and its

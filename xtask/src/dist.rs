@@ -289,6 +289,15 @@ impl Common<'_> {
                 "outputs/syslog-and-file.md",
                 "docs/outputs/syslog-and-file.md",
             ),
+            // Index templates for Elasticsearch/OpenSearch (docs/EVENTS.md).
+            (
+                "elasticsearch/hbwatch-template.json",
+                "packaging/elasticsearch/hbwatch-template.json",
+            ),
+            (
+                "elasticsearch/hbwatch-template-opensearch.json",
+                "packaging/elasticsearch/hbwatch-template-opensearch.json",
+            ),
         ] {
             t.file(&format!("{doc}/{name}"), &self.root.join(src), 0o644)?;
         }

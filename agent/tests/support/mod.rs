@@ -17,10 +17,11 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hbwatch");
 
-/// An hbgen capture of a built-in scenario (`faults`, `healthy`, `story`...), written as
-/// `<dir>/<scenario>.pcap`.
+/// An hbgen capture of a built-in scenario (`faults`, `healthy`, `story`...) or a
+/// scenario file, written as `<dir>/<scenario's name>.pcap`.
 pub fn capture(dir: &Path, scenario: &str) -> PathBuf {
-    let pcap = dir.join(format!("{scenario}.pcap"));
+    let name = Path::new(scenario).file_stem().unwrap().to_string_lossy();
+    let pcap = dir.join(format!("{name}.pcap"));
     let out = Command::new(BIN)
         .args(["hbgen", "--scenario", scenario, "--pcap"])
         .arg(&pcap)

@@ -42,7 +42,7 @@ use hbwatch_common::proto::Protocol;
 use super::assoc::Stats;
 use super::{AssocTotals, Ctx};
 use crate::convert::association;
-use crate::event::{Event, Level, RttUs, SipFields};
+use crate::event::{CSeq, Event, Level, RttUs, SipFields};
 use parse::{Challenge, Credentials, Message, Method, StartLine};
 use stream::Stream;
 pub use stream::StreamStats;
@@ -820,8 +820,8 @@ impl SipTracker {
             ),
         );
         if let Some(sip) = ev.sip.as_mut() {
-            sip.status = Some(status);
-            sip.reason = Some(reason.to_string());
+            sip.code = Some(status);
+            sip.status = Some(reason.to_string());
         }
         out.push(ev);
         false
@@ -853,7 +853,10 @@ impl SipTracker {
             aor: register.map(|r| r.aor.clone()).filter(|a| !a.is_empty()),
             device: register.and_then(|r| r.device.clone()),
             method: Some(view.method.name().to_string()),
-            cseq: Some(view.cseq),
+            cseq: Some(CSeq {
+                code: view.cseq,
+                method: view.method.name(),
+            }),
             ..SipFields::default()
         });
         ev

@@ -3,14 +3,14 @@
 
 use hbwatch_common::flow::FlowKey;
 
-use super::parse::{Challenge, Message};
+use super::parse::{Challenge, Message, Method};
 use super::Ctx;
 use super::{
     aor_user, ms, who, RegKey, RegState, RegisterInfo, Registration, SipTracker, SourceKey,
     TimerRef, Txn, TxnKey, TxnState, TxnView, NS_PER_MS,
 };
 use crate::convert::{association, ip_text};
-use crate::event::{Event, Level, SipFields};
+use crate::event::{CSeq, Event, Level, SipFields};
 
 /// A UA answers a digest challenge at once (milliseconds): a REGISTER this soon after
 /// one is its answer, a later one a new attempt.
@@ -149,8 +149,9 @@ impl SipTracker {
             ),
         );
         if let Some(sip) = ev.sip.as_mut() {
-            sip.status = Some(status);
-            sip.reason = Some(if rejected { why } else { reason.to_string() });
+            sip.code = Some(status);
+            sip.status = Some(reason.to_string());
+            sip.credentials_rejected = rejected.then_some(true);
             sip.device = device;
             sip.rejections = streak.map(|(n, _)| n);
         }
@@ -388,7 +389,10 @@ impl SipTracker {
             aor: Some(key.aor.clone()).filter(|a| !a.is_empty()),
             device: reg.device.clone(),
             expires: Some(reg.granted_s),
-            cseq: Some(reg.cseq),
+            cseq: Some(CSeq {
+                code: reg.cseq,
+                method: Method::Register.name(),
+            }),
             ..SipFields::default()
         });
         let hb = &mut ev.heartbeat;

@@ -243,7 +243,8 @@ fn registered_on_the_first_200_ok_of_the_seed_exchange() {
     assert_eq!(ev["sip"]["expires"], 120);
     assert_eq!(ev["sip"]["device"], "SEP0024142DDF24");
     assert_eq!(ev["sip"]["aor"], "sip:5678@10.106.114.161");
-    assert_eq!(ev["sip"]["cseq"], 11435);
+    assert_eq!(ev["sip"]["cseq"]["code"], 11435);
+    assert_eq!(ev["sip"]["cseq"]["method"], "REGISTER");
     let msg = ev["message"].as_str().expect("message");
     assert!(
         msg.contains("SEP0024142DDF24") && msg.contains("120 s"),
@@ -456,8 +457,8 @@ fn a_refused_register_fails_with_status_and_reason() {
     assert_eq!(ev["event"]["kind"], "alert");
     assert_eq!(ev["log"]["level"], "warning");
     assert_eq!(ev["event"]["severity"], 5);
-    assert_eq!(ev["sip"]["status"], 403);
-    assert_eq!(ev["sip"]["reason"], "Forbidden");
+    assert_eq!(ev["sip"]["code"], 403);
+    assert_eq!(ev["sip"]["status"], "Forbidden");
     assert_eq!(ev["sip"]["device"], "SEP0024142DDF24");
     assert_association(ev, PHONE, CUCM, "tcp");
     assert!(ev["message"]
@@ -654,8 +655,9 @@ fn options_answered_overloaded_fails() {
         ),
         (Some("warning"), Some(5))
     );
-    assert_eq!(ev["sip"]["status"], 503);
-    assert_eq!(ev["sip"]["reason"], "Service Unavailable");
+    assert_eq!(ev["sip"]["code"], 503);
+    assert_eq!(ev["sip"]["status"], "Service Unavailable");
+    assert_eq!(ev["event"]["outcome"], "failure");
     assert_eq!(ev["sip"]["method"], "OPTIONS");
     assert_eq!(ev["@timestamp"], "2015-07-15T12:00:00.003000Z");
     assert_association(ev, CVP, SIP_SERVER, "udp");
@@ -690,7 +692,8 @@ fn options_without_a_final_answer_are_unanswered_by_the_timer() {
     assert_eq!(ev["@timestamp"], "2015-07-15T12:00:32.000000Z");
     assert_eq!(ev["heartbeat"]["seq"], 42);
     assert_eq!(ev["heartbeat"]["timeout_ms"], 32_000);
-    assert_eq!(ev["sip"]["cseq"], 42);
+    assert_eq!(ev["sip"]["cseq"]["code"], 42);
+    assert_eq!(ev["sip"]["cseq"]["method"], "OPTIONS");
     assert_eq!(ev["sip"]["call_id"], "ping-3");
     assert_association(ev, CVP, SIP_SERVER, "udp");
     // A late answer is not counted as answered.
@@ -759,7 +762,7 @@ fn untrusted_strings_are_bounded_valid_utf8() {
     assert_eq!(actions(&evs), ["sip.options_failed"]);
     let call_id = evs[0]["sip"]["call_id"].as_str().expect("call id");
     assert_eq!(call_id.chars().count(), 256);
-    let reason = evs[0]["sip"]["reason"].as_str().expect("reason");
+    let reason = evs[0]["sip"]["status"].as_str().expect("reason");
     assert!(reason.starts_with("S\u{fffd}rv"), "{reason}");
     assert!(reason.ends_with('\u{2603}'));
 }
@@ -862,11 +865,11 @@ fn a_real_sipp_exchange_over_tcp_and_udp() {
         assert_eq!(registered["sip"]["expires"], 5);
         assert_eq!(registered["sip"]["device"], "1001");
         assert_eq!(registered["sip"]["aor"], "sip:1001@127.0.0.2");
-        assert_eq!(registered["sip"]["cseq"], 2);
+        assert_eq!(registered["sip"]["cseq"]["code"], 2);
         let failed = &evs[1];
         assert_eq!(failed["@timestamp"], stamp(packets[7].ts));
-        assert_eq!(failed["sip"]["status"], 503);
-        assert_eq!(failed["sip"]["cseq"], 11);
+        assert_eq!(failed["sip"]["code"], 503);
+        assert_eq!(failed["sip"]["cseq"]["code"], 11);
 
         // Then silence: the refreshed registration lapses 5 s (+ 2 s grace) after its
         // 200 OK, the third OPTIONS was never answered.
@@ -977,7 +980,16 @@ fn proxy_credentials_refused_and_a_403_after_credentials_are_rejections() {
         evs.iter()
             .map(|e| {
                 (
-                    e["sip"]["reason"].to_string(),
+                    format!(
+                        "{}: {} {}",
+                        if e["sip"]["credentials_rejected"] == true {
+                            "credentials rejected"
+                        } else {
+                            "refused"
+                        },
+                        e["sip"]["code"],
+                        e["sip"]["status"].as_str().unwrap_or("?")
+                    ),
                     e["sip"]["rejections"].clone(),
                 )
             })
@@ -986,7 +998,7 @@ fn proxy_credentials_refused_and_a_403_after_credentials_are_rejections() {
     assert_eq!(
         reasons(&evs),
         [(
-            "\"credentials rejected (407 Proxy Authentication Required)\"".into(),
+            "credentials rejected: 407 Proxy Authentication Required".into(),
             1.into()
         )]
     );
@@ -996,16 +1008,19 @@ fn proxy_credentials_refused_and_a_403_after_credentials_are_rejections() {
     let evs = exchange(2, &[creds], alice_answer(2, forbidden, &[]));
     assert_eq!(
         reasons(&evs),
-        [("\"credentials rejected (403 Forbidden)\"".into(), 2.into())]
+        [("credentials rejected: 403 Forbidden".into(), 2.into())]
     );
-    assert_eq!(evs[0]["sip"]["status"], 403);
+    assert_eq!(evs[0]["sip"]["code"], 403);
     // A challenge the capture cut off before its WWW-Authenticate: cannot tell, quiet.
     let mut cut = alice_answer(3, "SIP/2.0 401 Unauthorized", &[]);
     cut.truncate(cut.len() - 2);
     assert!(exchange(3, &[creds], cut).is_empty());
     // Without credentials, a 403 is a plain refusal.
     let evs = exchange(4, &[], alice_answer(4, forbidden, &[]));
-    assert_eq!(reasons(&evs), [("\"Forbidden\"".into(), Value::Null)]);
+    assert_eq!(
+        reasons(&evs),
+        [("refused: 403 Forbidden".into(), Value::Null)]
+    );
     assert_eq!(h.tracker.counters().credentials_rejected, 2);
 }
 
@@ -1034,10 +1049,8 @@ fn a_register_cut_before_its_credentials_is_judged_by_the_challenge_before() {
     );
     let evs = exchange(2, t("10:00:00.030"), &[creds], "2");
     assert_eq!(actions(&evs), ["sip.register_failed"]);
-    assert_eq!(
-        evs[0]["sip"]["reason"],
-        "credentials rejected (401 Unauthorized)"
-    );
+    assert_eq!(evs[0]["sip"]["credentials_rejected"], true);
+    assert_eq!(evs[0]["sip"]["code"], 401);
     // A minute later the phone starts over: a first challenge again, quiet.
     assert!(exchange(3, t("10:01:00"), &[], "3").is_empty());
 }

@@ -25,6 +25,9 @@ fn ev(n: usize, level: Level) -> Event {
     e.network = Some(Network {
         protocol: "mds",
         transport: "udp",
+        ip_version: "ipv4",
+        iana_number: "17",
+        community_id: None,
     });
     e
 }
