@@ -405,7 +405,12 @@ fn tls_config(opts: &super::LokiOptions) -> anyhow::Result<ureq::tls::TlsConfig>
             der.clone_key(),
             &provider,
         )
-        .map_err(|e| anyhow::anyhow!("{cert_what} with {key_what}: {e}"))?;
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                anyhow::anyhow!("{key_what} is not the key of {cert_what}")
+            }
+            e => anyhow::anyhow!("{cert_what} with {key_what}: {e}"),
+        })?;
         let key = ureq::tls::PrivateKey::from_pem(&pem)
             .map_err(|e| anyhow::anyhow!("{key_what}: bad PEM ({e})"))?;
         tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
