@@ -9,7 +9,13 @@
 //! |---|---|---|
 //! | `encoding` | `protobuf` | `protobuf`: `logproto.PushRequest`, snappy block-compressed (`application/x-protobuf`); `json`: the documented JSON body |
 //! | `tenant` | none | `X-Scope-OrgID` header (multi-tenant Loki) |
-//! | `ca` | Mozilla roots | PEM file of the CA(s) to trust for `loki+https` (a private CA, or `/etc/ssl/certs/ca-certificates.crt` for the system store) |
+//! | `password_file` | none | basic-auth password read from this file (the user stays in the URL) |
+//! | `bearer_token_file` | none | `Authorization: Bearer` with the token read from this file |
+//! | `bearer_token` | none | the token inline (discouraged: command lines and configs show it; warned at start) |
+//! | `header.NAME` | none | an extra request header `NAME: VALUE` (repeatable; not the ones hbwatch sets) |
+//! | `header_file.NAME` | none | the same, its value read from a file (API keys) |
+//! | `ca` | the system store | `loki+https`: PEM file of the only CA(s) to trust, replacing the system store |
+//! | `cert`, `key` | none | `loki+https`: client certificate (chain) and its key, PEM, for mutual TLS |
 //! | `batch_size` | `1MiB` | a batch is sent once its lines reach this size... |
 //! | `batch_wait` | `1s` | ...or once its first event is this old |
 //! | `queue_max` | `8MiB` | events held in memory; beyond, the oldest batches move to the spool |
@@ -20,7 +26,12 @@
 //! | `metadata` | `on` | `off`: no structured metadata (Loki before 3.0, or schemas below v13 that refuse it) |
 //!
 //! User and password in the URL become HTTP basic auth (percent-encode `@`, `:` and `/`
-//! in them).
+//! in them). Secrets can stay out of the URL: `password_file`, `bearer_token_file`,
+//! `header_file.NAME` and `key` name files read once at start, and a relative name is taken
+//! in `$CREDENTIALS_DIRECTORY` when it is set (systemd `LoadCredential=`, see
+//! [`credential_path`]). A secret file holds one line. The system store is what
+//! rustls-native-certs finds: `SSL_CERT_FILE`/`SSL_CERT_DIR` when set, else the
+//! distribution's bundle.
 //!
 //! Stream labels are few and fixed, so Loki's index stays small: `job` (`hbwatch`),
 //! `host` (the observer host name), `protocol` (`network.protocol`, `agent` for the agent's
