@@ -683,7 +683,7 @@ fn mutual_tls_bearer_token_and_headers_from_credential_files() {
     assert_eq!(rogue.code(), Some(3), "{}", rogue.stderr);
     assert!(rogue.stderr.contains("push failed"), "{}", rogue.stderr);
     assert_eq!(ep.requests().len(), accepted, "nothing got through");
-    let name = format!("loki+https://localhost:{}", ep.port);
+    let name = format!("loki+https://localhost:{}?tenant=ops", ep.port);
     let lost_msg = format!("hbwatch: not every event was delivered: {name}: ");
     let lost: usize = rogue
         .stderr

@@ -52,6 +52,7 @@
 
 pub mod proto;
 pub mod spool;
+mod tls;
 mod worker;
 
 use std::collections::BTreeSet;
@@ -368,6 +369,11 @@ impl LokiOptions {
             } else {
                 // The value is not echoed: it may be a key.
                 check_header_value(&v).map_err(|why| format!("option {k}: {why}"))?;
+                if name.eq_ignore_ascii_case("x-scope-orgid") && !valid_tenant(&v) {
+                    return Err(format!(
+                        "option {k}={v:?}: a tenant ID is 1 to 150 of a-z A-Z 0-9 ! - _ . * ' ( )"
+                    ));
+                }
                 o.headers.push((name.to_string(), Secret(v)));
             }
         }
@@ -496,6 +502,11 @@ impl LokiOptions {
             if path == DEFAULT_PATH { "" } else { path },
             o.tenant
                 .as_ref()
+                .or_else(|| o
+                    .headers
+                    .iter()
+                    .find(|h| h.0.eq_ignore_ascii_case("x-scope-orgid"))
+                    .map(|h| &h.1 .0))
                 .map_or(String::new(), |t| format!("?tenant={t}"))
         );
         Ok(o)
@@ -1070,6 +1081,13 @@ mod tests {
         );
         // Neither the headers nor the token's file name make the output's name.
         assert_eq!(o.name, "loki+https://l:1");
+        // The tenant does, whichever way it is given (two tenants, two spools).
+        assert_eq!(
+            parse("loki+http://l:1?header.X-Scope-OrgID=team-b&header.X-A=1")
+                .unwrap()
+                .name,
+            "loki+http://l:1?tenant=team-b"
+        );
         let o = parse("loki+https://ops@l:1?password_file=/etc/hbwatch/loki-pass").unwrap();
         assert_eq!(
             o.password_file,
@@ -1147,6 +1165,10 @@ mod tests {
             (
                 "loki+http://l:1?header_file.X-A=",
                 "expected the path of a file",
+            ),
+            (
+                "loki+http://l:1?header.x-scope-orgid=a%20b",
+                "option header.x-scope-orgid=\"a b\": a tenant ID is",
             ),
             (
                 "loki+http://l:1?tenant=a&header.X-Scope-OrgID=b",
