@@ -226,6 +226,18 @@ pub fn describe_path(opt: &str, given: &Path, resolved: &Path) -> String {
     }
 }
 
+/// A password can be any one line of text: it travels base64-encoded.
+fn check_password(v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err("empty".into());
+    }
+    match v.chars().find(|c| c.is_control()) {
+        Some('\n' | '\r') => Err("more than one line".into()),
+        Some(c) => Err(format!("a control character (U+{:04X})", c as u32)),
+        None => Ok(()),
+    }
+}
+
 /// A one-line secret from a file (trailing newline dropped). Errors say what is wrong with
 /// the file and never quote its content.
 pub fn read_secret(opt: &str, given: &Path) -> anyhow::Result<Secret> {
@@ -235,7 +247,12 @@ pub fn read_secret(opt: &str, given: &Path) -> anyhow::Result<Secret> {
     let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{what}: not UTF-8 text"))?;
     let value = text.strip_suffix('\n').unwrap_or(&text);
     let value = value.strip_suffix('\r').unwrap_or(value);
-    check_header_value(value).map_err(|why| anyhow::anyhow!("{what}: {why}"))?;
+    let check = if opt == "password_file" {
+        check_password
+    } else {
+        check_header_value
+    };
+    check(value).map_err(|why| anyhow::anyhow!("{what}: {why}"))?;
     Ok(Secret(value.to_string()))
 }
 
@@ -1238,6 +1255,14 @@ mod tests {
             read_secret("password_file", &f("crlf", b"p w\r\n")).unwrap(),
             Secret("p w".into())
         );
+        // A password is any one line (it is sent base64-encoded); a header value is ASCII.
+        let p = f("utf8", " mot de passe é \n".as_bytes());
+        assert_eq!(
+            read_secret("password_file", &p).unwrap(),
+            Secret(" mot de passe é ".into())
+        );
+        let e = read_secret("header_file.X-K", &p).unwrap_err().to_string();
+        assert!(e.contains("cannot carry"), "{e}");
         for (name, content, want) in [
             ("empty", &b""[..], "empty"),
             ("blank", b"\n", "empty"),
