@@ -4,8 +4,8 @@
 //! No Loki server can be installed on this machine, so the endpoint implements Loki's
 //! documented push API (`POST /loki/api/v1/push`, snappy-compressed protobuf
 //! `logproto.PushRequest` or the JSON body) over HTTP/1.1 with keep-alive, decodes every
-//! request the way Loki does (with its own protobuf declarations and label parser, not the
-//! agent's), answers 400 with the reason for anything Loki would refuse, and records what
+//! request the way Loki does (protobuf with Loki's published schema through `protoc`, its
+//! own label parser; nothing of the agent's), answers 400 with the reason for anything Loki would refuse, and records what
 //! it accepted. The tests run the real `hbwatch analyze` on hbgen captures and compare
 //! what arrived with the NDJSON the same run printed on stdout.
 
@@ -482,6 +482,299 @@ fn https_with_a_private_ca_and_basic_auth() {
         !run.stderr.contains("p:w/d") && !untrusted.stderr.contains("p%3Aw"),
         "{}",
         untrusted.stderr
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The endpoint's protobuf decoder (protoc with Loki's schema) on a push encoded by hand,
+/// byte by byte: what it reads, and that it refuses fields Loki's schema does not have.
+#[test]
+fn the_endpoint_decodes_with_lokis_schema() {
+    let entry: &[u8] = &[
+        0x0a, 0x04, 0x08, 0x01, 0x10, 0x05, // timestamp {seconds: 1, nanos: 5}
+        0x12, 0x01, b'x', // line "x"
+        0x1a, 0x07, 0x0a, 0x01, b'k', 0x12, 0x02, 0xc3, 0xa9, // structuredMetadata {k: é}
+    ];
+    let mut stream = vec![0x0a, 0x07];
+    stream.extend_from_slice(br#"{a="b"}"#);
+    stream.extend_from_slice(&[0x12, entry.len() as u8]);
+    stream.extend_from_slice(entry);
+    let mut push = vec![0x0a, stream.len() as u8];
+    push.extend_from_slice(&stream);
+    let snappy = |b: &[u8]| snap::raw::Encoder::new().compress_vec(b).unwrap();
+    let got = support::loki::decode_protobuf(&snappy(&push)).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].labels["a"], "b");
+    assert_eq!((got[0].ns, got[0].line.as_str()), (1_000_000_005, "x"));
+    assert_eq!(got[0].metadata["k"], "é");
+    // Field 9 of PushRequest does not exist.
+    let mut extra = push.clone();
+    extra.extend_from_slice(&[0x48, 0x01]);
+    let e = support::loki::decode_protobuf(&snappy(&extra)).unwrap_err();
+    assert!(e.contains("unknown field 9"), "{e}");
+    // Not protobuf at all.
+    let e = support::loki::decode_protobuf(&snappy(b"\xff\xff")).unwrap_err();
+    assert!(e.contains("protoc --decode"), "{e}");
+}
+
+// ---- a test PKI ----
+
+type Ca = rcgen::CertifiedIssuer<'static, rcgen::KeyPair>;
+
+fn test_ca(name: &str) -> Ca {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A certificate for `localhost` signed by `ca` (server or client use) and its key.
+fn leaf(ca: &Ca, client: bool) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.extended_key_usages = vec![if client {
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    let cert = params.signed_by(&key, ca).unwrap();
+    (cert, key)
+}
+
+/// A TLS server configuration with a `localhost` certificate from `ca`, requiring a client
+/// certificate from `client_ca` when given.
+fn server_tls(ca: &Ca, client_ca: Option<&Ca>) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let (cert, key) = leaf(ca, false);
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(client_ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(client_ca.der().clone()).unwrap();
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap(),
+            )
+        }
+    };
+    Arc::new(
+        builder
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap(),
+    )
+}
+
+/// Mutual TLS, a bearer token and custom headers, every secret in a file named relative
+/// to `$CREDENTIALS_DIRECTORY` (as systemd's `LoadCredential=` gives them): everything
+/// arrives and no secret shows in the log. Without a client certificate, or with one the
+/// server does not trust, the server refuses the connection: nothing is delivered, the
+/// failure is logged, and the events wait in the spool or, with `spool=off`, are counted
+/// and reported as lost.
+#[test]
+fn mutual_tls_bearer_token_and_headers_from_credential_files() {
+    let dir = tempdir("mtls");
+    let pcap = capture(&dir, "healthy");
+    let (ca, client_ca, rogue_ca) = (
+        test_ca("hbwatch test CA"),
+        test_ca("hbwatch client CA"),
+        test_ca("someone else"),
+    );
+    let creds = dir.join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    let write = |name: &str, content: &str| std::fs::write(creds.join(name), content).unwrap();
+    write("ca.pem", &ca.pem());
+    let (cert, key) = leaf(&client_ca, true);
+    write("client.pem", &cert.pem());
+    write("client.key", &key.serialize_pem());
+    let (cert, key) = leaf(&rogue_ca, true);
+    write("rogue.pem", &cert.pem());
+    write("rogue.key", &key.serialize_pem());
+    let token = "hbw-t0ken-8c1f2e";
+    let api_key = "hbw-k3y-77aa01";
+    write("loki-token", &format!("{token}\n"));
+    write("api-key", api_key);
+
+    let ep = Endpoint::serve(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        &[],
+        Expect {
+            tenant: Some("ops".into()),
+            bearer: Some(token.into()),
+            headers: vec![
+                ("X-Api-Key".into(), api_key.into()),
+                ("X-Team".into(), "voice".into()),
+            ],
+            ..Expect::default()
+        },
+        Some(server_tls(&ca, Some(&client_ca))),
+    );
+    let base = format!(
+        "loki+https://localhost:{}?ca=ca.pem&bearer_token_file=loki-token\
+         &header.X-Scope-OrgID=ops&header.X-Team=voice&header_file.X-Api-Key=api-key\
+         &min_backoff=20ms&max_backoff=100ms",
+        ep.port
+    );
+    let run_with = |tag: &str, flush: &str, url: String| {
+        let child = analyze_cmd(
+            &pcap,
+            "probe-1",
+            &dir.join(tag),
+            flush,
+            &["stdout".into(), url],
+        )
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .spawn()
+        .unwrap();
+        let run = finish(child, Duration::from_secs(60));
+        eprintln!("---- {tag}:\n{}", run.stderr);
+        for secret in [token, api_key] {
+            assert!(!run.stderr.contains(secret), "{tag}: {}", run.stderr);
+        }
+        run
+    };
+
+    let good = run_with(
+        "good",
+        "10s",
+        format!("{base}&cert=client.pem&key=client.key"),
+    );
+    assert_eq!(good.code(), Some(0), "{}", good.stderr);
+    assert!(ep.errors().is_empty(), "{:?}", ep.errors());
+    assert_eq!(sorted(lines(&ep.accepted())), sorted(good.stdout.clone()));
+    let reqs = ep.requests();
+    assert!(reqs.iter().all(|r| r.status == 204
+        && r.encoding == "protobuf"
+        && r.headers["x-team"] == "voice"
+        && r.tenant.as_deref() == Some("ops")));
+    let accepted = reqs.len();
+
+    // No client certificate: refused at the handshake, the events stay in the spool.
+    let anonymous = run_with("anonymous", "500ms", base.clone());
+    assert_eq!(anonymous.code(), Some(0), "{}", anonymous.stderr);
+    assert!(
+        anonymous.stderr.contains("push failed"),
+        "the refusal is logged: {}",
+        anonymous.stderr
+    );
+    assert_eq!(ep.requests().len(), accepted, "nothing got through");
+    assert_eq!(
+        spooled(&dir.join("anonymous")).1.len(),
+        anonymous.stdout.len()
+    );
+
+    // A certificate from a CA the server does not trust, no spool: lost, and reported.
+    let rogue = run_with(
+        "rogue",
+        "500ms",
+        format!("{base}&cert=rogue.pem&key=rogue.key&spool=off"),
+    );
+    assert_eq!(rogue.code(), Some(3), "{}", rogue.stderr);
+    assert!(rogue.stderr.contains("push failed"), "{}", rogue.stderr);
+    assert_eq!(ep.requests().len(), accepted, "nothing got through");
+    let name = format!("loki+https://localhost:{}?tenant=ops", ep.port);
+    let lost_msg = format!("hbwatch: not every event was delivered: {name}: ");
+    let lost: usize = rogue
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(lost_msg.as_str()))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no loss message: {}", rogue.stderr));
+    assert!(
+        lost > 0 && lost <= rogue.stdout.len(),
+        "{lost} of {}",
+        rogue.stdout.len()
+    );
+    assert!(spooled(&dir.join("rogue")).0.is_empty());
+
+    // A key that is not the certificate's, a missing token file: refused at start, saying
+    // which file and why, never what is in it.
+    for (url, want) in [
+        (
+            format!("{base}&cert=client.pem&key=rogue.key"),
+            "rogue.key) is not the key of cert=client.pem",
+        ),
+        (
+            format!("{base}&cert=client.pem&key=client.key").replace("=loki-token", "=nope"),
+            "bearer_token_file=nope (",
+        ),
+    ] {
+        let run = run_with("refused", "1s", url);
+        assert_ne!(run.code(), Some(0), "{want}: {}", run.stderr);
+        assert!(run.stderr.contains(want), "{want}: {}", run.stderr);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `loki+https` without `ca=` trusts the system store: here a test CA installed as the
+/// whole store through `SSL_CERT_FILE`, which rustls-native-certs honours. An empty store
+/// is an error at start that says what to do.
+#[test]
+fn https_trusts_the_system_store_by_default() {
+    let dir = tempdir("system-store");
+    let pcap = capture(&dir, "healthy");
+    let ca = test_ca("hbwatch system-store test CA");
+    let bundle = dir.join("ca-certificates.crt");
+    std::fs::write(&bundle, ca.pem()).unwrap();
+    let ep = Endpoint::serve(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        &[],
+        Expect::default(),
+        Some(server_tls(&ca, None)),
+    );
+    let url = format!(
+        "loki+https://localhost:{}?min_backoff=20ms&max_backoff=100ms",
+        ep.port
+    );
+    let child = analyze_cmd(
+        &pcap,
+        "probe-1",
+        &dir.join("a"),
+        "10s",
+        &["stdout".into(), url.clone()],
+    )
+    .env("SSL_CERT_FILE", &bundle)
+    .env_remove("SSL_CERT_DIR")
+    .spawn()
+    .unwrap();
+    let run = finish(child, Duration::from_secs(60));
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    assert!(ep.errors().is_empty(), "{:?}", ep.errors());
+    assert_eq!(sorted(lines(&ep.accepted())), sorted(run.stdout.clone()));
+
+    let empty = dir.join("empty.crt");
+    std::fs::write(&empty, "").unwrap();
+    let child = analyze_cmd(
+        &pcap,
+        "probe-1",
+        &dir.join("b"),
+        "1s",
+        &["stdout".into(), url],
+    )
+    .env("SSL_CERT_FILE", &empty)
+    .env_remove("SSL_CERT_DIR")
+    .spawn()
+    .unwrap();
+    let run = finish(child, Duration::from_secs(60));
+    assert_ne!(run.code(), Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no CA certificate in the system trust store")
+            && run.stderr.contains("ca=PATH"),
+        "{}",
+        run.stderr
     );
     let _ = std::fs::remove_dir_all(dir);
 }

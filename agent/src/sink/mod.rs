@@ -60,7 +60,11 @@ impl std::str::FromStr for SinkSpec {
         match url.scheme() {
             "loki+http" | "loki+https" => loki::LokiOptions::parse(&url)
                 .map(|o| SinkSpec::Loki(Box::new(o)))
-                .map_err(err),
+                .map_err(|why| SinkError {
+                    // Not the password or token given in the URL.
+                    url: loki::redact(&url),
+                    why,
+                }),
             "syslog+udp" | "syslog+tcp" | "syslog+tls" => syslog::SyslogOptions::parse(&url)
                 .map(SinkSpec::Syslog)
                 .map_err(err),

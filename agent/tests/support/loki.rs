@@ -3,8 +3,9 @@
 //!
 //! It implements Loki's documented push API (`POST /loki/api/v1/push`, snappy-compressed
 //! protobuf `logproto.PushRequest` or the JSON body) over HTTP/1.1 with keep-alive (and TLS
-//! when given a rustls configuration), decodes every request the way Loki does (with its
-//! own protobuf declarations and label parser, not the agent's), answers 400 with the
+//! when given a rustls configuration), decodes every request the way Loki does (protobuf
+//! with Loki's published schema, `tests/data/loki/push.proto`, through `protoc`; its own
+//! label parser; nothing of the agent's), answers 400 with the
 //! reason for anything Loki would refuse, and records what it accepted. It can answer
 //! scripted statuses (503, 429...) to the first pushes; a test that wants connections
 //! refused at first starts it late on a port nothing listens on yet.
@@ -16,47 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-
-/// Loki's push messages, declared independently of the agent's.
-mod logproto {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PushRequest {
-        #[prost(message, repeated, tag = "1")]
-        pub streams: Vec<Stream>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Stream {
-        #[prost(string, tag = "1")]
-        pub labels: String,
-        #[prost(message, repeated, tag = "2")]
-        pub entries: Vec<Entry>,
-        #[prost(uint64, tag = "3")]
-        pub hash: u64,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Entry {
-        #[prost(message, optional, tag = "1")]
-        pub timestamp: Option<Ts>,
-        #[prost(string, tag = "2")]
-        pub line: String,
-        #[prost(message, repeated, tag = "3")]
-        pub structured_metadata: Vec<Pair>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Pair {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(string, tag = "2")]
-        pub value: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Ts {
-        #[prost(int64, tag = "1")]
-        pub seconds: i64,
-        #[prost(int32, tag = "2")]
-        pub nanos: i32,
-    }
-}
 
 /// One log entry as Loki would store it.
 #[derive(Debug, Clone)]
@@ -74,6 +34,8 @@ pub struct Request {
     pub encoding: &'static str,
     pub tenant: Option<String>,
     pub authorization: Option<String>,
+    /// Every header, names in lower case.
+    pub headers: BTreeMap<String, String>,
     pub entries: Vec<Entry>,
 }
 
@@ -83,6 +45,10 @@ pub struct Expect {
     pub tenant: Option<String>,
     /// `user:password` in basic auth.
     pub basic_auth: Option<String>,
+    /// `Authorization: Bearer TOKEN` instead of basic auth.
+    pub bearer: Option<String>,
+    /// Headers each request must carry (name in any case, value).
+    pub headers: Vec<(String, String)>,
     /// Decode only, no contract checks (throughput: measure the sink, not this endpoint).
     pub decode_only: bool,
 }
@@ -254,11 +220,22 @@ fn handle(
             .map(|d| String::from_utf8_lossy(&d).into_owned())
             .unwrap_or_default()
     });
-    if auth != expect.basic_auth {
+    if let Some(token) = &expect.bearer {
+        if authorization.as_deref() != Some(format!("Bearer {token}").as_str()) {
+            // Not the value: the test looks for the token in logs.
+            problems.push("Authorization is not the expected bearer token".into());
+        }
+    } else if auth != expect.basic_auth {
         problems.push(format!(
             "basic auth {auth:?}, expected {:?}",
             expect.basic_auth
         ));
+    }
+    for (name, value) in &expect.headers {
+        let got = headers.get(&name.to_ascii_lowercase());
+        if got != Some(value) {
+            problems.push(format!("header {name}: {got:?}, expected {value:?}"));
+        }
     }
     let (encoding, decoded) = match headers.get("content-type").map(String::as_str) {
         Some("application/x-protobuf") => ("protobuf", decode_protobuf(body)),
@@ -294,6 +271,7 @@ fn handle(
         encoding,
         tenant,
         authorization,
+        headers: headers.clone(),
         entries,
     });
     (status, reason)
@@ -382,30 +360,208 @@ fn parse_label_set(s: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(out)
 }
 
-fn decode_protobuf(body: &[u8]) -> Result<Vec<Entry>, String> {
-    use prost::Message as _;
+/// A message as `protoc --decode` prints it (text format): fields in order, each a
+/// scalar (as printed) or a nested message.
+#[derive(Debug)]
+enum Field {
+    Scalar(String),
+    Message(Vec<(String, Field)>),
+}
+
+/// Loki's push schema (`tests/data/loki/push.proto`, restated from Loki's published
+/// pkg/push/push.proto), for `protoc`.
+fn push_proto_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/loki")
+}
+
+/// `protoc --decode=logproto.PushRequest` of an uncompressed body: the message as text.
+fn protoc_decode(raw: &[u8]) -> Result<String, String> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("protoc")
+        .arg("-I")
+        .arg(push_proto_dir())
+        .args(["--decode=logproto.PushRequest", "push.proto"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("protoc: {e} (Debian package protobuf-compiler; `cargo xtask bootstrap` installs it)")
+        });
+    let mut stdin = child.stdin.take().unwrap();
+    let raw = raw.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&raw));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("protoc: {e}"))?;
+    let _ = writer.join();
+    if !out.status.success() {
+        return Err(format!(
+            "protobuf: protoc --decode=logproto.PushRequest: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|e| format!("protoc output: {e}"))
+}
+
+/// Parses protoc's text format (one field or brace per line).
+fn parse_text_format(text: &str) -> Result<Vec<(String, Field)>, String> {
+    let mut stack: Vec<(String, Vec<(String, Field)>)> = vec![(String::new(), Vec::new())];
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line == "}" {
+            let (name, fields) = stack.pop().ok_or("unbalanced }")?;
+            stack
+                .last_mut()
+                .ok_or("unbalanced }")?
+                .1
+                .push((name, Field::Message(fields)));
+        } else if let Some(name) = line.strip_suffix(" {") {
+            stack.push((name.to_string(), Vec::new()));
+        } else if let Some((name, value)) = line.split_once(": ") {
+            stack
+                .last_mut()
+                .unwrap()
+                .1
+                .push((name.to_string(), Field::Scalar(value.to_string())));
+        } else {
+            return Err(format!("protoc output line {line:?}"));
+        }
+    }
+    match stack.pop() {
+        Some((_, fields)) if stack.is_empty() => Ok(fields),
+        _ => Err("unbalanced {".into()),
+    }
+}
+
+/// A text-format string literal (C escapes; protoc writes bytes past ASCII in octal).
+fn unquote(lit: &str) -> Result<String, String> {
+    let b = lit.as_bytes();
+    if b.len() < 2 || b[0] != b'"' || b[b.len() - 1] != b'"' {
+        return Err(format!("not a string literal: {lit:?}"));
+    }
+    let b = &b[1..b.len() - 1];
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        let c = *b.get(i + 1).ok_or("trailing backslash")?;
+        i += 2;
+        out.push(match c {
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'"' | b'\'' | b'\\' => c,
+            b'0'..=b'7' => {
+                let mut v = (c - b'0') as u32;
+                for _ in 0..2 {
+                    match b.get(i) {
+                        Some(d @ b'0'..=b'7') => {
+                            v = v * 8 + (d - b'0') as u32;
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                u8::try_from(v).map_err(|_| "octal escape past 255")?
+            }
+            _ => return Err(format!("escape \\{} in {lit:?}", c as char)),
+        });
+    }
+    String::from_utf8(out).map_err(|e| format!("string is not UTF-8: {e}"))
+}
+
+fn fields_of<'a>(f: &'a Field, what: &str) -> Result<&'a [(String, Field)], String> {
+    match f {
+        Field::Message(m) => Ok(m),
+        Field::Scalar(s) => Err(format!("{what}: scalar {s:?} where a message belongs")),
+    }
+}
+
+fn scalar<'a>(f: &'a Field, what: &str) -> Result<&'a str, String> {
+    match f {
+        Field::Scalar(s) => Ok(s),
+        Field::Message(_) => Err(format!("{what}: message where a scalar belongs")),
+    }
+}
+
+/// A snappy-compressed `logproto.PushRequest`, decoded by `protoc` with Loki's schema
+/// (not the agent's declarations): every field must be one the schema knows (protoc prints
+/// unknown ones by number), with its type.
+pub fn decode_protobuf(body: &[u8]) -> Result<Vec<Entry>, String> {
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| format!("snappy block decode: {e}"))?;
-    let req =
-        logproto::PushRequest::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))?;
+    let req = parse_text_format(&protoc_decode(&raw)?)?;
     let mut out = Vec::new();
-    for s in req.streams {
-        let labels = parse_label_set(&s.labels)?;
-        for e in s.entries {
-            let ts = e.timestamp.ok_or("entry without timestamp")?;
-            if !(0..1_000_000_000).contains(&ts.nanos) {
-                return Err(format!("timestamp nanos {} out of range", ts.nanos));
+    for (name, stream) in &req {
+        match name.as_str() {
+            "streams" => {}
+            "format" => return Err("PushRequest.format set: a client leaves it empty".into()),
+            other => return Err(format!("PushRequest: unknown field {other}")),
+        }
+        let mut labels = None;
+        let mut entries = Vec::new();
+        for (name, f) in fields_of(stream, "streams")? {
+            match name.as_str() {
+                "labels" => labels = Some(parse_label_set(&unquote(scalar(f, "labels")?)?)?),
+                "entries" => entries.push(fields_of(f, "entries")?),
+                "hash" => {}
+                other => return Err(format!("StreamAdapter: unknown field {other}")),
+            }
+        }
+        let labels = labels.ok_or("stream without labels")?;
+        for e in entries {
+            let (mut seconds, mut nanos, mut ts_seen) = (0i64, 0i64, false);
+            let mut line = String::new();
+            let mut metadata = BTreeMap::new();
+            for (name, f) in e {
+                match name.as_str() {
+                    "timestamp" => {
+                        ts_seen = true;
+                        for (n, v) in fields_of(f, "timestamp")? {
+                            let v: i64 = scalar(v, n)?
+                                .parse()
+                                .map_err(|e| format!("timestamp.{n}: {e}"))?;
+                            match n.as_str() {
+                                "seconds" => seconds = v,
+                                "nanos" => nanos = v,
+                                other => return Err(format!("Timestamp: unknown field {other}")),
+                            }
+                        }
+                    }
+                    "line" => line = unquote(scalar(f, "line")?)?,
+                    "structuredMetadata" => {
+                        let (mut k, mut v) = (String::new(), String::new());
+                        for (n, x) in fields_of(f, "structuredMetadata")? {
+                            match n.as_str() {
+                                "name" => k = unquote(scalar(x, n)?)?,
+                                "value" => v = unquote(scalar(x, n)?)?,
+                                other => {
+                                    return Err(format!("LabelPairAdapter: unknown field {other}"))
+                                }
+                            }
+                        }
+                        metadata.insert(k, v);
+                    }
+                    "parsed" => return Err("EntryAdapter.parsed set by a client".into()),
+                    other => return Err(format!("EntryAdapter: unknown field {other}")),
+                }
+            }
+            if !ts_seen {
+                return Err("entry without timestamp".into());
+            }
+            if !(0..1_000_000_000).contains(&nanos) {
+                return Err(format!("timestamp nanos {nanos} out of range"));
             }
             out.push(Entry {
                 labels: labels.clone(),
-                ns: ts.seconds as i128 * 1_000_000_000 + ts.nanos as i128,
-                line: e.line,
-                metadata: e
-                    .structured_metadata
-                    .into_iter()
-                    .map(|p| (p.name, p.value))
-                    .collect(),
+                ns: seconds as i128 * 1_000_000_000 + nanos as i128,
+                line,
+                metadata,
             });
         }
     }

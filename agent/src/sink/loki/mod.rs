@@ -9,7 +9,13 @@
 //! |---|---|---|
 //! | `encoding` | `protobuf` | `protobuf`: `logproto.PushRequest`, snappy block-compressed (`application/x-protobuf`); `json`: the documented JSON body |
 //! | `tenant` | none | `X-Scope-OrgID` header (multi-tenant Loki) |
-//! | `ca` | Mozilla roots | PEM file of the CA(s) to trust for `loki+https` (a private CA, or `/etc/ssl/certs/ca-certificates.crt` for the system store) |
+//! | `password_file` | none | basic-auth password read from this file (the user stays in the URL) |
+//! | `bearer_token_file` | none | `Authorization: Bearer` with the token read from this file |
+//! | `bearer_token` | none | the token inline (discouraged: command lines and configs show it; warned at start) |
+//! | `header.NAME` | none | an extra request header `NAME: VALUE` (repeatable; not the ones hbwatch sets) |
+//! | `header_file.NAME` | none | the same, its value read from a file (API keys) |
+//! | `ca` | the system store | `loki+https`: PEM file of the only CA(s) to trust, replacing the system store |
+//! | `cert`, `key` | none | `loki+https`: client certificate (chain) and its key, PEM, for mutual TLS |
 //! | `batch_size` | `1MiB` | a batch is sent once its lines reach this size... |
 //! | `batch_wait` | `1s` | ...or once its first event is this old |
 //! | `queue_max` | `8MiB` | events held in memory; beyond, the oldest batches move to the spool |
@@ -20,7 +26,12 @@
 //! | `metadata` | `on` | `off`: no structured metadata (Loki before 3.0, or schemas below v13 that refuse it) |
 //!
 //! User and password in the URL become HTTP basic auth (percent-encode `@`, `:` and `/`
-//! in them).
+//! in them). Secrets can stay out of the URL: `password_file`, `bearer_token_file`,
+//! `header_file.NAME` and `key` name files read once at start, and a relative name is taken
+//! in `$CREDENTIALS_DIRECTORY` when it is set (systemd `LoadCredential=`, see
+//! [`credential_path`]). A secret file holds one line. The system store is what
+//! rustls-native-certs finds: `SSL_CERT_FILE`/`SSL_CERT_DIR` when set, else the
+//! distribution's bundle.
 //!
 //! Stream labels are few and fixed, so Loki's index stays small: `job` (`hbwatch`),
 //! `host` (the observer host name), `protocol` (`network.protocol`, `agent` for the agent's
@@ -41,10 +52,11 @@
 
 pub mod proto;
 pub mod spool;
+mod tls;
 mod worker;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -65,7 +77,12 @@ pub const DEFAULT_PATH: &str = "/loki/api/v1/push";
 const KNOWN: &[&str] = &[
     "encoding",
     "tenant",
+    "password_file",
+    "bearer_token",
+    "bearer_token_file",
     "ca",
+    "cert",
+    "key",
     "batch_size",
     "batch_wait",
     "queue_max",
@@ -77,7 +94,24 @@ const KNOWN: &[&str] = &[
     "metadata",
 ];
 
-/// A password from the URL: kept out of `Debug` output and logs.
+/// Prefixes of the header options (`header.NAME=VALUE`, `header_file.NAME=PATH`), which
+/// take any header name and so are not in [`KNOWN`].
+const HEADER: &str = "header.";
+const HEADER_FILE: &str = "header_file.";
+
+/// Headers hbwatch sets itself, or that would break the request framing.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "host",
+    "transfer-encoding",
+    "user-agent",
+];
+
+/// A password, token or header value: kept out of `Debug` output and logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
 
@@ -97,8 +131,22 @@ pub struct LokiOptions {
     pub endpoint: String,
     pub user: Option<String>,
     pub password: Option<Secret>,
+    /// `password_file=`: the basic-auth password, read at start ([`credential_path`]).
+    pub password_file: Option<PathBuf>,
+    /// `bearer_token=` (discouraged: it shows on command lines and in configs).
+    pub bearer_token: Option<Secret>,
+    /// `bearer_token_file=`: the token, read at start ([`credential_path`]).
+    pub bearer_token_file: Option<PathBuf>,
+    /// `header.NAME=VALUE`, in the order given.
+    pub headers: Vec<(String, Secret)>,
+    /// `header_file.NAME=PATH`: the value read at start ([`credential_path`]).
+    pub header_files: Vec<(String, PathBuf)>,
     pub tenant: Option<String>,
+    /// `ca=`: the only CAs trusted (instead of the system store).
     pub ca: Option<PathBuf>,
+    /// `cert=`, `key=`: client certificate (chain) and its private key, PEM (mutual TLS).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
     pub encoding: Encoding,
     pub batch_size: u64,
     pub batch_wait: Duration,
@@ -127,6 +175,109 @@ fn valid_tenant(t: &str) -> bool {
         && t != ".."
         && t.chars()
             .all(|c| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c))
+}
+
+/// RFC 9110 `tchar`: what a header name is made of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A header value hbwatch can send as is: visible ASCII, spaces and tabs inside, not empty.
+/// The reason never quotes the value (it may be a secret).
+fn check_header_value(v: &str) -> Result<(), String> {
+    if v.trim().is_empty() {
+        return Err("empty".into());
+    }
+    if let Some(c) = v
+        .chars()
+        .find(|&c| !(c == ' ' || c == '\t' || c.is_ascii_graphic()))
+    {
+        return Err(if c == '\n' || c == '\r' {
+            "more than one line".into()
+        } else {
+            format!(
+                "a character an HTTP header cannot carry (U+{:04X})",
+                c as u32
+            )
+        });
+    }
+    if v != v.trim() {
+        return Err("leading or trailing white space".into());
+    }
+    Ok(())
+}
+
+/// Where a file option points: a relative name is taken in `$CREDENTIALS_DIRECTORY` when
+/// that is set (systemd `LoadCredential=`, `LoadCredentialEncrypted=`), else as usual
+/// (relative to the working directory).
+pub fn credential_path(p: &Path) -> PathBuf {
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if p.is_relative() && !dir.is_empty() => PathBuf::from(dir).join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// `opt=PATH` for errors: the path as given and, when it differs, where it was looked for.
+pub fn describe_path(opt: &str, given: &Path, resolved: &Path) -> String {
+    if given == resolved {
+        format!("{opt}={}", given.display())
+    } else {
+        format!("{opt}={} ({})", given.display(), resolved.display())
+    }
+}
+
+/// A password can be any one line of text: it travels base64-encoded.
+fn check_password(v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err("empty".into());
+    }
+    match v.chars().find(|c| c.is_control()) {
+        Some('\n' | '\r') => Err("more than one line".into()),
+        Some(c) => Err(format!("a control character (U+{:04X})", c as u32)),
+        None => Ok(()),
+    }
+}
+
+/// A one-line secret from a file (trailing newline dropped). Errors say what is wrong with
+/// the file and never quote its content.
+pub fn read_secret(opt: &str, given: &Path) -> anyhow::Result<Secret> {
+    let path = credential_path(given);
+    let what = describe_path(opt, given, &path);
+    let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{what}: not UTF-8 text"))?;
+    let value = text.strip_suffix('\n').unwrap_or(&text);
+    let value = value.strip_suffix('\r').unwrap_or(value);
+    let check = if opt == "password_file" {
+        check_password
+    } else {
+        check_header_value
+    };
+    check(value).map_err(|why| anyhow::anyhow!("{what}: {why}"))?;
+    Ok(Secret(value.to_string()))
+}
+
+/// `url` for messages: the password, `bearer_token` and header values replaced by `***`.
+pub fn redact(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    let secret_key = |k: &str| k == "bearer_token" || k.starts_with(HEADER);
+    if url.query_pairs().any(|(k, _)| secret_key(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_key(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 impl LokiOptions {
@@ -180,8 +331,15 @@ impl LokiOptions {
             endpoint,
             user,
             password,
+            password_file: None,
+            bearer_token: None,
+            bearer_token_file: None,
+            headers: Vec::new(),
+            header_files: Vec::new(),
             tenant: None,
             ca: None,
+            cert: None,
+            key: None,
             encoding: Encoding::Protobuf,
             batch_size: 1 << 20,
             batch_wait: Duration::from_secs(1),
@@ -193,11 +351,49 @@ impl LokiOptions {
             max_backoff: Duration::from_secs(30),
             metadata: true,
         };
-        let pairs = query_pairs(
-            url.query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned())),
-            KNOWN,
-        )?;
+        let (header_pairs, pairs): (Vec<_>, Vec<_>) = url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .partition(|(k, _)| k.starts_with(HEADER) || k.starts_with(HEADER_FILE));
+        let pairs = query_pairs(pairs.into_iter(), KNOWN)
+            .map_err(|e| format!("{e}, header.NAME, header_file.NAME"))?;
+        let mut header_names = BTreeSet::new();
+        for (k, v) in header_pairs {
+            let (name, from_file) = match k.strip_prefix(HEADER_FILE) {
+                Some(n) => (n, true),
+                None => (&k[HEADER.len()..], false),
+            };
+            if name.is_empty() || !name.bytes().all(is_token_byte) {
+                return Err(format!(
+                    "option {k}: {name:?} is not an HTTP header name (letters, digits, !#$%&'*+-.^_`|~)"
+                ));
+            }
+            let lower = name.to_ascii_lowercase();
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
+                return Err(format!(
+                    "option {k}: hbwatch sets {name} itself (use user and password, \
+                     bearer_token_file or tenant for the usual ones)"
+                ));
+            }
+            if !header_names.insert(lower) {
+                return Err(format!("header {name} given twice"));
+            }
+            if from_file {
+                if v.is_empty() {
+                    return Err(format!("option {k}: expected the path of a file"));
+                }
+                o.header_files.push((name.to_string(), PathBuf::from(v)));
+            } else {
+                // The value is not echoed: it may be a key.
+                check_header_value(&v).map_err(|why| format!("option {k}: {why}"))?;
+                if name.eq_ignore_ascii_case("x-scope-orgid") && !valid_tenant(&v) {
+                    return Err(format!(
+                        "option {k}={v:?}: a tenant ID is 1 to 150 of a-z A-Z 0-9 ! - _ . * ' ( )"
+                    ));
+                }
+                o.headers.push((name.to_string(), Secret(v)));
+            }
+        }
         let mut seen = BTreeSet::new();
         let mut queue_max_given = false;
         for (k, v) in pairs {
@@ -228,11 +424,23 @@ impl LokiOptions {
                     }
                     o.tenant = Some(v.clone());
                 }
-                "ca" => {
+                "ca" | "cert" | "key" | "password_file" | "bearer_token_file" => {
                     if v.is_empty() {
-                        return Err(bad("expected the path of a PEM file".into()));
+                        return Err(bad("expected the path of a file".into()));
                     }
-                    o.ca = Some(PathBuf::from(&v));
+                    let p = Some(PathBuf::from(&v));
+                    match k.as_str() {
+                        "ca" => o.ca = p,
+                        "cert" => o.cert = p,
+                        "key" => o.key = p,
+                        "password_file" => o.password_file = p,
+                        _ => o.bearer_token_file = p,
+                    }
+                }
+                "bearer_token" => {
+                    // Never echoed: a token in an error message ends up in logs.
+                    check_header_value(&v).map_err(|why| format!("option bearer_token: {why}"))?;
+                    o.bearer_token = Some(Secret(v.clone()));
                 }
                 "batch_size" => {
                     o.batch_size = parse_size(&v).map_err(bad)?;
@@ -254,8 +462,41 @@ impl LokiOptions {
                 _ => unreachable!("query_pairs lets only known options through"),
             }
         }
-        if o.ca.is_some() && !tls {
-            return Err("option ca only applies to loki+https".into());
+        for (k, given) in [
+            ("ca", o.ca.is_some()),
+            ("cert", o.cert.is_some()),
+            ("key", o.key.is_some()),
+        ] {
+            if given && !tls {
+                return Err(format!("option {k} only applies to loki+https"));
+            }
+        }
+        if o.cert.is_some() != o.key.is_some() {
+            return Err("options cert and key go together (client certificate and its key)".into());
+        }
+        if o.password.is_some() && o.password_file.is_some() {
+            return Err("a password in the URL and password_file: give one".into());
+        }
+        if o.password_file.is_some() && o.user.is_none() {
+            return Err("password_file without a user name (loki+https://USER@host...)".into());
+        }
+        if o.bearer_token.is_some() && o.bearer_token_file.is_some() {
+            return Err("bearer_token and bearer_token_file: give one".into());
+        }
+        if o.user.is_some() && (o.bearer_token.is_some() || o.bearer_token_file.is_some()) {
+            return Err(
+                "basic auth (user in the URL) and a bearer token: Loki takes one Authorization"
+                    .into(),
+            );
+        }
+        if o.tenant.is_some()
+            && o.headers
+                .iter()
+                .map(|h| &h.0)
+                .chain(o.header_files.iter().map(|h| &h.0))
+                .any(|n| n.eq_ignore_ascii_case("x-scope-orgid"))
+        {
+            return Err("tenant and header.X-Scope-OrgID: give one".into());
         }
         if o.queue_max < o.batch_size {
             if queue_max_given {
@@ -278,9 +519,52 @@ impl LokiOptions {
             if path == DEFAULT_PATH { "" } else { path },
             o.tenant
                 .as_ref()
+                .or_else(|| o
+                    .headers
+                    .iter()
+                    .find(|h| h.0.eq_ignore_ascii_case("x-scope-orgid"))
+                    .map(|h| &h.1 .0))
                 .map_or(String::new(), |t| format!("?tenant={t}"))
         );
         Ok(o)
+    }
+
+    /// The `Authorization` header: basic auth (password from the URL or `password_file`)
+    /// or a bearer token (inline or `bearer_token_file`). Reads the files.
+    pub fn authorization(&self) -> anyhow::Result<Option<Secret>> {
+        use base64::Engine as _;
+        if let Some(u) = &self.user {
+            let pass = match (&self.password, &self.password_file) {
+                (Some(p), _) => p.clone(),
+                (None, Some(f)) => read_secret("password_file", f)?,
+                (None, None) => Secret(String::new()),
+            };
+            let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{}", pass.0));
+            return Ok(Some(Secret(format!("Basic {b64}"))));
+        }
+        let token = match (&self.bearer_token, &self.bearer_token_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(f)) => read_secret("bearer_token_file", f)?,
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(Secret(format!("Bearer {}", token.0))))
+    }
+
+    /// Every header besides Content-Type, User-Agent and Authorization: the tenant, then
+    /// `header.NAME` and `header_file.NAME` (read now).
+    pub fn extra_headers(&self) -> anyhow::Result<Vec<(String, Secret)>> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.tenant {
+            out.push(("X-Scope-OrgID".to_string(), Secret(t.clone())));
+        }
+        out.extend(self.headers.iter().cloned());
+        for (name, file) in &self.header_files {
+            out.push((
+                name.clone(),
+                read_secret(&format!("header_file.{name}"), file)?,
+            ));
+        }
+        Ok(out)
     }
 
     /// The spool directory's name: the output name with anything but `[A-Za-z0-9.-]`
@@ -412,6 +696,13 @@ impl LokiSink {
         let ctxerr = |e: anyhow::Error| e.context(format!("output {}", opts.name));
         let labeler = Labeler::new(ctx).map_err(ctxerr)?;
         let client = worker::Client::new(opts).map_err(ctxerr)?;
+        if opts.bearer_token.is_some() {
+            warn!(
+                "output {}: bearer_token in the URL shows in the command line and the config; \
+                 prefer bearer_token_file (with systemd, LoadCredential=)",
+                opts.name
+            );
+        }
         let spool = if opts.spool {
             let dir = ctx.spool_dir.join(opts.spool_name());
             let s = Spool::open(&dir, opts.spool_max).map_err(|e| {
@@ -785,6 +1076,227 @@ mod tests {
         );
     }
 
+    #[test]
+    fn auth_header_and_client_certificate_options() {
+        let o = parse(
+            "loki+https://l:1?bearer_token_file=loki-token&header.X-Team=blue\
+             &header_file.X-Api-Key=/run/keys/api&cert=client.pem&key=client.key&ca=/ca.pem",
+        )
+        .unwrap();
+        assert_eq!(o.bearer_token_file, Some(PathBuf::from("loki-token")));
+        assert_eq!(o.headers, [("X-Team".to_string(), Secret("blue".into()))]);
+        assert_eq!(
+            o.header_files,
+            [("X-Api-Key".to_string(), PathBuf::from("/run/keys/api"))]
+        );
+        assert_eq!(
+            (o.cert.as_deref(), o.key.as_deref()),
+            (
+                Some(std::path::Path::new("client.pem")),
+                Some(std::path::Path::new("client.key"))
+            )
+        );
+        // Neither the headers nor the token's file name make the output's name.
+        assert_eq!(o.name, "loki+https://l:1");
+        // The tenant does, whichever way it is given (two tenants, two spools).
+        assert_eq!(
+            parse("loki+http://l:1?header.X-Scope-OrgID=team-b&header.X-A=1")
+                .unwrap()
+                .name,
+            "loki+http://l:1?tenant=team-b"
+        );
+        let o = parse("loki+https://ops@l:1?password_file=/etc/hbwatch/loki-pass").unwrap();
+        assert_eq!(
+            o.password_file,
+            Some(PathBuf::from("/etc/hbwatch/loki-pass"))
+        );
+        // An inline token and header values are secrets: not in Debug output.
+        let o = parse("loki+http://l:1?bearer_token=tok3n&header.X-Key=k3y").unwrap();
+        let dbg = format!("{o:?}");
+        assert!(!dbg.contains("tok3n") && !dbg.contains("k3y"), "{dbg}");
+        assert_eq!(
+            o.authorization().unwrap(),
+            Some(Secret("Bearer tok3n".into()))
+        );
+        let o = parse("loki+http://l:1?tenant=t&header.X-A=1").unwrap();
+        assert_eq!(
+            o.extra_headers().unwrap(),
+            [
+                ("X-Scope-OrgID".to_string(), Secret("t".into())),
+                ("X-A".to_string(), Secret("1".into()))
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_parse_errors() {
+        for (url, want) in [
+            (
+                "loki+http://l:1?bearer_token=s3cr%0At",
+                "option bearer_token: more than one line",
+            ),
+            (
+                "loki+http://l:1?header.X-K=s3cr%0D",
+                "option header.X-K: more than one line",
+            ),
+            (
+                "loki+http://u:s3cr@l:1?bearer_token=t",
+                "basic auth (user in the URL) and a bearer token",
+            ),
+        ] {
+            let e = url.parse::<SinkSpec>().unwrap_err().to_string();
+            assert!(e.contains(want), "{url}: {e}");
+            assert!(!e.contains("s3cr"), "{e}");
+        }
+        let e = "loki+http://l:1?bearer_token=s3cr&header.X-K=s3cr&batch_wait=x"
+            .parse::<SinkSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bearer_token=***") && !e.contains("s3cr"), "{e}");
+    }
+
+    #[test]
+    fn auth_and_tls_option_errors() {
+        let cases = [
+            (
+                "loki+http://l:1?header.=x",
+                "option header.: \"\" is not an HTTP header name",
+            ),
+            (
+                "loki+http://l:1?header.X%20Y=x",
+                "\"X Y\" is not an HTTP header name",
+            ),
+            (
+                "loki+http://l:1?header.content-type=x",
+                "hbwatch sets content-type itself",
+            ),
+            (
+                "loki+http://l:1?header.Authorization=x",
+                "hbwatch sets Authorization itself",
+            ),
+            (
+                "loki+http://l:1?header.X-A=1&header.x-a=2",
+                "header x-a given twice",
+            ),
+            ("loki+http://l:1?header.X-A=", "option header.X-A: empty"),
+            (
+                "loki+http://l:1?header_file.X-A=",
+                "expected the path of a file",
+            ),
+            (
+                "loki+http://l:1?header.x-scope-orgid=a%20b",
+                "option header.x-scope-orgid=\"a b\": a tenant ID is",
+            ),
+            (
+                "loki+http://l:1?tenant=a&header.X-Scope-OrgID=b",
+                "tenant and header.X-Scope-OrgID",
+            ),
+            (
+                "loki+http://l:1?cert=/c.pem&key=/k.pem",
+                "option cert only applies to loki+https",
+            ),
+            (
+                "loki+https://l:1?cert=/c.pem",
+                "options cert and key go together",
+            ),
+            (
+                "loki+https://l:1?key=/k.pem",
+                "options cert and key go together",
+            ),
+            (
+                "loki+https://l:1?key=",
+                "option key=\"\": expected the path of a file",
+            ),
+            (
+                "loki+http://l:1?password_file=/p",
+                "password_file without a user name",
+            ),
+            (
+                "loki+http://u:p@l:1?password_file=/p",
+                "a password in the URL and password_file",
+            ),
+            (
+                "loki+http://l:1?bearer_token=a&bearer_token_file=/t",
+                "bearer_token and bearer_token_file",
+            ),
+            (
+                "loki+http://u@l:1?bearer_token_file=/t",
+                "basic auth (user in the URL) and a bearer token",
+            ),
+            (
+                "loki+http://l:1?bearer_token=",
+                "option bearer_token: empty",
+            ),
+            (
+                "loki+http://l:1?headers.X=1",
+                "unknown option \"headers.X\"",
+            ),
+        ];
+        for (url, want) in cases {
+            let e = err(url);
+            assert!(e.contains(want), "{url}: got {e:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn secret_files_are_read_and_their_problems_named() {
+        let dir = tempdir("secret");
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = |name: &str, content: &[u8]| {
+            let p = dir.join(name);
+            std::fs::write(&p, content).unwrap();
+            p
+        };
+        assert_eq!(
+            read_secret("bearer_token_file", &f("ok", b"t0ken\n")).unwrap(),
+            Secret("t0ken".into())
+        );
+        assert_eq!(
+            read_secret("password_file", &f("crlf", b"p w\r\n")).unwrap(),
+            Secret("p w".into())
+        );
+        // A password is any one line (it is sent base64-encoded); a header value is ASCII.
+        let p = f("utf8", " mot de passe é \n".as_bytes());
+        assert_eq!(
+            read_secret("password_file", &p).unwrap(),
+            Secret(" mot de passe é ".into())
+        );
+        let e = read_secret("header_file.X-K", &p).unwrap_err().to_string();
+        assert!(e.contains("cannot carry"), "{e}");
+        for (name, content, want) in [
+            ("empty", &b""[..], "empty"),
+            ("blank", b"\n", "empty"),
+            ("two", b"s3cret\nmore\n", "more than one line"),
+            ("bin", b"s3cret\xff", "not UTF-8 text"),
+        ] {
+            let p = f(name, content);
+            let e = format!("{:#}", read_secret("bearer_token_file", &p).unwrap_err());
+            assert!(
+                e.starts_with(&format!("bearer_token_file={}: ", p.display())) && e.contains(want),
+                "{name}: {e}"
+            );
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        let e = read_secret("password_file", &dir.join("missing")).unwrap_err();
+        assert!(e.to_string().contains("No such file"), "{e}");
+        // The options read their files when the output opens.
+        let o = parse(&format!(
+            "loki+http://ops@l:1?password_file={}&header_file.X-Key={}",
+            dir.join("ok").display(),
+            dir.join("crlf").display()
+        ))
+        .unwrap();
+        assert_eq!(
+            o.authorization().unwrap(),
+            Some(Secret("Basic b3BzOnQwa2Vu".into()))
+        );
+        assert_eq!(
+            o.extra_headers().unwrap(),
+            [("X-Key".to_string(), Secret("p w".into()))]
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     fn ctx(spool_dir: PathBuf) -> SinkContext {
         let mut c = SinkContext::new("probe-1".into(), Format::Json);
         c.spool_dir = spool_dir;
@@ -918,6 +1430,33 @@ mod tests {
         let e = LokiSink::open(&o, &ctx(dir.clone())).err().unwrap();
         let e = format!("{e:#}");
         assert!(e.contains("ca=/nonexistent/ca.pem: No such file"), "{e}");
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, b"not a certificate\n").unwrap();
+        let bad = dir.join("bad.pem");
+        std::fs::write(
+            &bad,
+            b"-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        for (q, want) in [
+            (format!("ca={}", junk.display()), "no PEM certificate"),
+            (
+                format!("ca={}", bad.display()),
+                "certificate 1 is not a usable CA certificate",
+            ),
+            (
+                format!("cert={}&key={}", junk.display(), junk.display()),
+                "cert=",
+            ),
+        ] {
+            let o = parse(&format!("loki+https://l:1?{q}")).unwrap();
+            let e = match LokiSink::open(&o, &ctx(dir.clone())) {
+                Ok(_) => panic!("{q}: opened"),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(e.contains(want), "{q}: {e}");
+        }
         // A spool directory that cannot be created (its parent is a file).
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("file"), b"").unwrap();

@@ -307,50 +307,27 @@ pub(super) enum Outcome {
 pub(super) struct Client {
     agent: ureq::Agent,
     endpoint: String,
-    authorization: Option<String>,
-    tenant: Option<String>,
+    authorization: Option<super::Secret>,
+    /// Tenant and custom headers.
+    headers: Vec<(String, super::Secret)>,
     encoding: Encoding,
 }
 
 impl Client {
     pub fn new(opts: &super::LokiOptions) -> anyhow::Result<Client> {
-        use base64::Engine as _;
         let mut cfg = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_global(Some(opts.timeout))
             .user_agent(format!("hbwatch/{}", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &opts.ca {
-            let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("ca={}: {e}", ca.display()))?;
-            let mut certs = Vec::new();
-            for item in ureq::tls::parse_pem(&pem) {
-                match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
-                    Ok(_) => {}
-                    Err(e) => anyhow::bail!("ca={}: {e}", ca.display()),
-                }
-            }
-            if certs.is_empty() {
-                anyhow::bail!("ca={}: no PEM certificate in the file", ca.display());
-            }
-            cfg = cfg.tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-                    .build(),
-            );
+        if opts.endpoint.starts_with("https:") {
+            cfg = cfg.tls_config(super::tls::config(opts)?);
         }
-        let authorization = opts.user.as_ref().map(|u| {
-            let pass = opts.password.as_ref().map_or("", |p| p.0.as_str());
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{pass}"))
-            )
-        });
         Ok(Client {
             agent: cfg.build().into(),
             endpoint: opts.endpoint.clone(),
-            authorization,
-            tenant: opts.tenant.clone(),
+            authorization: opts.authorization()?,
+            headers: opts.extra_headers()?,
             encoding: opts.encoding,
         })
     }
@@ -364,10 +341,10 @@ impl Client {
             .build()
             .header("Content-Type", self.encoding.content_type());
         if let Some(a) = &self.authorization {
-            req = req.header("Authorization", a);
+            req = req.header("Authorization", &a.0);
         }
-        if let Some(t) = &self.tenant {
-            req = req.header("X-Scope-OrgID", t);
+        for (name, value) in &self.headers {
+            req = req.header(name, &value.0);
         }
         let mut resp = match req.send(body) {
             Ok(r) => r,
