@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hbwatch_common::counters::Counter as KernelCounter;
 use hbwatch_common::event::{EventKind, RawEvent, BEAT_PAIRED};
 use hbwatch_common::proto::Protocol;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -39,8 +40,68 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CounterLabel {
-    counter: &'static str,
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+    target: &'static str,
+}
+
+/// Where a datapath counter is exposed: one metric per meaning (Prometheus naming), not
+/// one family mixing packets, heartbeats and flows.
+enum Home {
+    /// Its own counter: name (without `hbwatch_` and `_total`) and help.
+    Own(&'static str, &'static str),
+    /// `hbwatch_datapath_skipped_packets_total{reason}`: frames not analysed, and why.
+    Skipped(&'static str),
+    /// Ring-buffer loss: `hbwatch_events_lost_total{where="kernel-ringbuf"}` already says it.
+    EventsLost,
+}
+
+fn home(c: KernelCounter) -> Home {
+    use KernelCounter::*;
+    match c {
+        Packets => Home::Own("datapath_packets", "Frames the datapath saw"),
+        PortMatched => Home::Own(
+            "datapath_port_matched_packets",
+            "Frames on a heartbeat protocol's port",
+        ),
+        Heartbeats => Home::Own(
+            "datapath_heartbeat_packets",
+            "Frames decoded as heartbeats, of announced associations or candidates",
+        ),
+        Duplicates => Home::Own(
+            "datapath_duplicate_packets",
+            "Heartbeat frames seen twice (mirror ports): counted, never alerted",
+        ),
+        Unconfirmed => Home::Own(
+            "datapath_unconfirmed_heartbeats",
+            "Heartbeats of candidate associations not announced (yet)",
+        ),
+        FlowInsertFailed => Home::Own(
+            "datapath_flow_insert_failures",
+            "New associations the flow table could not take",
+        ),
+        FragmentsPassed => Home::Own(
+            "datapath_fragments_passed",
+            "Fragments of SIP datagrams passed to userspace for reassembly",
+        ),
+        Truncated => Home::Skipped("truncated"),
+        Malformed => Home::Skipped("malformed"),
+        Fragments => Home::Skipped("fragment"),
+        Unparsed => Home::Skipped("unparsed"),
+        NotHeartbeat => Home::Skipped("not_heartbeat"),
+        RingbufLost => Home::EventsLost,
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,14 +128,18 @@ pub struct Metrics {
     events: Family<ActionLabels, Counter>,
     rtt: Histograms,
     associations: Family<StateLabels, Gauge>,
-    kernel: Family<CounterLabel, Counter>,
+    /// Datapath counters with their own metric, by counter name.
+    datapath: BTreeMap<&'static str, Counter>,
+    skipped: Family<ReasonLabel, Counter>,
     delivered: Family<OutputLabel, Counter>,
     dropped: Family<OutputLabel, Counter>,
     retries: Family<OutputLabel, Counter>,
     queued: Family<OutputLabel, Gauge>,
     spool: Family<OutputLabel, Gauge>,
     lost: Family<WhereLabel, Counter>,
-    reloads: Family<StateLabels, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    reload_ok: Gauge,
+    reload_time: Gauge,
     /// Last absolute values of counters that arrive as totals (kernel, outputs).
     last: Mutex<BTreeMap<String, u64>>,
 }
@@ -93,7 +158,8 @@ impl Metrics {
             events: Family::default(),
             rtt: Histograms::new_with_constructor(rtt_histogram),
             associations: Family::default(),
-            kernel: Family::default(),
+            datapath: BTreeMap::new(),
+            skipped: Family::default(),
             delivered: Family::default(),
             dropped: Family::default(),
             retries: Family::default(),
@@ -101,6 +167,8 @@ impl Metrics {
             spool: Family::default(),
             lost: Family::default(),
             reloads: Family::default(),
+            reload_ok: Gauge::default(),
+            reload_time: Gauge::default(),
             last: Mutex::new(BTreeMap::new()),
             registry: Registry::default(),
         };
@@ -124,10 +192,25 @@ impl Metrics {
             "Heartbeat associations tracked, by state (up, down)",
             m.associations.clone(),
         );
+        let mut datapath = BTreeMap::new();
+        for c in KernelCounter::ALL {
+            match home(c) {
+                Home::Own(name, help) => {
+                    let counter = Counter::default();
+                    registry.register(name, help, counter.clone());
+                    datapath.insert(c.name(), counter);
+                }
+                // Every reason at 0 from the start: rates and alerts see the series.
+                Home::Skipped(reason) => {
+                    let _ = m.skipped.get_or_create(&ReasonLabel { reason });
+                }
+                Home::EventsLost => {}
+            }
+        }
         registry.register(
-            "kernel",
-            "Datapath counters (packets, matched, ringbuf_lost, ...), summed over CPUs",
-            m.kernel.clone(),
+            "datapath_skipped_packets",
+            "Frames the datapath did not analyse, by reason (truncated, malformed, fragment, unparsed, not_heartbeat)",
+            m.skipped.clone(),
         );
         registry.register(
             "output_delivered_events",
@@ -164,7 +247,40 @@ impl Metrics {
             "SIGHUP reloads, by result (ok, failed)",
             m.reloads.clone(),
         );
-        Metrics { registry, ..m }
+        registry.register(
+            "config_last_reload_successful",
+            "Whether the last configuration reload (or the start) succeeded",
+            m.reload_ok.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (start or SIGHUP), Unix time",
+            m.reload_time.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: option_env!("HBWATCH_GIT_COMMIT").unwrap_or("unknown"),
+                target: std::env::consts::ARCH,
+            })
+            .set(1);
+        registry.register("build_info", "The agent's build: always 1", build);
+        for r#where in ["kernel-ringbuf"] {
+            let _ = m.lost.get_or_create(&WhereLabel {
+                r#where: r#where.into(),
+            });
+        }
+        for result in ["ok", "failed"] {
+            let _ = m.reloads.get_or_create(&ResultLabel { result });
+        }
+        m.reload_ok.set(1);
+        m.reload_time.set(unix_seconds());
+        Metrics {
+            registry,
+            datapath,
+            ..m
+        }
     }
 
     /// One datapath record: heartbeats and their RTT.
@@ -215,11 +331,24 @@ impl Metrics {
 
     /// The datapath's counters, as totals since load.
     pub fn kernel(&self, counters: &BTreeMap<&'static str, u64>) {
-        for (&counter, &total) in counters {
-            let delta = self.delta(format!("kernel/{counter}"), total);
-            self.kernel
-                .get_or_create(&CounterLabel { counter })
-                .inc_by(delta);
+        for (&name, &total) in counters {
+            let Some(c) = KernelCounter::ALL.into_iter().find(|c| c.name() == name) else {
+                continue;
+            };
+            let delta = self.delta(format!("kernel/{name}"), total);
+            match home(c) {
+                Home::Own(..) => {
+                    if let Some(counter) = self.datapath.get(name) {
+                        counter.inc_by(delta);
+                    }
+                }
+                Home::Skipped(reason) => {
+                    self.skipped
+                        .get_or_create(&ReasonLabel { reason })
+                        .inc_by(delta);
+                }
+                Home::EventsLost => {}
+            }
         }
     }
 
@@ -243,13 +372,12 @@ impl Metrics {
     }
 
     pub fn reloaded(&self, ok: bool) {
-        let state = if ok { "ok" } else { "failed" };
-        self.reloads
-            .get_or_create(&StateLabels {
-                protocol: "config",
-                state,
-            })
-            .inc();
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+        self.reload_ok.set(ok as i64);
+        if ok {
+            self.reload_time.set(unix_seconds());
+        }
     }
 
     fn delta(&self, key: String, total: u64) -> u64 {
@@ -271,6 +399,12 @@ impl Metrics {
     pub fn encode_text(&self) -> String {
         openmetrics_to_text(&self.encode())
     }
+}
+
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// OpenMetrics names a counter family `x` and its sample `x_total`; the older text
@@ -427,8 +561,28 @@ mod tests {
             text.contains("hbwatch_heartbeat_rtt_seconds_count{protocol=\"ged125\"} 2"),
             "{text}"
         );
+        assert!(text.contains("hbwatch_datapath_packets_total 25"), "{text}");
+        totals.insert("malformed", 3u64);
+        totals.insert("ringbuf_lost", 7u64);
+        m.kernel(&totals);
+        let text = m.encode();
         assert!(
-            text.contains("hbwatch_kernel_total{counter=\"packets\"} 25"),
+            text.contains("hbwatch_datapath_skipped_packets_total{reason=\"malformed\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hbwatch_datapath_skipped_packets_total{reason=\"fragment\"} 0"),
+            "{text}"
+        );
+        // Ring-buffer loss is events_lost's (fed by agent.events_lost), not a second metric.
+        assert!(!text.contains("ringbuf_lost"), "{text}");
+        assert!(
+            text.contains("hbwatch_events_lost_total{where=\"kernel-ringbuf\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("hbwatch_build_info{version="), "{text}");
+        assert!(
+            text.contains("hbwatch_config_last_reload_successful 1"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

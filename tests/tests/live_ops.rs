@@ -74,8 +74,16 @@ fn metrics_endpoint_counts_what_happened_and_passes_promtool() {
         v("hbwatch_associations{protocol=\"sccp\",state=\"up\"}"),
         0.0
     );
-    assert!(v("hbwatch_kernel_total{counter=\"packets\"}") >= 6.0);
-    assert_eq!(v("hbwatch_kernel_total{counter=\"ringbuf_lost\"}"), 0.0);
+    assert!(v("hbwatch_datapath_packets_total") >= 6.0);
+    assert_eq!(
+        v("hbwatch_events_lost_total{where=\"kernel-ringbuf\"}"),
+        0.0
+    );
+    let build = text
+        .lines()
+        .find(|l| l.starts_with("hbwatch_build_info{version=\""))
+        .unwrap_or_else(|| panic!("no hbwatch_build_info in\n{text}"));
+    assert!(build.ends_with("} 1"), "{build}");
     assert!(v("hbwatch_output_delivered_events_total{output=\"stdout\"}") >= 3.0);
     assert_eq!(
         v("hbwatch_output_dropped_events_total{output=\"stdout\"}"),
