@@ -266,11 +266,10 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "The agent's build: always 1", build);
-        for r#where in ["kernel-ringbuf"] {
-            let _ = m.lost.get_or_create(&WhereLabel {
-                r#where: r#where.into(),
-            });
-        }
+        // At 0 from the start, so loss alerts and rates have a series to watch.
+        let _ = m.lost.get_or_create(&WhereLabel {
+            r#where: "kernel-ringbuf".into(),
+        });
         for result in ["ok", "failed"] {
             let _ = m.reloads.get_or_create(&ResultLabel { result });
         }
