@@ -125,6 +125,7 @@ fn rtt_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     heartbeats: Family<ProtoLabel, Counter>,
+    lost_heartbeats: Family<ProtoLabel, Counter>,
     events: Family<ActionLabels, Counter>,
     rtt: Histograms,
     associations: Family<StateLabels, Gauge>,
@@ -155,6 +156,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("hbwatch");
         let m = Metrics {
             heartbeats: Family::default(),
+            lost_heartbeats: Family::default(),
             events: Family::default(),
             rtt: Histograms::new_with_constructor(rtt_histogram),
             associations: Family::default(),
@@ -177,6 +179,17 @@ impl Metrics {
             "Heartbeats of known associations seen in the datapath",
             m.heartbeats.clone(),
         );
+        registry.register(
+            "heartbeats_lost",
+            "Heartbeats lost, by the sequence numbers the gaps skipped (heartbeat.gap lost)",
+            m.lost_heartbeats.clone(),
+        );
+        // At 0 for every protocol: a loss rate is 0, not absent, before the first gap.
+        for p in Protocol::ALL.into_iter().filter(|p| p.decoded()) {
+            let _ = m
+                .lost_heartbeats
+                .get_or_create(&ProtoLabel { protocol: p.name() });
+        }
         registry.register(
             "events",
             "Events emitted, by protocol (agent for the agent's own) and action",
@@ -307,6 +320,11 @@ impl Metrics {
                 action: ev.event.action,
             })
             .inc();
+        if ev.event.action == "heartbeat.gap" {
+            self.lost_heartbeats
+                .get_or_create(&ProtoLabel { protocol })
+                .inc_by(ev.heartbeat.lost.unwrap_or(0));
+        }
         if ev.event.action == "agent.events_lost" {
             let r#where = ev.heartbeat.where_.clone().unwrap_or_default();
             self.lost

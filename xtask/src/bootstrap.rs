@@ -45,6 +45,11 @@ const APT_PACKAGES: &[&str] = &[
 /// `communityid`, the Community ID reference implementation (agent/tests/ecs.rs).
 const PIP_PACKAGES: &[(&str, &str)] = &[("communityid==1.5.0", "communityid")];
 
+/// npm packages the tests use, pinned, installed under `~/.cache/hbwatch/npm` (the tests
+/// look there): Grafana's LogQL grammar, which parses the Loki queries the dashboard and
+/// the Loki rules ship (tests/tests/dashboards.rs).
+const NPM_PACKAGES: &[&str] = &["@grafana/lezer-logql@0.4.2"];
+
 pub fn bootstrap(no_apt: bool) -> Result<()> {
     if which("rustup").is_none() {
         bail!("rustup was not found on PATH; install it from https://rustup.rs and re-run `cargo xtask bootstrap`.");
@@ -58,7 +63,42 @@ pub fn bootstrap(no_apt: bool) -> Result<()> {
     } else {
         apt_packages(APT_PACKAGES)?;
     }
-    pip_packages(PIP_PACKAGES)
+    pip_packages(PIP_PACKAGES)?;
+    npm_packages(NPM_PACKAGES)
+}
+
+/// `npm install` into `~/.cache/hbwatch/npm` what is not there yet.
+fn npm_packages(packages: &[&str]) -> Result<()> {
+    let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set"))?;
+    let prefix = PathBuf::from(home).join(".cache/hbwatch/npm");
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|spec| {
+            let (name, version) = spec.rsplit_once('@').unwrap_or((spec, ""));
+            let manifest = prefix.join("node_modules").join(name).join("package.json");
+            !std::fs::read_to_string(manifest)
+                .is_ok_and(|m| m.contains(&format!("\"version\": \"{version}\"")))
+        })
+        .collect();
+    if missing.is_empty() {
+        eprintln!("xtask: npm packages ok");
+        return Ok(());
+    }
+    if which("npm").is_none() {
+        eprintln!(
+            "xtask: warning: npm not found; the dashboard tests need: npm install --prefix {} {}",
+            prefix.display(),
+            missing.join(" ")
+        );
+        return Ok(());
+    }
+    std::fs::create_dir_all(&prefix)?;
+    let mut cmd = Command::new("npm");
+    cmd.args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&prefix)
+        .args(&missing);
+    run(&mut cmd)
 }
 
 /// `pip install` what is missing (a module import is the check: fast when present).

@@ -289,6 +289,21 @@ impl Common<'_> {
                 "outputs/syslog-and-file.md",
                 "docs/outputs/syslog-and-file.md",
             ),
+            // Grafana dashboard, Prometheus alert rules (and their promtool tests), Loki
+            // ruler rules (docs/OPERATIONS.md, Dashboards and alerts).
+            (
+                "grafana/hbwatch-dashboard.json",
+                "packaging/grafana/hbwatch-dashboard.json",
+            ),
+            (
+                "prometheus/hbwatch-alerts.yml",
+                "packaging/prometheus/hbwatch-alerts.yml",
+            ),
+            (
+                "prometheus/hbwatch-alerts.test.yml",
+                "packaging/prometheus/hbwatch-alerts.test.yml",
+            ),
+            ("loki/hbwatch-rules.yml", "packaging/loki/hbwatch-rules.yml"),
             // Index templates for Elasticsearch/OpenSearch (docs/EVENTS.md).
             (
                 "elasticsearch/hbwatch-template.json",
