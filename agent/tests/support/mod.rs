@@ -7,6 +7,7 @@
 
 pub mod loki;
 pub mod rsyslog;
+pub mod syslog_ng;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
