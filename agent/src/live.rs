@@ -596,6 +596,8 @@ async fn run_inner(
                 }
             }
             _ = sighup.recv() => {
+                // Files opened again by name (logrotate's postrotate sends SIGHUP).
+                out.reopen();
                 let ev = reload(&mut opts, &mut dp, &mut correlator, &conv);
                 if let Some(m) = metrics {
                     m.reloaded(ev.log.level == Level::Info);
