@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::pki::Pki;
 use support::rsyslog::{check, rsyslogd, Inputs, Rsyslog, ServerTls, HOSTNAME};
 use support::{free_tcp_port, BIN};
 
@@ -301,52 +302,6 @@ fn newline_framing_to_rsyslog() {
     let events = stdout_lines(&out);
     let got = rs.received("tcp", events.len(), Duration::from_secs(5));
     check("tcp newline", &got, &events, 16, true);
-}
-
-/// A CA, and a certificate it signed for `names` (DNS names or IPs), as PEM files.
-struct Pki {
-    ca_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    fn new(cn: &str) -> Pki {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        p.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_pem = p.self_signed(&key).unwrap().pem();
-        Pki {
-            ca_pem,
-            issuer: rcgen::Issuer::new(p, key),
-        }
-    }
-
-    /// (certificate, key) PEM.
-    fn issue(&self, names: &[&str], cn: &str) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p =
-            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        p.key_usages = vec![
-            rcgen::KeyUsagePurpose::DigitalSignature,
-            rcgen::KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        (
-            p.signed_by(&key, &self.issuer).unwrap().pem(),
-            key.serialize_pem(),
-        )
-    }
 }
 
 fn write(dir: &Path, name: &str, s: &str) -> PathBuf {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod loki;
+pub mod pki;
 pub mod rsyslog;
 pub mod syslog_ng;
 
