@@ -79,6 +79,10 @@ struct OutputSection {
 #[serde(deny_unknown_fields)]
 struct MetricsSection {
     listen: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    basic_auth_user: Option<String>,
+    basic_auth_password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +122,8 @@ pub struct Settings {
     pub outputs: Vec<SinkSpec>,
     pub labels: BTreeMap<String, String>,
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS and basic auth of the metrics endpoint (files read when it starts).
+    pub metrics_web: crate::metrics::WebConfig,
     pub privacy: Privacy,
     /// SIP registration tracking (`[sip]`).
     pub sip: crate::correlate::sip::SipConfig,
@@ -137,6 +143,7 @@ impl Default for Settings {
             outputs: Vec::new(),
             labels: BTreeMap::new(),
             metrics_listen: None,
+            metrics_web: Default::default(),
             privacy: Privacy::default(),
             sip: Default::default(),
             tunables: Tunables {
@@ -234,6 +241,42 @@ impl Settings {
         if let Some(l) = file.metrics.listen.as_deref().filter(|l| !l.is_empty()) {
             s.metrics_listen =
                 Some(parse_listen(l).map_err(|e| bad("metrics.listen", &format!("{l:?}"), &e))?);
+        }
+        {
+            let m = &file.metrics;
+            let path =
+                |v: &Option<String>| v.as_deref().filter(|p| !p.is_empty()).map(PathBuf::from);
+            s.metrics_web = crate::metrics::WebConfig {
+                tls_cert: path(&m.tls_cert),
+                tls_key: path(&m.tls_key),
+                basic_auth_user: m.basic_auth_user.clone().filter(|u| !u.is_empty()),
+                basic_auth_password_file: path(&m.basic_auth_password_file),
+            };
+            let w = &s.metrics_web;
+            if w.tls_cert.is_some() != w.tls_key.is_some() {
+                return Err(bad(
+                    "metrics.tls_cert",
+                    &format!("{:?}", m.tls_cert.as_deref().unwrap_or_default()),
+                    "tls_cert and tls_key together (PEM certificate chain and private key)",
+                ));
+            }
+            if w.basic_auth_user.is_some() != w.basic_auth_password_file.is_some() {
+                return Err(bad(
+                    "metrics.basic_auth_user",
+                    &format!("{:?}", m.basic_auth_user.as_deref().unwrap_or_default()),
+                    "basic_auth_user and basic_auth_password_file together",
+                ));
+            }
+            if w.basic_auth_user
+                .as_deref()
+                .is_some_and(|u| u.contains(':'))
+            {
+                return Err(bad(
+                    "metrics.basic_auth_user",
+                    &format!("{:?}", m.basic_auth_user.as_deref().unwrap_or_default()),
+                    "a user name without ':'",
+                ));
+            }
         }
         if let Some(u) = &file.privacy.sip_users {
             s.privacy.sip_users =
@@ -397,6 +440,12 @@ urls = ["stdout"]
 [metrics]
 # Prometheus endpoint: "9464" binds 127.0.0.1:9464; "" = off.
 listen = ""
+# HTTPS: PEM certificate chain and private key (read at start; a restart takes new ones).
+tls_cert = ""
+tls_key = ""
+# HTTP basic auth: the user, and a file with its password on one line.
+basic_auth_user = ""
+basic_auth_password_file = ""
 
 [privacy]
 # SIP user parts (phone numbers, names) in events: "keep", "hash" (keyed, stable) or "redact".
@@ -528,6 +577,25 @@ mod tests {
     }
 
     #[test]
+    fn metrics_tls_and_basic_auth_come_in_pairs() {
+        let s = Settings::parse(
+            "[metrics]\nlisten = \"9464\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n\
+             basic_auth_user = \"prometheus\"\nbasic_auth_password_file = \"/pw\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(s.metrics_web.tls_cert, Some(PathBuf::from("/c.pem")));
+        assert_eq!(s.metrics_web.basic_auth_user.as_deref(), Some("prometheus"));
+        let err = |t: &str| Settings::parse(t, "t").unwrap_err().to_string();
+        assert!(err("[metrics]\ntls_cert = \"/c.pem\"\n").contains("tls_key"));
+        assert!(err("[metrics]\nbasic_auth_user = \"p\"\n").contains("basic_auth_password_file"));
+        assert!(
+            err("[metrics]\nbasic_auth_user = \"a:b\"\nbasic_auth_password_file = \"/pw\"\n")
+                .contains("without ':'")
+        );
+    }
+
+    #[test]
     fn settings_apply_over_the_defaults() {
         let s = Settings::parse(
             "[agent]\ninterfaces = [\"eth1\"]\nsummary_period = \"0s\"\n\
@@ -540,6 +608,7 @@ mod tests {
         assert_eq!(s.interfaces, vec!["eth1"]);
         assert_eq!(s.tunables.summary_period, None);
         assert_eq!(s.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(s.metrics_web, crate::metrics::WebConfig::default());
         let p = params(&s.tunables.tunes);
         assert_eq!(p[&Protocol::Mds].down_after, 7);
         assert_eq!(p[&Protocol::Cs1000Rudp].expected_dscp, 40);

@@ -199,6 +199,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
         summary_period: None,
         sip: Default::default(),
         metrics_listen: None,
+        metrics_web: Default::default(),
         reload: None,
         drop_privileges: false,
     };

@@ -463,6 +463,8 @@ pub struct LiveOptions {
     pub sip: crate::correlate::sip::SipConfig,
     /// Serve Prometheus metrics here.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Its TLS and basic auth (`[metrics]`).
+    pub metrics_web: crate::metrics::WebConfig,
     /// Where SIGHUP re-reads tunables from (none: SIGHUP is logged and ignored).
     pub reload: Option<crate::config::Reload>,
     /// Drop every capability but CAP_BPF and CAP_NET_ADMIN once attached (`hbwatch
@@ -502,7 +504,7 @@ pub async fn run_until(
     let metrics = match opts.metrics_listen {
         Some(addr) => {
             let m = Arc::new(Metrics::new());
-            metrics::serve(addr, m.clone()).await?;
+            metrics::serve(addr, m.clone(), &opts.metrics_web).await?;
             Some(m)
         }
         None => None,
@@ -596,6 +598,8 @@ async fn run_inner(
                 }
             }
             _ = sighup.recv() => {
+                // Files opened again by name (logrotate's postrotate sends SIGHUP).
+                out.reopen();
                 let ev = reload(&mut opts, &mut dp, &mut correlator, &conv);
                 if let Some(m) = metrics {
                     m.reloaded(ev.log.level == Level::Info);

@@ -448,6 +448,7 @@ fn real_main() -> anyhow::Result<()> {
                 summary_period: eff.summary_period,
                 sip: settings.sip.clone(),
                 metrics_listen: metrics_listen.or(settings.metrics_listen),
+                metrics_web: settings.metrics_web.clone(),
                 reload: settings.path.clone().map(|path| Reload { path, overrides }),
                 drop_privileges: true,
             };
@@ -473,6 +474,12 @@ fn real_main() -> anyhow::Result<()> {
                 println!("interfaces: {:?}", s.interfaces);
                 println!("outputs: {:?}", s.outputs);
                 println!("metrics: {:?}", s.metrics_listen);
+                s.metrics_web.check()?;
+                println!(
+                    "metrics tls: {}, basic auth user: {:?}",
+                    s.metrics_web.tls_cert.is_some(),
+                    s.metrics_web.basic_auth_user
+                );
                 println!("summary period: {:?}", eff.summary_period);
                 println!("sip expiry grace: {} ms", s.sip.expiry_grace_ms);
                 for (proto, p) in &eff.params {

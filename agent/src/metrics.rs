@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
 use crate::event::Event;
@@ -466,9 +467,99 @@ impl Filter for Arc<Metrics> {
     }
 }
 
-/// Serves `GET /metrics` on `addr` from a tokio task. Binding happens now, so a busy
-/// or forbidden address is an error at start, not a warning later.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<SocketAddr> {
+/// `[metrics]` TLS and HTTP basic auth. Either, both or neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebConfig {
+    /// PEM certificate chain (the server's first) and its PEM private key.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The one user, and a file holding its password (one line; a trailing newline is
+    /// not part of it).
+    pub basic_auth_user: Option<String>,
+    pub basic_auth_password_file: Option<PathBuf>,
+}
+
+/// What [`WebConfig`] loads into at start.
+struct Access {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `user:password`, as a client's `Authorization: Basic` must decode to.
+    credentials: Option<Vec<u8>>,
+}
+
+impl WebConfig {
+    /// Reads the certificate, key and password files as the endpoint will at start
+    /// (`hbwatch config --check`).
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.load().map(|_| ())
+    }
+
+    /// Reads the files: a missing or bad one stops the agent at start.
+    fn load(&self) -> anyhow::Result<Access> {
+        use anyhow::Context as _;
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .with_context(|| format!("metrics.tls_cert {}", cert.display()))?;
+                anyhow::ensure!(
+                    !chain.is_empty(),
+                    "metrics.tls_cert {}: no certificate in it",
+                    cert.display()
+                );
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .with_context(|| format!("metrics.tls_key {}", key.display()))?;
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let mut config = rustls::ServerConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()?
+                    .with_no_client_auth()
+                    .with_single_cert(chain, key)
+                    .context("metrics.tls_cert and metrics.tls_key do not go together")?;
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+            }
+            _ => anyhow::bail!("metrics.tls_cert and metrics.tls_key go together"),
+        };
+        let credentials = match (&self.basic_auth_user, &self.basic_auth_password_file) {
+            (None, None) => None,
+            (Some(user), Some(file)) => {
+                anyhow::ensure!(
+                    !user.is_empty() && !user.contains(':'),
+                    "metrics.basic_auth_user {user:?}: not empty, no ':'"
+                );
+                let text = std::fs::read_to_string(file).with_context(|| {
+                    format!("metrics.basic_auth_password_file {}", file.display())
+                })?;
+                let password = text
+                    .strip_suffix('\n')
+                    .map(|p| p.strip_suffix('\r').unwrap_or(p))
+                    .unwrap_or(&text);
+                anyhow::ensure!(
+                    !password.is_empty(),
+                    "metrics.basic_auth_password_file {}: empty",
+                    file.display()
+                );
+                Some(format!("{user}:{password}").into_bytes())
+            }
+            _ => anyhow::bail!(
+                "metrics.basic_auth_user and metrics.basic_auth_password_file go together"
+            ),
+        };
+        Ok(Access { tls, credentials })
+    }
+}
+
+/// Serves `GET /metrics` on `addr` from a tokio task, over TLS and behind basic auth
+/// when `web` says so. Binding and reading the TLS and password files happen now, so a
+/// busy address or a bad file is an error at start, not a warning later.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    web: &WebConfig,
+) -> anyhow::Result<SocketAddr> {
+    let access = Arc::new(web.load().map_err(|e| anyhow::anyhow!("metrics: {e:#}"))?);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("metrics: cannot listen on {addr}: {e}"))?;
@@ -476,23 +567,81 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<So
     if !bound.ip().is_loopback() {
         warn!("metrics: listening on {bound}, reachable from other hosts (use 127.0.0.1 to keep it local)");
     }
-    info!("metrics: http://{bound}/metrics");
+    let scheme = if access.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let auth = if access.credentials.is_some() {
+        " (basic auth)"
+    } else {
+        ""
+    };
+    info!("metrics: {scheme}://{bound}/metrics{auth}");
     tokio::spawn(async move {
         loop {
             let Ok((conn, _)) = listener.accept().await else {
                 continue;
             };
             let metrics = metrics.clone();
+            let access = access.clone();
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), answer(conn, &metrics)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    match &access.tls {
+                        Some(tls) => match tls.accept(conn).await {
+                            Ok(conn) => answer(conn, &metrics, &access).await,
+                            Err(e) => {
+                                tracing::debug!("metrics: TLS handshake: {e}");
+                                Ok(())
+                            }
+                        },
+                        None => answer(conn, &metrics, &access).await,
+                    }
+                })
+                .await;
             });
         }
     });
     Ok(bound)
 }
 
-/// One HTTP/1.x request: GET /metrics or 404. The request head is capped at 8 KiB.
-async fn answer(mut conn: tokio::net::TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+/// Whether the request head carries `Authorization: Basic` with the credentials (the
+/// comparison takes the same time wherever the first difference is).
+fn authorized(head: &[u8], credentials: &[u8]) -> bool {
+    use base64::Engine as _;
+    let text = String::from_utf8_lossy(head);
+    let Some(value) = text.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("authorization")
+            .then(|| value.trim())
+    }) else {
+        return false;
+    };
+    let Some((scheme, token)) = value.split_once(' ') else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    let Ok(given) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else {
+        return false;
+    };
+    given.len() == credentials.len()
+        && given
+            .iter()
+            .zip(credentials)
+            .fold(0u8, |d, (a, b)| d | (a ^ b))
+            == 0
+}
+
+/// One HTTP/1.x request: GET /metrics or 404 (401 without the right basic auth). The
+/// request head is capped at 8 KiB.
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: S,
+    metrics: &Metrics,
+    access: &Access,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -512,7 +661,16 @@ async fn answer(mut conn: tokio::net::TcpStream, metrics: &Metrics) -> std::io::
     let openmetrics = String::from_utf8_lossy(&head).lines().any(|l| {
         l.to_ascii_lowercase().starts_with("accept:") && l.contains("application/openmetrics-text")
     });
+    let denied = access
+        .credentials
+        .as_deref()
+        .is_some_and(|c| !authorized(&head, c));
     let (status, ctype, body) = match (method, path) {
+        _ if denied => (
+            "401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"hbwatch\", charset=\"UTF-8\"",
+            "text/plain",
+            "unauthorized\n".to_string(),
+        ),
         (b"GET", b"/metrics") if openmetrics => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -548,6 +706,74 @@ async fn answer(mut conn: tokio::net::TcpStream, metrics: &Metrics) -> std::io::
 mod tests {
     use super::*;
     use hbwatch_common::flow::FlowKey;
+
+    #[test]
+    fn basic_auth_takes_exactly_the_credentials() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let head = |auth: &str| format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n");
+        let ok = |auth: &str| authorized(head(auth).as_bytes(), b"prometheus:s3cret");
+        assert!(ok(&format!(
+            "Authorization: Basic {}",
+            b64("prometheus:s3cret")
+        )));
+        assert!(ok(&format!(
+            "authorization:  basic {}",
+            b64("prometheus:s3cret")
+        )));
+        assert!(!ok(&format!(
+            "Authorization: Basic {}",
+            b64("prometheus:s3cres")
+        )));
+        assert!(!ok(&format!(
+            "Authorization: Basic {}",
+            b64("prometheus:s3cret2")
+        )));
+        assert!(!ok(&format!(
+            "Authorization: Basic {}",
+            b64("other:s3cret")
+        )));
+        assert!(!ok(&format!(
+            "Authorization: Bearer {}",
+            b64("prometheus:s3cret")
+        )));
+        assert!(!ok("Authorization: Basic !!!"));
+        assert!(!ok("X-Other: 1"));
+    }
+
+    #[test]
+    fn web_config_files_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let web = WebConfig {
+            basic_auth_user: Some("prometheus".into()),
+            basic_auth_password_file: Some(pw.clone()),
+            ..WebConfig::default()
+        };
+        let a = web.load().unwrap();
+        assert_eq!(a.credentials.as_deref(), Some(&b"prometheus:s3cret"[..]));
+        assert!(a.tls.is_none());
+        let err = |w: WebConfig| format!("{:#}", w.load().err().unwrap());
+        std::fs::write(&pw, "\n").unwrap();
+        assert!(err(web.clone()).contains("empty"));
+        assert!(err(WebConfig {
+            basic_auth_password_file: Some(dir.path().join("missing")),
+            ..web.clone()
+        })
+        .contains("missing"));
+        assert!(err(WebConfig {
+            basic_auth_user: None,
+            ..web
+        })
+        .contains("go together"));
+        assert!(err(WebConfig {
+            tls_cert: Some(dir.path().join("nope.pem")),
+            tls_key: Some(dir.path().join("nope.key")),
+            ..WebConfig::default()
+        })
+        .contains("nope.pem"));
+    }
 
     #[test]
     fn heartbeats_rtt_and_totals_are_exposed() {

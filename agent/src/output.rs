@@ -31,6 +31,8 @@ pub trait Sink {
     fn each_stats(&self) -> Vec<(String, SinkStats)> {
         vec![(self.name(), self.stats())]
     }
+    /// SIGHUP: files are opened again by name (after logrotate moved them away).
+    fn reopen(&mut self) {}
 }
 
 /// Delivery figures of one sink, for metrics and loss reports.
@@ -150,6 +152,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     fn each_stats(&self) -> Vec<(String, SinkStats)> {
         (**self).each_stats()
     }
+    fn reopen(&mut self) {
+        (**self).reopen()
+    }
 }
 
 /// Looks at or rewrites each event on its way to another sink (metrics, privacy).
@@ -188,6 +193,9 @@ impl<F: Filter> Sink for Filtered<'_, F> {
     }
     fn each_stats(&self) -> Vec<(String, SinkStats)> {
         self.inner.each_stats()
+    }
+    fn reopen(&mut self) {
+        self.inner.reopen()
     }
 }
 

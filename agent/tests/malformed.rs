@@ -784,8 +784,8 @@ fn hostile_sip_text_is_escaped_in_every_field() {
         .unwrap()
         .contains("\"},\"event\":{\"action\":\"peer.down\"}"));
     let failed = &lines[1]["sip"];
-    assert_eq!(failed["status"], 503);
-    assert_eq!(failed["reason"].as_str(), Some(shown(&reason).as_str()));
+    assert_eq!(failed["code"], 503);
+    assert_eq!(failed["status"].as_str(), Some(shown(&reason).as_str()));
     assert!(lines[1]["message"]
         .as_str()
         .unwrap()

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::pki::Pki;
 use support::rsyslog::{check, rsyslogd, Inputs, Rsyslog, ServerTls, HOSTNAME};
 use support::{free_tcp_port, BIN};
 
@@ -221,50 +222,86 @@ fn tcp_receiver_down_at_start_gets_every_queued_event_once_it_is_up() {
     );
 }
 
-/// A CA, and a certificate it signed for `names` (DNS names or IPs), as PEM files.
-struct Pki {
-    ca_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+/// syslog-ng, the other common receiver (`support/syslog_ng.rs`): RFC 5424 over UDP, and
+/// over TCP with either framing at once. Every event arrives once per sink, MSG byte for
+/// byte the stdout line, and the sequenceIds syslog-ng parsed out of the structured data
+/// are 1..=n: in order on TCP, each once on UDP.
+#[test]
+fn syslog_ng_gets_every_event_over_udp_and_tcp_with_octet_and_newline_framing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(ng) = support::syslog_ng::SyslogNg::start(dir.path()) else {
+        return;
+    };
+    let pcap = capture(dir.path());
+    let out = analyze(
+        &pcap,
+        &[
+            format!("syslog+udp://127.0.0.1:{}", ng.udp),
+            format!("syslog+tcp://127.0.0.1:{}", ng.octet),
+            format!("syslog+tcp://127.0.0.1:{}?framing=newline", ng.newline),
+        ],
+        &[],
+    );
+    assert_clean_exit(&out);
+    let events = stdout_lines(&out);
+    for input in ["udp", "octet", "newline"] {
+        let got = ng.received(input, events.len(), Duration::from_secs(5));
+        let msgs: Vec<String> = got
+            .iter()
+            .map(|m| m["msg"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            got.len(),
+            events.len(),
+            "{input}: syslog-ng got {} messages for {} events: {}",
+            got.len(),
+            events.len(),
+            ng.log()
+        );
+        assert!(
+            support::sorted(msgs) == support::sorted(events.clone()),
+            "{input}: MSGs differ from the stdout lines"
+        );
+        let mut seq = Vec::new();
+        for m in &got {
+            let ev: serde_json::Value = serde_json::from_str(m["msg"].as_str().unwrap()).unwrap();
+            let sev = support::rsyslog::severity(ev["log"]["level"].as_str().unwrap());
+            assert_eq!(m["pri"], (16 * 8 + sev).to_string(), "{input}: {m}");
+            assert_eq!(m["host"], HOSTNAME, "{input}: {m}");
+            assert_eq!(m["app"], "hbwatch", "{input}: {m}");
+            assert_eq!(m["msgid"], ev["event"]["action"], "{input}: {m}");
+            seq.push(m["seq"].as_str().unwrap().parse::<u64>().unwrap());
+        }
+        if input == "udp" {
+            seq.sort_unstable();
+        }
+        assert!(
+            seq.iter().copied().eq(1..=events.len() as u64),
+            "{input}: sequenceIds are not 1..={} in order: {:?}...",
+            events.len(),
+            &seq[..seq.len().min(20)]
+        );
+    }
 }
 
-impl Pki {
-    fn new(cn: &str) -> Pki {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        p.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_pem = p.self_signed(&key).unwrap().pem();
-        Pki {
-            ca_pem,
-            issuer: rcgen::Issuer::new(p, key),
-        }
-    }
-
-    /// (certificate, key) PEM.
-    fn issue(&self, names: &[&str], cn: &str) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p =
-            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        p.key_usages = vec![
-            rcgen::KeyUsagePurpose::DigitalSignature,
-            rcgen::KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        (
-            p.signed_by(&key, &self.issuer).unwrap().pem(),
-            key.serialize_pem(),
-        )
-    }
+/// rsyslog takes newline framing on the same imtcp input as octet counting.
+#[test]
+fn newline_framing_to_rsyslog() {
+    let Some((_dir, rs, pcap)) = udp_and_tcp_receiver() else {
+        return;
+    };
+    let out = analyze(
+        &pcap,
+        &[format!(
+            "syslog+tcp://127.0.0.1:{}?framing=newline",
+            rs.tcp.unwrap()
+        )],
+        &[],
+    );
+    assert_clean_exit(&out);
+    let events = stdout_lines(&out);
+    let got = rs.received("tcp", events.len(), Duration::from_secs(5));
+    check("tcp newline", &got, &events, 16, true);
 }
 
 fn write(dir: &Path, name: &str, s: &str) -> PathBuf {

@@ -163,3 +163,104 @@ fn sighup_reloads_tunables_into_the_kernel_and_keeps_state() {
     assert_eq!(agent.stop(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `hbwatch run --output file:` under a real logrotate whose `postrotate` sends SIGHUP,
+/// as /etc/logrotate.d/hbwatch would: the agent reopens the file before it writes the
+/// reload's event, so `agent.reloaded` is the first line of the new file, and the rotated
+/// file and the new one together are every event the agent printed on stdout, once.
+#[test]
+fn logrotate_postrotate_sighup_moves_the_event_file_on_without_loss() {
+    if !require_root("logrotate_postrotate_sighup_moves_the_event_file_on_without_loss") {
+        return;
+    }
+    if in_vm() || !std::path::Path::new("/usr/sbin/logrotate").exists() {
+        eprintln!("logrotate is not in the VM: checked on the host run");
+        return;
+    }
+    let net = VethNs::create();
+    let dir = std::env::temp_dir().join(format!("hbw-logrotate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("hbwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterfaces = [\"{}\"]\nsummary_period = \"0s\"\n\
+             [protocols.mds]\nports = \"41000\"\nconfirm_beats = 1\n",
+            net.host
+        ),
+    )
+    .unwrap();
+    let events = dir.join("events.ndjson");
+    let mut agent = Agent::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--output",
+        "stdout",
+        "--output",
+        &format!("file:{}?max_size=0&max_age=0", events.display()),
+    ]);
+    net.inject(&[mds(1), mds(2), mds(3)], Duration::from_millis(2));
+    agent.wait_for("peer.up", Duration::from_secs(10));
+
+    let conf = dir.join("logrotate.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{} {{\n  rotate 5\n  missingok\n  nocompress\n  create 0640\n  postrotate\n    \
+             kill -HUP {}\n  endscript\n}}\n",
+            events.display(),
+            agent.pid()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("/usr/sbin/logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(dir.join("logrotate.state"))
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "logrotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    agent.wait_for("agent.reloaded", Duration::from_secs(10));
+    net.inject(&[mds(4), mds(9)], Duration::from_millis(2));
+    agent.wait_for("heartbeat.gap", Duration::from_secs(10));
+    assert_eq!(agent.stop(), 0);
+
+    let lines = |p: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let rotated = lines(&dir.join("events.ndjson.1"));
+    let current = lines(&events);
+    let action = |l: &String| {
+        serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["action"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(action(&rotated[0]), "agent.started");
+    assert!(rotated.iter().any(|l| action(l) == "peer.up"));
+    assert_eq!(
+        action(&current[0]),
+        "agent.reloaded",
+        "reopened before the reload's event"
+    );
+    assert!(current.iter().any(|l| action(l) == "heartbeat.gap"));
+    let mut both: Vec<String> = rotated.into_iter().chain(current).collect();
+    let mut stdout = agent.raw.clone();
+    both.sort();
+    stdout.sort();
+    assert!(
+        both == stdout,
+        "the two files are the stdout lines, once each"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

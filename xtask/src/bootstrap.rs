@@ -18,7 +18,9 @@ use crate::cmd::{display, is_root, probe, run, which};
 /// Debian packages the integration tests use (prometheus for promtool; rsyslog and its
 /// TLS driver: the syslog outputs' receiver; tcpreplay: the field corpus's derived
 /// captures and its live replay; protobuf-compiler: `protoc --decode` reads the Loki
-/// pushes with Loki's schema, not the agent's); the last five for `vm-test`
+/// pushes with Loki's schema, not the agent's; logrotate: the file output's rotation
+/// test; the six libraries syslog-ng needs, whose own package conflicts with rsyslog and
+/// is unpacked by [`syslog_ng`] instead); the last five for `vm-test`
 /// (QEMU, a static busybox as the VM's init shell, strip, and checking the
 /// signature of Debian's index before downloading kernels from it).
 const APT_PACKAGES: &[&str] = &[
@@ -34,6 +36,13 @@ const APT_PACKAGES: &[&str] = &[
     "protobuf-compiler",
     // pip, where python3 is Debian's own (PIP_PACKAGES).
     "python3-pip",
+    "logrotate",
+    "libivykis0",
+    "libpcre3",
+    "libnet1",
+    "libjson-c5",
+    "libwrap0",
+    "libglib2.0-0",
     "qemu-system-x86",
     "busybox-static",
     "binutils",
@@ -62,6 +71,7 @@ pub fn bootstrap(no_apt: bool) -> Result<()> {
         eprintln!("xtask: apt packages skipped (--no-apt)");
     } else {
         apt_packages(APT_PACKAGES)?;
+        syslog_ng()?;
     }
     pip_packages(PIP_PACKAGES)?;
     npm_packages(NPM_PACKAGES)
@@ -136,6 +146,62 @@ fn pip_packages(packages: &[(&str, &str)]) -> Result<()> {
                 missing.join(" ")
             )
         })
+}
+
+/// syslog-ng, the second receiver of the syslog output tests. Debian's `syslog-ng-core`
+/// conflicts with `rsyslog` (installing it removes rsyslog), so its package is downloaded
+/// (`apt-get download`) and unpacked (`dpkg -x`) into ~/.cache/hbwatch/syslog-ng/root
+/// instead, where agent/tests/support/syslog_ng.rs runs it from; its libraries come from
+/// APT_PACKAGES. Idempotent: a local probe when it is there.
+fn syslog_ng() -> Result<()> {
+    let dir = home()
+        .ok_or_else(|| anyhow!("HOME is not set; set it and re-run `cargo xtask bootstrap`."))?
+        .join(".cache/hbwatch/syslog-ng");
+    let root = dir.join("root");
+    if root.join("usr/sbin/syslog-ng").exists() {
+        eprintln!("xtask: syslog-ng ok (unpacked in {})", root.display());
+        return Ok(());
+    }
+    if which("apt-get").is_none() || which("dpkg").is_none() {
+        eprintln!("xtask: warning: no apt-get/dpkg: not unpacking syslog-ng (its tests skip)");
+        return Ok(());
+    }
+    eprintln!("xtask: unpacking syslog-ng-core into {}", root.display());
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let download = || {
+        let mut cmd = Command::new("apt-get");
+        cmd.current_dir(&dir)
+            .args(["-q", "download", "syslog-ng-core"]);
+        run(&mut cmd)
+    };
+    if download().is_err() {
+        // No package lists yet (a fresh machine): fetch them once and try again.
+        apt_get(&["update"])?;
+        download().context("apt-get download syslog-ng-core")?;
+    }
+    let deb = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("syslog-ng-core_") && n.ends_with(".deb"))
+        })
+        .max()
+        .ok_or_else(|| {
+            anyhow!(
+                "apt-get download left no syslog-ng-core_*.deb in {}",
+                dir.display()
+            )
+        })?;
+    let tmp = dir.join("root.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&tmp))
+        .with_context(|| format!("dpkg -x {}", deb.display()))?;
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::rename(&tmp, &root)
+        .with_context(|| format!("could not rename to {}", root.display()))?;
+    Ok(())
 }
 
 /// What `cargo xtask dist` needs on top: the musl target for the static binary, and its

@@ -21,10 +21,19 @@
 //! - A failed write (disk full, file system gone) drops the lines it held: they are counted
 //!   in `dropped` (and so reported as `agent.events_lost`), the partial line it may have
 //!   left is cut off again, and the next write tries again (reopening the file if needed).
+//! - External rotation (logrotate): at an event, at most once a second, the sink
+//!   compares `PATH`'s device and inode with the open file's. When `PATH` was renamed
+//!   away or removed (logrotate's `create`, `nocreate`) it opens `PATH` again, creating it
+//!   if needed; lines written in between went to the renamed file, so none is lost or
+//!   written twice. When the open file became shorter than what was written to it
+//!   (`copytruncate`) it goes on at the new end (the file is opened with `O_APPEND`, so
+//!   there is no hole) and counts size and age from there. `reopen()` (the agent calls it
+//!   on SIGHUP, logrotate's `postrotate`) writes out the buffer and opens `PATH` at once.
+//!   Set `max_size=0&max_age=0` when logrotate does the rotating.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -40,6 +49,8 @@ const BUF_LIMIT: usize = 64 << 10;
 /// More rotated files than this is surely a typo.
 const MAX_KEEP: usize = 1000;
 const MODE: u32 = 0o640;
+/// How often `PATH` is compared with the open file (external rotation).
+pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileOptions {
@@ -126,6 +137,10 @@ pub struct FileSink {
     opts: FileOptions,
     /// `None` after a failed (re)open: the next write tries again.
     file: Option<File>,
+    /// Device and inode of `file`, to see `PATH` renamed away or replaced.
+    ident: (u64, u64),
+    /// When `PATH` was last compared with the open file.
+    followed: SystemTime,
     /// Bytes of the current file (what is on disk, not what is buffered).
     size: u64,
     /// When the current file was started.
@@ -150,9 +165,13 @@ impl FileSink {
     pub fn with_clock(opts: FileOptions, clock: Clock) -> anyhow::Result<FileSink> {
         let (file, size, born) = open_file(&opts.path, &clock)
             .map_err(|e| anyhow::anyhow!("file:{}: {e}", opts.path.display()))?;
+        let ident = identity(&file);
+        let followed = clock();
         Ok(FileSink {
             opts,
             file: Some(file),
+            ident,
+            followed,
             size,
             born,
             buf: Vec::with_capacity(BUF_LIMIT + 4096),
@@ -185,7 +204,7 @@ impl FileSink {
         }
         let lines = std::mem::take(&mut self.buf_lines);
         if self.file.is_none() {
-            if let Err(e) = self.reopen() {
+            if let Err(e) = self.open_path() {
                 self.fail(lines, &format!("cannot open: {e}"));
                 return;
             }
@@ -232,7 +251,7 @@ impl FileSink {
         if let Err(e) = shift(&self.opts.path, self.opts.keep) {
             warn!("file:{}: rotation failed: {e}", self.opts.path.display());
         }
-        if let Err(e) = self.reopen() {
+        if let Err(e) = self.open_path() {
             // Written lines wait in the buffer; the next write out tries again.
             warn!("file:{}: cannot open: {e}", self.opts.path.display());
             self.size = 0;
@@ -240,14 +259,66 @@ impl FileSink {
         }
     }
 
+    /// External rotation, looked for at most every [`FOLLOW_EVERY`]: `PATH` renamed away,
+    /// removed or replaced (a new inode) is opened again; a file truncated under the sink
+    /// (`copytruncate`) is written on at its new end.
+    fn follow(&mut self) {
+        let now = (self.clock)();
+        let due = now
+            .duration_since(self.followed)
+            .map_or(true, |d| d >= FOLLOW_EVERY);
+        if !due {
+            return;
+        }
+        self.followed = now;
+        let Some(file) = &self.file else {
+            return; // write_out opens it
+        };
+        let shown = self.opts.path.display().to_string();
+        match std::fs::metadata(&self.opts.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.ident => {
+                let len = file.metadata().map_or(self.size, |m| m.len());
+                if len < self.size {
+                    info!(
+                        "file:{shown}: truncated from {} to {len} bytes (copytruncate): \
+                         writing on at its end",
+                        self.size
+                    );
+                    self.size = len;
+                    self.born = now;
+                }
+            }
+            found => {
+                let why = if found.is_ok() {
+                    "replaced by another file"
+                } else {
+                    "moved away or removed"
+                };
+                info!("file:{shown}: {why} (log rotation): opening it again");
+                self.file = None;
+                if let Err(e) = self.open_path() {
+                    // write_out counts the lines as dropped and tries again next time.
+                    warn!("file:{shown}: cannot open: {e}");
+                }
+            }
+        }
+    }
+
     /// Opens `PATH` (again) and takes its size and age from it.
-    fn reopen(&mut self) -> std::io::Result<()> {
+    fn open_path(&mut self) -> std::io::Result<()> {
         let (f, size, born) = open_file(&self.opts.path, &self.clock)?;
+        self.ident = identity(&f);
         self.file = Some(f);
         self.size = size;
         self.born = born;
         Ok(())
     }
+}
+
+/// Device and inode of an open file ((0, 0) if it cannot be read: the next comparison
+/// then reopens `PATH`, which is harmless).
+fn identity(f: &File) -> (u64, u64) {
+    f.metadata().map_or((0, 0), |m| (m.dev(), m.ino()))
 }
 
 /// `PATH.keep` removed, `PATH.i` -> `PATH.i+1`, `PATH` -> `PATH.1` (removed if keep is 0).
@@ -300,6 +371,8 @@ impl Sink for FileSink {
     fn send(&mut self, ev: &Event) -> anyhow::Result<()> {
         self.line.clear();
         ev.write_line(&mut self.line);
+        // Before the size and age are looked at: a truncated file starts them again.
+        self.follow();
         if self.due(self.line.len() as u64) {
             self.rotate();
         }
@@ -314,6 +387,20 @@ impl Sink for FileSink {
     fn flush(&mut self) -> anyhow::Result<()> {
         self.write_out();
         Ok(())
+    }
+
+    /// SIGHUP (logrotate's `postrotate`): what is buffered goes to the file open now,
+    /// then `PATH` is opened again, whatever it is.
+    fn reopen(&mut self) {
+        self.write_out();
+        if let Some(f) = self.file.take() {
+            let _ = f.sync_all();
+        }
+        self.followed = (self.clock)();
+        match self.open_path() {
+            Ok(()) => info!("file:{}: reopened (SIGHUP)", self.opts.path.display()),
+            Err(e) => warn!("file:{}: cannot open: {e}", self.opts.path.display()),
+        }
     }
 
     fn close(&mut self, _timeout: Duration) -> anyhow::Result<()> {
@@ -534,6 +621,95 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "an existing file keeps its mode");
+    }
+
+    /// A sink on a clock the test moves on (seconds since an hour).
+    fn clocked(path: &Path, query: &str) -> (FileSink, Arc<AtomicU64>) {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_341_600);
+        let secs = Arc::new(AtomicU64::new(0));
+        let s = secs.clone();
+        let clock: Clock = Box::new(move || t0 + Duration::from_secs(s.load(Ordering::Relaxed)));
+        (
+            FileSink::with_clock(opts(path, query), clock).unwrap(),
+            secs,
+        )
+    }
+
+    #[test]
+    fn follows_a_file_renamed_away_within_a_second_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.ndjson");
+        let (mut sink, secs) = clocked(&path, "max_size=0&max_age=0");
+        sink.send(&ev(0)).unwrap();
+        sink.flush().unwrap();
+        // logrotate's `create`: renamed, and a new empty file in its place.
+        std::fs::rename(&path, numbered(&path, 1)).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        // Within the second: still the renamed file (no stat per event).
+        sink.send(&ev(1)).unwrap();
+        sink.flush().unwrap();
+        secs.store(1, Ordering::Relaxed);
+        sink.send(&ev(2)).unwrap();
+        sink.flush().unwrap();
+        // `nocreate`: removed and not replaced; the sink creates it.
+        std::fs::rename(&path, numbered(&path, 2)).unwrap();
+        secs.store(2, Ordering::Relaxed);
+        sink.send(&ev(3)).unwrap();
+        sink.close(Duration::ZERO).unwrap();
+        assert_eq!(read(&numbered(&path, 1)), ["event 0000", "event 0001"]);
+        assert_eq!(read(&numbered(&path, 2)), ["event 0002"]);
+        assert_eq!(read(&path), ["event 0003"]);
+        let st = sink.stats();
+        assert_eq!((st.delivered, st.dropped), (4, 0));
+    }
+
+    #[test]
+    fn a_truncated_file_is_written_on_at_its_new_end_with_size_counted_from_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.ndjson");
+        // Three lines fit in a file.
+        let max = 3 * line_len() + line_len() / 2;
+        let (mut sink, secs) = clocked(&path, &format!("max_size={max}&max_age=0&keep=3"));
+        sink.send(&ev(0)).unwrap();
+        sink.send(&ev(1)).unwrap();
+        sink.flush().unwrap();
+        // logrotate's `copytruncate`.
+        std::fs::copy(&path, numbered(&path, 1)).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        secs.store(1, Ordering::Relaxed);
+        for n in 2..5 {
+            sink.send(&ev(n)).unwrap();
+        }
+        sink.close(Duration::ZERO).unwrap();
+        // From offset 0 (no hole of zeros), and three lines before the sink's own
+        // rotation would start a new file: the size was taken from the truncated file.
+        let text = std::fs::read(&path).unwrap();
+        assert!(!text.contains(&0), "no hole");
+        assert_eq!(read(&path), ["event 0002", "event 0003", "event 0004"]);
+        assert_eq!(read(&numbered(&path, 1)), ["event 0000", "event 0001"]);
+    }
+
+    #[test]
+    fn reopen_writes_out_then_opens_the_path_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.ndjson");
+        let (mut sink, _secs) = clocked(&path, "max_size=0&max_age=0");
+        sink.send(&ev(0)).unwrap();
+        sink.flush().unwrap();
+        std::fs::rename(&path, numbered(&path, 1)).unwrap();
+        sink.send(&ev(1)).unwrap(); // buffered: goes to the file open now
+        Sink::reopen(&mut sink); // SIGHUP, no second needed
+        sink.send(&ev(2)).unwrap();
+        sink.close(Duration::ZERO).unwrap();
+        assert_eq!(read(&numbered(&path, 1)), ["event 0000", "event 0001"]);
+        assert_eq!(read(&path), ["event 0002"]);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
     }
 
     #[test]

@@ -232,6 +232,12 @@ impl Sink for Fanout {
         Fanout::each_stats(self)
     }
 
+    fn reopen(&mut self) {
+        for s in &mut self.sinks {
+            s.reopen();
+        }
+    }
+
     fn stats(&self) -> SinkStats {
         Fanout::each_stats(self)
             .into_iter()

@@ -6,7 +6,9 @@
 #![allow(dead_code)]
 
 pub mod loki;
+pub mod pki;
 pub mod rsyslog;
+pub mod syslog_ng;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -248,6 +248,7 @@ pub fn check(
         "{transport}: MSGs differ from the stdout lines"
     );
     let mut by_severity = BTreeMap::new();
+    let mut sequence = Vec::new();
     for m in got {
         let ev: Value = serde_json::from_str(m["msg"].as_str().unwrap().trim_start())
             .unwrap_or_else(|e| panic!("{transport}: MSG is not JSON ({e}): {m}"));
@@ -266,7 +267,9 @@ pub fn check(
             assert_eq!(m["ver"], "1", "{transport}: {m}");
             assert_eq!(m["msgid"], ev["event"]["action"], "{transport}: {m}");
             assert_eq!(m["ts"], ts, "{transport}: TIMESTAMP is @timestamp: {m}");
-            assert_eq!(m["sd"], "-", "{transport}: {m}");
+            let sd = m["sd"].as_str().unwrap();
+            let n = sequence_id(sd).unwrap_or_else(|| panic!("{transport}: SD {sd:?}: {m}"));
+            sequence.push(n);
         } else {
             // "2026-11-22T10:00:05.536897Z" -> "Nov 22 10:00:05"
             assert_eq!(ts[..8], *"2026-11-", "{ts}");
@@ -278,5 +281,26 @@ pub fn check(
             );
         }
     }
+    if rfc5424 {
+        // One sink, one run: the numbers are 1..=n, each once (a gap would be a lost
+        // event, a repeat a duplicate).
+        sequence.sort_unstable();
+        assert!(
+            sequence.iter().copied().eq(1..=events.len() as u64),
+            "{transport}: sequenceIds are not 1..={}: first {:?}, last {:?}",
+            events.len(),
+            sequence.first(),
+            sequence.last()
+        );
+    }
     by_severity
+}
+
+/// N of RFC 5424 structured data that is exactly `[meta sequenceId="N"]`.
+pub fn sequence_id(sd: &str) -> Option<u64> {
+    sd.strip_prefix("[meta sequenceId=\"")?
+        .strip_suffix("\"]")?
+        .parse()
+        .ok()
+        .filter(|n| (1..=2_147_483_647).contains(n))
 }

@@ -95,8 +95,16 @@ impl Header {
     }
 
     /// Appends the header of one message (everything before MSG, its trailing space
-    /// included) to `out`.
-    pub fn write(&self, out: &mut Vec<u8>, level: Level, timestamp: &str, msgid: &str) {
+    /// included) to `out`. `sequence`: RFC 5424's `[meta sequenceId="N"]` as
+    /// STRUCTURED-DATA (`-` without it); RFC 3164 has no structured data.
+    pub fn write(
+        &self,
+        out: &mut Vec<u8>,
+        level: Level,
+        timestamp: &str,
+        msgid: &str,
+        sequence: Option<u32>,
+    ) {
         let pri = u16::from(self.facility) * 8 + u16::from(severity(level));
         match self.format {
             Format::Rfc5424 => {
@@ -107,12 +115,18 @@ impl Header {
                 };
                 let _ = write!(
                     out,
-                    "<{pri}>1 {ts} {} {} {} {} - ",
+                    "<{pri}>1 {ts} {} {} {} {} ",
                     self.hostname,
                     self.app_name,
                     self.procid,
                     token(msgid, 32)
                 );
+                match sequence {
+                    Some(n) => {
+                        let _ = write!(out, "[meta sequenceId=\"{n}\"] ");
+                    }
+                    None => out.extend_from_slice(b"- "),
+                }
             }
             Format::Rfc3164 => {
                 let _ = write!(
@@ -173,6 +187,25 @@ pub fn bsd_timestamp(ts: &str) -> String {
     )
 }
 
+/// RFC 5424 7.3.1: sequenceId runs from 1 to 2147483647, then starts again at 1.
+pub const SEQUENCE_MAX: u32 = 2_147_483_647;
+
+/// The sequenceId after `n`.
+pub const fn next_sequence(n: u32) -> u32 {
+    if n >= SEQUENCE_MAX {
+        1
+    } else {
+        n + 1
+    }
+}
+
+/// RFC 6587 3.4.2 non-transparent framing: `MSG LF`, for receivers that do not take
+/// octet counting. Safe here because MSG is a JSON line, which has no raw newline.
+pub fn newline_framed(mut msg: Vec<u8>) -> Vec<u8> {
+    msg.push(b'\n');
+    msg
+}
+
 /// RFC 6587 octet counting (also RFC 5425 for TLS): `LEN SP MSG`.
 pub fn octet_counted(msg: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(msg.len() + 8);
@@ -189,12 +222,12 @@ mod tests {
 
     fn head(h: &Header, level: Level, ts: &str, msgid: &str) -> String {
         let mut v = Vec::new();
-        h.write(&mut v, level, ts, msgid);
+        h.write(&mut v, level, ts, msgid, None);
         String::from_utf8(v).unwrap()
     }
 
     #[test]
-    fn rfc5424_header_has_pri_version_timestamp_host_app_pid_msgid_and_no_sd() {
+    fn rfc5424_header_has_pri_version_timestamp_host_app_pid_msgid_and_nil_sd_without_sequence() {
         let h = Header::new(Format::Rfc5424, 16, "cs-probe-1", "hbwatch", 4242);
         assert_eq!(
             head(&h, Level::Warning, TS, "heartbeat.gap"),
@@ -206,6 +239,26 @@ mod tests {
         assert!(head(&h, Level::Critical, TS, "a").starts_with("<130>1 "));
         let daemon = Header::new(Format::Rfc5424, 3, "h", "hbwatch", 1);
         assert!(head(&daemon, Level::Critical, TS, "a").starts_with("<26>1 "));
+    }
+
+    #[test]
+    fn sequence_id_is_structured_data_and_wraps_to_one() {
+        let h = Header::new(Format::Rfc5424, 16, "cs-probe-1", "hbwatch", 4242);
+        let mut v = Vec::new();
+        h.write(&mut v, Level::Info, TS, "peer.up", Some(7));
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            "<134>1 2026-11-02T10:00:05.536897Z cs-probe-1 hbwatch 4242 peer.up \
+             [meta sequenceId=\"7\"] "
+        );
+        assert_eq!(next_sequence(1), 2);
+        assert_eq!(next_sequence(SEQUENCE_MAX - 1), SEQUENCE_MAX);
+        assert_eq!(next_sequence(SEQUENCE_MAX), 1);
+        // RFC 3164 has nowhere to put it.
+        let bsd = Header::new(Format::Rfc3164, 16, "cs-probe-1", "hbwatch", 4242);
+        let mut v = Vec::new();
+        bsd.write(&mut v, Level::Info, TS, "peer.up", Some(7));
+        assert!(!String::from_utf8(v).unwrap().contains("sequenceId"));
     }
 
     #[test]

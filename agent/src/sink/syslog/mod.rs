@@ -2,12 +2,16 @@
 //! event as one syslog message whose MSG is the event's JSON line (without its newline).
 //!
 //! Header (RFC 5424 by default):
-//! `<PRI>1 @timestamp HOSTNAME hbwatch PID event.action - {"@timestamp":...}`
+//! `<PRI>1 @timestamp HOSTNAME hbwatch PID event.action [meta sequenceId="N"] {"@timestamp":...}`
 //! - PRI = facility * 8 + severity; severity from `log.level`: info 6, warning 4,
 //!   error 3, critical 2.
 //! - TIMESTAMP is the event's `@timestamp` (UTC, microseconds), HOSTNAME the agent's
 //!   hostname (`--hostname`), APP-NAME `hbwatch`, PROCID the agent's pid, MSGID the
-//!   event's `event.action`, no STRUCTURED-DATA (`-`), no BOM before MSG.
+//!   event's `event.action`, STRUCTURED-DATA `[meta sequenceId="N"]` (RFC 5424 7.3.1:
+//!   1, 2, ... per sink, wrapping from 2147483647 to 1; `sequence=off`: `-`), no BOM
+//!   before MSG. Every event takes the next number when it is formatted, so a gap at
+//!   the receiver is an event lost on the way (UDP, a full queue, over `max_message`),
+//!   and a repeated number a frame sent again after a reconnect.
 //! - `format=rfc3164`: `<PRI>Mmm dd hh:mm:ss HOSTNAME hbwatch[PID]: {...}` with the
 //!   event's time in UTC (RFC 3164 has no year and no zone; MSGID is not carried).
 //!
@@ -16,7 +20,9 @@
 //!   65507 bytes, the IPv4 UDP limit) are dropped, counted and logged. Datagrams are paced
 //!   (`rate`) so that a receiver's socket buffer survives bursts; "delivered" means handed
 //!   to the kernel (UDP has no acknowledgement).
-//! - TCP and TLS: octet-counting framing (`LEN SP MSG`, RFC 6587 3.4.1 / RFC 5425). A
+//! - TCP and TLS: octet-counting framing (`LEN SP MSG`, RFC 6587 3.4.1 / RFC 5425), or
+//!   with `framing=newline` one message per line (`MSG LF`, RFC 6587 3.4.2) for
+//!   receivers without octet counting (MSG is a JSON line: it has no raw newline). A
 //!   frame counts as delivered once the peer's TCP acknowledged it and the connection has
 //!   been up for 500 ms; frames not counted yet when a connection breaks are sent again
 //!   on the next one (see `stream`), so a receiver that restarts loses nothing that was
@@ -31,6 +37,8 @@
 //! |---|---|---|---|
 //! | `format` | all | `rfc5424` | `rfc5424` or `rfc3164` |
 //! | `facility` | all | `local0` | facility name (`daemon`, `local0`..`local7`, ...) or 0-23 |
+//! | `framing` | tcp, tls | `octet` | `octet` (`LEN SP MSG`) or `newline` (`MSG LF`) |
+//! | `sequence` | all | `on` (rfc5424), `off` (rfc3164) | `[meta sequenceId="N"]` structured data |
 //! | `queue` | all | `10000` | events held in memory while the receiver is slow or away |
 //! | `max_message` | all | `65507` (udp), `1MiB` | larger messages are dropped and counted |
 //! | `rate` | udp | `5000` | datagrams per second (bursts of at most 32); `0`: unpaced |
@@ -65,6 +73,15 @@ use crate::event::Event;
 use crate::output::{Sink, SinkStats};
 use queue::Queue;
 
+/// How TCP and TLS frames are delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `LEN SP MSG` (RFC 6587 3.4.1, RFC 5425): the default.
+    Octet,
+    /// `MSG LF` (RFC 6587 3.4.2), for receivers without octet counting.
+    Newline,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Udp,
@@ -89,6 +106,10 @@ pub struct SyslogOptions {
     pub name: String,
     pub format: Format,
     pub facility: u8,
+    /// TCP and TLS only (UDP has one message per datagram).
+    pub framing: Framing,
+    /// `[meta sequenceId="N"]` in RFC 5424 messages.
+    pub sequence: bool,
     pub queue: usize,
     pub max_message: usize,
     pub rate: u32,
@@ -103,6 +124,8 @@ pub struct SyslogOptions {
 const KNOWN: &[&str] = &[
     "format",
     "facility",
+    "framing",
+    "sequence",
     "queue",
     "max_message",
     "rate",
@@ -153,6 +176,8 @@ impl SyslogOptions {
             name,
             format: Format::Rfc5424,
             facility: 16,
+            framing: Framing::Octet,
+            sequence: true,
             queue: 10_000,
             max_message: if transport == Transport::Udp {
                 UDP_MAX
@@ -192,6 +217,24 @@ impl SyslogOptions {
                     }
                 }
                 "facility" => o.facility = parse_facility(&v).map_err(bad)?,
+                "framing" => {
+                    only(
+                        &[Transport::Tcp, Transport::Tls],
+                        "syslog+tcp and syslog+tls",
+                    )?;
+                    o.framing = match v.to_ascii_lowercase().as_str() {
+                        "octet" => Framing::Octet,
+                        "newline" | "lf" => Framing::Newline,
+                        _ => return Err(format!("framing: {v:?} (use octet or newline)")),
+                    }
+                }
+                "sequence" => {
+                    o.sequence = match v.to_ascii_lowercase().as_str() {
+                        "on" | "true" | "yes" | "1" => true,
+                        "off" | "false" | "no" | "0" => false,
+                        _ => return Err(format!("sequence: {v:?} (use on or off)")),
+                    }
+                }
                 "queue" => {
                     o.queue = v
                         .trim()
@@ -265,6 +308,14 @@ impl SyslogOptions {
         if o.cert.is_some() != o.key.is_some() {
             return Err("cert and key go together".into());
         }
+        if o.format == Format::Rfc3164 {
+            if seen.iter().any(|k| k == "sequence") && o.sequence {
+                return Err("sequence=on needs format=rfc5424 (RFC 3164 has no \
+                            structured data)"
+                    .into());
+            }
+            o.sequence = false;
+        }
         Ok(o)
     }
 }
@@ -277,7 +328,9 @@ pub fn open(opts: &SyslogOptions, ctx: &SinkContext) -> anyhow::Result<Box<dyn S
 pub struct SyslogSink {
     name: String,
     header: Header,
-    octet_counted: bool,
+    framing: Option<Framing>,
+    /// The next sequenceId (None: sequence=off).
+    sequence: Option<u32>,
     max_message: usize,
     queue: Arc<Queue>,
     sender: Option<JoinHandle<()>>,
@@ -334,7 +387,8 @@ impl SyslogSink {
                 &ctx.job,
                 std::process::id(),
             ),
-            octet_counted: o.transport != Transport::Udp,
+            framing: (o.transport != Transport::Udp).then_some(o.framing),
+            sequence: o.sequence.then_some(1),
             max_message: o.max_message,
             queue,
             sender: Some(sender),
@@ -344,14 +398,20 @@ impl SyslogSink {
         })
     }
 
-    /// The syslog message of one event (header and JSON, no framing).
+    /// The syslog message of one event (header and JSON, no framing). Takes the next
+    /// sequenceId: every event gets one whether it is then queued or dropped, so a
+    /// receiver sees a gap for each one lost anywhere on the way.
     pub fn message(&mut self, ev: &Event) -> Vec<u8> {
         self.json.clear();
         ev.write_line(&mut self.json);
         self.json.pop(); // the newline
         let mut msg = Vec::with_capacity(self.json.len() + 128);
+        let seq = self.sequence;
+        if let Some(n) = &mut self.sequence {
+            *n = format::next_sequence(*n);
+        }
         self.header
-            .write(&mut msg, ev.log.level, &ev.timestamp, ev.event.action);
+            .write(&mut msg, ev.log.level, &ev.timestamp, ev.event.action, seq);
         msg.extend_from_slice(&self.json);
         msg
     }
@@ -429,10 +489,10 @@ impl Sink for SyslogSink {
             }
             return Ok(());
         }
-        let frame = if self.octet_counted {
-            format::octet_counted(&msg)
-        } else {
-            msg
+        let frame = match self.framing {
+            Some(Framing::Octet) => format::octet_counted(&msg),
+            Some(Framing::Newline) => format::newline_framed(msg),
+            None => msg,
         };
         if self.queue.push(frame) {
             self.full = false;

@@ -164,18 +164,79 @@ fn tls_setup_errors_show_at_open() {
 fn message_is_the_header_and_the_json_line() {
     let o = parse("syslog+udp://127.0.0.1:9").unwrap();
     let mut sink = SyslogSink::open(&o, &ctx()).unwrap();
-    let msg = String::from_utf8(sink.message(&ev(1, Level::Warning))).unwrap();
     let line = ev(1, Level::Warning).to_line();
-    assert_eq!(
-        msg,
-        format!(
-            "<132>1 2026-11-22T10:00:05.536897Z cs-probe-1 hbwatch {} heartbeat.gap - {}",
-            std::process::id(),
-            line.trim_end()
-        )
-    );
-    assert!(!msg.contains('\n'));
+    for seq in 1..=2 {
+        let msg = String::from_utf8(sink.message(&ev(1, Level::Warning))).unwrap();
+        assert_eq!(
+            msg,
+            format!(
+                "<132>1 2026-11-22T10:00:05.536897Z cs-probe-1 hbwatch {} heartbeat.gap \
+                 [meta sequenceId=\"{seq}\"] {}",
+                std::process::id(),
+                line.trim_end()
+            )
+        );
+        assert!(!msg.contains('\n'));
+    }
     sink.close(Duration::ZERO).unwrap();
+    // sequence=off: no structured data.
+    let o = parse("syslog+udp://127.0.0.1:9?sequence=off").unwrap();
+    let mut sink = SyslogSink::open(&o, &ctx()).unwrap();
+    let msg = String::from_utf8(sink.message(&ev(1, Level::Warning))).unwrap();
+    assert!(msg.contains(" heartbeat.gap - {"), "{msg}");
+    sink.close(Duration::ZERO).unwrap();
+}
+
+#[test]
+fn framing_and_sequence_options() {
+    let o = parse("syslog+tcp://h").unwrap();
+    assert_eq!((o.framing, o.sequence), (Framing::Octet, true));
+    let o = parse("syslog+tls://h?framing=newline&sequence=off").unwrap();
+    assert_eq!((o.framing, o.sequence), (Framing::Newline, false));
+    assert!(parse("syslog+udp://h?framing=newline")
+        .unwrap_err()
+        .contains("syslog+tcp and syslog+tls only"));
+    assert!(parse("syslog+tcp://h?framing=lines")
+        .unwrap_err()
+        .contains("octet or newline"));
+    assert!(parse("syslog+udp://h?sequence=maybe")
+        .unwrap_err()
+        .contains("on or off"));
+    // RFC 3164 has no structured data: off unless asked for, an error if asked for.
+    assert!(!parse("syslog+udp://h?format=rfc3164").unwrap().sequence);
+    assert!(parse("syslog+udp://h?format=rfc3164&sequence=on")
+        .unwrap_err()
+        .contains("rfc5424"));
+}
+
+#[test]
+fn newline_framing_sends_one_message_per_line() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let o = parse(&format!("syslog+tcp://127.0.0.1:{port}?framing=newline")).unwrap();
+    let mut sink = SyslogSink::open(&o, &ctx()).unwrap();
+    for n in 0..5 {
+        sink.send(&ev(n, Level::Info)).unwrap();
+    }
+    let (conn, _) = listener.accept().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        BufReader::new(conn)
+            .lines()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    });
+    sink.close(Duration::from_secs(5)).unwrap();
+    let lines = reader.join().unwrap();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    for (n, l) in lines.iter().enumerate() {
+        assert!(l.starts_with("<134>1 "), "no length prefix: {l}");
+        assert!(
+            l.contains(&format!("[meta sequenceId=\"{}\"]", n + 1)),
+            "{l}"
+        );
+        assert_eq!(body(l)["message"], format!("event {n}"));
+    }
 }
 
 #[test]
