@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod loki;
+pub mod queue;
 pub mod syslog;
 
 use std::collections::BTreeMap;

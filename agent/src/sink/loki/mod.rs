@@ -40,27 +40,31 @@
 //! docs/outputs/loki.md has the user-facing version.
 
 pub mod proto;
-pub mod spool;
-mod worker;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::warn;
 
 pub use self::proto::Encoding;
-use self::proto::{format_labels, valid_label_name, EntryAdapter, LabelPairAdapter, Timestamp};
-use self::spool::Spool;
-use self::worker::{Config, Shared, State};
-use super::{parse_duration, parse_size, query_pairs, SinkContext};
+use self::proto::{
+    format_labels, valid_label_name, EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter,
+    Timestamp,
+};
+pub use super::queue::http::Secret;
+pub use super::queue::spool;
+use super::queue::{
+    http, on_off, Config, Outcome, Payload, Pipeline, QueueOptions, Transport, QUEUE_KEYS,
+};
+use super::{query_pairs, SinkContext};
 use crate::event::{Event, Level};
 use crate::output::{Sink, SinkStats};
 
 /// Path of the push API when the URL has none.
 pub const DEFAULT_PATH: &str = "/loki/api/v1/push";
+
+/// Spool file names end so: each holds a snappy-compressed protobuf push body.
+pub const SPOOL_SUFFIX: &str = ".pb.snappy";
 
 const KNOWN: &[&str] = &[
     "encoding",
@@ -77,46 +81,17 @@ const KNOWN: &[&str] = &[
     "metadata",
 ];
 
-/// A password from the URL: kept out of `Debug` output and logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
 /// A parsed `loki+http(s)://` output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LokiOptions {
     /// `loki+http://host:port[/path][?tenant=..]`: no credentials (logs, `where` of
     /// `agent.events_lost`, the spool directory's name).
     pub name: String,
-    /// The push URL: `http(s)://host:port/path`.
-    pub endpoint: String,
-    pub user: Option<String>,
-    pub password: Option<Secret>,
+    /// Endpoint, credentials, CA, batching, spool, timeouts, backoff.
+    pub queue: QueueOptions,
     pub tenant: Option<String>,
-    pub ca: Option<PathBuf>,
     pub encoding: Encoding,
-    pub batch_size: u64,
-    pub batch_wait: Duration,
-    pub queue_max: u64,
-    pub spool: bool,
-    pub spool_max: u64,
-    pub timeout: Duration,
-    pub min_backoff: Duration,
-    pub max_backoff: Duration,
     pub metadata: bool,
-}
-
-fn on_off(v: &str) -> Result<bool, String> {
-    match v {
-        "on" | "true" | "yes" | "1" => Ok(true),
-        "off" | "false" | "no" | "0" => Ok(false),
-        _ => Err("expected on or off".into()),
-    }
 }
 
 /// Loki's (Cortex's) rule for tenant IDs.
@@ -131,66 +106,12 @@ fn valid_tenant(t: &str) -> bool {
 
 impl LokiOptions {
     pub fn parse(url: &url::Url) -> Result<LokiOptions, String> {
-        let tls = match url.scheme() {
-            "loki+http" => false,
-            "loki+https" => true,
-            s => {
-                return Err(format!(
-                    "{s:?} is not a Loki scheme (loki+http, loki+https)"
-                ))
-            }
-        };
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("no host: expected loki+http://HOST:PORT[/path]")?;
-        if url.fragment().is_some() {
-            return Err("a #fragment has no meaning in a Loki URL".into());
-        }
-        let authority = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_string(),
-        };
-        let path = match url.path() {
-            "" | "/" => DEFAULT_PATH,
-            p => p,
-        };
-        let endpoint = format!("{}://{authority}{path}", if tls { "https" } else { "http" });
-        url::Url::parse(&endpoint).map_err(|e| format!("push URL {endpoint}: {e}"))?;
-        let decode = |s: &str, what: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| format!("{what} in the URL is not UTF-8 once percent-decoded"))
-        };
-        let user = match url.username() {
-            "" => None,
-            u => Some(decode(u, "user")?),
-        };
-        let password = url
-            .password()
-            .map(|p| decode(p, "password").map(Secret))
-            .transpose()?;
-        if password.is_some() && user.is_none() {
-            return Err("a password without a user name".into());
-        }
-
+        let (queue, parts) = QueueOptions::from_url(url, "loki", "Loki", DEFAULT_PATH)?;
         let mut o = LokiOptions {
             name: String::new(),
-            endpoint,
-            user,
-            password,
+            queue,
             tenant: None,
-            ca: None,
             encoding: Encoding::Protobuf,
-            batch_size: 1 << 20,
-            batch_wait: Duration::from_secs(1),
-            queue_max: 8 << 20,
-            spool: true,
-            spool_max: 256 << 20,
-            timeout: Duration::from_secs(10),
-            min_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
             metadata: true,
         };
         let pairs = query_pairs(
@@ -199,19 +120,14 @@ impl LokiOptions {
             KNOWN,
         )?;
         let mut seen = BTreeSet::new();
-        let mut queue_max_given = false;
         for (k, v) in pairs {
             if !seen.insert(k.clone()) {
                 return Err(format!("option {k} given twice"));
             }
+            if o.queue.set(&k, &v)? {
+                continue;
+            }
             let bad = |why: String| format!("option {k}={v:?}: {why}");
-            let positive = |d: Duration| {
-                if d.is_zero() {
-                    Err(bad("must be more than 0".into()))
-                } else {
-                    Ok(d)
-                }
-            };
             match k.as_str() {
                 "encoding" => {
                     o.encoding = match v.as_str() {
@@ -228,54 +144,21 @@ impl LokiOptions {
                     }
                     o.tenant = Some(v.clone());
                 }
-                "ca" => {
-                    if v.is_empty() {
-                        return Err(bad("expected the path of a PEM file".into()));
-                    }
-                    o.ca = Some(PathBuf::from(&v));
-                }
-                "batch_size" => {
-                    o.batch_size = parse_size(&v).map_err(bad)?;
-                    if o.batch_size == 0 {
-                        return Err(bad("must be more than 0".into()));
-                    }
-                }
-                "batch_wait" => o.batch_wait = parse_duration(&v).map_err(bad)?,
-                "queue_max" => {
-                    o.queue_max = parse_size(&v).map_err(bad)?;
-                    queue_max_given = true;
-                }
-                "spool" => o.spool = on_off(&v).map_err(bad)?,
-                "spool_max" => o.spool_max = parse_size(&v).map_err(bad)?,
-                "timeout" => o.timeout = positive(parse_duration(&v).map_err(bad)?)?,
-                "min_backoff" => o.min_backoff = positive(parse_duration(&v).map_err(bad)?)?,
-                "max_backoff" => o.max_backoff = positive(parse_duration(&v).map_err(bad)?)?,
                 "metadata" => o.metadata = on_off(&v).map_err(bad)?,
                 _ => unreachable!("query_pairs lets only known options through"),
             }
         }
-        if o.ca.is_some() && !tls {
-            return Err("option ca only applies to loki+https".into());
-        }
-        if o.queue_max < o.batch_size {
-            if queue_max_given {
-                return Err(format!(
-                    "queue_max ({}) must be at least batch_size ({})",
-                    o.queue_max, o.batch_size
-                ));
-            }
-            o.queue_max = o.batch_size;
-        }
-        if o.min_backoff > o.max_backoff {
-            return Err(format!(
-                "min_backoff ({:?}) is more than max_backoff ({:?})",
-                o.min_backoff, o.max_backoff
-            ));
-        }
+        debug_assert!(QUEUE_KEYS.iter().all(|k| KNOWN.contains(k)));
+        o.queue.check(&parts, "loki")?;
         o.name = format!(
-            "{}://{authority}{}{}",
+            "{}://{}{}{}",
             url.scheme(),
-            if path == DEFAULT_PATH { "" } else { path },
+            parts.authority,
+            if parts.path == DEFAULT_PATH {
+                ""
+            } else {
+                &parts.path
+            },
             o.tenant
                 .as_ref()
                 .map_or(String::new(), |t| format!("?tenant={t}"))
@@ -286,16 +169,7 @@ impl LokiOptions {
     /// The spool directory's name: the output name with anything but `[A-Za-z0-9.-]`
     /// replaced by `_`.
     pub fn spool_name(&self) -> String {
-        self.name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
+        super::queue::spool_name(&self.name)
     }
 }
 
@@ -373,35 +247,89 @@ fn metadata(ev: &Event) -> Vec<LabelPairAdapter> {
     md
 }
 
-/// `300ms`, `2.5s`: for logs.
-fn human(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}
-
-fn now_unix_ns() -> i128 {
+pub(crate) fn now_unix_ns() -> i128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128)
 }
 
+/// Stream key of an event: the labels that vary (`protocol`, `level`).
+type StreamKey = (Option<&'static str>, Level);
+
+/// A Loki batch: one stream per label set.
+#[derive(Debug, Clone, Default)]
+pub struct LokiBatch {
+    req: PushRequest,
+    keys: Vec<StreamKey>,
+}
+
+impl LokiBatch {
+    fn add(&mut self, key: StreamKey, labels: impl FnOnce() -> String, entry: EntryAdapter) {
+        let i = match self.keys.iter().position(|k| *k == key) {
+            Some(i) => i,
+            None => {
+                self.keys.push(key);
+                self.req.streams.push(StreamAdapter {
+                    labels: labels(),
+                    entries: Vec::new(),
+                    hash: 0,
+                });
+                self.keys.len() - 1
+            }
+        };
+        self.req.streams[i].entries.push(entry);
+    }
+}
+
+impl Payload for LokiBatch {
+    fn spool_body(&self) -> Vec<u8> {
+        self.req.to_snappy()
+    }
+}
+
+/// Pushes to Loki: 429, 408, 5xx and transport errors are worth a retry.
+struct LokiTransport {
+    client: http::Client,
+    encoding: Encoding,
+}
+
+impl Transport for LokiTransport {
+    type Batch = LokiBatch;
+
+    fn body(&self, b: &LokiBatch) -> Result<Vec<u8>, String> {
+        b.req.body(self.encoding)
+    }
+
+    fn spooled_body(&self, stored: Vec<u8>) -> Result<Vec<u8>, String> {
+        match self.encoding {
+            Encoding::Protobuf => Ok(stored),
+            Encoding::Json => PushRequest::from_snappy(&stored).and_then(|r| r.to_json()),
+        }
+    }
+
+    fn body_is_spool_body(&self) -> bool {
+        self.encoding == Encoding::Protobuf
+    }
+
+    fn push(&self, body: &[u8], timeout: Duration) -> Outcome {
+        match self
+            .client
+            .post(body, timeout, |s| matches!(s, 408 | 429 | 500..=599))
+        {
+            Ok(_) => Outcome::Delivered,
+            Err(o) => o,
+        }
+    }
+}
+
 /// One Loki output.
 pub struct LokiSink {
-    cfg: Config,
-    shared: Arc<Shared>,
+    pipe: Pipeline<LokiBatch>,
     labeler: Labeler,
     metadata: bool,
-    worker: Option<JoinHandle<()>>,
     line: Vec<u8>,
     bad_timestamp_logged: bool,
 }
-
-/// How long `close` waits past its timeout for the worker to come back from a push
-/// (pushes started during `close` end by the deadline; one started before may not).
-const CLOSE_GRACE: Duration = Duration::from_millis(100);
 
 pub fn open(opts: &LokiOptions, ctx: &SinkContext) -> anyhow::Result<Box<dyn Sink + Send>> {
     Ok(Box::new(LokiSink::open(opts, ctx)?))
@@ -411,65 +339,42 @@ impl LokiSink {
     pub fn open(opts: &LokiOptions, ctx: &SinkContext) -> anyhow::Result<LokiSink> {
         let ctxerr = |e: anyhow::Error| e.context(format!("output {}", opts.name));
         let labeler = Labeler::new(ctx).map_err(ctxerr)?;
-        let client = worker::Client::new(opts).map_err(ctxerr)?;
-        let spool = if opts.spool {
-            let dir = ctx.spool_dir.join(opts.spool_name());
-            let s = Spool::open(&dir, opts.spool_max).map_err(|e| {
-                anyhow::anyhow!(
-                    "output {}: {e} (set STATE_DIRECTORY, or add spool=off to run without a spool)",
-                    opts.name
-                )
-            })?;
-            if !s.is_empty() {
-                info!(
-                    "output {}: {} events in {} batches wait in the spool {} from an earlier run; \
-                     delivering them first",
-                    opts.name,
-                    s.events(),
-                    s.len(),
-                    dir.display()
-                );
-            }
-            Some(s)
-        } else {
-            let dir = ctx.spool_dir.join(opts.spool_name());
-            let left = spool::batches_in(&dir);
-            if left > 0 {
-                warn!(
-                    "output {}: spool=off: {left} batches an earlier run left in {} are not delivered",
-                    opts.name,
-                    dir.display()
-                );
-            }
-            None
-        };
+        let q = &opts.queue;
+        let mut headers = vec![(
+            "Content-Type".to_string(),
+            opts.encoding.content_type().to_string(),
+        )];
+        headers.extend(q.auth_header());
+        if let Some(t) = &opts.tenant {
+            headers.push(("X-Scope-OrgID".into(), t.clone()));
+        }
+        let client =
+            http::Client::new(&q.endpoint, q.timeout, q.ca.as_deref(), headers).map_err(ctxerr)?;
         let cfg = Config {
             name: opts.name.clone(),
-            batch_size: opts.batch_size,
-            batch_wait: opts.batch_wait,
-            queue_max: opts.queue_max,
-            timeout: opts.timeout,
-            min_backoff: opts.min_backoff,
-            max_backoff: opts.max_backoff,
-            encoding: opts.encoding,
+            peer: "Loki",
+            batch_size: q.batch_size,
+            batch_wait: q.batch_wait,
+            queue_max: q.queue_max,
+            timeout: q.timeout,
+            min_backoff: q.min_backoff,
+            max_backoff: q.max_backoff,
         };
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(spool)),
-            wake: Condvar::new(),
-            done: Condvar::new(),
-        });
-        let worker = {
-            let (shared, cfg) = (shared.clone(), cfg.clone());
-            std::thread::Builder::new()
-                .name("loki-push".into())
-                .spawn(move || worker::run(shared, cfg, client))?
-        };
-        Ok(LokiSink {
+        let pipe = Pipeline::open(
             cfg,
-            shared,
+            q,
+            &ctx.spool_dir.join(opts.spool_name()),
+            SPOOL_SUFFIX,
+            LokiTransport {
+                client,
+                encoding: opts.encoding,
+            },
+            "loki-push",
+        )?;
+        Ok(LokiSink {
+            pipe,
             labeler,
             metadata: opts.metadata,
-            worker: Some(worker),
             line: Vec::with_capacity(1024),
             bad_timestamp_logged: false,
         })
@@ -491,7 +396,8 @@ impl LokiSink {
                 if !self.bad_timestamp_logged {
                     warn!(
                         "output {}: event time {:?} is not RFC 3339 ({e}); using the current time",
-                        self.cfg.name, ev.timestamp
+                        self.pipe.name(),
+                        ev.timestamp
                     );
                     self.bad_timestamp_logged = true;
                 }
@@ -523,108 +429,39 @@ impl Sink for LokiSink {
         let (entry, bytes) = self.entry(ev)?;
         let key = (ev.network.as_ref().map(|n| n.protocol), ev.log.level);
         let labeler = &self.labeler;
-        let mut st = self.shared.lock();
-        if st.closed {
-            anyhow::bail!("output {} is closed", self.cfg.name);
-        }
-        let first = st.open.events == 0;
-        st.open
-            .add(key, || labeler.labels(key.0, key.1), entry, bytes);
-        if st.open.bytes >= self.cfg.batch_size {
-            st.seal(&self.cfg);
-            self.shared.wake.notify_one();
-        } else if first {
-            // The worker arms the batch_wait timer.
-            self.shared.wake.notify_one();
-        }
-        Ok(())
+        self.pipe.add(bytes, |b| {
+            b.add(key, || labeler.labels(key.0, key.1), entry)
+        })
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        // Events are with the worker already; it sends them on `batch_wait`.
-        self.shared.wake.notify_one();
+        self.pipe.flush();
         Ok(())
     }
 
     fn close(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.shared.lock();
-        if st.closed {
-            return Ok(());
-        }
-        st.closed = true;
-        st.closing = Some(deadline);
-        self.shared.wake.notify_all();
-        let give_up = deadline + CLOSE_GRACE;
-        while !st.finished {
-            let now = Instant::now();
-            if now >= give_up {
-                break;
-            }
-            st = self
-                .shared
-                .done
-                .wait_timeout(st, give_up - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        if st.finished {
-            drop(st);
-            if let Some(w) = self.worker.take() {
-                let _ = w.join();
-            }
-            st = self.shared.lock();
-        } else {
-            // The worker is stuck in a push despite its timeout: keep what memory holds
-            // and count the batch it is pushing as lost.
-            worker::abandon(&mut st, &self.cfg);
-        }
-        if let Some(spool) = st.spool.as_mut() {
-            // Nothing writes to it any more (an abandoned worker leaves the state alone).
-            spool.unlock();
-        }
-        if let Some(spool) = st.spool.as_ref().filter(|s| !s.is_empty()) {
-            warn!(
-                "output {}: {} events not delivered within {} stay in the spool {} \
-                 ({} bytes); the next start delivers them first",
-                self.cfg.name,
-                spool.events(),
-                human(timeout),
-                spool.dir().display(),
-                spool.bytes()
-            );
-        }
+        self.pipe.close(timeout);
         Ok(())
     }
 
     fn name(&self) -> String {
-        self.cfg.name.clone()
+        self.pipe.name().to_string()
     }
 
     fn stats(&self) -> SinkStats {
-        let st = self.shared.lock();
-        SinkStats {
-            delivered: st.delivered,
-            dropped: st.dropped,
-            queued: st.queued(),
-            spool_bytes: st.spool.as_ref().map_or(0, Spool::bytes),
-            retries: st.retries,
-        }
-    }
-}
-
-impl Drop for LokiSink {
-    fn drop(&mut self) {
-        // Not closed by the agent (an error path): keep what memory holds in the spool.
-        let _ = self.close(Duration::ZERO);
+        self.pipe.stats()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::spool::Spool;
     use super::*;
     use crate::output::Format;
     use crate::sink::SinkSpec;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Instant;
 
     fn parse(s: &str) -> Result<LokiOptions, String> {
         LokiOptions::parse(&url::Url::parse(s).unwrap())
@@ -637,27 +474,31 @@ mod tests {
     #[test]
     fn defaults() {
         let o = parse("loki+http://127.0.0.1:3100").unwrap();
-        assert_eq!(o.endpoint, "http://127.0.0.1:3100/loki/api/v1/push");
+        assert_eq!(o.queue.endpoint, "http://127.0.0.1:3100/loki/api/v1/push");
         assert_eq!(o.name, "loki+http://127.0.0.1:3100");
         assert_eq!(o.encoding, Encoding::Protobuf);
         assert_eq!(
-            (o.batch_size, o.queue_max, o.spool_max),
+            (o.queue.batch_size, o.queue.queue_max, o.queue.spool_max),
             (1 << 20, 8 << 20, 256 << 20)
         );
-        assert_eq!(o.batch_wait, Duration::from_secs(1));
-        assert!(o.spool && o.metadata);
+        assert_eq!(o.queue.batch_wait, Duration::from_secs(1));
+        assert!(o.queue.spool && o.metadata);
         assert_eq!(
-            (o.user.as_deref(), o.tenant.as_deref(), o.ca.as_ref()),
+            (
+                o.queue.user.as_deref(),
+                o.tenant.as_deref(),
+                o.queue.ca.as_ref()
+            ),
             (None, None, None)
         );
         assert_eq!(o.spool_name(), "loki_http___127.0.0.1_3100");
         // A trailing slash is no path either.
         assert_eq!(
-            parse("loki+http://loki:3100/").unwrap().endpoint,
+            parse("loki+http://loki:3100/").unwrap().queue.endpoint,
             "http://loki:3100/loki/api/v1/push"
         );
         assert_eq!(
-            parse("loki+http://[::1]:3100").unwrap().endpoint,
+            parse("loki+http://[::1]:3100").unwrap().queue.endpoint,
             "http://[::1]:3100/loki/api/v1/push"
         );
     }
@@ -670,34 +511,37 @@ mod tests {
              &spool_max=1GiB&timeout=3s&min_backoff=50ms&max_backoff=5s&metadata=off",
         )
         .unwrap();
-        assert_eq!(o.endpoint, "https://logs.example.net/custom/push");
+        assert_eq!(o.queue.endpoint, "https://logs.example.net/custom/push");
         assert_eq!(
             o.name,
             "loki+https://logs.example.net/custom/push?tenant=team-a"
         );
-        assert_eq!(o.user.as_deref(), Some("ops@corp"));
-        assert_eq!(o.password, Some(Secret("p:ss/w".into())));
+        assert_eq!(o.queue.user.as_deref(), Some("ops@corp"));
+        assert_eq!(o.queue.password, Some(Secret("p:ss/w".into())));
         assert_eq!(o.tenant.as_deref(), Some("team-a"));
-        assert_eq!(o.ca, Some(PathBuf::from("/etc/hbwatch/ca.pem")));
+        assert_eq!(o.queue.ca, Some(PathBuf::from("/etc/hbwatch/ca.pem")));
         assert_eq!(o.encoding, Encoding::Json);
         assert_eq!(
-            (o.batch_size, o.queue_max, o.spool_max),
+            (o.queue.batch_size, o.queue.queue_max, o.queue.spool_max),
             (64 << 10, 1 << 20, 1 << 30)
         );
-        assert_eq!(o.batch_wait, Duration::from_millis(250));
-        assert_eq!(o.timeout, Duration::from_secs(3));
+        assert_eq!(o.queue.batch_wait, Duration::from_millis(250));
+        assert_eq!(o.queue.timeout, Duration::from_secs(3));
         assert_eq!(
-            (o.min_backoff, o.max_backoff),
+            (o.queue.min_backoff, o.queue.max_backoff),
             (Duration::from_millis(50), Duration::from_secs(5))
         );
-        assert!(!o.spool && !o.metadata);
+        assert!(!o.queue.spool && !o.metadata);
         // The password stays out of logs and debug output.
         let dbg = format!("{o:?}");
         assert!(!dbg.contains("p:ss") && dbg.contains("***"), "{dbg}");
         assert!(!o.name.contains("ops"), "{}", o.name);
         // A batch larger than the default memory queue raises the queue to one batch.
         assert_eq!(
-            parse("loki+http://l:1?batch_size=20MiB").unwrap().queue_max,
+            parse("loki+http://l:1?batch_size=20MiB")
+                .unwrap()
+                .queue
+                .queue_max,
             20 << 20
         );
     }
@@ -897,7 +741,7 @@ mod tests {
         sink.close(Duration::from_millis(50)).unwrap();
         let st = sink.stats();
         drop(sink);
-        let spool = Spool::open(&dir.join(o.spool_name()), u64::MAX).unwrap();
+        let spool = Spool::open(&dir.join(o.spool_name()), u64::MAX, SPOOL_SUFFIX).unwrap();
         assert_eq!(st.delivered, 0);
         assert_eq!(st.queued, 0);
         assert_eq!(spool.bytes(), st.spool_bytes);
@@ -1056,7 +900,7 @@ mod tests {
         let st = sink.stats();
         assert_eq!((st.delivered, st.dropped, st.queued), (0, 0, 0), "{st:?}");
         drop(sink);
-        let spool = Spool::open(&dir.join(o.spool_name()), u64::MAX).unwrap();
+        let spool = Spool::open(&dir.join(o.spool_name()), u64::MAX, SPOOL_SUFFIX).unwrap();
         assert_eq!(spool.events(), 5_000);
         drop(listener);
         let _ = std::fs::remove_dir_all(dir);
