@@ -306,3 +306,88 @@ fn without_a_collector_losses_are_counted_and_reported() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The output's throughput to a real collector (rotel, not printing), against NDJSON to
+/// nowhere, on the same events in the same run: `OTLP_BENCH_EVENTS` (default 20 000)
+/// synthetic events through the sink API, timed until the collector answered for all.
+#[test]
+fn throughput_against_ndjson() {
+    use hbwatch::event::{Endpoint as Ep, Event, Level, Network, Observer};
+    use hbwatch::output::{Format, LineSink, Sink as _};
+    let Some(bin) = rotel_agent() else { return };
+    let n: u64 = std::env::var("OTLP_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempdir("throughput");
+    let events: Vec<Event> = (0..n)
+        .map(|i| {
+            let mut ev = Event::new(
+                hbwatch::event::rfc3339_micros(1_795_341_600_000_000_000 + i as i128 * 1000),
+                "alert",
+                "heartbeat.late",
+                if i % 7 == 0 {
+                    Level::Error
+                } else {
+                    Level::Warning
+                },
+                Observer {
+                    hostname: "bench".into(),
+                    ingress: None,
+                },
+                format!(
+                    "mds 10.50.{}.1 -> 10.50.0.2: heartbeat {i} late by 120 ms",
+                    i % 250
+                ),
+            );
+            ev.network = Some(Network {
+                protocol: if i % 3 == 0 { "mds" } else { "ged125" },
+                transport: "udp",
+            });
+            ev.source = Some(Ep {
+                ip: format!("10.50.{}.1", i % 250),
+                port: 41000,
+            });
+            ev.destination = Some(Ep {
+                ip: "10.50.0.2".into(),
+                port: 41000,
+            });
+            ev.heartbeat.seq = Some(i as u32);
+            ev.heartbeat.interval_ms = Some(1120);
+            ev.heartbeat.expected_interval_ms = Some(1000);
+            ev
+        })
+        .collect();
+
+    let t = Instant::now();
+    let mut ndjson = LineSink::json(std::io::sink());
+    for ev in &events {
+        ndjson.send(ev).unwrap();
+    }
+    ndjson.close(Duration::from_secs(1)).unwrap();
+    let ndjson_s = t.elapsed().as_secs_f64();
+
+    let col = Collector::start_with(&bin, &dir.join("rotel"), 0, true);
+    let spec: hbwatch::sink::SinkSpec = col.url("").parse().unwrap();
+    let mut ctx = hbwatch::sink::SinkContext::new("bench".into(), Format::Json);
+    ctx.spool_dir = dir.join("state");
+    let mut sink = hbwatch::sink::open(&spec, &ctx).unwrap();
+    let t = Instant::now();
+    for ev in &events {
+        sink.send(ev).unwrap();
+    }
+    let queued = t.elapsed();
+    sink.close(Duration::from_secs(120)).unwrap();
+    let otlp_s = t.elapsed().as_secs_f64();
+    let st = sink.stats();
+    assert_eq!((st.delivered, st.dropped, st.queued), (n, 0, 0), "{st:?}");
+    eprintln!(
+        "{n} events: NDJSON to nowhere {:.0} events/s; OTLP to rotel {:.0} events/s \
+         (queued in {:.3}s, all answered in {otlp_s:.3}s); OTLP/NDJSON = {:.3}",
+        n as f64 / ndjson_s,
+        n as f64 / otlp_s,
+        queued.as_secs_f64(),
+        ndjson_s / otlp_s
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -150,11 +150,19 @@ pub struct Collector {
     child: Option<Child>,
     pub port: u16,
     starts: u32,
+    /// No debug exporter: for throughput, where printing every record would be the
+    /// bottleneck ([`Collector::records`] then finds nothing).
+    quiet: bool,
 }
 
 impl Collector {
     /// Starts rotel with OTLP/HTTP on `port` (0: a free one), files under `dir`.
     pub fn start(bin: &Path, dir: &Path, port: u16) -> Collector {
+        Collector::start_with(bin, dir, port, false)
+    }
+
+    /// [`Collector::start`], without printing what it receives when `quiet`.
+    pub fn start_with(bin: &Path, dir: &Path, port: u16, quiet: bool) -> Collector {
         std::fs::create_dir_all(dir).unwrap();
         let mut c = Collector {
             bin: bin.to_path_buf(),
@@ -162,6 +170,7 @@ impl Collector {
             child: None,
             port: if port == 0 { free_tcp_port() } else { port },
             starts: 0,
+            quiet,
         };
         c.restart();
         c
@@ -181,7 +190,7 @@ impl Collector {
                 "--exporter",
                 "blackhole",
                 "--debug-log",
-                "logs",
+                if self.quiet { "none" } else { "logs" },
                 "--debug-log-verbosity",
                 "detailed",
                 "--disable-batching",
