@@ -40,9 +40,10 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
-use tracing::warn;
 
-use super::queue::{http, Config, Outcome, Payload, Pipeline, QueueOptions, Transport, QUEUE_KEYS};
+use super::queue::{
+    http, now_unix_ns, Outcome, Payload, Pipeline, QueueOptions, Transport, QUEUE_KEYS,
+};
 use super::{query_pairs, SinkContext};
 use crate::event::{Event, Level};
 use crate::output::{Sink, SinkStats};
@@ -293,7 +294,6 @@ impl Transport for OtlpTransport {
 pub struct OtlpSink {
     pipe: Pipeline<OtlpBatch>,
     template: ResourceLogs,
-    bad_timestamp_logged: bool,
 }
 
 pub fn open(opts: &OtlpOptions, ctx: &SinkContext) -> anyhow::Result<Box<dyn Sink + Send>> {
@@ -310,18 +310,8 @@ impl OtlpSink {
         headers.extend(q.auth_header());
         let client = http::Client::new(&q.endpoint, q.timeout, q.ca.as_deref(), headers)
             .map_err(|e| e.context(format!("output {}", opts.name)))?;
-        let cfg = Config {
-            name: opts.name.clone(),
-            peer: "the collector",
-            batch_size: q.batch_size,
-            batch_wait: q.batch_wait,
-            queue_max: q.queue_max,
-            timeout: q.timeout,
-            min_backoff: q.min_backoff,
-            max_backoff: q.max_backoff,
-        };
         let pipe = Pipeline::open(
-            cfg,
+            q.config(&opts.name, "the collector"),
             q,
             &ctx.spool_dir.join(opts.spool_name()),
             SPOOL_SUFFIX,
@@ -331,29 +321,12 @@ impl OtlpSink {
         Ok(OtlpSink {
             pipe,
             template: template(ctx),
-            bad_timestamp_logged: false,
         })
     }
 
     fn record(&mut self, ev: &Event) -> LogRecord {
-        let now = super::loki::now_unix_ns();
-        let time = match time::OffsetDateTime::parse(
-            &ev.timestamp,
-            &time::format_description::well_known::Rfc3339,
-        ) {
-            Ok(t) => t.unix_timestamp_nanos(),
-            Err(e) => {
-                if !self.bad_timestamp_logged {
-                    warn!(
-                        "output {}: event time {:?} is not RFC 3339 ({e}); using the current time",
-                        self.pipe.name(),
-                        ev.timestamp
-                    );
-                    self.bad_timestamp_logged = true;
-                }
-                now
-            }
-        };
+        let now = now_unix_ns();
+        let time = self.pipe.event_time_ns(&ev.timestamp);
         log_record(ev, time.max(0) as u64, now.max(0) as u64)
     }
 }

@@ -44,8 +44,6 @@ pub mod proto;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tracing::warn;
-
 pub use self::proto::Encoding;
 use self::proto::{
     format_labels, valid_label_name, EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter,
@@ -53,9 +51,7 @@ use self::proto::{
 };
 pub use super::queue::http::Secret;
 pub use super::queue::spool;
-use super::queue::{
-    http, on_off, Config, Outcome, Payload, Pipeline, QueueOptions, Transport, QUEUE_KEYS,
-};
+use super::queue::{http, on_off, Outcome, Payload, Pipeline, QueueOptions, Transport, QUEUE_KEYS};
 use super::{query_pairs, SinkContext};
 use crate::event::{Event, Level};
 use crate::output::{Sink, SinkStats};
@@ -247,12 +243,6 @@ fn metadata(ev: &Event) -> Vec<LabelPairAdapter> {
     md
 }
 
-pub(crate) fn now_unix_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
-}
-
 /// Stream key of an event: the labels that vary (`protocol`, `level`).
 type StreamKey = (Option<&'static str>, Level);
 
@@ -328,7 +318,6 @@ pub struct LokiSink {
     labeler: Labeler,
     metadata: bool,
     line: Vec<u8>,
-    bad_timestamp_logged: bool,
 }
 
 pub fn open(opts: &LokiOptions, ctx: &SinkContext) -> anyhow::Result<Box<dyn Sink + Send>> {
@@ -350,18 +339,8 @@ impl LokiSink {
         }
         let client =
             http::Client::new(&q.endpoint, q.timeout, q.ca.as_deref(), headers).map_err(ctxerr)?;
-        let cfg = Config {
-            name: opts.name.clone(),
-            peer: "Loki",
-            batch_size: q.batch_size,
-            batch_wait: q.batch_wait,
-            queue_max: q.queue_max,
-            timeout: q.timeout,
-            min_backoff: q.min_backoff,
-            max_backoff: q.max_backoff,
-        };
         let pipe = Pipeline::open(
-            cfg,
+            q.config(&opts.name, "Loki"),
             q,
             &ctx.spool_dir.join(opts.spool_name()),
             SPOOL_SUFFIX,
@@ -376,7 +355,6 @@ impl LokiSink {
             labeler,
             metadata: opts.metadata,
             line: Vec::with_capacity(1024),
-            bad_timestamp_logged: false,
         })
     }
 
@@ -387,23 +365,7 @@ impl LokiSink {
             self.line.pop();
         }
         let line = String::from_utf8(self.line.clone())?;
-        let ns = match time::OffsetDateTime::parse(
-            &ev.timestamp,
-            &time::format_description::well_known::Rfc3339,
-        ) {
-            Ok(t) => t.unix_timestamp_nanos(),
-            Err(e) => {
-                if !self.bad_timestamp_logged {
-                    warn!(
-                        "output {}: event time {:?} is not RFC 3339 ({e}); using the current time",
-                        self.pipe.name(),
-                        ev.timestamp
-                    );
-                    self.bad_timestamp_logged = true;
-                }
-                now_unix_ns()
-            }
-        };
+        let ns = self.pipe.event_time_ns(&ev.timestamp);
         let md = if self.metadata {
             metadata(ev)
         } else {

@@ -773,6 +773,20 @@ impl QueueOptions {
         Ok(())
     }
 
+    /// The worker's settings for output `name`, whose receiver logs call `peer`.
+    pub fn config(&self, name: &str, peer: &'static str) -> Config {
+        Config {
+            name: name.to_string(),
+            peer,
+            batch_size: self.batch_size,
+            batch_wait: self.batch_wait,
+            queue_max: self.queue_max,
+            timeout: self.timeout,
+            min_backoff: self.min_backoff,
+            max_backoff: self.max_backoff,
+        }
+    }
+
     /// `Authorization: Basic` from the URL's user and password, if any.
     pub fn auth_header(&self) -> Option<(String, String)> {
         self.user
@@ -794,6 +808,12 @@ pub fn spool_name(name: &str) -> String {
         .collect()
 }
 
+pub fn now_unix_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
 /// `300ms`, `2.5s`: for logs.
 fn human(d: Duration) -> String {
     if d < Duration::from_secs(1) {
@@ -813,6 +833,7 @@ pub struct Pipeline<B: Payload> {
     cfg: Config,
     shared: Arc<Shared<B>>,
     worker: Option<JoinHandle<()>>,
+    bad_timestamp_logged: bool,
 }
 
 impl<B: Payload> Pipeline<B> {
@@ -870,11 +891,31 @@ impl<B: Payload> Pipeline<B> {
             cfg,
             shared,
             worker: Some(worker),
+            bad_timestamp_logged: false,
         })
     }
 
     pub fn name(&self) -> &str {
         &self.cfg.name
+    }
+
+    /// An event's `@timestamp` in Unix nanoseconds; the current time (logged once) if it
+    /// is not RFC 3339.
+    pub fn event_time_ns(&mut self, timestamp: &str) -> i128 {
+        match time::OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339)
+        {
+            Ok(t) => t.unix_timestamp_nanos(),
+            Err(e) => {
+                if !self.bad_timestamp_logged {
+                    warn!(
+                        "output {}: event time {timestamp:?} is not RFC 3339 ({e}); using the current time",
+                        self.cfg.name
+                    );
+                    self.bad_timestamp_logged = true;
+                }
+                now_unix_ns()
+            }
+        }
     }
 
     /// Puts one event of `bytes` into the batch being filled (`add` does the putting).
