@@ -405,6 +405,103 @@ mod tests {
         ));
     }
 
+    /// Answers the HTTP requests on `listener` with `script` in order (status, protobuf
+    /// body), then 200; returns how many requests came.
+    fn scripted(
+        listener: std::net::TcpListener,
+        script: Vec<(u16, Vec<u8>)>,
+    ) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        use std::io::{BufRead, Read, Write};
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = count.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut r = std::io::BufReader::new(conn);
+                loop {
+                    let mut len = 0;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    if line != "\r\n" {
+                        break;
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    ExportLogsServiceRequest::decode(body.as_slice()).unwrap();
+                    let n = c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (status, answer) = script.get(n).cloned().unwrap_or((200, Vec::new()));
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    let w = r.get_mut();
+                    let _ = w.write_all(head.as_bytes());
+                    let _ = w.write_all(&answer);
+                }
+            }
+        });
+        count
+    }
+
+    /// OTLP's own answers: 503 is retried, a partial success counts the refused records
+    /// as dropped, 500 is final (Loki would retry it).
+    #[test]
+    fn retryable_final_and_partial_answers() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsPartialSuccess;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let partial = ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: 1,
+                error_message: "too old".into(),
+            }),
+        }
+        .encode_to_vec();
+        let requests = scripted(
+            listener,
+            vec![(503, Vec::new()), (200, partial), (500, Vec::new())],
+        );
+        let o = parse(&format!(
+            "otlp+http://127.0.0.1:{port}?batch_size=1B&min_backoff=5ms&max_backoff=10ms&spool=off"
+        ))
+        .unwrap();
+        let mut ctx = SinkContext::new("probe-1".into(), Format::Json);
+        ctx.spool_dir = std::path::PathBuf::from("/nonexistent");
+        let mut sink = OtlpSink::open(&o, &ctx).unwrap();
+        let ev = crate::event::mds_alert(
+            crate::event::rfc3339_micros(1_795_341_600_005_000_000),
+            "heartbeat.gap",
+            Level::Warning,
+            "probe-1",
+            "gap".into(),
+        );
+        // One event per batch (batch_size 1 byte): 503 then partial; 500; 200.
+        for _ in 0..3 {
+            let before = sink.stats();
+            sink.send(&ev).unwrap();
+            let t = std::time::Instant::now();
+            while sink.stats().delivered + sink.stats().dropped == before.delivered + before.dropped
+            {
+                assert!(t.elapsed() < Duration::from_secs(5), "{:?}", sink.stats());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        sink.close(Duration::from_secs(1)).unwrap();
+        let st = sink.stats();
+        assert_eq!((st.delivered, st.dropped, st.retries), (1, 2, 1), "{st:?}");
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
     #[test]
     fn records_carry_time_severity_body_and_typed_attributes() {
         let mut ev = crate::event::mds_alert(

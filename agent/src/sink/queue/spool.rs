@@ -7,7 +7,7 @@
 //! `ExportLogsServiceRequest`), which an operator can replay by hand with
 //! `curl -H 'Content-Type: application/x-protobuf' --data-binary @FILE URL`.
 //! Files are written under a temporary name and renamed, so a crash never leaves half a
-//! batch; they are not fsynced one by one (the spool outlives Loki outages and agent
+//! batch; they are not fsynced one by one (the spool outlives receiver outages and agent
 //! restarts, not a power cut in the same second). A lock file keeps a second agent with
 //! the same output from sharing the directory.
 
