@@ -430,7 +430,8 @@ flush_timeout = "10s"
 
 [output]
 # Where events go (`--output` replaces this list): "stdout", "file:PATH?max_size=100MiB&keep=5",
-# "loki+http://HOST:3100", "syslog+udp://HOST:514", "syslog+tcp://...", "syslog+tls://...".
+# "loki+http://HOST:3100", "otlp+http://HOST:4318", "syslog+udp://HOST:514", "syslog+tcp://...",
+# "syslog+tls://...".
 urls = ["stdout"]
 
 # Extra static Loki stream labels (few and fixed: every combination is a stream).

@@ -293,7 +293,8 @@ fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
 #[derive(clap::Args, Debug, Clone)]
 struct OutputArgs {
     /// Where events go (repeatable; default stdout): `stdout`, `file:PATH`,
-    /// `loki+http://HOST:3100`, `syslog+udp://HOST:514`, `syslog+tcp://`, `syslog+tls://`.
+    /// `loki+http://HOST:3100`, `otlp+http://HOST:4318`, `syslog+udp://HOST:514`,
+    /// `syslog+tcp://`, `syslog+tls://` (and `+https` for Loki and OTLP).
     /// Options follow as a query, e.g. `file:/var/log/hbwatch.ndjson?max_size=100MiB&keep=5`
     /// (docs/OPERATIONS.md lists them).
     #[arg(long = "output", short = 'o', value_name = "URL")]
@@ -301,8 +302,9 @@ struct OutputArgs {
     /// Format of `stdout`.
     #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
     format: FormatArg,
-    /// On exit, how long to wait for outputs to deliver what they hold (Loki keeps the
-    /// rest in its spool for the next start; other outputs count it as lost) [default: 10s].
+    /// On exit, how long to wait for outputs to deliver what they hold (Loki and OTLP keep
+    /// the rest in their spool for the next start; other outputs count it as lost)
+    /// [default: 10s].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     flush_timeout: Option<Duration>,
 }

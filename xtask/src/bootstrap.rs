@@ -1,8 +1,9 @@
 //! Installs what building and testing hbwatch needs: the nightly toolchain with
 //! rust-src (aya-build compiles the eBPF crate with `-Z build-std`), a
 //! bpf-linker that runs on nightly's own LLVM, and the tools the integration
-//! tests call. Idempotent: when everything is there it only runs a few local
-//! probes (no network), so build/run/test can always call it first.
+//! tests call (Debian packages, and the rotel wheel from PyPI). Idempotent: when
+//! everything is there it only runs a few local probes (no network), so
+//! build/run/test can always call it first.
 
 use std::{
     path::{Path, PathBuf},
@@ -73,8 +74,70 @@ pub fn bootstrap(no_apt: bool) -> Result<()> {
         apt_packages(APT_PACKAGES)?;
         syslog_ng()?;
     }
+    rotel(no_apt)?;
     pip_packages(PIP_PACKAGES)?;
     npm_packages(NPM_PACKAGES)
+}
+
+/// The PyPI wheel whose bundled binary, `rotel-agent` (an OpenTelemetry collector written
+/// in Rust), receives the OTLP output in agent/tests/sink_otlp.rs. Pinned: the tests parse
+/// its debug exporter's output. agent/tests/support/rotel.rs looks for it in [`ROTEL_DIR`].
+const ROTEL_WHEEL: &str = "rotel==0.0.1a15";
+/// Under `$HOME`: pip's `--target` directory for [`ROTEL_WHEEL`].
+const ROTEL_DIR: &str = ".cache/hbwatch/pip/rotel-0.0.1a15";
+
+/// Installs [`ROTEL_WHEEL`] into `~/`[`ROTEL_DIR`] with `python3 -m pip install --target`
+/// (no site-packages touched, so neither a virtualenv nor Debian's externally-managed
+/// Python is in the way), bringing pip from Debian (`python3-pip`) when the Python on
+/// PATH has none. A file probe when it is there already.
+fn rotel(no_apt: bool) -> Result<()> {
+    let Some(dir) = home().map(|h| h.join(ROTEL_DIR)) else {
+        eprintln!(
+            "xtask: warning: no $HOME; not installing {ROTEL_WHEEL} (the OTLP tests need it)"
+        );
+        return Ok(());
+    };
+    let bin = dir.join("rotel/rotel-agent");
+    if bin.exists() {
+        eprintln!("xtask: rotel ok ({})", bin.display());
+        return Ok(());
+    }
+    let has_pip = || probe(Command::new("python3").args(["-m", "pip", "--version"])).is_some();
+    if !has_pip() && !no_apt {
+        apt_packages(&["python3-pip"])?;
+    }
+    if !has_pip() {
+        eprintln!(
+            "xtask: warning: no `python3 -m pip`; not installing {ROTEL_WHEEL} (the OTLP tests need it)"
+        );
+        return Ok(());
+    }
+    let tmp = dir.with_file_name(format!("{}.partial", ROTEL_WHEEL.replace("==", "-")));
+    let _ = std::fs::remove_dir_all(&tmp);
+    run(Command::new("python3")
+        .env("PIP_ROOT_USER_ACTION", "ignore")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+        ])
+        .arg(&tmp)
+        .arg(ROTEL_WHEEL))
+    .with_context(|| format!("could not install {ROTEL_WHEEL} from PyPI"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir)
+        .with_context(|| format!("could not move {} to {}", tmp.display(), dir.display()))?;
+    ensure!(
+        bin.exists(),
+        "{ROTEL_WHEEL} installed, but {} is not there",
+        bin.display()
+    );
+    eprintln!("xtask: rotel installed ({})", bin.display());
+    Ok(())
 }
 
 /// `npm install` into `~/.cache/hbwatch/npm` what is not there yet.

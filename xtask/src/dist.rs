@@ -285,6 +285,7 @@ impl Common<'_> {
             ("OPERATIONS.md", "docs/OPERATIONS.md"),
             ("EVENTS.md", "docs/EVENTS.md"),
             ("outputs/loki.md", "docs/outputs/loki.md"),
+            ("outputs/otlp.md", "docs/outputs/otlp.md"),
             (
                 "outputs/syslog-and-file.md",
                 "docs/outputs/syslog-and-file.md",

@@ -1,9 +1,11 @@
-//! Where events go besides stdout: files, Grafana Loki, syslog. Every sink is named by a
+//! Where events go besides stdout: files, Grafana Loki, OpenTelemetry (OTLP), syslog. Every sink is named by a
 //! URL (`--output URL`, repeatable, or `outputs = [...]` in the config), gets every event,
 //! and reports what it delivered and dropped; drops become `agent.events_lost`.
 
 pub mod file;
 pub mod loki;
+pub mod otlp;
+pub mod queue;
 pub mod syslog;
 
 use std::collections::BTreeMap;
@@ -32,12 +34,14 @@ pub enum SinkSpec {
     File(file::FileOptions),
     /// `loki+http://HOST:PORT[/path][?...]`, `loki+https://...`.
     Loki(Box<loki::LokiOptions>),
+    /// `otlp+http://HOST:PORT[/path][?...]`, `otlp+https://...`: OTLP/HTTP logs.
+    Otlp(Box<otlp::OtlpOptions>),
     /// `syslog+udp://`, `syslog+tcp://`, `syslog+tls://HOST:PORT[?...]`.
     Syslog(syslog::SyslogOptions),
 }
 
 pub const SCHEMES: &str = "stdout, file:PATH, loki+http://HOST:PORT, loki+https://HOST:PORT, \
-                           syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, syslog+tls://HOST:PORT";
+                           otlp+http://HOST:PORT, otlp+https://HOST:PORT, syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, syslog+tls://HOST:PORT";
 
 impl std::str::FromStr for SinkSpec {
     type Err = SinkError;
@@ -62,7 +66,13 @@ impl std::str::FromStr for SinkSpec {
                 .map(|o| SinkSpec::Loki(Box::new(o)))
                 .map_err(|why| SinkError {
                     // Not the password or token given in the URL.
-                    url: loki::redact(&url),
+                    url: queue::auth::redact(&url),
+                    why,
+                }),
+            "otlp+http" | "otlp+https" => otlp::OtlpOptions::parse(&url)
+                .map(|o| SinkSpec::Otlp(Box::new(o)))
+                .map_err(|why| SinkError {
+                    url: queue::auth::redact(&url),
                     why,
                 }),
             "syslog+udp" | "syslog+tcp" | "syslog+tls" => syslog::SyslogOptions::parse(&url)
@@ -137,6 +147,7 @@ pub fn open(spec: &SinkSpec, ctx: &SinkContext) -> anyhow::Result<Box<dyn Sink +
         )),
         SinkSpec::File(o) => file::open(o)?,
         SinkSpec::Loki(o) => loki::open(o, ctx)?,
+        SinkSpec::Otlp(o) => otlp::open(o, ctx)?,
         SinkSpec::Syslog(o) => syslog::open(o, ctx)?,
     })
 }

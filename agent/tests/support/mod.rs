@@ -1,12 +1,14 @@
-//! Fixtures shared by the output tests (`sink_syslog`, `sink_loki`, `sink_file`, `sinks_together`):
-//! a real rsyslogd ([`rsyslog`]), a recording Loki push endpoint ([`loki`]), hbgen
-//! captures, free ports, running `hbwatch` and checking the events it printed.
+//! Fixtures shared by the output tests (`sink_syslog`, `sink_loki`, `sink_otlp`, `sink_file`,
+//! `sinks_together`): a real rsyslogd ([`rsyslog`]), a recording Loki push endpoint
+//! ([`loki`]), a real OpenTelemetry collector ([`rotel`]), hbgen captures, free ports,
+//! running `hbwatch` and checking the events it printed.
 
 // Every integration test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
 pub mod loki;
 pub mod pki;
+pub mod rotel;
 pub mod rsyslog;
 pub mod syslog_ng;
 

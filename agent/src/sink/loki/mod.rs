@@ -51,75 +51,29 @@
 //! docs/outputs/loki.md has the user-facing version.
 
 pub mod proto;
-pub mod spool;
-mod tls;
-mod worker;
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use tracing::{info, warn};
+use std::time::Duration;
 
 pub use self::proto::Encoding;
-use self::proto::{format_labels, valid_label_name, EntryAdapter, LabelPairAdapter, Timestamp};
-use self::spool::Spool;
-use self::worker::{Config, Shared, State};
-use super::{parse_duration, parse_size, query_pairs, SinkContext};
+use self::proto::{
+    format_labels, valid_label_name, EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter,
+    Timestamp,
+};
+pub use super::queue::auth::{credential_path, read_secret, redact, Secret};
+pub use super::queue::spool;
+use super::queue::{http, on_off, Outcome, Payload, Pipeline, QueueOptions, Transport};
+use super::SinkContext;
 use crate::event::{Event, Level};
 use crate::output::{Sink, SinkStats};
 
 /// Path of the push API when the URL has none.
 pub const DEFAULT_PATH: &str = "/loki/api/v1/push";
 
-const KNOWN: &[&str] = &[
-    "encoding",
-    "tenant",
-    "password_file",
-    "bearer_token",
-    "bearer_token_file",
-    "ca",
-    "cert",
-    "key",
-    "batch_size",
-    "batch_wait",
-    "queue_max",
-    "spool",
-    "spool_max",
-    "timeout",
-    "min_backoff",
-    "max_backoff",
-    "metadata",
-];
+/// Spool file names end so: each holds a snappy-compressed protobuf push body.
+pub const SPOOL_SUFFIX: &str = ".pb.snappy";
 
-/// Prefixes of the header options (`header.NAME=VALUE`, `header_file.NAME=PATH`), which
-/// take any header name and so are not in [`KNOWN`].
-const HEADER: &str = "header.";
-const HEADER_FILE: &str = "header_file.";
-
-/// Headers hbwatch sets itself, or that would break the request framing.
-const RESERVED_HEADERS: &[&str] = &[
-    "authorization",
-    "connection",
-    "content-encoding",
-    "content-length",
-    "content-type",
-    "host",
-    "transfer-encoding",
-    "user-agent",
-];
-
-/// A password, token or header value: kept out of `Debug` output and logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
+/// Loki's own options (the shared ones: [`super::queue::QUEUE_KEYS`]).
+const KNOWN: &[&str] = &["encoding", "tenant", "metadata"];
 
 /// A parsed `loki+http(s)://` output.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,44 +81,11 @@ pub struct LokiOptions {
     /// `loki+http://host:port[/path][?tenant=..]`: no credentials (logs, `where` of
     /// `agent.events_lost`, the spool directory's name).
     pub name: String,
-    /// The push URL: `http(s)://host:port/path`.
-    pub endpoint: String,
-    pub user: Option<String>,
-    pub password: Option<Secret>,
-    /// `password_file=`: the basic-auth password, read at start ([`credential_path`]).
-    pub password_file: Option<PathBuf>,
-    /// `bearer_token=` (discouraged: it shows on command lines and in configs).
-    pub bearer_token: Option<Secret>,
-    /// `bearer_token_file=`: the token, read at start ([`credential_path`]).
-    pub bearer_token_file: Option<PathBuf>,
-    /// `header.NAME=VALUE`, in the order given.
-    pub headers: Vec<(String, Secret)>,
-    /// `header_file.NAME=PATH`: the value read at start ([`credential_path`]).
-    pub header_files: Vec<(String, PathBuf)>,
+    /// Endpoint, credentials, CA, batching, spool, timeouts, backoff.
+    pub queue: QueueOptions,
     pub tenant: Option<String>,
-    /// `ca=`: the only CAs trusted (instead of the system store).
-    pub ca: Option<PathBuf>,
-    /// `cert=`, `key=`: client certificate (chain) and its private key, PEM (mutual TLS).
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
     pub encoding: Encoding,
-    pub batch_size: u64,
-    pub batch_wait: Duration,
-    pub queue_max: u64,
-    pub spool: bool,
-    pub spool_max: u64,
-    pub timeout: Duration,
-    pub min_backoff: Duration,
-    pub max_backoff: Duration,
     pub metadata: bool,
-}
-
-fn on_off(v: &str) -> Result<bool, String> {
-    match v {
-        "on" | "true" | "yes" | "1" => Ok(true),
-        "off" | "false" | "no" | "0" => Ok(false),
-        _ => Err("expected on or off".into()),
-    }
 }
 
 /// Loki's (Cortex's) rule for tenant IDs.
@@ -177,237 +98,19 @@ fn valid_tenant(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c))
 }
 
-/// RFC 9110 `tchar`: what a header name is made of.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// A header value hbwatch can send as is: visible ASCII, spaces and tabs inside, not empty.
-/// The reason never quotes the value (it may be a secret).
-fn check_header_value(v: &str) -> Result<(), String> {
-    if v.trim().is_empty() {
-        return Err("empty".into());
-    }
-    if let Some(c) = v
-        .chars()
-        .find(|&c| !(c == ' ' || c == '\t' || c.is_ascii_graphic()))
-    {
-        return Err(if c == '\n' || c == '\r' {
-            "more than one line".into()
-        } else {
-            format!(
-                "a character an HTTP header cannot carry (U+{:04X})",
-                c as u32
-            )
-        });
-    }
-    if v != v.trim() {
-        return Err("leading or trailing white space".into());
-    }
-    Ok(())
-}
-
-/// Where a file option points: a relative name is taken in `$CREDENTIALS_DIRECTORY` when
-/// that is set (systemd `LoadCredential=`, `LoadCredentialEncrypted=`), else as usual
-/// (relative to the working directory).
-pub fn credential_path(p: &Path) -> PathBuf {
-    match std::env::var_os("CREDENTIALS_DIRECTORY") {
-        Some(dir) if p.is_relative() && !dir.is_empty() => PathBuf::from(dir).join(p),
-        _ => p.to_path_buf(),
-    }
-}
-
-/// `opt=PATH` for errors: the path as given and, when it differs, where it was looked for.
-pub fn describe_path(opt: &str, given: &Path, resolved: &Path) -> String {
-    if given == resolved {
-        format!("{opt}={}", given.display())
-    } else {
-        format!("{opt}={} ({})", given.display(), resolved.display())
-    }
-}
-
-/// A password can be any one line of text: it travels base64-encoded.
-fn check_password(v: &str) -> Result<(), String> {
-    if v.is_empty() {
-        return Err("empty".into());
-    }
-    match v.chars().find(|c| c.is_control()) {
-        Some('\n' | '\r') => Err("more than one line".into()),
-        Some(c) => Err(format!("a control character (U+{:04X})", c as u32)),
-        None => Ok(()),
-    }
-}
-
-/// A one-line secret from a file (trailing newline dropped). Errors say what is wrong with
-/// the file and never quote its content.
-pub fn read_secret(opt: &str, given: &Path) -> anyhow::Result<Secret> {
-    let path = credential_path(given);
-    let what = describe_path(opt, given, &path);
-    let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{what}: not UTF-8 text"))?;
-    let value = text.strip_suffix('\n').unwrap_or(&text);
-    let value = value.strip_suffix('\r').unwrap_or(value);
-    let check = if opt == "password_file" {
-        check_password
-    } else {
-        check_header_value
-    };
-    check(value).map_err(|why| anyhow::anyhow!("{what}: {why}"))?;
-    Ok(Secret(value.to_string()))
-}
-
-/// `url` for messages: the password, `bearer_token` and header values replaced by `***`.
-pub fn redact(url: &url::Url) -> String {
-    let mut u = url.clone();
-    if u.password().is_some() {
-        let _ = u.set_password(Some("***"));
-    }
-    let secret_key = |k: &str| k == "bearer_token" || k.starts_with(HEADER);
-    if url.query_pairs().any(|(k, _)| secret_key(&k)) {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if secret_key(&k) {
-                    "***".into()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        u.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    u.to_string()
-}
-
 impl LokiOptions {
     pub fn parse(url: &url::Url) -> Result<LokiOptions, String> {
-        let tls = match url.scheme() {
-            "loki+http" => false,
-            "loki+https" => true,
-            s => {
-                return Err(format!(
-                    "{s:?} is not a Loki scheme (loki+http, loki+https)"
-                ))
-            }
-        };
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("no host: expected loki+http://HOST:PORT[/path]")?;
-        if url.fragment().is_some() {
-            return Err("a #fragment has no meaning in a Loki URL".into());
-        }
-        let authority = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_string(),
-        };
-        let path = match url.path() {
-            "" | "/" => DEFAULT_PATH,
-            p => p,
-        };
-        let endpoint = format!("{}://{authority}{path}", if tls { "https" } else { "http" });
-        url::Url::parse(&endpoint).map_err(|e| format!("push URL {endpoint}: {e}"))?;
-        let decode = |s: &str, what: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| format!("{what} in the URL is not UTF-8 once percent-decoded"))
-        };
-        let user = match url.username() {
-            "" => None,
-            u => Some(decode(u, "user")?),
-        };
-        let password = url
-            .password()
-            .map(|p| decode(p, "password").map(Secret))
-            .transpose()?;
-        if password.is_some() && user.is_none() {
-            return Err("a password without a user name".into());
-        }
-
+        let (queue, parts) = QueueOptions::from_url(url, "loki", "Loki", DEFAULT_PATH)?;
         let mut o = LokiOptions {
             name: String::new(),
-            endpoint,
-            user,
-            password,
-            password_file: None,
-            bearer_token: None,
-            bearer_token_file: None,
-            headers: Vec::new(),
-            header_files: Vec::new(),
+            queue,
             tenant: None,
-            ca: None,
-            cert: None,
-            key: None,
             encoding: Encoding::Protobuf,
-            batch_size: 1 << 20,
-            batch_wait: Duration::from_secs(1),
-            queue_max: 8 << 20,
-            spool: true,
-            spool_max: 256 << 20,
-            timeout: Duration::from_secs(10),
-            min_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
             metadata: true,
         };
-        let (header_pairs, pairs): (Vec<_>, Vec<_>) = url
-            .query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .partition(|(k, _)| k.starts_with(HEADER) || k.starts_with(HEADER_FILE));
-        let pairs = query_pairs(pairs.into_iter(), KNOWN)
-            .map_err(|e| format!("{e}, header.NAME, header_file.NAME"))?;
-        let mut header_names = BTreeSet::new();
-        for (k, v) in header_pairs {
-            let (name, from_file) = match k.strip_prefix(HEADER_FILE) {
-                Some(n) => (n, true),
-                None => (&k[HEADER.len()..], false),
-            };
-            if name.is_empty() || !name.bytes().all(is_token_byte) {
-                return Err(format!(
-                    "option {k}: {name:?} is not an HTTP header name (letters, digits, !#$%&'*+-.^_`|~)"
-                ));
-            }
-            let lower = name.to_ascii_lowercase();
-            if RESERVED_HEADERS.contains(&lower.as_str()) {
-                return Err(format!(
-                    "option {k}: hbwatch sets {name} itself (use user and password, \
-                     bearer_token_file or tenant for the usual ones)"
-                ));
-            }
-            if !header_names.insert(lower) {
-                return Err(format!("header {name} given twice"));
-            }
-            if from_file {
-                if v.is_empty() {
-                    return Err(format!("option {k}: expected the path of a file"));
-                }
-                o.header_files.push((name.to_string(), PathBuf::from(v)));
-            } else {
-                // The value is not echoed: it may be a key.
-                check_header_value(&v).map_err(|why| format!("option {k}: {why}"))?;
-                if name.eq_ignore_ascii_case("x-scope-orgid") && !valid_tenant(&v) {
-                    return Err(format!(
-                        "option {k}={v:?}: a tenant ID is 1 to 150 of a-z A-Z 0-9 ! - _ . * ' ( )"
-                    ));
-                }
-                o.headers.push((name.to_string(), Secret(v)));
-            }
-        }
-        let mut seen = BTreeSet::new();
-        let mut queue_max_given = false;
+        let pairs = o.queue.take_options(url, KNOWN)?;
         for (k, v) in pairs {
-            if !seen.insert(k.clone()) {
-                return Err(format!("option {k} given twice"));
-            }
             let bad = |why: String| format!("option {k}={v:?}: {why}");
-            let positive = |d: Duration| {
-                if d.is_zero() {
-                    Err(bad("must be more than 0".into()))
-                } else {
-                    Ok(d)
-                }
-            };
             match k.as_str() {
                 "encoding" => {
                     o.encoding = match v.as_str() {
@@ -424,102 +127,45 @@ impl LokiOptions {
                     }
                     o.tenant = Some(v.clone());
                 }
-                "ca" | "cert" | "key" | "password_file" | "bearer_token_file" => {
-                    if v.is_empty() {
-                        return Err(bad("expected the path of a file".into()));
-                    }
-                    let p = Some(PathBuf::from(&v));
-                    match k.as_str() {
-                        "ca" => o.ca = p,
-                        "cert" => o.cert = p,
-                        "key" => o.key = p,
-                        "password_file" => o.password_file = p,
-                        _ => o.bearer_token_file = p,
-                    }
-                }
-                "bearer_token" => {
-                    // Never echoed: a token in an error message ends up in logs.
-                    check_header_value(&v).map_err(|why| format!("option bearer_token: {why}"))?;
-                    o.bearer_token = Some(Secret(v.clone()));
-                }
-                "batch_size" => {
-                    o.batch_size = parse_size(&v).map_err(bad)?;
-                    if o.batch_size == 0 {
-                        return Err(bad("must be more than 0".into()));
-                    }
-                }
-                "batch_wait" => o.batch_wait = parse_duration(&v).map_err(bad)?,
-                "queue_max" => {
-                    o.queue_max = parse_size(&v).map_err(bad)?;
-                    queue_max_given = true;
-                }
-                "spool" => o.spool = on_off(&v).map_err(bad)?,
-                "spool_max" => o.spool_max = parse_size(&v).map_err(bad)?,
-                "timeout" => o.timeout = positive(parse_duration(&v).map_err(bad)?)?,
-                "min_backoff" => o.min_backoff = positive(parse_duration(&v).map_err(bad)?)?,
-                "max_backoff" => o.max_backoff = positive(parse_duration(&v).map_err(bad)?)?,
                 "metadata" => o.metadata = on_off(&v).map_err(bad)?,
                 _ => unreachable!("query_pairs lets only known options through"),
             }
         }
-        for (k, given) in [
-            ("ca", o.ca.is_some()),
-            ("cert", o.cert.is_some()),
-            ("key", o.key.is_some()),
-        ] {
-            if given && !tls {
-                return Err(format!("option {k} only applies to loki+https"));
-            }
-        }
-        if o.cert.is_some() != o.key.is_some() {
-            return Err("options cert and key go together (client certificate and its key)".into());
-        }
-        if o.password.is_some() && o.password_file.is_some() {
-            return Err("a password in the URL and password_file: give one".into());
-        }
-        if o.password_file.is_some() && o.user.is_none() {
-            return Err("password_file without a user name (loki+https://USER@host...)".into());
-        }
-        if o.bearer_token.is_some() && o.bearer_token_file.is_some() {
-            return Err("bearer_token and bearer_token_file: give one".into());
-        }
-        if o.user.is_some() && (o.bearer_token.is_some() || o.bearer_token_file.is_some()) {
-            return Err(
-                "basic auth (user in the URL) and a bearer token: Loki takes one Authorization"
-                    .into(),
-            );
-        }
-        if o.tenant.is_some()
-            && o.headers
-                .iter()
-                .map(|h| &h.0)
-                .chain(o.header_files.iter().map(|h| &h.0))
-                .any(|n| n.eq_ignore_ascii_case("x-scope-orgid"))
-        {
+        o.queue.check(&parts, "loki")?;
+        // X-Scope-OrgID given as a header is the tenant, under the same rule.
+        let org_header = o
+            .queue
+            .header_names()
+            .any(|n| n.eq_ignore_ascii_case("x-scope-orgid"));
+        if org_header && o.tenant.is_some() {
             return Err("tenant and header.X-Scope-OrgID: give one".into());
         }
-        if o.queue_max < o.batch_size {
-            if queue_max_given {
+        if let Some((k, v)) = o
+            .queue
+            .headers
+            .iter()
+            .find(|h| h.0.eq_ignore_ascii_case("x-scope-orgid"))
+        {
+            if !valid_tenant(&v.0) {
                 return Err(format!(
-                    "queue_max ({}) must be at least batch_size ({})",
-                    o.queue_max, o.batch_size
+                    "option header.{k}={:?}: a tenant ID is 1 to 150 of a-z A-Z 0-9 ! - _ . * ' ( )",
+                    v.0
                 ));
             }
-            o.queue_max = o.batch_size;
-        }
-        if o.min_backoff > o.max_backoff {
-            return Err(format!(
-                "min_backoff ({:?}) is more than max_backoff ({:?})",
-                o.min_backoff, o.max_backoff
-            ));
         }
         o.name = format!(
-            "{}://{authority}{}{}",
+            "{}://{}{}{}",
             url.scheme(),
-            if path == DEFAULT_PATH { "" } else { path },
+            parts.authority,
+            if parts.path == DEFAULT_PATH {
+                ""
+            } else {
+                &parts.path
+            },
             o.tenant
                 .as_ref()
                 .or_else(|| o
+                    .queue
                     .headers
                     .iter()
                     .find(|h| h.0.eq_ignore_ascii_case("x-scope-orgid"))
@@ -529,57 +175,10 @@ impl LokiOptions {
         Ok(o)
     }
 
-    /// The `Authorization` header: basic auth (password from the URL or `password_file`)
-    /// or a bearer token (inline or `bearer_token_file`). Reads the files.
-    pub fn authorization(&self) -> anyhow::Result<Option<Secret>> {
-        use base64::Engine as _;
-        if let Some(u) = &self.user {
-            let pass = match (&self.password, &self.password_file) {
-                (Some(p), _) => p.clone(),
-                (None, Some(f)) => read_secret("password_file", f)?,
-                (None, None) => Secret(String::new()),
-            };
-            let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{}", pass.0));
-            return Ok(Some(Secret(format!("Basic {b64}"))));
-        }
-        let token = match (&self.bearer_token, &self.bearer_token_file) {
-            (Some(t), _) => t.clone(),
-            (None, Some(f)) => read_secret("bearer_token_file", f)?,
-            (None, None) => return Ok(None),
-        };
-        Ok(Some(Secret(format!("Bearer {}", token.0))))
-    }
-
-    /// Every header besides Content-Type, User-Agent and Authorization: the tenant, then
-    /// `header.NAME` and `header_file.NAME` (read now).
-    pub fn extra_headers(&self) -> anyhow::Result<Vec<(String, Secret)>> {
-        let mut out = Vec::new();
-        if let Some(t) = &self.tenant {
-            out.push(("X-Scope-OrgID".to_string(), Secret(t.clone())));
-        }
-        out.extend(self.headers.iter().cloned());
-        for (name, file) in &self.header_files {
-            out.push((
-                name.clone(),
-                read_secret(&format!("header_file.{name}"), file)?,
-            ));
-        }
-        Ok(out)
-    }
-
     /// The spool directory's name: the output name with anything but `[A-Za-z0-9.-]`
     /// replaced by `_`.
     pub fn spool_name(&self) -> String {
-        self.name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
+        super::queue::spool_name(&self.name)
     }
 }
 
@@ -657,35 +256,82 @@ fn metadata(ev: &Event) -> Vec<LabelPairAdapter> {
     md
 }
 
-/// `300ms`, `2.5s`: for logs.
-fn human(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
+/// Stream key of an event: the labels that vary (`protocol`, `level`).
+type StreamKey = (Option<&'static str>, Level);
+
+/// A Loki batch: one stream per label set.
+#[derive(Debug, Clone, Default)]
+pub struct LokiBatch {
+    req: PushRequest,
+    keys: Vec<StreamKey>,
+}
+
+impl LokiBatch {
+    fn add(&mut self, key: StreamKey, labels: impl FnOnce() -> String, entry: EntryAdapter) {
+        let i = match self.keys.iter().position(|k| *k == key) {
+            Some(i) => i,
+            None => {
+                self.keys.push(key);
+                self.req.streams.push(StreamAdapter {
+                    labels: labels(),
+                    entries: Vec::new(),
+                    hash: 0,
+                });
+                self.keys.len() - 1
+            }
+        };
+        self.req.streams[i].entries.push(entry);
     }
 }
 
-fn now_unix_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
+impl Payload for LokiBatch {
+    fn spool_body(&self) -> Vec<u8> {
+        self.req.to_snappy()
+    }
+}
+
+/// Pushes to Loki: 429, 408, 5xx and transport errors are worth a retry.
+struct LokiTransport {
+    client: http::Client,
+    encoding: Encoding,
+}
+
+impl Transport for LokiTransport {
+    type Batch = LokiBatch;
+
+    fn body(&self, b: &LokiBatch) -> Result<Vec<u8>, String> {
+        b.req.body(self.encoding)
+    }
+
+    fn spooled_body(&self, stored: Vec<u8>) -> Result<Vec<u8>, String> {
+        match self.encoding {
+            Encoding::Protobuf => Ok(stored),
+            Encoding::Json => PushRequest::from_snappy(&stored).and_then(|r| r.to_json()),
+        }
+    }
+
+    fn body_is_spool_body(&self) -> bool {
+        self.encoding == Encoding::Protobuf
+    }
+
+    fn push(&self, body: &[u8], timeout: Duration) -> Outcome {
+        match self
+            .client
+            .post(body, timeout, |s| matches!(s, 408 | 429 | 500..=599))
+        {
+            Ok(_) => Outcome::Delivered,
+            Err(o) => o,
+        }
+    }
 }
 
 /// One Loki output.
 pub struct LokiSink {
-    cfg: Config,
-    shared: Arc<Shared>,
+    pipe: Pipeline<LokiBatch>,
     labeler: Labeler,
     metadata: bool,
-    worker: Option<JoinHandle<()>>,
     line: Vec<u8>,
-    bad_timestamp_logged: bool,
 }
-
-/// How long `close` waits past its timeout for the worker to come back from a push
-/// (pushes started during `close` end by the deadline; one started before may not).
-const CLOSE_GRACE: Duration = Duration::from_millis(100);
 
 pub fn open(opts: &LokiOptions, ctx: &SinkContext) -> anyhow::Result<Box<dyn Sink + Send>> {
     Ok(Box::new(LokiSink::open(opts, ctx)?))
@@ -695,74 +341,28 @@ impl LokiSink {
     pub fn open(opts: &LokiOptions, ctx: &SinkContext) -> anyhow::Result<LokiSink> {
         let ctxerr = |e: anyhow::Error| e.context(format!("output {}", opts.name));
         let labeler = Labeler::new(ctx).map_err(ctxerr)?;
-        let client = worker::Client::new(opts).map_err(ctxerr)?;
-        if opts.bearer_token.is_some() {
-            warn!(
-                "output {}: bearer_token in the URL shows in the command line and the config; \
-                 prefer bearer_token_file (with systemd, LoadCredential=)",
-                opts.name
-            );
-        }
-        let spool = if opts.spool {
-            let dir = ctx.spool_dir.join(opts.spool_name());
-            let s = Spool::open(&dir, opts.spool_max).map_err(|e| {
-                anyhow::anyhow!(
-                    "output {}: {e} (set STATE_DIRECTORY, or add spool=off to run without a spool)",
-                    opts.name
-                )
-            })?;
-            if !s.is_empty() {
-                info!(
-                    "output {}: {} events in {} batches wait in the spool {} from an earlier run; \
-                     delivering them first",
-                    opts.name,
-                    s.events(),
-                    s.len(),
-                    dir.display()
-                );
-            }
-            Some(s)
-        } else {
-            let dir = ctx.spool_dir.join(opts.spool_name());
-            let left = spool::batches_in(&dir);
-            if left > 0 {
-                warn!(
-                    "output {}: spool=off: {left} batches an earlier run left in {} are not delivered",
-                    opts.name,
-                    dir.display()
-                );
-            }
-            None
-        };
-        let cfg = Config {
-            name: opts.name.clone(),
-            batch_size: opts.batch_size,
-            batch_wait: opts.batch_wait,
-            queue_max: opts.queue_max,
-            timeout: opts.timeout,
-            min_backoff: opts.min_backoff,
-            max_backoff: opts.max_backoff,
-            encoding: opts.encoding,
-        };
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(spool)),
-            wake: Condvar::new(),
-            done: Condvar::new(),
-        });
-        let worker = {
-            let (shared, cfg) = (shared.clone(), cfg.clone());
-            std::thread::Builder::new()
-                .name("loki-push".into())
-                .spawn(move || worker::run(shared, cfg, client))?
-        };
+        let q = &opts.queue;
+        let tenant = opts.tenant.iter();
+        let tenant = tenant.map(|t| ("X-Scope-OrgID".to_string(), Secret(t.clone())));
+        let client = q
+            .client(&opts.name, opts.encoding.content_type(), tenant.collect())
+            .map_err(ctxerr)?;
+        let pipe = Pipeline::open(
+            q.config(&opts.name, "Loki"),
+            q,
+            &ctx.spool_dir.join(opts.spool_name()),
+            SPOOL_SUFFIX,
+            LokiTransport {
+                client,
+                encoding: opts.encoding,
+            },
+            "loki-push",
+        )?;
         Ok(LokiSink {
-            cfg,
-            shared,
+            pipe,
             labeler,
             metadata: opts.metadata,
-            worker: Some(worker),
             line: Vec::with_capacity(1024),
-            bad_timestamp_logged: false,
         })
     }
 
@@ -773,22 +373,7 @@ impl LokiSink {
             self.line.pop();
         }
         let line = String::from_utf8(self.line.clone())?;
-        let ns = match time::OffsetDateTime::parse(
-            &ev.timestamp,
-            &time::format_description::well_known::Rfc3339,
-        ) {
-            Ok(t) => t.unix_timestamp_nanos(),
-            Err(e) => {
-                if !self.bad_timestamp_logged {
-                    warn!(
-                        "output {}: event time {:?} is not RFC 3339 ({e}); using the current time",
-                        self.cfg.name, ev.timestamp
-                    );
-                    self.bad_timestamp_logged = true;
-                }
-                now_unix_ns()
-            }
-        };
+        let ns = self.pipe.event_time_ns(&ev.timestamp);
         let md = if self.metadata {
             metadata(ev)
         } else {
@@ -814,108 +399,39 @@ impl Sink for LokiSink {
         let (entry, bytes) = self.entry(ev)?;
         let key = (ev.network.as_ref().map(|n| n.protocol), ev.log.level);
         let labeler = &self.labeler;
-        let mut st = self.shared.lock();
-        if st.closed {
-            anyhow::bail!("output {} is closed", self.cfg.name);
-        }
-        let first = st.open.events == 0;
-        st.open
-            .add(key, || labeler.labels(key.0, key.1), entry, bytes);
-        if st.open.bytes >= self.cfg.batch_size {
-            st.seal(&self.cfg);
-            self.shared.wake.notify_one();
-        } else if first {
-            // The worker arms the batch_wait timer.
-            self.shared.wake.notify_one();
-        }
-        Ok(())
+        self.pipe.add(bytes, |b| {
+            b.add(key, || labeler.labels(key.0, key.1), entry)
+        })
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        // Events are with the worker already; it sends them on `batch_wait`.
-        self.shared.wake.notify_one();
+        self.pipe.flush();
         Ok(())
     }
 
     fn close(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.shared.lock();
-        if st.closed {
-            return Ok(());
-        }
-        st.closed = true;
-        st.closing = Some(deadline);
-        self.shared.wake.notify_all();
-        let give_up = deadline + CLOSE_GRACE;
-        while !st.finished {
-            let now = Instant::now();
-            if now >= give_up {
-                break;
-            }
-            st = self
-                .shared
-                .done
-                .wait_timeout(st, give_up - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        if st.finished {
-            drop(st);
-            if let Some(w) = self.worker.take() {
-                let _ = w.join();
-            }
-            st = self.shared.lock();
-        } else {
-            // The worker is stuck in a push despite its timeout: keep what memory holds
-            // and count the batch it is pushing as lost.
-            worker::abandon(&mut st, &self.cfg);
-        }
-        if let Some(spool) = st.spool.as_mut() {
-            // Nothing writes to it any more (an abandoned worker leaves the state alone).
-            spool.unlock();
-        }
-        if let Some(spool) = st.spool.as_ref().filter(|s| !s.is_empty()) {
-            warn!(
-                "output {}: {} events not delivered within {} stay in the spool {} \
-                 ({} bytes); the next start delivers them first",
-                self.cfg.name,
-                spool.events(),
-                human(timeout),
-                spool.dir().display(),
-                spool.bytes()
-            );
-        }
+        self.pipe.close(timeout);
         Ok(())
     }
 
     fn name(&self) -> String {
-        self.cfg.name.clone()
+        self.pipe.name().to_string()
     }
 
     fn stats(&self) -> SinkStats {
-        let st = self.shared.lock();
-        SinkStats {
-            delivered: st.delivered,
-            dropped: st.dropped,
-            queued: st.queued(),
-            spool_bytes: st.spool.as_ref().map_or(0, Spool::bytes),
-            retries: st.retries,
-        }
-    }
-}
-
-impl Drop for LokiSink {
-    fn drop(&mut self) {
-        // Not closed by the agent (an error path): keep what memory holds in the spool.
-        let _ = self.close(Duration::ZERO);
+        self.pipe.stats()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::spool::Spool;
     use super::*;
     use crate::output::Format;
     use crate::sink::SinkSpec;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Instant;
 
     fn parse(s: &str) -> Result<LokiOptions, String> {
         LokiOptions::parse(&url::Url::parse(s).unwrap())
@@ -928,27 +444,31 @@ mod tests {
     #[test]
     fn defaults() {
         let o = parse("loki+http://127.0.0.1:3100").unwrap();
-        assert_eq!(o.endpoint, "http://127.0.0.1:3100/loki/api/v1/push");
+        assert_eq!(o.queue.endpoint, "http://127.0.0.1:3100/loki/api/v1/push");
         assert_eq!(o.name, "loki+http://127.0.0.1:3100");
         assert_eq!(o.encoding, Encoding::Protobuf);
         assert_eq!(
-            (o.batch_size, o.queue_max, o.spool_max),
+            (o.queue.batch_size, o.queue.queue_max, o.queue.spool_max),
             (1 << 20, 8 << 20, 256 << 20)
         );
-        assert_eq!(o.batch_wait, Duration::from_secs(1));
-        assert!(o.spool && o.metadata);
+        assert_eq!(o.queue.batch_wait, Duration::from_secs(1));
+        assert!(o.queue.spool && o.metadata);
         assert_eq!(
-            (o.user.as_deref(), o.tenant.as_deref(), o.ca.as_ref()),
+            (
+                o.queue.user.as_deref(),
+                o.tenant.as_deref(),
+                o.queue.ca.as_ref()
+            ),
             (None, None, None)
         );
         assert_eq!(o.spool_name(), "loki_http___127.0.0.1_3100");
         // A trailing slash is no path either.
         assert_eq!(
-            parse("loki+http://loki:3100/").unwrap().endpoint,
+            parse("loki+http://loki:3100/").unwrap().queue.endpoint,
             "http://loki:3100/loki/api/v1/push"
         );
         assert_eq!(
-            parse("loki+http://[::1]:3100").unwrap().endpoint,
+            parse("loki+http://[::1]:3100").unwrap().queue.endpoint,
             "http://[::1]:3100/loki/api/v1/push"
         );
     }
@@ -961,34 +481,37 @@ mod tests {
              &spool_max=1GiB&timeout=3s&min_backoff=50ms&max_backoff=5s&metadata=off",
         )
         .unwrap();
-        assert_eq!(o.endpoint, "https://logs.example.net/custom/push");
+        assert_eq!(o.queue.endpoint, "https://logs.example.net/custom/push");
         assert_eq!(
             o.name,
             "loki+https://logs.example.net/custom/push?tenant=team-a"
         );
-        assert_eq!(o.user.as_deref(), Some("ops@corp"));
-        assert_eq!(o.password, Some(Secret("p:ss/w".into())));
+        assert_eq!(o.queue.user.as_deref(), Some("ops@corp"));
+        assert_eq!(o.queue.password, Some(Secret("p:ss/w".into())));
         assert_eq!(o.tenant.as_deref(), Some("team-a"));
-        assert_eq!(o.ca, Some(PathBuf::from("/etc/hbwatch/ca.pem")));
+        assert_eq!(o.queue.ca, Some(PathBuf::from("/etc/hbwatch/ca.pem")));
         assert_eq!(o.encoding, Encoding::Json);
         assert_eq!(
-            (o.batch_size, o.queue_max, o.spool_max),
+            (o.queue.batch_size, o.queue.queue_max, o.queue.spool_max),
             (64 << 10, 1 << 20, 1 << 30)
         );
-        assert_eq!(o.batch_wait, Duration::from_millis(250));
-        assert_eq!(o.timeout, Duration::from_secs(3));
+        assert_eq!(o.queue.batch_wait, Duration::from_millis(250));
+        assert_eq!(o.queue.timeout, Duration::from_secs(3));
         assert_eq!(
-            (o.min_backoff, o.max_backoff),
+            (o.queue.min_backoff, o.queue.max_backoff),
             (Duration::from_millis(50), Duration::from_secs(5))
         );
-        assert!(!o.spool && !o.metadata);
+        assert!(!o.queue.spool && !o.metadata);
         // The password stays out of logs and debug output.
         let dbg = format!("{o:?}");
         assert!(!dbg.contains("p:ss") && dbg.contains("***"), "{dbg}");
         assert!(!o.name.contains("ops"), "{}", o.name);
         // A batch larger than the default memory queue raises the queue to one batch.
         assert_eq!(
-            parse("loki+http://l:1?batch_size=20MiB").unwrap().queue_max,
+            parse("loki+http://l:1?batch_size=20MiB")
+                .unwrap()
+                .queue
+                .queue_max,
             20 << 20
         );
     }
@@ -1083,14 +606,17 @@ mod tests {
              &header_file.X-Api-Key=/run/keys/api&cert=client.pem&key=client.key&ca=/ca.pem",
         )
         .unwrap();
-        assert_eq!(o.bearer_token_file, Some(PathBuf::from("loki-token")));
-        assert_eq!(o.headers, [("X-Team".to_string(), Secret("blue".into()))]);
+        assert_eq!(o.queue.bearer_token_file, Some(PathBuf::from("loki-token")));
         assert_eq!(
-            o.header_files,
+            o.queue.headers,
+            [("X-Team".to_string(), Secret("blue".into()))]
+        );
+        assert_eq!(
+            o.queue.header_files,
             [("X-Api-Key".to_string(), PathBuf::from("/run/keys/api"))]
         );
         assert_eq!(
-            (o.cert.as_deref(), o.key.as_deref()),
+            (o.queue.cert.as_deref(), o.queue.key.as_deref()),
             (
                 Some(std::path::Path::new("client.pem")),
                 Some(std::path::Path::new("client.key"))
@@ -1107,7 +633,7 @@ mod tests {
         );
         let o = parse("loki+https://ops@l:1?password_file=/etc/hbwatch/loki-pass").unwrap();
         assert_eq!(
-            o.password_file,
+            o.queue.password_file,
             Some(PathBuf::from("/etc/hbwatch/loki-pass"))
         );
         // An inline token and header values are secrets: not in Debug output.
@@ -1115,16 +641,14 @@ mod tests {
         let dbg = format!("{o:?}");
         assert!(!dbg.contains("tok3n") && !dbg.contains("k3y"), "{dbg}");
         assert_eq!(
-            o.authorization().unwrap(),
+            o.queue.authorization().unwrap(),
             Some(Secret("Bearer tok3n".into()))
         );
         let o = parse("loki+http://l:1?tenant=t&header.X-A=1").unwrap();
+        assert_eq!(o.tenant.as_deref(), Some("t"));
         assert_eq!(
-            o.extra_headers().unwrap(),
-            [
-                ("X-Scope-OrgID".to_string(), Secret("t".into())),
-                ("X-A".to_string(), Secret("1".into()))
-            ]
+            o.queue.header_values().unwrap(),
+            [("X-A".to_string(), Secret("1".into()))]
         );
     }
 
@@ -1287,11 +811,11 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            o.authorization().unwrap(),
+            o.queue.authorization().unwrap(),
             Some(Secret("Basic b3BzOnQwa2Vu".into()))
         );
         assert_eq!(
-            o.extra_headers().unwrap(),
+            o.queue.header_values().unwrap(),
             [("X-Key".to_string(), Secret("p w".into()))]
         );
         let _ = std::fs::remove_dir_all(dir);
@@ -1409,7 +933,7 @@ mod tests {
         sink.close(Duration::from_millis(50)).unwrap();
         let st = sink.stats();
         drop(sink);
-        let spool = Spool::open(&dir.join(o.spool_name()), u64::MAX).unwrap();
+        let spool = Spool::open(&dir.join(o.spool_name()), u64::MAX, SPOOL_SUFFIX).unwrap();
         assert_eq!(st.delivered, 0);
         assert_eq!(st.queued, 0);
         assert_eq!(spool.bytes(), st.spool_bytes);
@@ -1595,7 +1119,7 @@ mod tests {
         let st = sink.stats();
         assert_eq!((st.delivered, st.dropped, st.queued), (0, 0, 0), "{st:?}");
         drop(sink);
-        let spool = Spool::open(&dir.join(o.spool_name()), u64::MAX).unwrap();
+        let spool = Spool::open(&dir.join(o.spool_name()), u64::MAX, SPOOL_SUFFIX).unwrap();
         assert_eq!(spool.events(), 5_000);
         drop(listener);
         let _ = std::fs::remove_dir_all(dir);

@@ -1,12 +1,13 @@
-//! The on-disk spool of one Loki output: batches Loki has not acknowledged yet, one file
-//! each, oldest first, bounded in bytes.
+//! The on-disk spool of one batching output (Loki, OTLP): batches the receiver has not
+//! acknowledged yet, one file each, oldest first, bounded in bytes.
 //!
-//! A file is named `<seq>-<events>.pb.snappy` (`seq` 20 digits, so names sort in delivery
-//! order) and holds one snappy-compressed `logproto.PushRequest`: the exact body of a
-//! protobuf push, which an operator can replay by hand with
+//! A file is named `<seq>-<events><suffix>` (`seq` 20 digits, so names sort in delivery
+//! order; the suffix is the output's: `.pb.snappy` for Loki, `.pb` for OTLP) and holds the
+//! exact body of one protobuf push (a snappy-compressed `logproto.PushRequest`, an
+//! `ExportLogsServiceRequest`), which an operator can replay by hand with
 //! `curl -H 'Content-Type: application/x-protobuf' --data-binary @FILE URL`.
 //! Files are written under a temporary name and renamed, so a crash never leaves half a
-//! batch; they are not fsynced one by one (the spool outlives Loki outages and agent
+//! batch; they are not fsynced one by one (the spool outlives receiver outages and agent
 //! restarts, not a power cut in the same second). A lock file keeps a second agent with
 //! the same output from sharing the directory.
 
@@ -15,8 +16,6 @@ use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-
-const SUFFIX: &str = ".pb.snappy";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpoolFile {
@@ -27,6 +26,8 @@ pub struct SpoolFile {
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
+    /// File name ending of the batches (`.pb.snappy`, `.pb`).
+    suffix: &'static str,
     max: u64,
     bytes: u64,
     events: u64,
@@ -37,7 +38,7 @@ pub struct Spool {
 
 impl Spool {
     /// Opens (creates) `dir`, takes its lock and indexes the batches left by an earlier run.
-    pub fn open(dir: &Path, max: u64) -> Result<Spool, String> {
+    pub fn open(dir: &Path, max: u64, suffix: &'static str) -> Result<Spool, String> {
         let ctx = |e: io::Error| format!("spool directory {}: {e}", dir.display());
         fs::create_dir_all(dir).map_err(ctx)?;
         let lock = File::options()
@@ -56,6 +57,7 @@ impl Spool {
         }
         let mut spool = Spool {
             dir: dir.to_path_buf(),
+            suffix,
             max,
             bytes: 0,
             events: 0,
@@ -71,7 +73,7 @@ impl Spool {
                 let _ = fs::remove_file(entry.path());
                 continue;
             }
-            let Some((seq, events)) = parse_name(&name) else {
+            let Some((seq, events)) = parse_name(&name, suffix) else {
                 continue;
             };
             let bytes = entry.metadata().map_err(ctx)?.len();
@@ -122,7 +124,7 @@ impl Spool {
     }
 
     pub fn path(&self, seq: u64, events: u64) -> PathBuf {
-        self.dir.join(format!("{seq:020}-{events}{SUFFIX}"))
+        self.dir.join(format!("{seq:020}-{events}{}", self.suffix))
     }
 
     /// Stores a batch if it fits under the bound: `Ok(false)` when it does not.
@@ -167,16 +169,16 @@ impl Spool {
 }
 
 /// Spooled batches in `dir`, without opening it (no lock, no index).
-pub fn batches_in(dir: &Path) -> usize {
+pub fn batches_in(dir: &Path, suffix: &str) -> usize {
     fs::read_dir(dir).map_or(0, |rd| {
         rd.filter_map(Result::ok)
-            .filter(|e| parse_name(&e.file_name().to_string_lossy()).is_some())
+            .filter(|e| parse_name(&e.file_name().to_string_lossy(), suffix).is_some())
             .count()
     })
 }
 
-fn parse_name(name: &str) -> Option<(u64, u64)> {
-    let (seq, events) = name.strip_suffix(SUFFIX)?.split_once('-')?;
+fn parse_name(name: &str, suffix: &str) -> Option<(u64, u64)> {
+    let (seq, events) = name.strip_suffix(suffix)?.split_once('-')?;
     if seq.len() != 20 {
         return None;
     }
@@ -200,7 +202,7 @@ mod tests {
     #[test]
     fn bounded_ordered_and_reopened() {
         let dir = tmpdir("bound");
-        let mut s = Spool::open(&dir, 250).unwrap();
+        let mut s = Spool::open(&dir, 250, ".pb.snappy").unwrap();
         assert_eq!(s.next_seq(), 0);
         assert!(s.write(7, 3, &[1; 100]).unwrap());
         assert!(s.write(5, 2, &[2; 100]).unwrap());
@@ -223,7 +225,7 @@ mod tests {
         assert_eq!(s.next_seq(), 10);
 
         // A second agent with the same output cannot take the directory.
-        let e = Spool::open(&dir, 250).unwrap_err();
+        let e = Spool::open(&dir, 250, ".pb.snappy").unwrap_err();
         assert!(e.contains("in use"), "{e}");
 
         s.remove(5).unwrap();
@@ -232,8 +234,8 @@ mod tests {
         fs::write(dir.join("notes.txt"), b"ignored").unwrap();
         drop(s);
 
-        assert_eq!(batches_in(&dir), 2);
-        let s = Spool::open(&dir, 250).unwrap();
+        assert_eq!(batches_in(&dir, ".pb.snappy"), 2);
+        let s = Spool::open(&dir, 250, ".pb.snappy").unwrap();
         assert_eq!((s.bytes(), s.events(), s.len()), (150, 4, 2));
         assert_eq!(s.first().map(|f| f.0), Some(7));
         assert_eq!(s.next_seq(), 10);

@@ -1,6 +1,7 @@
-//! TLS settings of a `loki+https` output: the CAs to trust (`ca=`, else the system store
-//! through rustls-native-certs) and the client certificate (`cert=`, `key=`), checked when
-//! the output opens so that a bad file is an error at start, not at every handshake.
+//! TLS settings of an `https` batching output (Loki, OTLP): the CAs to trust (`ca=`, else
+//! the system store through rustls-native-certs) and the client certificate (`cert=`,
+//! `key=`), checked when the output opens so that a bad file is an error at start, not at
+//! every handshake.
 
 use tracing::debug;
 
@@ -22,10 +23,13 @@ fn pem_certs(
     Ok(certs)
 }
 
-/// TLS settings of a `loki+https` output: the CAs to trust (`ca=`, else the system store)
-/// and the client certificate (`cert=`, `key=`).
-pub(super) fn config(opts: &super::LokiOptions) -> anyhow::Result<ureq::tls::TlsConfig> {
-    use super::{credential_path, describe_path};
+/// TLS settings of output `name`: the CAs to trust (`ca=`, else the system store) and the
+/// client certificate (`cert=`, `key=`).
+pub(super) fn config(
+    opts: &super::QueueOptions,
+    name: &str,
+) -> anyhow::Result<ureq::tls::TlsConfig> {
+    use super::auth::{credential_path, describe_path};
     use rustls_pki_types::pem::PemObject as _;
     use rustls_pki_types::PrivateKeyDer;
     let roots =
@@ -60,7 +64,7 @@ pub(super) fn config(opts: &super::LokiOptions) -> anyhow::Result<ureq::tls::Tls
                 );
                 }
                 for e in &found.errors {
-                    debug!("output {}: system trust store: {e}", opts.name);
+                    debug!("output {name}: system trust store: {e}");
                 }
                 found
                     .certs
