@@ -80,12 +80,15 @@ pub fn check_event(ev: &Event) -> Value {
         v["observer"]["hostname"].as_str(),
         Some(ev.observer.hostname.as_str())
     );
+    // Every field is one docs/EVENTS.md lists, with a value its type takes.
+    let wrong = hbwatch::schema::violations(&v);
+    assert!(wrong.is_empty(), "{wrong:?} in {v}");
     if let Some(sip) = &ev.sip {
         let s = &v["sip"];
         assert_eq!(s["call_id"].as_str(), sip.call_id.as_deref());
         assert_eq!(s["aor"].as_str(), sip.aor.as_deref());
         assert_eq!(s["device"].as_str(), sip.device.as_deref());
-        assert_eq!(s["reason"].as_str(), sip.reason.as_deref());
+        assert_eq!(s["status"].as_str(), sip.status.as_deref());
         assert_eq!(s["method"].as_str(), sip.method.as_deref());
     }
     if let Some(evidence) = &ev.heartbeat.evidence {
