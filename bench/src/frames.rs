@@ -11,9 +11,23 @@ pub fn ip(s: &str) -> IpAddr {
 
 /// An RUDP heartbeat marked EF, as CS1000 sends it.
 pub fn rudp(src: IpAddr, dst: IpAddr, seq: u32, role: Role, vlans: &[u16]) -> Vec<u8> {
+    rudp_with_id(src, dst, seq, role, vlans, 1)
+}
+
+/// [`rudp`] with this IPv4 identification: two sends of one message differ in it, two
+/// copies of one send (a mirror port) do not.
+pub fn rudp_with_id(
+    src: IpAddr,
+    dst: IpAddr,
+    seq: u32,
+    role: Role,
+    vlans: &[u16],
+    ip_id: u16,
+) -> Vec<u8> {
     let mut f = FrameSpec::udp(src, 15000, dst, 15000, &rudp::payload(seq, role));
     f.dscp = 46;
     f.vlans = vlans.to_vec();
+    f.ip_id = ip_id;
     f.build()
 }
 

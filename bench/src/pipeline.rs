@@ -4,7 +4,9 @@
 //!
 //! Records come from BPF_PROG_TEST_RUN of the real program on an RUDP request re-sent
 //! with the same seq: each run queues a `heartbeat.retry` record (one NDJSON line) and a
-//! heartbeat record (timer input, no line). Two measurements:
+//! heartbeat record (timer input, no line). The re-sends alternate between two IP ids,
+//! one run per call, as real re-sends differ: a repeated identical frame is a mirror
+//! copy, counted once and never a retry. Two measurements:
 //! - drain rate: the ring is filled first (no reader), then one consumer empties it; the
 //!   two consumers alternate over trials on identical fills;
 //! - flood: the production-size ring, a producer thread running the program as fast as
@@ -102,14 +104,26 @@ fn count_only(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> u64 {
     n
 }
 
+/// Two sends of one RUDP request (same seq, IP ids 1 and 2).
+fn resends(src: &str, dst: &str, seq: u32) -> [Vec<u8>; 2] {
+    let (src, dst) = (ip(src), ip(dst));
+    [1, 2].map(|id| frames::rudp_with_id(src, dst, seq, Role::Request, &[], id))
+}
+
+/// `runs` program runs, one per call, alternating between the two sends.
+fn resend(run: impl Fn(&[u8], u32) -> Result<f64>, sends: &[Vec<u8>; 2], runs: u32) -> Result<()> {
+    for i in 0..runs {
+        run(&sends[i as usize % 2], 1)?;
+    }
+    Ok(())
+}
+
 pub fn bench(opts: &Options) -> Result<Value> {
-    let (cs, dev) = (ip("10.40.0.1"), ip("10.40.0.2"));
-    let frame = frames::rudp(cs, dev, 300, Role::Request, &[]);
+    let sends = resends("10.40.0.1", "10.40.0.2", 300);
     let mut l = Loaded::new(Some(BIG_RING))?;
     let mut nd = Ndjson::new()?;
     // The association exists for both consumers before anything is measured.
-    l.agent(&frame, 1)?;
-    l.agent(&frame, 1)?;
+    resend(|f, n| l.agent(f, n), &sends, 2)?;
     while !nd.step(&mut l.ring)?.1 {}
     let expected = opts.runs as u64 * RECORDS_PER_RUN;
     let (mut count_rate, mut nd_rate, mut ratio, mut nd_wall_rate, mut nd_lines_rate) =
@@ -119,7 +133,7 @@ pub fn bench(opts: &Options) -> Result<Value> {
         let order: [usize; 2] = if trial % 2 == 0 { [0, 1] } else { [1, 0] };
         for which in order {
             let lost = l.lost()?;
-            l.agent(&frame, opts.runs)?;
+            resend(|f, n| l.agent(f, n), &sends, opts.runs)?;
             ensure!(
                 l.lost()? == lost,
                 "the ring buffer overflowed while filling"
@@ -179,13 +193,11 @@ struct Flood {
 /// as it can, drained by each consumer in turn (alternating by trial): how much of the
 /// kernel's output each keeps, and whether every record was read or counted lost.
 fn flood(runs: u32, trials: usize) -> Result<Value> {
-    let (cs, dev) = (ip("10.41.0.1"), ip("10.41.0.2"));
-    let frame = frames::rudp(cs, dev, 400, Role::Request, &[]);
+    let sends = resends("10.41.0.1", "10.41.0.2", 400);
     let Loaded { dp, mut ring } = Loaded::new(None)?;
     let l = |f: &[u8], repeat: u32| crate::xdp::test_run(&dp, XDP_PROGRAM, f, repeat);
     let mut nd = Ndjson::new()?;
-    l(&frame, 1)?;
-    l(&frame, 1)?;
+    resend(l, &sends, 2)?;
     while !nd.step(&mut ring)?.1 {}
     let lost_now =
         || -> Result<u64> { Ok(dp.counters()?.get("ringbuf_lost").copied().unwrap_or(0)) };
@@ -199,7 +211,7 @@ fn flood(runs: u32, trials: usize) -> Result<Value> {
                 let mut left = runs;
                 while left > 0 {
                     let n = left.min(chunk);
-                    l(&frame, n)?;
+                    resend(l, &sends, n)?;
                     produced_runs.fetch_add(n as u64, Ordering::Relaxed);
                     left -= n;
                 }
