@@ -18,7 +18,8 @@ use crate::cmd::{display, is_root, probe, run, which};
 /// Debian packages the integration tests use (prometheus for promtool; rsyslog and its
 /// TLS driver: the syslog outputs' receiver; tcpreplay: the field corpus's derived
 /// captures and its live replay; protobuf-compiler: `protoc --decode` reads the Loki
-/// pushes with Loki's schema, not the agent's); the last five for `vm-test`
+/// pushes with Loki's schema, not the agent's; chromium: headless, it renders
+/// `analyze --report`'s HTML in agent/tests/report.rs); the last five for `vm-test`
 /// (QEMU, a static busybox as the VM's init shell, strip, and checking the
 /// signature of Debian's index before downloading kernels from it).
 const APT_PACKAGES: &[&str] = &[
@@ -32,6 +33,7 @@ const APT_PACKAGES: &[&str] = &[
     "rsyslog-gnutls",
     "tcpreplay",
     "protobuf-compiler",
+    "chromium",
     // pip, where python3 is Debian's own (PIP_PACKAGES).
     "python3-pip",
     "qemu-system-x86",
