@@ -540,15 +540,27 @@ fn outage_section(h: &mut String, v: &FileView) {
     h.push_str("</table>\n");
 }
 
-/// A "nice" axis step (1, 2, 5 x 10^k ms) for about 10 ticks over `span_ms`.
+/// A round axis step for about 10 ticks over `span_ms`: 1, 2, 5 x 10^k ms below a
+/// second, clock-like steps above (1 s ... 30 min, 1 h ... 1 day).
 fn axis_step_ms(span_ms: f64) -> f64 {
     let raw = (span_ms / 10.0).max(1.0);
-    let mag = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag)
+    if raw <= 1000.0 {
+        let mag = 10f64.powf(raw.log10().floor());
+        return [1.0, 2.0, 5.0, 10.0]
+            .into_iter()
+            .map(|m| m * mag)
+            .find(|s| *s >= raw)
+            .unwrap_or(10.0 * mag);
+    }
+    const S: f64 = 1000.0;
+    [
+        1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+        10800.0, 21600.0, 43200.0, 86400.0,
+    ]
+    .into_iter()
+    .map(|s| s * S)
+    .find(|s| *s >= raw)
+    .unwrap_or_else(|| (raw / (86400.0 * S)).ceil() * 86400.0 * S)
 }
 
 fn timeline_section(h: &mut String, v: &FileView) {
@@ -910,7 +922,8 @@ mod tests {
     #[test]
     fn axis_steps_are_round() {
         assert_eq!(axis_step_ms(60_000.0), 10_000.0);
-        assert_eq!(axis_step_ms(3_600_000.0), 500_000.0);
+        assert_eq!(axis_step_ms(3_600_000.0), 600_000.0);
+        assert_eq!(axis_step_ms(120_000.0), 15_000.0);
         assert_eq!(axis_step_ms(5.0), 1.0);
     }
 

@@ -198,11 +198,14 @@ fn story_report_renders_in_chromium() {
         .collect();
     // The associations of the --summary table: its lines after the header.
     let stderr = String::from_utf8(out.stderr).unwrap();
-    let summary: BTreeSet<String> = stderr
+    let summary: BTreeMap<String, u64> = stderr
         .lines()
         .skip_while(|l| !l.starts_with("association"))
         .skip(1)
-        .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w[..4].join(" "), w[4].parse().unwrap())
+        })
         .collect();
     assert!(summary.len() >= 10, "{stderr}");
 
@@ -233,7 +236,31 @@ fn story_report_renders_in_chromium() {
         .collect();
     let lane_set: BTreeSet<String> = lanes.iter().map(|s| s.to_string()).collect();
     assert_eq!(lanes.len(), lane_set.len(), "one lane per association");
-    assert_eq!(lane_set, summary, "lanes vs --summary");
+    assert_eq!(
+        lane_set,
+        summary.keys().cloned().collect(),
+        "lanes vs --summary"
+    );
+    // Each lane's ticks stand for the heartbeats --summary counts for it.
+    let mut lane = None;
+    for t in &tags {
+        if t.name == "g" && t.has_class("lane") {
+            lane = Some(t.attr("data-assoc"));
+        } else if t.name == "path" && t.has_class("beats") {
+            let l = lane.expect("ticks in a lane");
+            assert_eq!(t.attr("data-heartbeats"), summary[l].to_string(), "{l}");
+            assert!(t.attr("d").starts_with('M'), "{t:?}");
+        }
+    }
+    let ticked = tags
+        .iter()
+        .filter(|t| t.name == "path" && t.has_class("beats"))
+        .count();
+    assert_eq!(
+        ticked,
+        lanes.len(),
+        "every association has heartbeats drawn"
+    );
 
     // Markers: one per alert event, on its association's lane, with its action.
     let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -358,6 +358,10 @@ impl Correlator {
                 // datapath forgot it): keep what was learned.
                 if !self.slots.contains_key(&raw.key) {
                     self.insert(raw);
+                    // Its first heartbeat, counted by `Assoc::new`.
+                    if let Some(log) = &mut self.beats {
+                        log.beat(&raw.key, now);
+                    }
                 }
                 return;
             }
