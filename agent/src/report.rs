@@ -37,6 +37,10 @@ pub const MAX_MARKERS_PER_LANE: usize = 200;
 /// Rows of the alert list at most.
 const MAX_ALERT_ROWS: usize = 2000;
 
+/// Rows of the association table at most (those with trouble first); `--summary`
+/// prints them all.
+const MAX_TABLE_ROWS: usize = 10_000;
+
 /// Plot geometry (px).
 const PLOT_X: f64 = 10.0;
 const PLOT_W: usize = 1340;
@@ -418,8 +422,17 @@ pub fn write(
     run: &RunInfo,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    std::fs::write(path, render(reports, events, run))
-        .with_context(|| format!("writing the report {}", path.display()))
+    let started = std::time::Instant::now();
+    let page = render(reports, events, run);
+    std::fs::write(path, &page)
+        .with_context(|| format!("writing the report {}", path.display()))?;
+    tracing::info!(
+        "report written to {} ({} kB, rendered in {} ms)",
+        path.display(),
+        page.len().div_ceil(1024),
+        started.elapsed().as_millis()
+    );
+    Ok(())
 }
 
 fn capture_section(h: &mut String, views: &[FileView], events: &Collector) {
@@ -846,7 +859,15 @@ fn summary_section(h: &mut String, v: &FileView) {
          <th>rtt min</th><th>rtt avg</th><th>rtt max</th><th>outages</th><th>folded</th><th>interval</th><th>diagnosis</th></tr>\n",
     );
     let ms = |ns: u64| format!("{:.1}ms", ns as f64 / 1e6);
-    for t in &r.totals {
+    let mut rows: Vec<&crate::correlate::AssocTotals> = r.totals.iter().collect();
+    let omitted = rows.len().saturating_sub(MAX_TABLE_ROWS);
+    if omitted > 0 {
+        // Trouble first (the order is stable: by name within each kind).
+        rows.sort_by_key(|t| t.stats.outages == 0 && t.stats.lost == 0);
+        rows.truncate(MAX_TABLE_ROWS);
+        rows.sort_by_key(|t| association(&t.key));
+    }
+    for t in rows {
         let st = &t.stats;
         let (min, avg, max) = match st.rtt_avg_ns() {
             Some(avg) => (ms(st.rtt_min_ns), ms(avg), ms(st.rtt_max_ns)),
@@ -877,6 +898,12 @@ fn summary_section(h: &mut String, v: &FileView) {
         );
     }
     h.push_str("</table>\n");
+    if omitted > 0 {
+        let _ = writeln!(
+            h,
+            "<p class=\"warn\">{omitted} associations without loss or outage left out (limit {MAX_TABLE_ROWS} rows): <code>analyze --summary</code> lists every one.</p>"
+        );
+    }
 }
 
 fn alert_section(h: &mut String, v: &FileView) {
@@ -942,6 +969,47 @@ mod tests {
             downtime_ms: None,
             folded: None,
         }
+    }
+
+    #[test]
+    fn hostile_packet_text_stays_text() {
+        let evil = "</title></svg><script>alert('x')</script><img src=x onerror=y>&";
+        let mut down = kept("sip.expired", 10, Some(1000));
+        down.message = format!("sip registration of {evil} expired");
+        down.evidence = vec![format!("aor {evil}")];
+        down.lane = Some(format!("sip 10.0.0.1:5060 -> 10.0.0.2:5060 {evil}"));
+        let mut up = kept("sip.registered", 12, None);
+        up.kind = "event";
+        up.index = 1;
+        up.lane = down.lane.clone();
+        let report = FileReport {
+            name: format!("{evil}.pcap"),
+            frames: 3,
+            events: 2,
+            counters: BTreeMap::new(),
+            totals: Vec::new(),
+            damage: Some(Damage::Cut(evil.to_string())),
+            span_ns: Some((9_000_000_000, 13_000_000_000)),
+            warnings: vec![evil.to_string()],
+            beats: None,
+        };
+        let collector = Collector {
+            kept: vec![down, up],
+            ..Collector::default()
+        };
+        let run = RunInfo {
+            paths: vec![PathBuf::from(format!("/tmp/{evil}.pcap"))],
+            hostname: evil.to_string(),
+        };
+        let page = render(&[report], &collector, &run);
+        assert!(!page.contains("<script"), "{page}");
+        assert!(!page.contains("<img"));
+        assert!(!page.contains("alert('x')"));
+        assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+        // One outage on the hostile lane, one marker.
+        assert_eq!(page.matches("<rect class=\"outage\"").count(), 1);
+        assert_eq!(page.matches("<g class=\"marker").count(), 1);
+        assert_eq!(page.matches("<g class=\"lane\"").count(), 1);
     }
 
     #[test]
