@@ -196,17 +196,18 @@ fn story_report_renders_in_chromium() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // The associations of the --summary table: its lines after the header.
+    // The associations of the --summary table: its rows after the header (`proto a:p
+    // -> b:q heartbeats ...`; the log line saying where the report went follows).
     let stderr = String::from_utf8(out.stderr).unwrap();
     let summary: BTreeMap<String, u64> = stderr
         .lines()
         .skip_while(|l| !l.starts_with("association"))
         .skip(1)
-        .map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            (w[..4].join(" "), w[4].parse().unwrap())
-        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .take_while(|w| w.len() > 5 && w[2] == "->")
+        .map(|w| (w[..4].join(" "), w[4].parse().unwrap()))
         .collect();
+    assert!(stderr.contains("report written to"), "{stderr}");
     assert!(summary.len() >= 10, "{stderr}");
 
     let page = std::fs::read_to_string(&html).unwrap();
