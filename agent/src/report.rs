@@ -437,7 +437,7 @@ pub fn write(
 
 fn capture_section(h: &mut String, views: &[FileView], events: &Collector) {
     h.push_str(
-        "<h2>Captures</h2><table id=\"captures\"><tr><th>file</th><th>frames</th><th>heartbeats</th>\
+        "<h2>Captures</h2><table class=\"captures\"><tr><th>file</th><th>frames</th><th>heartbeats</th>\
          <th>events</th><th>associations</th><th>first frame</th><th>last frame</th><th>span</th><th>notes</th></tr>\n",
     );
     for v in views {
@@ -497,7 +497,7 @@ fn outage_section(h: &mut String, v: &FileView) {
         return;
     }
     h.push_str(
-        "<table id=\"outages\"><tr><th>association</th><th>last heartbeat</th><th>declared</th><th>recovered</th>\
+        "<table class=\"outages\"><tr><th>association</th><th>last heartbeat</th><th>declared</th><th>recovered</th>\
          <th>down</th><th>diagnosis</th><th>evidence</th></tr>\n",
     );
     let mut all: Vec<(&String, &Outage)> = v
@@ -855,7 +855,7 @@ fn markers(h: &mut String, v: &FileView, evs: &[&Kept], band: (f64, f64)) -> usi
 fn summary_section(h: &mut String, v: &FileView) {
     let r = v.report;
     h.push_str(
-        "<h2>Associations</h2><table id=\"summary\"><tr><th>association</th><th>heartbeats</th><th>lost</th><th>dups</th>\
+        "<h2>Associations</h2><table class=\"summary\"><tr><th>association</th><th>heartbeats</th><th>lost</th><th>dups</th>\
          <th>rtt min</th><th>rtt avg</th><th>rtt max</th><th>outages</th><th>folded</th><th>interval</th><th>diagnosis</th></tr>\n",
     );
     let ms = |ns: u64| format!("{:.1}ms", ns as f64 / 1e6);
@@ -913,7 +913,7 @@ fn alert_section(h: &mut String, v: &FileView) {
         h.push_str("<p class=\"muted\">None.</p>\n");
         return;
     }
-    h.push_str("<table id=\"alerts\"><tr><th>time</th><th>level</th><th>action</th><th>message</th></tr>\n");
+    h.push_str("<table class=\"alerts\"><tr><th>time</th><th>level</th><th>action</th><th>message</th></tr>\n");
     for e in alerts.iter().take(MAX_ALERT_ROWS) {
         let _ = writeln!(
             h,

@@ -453,3 +453,48 @@ fn story_report_renders_in_chromium() {
     );
     assert!(red > 500 && blue > 2000, "red {red}, blue {blue}");
 }
+
+/// Several captures: one section each, the event stream split by file (no Chromium
+/// needed: the page's own markup).
+#[test]
+fn one_timeline_per_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.pcap");
+    let b = dir.path().join("b.pcap");
+    let html = dir.path().join("two.html");
+    let st = hbwatch()
+        .args(["hbgen", "--scenario", "story", "--pcap"])
+        .arg(&a)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::copy(&a, &b).unwrap();
+    let out = hbwatch()
+        .arg("analyze")
+        .args([&a, &b])
+        .arg("--report")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let alerts = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"alert\""))
+        .count();
+    let page = std::fs::read_to_string(&html).unwrap();
+    let timelines: Vec<&str> = page
+        .split("<svg class=\"timeline\"")
+        .skip(1)
+        .map(|s| s.split("</svg>").next().unwrap())
+        .collect();
+    assert_eq!(timelines.len(), 2);
+    assert_eq!(timelines[0], timelines[1].replace("b.pcap", "a.pcap"));
+    let markers = timelines[0].matches("class=\"marker").count();
+    assert_eq!(
+        markers * 2,
+        alerts,
+        "each capture's alerts on its own timeline"
+    );
+}
