@@ -357,7 +357,7 @@ svg text{font:11px ui-monospace,monospace;fill:#1d2329}
 svg .axis line{stroke:#c9ced4}svg .axis text{fill:#66707a}
 svg .lane-bg{fill:#fff}svg .lane:nth-child(even) .lane-bg{fill:#f4f6f8}
 svg .span{stroke:#b8c0c8;stroke-width:1}
-svg .beats{fill:#2f6fb3}
+svg .beats{fill:#2f6fb3}svg .ticks{stroke:#2f6fb3;stroke-width:1;fill:none;shape-rendering:crispEdges}
 svg .gaps{fill:#f0b429;opacity:.35}
 svg .silence{fill:#e5484d;opacity:.15}
 svg .outage{fill:#e5484d;opacity:.35}
@@ -714,9 +714,9 @@ fn timeline_section(h: &mut String, v: &FileView) {
 /// a heartbeat), one for silent stretches longer than two intervals.
 fn beats(h: &mut String, v: &FileView, track: &Track, band: (f64, f64), expected_ms: u64) {
     let mut cols = vec![0u32; PLOT_W];
-    for (start, n) in track.buckets() {
+    for start in track.buckets() {
         let c = v.col(start + track.bucket_ns / 2);
-        cols[c] = cols[c].saturating_add(n);
+        cols[c] = cols[c].saturating_add(1);
     }
     let (y, hgt) = band;
     let (x0, x1) = (v.x(track.first_ns), v.x(track.last_ns));
@@ -726,7 +726,11 @@ fn beats(h: &mut String, v: &FileView, track: &Track, band: (f64, f64), expected
         y + hgt / 2.0,
         y + hgt / 2.0
     );
-    let mut d = String::new();
+    // Runs of 3 columns or more as filled rectangles; shorter ones as 1-pixel strokes,
+    // written relative to the previous one (a few bytes each).
+    let mut runs = String::new();
+    let mut ticks = String::new();
+    let mut last: Option<usize> = None;
     let mut i = 0;
     while i < PLOT_W {
         if cols[i] == 0 {
@@ -737,17 +741,26 @@ fn beats(h: &mut String, v: &FileView, track: &Track, band: (f64, f64), expected
         while i < PLOT_W && cols[i] > 0 {
             i += 1;
         }
-        let _ = write!(
-            d,
-            "M{:.0} {y:.0}h{}v{hgt}h-{}z",
-            PLOT_X + start as f64,
-            i - start,
-            i - start
-        );
+        let w = i - start;
+        if w >= 3 {
+            let _ = write!(runs, "M{:.0} {y:.0}h{w}v{hgt}h-{w}z", PLOT_X + start as f64);
+            continue;
+        }
+        for c in start..i {
+            match last {
+                None => {
+                    let _ = write!(ticks, "M{:.1} {y:.0}v{hgt}", PLOT_X + c as f64 + 0.5);
+                }
+                Some(p) => {
+                    let _ = write!(ticks, "m{} -{hgt}v{hgt}", c - p);
+                }
+            }
+            last = Some(c);
+        }
     }
     let _ = write!(
         h,
-        "<path class=\"beats\" data-heartbeats=\"{}\" d=\"{d}\"/>",
+        "<path class=\"beats\" data-heartbeats=\"{}\" d=\"{runs}\"/><path class=\"ticks\" d=\"{ticks}\"/>",
         track.total
     );
     // Silent stretches: empty columns between heartbeats lasting over two intervals.

@@ -1,8 +1,9 @@
 //! Heartbeat times per association, for `analyze --report`'s timeline. Off unless
 //! asked for (`Correlator::record_beats`), and bounded either way: each association
-//! keeps at most [`MAX_BUCKETS`] counters, whose width doubles (neighbours merged) when
-//! its heartbeats outrun them. A timeline a few thousand pixels wide needs no more: a
-//! bucket stays narrower than a pixel column of the whole capture.
+//! keeps one bit for each of at most [`MAX_BUCKETS`] time buckets (512 bytes), whose
+//! width doubles (neighbours merged) when its heartbeats outrun them; the count is kept
+//! whole. A timeline up to 2048 pixels wide needs no more: a bucket stays narrower than
+//! a pixel column of the whole capture.
 
 use std::collections::HashMap;
 
@@ -17,15 +18,17 @@ const MIN_BUCKET_NS: u64 = 1_000_000;
 /// Associations recorded at most; heartbeats of more are counted, not placed.
 pub const MAX_TRACKS: usize = 1 << 16;
 
-/// Heartbeat counts of one association over time.
+/// When one association had heartbeats: a bit per time bucket.
 #[derive(Debug, Clone)]
 pub struct Track {
     /// Start of bucket 0 (the first heartbeat), ns.
     pub origin_ns: u64,
     /// Width of a bucket, ns.
     pub bucket_ns: u64,
-    /// Heartbeats per bucket.
-    pub counts: Vec<u32>,
+    /// Bit i: bucket i had a heartbeat.
+    bits: Vec<u64>,
+    /// Buckets in use.
+    len: usize,
     pub first_ns: u64,
     pub last_ns: u64,
     pub total: u64,
@@ -36,11 +39,26 @@ impl Track {
         Track {
             origin_ns: ts_ns,
             bucket_ns: MIN_BUCKET_NS,
-            counts: Vec::new(),
+            bits: Vec::new(),
+            len: 0,
             first_ns: ts_ns,
             last_ns: ts_ns,
             total: 0,
         }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        self.bits
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    fn set(&mut self, i: usize) {
+        if self.bits.len() <= i / 64 {
+            self.bits.resize(i / 64 + 1, 0);
+        }
+        self.bits[i / 64] |= 1 << (i % 64);
+        self.len = self.len.max(i + 1);
     }
 
     fn beat(&mut self, ts_ns: u64) {
@@ -49,11 +67,7 @@ impl Track {
         while offset / self.bucket_ns >= MAX_BUCKETS as u64 {
             self.widen();
         }
-        let i = (offset / self.bucket_ns) as usize;
-        if self.counts.len() <= i {
-            self.counts.resize(i + 1, 0);
-        }
-        self.counts[i] = self.counts[i].saturating_add(1);
+        self.set((offset / self.bucket_ns) as usize);
         self.first_ns = self.first_ns.min(ts_ns);
         self.last_ns = self.last_ns.max(ts_ns);
         self.total += 1;
@@ -61,23 +75,27 @@ impl Track {
 
     /// Doubles the bucket width, merging neighbours.
     fn widen(&mut self) {
-        let n = self.counts.len().div_ceil(2);
-        for i in 0..n {
-            let a = self.counts[2 * i];
-            let b = self.counts.get(2 * i + 1).copied().unwrap_or(0);
-            self.counts[i] = a.saturating_add(b);
+        let old = std::mem::replace(
+            self,
+            Track {
+                bits: Vec::new(),
+                len: 0,
+                bucket_ns: self.bucket_ns.saturating_mul(2),
+                ..*self
+            },
+        );
+        for i in 0..old.len.div_ceil(2) {
+            if old.get(2 * i) || old.get(2 * i + 1) {
+                self.set(i);
+            }
         }
-        self.counts.truncate(n);
-        self.bucket_ns = self.bucket_ns.saturating_mul(2);
     }
 
-    /// Non-empty buckets as (start ns, count).
-    pub fn buckets(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
-        self.counts
-            .iter()
-            .enumerate()
-            .filter(|(_, &c)| c > 0)
-            .map(|(i, &c)| (self.origin_ns + i as u64 * self.bucket_ns, c))
+    /// Start (ns) of every bucket that had a heartbeat.
+    pub fn buckets(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.len)
+            .filter(|&i| self.get(i))
+            .map(|i| self.origin_ns + i as u64 * self.bucket_ns)
     }
 }
 
@@ -127,12 +145,14 @@ mod tests {
             log.beat(&key, 1_000_000_000 + i * 100_000_000);
         }
         let t = &log.tracks[&key];
-        assert!(t.counts.len() <= MAX_BUCKETS);
-        assert_eq!(t.counts.iter().map(|&c| c as u64).sum::<u64>(), 100_000);
+        assert!(t.len <= MAX_BUCKETS && t.bits.len() <= MAX_BUCKETS / 64);
         assert_eq!(t.total, 100_000);
         // Narrower than 1/2048 of the span: finer than a pixel of a 2000 px timeline.
-        assert!(t.bucket_ns * 2048 <= (t.last_ns - t.first_ns) * 2);
-        let (start, _) = t.buckets().last().unwrap();
+        assert!(t.bucket_ns * 2048 <= t.last_ns - t.first_ns);
+        // 100 ms heartbeats in buckets of 2^k ms (< 100 ms... 4.9 s): every bucket has one.
+        assert_eq!(t.buckets().count(), t.len);
+        let start = t.buckets().last().unwrap();
         assert!(start <= t.last_ns && t.last_ns < start + t.bucket_ns);
+        assert_eq!(t.buckets().next(), Some(1_000_000_000));
     }
 }
