@@ -500,3 +500,66 @@ fn one_timeline_per_capture() {
         "each capture's alerts on its own timeline"
     );
 }
+
+/// A capture cut by a small snaplen: the warning `analyze` prints is in the report's
+/// capture metadata too.
+#[test]
+fn snaplen_warning_in_the_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.pcap");
+    let cut = dir.path().join("cut.pcap");
+    let html = dir.path().join("cut.html");
+    let st = hbwatch()
+        .args(["hbgen", "--scenario", "story", "--pcap"])
+        .arg(&whole)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Classic pcap: a 24-byte header, then per frame 16 bytes (ts_sec, ts_usec,
+    // incl_len, orig_len) and incl_len bytes; keep 96 of each, orig_len as it was.
+    // hbgen writes big-endian pcap; either order is read.
+    let data = std::fs::read(&whole).unwrap();
+    let big = data[..4] == [0xa1, 0xb2, 0xc3, 0xd4];
+    let rd = |b: &[u8]| {
+        let b: [u8; 4] = b.try_into().unwrap();
+        if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    let wr = |v: u32| {
+        if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let mut out = data[..24].to_vec();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let incl = rd(&data[at + 8..at + 12]) as usize;
+        let keep = incl.min(96);
+        out.extend_from_slice(&data[at..at + 8]);
+        out.extend_from_slice(&wr(keep as u32));
+        out.extend_from_slice(&data[at + 12..at + 16]);
+        out.extend_from_slice(&data[at + 16..at + 16 + keep]);
+        at += 16 + incl;
+    }
+    std::fs::write(&cut, out).unwrap();
+    let out = hbwatch()
+        .arg("analyze")
+        .arg(&cut)
+        .arg("--report")
+        .arg(&html)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("snaplen (96 bytes)"), "{stderr}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("cut to the capture&#39;s snaplen (96 bytes)"),
+        "the snaplen warning is not in the report"
+    );
+}
