@@ -24,7 +24,7 @@ use crate::output::{Sink, SinkStats};
 
 /// Events kept for the report at most (heartbeat summaries are never kept); the rest
 /// are counted.
-pub const MAX_KEPT_EVENTS: usize = 200_000;
+pub const MAX_KEPT_EVENTS: usize = 100_000;
 
 /// Lanes drawn at most per capture (associations with trouble first); every
 /// association is in the table.
