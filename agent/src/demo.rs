@@ -253,6 +253,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
         summary_table: false,
         progress: false,
         sip: Default::default(),
+        timeline: false,
     };
     let mut replay = Replay::new(&aopts, "demo".into());
     let mut offline = Vec::new();

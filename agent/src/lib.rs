@@ -15,6 +15,7 @@ pub mod output;
 pub mod ports;
 pub mod privacy;
 pub mod privileges;
+pub mod report;
 pub mod schema;
 pub mod sink;
 pub mod tuning;

@@ -82,6 +82,10 @@ enum Command {
         /// outages, diagnosis).
         #[arg(long)]
         summary: bool,
+        /// Write a self-contained HTML incident report here: a timeline per association
+        /// (heartbeats, alerts, outages), the outages' diagnosis, the summary table.
+        #[arg(long, value_name = "FILE.html")]
+        report: Option<PathBuf>,
         #[command(flatten)]
         periodic: SummaryArgs,
         #[command(flatten)]
@@ -516,6 +520,7 @@ fn real_main() -> anyhow::Result<()> {
             tunes,
             hostname,
             summary,
+            report,
             periodic,
             outputs,
             common,
@@ -538,11 +543,14 @@ fn real_main() -> anyhow::Result<()> {
                 summary_table: summary,
                 progress: true,
                 sip: settings.sip.clone(),
+                timeline: report.is_some(),
             };
             let mut out = outputs.open(&opts.hostname, &settings)?;
+            // The report sees the events as delivered (after the privacy filter).
+            let mut kept = hbwatch::report::Collector::new(report.is_some());
             let result = hbwatch::offline::analyze(
                 &opts,
-                &mut Filtered::new(&mut out, settings.privacy.clone()),
+                &mut Filtered::new(&mut kept.tee(&mut out), settings.privacy.clone()),
             );
             let lost = LossTracker::default().check(
                 &out,
@@ -554,7 +562,15 @@ fn real_main() -> anyhow::Result<()> {
             );
             hbwatch::live::write_events(&mut out, &lost)?;
             close_outputs(&mut out, outputs.flush_timeout(&settings))?;
-            let status = hbwatch::offline::exit_status(&result?);
+            let reports = result?;
+            if let Some(path) = &report {
+                let run = hbwatch::report::RunInfo {
+                    paths: opts.files.clone(),
+                    hostname: opts.hostname.clone(),
+                };
+                hbwatch::report::write(path, &reports, &kept, &run)?;
+            }
+            let status = hbwatch::offline::exit_status(&reports);
             if status != 0 {
                 std::process::exit(status);
             }

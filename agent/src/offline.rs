@@ -200,6 +200,9 @@ pub struct AnalyzeOptions {
     /// Show a progress bar (stderr is a terminal and the file is large).
     pub progress: bool,
     pub sip: crate::correlate::sip::SipConfig,
+    /// Keep heartbeat times per association for a timeline (`--report`; bounded,
+    /// `correlate::beats`): [`FileReport::beats`].
+    pub timeline: bool,
 }
 
 /// What one file gave.
@@ -212,6 +215,12 @@ pub struct FileReport {
     pub totals: Vec<AssocTotals>,
     /// Why the file was not read to its end, if it was not (already said on stderr).
     pub damage: Option<Damage>,
+    /// First and last frame time (ns since the epoch), if any frame was read.
+    pub span_ns: Option<(u64, u64)>,
+    /// Warnings said on stderr about the capture (snaplen, link types).
+    pub warnings: Vec<String>,
+    /// Heartbeat times per association, with [`AnalyzeOptions::timeline`].
+    pub beats: Option<crate::correlate::beats::BeatLog>,
 }
 
 /// A capture `analyze` could not read whole.
@@ -234,6 +243,8 @@ pub struct Replay {
     pub correlator: Correlator,
     conv: Converter,
     now: u64,
+    /// Earliest frame time (u64::MAX before the first frame).
+    first_ns: u64,
     pub frames: u64,
     link_buf: Vec<u8>,
 }
@@ -245,23 +256,34 @@ impl Replay {
             summary_period_ns: opts.summary_period.map(|d| d.as_nanos() as u64),
             sip: opts.sip.clone(),
         };
+        let mut correlator = Correlator::new(cfg);
+        if opts.timeline {
+            correlator.record_beats();
+        }
         Replay {
             env: OfflineEnv::new(&opts.ports, &opts.params),
-            correlator: Correlator::new(cfg),
+            correlator,
             conv: Converter {
                 hostname: opts.hostname.clone(),
                 interfaces: HashMap::new(),
                 fixed_interface: Some(interface),
             },
             now: 0,
+            first_ns: u64::MAX,
             frames: 0,
             link_buf: Vec::new(),
         }
     }
 
+    /// First and last frame time, if any frame came.
+    pub fn span_ns(&self) -> Option<(u64, u64)> {
+        (self.first_ns != u64::MAX).then_some((self.first_ns, self.now.max(self.first_ns)))
+    }
+
     /// One Ethernet frame captured at `ts_ns` (ns since the epoch).
     pub fn frame(&mut self, data: &[u8], ts_ns: u64, out: &mut Vec<Event>) {
         self.frames += 1;
+        self.first_ns = self.first_ns.min(ts_ns);
         // Packets may be slightly out of order in a capture; time never runs back.
         if ts_ns > self.now {
             self.now = ts_ns;
@@ -364,6 +386,9 @@ fn unreadable(name: String, why: String) -> FileReport {
         counters: BTreeMap::new(),
         totals: Vec::new(),
         damage: Some(Damage::Unreadable(why)),
+        span_ns: None,
+        warnings: Vec::new(),
+        beats: None,
     }
 }
 
@@ -511,17 +536,18 @@ pub fn analyze_reader(
         tracing::warn!("{why}");
         Damage::Cut(why)
     });
+    let mut warnings = Vec::new();
     if let Some(warning) = snap.warning() {
         tracing::warn!("{}: {warning}", path.display());
+        warnings.push(warning);
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     if unsupported_link {
-        tracing::warn!(
-            "{}: some interfaces have a link type other than Ethernet, Linux cooked or raw IP; their packets were skipped",
-            path.display()
-        );
+        const SKIPPED: &str = "some interfaces have a link type other than Ethernet, Linux cooked or raw IP; their packets were skipped";
+        tracing::warn!("{}: {SKIPPED}", path.display());
+        warnings.push(SKIPPED.to_string());
     }
     replay.finish(&mut events);
     for ev in events.drain(..) {
@@ -538,6 +564,9 @@ pub fn analyze_reader(
         counters,
         totals: replay.correlator.totals(),
         damage,
+        span_ns: replay.span_ns(),
+        warnings,
+        beats: replay.correlator.take_beats(),
     })
 }
 

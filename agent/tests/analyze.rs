@@ -115,6 +115,7 @@ fn opts(files: Vec<PathBuf>) -> AnalyzeOptions {
         summary_table: false,
         progress: false,
         sip: Default::default(),
+        timeline: false,
     }
 }
 

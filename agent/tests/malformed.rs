@@ -189,6 +189,7 @@ fn options() -> AnalyzeOptions {
         summary_table: false,
         progress: false,
         sip: Default::default(),
+        timeline: false,
     }
 }
 

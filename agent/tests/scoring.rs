@@ -35,6 +35,7 @@ fn analyze(cap: &mut Capture) -> Vec<Value> {
         summary_table: false,
         progress: false,
         sip: Default::default(),
+        timeline: false,
     };
     let mut replay = Replay::new(&opts, "scenario".into());
     let mut events = Vec::new();

@@ -355,6 +355,7 @@ pub fn check_pcap(data: &[u8]) {
         summary_table: false,
         progress: false,
         sip: Default::default(),
+        timeline: false,
     };
     let mut sink = CheckSink::default();
     let input = Box::new(Cursor::new(data.to_vec()));

@@ -21,7 +21,8 @@ use crate::cmd::{display, is_root, probe, run, which};
 /// captures and its live replay; protobuf-compiler: `protoc --decode` reads the Loki
 /// pushes with Loki's schema, not the agent's; logrotate: the file output's rotation
 /// test; the six libraries syslog-ng needs, whose own package conflicts with rsyslog and
-/// is unpacked by [`syslog_ng`] instead); the last five for `vm-test`
+/// is unpacked by [`syslog_ng`] instead; chromium: headless, it renders `analyze
+/// --report`'s HTML in agent/tests/report.rs); the last five for `vm-test`
 /// (QEMU, a static busybox as the VM's init shell, strip, and checking the
 /// signature of Debian's index before downloading kernels from it).
 const APT_PACKAGES: &[&str] = &[
@@ -35,6 +36,7 @@ const APT_PACKAGES: &[&str] = &[
     "rsyslog-gnutls",
     "tcpreplay",
     "protobuf-compiler",
+    "chromium",
     // pip, where python3 is Debian's own (PIP_PACKAGES).
     "python3-pip",
     "logrotate",

@@ -36,6 +36,7 @@ pub struct Ctx<'a> {
 }
 
 pub mod assoc;
+pub mod beats;
 pub mod diagnosis;
 pub mod fragments;
 
@@ -147,6 +148,8 @@ pub struct Correlator {
     /// last boundary the clock can hold).
     summaries_started: bool,
     totals: HashMap<FlowKey, AssocTotals>,
+    /// Heartbeat times per association (`analyze --report`); off: None.
+    beats: Option<beats::BeatLog>,
 }
 
 /// FlowKey ordered by its bytes, for the timer queue.
@@ -204,7 +207,23 @@ impl Correlator {
             last_summary_ns: 0,
             summaries_started: false,
             totals: HashMap::new(),
+            beats: None,
         }
+    }
+
+    /// Keeps heartbeat times per association from now on (bounded: [`beats`]).
+    pub fn record_beats(&mut self) {
+        self.beats = Some(beats::BeatLog::default());
+        self.sip.record_beats();
+    }
+
+    /// The heartbeat times recorded, SIP's included; None when not recording.
+    pub fn take_beats(&mut self) -> Option<beats::BeatLog> {
+        let mut log = self.beats.take()?;
+        if let Some(sip) = self.sip.take_beats() {
+            log.merge(sip);
+        }
+        Some(log)
     }
 
     /// New per-protocol rules (SIGHUP): tracked associations keep their state and
@@ -339,6 +358,10 @@ impl Correlator {
                 // datapath forgot it): keep what was learned.
                 if !self.slots.contains_key(&raw.key) {
                     self.insert(raw);
+                    // Its first heartbeat, counted by `Assoc::new`.
+                    if let Some(log) = &mut self.beats {
+                        log.beat(&raw.key, now);
+                    }
                 }
                 return;
             }
@@ -747,6 +770,9 @@ impl Correlator {
         }
         let a = &mut self.slots.get_mut(&key).expect("inserted").assoc;
         a.totals.count += 1;
+        if let Some(log) = &mut self.beats {
+            log.beat(&key, now);
+        }
         if let Timing::Late(sample, expected) = a.on_beat(now, raw.seq, interval) {
             let late = LateArrival {
                 interval_ns: sample,

@@ -426,6 +426,8 @@ pub struct SipTracker {
     last_housekeeping_ns: u64,
     /// Reused between records: messages with their time.
     scratch: Vec<(u64, Message)>,
+    /// Times of answered REGISTER/OPTIONS (`analyze --report`); off: None.
+    beats: Option<crate::correlate::beats::BeatLog>,
 }
 
 /// A REGISTER source (phone, or a guesser) and the registrar it talks to.
@@ -504,6 +506,16 @@ impl SipTracker {
 
     pub fn counters(&self) -> SipCounters {
         self.counters
+    }
+
+    /// Keeps the times of answered REGISTER/OPTIONS per association (the heartbeats
+    /// `totals` counts) from now on.
+    pub fn record_beats(&mut self) {
+        self.beats = Some(Default::default());
+    }
+
+    pub fn take_beats(&mut self) -> Option<crate::correlate::beats::BeatLog> {
+        self.beats.take()
     }
 
     /// One `SipMessage` record (`raw`, key oriented as the packet travelled) with its
@@ -692,14 +704,19 @@ impl SipTracker {
                 challenges: Vec::new(),
             },
         );
+        let mut counted = false;
         if let Some(stats) = self.assoc_stats(&assoc, raw.ifindex, ts) {
             stats.active = true;
             if let Some(answered_ns) = answered_ns {
                 stats.answered();
+                counted = true;
                 if answered_ns >= ts {
                     stats.rtt(answered_ns - ts);
                 }
             }
+        }
+        if let (true, Some(log)) = (counted, &mut self.beats) {
+            log.beat(&assoc, ts);
         }
     }
 
@@ -747,14 +764,20 @@ impl SipTracker {
                 let rtt =
                     (timely && txn.attempts == 1).then(|| ts.saturating_sub(txn.first_sent_ns));
                 let found = (txn.assoc, txn.ifindex, txn.register.clone(), timely);
+                let sent_ns = txn.first_sent_ns;
+                let mut counted = false;
                 if let Some(stats) = self.assoc_stats(&found.0, found.1, ts) {
                     stats.active = true;
                     if timely {
                         stats.answered();
+                        counted = true;
                     }
                     if let Some(rtt) = rtt {
                         stats.rtt(rtt);
                     }
+                }
+                if let (true, Some(log)) = (counted, &mut self.beats) {
+                    log.beat(&found.0, sent_ns);
                 }
                 found
             }
