@@ -19,7 +19,7 @@ use hbwatch_common::proto::{sip, Protocol, PORT_SLOTS, PROTOCOL_COUNT};
 use pcap_parser::pcapng::Block;
 use pcap_parser::{Linktype, PcapBlockOwned, PcapError};
 
-use crate::convert::{association, Converter};
+use crate::convert::Converter;
 use crate::correlate::{AssocTotals, CaptureClock, Config, Correlator, Ctx};
 use crate::event::Event;
 use crate::output::Sink;
@@ -680,36 +680,11 @@ pub fn summary_table(r: &FileReport) -> String {
         "interval",
         "diagnosis"
     ));
-    let ms = |ns: u64| format!("{:.1}ms", ns as f64 / 1e6);
     for t in &r.totals {
-        let st = &t.stats;
-        let (min, avg, max) = if let Some(avg) = st.rtt_avg_ns() {
-            (ms(st.rtt_min_ns), ms(avg), ms(st.rtt_max_ns))
-        } else {
-            ("-".into(), "-".into(), "-".into())
-        };
-        let diag = if t.diagnoses.is_empty() {
-            "-".to_string()
-        } else {
-            t.diagnoses.join(",")
-        };
-        let interval = match t.expected_interval_ms {
-            0 => "-".to_string(),
-            i => format!("{i}ms"),
-        };
+        let c = t.summary_cells();
         s.push_str(&format!(
             "{:<58} {:>10} {:>7} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9}  {}\n",
-            association(&t.key),
-            st.count,
-            st.lost,
-            st.duplicates,
-            min,
-            avg,
-            max,
-            st.outages,
-            st.folded.total(),
-            interval,
-            diag
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
         ));
     }
     s

@@ -871,7 +871,6 @@ fn summary_section(h: &mut String, v: &FileView) {
         "<h2>Associations</h2><table class=\"summary\"><tr><th>association</th><th>heartbeats</th><th>lost</th><th>dups</th>\
          <th>rtt min</th><th>rtt avg</th><th>rtt max</th><th>outages</th><th>folded</th><th>interval</th><th>diagnosis</th></tr>\n",
     );
-    let ms = |ns: u64| format!("{:.1}ms", ns as f64 / 1e6);
     let mut rows: Vec<&crate::correlate::AssocTotals> = r.totals.iter().collect();
     let omitted = rows.len().saturating_sub(MAX_TABLE_ROWS);
     if omitted > 0 {
@@ -881,34 +880,16 @@ fn summary_section(h: &mut String, v: &FileView) {
         rows.sort_by_key(|t| association(&t.key));
     }
     for t in rows {
-        let st = &t.stats;
-        let (min, avg, max) = match st.rtt_avg_ns() {
-            Some(avg) => (ms(st.rtt_min_ns), ms(avg), ms(st.rtt_max_ns)),
-            None => ("-".into(), "-".into(), "-".into()),
-        };
-        let diag = if t.diagnoses.is_empty() {
-            "-".to_string()
-        } else {
-            t.diagnoses.join(",")
-        };
-        let interval = match t.expected_interval_ms {
-            0 => "-".to_string(),
-            i => format!("{i}ms"),
-        };
-        let a = association(&t.key);
-        let _ = writeln!(
+        let c = t.summary_cells().map(|cell| esc(&cell));
+        let _ = write!(
             h,
-            "<tr data-assoc=\"{a}\"><td class=\"assoc\">{a}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{min}</td><td class=\"n\">{avg}</td><td class=\"n\">{max}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{interval}</td><td>{}</td></tr>",
-            st.count,
-            st.lost,
-            st.duplicates,
-            st.outages,
-            st.folded.total(),
-            esc(&diag),
-            a = esc(&a),
+            "<tr data-assoc=\"{a}\"><td class=\"assoc\">{a}</td>",
+            a = c[0]
         );
+        for cell in &c[1..10] {
+            let _ = write!(h, "<td class=\"n\">{cell}</td>");
+        }
+        let _ = writeln!(h, "<td>{}</td></tr>", c[10]);
     }
     h.push_str("</table>\n");
     if omitted > 0 {

@@ -84,6 +84,42 @@ pub struct AssocTotals {
     pub closed: bool,
 }
 
+impl AssocTotals {
+    /// The cells of its `analyze --summary` row, as the table and the HTML report show
+    /// them: association, heartbeats, lost, dups, rtt min, avg, max, outages, folded,
+    /// interval, diagnosis.
+    pub fn summary_cells(&self) -> [String; 11] {
+        let st = &self.stats;
+        let ms = |ns: u64| format!("{:.1}ms", ns as f64 / 1e6);
+        let (min, avg, max) = match st.rtt_avg_ns() {
+            Some(avg) => (ms(st.rtt_min_ns), ms(avg), ms(st.rtt_max_ns)),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let interval = match self.expected_interval_ms {
+            0 => "-".to_string(),
+            i => format!("{i}ms"),
+        };
+        let diag = if self.diagnoses.is_empty() {
+            "-".to_string()
+        } else {
+            self.diagnoses.join(",")
+        };
+        [
+            crate::convert::association(&self.key),
+            st.count.to_string(),
+            st.lost.to_string(),
+            st.duplicates.to_string(),
+            min,
+            avg,
+            max,
+            st.outages.to_string(),
+            st.folded.total().to_string(),
+            interval,
+            diag,
+        ]
+    }
+}
+
 /// RegisterAcks remembered for connections not tracked yet.
 const SCCP_PENDING_MAX: usize = 4096;
 
