@@ -394,6 +394,16 @@ fn mutation_storm_on_real_xdp_then_a_clean_gap_is_exact() {
     }
     let net = VethNs::create();
     let mut agent = start_agent(&net);
+    // Every line is checked for raw control characters as it comes; only what the
+    // test asserts on is kept (agent events, the marker and the fresh association).
+    agent.keep_only(|line, v| {
+        if let Some(c) = line.chars().find(|c| c.is_control()) {
+            panic!("raw control character {c:?} in {line:?}");
+        }
+        let action = v["event"]["action"].as_str().unwrap_or("");
+        let ip = v["source"]["ip"].as_str().unwrap_or("");
+        action.starts_with("agent.") || ["203.0.113.7", "203.0.113.9"].contains(&ip)
+    });
     let started = Instant::now();
     let sent = storm(&net, bases, N, Duration::from_secs(15));
     let storm_s = started.elapsed().as_secs_f64();
@@ -445,7 +455,6 @@ fn mutation_storm_on_real_xdp_then_a_clean_gap_is_exact() {
         0,
         "the agent survived the storm and stopped cleanly"
     );
-    check_raw_lines(&agent);
 
     let mine: Vec<&Value> = agent
         .datapath_events()
@@ -477,7 +486,7 @@ fn mutation_storm_on_real_xdp_then_a_clean_gap_is_exact() {
         "storm: {sent} frames sent in {storm_s:.1} s, drained after {drained_s:.1} s; kernel saw {} \
          packets, lost {lost} records; {} events",
         counter(stopped, Counter::Packets),
-        agent.events.len()
+        agent.received
     );
     assert!(counter(stopped, Counter::Packets) >= sent as u64);
 }
