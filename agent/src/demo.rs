@@ -202,6 +202,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
         metrics_web: Default::default(),
         reload: None,
         drop_privileges: false,
+        status: None,
     };
     let mut tee = Tee {
         show: out,

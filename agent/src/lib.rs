@@ -18,6 +18,7 @@ pub mod privileges;
 pub mod report;
 pub mod schema;
 pub mod sink;
+pub mod top;
 pub mod tuning;
 
 /// The eBPF object built from `agent-ebpf` by build.rs, embedded in the binary.

@@ -470,6 +470,8 @@ pub struct LiveOptions {
     /// Drop every capability but CAP_BPF and CAP_NET_ADMIN once attached (`hbwatch
     /// run`; not when the agent runs inside another command such as the demo).
     pub drop_privileges: bool,
+    /// Publish status snapshots here once per poll tick (`hbwatch top`, `--tui`).
+    pub status: Option<crate::top::status::Publisher>,
 }
 
 /// How often correlation timers are looked at and the ring buffer drained: the kernel
@@ -522,6 +524,15 @@ async fn run_inner(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(stop);
+    let status = opts.status.clone();
+    let mut tapped;
+    let out: &mut dyn Sink = match status.clone() {
+        Some(p) => {
+            tapped = crate::output::Filtered::new(out, p);
+            &mut tapped
+        }
+        None => out,
+    };
     let mut sighup = signal(SignalKind::hangup())?;
     let mut dp = Datapath::load(&opts.ports, &opts.params)?;
     dp.spawn_log_forwarder();
@@ -588,6 +599,9 @@ async fn run_inner(
                     conv.interfaces = dp.ifnames.clone();
                     let evs: Vec<Event> = changes.iter().map(|c| interface_event(&conv, c)).collect();
                     write_events(out, &evs)?;
+                }
+                if let Some(p) = &status {
+                    p.publish(&correlator, monotonic_ns().saturating_sub(RECORD_SLACK_NS));
                 }
                 if let Some(m) = metrics {
                     if let Ok(c) = dp.counters() {

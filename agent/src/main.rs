@@ -55,6 +55,17 @@ enum Command {
         /// 127.0.0.1 (config `metrics.listen`; off by default).
         #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Serve status snapshots for `hbwatch top` on this unix socket (mode 0660).
+        /// Default: `$RUNTIME_DIRECTORY/hbwatch.sock` or `/run/hbwatch/status.sock`
+        /// when running as root or under systemd; `none` turns it off.
+        #[arg(long, value_name = "PATH")]
+        status_socket: Option<std::path::PathBuf>,
+    },
+    /// Live status board of every association of a running `hbwatch run`.
+    Top {
+        /// The agent's status socket [default: as `hbwatch run`'s].
+        #[arg(long, value_name = "PATH")]
+        socket: Option<std::path::PathBuf>,
     },
     /// Preflight: kernel, privileges, verifier, interfaces and XDP modes, with what to do.
     Check(CheckArgs),
@@ -419,6 +430,7 @@ fn real_main() -> anyhow::Result<()> {
             outputs,
             common,
             metrics_listen,
+            status_socket,
         } => {
             let settings = common.settings()?;
             let overrides = Overrides {
@@ -457,15 +469,16 @@ fn real_main() -> anyhow::Result<()> {
                 metrics_web: settings.metrics_web.clone(),
                 reload: settings.path.clone().map(|path| Reload { path, overrides }),
                 drop_privileges: true,
+                status: None,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let mut out = outputs.open(&opts.hostname, &settings)?;
-            let result = rt.block_on(live::run(
-                opts,
-                &mut Filtered::new(&mut out, settings.privacy.clone()),
-            ));
+            let result = rt.block_on(async {
+                let opts = hbwatch::top::status::start(opts, status_socket)?;
+                live::run(opts, &mut Filtered::new(&mut out, settings.privacy.clone())).await
+            });
             close_outputs(&mut out, outputs.flush_timeout(&settings))?;
             result
         }
@@ -581,6 +594,9 @@ fn real_main() -> anyhow::Result<()> {
             let template = hbwatch::schema::index_template(engine);
             println!("{}", serde_json::to_string_pretty(&template)?);
             Ok(())
+        }
+        Command::Top { socket } => {
+            hbwatch::top::app::run(&socket.unwrap_or_else(hbwatch::top::status::default_socket))
         }
         Command::Demo {
             scenario,

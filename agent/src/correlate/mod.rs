@@ -296,6 +296,11 @@ impl Correlator {
         h
     }
 
+    /// The associations tracked now (for the status board's snapshot).
+    pub fn assocs(&self) -> impl Iterator<Item = &Assoc> {
+        self.slots.values().map(|s| &s.assoc)
+    }
+
     /// Associations currently tracked.
     pub fn associations(&self) -> usize {
         self.slots.len()
