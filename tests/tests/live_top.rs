@@ -11,6 +11,12 @@ fn tmux(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The association table's part of a pane (above the events pane, which also names
+/// endpoints in its messages).
+fn table(pane: &str) -> &str {
+    pane.split(" events ").next().unwrap_or(pane)
+}
+
 fn wait_pane(session: &str, what: impl Fn(&str) -> bool) -> String {
     let t0 = Instant::now();
     loop {
@@ -40,10 +46,10 @@ fn top_shows_associations_down_and_filters() {
         "--status-socket",
         &sock_s,
     ]);
-    // Two associations at their 100 ms interval for 3 s, then only the first for 4 s:
-    // the second goes down. Played in the background while the board is watched.
+    // Two associations at their 100 ms interval for 3 s, then only the first for 9 s:
+    // the second goes down, the first stays up. Played in the background while the board is watched.
     let mut timed = Vec::new();
-    for seq in 1..=70u32 {
+    for seq in 1..=120u32 {
         let at = Duration::from_millis(100 * seq as u64);
         timed.push((at, mds_frame("10.72.0.1", "10.72.0.9", seq)));
         if seq <= 30 {
@@ -73,20 +79,40 @@ fn top_shows_associations_down_and_filters() {
             "{pane}"
         );
         assert!(pane.contains("10.72.0.2:41000"), "{pane}");
-        let pane = wait_pane(&session, |p| {
-            p.lines()
-                .any(|l| l.contains("10.72.0.2") && l.contains("down"))
-        });
+        let down_row = |p: &str| {
+            table(p)
+                .lines()
+                .position(|l| l.contains("10.72.0.2:41000") && l.contains(" down "))
+        };
+        let up_row = |p: &str| {
+            table(p)
+                .lines()
+                .position(|l| l.contains("10.72.0.1:41000") && l.contains(" up "))
+        };
+        let pane = wait_pane(&session, |p| down_row(p).is_some());
         assert!(
-            pane.lines()
-                .any(|l| l.contains("10.72.0.2") && l.contains("down")),
+            down_row(&pane).is_some() && up_row(&pane).is_some(),
             "{pane}"
         );
-        tmux(&["send-keys", "-t", &session, "/", "0.0.1", "Enter"]);
-        let pane = wait_pane(&session, |p| !p.contains("10.72.0.2:41000"));
-        assert!(pane.contains("text=0.0.1"), "{pane}");
-        assert!(!pane.contains("10.72.0.2:41000"), "{pane}");
-        assert!(pane.contains("10.72.0.1:41000"), "{pane}");
+        // Sort by age (key 4), oldest first (r): the silent association leads.
+        tmux(&["send-keys", "-t", &session, "4", "r"]);
+        let pane = wait_pane(&session, |p| p.contains("sort age desc"));
+        assert!(pane.contains("sort age desc"), "{pane}");
+        let order = |p: &str| down_row(p).zip(up_row(p)).map(|(d, u)| d < u);
+        assert_eq!(order(&pane), Some(true), "{pane}");
+        tmux(&["send-keys", "-t", &session, "r"]);
+        let pane = wait_pane(&session, |p| p.contains("sort age ") && !p.contains("desc"));
+        assert_eq!(order(&pane), Some(false), "{pane}");
+        tmux(&["send-keys", "-t", &session, "/", "72.0.1:", "Enter"]);
+        let pane = wait_pane(&session, |p| !table(p).contains("10.72.0.2:41000"));
+        assert!(pane.contains("text=72.0.1:"), "{pane}");
+        assert!(!table(&pane).contains("10.72.0.2:41000"), "{pane}");
+        assert!(
+            table(&pane)
+                .lines()
+                .any(|l| l.contains("10.72.0.1:41000") && l.contains(" up ")),
+            "{pane}"
+        );
         tmux(&["send-keys", "-t", &session, "q"]);
         let _ = tmux(&["kill-session", "-t", &session]);
     });

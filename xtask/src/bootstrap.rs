@@ -37,6 +37,8 @@ const APT_PACKAGES: &[&str] = &[
     "tcpreplay",
     "protobuf-compiler",
     "chromium",
+    // hbwatch top is tested in a real terminal (live_top).
+    "tmux",
     // pip, where python3 is Debian's own (PIP_PACKAGES).
     "python3-pip",
     "logrotate",
