@@ -27,6 +27,8 @@ pub struct DemoOptions {
     pub scenario: String,
     pub pcap: PathBuf,
     pub format: Format,
+    /// The live status board on the terminal instead of event lines.
+    pub board: bool,
 }
 
 /// The namespace and veth pair; removed on drop.
@@ -187,7 +189,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
     };
 
     let specs = default_specs();
-    let live = LiveOptions {
+    let mut live = LiveOptions {
         interfaces: vec![net.host.clone()],
         mode: AttachMode::Auto,
         egress: false,
@@ -204,6 +206,12 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
         drop_privileges: false,
         status: None,
     };
+    let board = opts.board.then(|| {
+        let publisher = crate::top::status::Publisher::new(crate::top::status::shared());
+        let shared = publisher.shared.clone();
+        live.status = Some(publisher);
+        crate::top::app::attach(shared, crate::top::app::interrupt_self)
+    });
     let mut tee = Tee {
         show: out,
         kept: Vec::new(),
@@ -229,6 +237,9 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
     };
     let live_result = rt.block_on(crate::live::run_until(live, &mut tee, finished));
     stop.store(true, Ordering::Relaxed);
+    if let Some(b) = board {
+        b.finish()?;
+    }
     let _ = sender.join();
     live_result?;
     let interrupted = stop_interrupted(&sent, &cap.truth);

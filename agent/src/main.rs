@@ -60,6 +60,10 @@ enum Command {
         /// when running as root or under systemd; `none` turns it off.
         #[arg(long, value_name = "PATH")]
         status_socket: Option<std::path::PathBuf>,
+        /// Show the live status board on this terminal (as `hbwatch top`) instead of
+        /// event lines on stdout; other outputs still get every event. `q` stops.
+        #[arg(long)]
+        tui: bool,
     },
     /// Live status board of every association of a running `hbwatch run`.
     Top {
@@ -126,6 +130,9 @@ enum Command {
         /// Output format on stdout.
         #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
         format: FormatArg,
+        /// Event lines on the terminal instead of the live status board.
+        #[arg(long)]
+        no_board: bool,
     },
     /// Generate realistic heartbeat traffic with scripted faults, to a capture file (with
     /// its ground truth) or onto an interface in real time.
@@ -327,14 +334,39 @@ struct OutputArgs {
 impl OutputArgs {
     /// The outputs: these flags, else the config's, else stdout.
     fn open(&self, hostname: &str, settings: &Settings) -> anyhow::Result<Fanout> {
-        let mut ctx = SinkContext::new(hostname.to_string(), self.format.resolve());
-        ctx.labels = settings.labels.clone();
-        let specs = if self.outputs.is_empty() {
+        Fanout::open(self.specs(settings), &self.context(hostname, settings))
+    }
+
+    /// The outputs beside a board on this terminal (`run --tui`): all but stdout, which
+    /// the board owns (none at all is fine: the board shows the events).
+    fn open_beside_board(&self, hostname: &str, settings: &Settings) -> anyhow::Result<Fanout> {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            anyhow::bail!("--tui needs a terminal on stdout");
+        }
+        let specs: Vec<SinkSpec> = self
+            .specs(settings)
+            .iter()
+            .filter(|s| !matches!(s, SinkSpec::Stdout))
+            .cloned()
+            .collect();
+        if specs.is_empty() {
+            return Ok(Fanout::new(Vec::new()));
+        }
+        Fanout::open(&specs, &self.context(hostname, settings))
+    }
+
+    fn specs<'a>(&'a self, settings: &'a Settings) -> &'a [SinkSpec] {
+        if self.outputs.is_empty() {
             &settings.outputs
         } else {
             &self.outputs
-        };
-        Fanout::open(specs, &ctx)
+        }
+    }
+
+    fn context(&self, hostname: &str, settings: &Settings) -> SinkContext {
+        let mut ctx = SinkContext::new(hostname.to_string(), self.format.resolve());
+        ctx.labels = settings.labels.clone();
+        ctx
     }
 
     fn flush_timeout(&self, settings: &Settings) -> Duration {
@@ -400,7 +432,7 @@ fn main() {
 
 fn real_main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(hbwatch::top::app::log_writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -431,6 +463,7 @@ fn real_main() -> anyhow::Result<()> {
             common,
             metrics_listen,
             status_socket,
+            tui,
         } => {
             let settings = common.settings()?;
             let overrides = Overrides {
@@ -474,11 +507,28 @@ fn real_main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let mut out = outputs.open(&opts.hostname, &settings)?;
+            let mut out = if tui {
+                outputs.open_beside_board(&opts.hostname, &settings)?
+            } else {
+                outputs.open(&opts.hostname, &settings)?
+            };
+            let mut board = None;
             let result = rt.block_on(async {
-                let opts = hbwatch::top::status::start(opts, status_socket)?;
+                let mut opts = hbwatch::top::status::start(opts, status_socket)?;
+                if tui {
+                    let publisher = opts.status.get_or_insert_with(|| {
+                        hbwatch::top::status::Publisher::new(hbwatch::top::status::shared())
+                    });
+                    board = Some(hbwatch::top::app::attach(
+                        publisher.shared.clone(),
+                        hbwatch::top::app::interrupt_self,
+                    ));
+                }
                 live::run(opts, &mut Filtered::new(&mut out, settings.privacy.clone())).await
             });
+            if let Some(b) = board {
+                b.finish()?;
+            }
             close_outputs(&mut out, outputs.flush_timeout(&settings))?;
             result
         }
@@ -602,15 +652,23 @@ fn real_main() -> anyhow::Result<()> {
             scenario,
             pcap,
             format,
+            no_board,
         } => {
-            let stdout = std::io::stdout();
-            let mut out = LineSink::new(stdout.lock(), format.resolve());
             let opts = hbwatch::demo::DemoOptions {
                 scenario,
                 pcap,
                 format: format.resolve(),
+                board: !no_board
+                    && format == FormatArg::Auto
+                    && std::io::IsTerminal::is_terminal(&std::io::stdout()),
             };
-            if !hbwatch::demo::run(&opts, &mut out)? {
+            // The board draws on stdout itself: no event lines (and no lock held) then.
+            let mut out: Box<dyn hbwatch::output::Sink> = if opts.board {
+                Box::new(hbwatch::sink::Fanout::new(Vec::new()))
+            } else {
+                Box::new(LineSink::new(std::io::stdout().lock(), format.resolve()))
+            };
+            if !hbwatch::demo::run(&opts, &mut *out)? {
                 std::process::exit(2);
             }
             Ok(())

@@ -1,5 +1,6 @@
-//! `hbwatch top` in tmux against a running agent's status socket: rows appear for the
-//! associations, a silenced one turns `down`, the text filter changes what is shown.
+//! The live status board in a real terminal (tmux): `hbwatch top` against a running
+//! agent's status socket (rows appear, a silenced association turns `down`, sort and
+//! filter keys work), and `hbwatch demo`, which shows the board on a terminal.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -118,4 +119,84 @@ fn top_shows_associations_down_and_filters() {
     });
     agent.stop();
     let _ = std::fs::remove_file(&sock);
+}
+
+/// A short scenario for the demo: two MDS router pairs, the second silenced at 3 s.
+const TWO_ROUTERS: &str = r#"
+name = "two-routers"
+duration_s = 10
+seed = 5
+start = "2026-11-22T10:00:00Z"
+
+[[association]]
+name = "routers-1"
+protocol = "mds"
+a = "10.50.0.1:39500"
+b = "10.50.0.2:39500"
+
+[[association]]
+name = "routers-2"
+protocol = "mds"
+a = "10.50.0.3:39500"
+b = "10.50.0.4:39500"
+
+[[fault]]
+at_s = 3
+association = "routers-2"
+kind = "silence"
+duration_s = 30
+"#;
+
+#[test]
+fn demo_on_a_terminal_shows_the_board() {
+    if !require_root("demo_on_a_terminal_shows_the_board") || in_vm() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hbwatch-top-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("two-routers.toml");
+    std::fs::write(&scenario, TWO_ROUTERS).unwrap();
+    let session = format!("hbdemo{}", std::process::id());
+    let cmd = format!(
+        "{} demo --scenario {} --pcap {}",
+        hbwatch_bin(),
+        scenario.display(),
+        dir.join("demo.pcap").display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        "-s",
+        &session,
+        &cmd,
+    ]);
+    // Keep the pane after the demo exits, to read what it printed last.
+    tmux(&["set-option", "-t", &session, "remain-on-exit", "on"]);
+    let row = |p: &str, ep: &str, state: &str| {
+        table(p)
+            .lines()
+            .any(|l| l.contains(ep) && l.contains(&format!(" {state} ")))
+    };
+    let pane = wait_pane(&session, |p| {
+        row(p, "10.50.0.1:39500", "up") && row(p, "10.50.0.3:39500", "up")
+    });
+    assert!(
+        row(&pane, "10.50.0.1:39500", "up") && row(&pane, "10.50.0.3:39500", "up"),
+        "{pane}"
+    );
+    let pane = wait_pane(&session, |p| row(p, "10.50.0.3:39500", "down"));
+    assert!(row(&pane, "10.50.0.3:39500", "down"), "{pane}");
+    assert!(row(&pane, "10.50.0.1:39500", "up"), "{pane}");
+    // The story ends; the board keeps its last state until q.
+    let pane = wait_pane(&session, |p| p.contains("the agent has stopped"));
+    assert!(pane.contains("the agent has stopped"), "{pane}");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let pane = wait_pane(&session, |p| p.contains("live and offline agree"));
+    let _ = tmux(&["kill-session", "-t", &session]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(pane.contains("live and offline agree"), "{pane}");
 }

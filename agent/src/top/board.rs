@@ -1,10 +1,10 @@
 //! One frame of the board: the association table (only the rows that fit are
 //! built), the recent events pane, and a help line.
 
-use ratatui::layout::{Constraint, Layout};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row as TRow, Table};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TRow, Table};
 use ratatui::Frame;
 
 use super::model::{fmt_ms, sparkline, Snapshot, State, View};
@@ -52,7 +52,6 @@ pub fn draw(frame: &mut Frame, snap: &Snapshot, view: &View, offset: usize, edit
             Cell::from(format!("{} -> {}", r.source, r.destination)),
             Cell::from(r.state.as_str()).style(state_style(r.state)),
             Cell::from(format!("{} / {}", fmt_ms(r.age_ms), fmt_ms(r.interval_ms))),
-            Cell::from(fmt_ms(r.interval_ms)),
             Cell::from(rtt),
             Cell::from(r.lost.to_string()),
             Cell::from(r.diagnosis.clone().unwrap_or_default()),
@@ -64,7 +63,6 @@ pub fn draw(frame: &mut Frame, snap: &Snapshot, view: &View, offset: usize, edit
             "ENDPOINTS",
             "STATE",
             "AGE / INTERVAL",
-            "INTERVAL",
             "RTT",
             "LOST",
             "DIAGNOSIS",
@@ -73,11 +71,11 @@ pub fn draw(frame: &mut Frame, snap: &Snapshot, view: &View, offset: usize, edit
     )
     .style(Style::default().add_modifier(Modifier::BOLD));
     let widths = [
-        Constraint::Length(7),
-        Constraint::Min(30),
+        // "cs1000-rudp"; two IPv4 endpoints with ports.
+        Constraint::Length(11),
+        Constraint::Min(43),
         Constraint::Length(7),
         Constraint::Length(15),
-        Constraint::Length(9),
         Constraint::Length(26),
         Constraint::Length(6),
         Constraint::Min(12),
@@ -114,7 +112,11 @@ pub fn draw(frame: &mut Frame, snap: &Snapshot, view: &View, offset: usize, edit
     let skip = snap.events.len().saturating_sub(EVENT_LINES as usize);
     let events: Vec<Line> = snap.events[skip..]
         .iter()
-        .map(|e| Line::from(format!("{} {:<24} {}", e.time, e.action, e.message)))
+        .map(|e| {
+            // The time of day (HH:MM:SS.mmm) leaves the width to the message.
+            let time = e.time.get(11..23).unwrap_or(&e.time);
+            Line::from(format!("{time} {:<16} {}", e.action, e.message))
+        })
         .collect();
     frame.render_widget(
         Paragraph::new(events).block(Block::default().borders(Borders::ALL).title(" events ")),
@@ -125,6 +127,23 @@ pub fn draw(frame: &mut Frame, snap: &Snapshot, view: &View, offset: usize, edit
         None => HELP.to_string(),
     };
     frame.render_widget(Paragraph::new(help), help_area);
+}
+
+/// Over the help line: the agent has stopped, the board shows its last state.
+pub fn stopped_note(frame: &mut Frame) {
+    let a = frame.area();
+    let line = Rect::new(
+        a.x,
+        a.y + a.height.saturating_sub(1),
+        a.width,
+        a.height.min(1),
+    );
+    frame.render_widget(Clear, line);
+    frame.render_widget(
+        Paragraph::new("the agent has stopped; this is its last state. q quits")
+            .style(Style::default().add_modifier(Modifier::REVERSED)),
+        line,
+    );
 }
 
 #[cfg(test)]

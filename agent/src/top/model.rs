@@ -200,12 +200,7 @@ impl View {
 /// "1.2s" / "850ms" for an age or interval in ms.
 pub fn fmt_ms(ms: u64) -> String {
     if ms >= 1000 {
-        let s = ms as f64 / 1000.0;
-        if ms.is_multiple_of(1000) {
-            format!("{}s", ms / 1000)
-        } else {
-            format!("{s:.1}s")
-        }
+        format!("{:.1}s", ms as f64 / 1000.0)
     } else {
         format!("{ms}ms")
     }
@@ -338,7 +333,7 @@ mod tests {
     #[test]
     fn formats_times_and_sparklines() {
         assert_eq!(fmt_ms(1200), "1.2s");
-        assert_eq!(fmt_ms(1000), "1s");
+        assert_eq!(fmt_ms(1000), "1.0s", "one format at every value: 1.0s beside 1.2s");
         assert_eq!(fmt_ms(850), "850ms");
         assert_eq!(sparkline(&[0, 7, 14]), "▁▄█");
         assert_eq!(sparkline(&[]), "");
