@@ -189,8 +189,11 @@ pub struct Agent {
     /// How many lines arrived, kept or not.
     pub received: usize,
     /// Which lines to keep (all when `None`); see [`Agent::keep_only`].
-    keep: Option<Box<dyn Fn(&str, &Value) -> bool>>,
+    keep: Option<Box<LineFilter>>,
 }
+
+/// Decides from a stdout line and its parsed JSON whether a test keeps it.
+type LineFilter = dyn Fn(&str, &Value) -> bool;
 
 impl Agent {
     /// Reaps an agent that was killed; returns its exit code (-1 for a signal).
