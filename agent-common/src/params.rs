@@ -1,7 +1,5 @@
 //! Per-protocol tuning, kept in the `PARAMS` map so it changes without recompiling.
 
-use crate::proto::Protocol;
-
 /// `expected_dscp` value meaning "no DSCP expectation".
 pub const DSCP_ANY: u8 = 0xff;
 
@@ -34,8 +32,9 @@ pub struct ProtoParams {
 }
 
 impl ProtoParams {
-    /// One table row. Gap and reorder windows are the same for every protocol except MDS.
-    const fn row(
+    /// One row of the protocol table (`proto`). The reorder window is the same for every
+    /// protocol.
+    pub const fn new(
         interval_ms: u32,
         max_gap: u32,
         tolerance_pct: u16,
@@ -57,30 +56,9 @@ impl ProtoParams {
         }
     }
 
-    /// Defaults per protocol (PROTOCOLS.md); config overrides them.
-    pub const fn defaults(proto: Protocol) -> ProtoParams {
-        use Protocol::*;
-        // confirm: RUDP, GED-125 and SCCP heartbeats have exact byte signatures (a flag
-        // word, message type and length), announced at once; MDS (any 4 bytes: a TFTP
-        // ACK train counts up too) and IPMG (layout unknown) only after 4 plausible beats.
-        //                                      interval max_gap tol% down  dscp      flags confirm
-        match proto {
-            // 1000 ms both ways; ELAN heartbeats should be EF (46). Down after 4 misses is
-            // our documented default (no vendor number).
-            Cs1000Rudp => Self::row(1000, 1000, 50, 4, 46, 0, 1),
-            // 100 ms, 5 consecutive misses = failure (ICM MDS, SRND); 10 s of gap allowed.
-            Mds => Self::row(100, 10_000, 50, 5, DSCP_ANY, 0, 4),
-            // Interval learned per session (seed: 5 s); 2 missed = CVP closes the session.
-            Ged125 => Self::row(5000, 1000, 50, 2, DSCP_ANY, 0, 1),
-            // Primary CUCM keepalive 30 s; phones fail over after 3 intervals. Backup
-            // CUCMs only TCP-ACK keepalives: unanswered needs acks seen first.
-            Sccp => Self::row(30_000, 1000, 30, 3, DSCP_ANY, P_UNANSWERED_NEEDS_ACKS, 1),
-            Cs1000Ipmg => Self::row(1000, 1000, 50, 4, DSCP_ANY, 0, 4),
-            // REGISTER refresh 115 s against Expires 120.
-            Sip => Self::row(115_000, 1000, 10, 1, DSCP_ANY, 0, 1),
-            None => Self::row(1000, 1000, 50, 3, DSCP_ANY, 0, 1),
-        }
-    }
+    /// For a port whose protocol is not known (never expected: the `PARAMS` map has a row
+    /// for every id).
+    pub const FALLBACK: ProtoParams = ProtoParams::new(1000, 1000, 50, 3, DSCP_ANY, 0, 1);
 }
 
 #[cfg(feature = "user")]

@@ -187,7 +187,7 @@ impl Env for TestEnv {
         self.ports.get(&slot).copied().unwrap_or(0)
     }
     fn params(&self, proto: Protocol) -> ProtoParams {
-        ProtoParams::defaults(proto)
+        proto.default_params()
     }
     fn with_flow<R, U: FnOnce(&mut FlowState) -> R>(&mut self, key: &FlowKey, f: U) -> Option<R> {
         self.flows.get_mut(key).map(f)
@@ -314,7 +314,7 @@ fn ged125_other_messages_are_not_heartbeats() {
 
 #[test]
 fn ged125_seed_sequence_every_5s_is_healthy_and_learns_5s() {
-    let p = ProtoParams::defaults(Protocol::Ged125);
+    let p = Protocol::Ged125.default_params();
     let req = |id: u32| {
         hb(
             Protocol::Ged125,
@@ -1025,7 +1025,7 @@ fn every_heartbeat_of_a_known_association_is_a_record_with_interval_or_rtt() {
 fn interval_and_rtt_learning_survive_a_clock_jump_of_centuries() {
     // A capture's corrupt timestamp: the interval average multiplied the old interval
     // by 7 and overflowed (malformed suite; a panic in debug, garbage in release).
-    let p = ProtoParams::defaults(Protocol::Cs1000Rudp);
+    let p = Protocol::Cs1000Rudp.default_params();
     let hb = |seq, role| Heartbeat::new(role, seq);
     let mut st = FlowState::new(&hb(1, Role::Request), 0);
     st.update(&hb(1, Role::Response), MS, &p, false);

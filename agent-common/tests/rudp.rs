@@ -5,7 +5,6 @@
 use hbwatch_common::event::EventKind;
 use hbwatch_common::flow::{Findings, FlowKey, FlowState};
 use hbwatch_common::frame::SliceFrame;
-use hbwatch_common::params::ProtoParams;
 use hbwatch_common::parse::{parse, Packet};
 use hbwatch_common::proto::{rudp, Heartbeat, Protocol, Role};
 
@@ -90,7 +89,7 @@ const SEC: u64 = 1_000_000_000;
 
 #[test]
 fn healthy_round_trips_are_silent_and_learn_interval_and_rtt() {
-    let p = ProtoParams::defaults(Protocol::Cs1000Rudp);
+    let p = Protocol::Cs1000Rudp.default_params();
     let mut st = FlowState::new(&req(100), 0);
     for i in 0..10u64 {
         let seq = 100 + i as u32;
@@ -109,7 +108,7 @@ fn healthy_round_trips_are_silent_and_learn_interval_and_rtt() {
 
 #[test]
 fn gap_reports_lost_count_and_expected_seq() {
-    let p = ProtoParams::defaults(Protocol::Cs1000Rudp);
+    let p = Protocol::Cs1000Rudp.default_params();
     let mut st = FlowState::new(&req(10), 0);
     st.update(&resp(10), 1_000, &p, false);
     let f = st.update(&req(14), SEC, &p, false);
@@ -119,7 +118,7 @@ fn gap_reports_lost_count_and_expected_seq() {
 
 #[test]
 fn retry_with_same_seq_reports_unanswered_once_and_each_attempt() {
-    let p = ProtoParams::defaults(Protocol::Cs1000Rudp);
+    let p = Protocol::Cs1000Rudp.default_params();
     let mut st = FlowState::new(&req(7), 0);
     let f = st.update(&req(7), SEC, &p, false);
     assert_eq!(
@@ -143,7 +142,7 @@ fn retry_with_same_seq_reports_unanswered_once_and_each_attempt() {
 
 #[test]
 fn restart_to_unrelated_value_or_reset_marker() {
-    let p = ProtoParams::defaults(Protocol::Cs1000Rudp);
+    let p = Protocol::Cs1000Rudp.default_params();
     let mut st = FlowState::new(&req(50_000), 0);
     st.update(&resp(50_000), 10, &p, false);
     let f = st.update(&req(3), SEC, &p, false);
@@ -158,7 +157,7 @@ fn restart_to_unrelated_value_or_reset_marker() {
 
 #[test]
 fn unanswered_when_next_seq_arrives_and_orphan_response_is_a_mismatch() {
-    let p = ProtoParams::defaults(Protocol::Cs1000Rudp);
+    let p = Protocol::Cs1000Rudp.default_params();
     let mut st = FlowState::new(&req(1), 0);
     let f = st.update(&req(2), SEC, &p, false);
     assert_eq!(kinds(&f), vec![(EventKind::Unanswered, 1, 0, SEC)]);
@@ -179,7 +178,7 @@ fn unanswered_when_next_seq_arrives_and_orphan_response_is_a_mismatch() {
 
 #[test]
 fn older_seq_is_out_of_order_not_restart() {
-    let p = ProtoParams::defaults(Protocol::Cs1000Rudp);
+    let p = Protocol::Cs1000Rudp.default_params();
     let mut st = FlowState::new(&req(20), 0);
     st.update(&resp(20), 10, &p, false);
     let f = st.update(&req(18), SEC, &p, false);

@@ -222,7 +222,7 @@ impl<C: EbpfContext> Env for KernelEnv<'_, C> {
     fn params(&self, proto: Protocol) -> ProtoParams {
         match PARAMS.get(proto as u32) {
             Some(p) => *p,
-            None => ProtoParams::defaults(Protocol::None),
+            None => Protocol::None.default_params(),
         }
     }
 

@@ -462,7 +462,7 @@ expiry_grace = "2s"
     );
     let specs = default_specs();
     for proto in Protocol::ALL.into_iter().filter(|p| p.decoded()) {
-        let p = ProtoParams::defaults(proto);
+        let p = proto.default_params();
         let ports: Vec<String> = specs
             .iter()
             .filter(|s| s.protocol == proto)

@@ -400,7 +400,7 @@ fn set_params(ebpf: &mut Ebpf, params: &BTreeMap<Protocol, ProtoParams>) -> anyh
         let p = params
             .get(&proto)
             .copied()
-            .unwrap_or(ProtoParams::defaults(proto));
+            .unwrap_or(proto.default_params());
         table.set(proto as u32, p, 0)?;
     }
     Ok(())

@@ -137,6 +137,13 @@ enum Command {
     /// Generate realistic heartbeat traffic with scripted faults, to a capture file (with
     /// its ground truth) or onto an interface in real time.
     Hbgen(hbwatch::hbgen::cli::HbgenArgs),
+    /// The heartbeat protocols this version knows: transports, default ports, default
+    /// tuning (each overridable with --port and --tune).
+    Protocols {
+        /// A markdown table (docs/PROTOCOLS.md is made with it).
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Print the index template for hbwatch's events (every field of docs/EVENTS.md with
     /// its ECS type): `PUT _index_template/hbwatch` with it, for `hbwatch-*` indices.
     Schema {
@@ -640,6 +647,10 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Hbgen(args) => hbwatch::hbgen::cli::run(args),
+        Command::Protocols { markdown } => {
+            print!("{}", hbwatch::ports::protocol_table(markdown));
+            Ok(())
+        }
         Command::Schema { engine } => {
             let template = hbwatch::schema::index_template(engine);
             println!("{}", serde_json::to_string_pretty(&template)?);

@@ -52,13 +52,13 @@ impl OfflineEnv {
                 *s = p as u8;
             }
         }
-        let mut all = [ProtoParams::defaults(Protocol::None); PROTOCOL_COUNT as usize];
+        let mut all = [Protocol::None.default_params(); PROTOCOL_COUNT as usize];
         for (i, p) in all.iter_mut().enumerate() {
             let proto = Protocol::from_u8(i as u8);
             *p = params
                 .get(&proto)
                 .copied()
-                .unwrap_or(ProtoParams::defaults(proto));
+                .unwrap_or(proto.default_params());
         }
         OfflineEnv {
             ports: table,

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use hbwatch_common::params::DSCP_ANY;
 use hbwatch_common::parse::{IPPROTO_TCP, IPPROTO_UDP};
 use hbwatch_common::proto::{port_slot, Protocol};
 
@@ -75,20 +76,95 @@ impl std::str::FromStr for PortSpec {
     }
 }
 
-/// The default ports of every protocol the datapath decodes (PROTOCOLS.md).
+/// The default ports of every protocol (the protocol table).
 pub fn default_specs() -> Vec<PortSpec> {
-    let all = [
-        (Protocol::Ged125, vec![(5000, 5000)]),
-        (Protocol::Sccp, vec![(2000, 2000)]),
-        (Protocol::Mds, vec![(39500, 39999)]),
-        (Protocol::Cs1000Rudp, vec![(15000, 15000)]),
-        (Protocol::Cs1000Ipmg, vec![(32779, 32780)]),
-        (Protocol::Sip, vec![(5060, 5060)]),
-    ];
-    all.into_iter()
-        .filter(|(p, _)| p.decoded())
-        .map(|(protocol, ranges)| PortSpec { protocol, ranges })
+    Protocol::ALL
+        .into_iter()
+        .map(|protocol| PortSpec {
+            protocol,
+            ranges: protocol.default_ports().to_vec(),
+        })
         .collect()
+}
+
+/// The protocol table as `hbwatch protocols` prints it: aligned text, or markdown for
+/// docs/PROTOCOLS.md.
+pub fn protocol_table(markdown: bool) -> String {
+    let head = [
+        "protocol",
+        "transports",
+        "default ports",
+        "interval",
+        "late after",
+        "down after",
+        "expected DSCP",
+        "confirm beats",
+        "gap up to",
+    ];
+    let rows: Vec<[String; 9]> = Protocol::ALL
+        .into_iter()
+        .map(|p| {
+            let d = p.default_params();
+            let transports: Vec<&str> = p
+                .transports()
+                .iter()
+                .map(|&t| if t == IPPROTO_TCP { "tcp" } else { "udp" })
+                .collect();
+            let ports: Vec<String> = p
+                .default_ports()
+                .iter()
+                .map(|&(lo, hi)| {
+                    if lo == hi {
+                        lo.to_string()
+                    } else {
+                        format!("{lo}-{hi}")
+                    }
+                })
+                .collect();
+            [
+                p.name().to_string(),
+                transports.join("+"),
+                ports.join(","),
+                format!("{} ms", d.interval_ms),
+                format!("+{}%", d.tolerance_pct),
+                format!("{} missed", d.down_after),
+                match d.expected_dscp {
+                    DSCP_ANY => "any".to_string(),
+                    dscp => dscp.to_string(),
+                },
+                d.confirm_beats.to_string(),
+                d.max_gap.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = String::new();
+    if markdown {
+        out.push_str(&format!("| {} |\n", head.join(" | ")));
+        out.push_str(&format!("|{}\n", " --- |".repeat(head.len())));
+        for r in &rows {
+            out.push_str(&format!("| {} |\n", r.join(" | ")));
+        }
+        return out;
+    }
+    let mut width = head.map(str::len);
+    for r in &rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l: String = cells
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}  "))
+            .collect();
+        l.truncate(l.trim_end().len());
+        l + "\n"
+    };
+    out.push_str(&line(&mut head.iter().copied()));
+    for r in &rows {
+        out.push_str(&line(&mut r.iter().map(String::as_str)));
+    }
+    out
 }
 
 /// Port-table slot -> protocol, as loaded into the `PORTS` map. Later specs win.
@@ -154,6 +230,21 @@ mod tests {
         assert_eq!(
             t.get(&port_slot(IPPROTO_UDP, 15000)),
             Some(&Protocol::Cs1000Rudp)
+        );
+    }
+
+    /// docs/PROTOCOLS.md shows the table as this version prints it.
+    #[test]
+    fn protocols_md_has_the_current_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOLS.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let start = "<!-- generated: hbwatch protocols --markdown -->\n";
+        let from = doc.find(start).expect("the generated section's start marker") + start.len();
+        let to = doc.find("<!-- end generated -->").expect("its end marker");
+        assert_eq!(
+            &doc[from..to],
+            protocol_table(true),
+            "docs/PROTOCOLS.md is stale: replace its generated table with `hbwatch protocols --markdown`"
         );
     }
 }

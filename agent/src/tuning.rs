@@ -88,7 +88,7 @@ impl std::str::FromStr for Tune {
 pub fn params(tunes: &[Tune]) -> BTreeMap<Protocol, ProtoParams> {
     let mut all: BTreeMap<Protocol, ProtoParams> = Protocol::ALL
         .into_iter()
-        .map(|p| (p, ProtoParams::defaults(p)))
+        .map(|p| (p, p.default_params()))
         .collect();
     for t in tunes {
         let p = all
@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(p[&Protocol::Mds].down_after, 7);
         assert_eq!(
             p[&Protocol::Ged125],
-            ProtoParams::defaults(Protocol::Ged125)
+            Protocol::Ged125.default_params()
         );
     }
 

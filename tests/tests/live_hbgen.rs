@@ -7,7 +7,6 @@
 use std::process::Command;
 use std::time::Duration;
 
-use hbwatch_common::params::ProtoParams;
 use hbwatch_common::proto::Protocol;
 use hbwatch_tests::{hbwatch_bin, require_root, summary, Agent, VethNs};
 use serde_json::Value;
@@ -33,7 +32,7 @@ fn confirmed_by_timing(e: &Value) -> bool {
         && e["protocol"]
             .as_str()
             .and_then(Protocol::from_name)
-            .is_some_and(|p| ProtoParams::defaults(p).confirm_beats > 1)
+            .is_some_and(|p| p.default_params().confirm_beats > 1)
 }
 
 /// `(action, source, destination, seq)` as `summary` gives it for an event.

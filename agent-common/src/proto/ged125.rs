@@ -8,7 +8,6 @@ use super::{Heartbeat, Msg, Role};
 use crate::frame::Frame;
 use crate::parse::{Packet, IPPROTO_TCP};
 
-pub const DEFAULT_PORT: u16 = 5000;
 pub const OPEN_REQ: u32 = 3;
 pub const HEARTBEAT_REQ: u32 = 5;
 pub const HEARTBEAT_CONF: u32 = 6;

@@ -1,6 +1,7 @@
-//! Heartbeat protocols: ids, names, default ports, and one decoder module each.
-//! Adding a protocol = one decoder module + one row in [`Protocol`] and
-//! [`crate::params::DEFAULT_PARAMS`].
+//! Heartbeat protocols: the protocol table (one row each: id, name, transports,
+//! default ports, default tuning, decoder) and one decoder module each. Everything
+//! else (the enum, its lists, the decoder dispatch, the agent's default ports and
+//! tuning) is derived from the table; docs/ADDING_A_PROTOCOL.md is the recipe.
 
 pub mod ged125;
 pub mod ipmg;
@@ -10,78 +11,179 @@ pub mod sccp;
 pub mod sip;
 
 use crate::frame::Frame;
+use crate::params::{ProtoParams, DSCP_ANY, P_UNANSWERED_NEEDS_ACKS};
 use crate::parse::{Packet, IPPROTO_TCP, IPPROTO_UDP};
 
-/// Protocol id as stored in the port table (`PORTS` map). 0 = not a heartbeat port.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    None = 0,
-    Ged125 = 1,
-    Sccp = 2,
-    Mds = 3,
-    Cs1000Rudp = 4,
-    Cs1000Ipmg = 5,
-    Sip = 6,
+/// Expands the protocol table into [`Protocol`] (ids as stored in the `PORTS` map),
+/// its per-protocol facts and [`decode_into`]'s dispatch. A macro rather than a
+/// table of structs because the eBPF side can neither call through function
+/// pointers nor afford a lookup: every accessor is a `const` match.
+macro_rules! protocol_table {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $id:literal {
+            name: $name:literal,
+            transports: [$($transport:expr),+],
+            ports: [$(($lo:literal, $hi:literal)),+],
+            params: $params:expr,
+            decoder: $decoder:path,
+        }
+    )+) => {
+        /// Protocol id as stored in the port table (`PORTS` map). 0 = not a heartbeat port.
+        #[repr(u8)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Protocol {
+            None = 0,
+            $($(#[$doc])* $variant = $id,)+
+        }
+
+        impl Protocol {
+            /// Every protocol, in id order.
+            pub const ALL: [Protocol; [$($id),+].len()] = [$(Protocol::$variant),+];
+
+            #[inline(always)]
+            pub const fn from_u8(v: u8) -> Protocol {
+                match v {
+                    $($id => Protocol::$variant,)+
+                    _ => Protocol::None,
+                }
+            }
+
+            /// `network.protocol` in events (docs/EVENTS.md).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    Protocol::None => "none",
+                    $(Protocol::$variant => $name,)+
+                }
+            }
+
+            /// The transports it runs on (SIP runs on both; UDP listed first).
+            pub const fn transports(self) -> &'static [u8] {
+                match self {
+                    Protocol::None => &[],
+                    $(Protocol::$variant => &[$($transport),+],)+
+                }
+            }
+
+            /// The ports watched unless configured otherwise (`--port`), inclusive ranges.
+            pub const fn default_ports(self) -> &'static [(u16, u16)] {
+                match self {
+                    Protocol::None => &[],
+                    $(Protocol::$variant => &[$(($lo, $hi)),+],)+
+                }
+            }
+
+            /// Tuning until configured otherwise (`--tune`, the config file).
+            #[inline(always)]
+            pub const fn default_params(self) -> ProtoParams {
+                match self {
+                    Protocol::None => ProtoParams::FALLBACK,
+                    $(Protocol::$variant => $params,)+
+                }
+            }
+        }
+
+        /// [`decode`] into `out`. Out of line: the decoders' header buffers get their own
+        /// stack frame; an out-parameter because BPF functions may not return stack pointers.
+        #[inline(never)]
+        pub fn decode_into<F: Frame>(proto: Protocol, f: &F, pkt: &Packet, out: &mut Msg) {
+            let found = match proto {
+                $(Protocol::$variant => $decoder(f, pkt),)+
+                Protocol::None => None,
+            };
+            *out = found.unwrap_or_default();
+        }
+    };
+}
+
+// Tuning columns (ProtoParams::new): interval ms, max_gap, tolerance %, down after
+// N missed, expected DSCP, flags, confirm_beats. `confirm_beats` > 1 where a port
+// alone is no signature (MDS: any 4 bytes, a TFTP ACK train counts up too; IPMG:
+// layout unknown); RUDP, GED-125 and SCCP heartbeats have exact byte signatures.
+protocol_table! {
+    /// GED-125, CVP Call Server <-> ICM VRU PIM: HEARTBEAT_REQ/CONF. Interval learned
+    /// per session (seed: 5 s); 2 missed = CVP closes the session.
+    Ged125 = 1 {
+        name: "ged125",
+        transports: [IPPROTO_TCP],
+        ports: [(5000, 5000)],
+        params: ProtoParams::new(5000, 1000, 50, 2, DSCP_ANY, 0, 1),
+        decoder: ged125::decode,
+    }
+    /// SCCP KeepAlive/Ack, phone <-> CUCM. Primary CUCM keepalive 30 s; phones fail over
+    /// after 3 intervals. Backup CUCMs only TCP-ACK keepalives: unanswered needs acks
+    /// seen first.
+    Sccp = 2 {
+        name: "sccp",
+        transports: [IPPROTO_TCP],
+        ports: [(2000, 2000)],
+        params: ProtoParams::new(30_000, 1000, 30, 3, DSCP_ANY, P_UNANSWERED_NEEDS_ACKS, 1),
+        decoder: sccp::decode,
+    }
+    /// ICM MDS heartbeats between CallRouters: 100 ms, 5 consecutive misses = failure
+    /// (ICM MDS, SRND); 10 s of gap allowed.
+    Mds = 3 {
+        name: "mds",
+        transports: [IPPROTO_UDP],
+        ports: [(39500, 39999)],
+        params: ProtoParams::new(100, 10_000, 50, 5, DSCP_ANY, 0, 4),
+        decoder: mds::decode,
+    }
+    /// CS1000 RUDP heartbeats: 1000 ms both ways; ELAN heartbeats should be EF (46).
+    /// Down after 4 misses is our documented default (no vendor number).
+    Cs1000Rudp = 4 {
+        name: "cs1000-rudp",
+        transports: [IPPROTO_UDP],
+        ports: [(15000, 15000)],
+        params: ProtoParams::new(1000, 1000, 50, 4, 46, 0, 1),
+        decoder: rudp::decode,
+    }
+    /// CS1000 IPMG liveness: one-way beats, layout unknown.
+    Cs1000Ipmg = 5 {
+        name: "cs1000-ipmg",
+        transports: [IPPROTO_UDP],
+        ports: [(32779, 32780)],
+        params: ProtoParams::new(1000, 1000, 50, 4, DSCP_ANY, 0, 4),
+        decoder: ipmg::decode,
+    }
+    /// SIP REGISTER refreshes and OPTIONS pings: refresh 115 s against Expires 120.
+    /// The text goes to userspace whole (engine::process, the sip modules).
+    Sip = 6 {
+        name: "sip",
+        transports: [IPPROTO_UDP, IPPROTO_TCP],
+        ports: [(5060, 5060)],
+        params: ProtoParams::new(115_000, 1000, 10, 1, DSCP_ANY, 0, 1),
+        decoder: in_userspace,
+    }
 }
 
 /// Size of per-protocol tables (`PARAMS` map), indexed by protocol id.
-pub const PROTOCOL_COUNT: u32 = 7;
+pub const PROTOCOL_COUNT: u32 = Protocol::ALL.len() as u32 + 1;
+
+// Ids run 1..=N in table order: `PARAMS` is indexed by id and `ALL` is id order.
+const _: () = {
+    let mut i = 0;
+    while i < Protocol::ALL.len() {
+        assert!(Protocol::ALL[i] as usize == i + 1);
+        i += 1;
+    }
+};
 
 impl Protocol {
-    pub const ALL: [Protocol; 6] = [
-        Protocol::Ged125,
-        Protocol::Sccp,
-        Protocol::Mds,
-        Protocol::Cs1000Rudp,
-        Protocol::Cs1000Ipmg,
-        Protocol::Sip,
-    ];
-
-    #[inline(always)]
-    pub const fn from_u8(v: u8) -> Protocol {
-        match v {
-            1 => Protocol::Ged125,
-            2 => Protocol::Sccp,
-            3 => Protocol::Mds,
-            4 => Protocol::Cs1000Rudp,
-            5 => Protocol::Cs1000Ipmg,
-            6 => Protocol::Sip,
-            _ => Protocol::None,
-        }
-    }
-
-    /// `network.protocol` in events (EVENTS.md).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Protocol::None => "none",
-            Protocol::Ged125 => "ged125",
-            Protocol::Sccp => "sccp",
-            Protocol::Mds => "mds",
-            Protocol::Cs1000Rudp => "cs1000-rudp",
-            Protocol::Cs1000Ipmg => "cs1000-ipmg",
-            Protocol::Sip => "sip",
-        }
-    }
-
     pub fn from_name(name: &str) -> Option<Protocol> {
         Protocol::ALL.into_iter().find(|p| p.name() == name)
-    }
-
-    /// The transport the protocol runs on (SIP runs on both; UDP listed first).
-    pub const fn transports(self) -> &'static [u8] {
-        match self {
-            Protocol::Ged125 | Protocol::Sccp => &[IPPROTO_TCP],
-            Protocol::Mds | Protocol::Cs1000Rudp | Protocol::Cs1000Ipmg => &[IPPROTO_UDP],
-            Protocol::Sip => &[IPPROTO_UDP, IPPROTO_TCP],
-            Protocol::None => &[],
-        }
     }
 
     /// Whether the kernel datapath decodes this protocol yet.
     pub const fn decoded(self) -> bool {
         !matches!(self, Protocol::None)
     }
+}
+
+/// The decoder of protocols whose text the datapath hands up whole.
+#[inline(always)]
+fn in_userspace<F: Frame>(_: &F, _: &Packet) -> Option<Msg> {
+    None
 }
 
 /// Index into the port table: one slot per (transport, port).
@@ -213,20 +315,4 @@ pub fn decode<F: Frame>(proto: Protocol, f: &F, pkt: &Packet) -> Option<Msg> {
     let mut msg = Msg::default();
     decode_into(proto, f, pkt, &mut msg);
     (msg.kind != MSG_NONE).then_some(msg)
-}
-
-/// [`decode`] into `out`. Out of line: the decoders' header buffers get their own
-/// stack frame; an out-parameter because BPF functions may not return stack pointers.
-#[inline(never)]
-pub fn decode_into<F: Frame>(proto: Protocol, f: &F, pkt: &Packet, out: &mut Msg) {
-    let found = match proto {
-        Protocol::Cs1000Rudp => rudp::decode(f, pkt),
-        Protocol::Ged125 => ged125::decode(f, pkt),
-        Protocol::Sccp => sccp::decode(f, pkt),
-        Protocol::Mds => mds::decode(f, pkt),
-        Protocol::Cs1000Ipmg => ipmg::decode(f, pkt),
-        // SIP text goes to userspace whole (engine::process, sip module).
-        Protocol::Sip | Protocol::None => None,
-    };
-    *out = found.unwrap_or_default();
 }

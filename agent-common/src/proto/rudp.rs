@@ -7,7 +7,6 @@ use super::{Heartbeat, Msg, Role};
 use crate::frame::Frame;
 use crate::parse::{Packet, IPPROTO_UDP};
 
-pub const DEFAULT_PORT: u16 = 15000;
 pub const PAYLOAD_LEN: u16 = 6;
 pub const FLAG_ORIGINATE: u16 = 0x02ff;
 pub const FLAG_RESPOND: u16 = 0x0100;

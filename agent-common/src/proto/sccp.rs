@@ -7,7 +7,6 @@ use super::{Heartbeat, Msg, Role, HB_SYNTHETIC_SEQ};
 use crate::frame::Frame;
 use crate::parse::{Packet, IPPROTO_TCP};
 
-pub const DEFAULT_PORT: u16 = 2000;
 pub const KEEPALIVE: u32 = 0x0000;
 pub const REGISTER_ACK: u32 = 0x0081;
 pub const KEEPALIVE_ACK: u32 = 0x0100;

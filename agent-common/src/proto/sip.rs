@@ -8,7 +8,6 @@ use crate::event::RawEvent;
 use crate::frame::Frame;
 use crate::parse::Packet;
 
-pub const DEFAULT_PORT: u16 = 5060;
 /// Bytes of each SIP message passed to userspace (Cisco REGISTERs run 600-1000 bytes).
 pub const CAPTURE_LEN: usize = 1024;
 

@@ -556,7 +556,7 @@ mod tests {
         let mut a = Assoc::new(
             FlowKey::default(),
             1,
-            ProtoParams::defaults(Protocol::Sccp),
+            Protocol::Sccp.default_params(),
             5 * SEC,
             0,
         );
@@ -573,7 +573,7 @@ mod tests {
         let mut b = Assoc::new(
             FlowKey::default(),
             1,
-            ProtoParams::defaults(Protocol::Mds),
+            Protocol::Mds.default_params(),
             0,
             0,
         );
@@ -589,7 +589,7 @@ mod tests {
         Assoc::new(
             FlowKey::default(),
             1,
-            ProtoParams::defaults(Protocol::Cs1000Rudp),
+            Protocol::Cs1000Rudp.default_params(),
             0,
             100,
         )

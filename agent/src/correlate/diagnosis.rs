@@ -242,14 +242,13 @@ fn describe(troubles: &[Trouble]) -> String {
 mod tests {
     use super::*;
     use hbwatch_common::flow::FlowKey;
-    use hbwatch_common::params::ProtoParams;
     use hbwatch_common::proto::Protocol;
 
     const SEC: u64 = 1_000_000_000;
 
     /// An MDS-like association with a learned 1 s interval, last heard at `last`.
     fn assoc(last: u64) -> Assoc {
-        let mut p = ProtoParams::defaults(Protocol::Mds);
+        let mut p = Protocol::Mds.default_params();
         p.interval_ms = 1000;
         let mut a = Assoc::new(FlowKey::default(), 1, p, 0, 0);
         let mut t = 0;

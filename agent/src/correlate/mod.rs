@@ -69,7 +69,7 @@ impl Config {
         self.params
             .get(&proto)
             .copied()
-            .unwrap_or(ProtoParams::defaults(proto))
+            .unwrap_or(proto.default_params())
     }
 }
 

@@ -300,7 +300,7 @@ pub(crate) fn peer_unresponsive(
     resumed: u64,
     cause: Option<Cause>,
 ) {
-    let p = hbwatch_common::params::ProtoParams::defaults(tr.key.protocol);
+    let p = tr.key.protocol.default_params();
     if n < p.down_after as u32 {
         return;
     }

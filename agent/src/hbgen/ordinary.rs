@@ -6,6 +6,8 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use hbwatch_common::proto::Protocol;
+
 use super::frame::{FrameSpec, Tcp};
 use super::rng::Rng;
 use super::TimedFrame;
@@ -13,12 +15,17 @@ use super::TimedFrame;
 /// Distinct frames in the pool.
 const POOL: usize = 1024;
 
-/// Ports that carry heartbeats by default (PROTOCOLS.md): ordinary traffic avoids them.
+/// Ports that carry heartbeats by default (the protocol table), and the TLS ports of
+/// SCCP and SIP: ordinary traffic avoids them.
 fn heartbeat_port(p: u16) -> bool {
-    matches!(
-        p,
-        2000 | 2443 | 5000 | 5060 | 5061 | 15000 | 32779 | 32780 | 39500..=39999
-    )
+    p == 2443
+        || p == 5061
+        || Protocol::ALL.iter().any(|proto| {
+            proto
+                .default_ports()
+                .iter()
+                .any(|&(lo, hi)| (lo..=hi).contains(&p))
+        })
 }
 
 /// How the ordinary traffic looks.

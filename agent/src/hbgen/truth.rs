@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use hbwatch_common::params::{ProtoParams, DSCP_ANY};
+use hbwatch_common::params::DSCP_ANY;
 use hbwatch_common::proto::Protocol;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -242,7 +242,7 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(key: AssocKey, interval_ns: u64, required: bool) -> Tracker {
-        let p = ProtoParams::defaults(key.protocol);
+        let p = key.protocol.default_params();
         Tracker {
             key,
             interval_ns,
