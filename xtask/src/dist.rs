@@ -284,6 +284,7 @@ impl Common<'_> {
             ("SECURITY.md", "SECURITY.md"),
             ("OPERATIONS.md", "docs/OPERATIONS.md"),
             ("EVENTS.md", "docs/EVENTS.md"),
+            ("PROTOCOLS.md", "docs/PROTOCOLS.md"),
             ("outputs/loki.md", "docs/outputs/loki.md"),
             ("outputs/otlp.md", "docs/outputs/otlp.md"),
             (
