@@ -6,9 +6,11 @@
 //! originator is the TCP client (the PIM for GED-125, the phone for SCCP).
 
 use crate::event::EventKind;
-use crate::params::{ProtoParams, DSCP_ANY, P_UNANSWERED_NEEDS_ACKS};
+use crate::params::{ProtoParams, DSCP_ANY, P_SEQ_IS_AN_ID, P_UNANSWERED_NEEDS_ACKS};
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-use crate::proto::{rudp, Heartbeat, Protocol, Role, HB_BYTE_ORDER_UNKNOWN, HB_SYNTHETIC_SEQ};
+use crate::proto::{
+    mgcp, rudp, Heartbeat, Protocol, Role, HB_BYTE_ORDER_UNKNOWN, HB_SYNTHETIC_SEQ,
+};
 use crate::zero::Zeroable;
 
 /// Flow-table key: originator -> responder. 8-byte aligned: built, hashed and copied
@@ -364,7 +366,7 @@ impl FlowState {
             hb.seq = self.learn_byte_order(hb.seq);
         }
         match hb.role {
-            Role::Response => self.on_response(hb.seq, now),
+            Role::Response => self.on_response(hb.seq, now, p),
             Role::Request | Role::OneWay => self.on_request(&hb, now, p),
         }
     }
@@ -405,9 +407,14 @@ impl FlowState {
         let seq = hb.seq;
         let outstanding = self.flags & F_OUTSTANDING != 0;
         let acks_known = p.flags & P_UNANSWERED_NEEDS_ACKS == 0 || self.flags & F_RESPONDED != 0;
+        // Transactions may overlap (MGCP: an event NTFY while the keepalive's answer is on
+        // its way): only a request left waiting a quarter of the interval is unanswered.
+        let waited = p.flags & P_SEQ_IS_AN_ID == 0
+            || now.saturating_sub(self.seq_since_ns) >= p.interval_ms as u64 * 250_000;
         if hb.role == Role::Request
             && outstanding
             && acks_known
+            && waited
             && self.flags & F_UNANSWERED_REPORTED == 0
         {
             // A new send while the previous one waits: the previous went unanswered.
@@ -441,10 +448,15 @@ impl FlowState {
         let jump = seq.wrapping_sub(self.last_seq);
         let back = self.last_seq.wrapping_sub(seq);
         let fresh_start = hb.role == Role::OneWay && seq < 4 && seq < self.last_seq;
-        if (seq == rudp::SEQ_RESET && hb.role == Role::Request) || fresh_start {
-            // RUDP reset marker; a one-way counter back at 0..3: the process restarted.
-            out.push(EventKind::Restart, seq, self.last_seq, 0);
-        } else if jump == 1 {
+        // Transaction ids: any new one is the next heartbeat.
+        let next = jump == 1 || p.flags & P_SEQ_IS_AN_ID != 0;
+        let rsip = hb.flags & mgcp::HB_RSIP != 0;
+        if (seq == rudp::SEQ_RESET && hb.role == Role::Request) || fresh_start || rsip {
+            // RUDP reset marker; a one-way counter back at 0..3; an MGCP RSIP (its
+            // restart method in `value`): the peer restarted, or says it leaves.
+            let method = (hb.flags & mgcp::HB_RSIP_METHOD) >> mgcp::HB_RSIP_METHOD_SHIFT;
+            out.push(EventKind::Restart, seq, self.last_seq, method as u64);
+        } else if next {
             // In order: learn the interval from consecutive first sends.
             let sample = now.saturating_sub(self.seq_since_ns);
             self.beat_ns = sample;
@@ -483,7 +495,7 @@ impl FlowState {
     }
 
     #[inline(always)]
-    fn on_response(&mut self, seq: u32, now: u64) -> Findings {
+    fn on_response(&mut self, seq: u32, now: u64, p: &ProtoParams) -> Findings {
         let mut out = Findings::default();
         self.resp_seen_ns = now;
         if self.flags & F_OUTSTANDING != 0 && seq == self.last_seq {
@@ -502,6 +514,11 @@ impl FlowState {
             self.last_resp_ns = now;
             self.flags &= !F_OUTSTANDING;
             self.flags |= F_RESPONDED;
+            return out;
+        }
+        if p.flags & P_SEQ_IS_AN_ID != 0 {
+            // The answer to another transaction on the same channel (MGCP: an event
+            // NTFY's, a re-sent answer): not this heartbeat's business.
             return out;
         }
         if self.flags & F_ANOMALY_REPORTED != 0 && self.reported_seq == seq {

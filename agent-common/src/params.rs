@@ -7,6 +7,16 @@ pub const DSCP_ANY: u8 = 0xff;
 /// before (SCCP backup CUCMs only TCP-ACK keepalives, and that is healthy).
 pub const P_UNANSWERED_NEEDS_ACKS: u8 = 1 << 0;
 
+/// `flags`: the heartbeat's number identifies a transaction and does not count (MGCP):
+/// a new number is the next heartbeat whatever its value (no gap, restart or reordering
+/// by number), the same number again is a re-send, and an answer that matches no
+/// outstanding request answers another kind of transaction on the same channel.
+pub const P_SEQ_IS_AN_ID: u8 = 1 << 1;
+/// `flags`: `interval_ms` is the longest a peer waits between heartbeats, not a period:
+/// it sends more often when busy (MGCP: every command proves the link), so the expected
+/// interval is never learnt shorter from traffic.
+pub const P_INTERVAL_IS_A_BOUND: u8 = 1 << 2;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProtoParams {

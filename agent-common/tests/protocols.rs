@@ -15,7 +15,7 @@ use hbwatch_common::frame::{Frame, SliceFrame};
 use hbwatch_common::params::ProtoParams;
 use hbwatch_common::parse::{parse, Packet, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
 use hbwatch_common::proto::{
-    self, port_slot, rudp, sip, Heartbeat, Msg, Protocol, Role, MSG_HEARTBEAT, MSG_PARAMS,
+    self, mgcp, port_slot, rudp, sip, Heartbeat, Msg, Protocol, Role, MSG_HEARTBEAT, MSG_PARAMS,
 };
 
 const MS: u64 = 1_000_000;
@@ -1276,4 +1276,166 @@ fn ipv6_fragments_of_a_sip_register_go_up() {
         .collect();
     assert_eq!(kinds, vec![(EventKind::Fragment as u8, 0xdead_beef, 6); 2]);
     assert_eq!(env.captures[1], dgram[1232..]);
+}
+
+// ---------------------------------------------------------------------------------
+// MGCP (PROTOCOLS.md §7). Payloads as a Cisco VG224 and CUCM sent them (nDPI's
+// tests/cfgs/default/pcap/mgcp.pcap, frames 15-26), byte for byte.
+
+const GW: Ep = ([10, 10, 228, 72], 2427);
+const CA: Ep = ([10, 10, 244, 2], 2427);
+const KEEPALIVE: &[u8] = b"NTFY 262662138 *@vg224 MGCP 0.1\nX: 0\nO: \n";
+const RSIP_RESTART: &[u8] = b"RSIP 262662135 *@vg224 MGCP 0.1\nRM: restart\n";
+const ANSWER: &[u8] = b"200 262662138 \n";
+
+fn mgcp(payload: &[u8]) -> Option<Heartbeat> {
+    hb(Protocol::Mgcp, &udp(GW, CA, 0, payload))
+}
+
+fn mgcp_env() -> TestEnv {
+    TestEnv::with(&[(UDP, 2427, Protocol::Mgcp)])
+}
+
+#[test]
+fn mgcp_keepalive_rsip_and_answers_decode_by_transaction_id() {
+    let k = mgcp(KEEPALIVE).unwrap();
+    assert_eq!((k.role, k.seq, k.flags), (Role::Request, 262662138, 0));
+    let r = mgcp(RSIP_RESTART).unwrap();
+    assert_eq!((r.role, r.seq), (Role::Request, 262662135));
+    assert_eq!(
+        mgcp::RestartMethod::from_flags(r.flags),
+        Some(mgcp::RestartMethod::Restart)
+    );
+    let a = mgcp(ANSWER).unwrap();
+    assert_eq!((a.role, a.seq), (Role::Response, 262662138));
+    // An answer may end at the datagram's end, or carry a commentary.
+    assert_eq!(mgcp(b"200 80").map(|h| h.seq), Some(80));
+    assert_eq!(mgcp(b"250 7 OK\r\n").map(|h| h.seq), Some(7));
+    // Event NTFYs prove the link as keepalives do.
+    let ev = mgcp(b"NTFY 31 aaln/S2/1@vg224 MGCP 0.1\nX: 1\nO: L/hd\n").unwrap();
+    assert_eq!((ev.role, ev.seq), (Role::Request, 31));
+}
+
+#[test]
+fn mgcp_rsip_restart_methods() {
+    for (rm, want) in [
+        ("restart", mgcp::RestartMethod::Restart),
+        ("graceful", mgcp::RestartMethod::Graceful),
+        ("forced", mgcp::RestartMethod::Forced),
+        ("disconnected", mgcp::RestartMethod::Disconnected),
+        ("cancel-graceful", mgcp::RestartMethod::CancelGraceful),
+    ] {
+        // The command line's length varies with the endpoint name: the line feed may
+        // fall anywhere in an 8-byte chunk.
+        for domain in ["vg224", "kl2951-router.shelfdrilling.com", "g"] {
+            let text = format!("RSIP 329754022 *@{domain} MGCP 0.1\r\nRM: {rm}\r\n");
+            let h = mgcp(text.as_bytes()).unwrap();
+            assert_eq!(
+                mgcp::RestartMethod::from_flags(h.flags),
+                Some(want),
+                "{text}"
+            );
+        }
+    }
+    // No RM line: restart (RFC 3435 §2.3.12).
+    let h = mgcp(b"RSIP 5 *@gw MGCP 1.0\n").unwrap();
+    assert_eq!(
+        mgcp::RestartMethod::from_flags(h.flags),
+        Some(mgcp::RestartMethod::Restart)
+    );
+}
+
+#[test]
+fn mgcp_call_control_provisional_and_malformed_are_not_heartbeats() {
+    for p in [
+        &b"RQNT 80 AALN/S2/1@vg224 MGCP 0.1\nX: 1\n"[..],
+        b"CRCX 719 aaln/S0/SU1/1@gw MGCP 0.1\n",
+        b"AUEP 81 AALN/S2/1@vg224 MGCP 0.1\n",
+        // Provisional answers and response acknowledgements: the final answer follows.
+        b"100 262662138 pending\n",
+        b"000 262662138\n",
+        // No transaction id, id 0, ten digits, no space after the id.
+        b"NTFY *@vg224 MGCP 0.1\n",
+        b"NTFY 0 *@vg224 MGCP 0.1\n",
+        b"NTFY 1234567890 *@vg224 MGCP 0.1\n",
+        b"NTFY 12x *@vg224 MGCP 0.1\n",
+        b"200 12x\n",
+        b"NTFYX 1 *@gw\n",
+        b"SIP/2.0 200 OK\r\n",
+    ] {
+        assert_eq!(mgcp(p), None, "{}", String::from_utf8_lossy(p));
+    }
+}
+
+#[test]
+fn mgcp_engine_pairs_by_id_and_ignores_other_transactions() {
+    let mut env = mgcp_env();
+    env.feed(&udp(GW, CA, 0, KEEPALIVE), 0);
+    // An event NTFY before the keepalive's answer: transactions overlap, no alert.
+    env.feed(
+        &udp(
+            GW,
+            CA,
+            0,
+            b"NTFY 262662139 aaln/S2/1@vg224 MGCP 0.1\nO: L/hd\n",
+        ),
+        MS,
+    );
+    env.feed(&udp(CA, GW, 0, ANSWER), 2 * MS);
+    env.feed(&udp(CA, GW, 0, b"200 262662139 OK\n"), 3 * MS);
+    // The call agent's own command and the gateway's answer to it: not this
+    // association's business (the gateway's answer decodes, but pairs with nothing).
+    env.feed(
+        &udp(CA, GW, 0, b"RQNT 80 AALN/S2/1@vg224 MGCP 0.1\nX: 1\n"),
+        4 * MS,
+    );
+    env.feed(&udp(GW, CA, 0, b"200 80 OK\n"), 5 * MS);
+    // Transaction ids do not count: a jump is no gap.
+    env.feed(
+        &udp(GW, CA, 0, b"NTFY 262662150 *@vg224 MGCP 0.1\nX: 0\nO: \n"),
+        15 * SEC,
+    );
+    assert_eq!(
+        env.take(),
+        vec![(EventKind::AssociationSeen, 262662138, 0, 0)]
+    );
+}
+
+#[test]
+fn mgcp_engine_resend_is_retry_unanswered_after_a_quarter_interval_and_rsip_restarts() {
+    let mut env = mgcp_env();
+    env.feed(&udp(GW, CA, 0, KEEPALIVE), 0);
+    // Re-sent with its id after 500 ms: a retry, not yet unanswered.
+    env.feed(&udp(GW, CA, 0, KEEPALIVE), 500 * MS);
+    // Given up; the next keepalive 15 s later says the first went unanswered.
+    env.feed(
+        &udp(GW, CA, 0, b"NTFY 262662139 *@vg224 MGCP 0.1\nX: 0\nO: \n"),
+        15 * SEC,
+    );
+    // The gateway reboots and comes back: RSIP restart, method in `value`.
+    env.feed(&udp(GW, CA, 0, RSIP_RESTART), 40 * SEC);
+    let graceful = b"RSIP 262662140 *@vg224 MGCP 0.1\nRM: graceful\n";
+    env.feed(&udp(GW, CA, 0, graceful), 41 * SEC);
+    assert_eq!(
+        env.take(),
+        vec![
+            (EventKind::AssociationSeen, 262662138, 0, 0),
+            (EventKind::Retry, 262662138, 2, 0),
+            (EventKind::Unanswered, 262662138, 0, 15 * SEC),
+            (EventKind::Unanswered, 262662139, 0, 25 * SEC),
+            (
+                EventKind::Restart,
+                262662135,
+                262662139,
+                mgcp::RestartMethod::Restart as u64
+            ),
+            // Graceful: it leaves (one second later: no unanswered yet).
+            (
+                EventKind::Restart,
+                262662140,
+                262662135,
+                mgcp::RestartMethod::Graceful as u64
+            ),
+        ]
+    );
 }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use hbwatch_common::event::{EventKind, RawEvent};
 use hbwatch_common::flow::{FlowKey, QOS_FROM_RESPONDER};
 use hbwatch_common::parse::{AF_INET, IPPROTO_TCP};
+use hbwatch_common::proto::mgcp::RestartMethod;
 use hbwatch_common::proto::Protocol;
 
 use crate::event::{Endpoint, Event, Ingress, Interface, Level, Network, Observer, Related};
@@ -260,6 +261,26 @@ impl Converter {
                     raw.value / 1_000_000
                 ),
             ),
+            EventKind::Restart if raw.value != 0 => {
+                // An MGCP RSIP: `value` is its restart method (proto::mgcp).
+                let method = RestartMethod::from_code(raw.value as u8);
+                let (level, meaning) = match method {
+                    RestartMethod::Restart => (Level::Error, "its endpoints restart and come back into service"),
+                    RestartMethod::Disconnected => (Level::Error, "it had lost its call agent and has reconnected"),
+                    RestartMethod::Graceful => (Level::Error, "it takes its endpoints out of service as their calls end (switchover to another call agent, or maintenance)"),
+                    RestartMethod::Forced => (Level::Error, "it took its endpoints out of service at once, dropping their calls"),
+                    RestartMethod::CancelGraceful => (Level::Warning, "it called off a graceful shutdown"),
+                };
+                (
+                    "alert",
+                    "heartbeat.restart",
+                    level,
+                    format!(
+                        "{assoc}: RSIP {} (transaction {seq}): {meaning}",
+                        method.name()
+                    ),
+                )
+            }
             EventKind::Restart => (
                 "alert",
                 "heartbeat.restart",

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use hbwatch_common::params::DSCP_ANY;
+use hbwatch_common::params::{DSCP_ANY, P_INTERVAL_IS_A_BOUND, P_SEQ_IS_AN_ID};
 use hbwatch_common::parse::{IPPROTO_TCP, IPPROTO_UDP};
 use hbwatch_common::proto::{port_slot, Protocol};
 
@@ -125,7 +125,11 @@ pub fn protocol_table(markdown: bool) -> String {
                 p.name().to_string(),
                 transports.join("+"),
                 ports.join(","),
-                format!("{} ms", d.interval_ms),
+                if d.flags & P_INTERVAL_IS_A_BOUND != 0 {
+                    format!("at most {} ms", d.interval_ms)
+                } else {
+                    format!("{} ms", d.interval_ms)
+                },
                 format!("+{}%", d.tolerance_pct),
                 format!("{} missed", d.down_after),
                 match d.expected_dscp {
@@ -133,7 +137,11 @@ pub fn protocol_table(markdown: bool) -> String {
                     dscp => dscp.to_string(),
                 },
                 d.confirm_beats.to_string(),
-                d.max_gap.to_string(),
+                if d.flags & P_SEQ_IS_AN_ID != 0 {
+                    "ids, not counted".to_string()
+                } else {
+                    d.max_gap.to_string()
+                },
             ]
         })
         .collect();
@@ -239,7 +247,10 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOLS.md");
         let doc = std::fs::read_to_string(path).unwrap();
         let start = "<!-- generated: hbwatch protocols --markdown -->\n";
-        let from = doc.find(start).expect("the generated section's start marker") + start.len();
+        let from = doc
+            .find(start)
+            .expect("the generated section's start marker")
+            + start.len();
         let to = doc.find("<!-- end generated -->").expect("its end marker");
         assert_eq!(
             &doc[from..to],

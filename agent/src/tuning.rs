@@ -126,10 +126,7 @@ mod tests {
         assert_eq!(p[&Protocol::Cs1000Rudp].expected_dscp, DSCP_ANY);
         assert_eq!(p[&Protocol::Mds].max_gap, 50);
         assert_eq!(p[&Protocol::Mds].down_after, 7);
-        assert_eq!(
-            p[&Protocol::Ged125],
-            Protocol::Ged125.default_params()
-        );
+        assert_eq!(p[&Protocol::Ged125], Protocol::Ged125.default_params());
     }
 
     #[test]

@@ -65,6 +65,10 @@ fn expected_decode(label: &str) -> Option<(Protocol, Option<Role>)> {
         "sccp.keepalive_ack" => (Protocol::Sccp, Some(Role::Response)),
         "sccp.register_ack" => (Protocol::Sccp, None),
         l if l.starts_with("sip.") => (Protocol::Sip, None),
+        "mgcp.keepalive" | "mgcp.ntfy" | "mgcp.rsip" => (Protocol::Mgcp, Some(Role::Request)),
+        // The gateway's answers to the call agent decode as responses too: with no
+        // association the call agent originates, the datapath drops them.
+        "mgcp.response" | "mgcp.gw_response" => (Protocol::Mgcp, Some(Role::Response)),
         _ => return None,
     })
 }
@@ -79,7 +83,7 @@ fn every_generated_heartbeat_decodes_as_its_message() {
             ..Overrides::default()
         },
     ] {
-        for name in ["healthy", "faults", "story", "sip-tcp"] {
+        for name in ["healthy", "faults", "story", "sip-tcp", "mgcp"] {
             let cap = generate(&scenario(name, &o));
             let mut checked = 0;
             for f in &cap.frames {
@@ -88,6 +92,11 @@ fn every_generated_heartbeat_decodes_as_its_message() {
                 let vlan = headers(&sf).map(|h| h.vlan);
                 assert_eq!(vlan, Ok(o.vlan.unwrap_or(0)), "{name} {}", f.label);
                 assert_eq!(pkt.family, if o.ipv6 { 6 } else { 4 });
+                if f.label == "mgcp.ca_command" {
+                    // Call control (CRCX, RQNT, DLCX) is no heartbeat.
+                    assert_eq!(proto::decode(Protocol::Mgcp, &sf, &pkt), None, "{name}");
+                    continue;
+                }
                 let Some((p, role)) = expected_decode(f.label) else {
                     continue;
                 };
@@ -175,7 +184,7 @@ fn matches(e: &Expected, r: &RawEvent) -> bool {
 
 #[test]
 fn engine_findings_are_exactly_the_packet_level_truth() {
-    for name in ["healthy", "faults", "story", "sip-tcp"] {
+    for name in ["healthy", "faults", "story", "sip-tcp", "mgcp"] {
         // Other seeds move every instant: no expectation may hang on a lucky draw.
         for o in [
             Overrides::default(),

@@ -554,3 +554,85 @@ fn cli_rejects_a_bad_scenario_naming_the_key() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn mgcp_keepalives_calls_and_restarts_in_tshark() {
+    if !tshark_present("mgcp_keepalives_calls_and_restarts_in_tshark") {
+        return;
+    }
+    let (pcap, truth) = hbgen("mgcp.pcap", &["--scenario", "mgcp"]);
+    no_malformed(&pcap);
+    // tshark's MGCP dissector knows 2427 and 2727 on its own.
+    let rows = fields(
+        &pcap,
+        "mgcp",
+        &[
+            "mgcp.req.verb",
+            "mgcp.transid",
+            "mgcp.rsp.rspcode",
+            "mgcp.req.endpoint",
+            "mgcp.param.restartmethod",
+            "mgcp.req.dup", // the duplicated transaction id
+            "ip.src",
+        ],
+    );
+    let gateways = ["10.60.0.2", "10.60.1.2"];
+    let from_gw = |r: &Vec<String>| gateways.contains(&r[6].as_str());
+    let n = |f: &dyn Fn(&Vec<String>) -> bool| rows.iter().filter(|r| f(r)).count();
+    let keepalive = |r: &Vec<String>| r[0] == "NTFY" && r[3].starts_with("*@");
+    assert_eq!(
+        n(&keepalive),
+        count(&truth, "mgcp.keepalive"),
+        "keepalive NTFYs"
+    );
+    assert_eq!(
+        n(&|r| r[0] == "NTFY" && !r[3].starts_with("*@")),
+        count(&truth, "mgcp.ntfy"),
+        "hook event NTFYs"
+    );
+    assert_eq!(
+        n(&|r| r[0] == "RSIP" && r[4] == "restart"),
+        count(&truth, "mgcp.rsip"),
+        "RSIP restart"
+    );
+    assert_eq!(
+        n(&|r| !r[2].is_empty() && !from_gw(r)),
+        count(&truth, "mgcp.response"),
+        "call agent answers"
+    );
+    assert_eq!(
+        n(&|r| ["CRCX", "RQNT", "DLCX"].contains(&r[0].as_str()) && !from_gw(r)),
+        count(&truth, "mgcp.ca_command"),
+        "call agent commands"
+    );
+    assert_eq!(
+        n(&|r| !r[2].is_empty() && from_gw(r)),
+        count(&truth, "mgcp.gw_response"),
+        "gateway answers"
+    );
+    assert!(count(&truth, "mgcp.ca_command") >= 4, "calls made");
+    // What the agent must say, checked against tshark's own reading of the bytes.
+    let retries = expected(&truth, "mgcp", "heartbeat.retry");
+    assert!(!retries.is_empty());
+    for e in &retries {
+        let tid = e["fields"]["heartbeat.seq"].to_string();
+        assert!(
+            rows.iter().any(|r| r[1] == tid && r[5] == tid),
+            "retry of {tid}: tshark sees no duplicate request"
+        );
+    }
+    let unanswered = expected(&truth, "mgcp", "heartbeat.unanswered");
+    assert_eq!(unanswered.len(), 2, "{unanswered:#?}");
+    for e in &unanswered {
+        let tid = e["fields"]["heartbeat.seq"].to_string();
+        assert!(rows.iter().any(|r| r[1] == tid && from_gw(r)));
+        assert!(
+            !rows.iter().any(|r| r[1] == tid && !r[2].is_empty()),
+            "unanswered {tid}: tshark sees an answer"
+        );
+    }
+    let restarts = expected(&truth, "mgcp", "heartbeat.restart");
+    assert_eq!(restarts.len(), 1);
+    let tid = restarts[0]["fields"]["heartbeat.seq"].to_string();
+    assert!(rows.iter().any(|r| r[0] == "RSIP" && r[1] == tid));
+}

@@ -167,6 +167,19 @@ fn the_demo_story_is_found() {
 }
 
 #[test]
+fn mgcp_gateways_keepalives_calls_and_faults_are_found() {
+    check("mgcp", Overrides::default());
+    check(
+        "mgcp",
+        Overrides {
+            seed: Some(3),
+            ipv6: true,
+            ..Overrides::default()
+        },
+    );
+}
+
+#[test]
 fn vlan_and_ipv6_variants_score_the_same() {
     check(
         "faults",

@@ -4,7 +4,7 @@
 
 use hbwatch_common::parse::{Packet, Skip, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 use hbwatch_common::proto::{
-    ged125, rudp, sccp, Heartbeat, Msg, Role, HB_BYTE_ORDER_UNKNOWN, HB_SYNTHETIC_SEQ,
+    ged125, mgcp, rudp, sccp, Heartbeat, Msg, Role, HB_BYTE_ORDER_UNKNOWN, HB_SYNTHETIC_SEQ,
 };
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
@@ -256,4 +256,58 @@ pub fn sccp(pkt: &Packet, p: &[u8]) -> Option<Msg> {
         rest = rest.get(8 + len..)?;
     }
     None
+}
+
+/// MGCP (PROTOCOLS.md §7): an `NTFY`/`RSIP` command line or a final response (first
+/// digit 2-9), keyed by the transaction id after it (1-9 digits, not 0), which a space
+/// must follow (a command) or a space, CR, LF or the text's end (a response; NUL ends
+/// the text). An RSIP's method is the `RM:` line after the command line, looked for
+/// when that line ends in the first whole 8-byte blocks of the first 128 bytes.
+pub fn mgcp(pkt: &Packet, p: &[u8]) -> Option<Msg> {
+    if pkt.transport != IPPROTO_UDP || p.len() < 6 {
+        return None;
+    }
+    let (role, start) = match &p[..5] {
+        b"NTFY " | b"RSIP " => (Role::Request, 5),
+        h if h[..3].iter().all(u8::is_ascii_digit) && h[0] >= b'2' && h[3] == b' ' => {
+            (Role::Response, 4)
+        }
+        _ => return None,
+    };
+    let digits = p[start..]
+        .iter()
+        .take(9)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let tid: u32 = std::str::from_utf8(&p[start..start + digits])
+        .ok()?
+        .parse()
+        .ok()?;
+    let after = p.get(start + digits).copied().unwrap_or(0);
+    let ends = match role {
+        Role::Request => after == b' ',
+        _ => matches!(after, 0 | b' ' | b'\r' | b'\n'),
+    };
+    if tid == 0 || !ends {
+        return None;
+    }
+    let mut hb = Heartbeat::new(role, tid);
+    if p.starts_with(b"RSIP") {
+        let searched = &p[..(p.len() / 8 * 8).min(128)];
+        let method = searched
+            .iter()
+            .position(|&b| b == b'\n')
+            .and_then(|lf| p.get(lf + 1..lf + 7))
+            .filter(|l| l[0] | 0x20 == b'r' && l[1] | 0x20 == b'm' && l[2] == b':')
+            .map(|l| match (if l[3] == b' ' { l[4] } else { l[3] }) | 0x20 {
+                b'd' => mgcp::RestartMethod::Disconnected,
+                b'g' => mgcp::RestartMethod::Graceful,
+                b'f' => mgcp::RestartMethod::Forced,
+                b'c' => mgcp::RestartMethod::CancelGraceful,
+                _ => mgcp::RestartMethod::Restart,
+            })
+            .unwrap_or(mgcp::RestartMethod::Restart);
+        hb.flags = mgcp::HB_RSIP | ((method as u8) << mgcp::HB_RSIP_METHOD_SHIFT);
+    }
+    Some(Msg::heartbeat(hb))
 }

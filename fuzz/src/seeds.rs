@@ -28,6 +28,7 @@ pub fn scenario_frames() -> Vec<Vec<TimedFrame>> {
         ("healthy", Overrides::default()),
         ("faults", Overrides::default()),
         ("story", Overrides::default()),
+        ("mgcp", Overrides::default()),
         (
             "story",
             Overrides {
@@ -95,6 +96,7 @@ pub fn for_target(target: &str) -> Vec<Vec<u8>> {
         "decode_mds" => decoder("mds", &mut out, &mut seen),
         "decode_rudp" => decoder("rudp", &mut out, &mut seen),
         "decode_ipmg" => decoder("ipmg", &mut out, &mut seen),
+        "decode_mgcp" => decoder("mgcp", &mut out, &mut seen),
         "decode_sip" => decoder("sip", &mut out, &mut seen),
         "parse_frame" => {
             // One frame per (message kind, length, tagging): every header layout.

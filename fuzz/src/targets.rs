@@ -72,6 +72,7 @@ pub fn check_decoder(proto: Protocol, data: &[u8]) {
         Protocol::Mds => reference::mds(&pkt, payload),
         Protocol::Cs1000Rudp => reference::rudp(&pkt, payload),
         Protocol::Cs1000Ipmg => reference::ipmg(&pkt, payload),
+        Protocol::Mgcp => reference::mgcp(&pkt, payload),
         Protocol::Sip | Protocol::None => None,
     };
     assert_eq!(got, want, "decoder and reference disagree on {pkt:?}");

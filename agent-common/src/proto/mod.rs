@@ -6,12 +6,15 @@
 pub mod ged125;
 pub mod ipmg;
 pub mod mds;
+pub mod mgcp;
 pub mod rudp;
 pub mod sccp;
 pub mod sip;
 
 use crate::frame::Frame;
-use crate::params::{ProtoParams, DSCP_ANY, P_UNANSWERED_NEEDS_ACKS};
+use crate::params::{
+    ProtoParams, DSCP_ANY, P_INTERVAL_IS_A_BOUND, P_SEQ_IS_AN_ID, P_UNANSWERED_NEEDS_ACKS,
+};
 use crate::parse::{Packet, IPPROTO_TCP, IPPROTO_UDP};
 
 /// Expands the protocol table into [`Protocol`] (ids as stored in the `PORTS` map),
@@ -154,6 +157,26 @@ protocol_table! {
         ports: [(5060, 5060)],
         params: ProtoParams::new(115_000, 1000, 10, 1, DSCP_ANY, 0, 1),
         decoder: in_userspace,
+    }
+    /// MGCP, Cisco voice gateway -> its call agent (CUCM): every NTFY and RSIP is answered
+    /// with its transaction id. Idle gateways send an empty NTFY every 15 s and switch to
+    /// the next CUCM when none is acknowledged within 30 s: 15 s is a bound (busy
+    /// gateways send more), and down after 2. Transaction ids identify, they do not count.
+    /// Gateways listen on 2427, call agents on 2727 (CUCM: 2427 too).
+    Mgcp = 7 {
+        name: "mgcp",
+        transports: [IPPROTO_UDP],
+        ports: [(2427, 2427), (2727, 2727)],
+        params: ProtoParams::new(
+            15_000,
+            1000,
+            50,
+            2,
+            DSCP_ANY,
+            P_SEQ_IS_AN_ID | P_INTERVAL_IS_A_BOUND,
+            1,
+        ),
+        decoder: mgcp::decode,
     }
 }
 

@@ -3,7 +3,7 @@
 //! an outage (the diagnosis' evidence).
 
 use hbwatch_common::flow::FlowKey;
-use hbwatch_common::params::ProtoParams;
+use hbwatch_common::params::{ProtoParams, P_INTERVAL_IS_A_BOUND};
 
 pub const MS: u64 = 1_000_000;
 
@@ -28,15 +28,19 @@ pub enum Repeating {
     Unanswered,
     OutOfOrder,
     Mismatch,
+    /// MGCP RSIPs: a gateway sends one per endpoint group when it restarts.
+    Rsip,
 }
 
 impl Repeating {
-    pub const ALL: [Repeating; 4] = [
+    pub const ALL: [Repeating; 5] = [
         Repeating::Retry,
         Repeating::Unanswered,
         Repeating::OutOfOrder,
         Repeating::Mismatch,
+        Repeating::Rsip,
     ];
+    pub const COUNT: usize = Repeating::ALL.len();
 
     /// The `event.action` it would have been sent as.
     pub fn action(self) -> &'static str {
@@ -45,13 +49,14 @@ impl Repeating {
             Repeating::Unanswered => "heartbeat.unanswered",
             Repeating::OutOfOrder => "heartbeat.out_of_order",
             Repeating::Mismatch => "heartbeat.mismatch",
+            Repeating::Rsip => "heartbeat.restart",
         }
     }
 }
 
 /// Folded alerts per [`Repeating`] kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Folded(pub [u64; 4]);
+pub struct Folded(pub [u64; Repeating::COUNT]);
 
 impl Folded {
     pub fn add(&mut self, kind: Repeating, n: u64) {
@@ -180,8 +185,8 @@ pub struct Assoc {
     /// A late heartbeat's sequence: its answer is no mismatch.
     pub late_seq: Option<u32>,
     /// Send times of the last alerts of each repeating kind (ring), for the rate limit.
-    sent_alerts: [[u64; REPEAT_BURST]; 4],
-    sent_alerts_n: [usize; 4],
+    sent_alerts: [[u64; REPEAT_BURST]; Repeating::COUNT],
+    sent_alerts_n: [usize; Repeating::COUNT],
     /// Alerts folded since the last `peer.up` (shown on it).
     pub folded: Folded,
     pub last_fold_ns: u64,
@@ -278,8 +283,8 @@ impl Assoc {
             lost_runs: [LostRun::default(); LOST_RUNS],
             lost_runs_next: 0,
             late_seq: None,
-            sent_alerts: [[0; REPEAT_BURST]; 4],
-            sent_alerts_n: [0; 4],
+            sent_alerts: [[0; REPEAT_BURST]; Repeating::COUNT],
+            sent_alerts_n: [0; Repeating::COUNT],
             folded: Folded::default(),
             last_fold_ns: 0,
         }
@@ -294,6 +299,10 @@ impl Assoc {
     /// learned, else the announced or configured one (never below what was seen, so a
     /// slower-than-default association is not declared missing while learning).
     pub fn expected_ns(&self) -> u64 {
+        if self.params.flags & P_INTERVAL_IS_A_BOUND != 0 {
+            // A bound, not a period: busy peers send more often, idle ones this often.
+            return (self.params.interval_ms as u64 * MS).max(MS);
+        }
         let e = if self.learned() {
             let n = self.nsamples.min(SAMPLES);
             let mut s = self.samples;
@@ -570,13 +579,7 @@ mod tests {
         assert_eq!(a.deadline(), Some(u64::MAX));
         assert_eq!(a.on_timer(u64::MAX - 1), None);
         // A capture's clock jumping by centuries between two heartbeats.
-        let mut b = Assoc::new(
-            FlowKey::default(),
-            1,
-            Protocol::Mds.default_params(),
-            0,
-            0,
-        );
+        let mut b = Assoc::new(FlowKey::default(), 1, Protocol::Mds.default_params(), 0, 0);
         for (i, t) in [SEC, u64::MAX / 2, u64::MAX - SEC].into_iter().enumerate() {
             b.on_beat(t, i as u32 + 1, Some(t - b.last_beat_ns));
             b.stats.rtt(u64::MAX / 2);
@@ -606,7 +609,7 @@ mod tests {
         assert!(a.gate(Repeating::Retry, 61 * SEC));
         a.down_unanswered(62 * SEC);
         assert!(!a.gate(Repeating::Mismatch, 63 * SEC));
-        assert_eq!(a.folded.0, [4, 0, 0, 1]);
+        assert_eq!(a.folded.0, [4, 0, 0, 1, 0]);
         assert_eq!(a.totals.folded.total(), 5);
         assert_eq!(
             a.folded.describe(),

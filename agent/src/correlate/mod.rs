@@ -441,6 +441,10 @@ impl Correlator {
             EventKind::Restart if a.down.is_some() => {
                 a.restart_in_outage = Some((raw.seq, raw.aux));
             }
+            // An MGCP RSIP (`value` = its method): one per endpoint group in a burst.
+            EventKind::Restart if raw.value != 0 && !a.gate(Repeating::Rsip, now) => {
+                ev = None;
+            }
             EventKind::OutOfOrder => {
                 let late = a.arrived_late(raw.seq, now);
                 if late.is_some() {

@@ -13,7 +13,7 @@ use super::TimedFrame;
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("out").required(true).args(["pcap", "iface", "show"])))]
 pub struct HbgenArgs {
-    /// A built-in scenario (healthy, faults, story; quiet: ordinary traffic on the
+    /// A built-in scenario (healthy, faults, story, mgcp; quiet: ordinary traffic on the
     /// heartbeat ports only, agent/src/hbgen/noise.rs) or a TOML scenario file.
     #[arg(long)]
     pub scenario: String,

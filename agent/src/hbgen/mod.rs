@@ -19,6 +19,7 @@ pub mod frame;
 pub mod ged125;
 pub mod ipmg;
 pub mod mds;
+pub mod mgcp;
 pub mod mutate;
 pub mod noise;
 pub mod ordinary;
@@ -275,6 +276,7 @@ pub fn generate(sc: &Scenario) -> Capture {
             Model::Sccp { .. } => sccp::generate(&ctx, &a.model, &mut rng, &mut out),
             Model::Sip { .. } => sip::generate_register(&ctx, &a.model, &mut rng, &mut out),
             Model::SipOptions { .. } => sip::generate_options(&ctx, &a.model, &mut rng, &mut out),
+            Model::Mgcp { .. } => mgcp::generate(&ctx, &a.model, &mut rng, &mut out),
         }
     }
     // Stable: frames of one association keep their order when timestamps tie.

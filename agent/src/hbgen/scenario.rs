@@ -15,10 +15,11 @@ use serde::Deserialize;
 use super::Ep;
 
 /// The built-in scenarios by name, as TOML text (also examples of the format).
-pub const BUILTIN: [(&str, &str); 3] = [
+pub const BUILTIN: [(&str, &str); 4] = [
     ("healthy", include_str!("scenarios/healthy.toml")),
     ("faults", include_str!("scenarios/faults.toml")),
     ("story", include_str!("scenarios/story.toml")),
+    ("mgcp", include_str!("scenarios/mgcp.toml")),
 ];
 
 const NS: f64 = 1e9;
@@ -112,6 +113,18 @@ pub enum Model {
         tcp: bool,
         interval_ns: u64,
     },
+    /// An MGCP gateway (`a`) and its call agent (`b`): keepalive NTFYs when idle, the
+    /// NTFYs and call agent commands of calls otherwise.
+    Mgcp {
+        gateway: Ep,
+        call_agent: Ep,
+        interval_ns: u64,
+        /// The gateway's name in endpoint names (`*@vg224.example.com`).
+        domain: String,
+        /// Calls started per minute (0: an idle gateway, keepalives only).
+        calls_per_min: f64,
+        tid: Option<u32>,
+    },
 }
 
 impl Model {
@@ -125,6 +138,7 @@ impl Model {
             Model::Sccp { .. } => "sccp",
             Model::Sip { .. } => "sip",
             Model::SipOptions { .. } => "sip-options",
+            Model::Mgcp { .. } => "mgcp",
         }
     }
 
@@ -154,6 +168,7 @@ impl Model {
             ],
             Model::Sip { .. } => &["late", "sip-refresh-fail", "sip-lapse", "close", "dscp"],
             Model::SipOptions { .. } => &["late", "unanswered", "options-fail", "close", "dscp"],
+            Model::Mgcp { .. } => &["loss", "silence", "late", "unanswered", "restart", "dscp"],
         }
     }
 
@@ -203,6 +218,11 @@ impl Model {
                 v
             }
             Model::SipOptions { client, server, .. } => vec![client, server],
+            Model::Mgcp {
+                gateway,
+                call_agent,
+                ..
+            } => vec![gateway, call_agent],
         }
     }
 }
@@ -563,6 +583,17 @@ struct SipKeys {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct MgcpKeys {
+    a: String,
+    b: String,
+    interval_ms: Option<f64>,
+    domain: Option<String>,
+    calls_per_min: Option<f64>,
+    tid: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SipOptionsKeys {
     a: String,
     b: String,
@@ -643,7 +674,7 @@ fn association(i: usize, mut table: toml::Table) -> Result<Association> {
         Some(toml::Value::String(s)) => s,
         Some(_) => bail!("association[{i}]: key `protocol` must be a string"),
         None => bail!(
-            "association[{i}]: key `protocol` is missing (ged125, mds, cs1000-rudp, cs1000-ipmg, sccp, sip, sip-options)"
+            "association[{i}]: key `protocol` is missing (ged125, mds, cs1000-rudp, cs1000-ipmg, sccp, sip, sip-options, mgcp)"
         ),
     };
     let common: Common = typed(
@@ -695,6 +726,24 @@ fn association(i: usize, mut table: toml::Table) -> Result<Association> {
                 interval_ns: interval(k.interval_ms, 1000.0).map_err(ctx)?,
                 seq_a: k.seq_a,
                 seq_b: k.seq_b,
+            }
+        }
+        "mgcp" => {
+            let k: MgcpKeys = typed(table, &at)?;
+            let calls_per_min = k.calls_per_min.unwrap_or(0.0);
+            if !(calls_per_min.is_finite() && (0.0..=600.0).contains(&calls_per_min)) {
+                return Err(ctx(anyhow!("key `calls_per_min`: {calls_per_min} is not 0-600")));
+            }
+            if k.tid.is_some_and(|t| t == 0 || t > 999_999_999) {
+                return Err(ctx(anyhow!("key `tid`: transaction ids are 1-999999999")));
+            }
+            Model::Mgcp {
+                gateway: endpoint("a", &k.a, 2427).map_err(ctx)?,
+                call_agent: endpoint("b", &k.b, 2727).map_err(ctx)?,
+                interval_ns: interval(k.interval_ms, 15_000.0).map_err(ctx)?,
+                domain: k.domain.unwrap_or_else(|| "gw.example.com".to_string()),
+                calls_per_min,
+                tid: k.tid,
             }
         }
         "cs1000-ipmg" => {
@@ -769,7 +818,7 @@ fn association(i: usize, mut table: toml::Table) -> Result<Association> {
             }
         }
         other => bail!(
-            "association[{i}] {:?}: key `protocol`: unknown {other:?} (ged125, mds, cs1000-rudp, cs1000-ipmg, sccp, sip, sip-options)",
+            "association[{i}] {:?}: key `protocol`: unknown {other:?} (ged125, mds, cs1000-rudp, cs1000-ipmg, sccp, sip, sip-options, mgcp)",
             common.name
         ),
     };

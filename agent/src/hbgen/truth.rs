@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use hbwatch_common::params::DSCP_ANY;
+use hbwatch_common::params::{DSCP_ANY, P_SEQ_IS_AN_ID};
 use hbwatch_common::proto::Protocol;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -220,6 +220,8 @@ pub struct Tracker {
     expected_dscp: u8,
     /// Heartbeats the datapath waits for before announcing (`ProtoParams::confirm_beats`).
     confirm_beats: u32,
+    /// Whether heartbeat numbers count (a jump is a gap), or only identify (MGCP).
+    counts: bool,
     /// Whether the generic events (peer.up, missed, down, late) are required. SIP says
     /// what matters with `sip.*` events; there the generic ones are only acceptable.
     required: bool,
@@ -250,6 +252,7 @@ impl Tracker {
             down_after: p.down_after as u32,
             expected_dscp: p.expected_dscp,
             confirm_beats: p.confirm_beats.max(1) as u32,
+            counts: p.flags & P_SEQ_IS_AN_ID == 0,
             required,
             last: None,
             pending: None,
@@ -356,7 +359,7 @@ impl Tracker {
                 Some(rc),
                 fields,
             );
-        } else if let (Some(s), Some(ls)) = (seq, last_seq) {
+        } else if let (Some(s), Some(ls), true) = (seq, last_seq, self.counts) {
             let jump = s.wrapping_sub(ls);
             if jump > 1 && jump < 1 << 30 {
                 c.expect(
@@ -400,12 +403,15 @@ impl Tracker {
         let late_on_purpose = cause.is_some_and(|c| c.late);
         // Heartbeats k = 1.. were due at last + k*i; each is missed once tol has passed.
         let missed = ((gap - tol) / i).ceil() as u64 - 1;
+        // The agent says `missed` once the heartbeat after the first missed one is overdue
+        // too (correlate::assoc::deadline), and only if that is not already `peer.down`.
+        let said = self.down_after > 2 && gap > 2.0 * i + tol + margin;
         c.expect(
             &self.key,
             "heartbeat.missed",
             deadline,
             (deadline.saturating_sub(margin as u64), until),
-            clear && !late_on_purpose && self.required,
+            clear && said && !late_on_purpose && self.required,
             cause,
             vec![
                 ("heartbeat.missed", json!(missed.max(1))),
