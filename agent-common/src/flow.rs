@@ -408,9 +408,10 @@ impl FlowState {
         let outstanding = self.flags & F_OUTSTANDING != 0;
         let acks_known = p.flags & P_UNANSWERED_NEEDS_ACKS == 0 || self.flags & F_RESPONDED != 0;
         // Transactions may overlap (MGCP: an event NTFY while the keepalive's answer is on
-        // its way): only a request left waiting a quarter of the interval is unanswered.
+        // its way): only a request left waiting half the interval is unanswered (the rule
+        // userspace applies to every protocol: correlate::release_held).
         let waited = p.flags & P_SEQ_IS_AN_ID == 0
-            || now.saturating_sub(self.seq_since_ns) >= p.interval_ms as u64 * 250_000;
+            || now.saturating_sub(self.seq_since_ns) >= p.interval_ms as u64 * 500_000;
         if hb.role == Role::Request
             && outstanding
             && acks_known

@@ -1402,7 +1402,7 @@ fn mgcp_engine_pairs_by_id_and_ignores_other_transactions() {
 }
 
 #[test]
-fn mgcp_engine_resend_is_retry_unanswered_after_a_quarter_interval_and_rsip_restarts() {
+fn mgcp_engine_resend_is_retry_unanswered_after_half_an_interval_and_rsip_restarts() {
     let mut env = mgcp_env();
     env.feed(&udp(GW, CA, 0, KEEPALIVE), 0);
     // Re-sent with its id after 500 ms: a retry, not yet unanswered.

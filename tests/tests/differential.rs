@@ -2,6 +2,7 @@
 //! XDP (and, as a second test, the TC ingress hook) on a veth pair while tcpdump
 //! captures that wire; `hbwatch analyze` on the capture must report the same anomalies
 //! (action, association, sequence numbers) as the live agent did, timers included.
+//! Every protocol family is on the wire: MDS, RUDP, SIP (UDP and TCP), MGCP.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -44,6 +45,10 @@ fn sip_tcp(from: &str, sport: u16, to: &str, dport: u16, seq: u32, data: &[u8]) 
         window: 65535,
     });
     spec.build()
+}
+
+fn mgcp(from: &str, to: &str, text: &str) -> Vec<u8> {
+    FrameSpec::udp(ip(from), 2427, ip(to), 2427, text.as_bytes()).build()
 }
 
 const SIP_HDRS: &str = "Via: SIP/2.0/UDP 10.30.0.50:5060;branch=z9hG4bK1\r\nFrom: <sip:1001@10.30.0.10>;tag=a1\r\nTo: <sip:1001@10.30.0.10>\r\nCall-ID: reg-1@10.30.0.50\r\n";
@@ -114,6 +119,32 @@ fn scenario() -> Vec<(Duration, Vec<u8>)> {
     ));
     let busy = b"SIP/2.0 503 Service Unavailable\r\nVia: SIP/2.0/TCP 10.30.0.50:5061;branch=z9hG4bK77\r\nFrom: <sip:ping@10.30.0.50>;tag=9\r\nTo: <sip:cvp@10.30.0.10>;tag=1\r\nCall-ID: opt-1@10.30.0.50\r\nCSeq: 5 OPTIONS\r\nContent-Length: 0\r\n\r\n";
     out.push((1510 * MS, sip_tcp(cucm, 5060, phone, 5061, 900, busy)));
+    // MGCP: a gateway's keepalive answered; an event NTFY left unanswered and re-sent;
+    // the call agent's own command and the answer to it (no heartbeats); the next NTFY
+    // 7.6 s later, over half the 15 s bound (the first was unanswered); an RSIP graceful
+    // (the gateway leaves).
+    let (gw, ca) = ("10.60.0.2", "10.60.0.1");
+    let ka = "NTFY 1000 *@vg224 MGCP 0.1\nX: 0\nO: \n";
+    out.push((500 * MS, mgcp(gw, ca, ka)));
+    out.push((504 * MS, mgcp(ca, gw, "200 1000 OK\n")));
+    let hook = "NTFY 1001 aaln/S2/1@vg224 MGCP 0.1\nX: 1\nO: L/hd\n";
+    out.push((1000 * MS, mgcp(gw, ca, hook)));
+    out.push((1500 * MS, mgcp(gw, ca, hook)));
+    out.push((
+        2000 * MS,
+        mgcp(ca, gw, "RQNT 77 aaln/S2/1@vg224 MGCP 0.1\nX: 2\n"),
+    ));
+    out.push((2004 * MS, mgcp(gw, ca, "200 77 OK\n")));
+    out.push((
+        8600 * MS,
+        mgcp(gw, ca, "NTFY 1002 *@vg224 MGCP 0.1\nX: 0\nO: \n"),
+    ));
+    out.push((8604 * MS, mgcp(ca, gw, "200 1002 OK\n")));
+    out.push((
+        8800 * MS,
+        mgcp(gw, ca, "RSIP 1003 *@vg224 MGCP 0.1\nRM: graceful\n"),
+    ));
+    out.push((8804 * MS, mgcp(ca, gw, "200 1003 OK\n")));
     out.sort_by_key(|(t, _)| *t);
     out.into_iter()
         .map(|(t, f)| (Duration::from_millis(t), f))
@@ -201,5 +232,26 @@ fn live_and_offline_agree(mode: &str) {
         .collect();
     assert!(diags.contains(&"path-interruption"), "{diags:?}");
     assert!(diags.contains(&"one-way-loss"), "{diags:?}");
+    // MGCP: exactly what the gateway's transactions say, in the kernel's reading.
+    let mgcp: Vec<(&str, u64)> = offline
+        .iter()
+        .filter(|e| e["network"]["protocol"] == "mgcp")
+        .map(|e| {
+            (
+                e["event"]["action"].as_str().unwrap(),
+                e["heartbeat"]["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mgcp,
+        [
+            ("peer.up", 1000),
+            ("heartbeat.retry", 1001),
+            ("heartbeat.unanswered", 1001),
+            ("heartbeat.restart", 1003),
+        ],
+        "{offline:#?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -144,9 +144,9 @@ impl Gateway<'_> {
                     None => {
                         first_seen = Some(send);
                         if let Some((t, first, cause)) = self.unanswered.take() {
-                            // The agent's rule (flow.rs): a request left waiting a
-                            // quarter interval, then a new one, is unanswered.
-                            if send - first >= interval / 4 {
+                            // The agent's rule (flow.rs): a request left waiting half
+                            // an interval, then a new one, is unanswered.
+                            if send - first >= interval / 2 {
                                 self.tr
                                     .unanswered(&mut out.truth, t, first, send, true, cause);
                             }
