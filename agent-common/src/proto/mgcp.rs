@@ -103,37 +103,50 @@ pub fn decode<F: Frame>(f: &F, pkt: &Packet) -> Option<Msg> {
     let (tid, end) = transaction_id(f, base, len, start)?;
     // Past the datagram (Ethernet padding follows short ones): its end.
     let after = byte(f, base, len, start + end);
+    const SP: u16 = b' ' as u16;
+    const CR: u16 = b'\r' as u16;
+    const LF: u16 = b'\n' as u16;
     match role {
         // A command: the endpoint follows after one space.
-        Role::Request if after != b' ' => return None,
-        // A response: a space, the line's end or the datagram's (0).
-        Role::Response if !matches!(after, 0 | b' ' | b'\r' | b'\n') => return None,
+        Role::Request if after != SP => return None,
+        // A response: a space, the line's end or the datagram's.
+        Role::Response if !matches!(after, END | SP | CR | LF) => return None,
         _ => {}
     }
     let mut hb = Heartbeat::new(role, tid);
     if rsip {
-        hb.flags |= HB_RSIP | (restart_method(f, base, len) << HB_RSIP_METHOD_SHIFT);
+        let method = restart_method(f, base, len);
+        if method == METHOD_CUT {
+            return None;
+        }
+        hb.flags |= HB_RSIP | (method << HB_RSIP_METHOD_SHIFT);
     }
     Some(Msg::heartbeat(hb))
 }
 
-/// Byte `i` of the payload at `base` (`len` bytes), or 0 past its end (NUL ends MGCP
-/// text too). Read as one of two inside the payload: a one-byte bounds check compiles
-/// to a `>=` compare against the packet end, which the verifier does not take as a
-/// bound; and a plain `u8`, not an `Option`, whose unset payload LLVM leaves in a
-/// register the verifier then refuses to read.
+/// [`byte`] past the payload's end (NUL ends MGCP text too).
+const END: u16 = 0;
+/// [`byte`] inside the payload, but past the frame (a capture cut short): unknown, so
+/// nothing is decoded from a guess.
+const CUT: u16 = 0x100;
+
+/// Byte `i` of the payload at `base` (`len` bytes), [`END`] or [`CUT`]. Read as one of
+/// two inside the payload: a one-byte bounds check compiles to a `>=` compare against
+/// the packet end, which the verifier does not take as a bound; and a plain integer,
+/// not an `Option`, whose unset payload LLVM leaves in a register the verifier then
+/// refuses to read.
 #[inline(always)]
-fn byte<F: Frame>(f: &F, base: usize, len: usize, i: usize) -> u8 {
+fn byte<F: Frame>(f: &F, base: usize, len: usize, i: usize) -> u16 {
     let pair = if i + 2 <= len {
         f.bytes::<2>(base + i)
     } else if i >= 1 && i < len {
         f.bytes::<2>(base + i - 1).map(|b| [b[1], 0])
     } else {
-        None
+        return END;
     };
     match pair {
-        Some(b) => b[0],
-        None => 0,
+        Some(b) => b[0] as u16,
+        None => CUT,
     }
 }
 
@@ -145,14 +158,20 @@ fn transaction_id<F: Frame>(f: &F, base: usize, len: usize, at: usize) -> Option
     let mut i = 0;
     while i < MAX_TID_DIGITS {
         let d = byte(f, base, len, at + i);
-        if !d.is_ascii_digit() {
+        if d == CUT {
+            return None;
+        }
+        if !(b'0' as u16..=b'9' as u16).contains(&d) {
             break;
         }
-        tid = tid * 10 + (d - b'0') as u32;
+        tid = tid * 10 + (d - b'0' as u16) as u32;
         i += 1;
     }
     (i > 0 && tid != 0).then_some((tid, i))
 }
+
+/// [`restart_method`] could not read the bytes it needed (a capture cut short).
+const METHOD_CUT: u8 = 0xff;
 
 /// The RSIP's `RM:` method code (1 = restart, the default when the line is absent),
 /// from the line after the command line. Found in 8-byte chunks with one branch each:
@@ -163,7 +182,7 @@ fn restart_method<F: Frame>(f: &F, base: usize, len: usize) -> u8 {
     let mut i = 0usize;
     while i < RM_SEARCH && i + 8 <= len {
         let Some(c) = f.bytes::<8>(base + i) else {
-            break;
+            return METHOD_CUT;
         };
         // The first line feed in the chunk, or 8: no branch per byte.
         let mut at = 8usize;
@@ -182,7 +201,7 @@ fn restart_method<F: Frame>(f: &F, base: usize, len: usize) -> u8 {
         return RestartMethod::Restart as u8;
     }
     let Some(l) = f.bytes::<6>(base + line) else {
-        return RestartMethod::Restart as u8;
+        return METHOD_CUT;
     };
     if !(l[0] | 0x20 == b'r' && l[1] | 0x20 == b'm' && l[2] == b':') {
         return RestartMethod::Restart as u8;
