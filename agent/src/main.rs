@@ -137,6 +137,23 @@ enum Command {
     /// Generate realistic heartbeat traffic with scripted faults, to a capture file (with
     /// its ground truth) or onto an interface in real time.
     Hbgen(hbwatch::hbgen::cli::HbgenArgs),
+    /// Where is the loss? Captures of the same heartbeats at several points of a path,
+    /// lined up by the heartbeats' own numbers: path.* events as NDJSON on stdout.
+    #[command(after_help = "Exit status: 0 every capture was read whole; \
+        4 a capture was cut short or corrupt further on (everything before it was used); \
+        1 a capture could not be read at all, or another error. \
+        docs/OPERATIONS.md, \"Where is the loss?\", has the workflow.")]
+    Locate {
+        /// Vantage points: NAME=FILE (pcap or pcapng), two or more, in any order.
+        #[arg(required = true, value_parser = hbwatch::locate::parse_point, value_name = "NAME=FILE")]
+        points: Vec<(String, PathBuf)>,
+        /// Extra ports for a protocol, as for `analyze` (repeatable).
+        #[arg(long = "port")]
+        ports: Vec<PortSpec>,
+        /// `observer.hostname` in events [default: this host's name].
+        #[arg(long)]
+        hostname: Option<String>,
+    },
     /// Print the index template for hbwatch's events (every field of docs/EVENTS.md with
     /// its ECS type): `PUT _index_template/hbwatch` with it, for `hbwatch-*` indices.
     Schema {
@@ -640,6 +657,24 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Hbgen(args) => hbwatch::hbgen::cli::run(args),
+        Command::Locate {
+            points,
+            ports,
+            hostname,
+        } => {
+            let mut specs = hbwatch::ports::default_specs();
+            specs.extend(ports);
+            let opts = hbwatch::locate::LocateOptions {
+                points,
+                ports: hbwatch::ports::port_table(&specs),
+                hostname: hostname.unwrap_or_else(live::hostname),
+            };
+            let status = hbwatch::locate::run(&opts, &mut std::io::stdout().lock())?;
+            if status != 0 {
+                std::process::exit(status);
+            }
+            Ok(())
+        }
         Command::Schema { engine } => {
             let template = hbwatch::schema::index_template(engine);
             println!("{}", serde_json::to_string_pretty(&template)?);

@@ -1,0 +1,331 @@
+//! Two vantage points compared by heartbeat identity: their clock offset, which one is
+//! upstream in each direction, and what went missing or was re-marked between them.
+
+use std::collections::HashMap;
+
+use super::capture::{index, AssocKey, Beat, Vantage};
+
+/// Heartbeats due at the other vantage within this long of its first or last frame
+/// (plus the largest delay seen) may have fallen outside its window: never lost.
+pub const EDGE_NS: u64 = 1_000_000_000;
+/// How far (corrected) times of one heartbeat's copies at two vantages may lie apart,
+/// beyond the delay seen: a repeated identity further away is another heartbeat (a
+/// sequence restarted).
+pub const PAIR_WINDOW_NS: i64 = 5_000_000_000;
+
+/// The clock of vantage `b` against vantage `a`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Offset {
+    /// `b`'s clock minus `a`'s, ns.
+    pub ns: i64,
+    /// Heartbeats matched once at each side that it was estimated from.
+    pub samples: usize,
+    /// Largest spread (95th - 5th percentile) of one direction's time differences: how
+    /// far a single heartbeat's timing wanders (jitter), ns.
+    pub spread_ns: u64,
+    /// Both directions of some association were seen: path delay cancelled. Without,
+    /// the offset includes the one-way delay (taken as 0).
+    pub two_way: bool,
+}
+
+fn median(v: &mut [i64]) -> i64 {
+    v.sort_unstable();
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        // Halves first: no overflow.
+        v[n / 2 - 1] / 2 + v[n / 2] / 2
+    }
+}
+
+fn percentile(sorted: &[i64], p: usize) -> i64 {
+    sorted[(sorted.len() - 1) * p / 100]
+}
+
+/// Differences `t_b - t_a` of heartbeats seen exactly once at each side.
+fn unique_diffs(a: &[Beat], b: &[Beat]) -> Vec<i64> {
+    let ib = index(b);
+    let ia = index(a);
+    let mut d = Vec::new();
+    for (ident, ai) in &ia {
+        if let (1, Some(bi)) = (ai.len(), ib.get(ident)) {
+            if bi.len() == 1 {
+                d.push(b[bi[0] as usize].ts as i64 - a[ai[0] as usize].ts as i64);
+            }
+        }
+    }
+    d
+}
+
+/// Estimates `b`'s clock against `a`'s from every association both saw. With both
+/// directions of an association the path delay cancels: offset = (d_ab + d_ba) / 2,
+/// d the median of `t_b - t_a` per direction; the median over associations is taken.
+pub fn clock_offset(a: &Vantage, b: &Vantage) -> Option<Offset> {
+    let mut per_assoc = Vec::new();
+    let mut pooled = Vec::new();
+    let mut spread = 0u64;
+    let mut samples = 0;
+    for (key, xa) in &a.assocs {
+        let Some(xb) = b.assocs.get(key) else {
+            continue;
+        };
+        let mut meds = [None, None];
+        for dir in 0..2 {
+            let mut d = unique_diffs(&xa.beats[dir], &xb.beats[dir]);
+            if d.is_empty() {
+                continue;
+            }
+            samples += d.len();
+            meds[dir] = Some(median(&mut d));
+            spread = spread.max((percentile(&d, 95) - percentile(&d, 5)) as u64);
+            pooled.extend_from_slice(&d);
+        }
+        if let [Some(m0), Some(m1)] = meds {
+            per_assoc.push(m0 / 2 + m1 / 2);
+        }
+    }
+    if pooled.is_empty() {
+        return None;
+    }
+    let two_way = !per_assoc.is_empty();
+    let ns = if two_way {
+        median(&mut per_assoc)
+    } else {
+        median(&mut pooled)
+    };
+    Some(Offset {
+        ns,
+        samples,
+        spread_ns: spread,
+        two_way,
+    })
+}
+
+/// What happened to one association's heartbeats of one direction between two
+/// vantages: `from` (upstream, sees them first) and `to`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirReport {
+    pub key: AssocKey,
+    pub dir: usize,
+    /// Vantage indexes.
+    pub from: usize,
+    pub to: usize,
+    /// `to`'s clock minus `from`'s, ns.
+    pub offset_ns: i64,
+    pub matched: u64,
+    pub lost: Vec<Run>,
+    /// Seen at `from` but due at `to` outside its capture window.
+    pub outside: u64,
+    /// Seen at `to` and never at `from` (a capture dropped them, or another path).
+    pub unmatched: u64,
+    /// One-way delay from `from` to `to` after the offset: min, sum, max, ns.
+    pub delay: Option<(i64, i64, i64)>,
+    pub remarked: Vec<QosRun>,
+    /// No heartbeat of this direction ever reached `to`: upstream is whoever saw them.
+    pub never_arrived: bool,
+}
+
+/// Consecutive heartbeats lost on the way: first and last at `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub first: Beat,
+    pub last: Beat,
+    pub count: u64,
+}
+
+/// Consecutive matched heartbeats whose DSCP at `to` differs from `from`'s the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QosRun {
+    pub first: Beat,
+    pub last: Beat,
+    pub count: u64,
+    pub at_from: u8,
+    pub at_to: u8,
+}
+
+/// Compares one association's direction `dir` at vantages `ia` (`a`) and `ib` (`b`),
+/// `off` being `b`'s clock against `a`'s. `None` when neither side saw heartbeats in
+/// that direction, or both did and none matched (identities rewritten between them,
+/// e.g. TCP sequence randomisation by a firewall): unmatched, never loss.
+pub fn compare(
+    key: AssocKey,
+    dir: usize,
+    (ia, a): (usize, &Vantage),
+    (ib, b): (usize, &Vantage),
+    off: &Offset,
+) -> Option<DirReport> {
+    let empty = Vec::new();
+    let beats = |v: &Vantage| -> Vec<Beat> {
+        let mut x = v
+            .assocs
+            .get(&key)
+            .map(|x| &x.beats[dir])
+            .unwrap_or(&empty)
+            .clone();
+        x.sort_by_key(|b| b.ts);
+        x
+    };
+    let (ba, bb) = (beats(a), beats(b));
+    let mut d = unique_diffs(&ba, &bb);
+    // Which side sees the heartbeats first (after the offset) is upstream.
+    let (a_first, med_delay) = if d.is_empty() {
+        match (ba.is_empty(), bb.is_empty()) {
+            (false, true) => (true, 0),
+            (true, false) => (false, 0),
+            _ => return None,
+        }
+    } else {
+        let m = median(&mut d) - off.ns;
+        (m >= 0, m.abs())
+    };
+    let never_arrived = d.is_empty();
+    // Everything in the upstream vantage's clock: `to` times are shifted by `shift`.
+    let (from, to, fb, tb, tv, shift) = if a_first {
+        (ia, ib, &ba, &bb, b, off.ns)
+    } else {
+        (ib, ia, &bb, &ba, a, -off.ns)
+    };
+    let tidx = index(tb);
+    let mut used = vec![false; tb.len()];
+    let (to_lo, to_hi) = tv.span.unwrap_or((0, 0));
+    let window = PAIR_WINDOW_NS + med_delay + off.spread_ns as i64;
+    let mut r = DirReport {
+        key,
+        dir,
+        from,
+        to,
+        offset_ns: shift,
+        matched: 0,
+        lost: Vec::new(),
+        outside: 0,
+        unmatched: 0,
+        delay: None,
+        remarked: Vec::new(),
+        never_arrived,
+    };
+    let mut run: Option<Run> = None;
+    let mut qos: Option<QosRun> = None;
+    let mut max_delay = 0i64;
+    let mut classified = Vec::with_capacity(fb.len());
+    for fbeat in fb {
+        // The copy at `to` nearest in corrected time.
+        let found = tidx.get(&fbeat.ident).and_then(|ix| {
+            ix.iter()
+                .map(|&i| (i, tb[i as usize].ts as i64 - shift - fbeat.ts as i64))
+                .filter(|(_, dt)| dt.abs() <= window)
+                .min_by_key(|(_, dt)| (dt - med_delay).abs())
+        });
+        if let Some((i, dt)) = found {
+            used[i as usize] = true;
+            max_delay = max_delay.max(dt);
+        }
+        classified.push(found.map(|(i, dt)| (tb[i as usize], dt)));
+    }
+    let edge = EDGE_NS as i64 + max_delay.max(med_delay);
+    for (fbeat, found) in fb.iter().zip(classified) {
+        match found {
+            Some((tbeat, dt)) => {
+                r.matched += 1;
+                r.delay = Some(match r.delay {
+                    None => (dt, dt, dt),
+                    Some((lo, sum, hi)) => (lo.min(dt), sum + dt, hi.max(dt)),
+                });
+                r.lost.extend(run.take());
+                if fbeat.dscp != tbeat.dscp {
+                    match &mut qos {
+                        Some(q) if q.at_from == fbeat.dscp && q.at_to == tbeat.dscp => {
+                            q.last = *fbeat;
+                            q.count += 1;
+                        }
+                        _ => {
+                            r.remarked.extend(qos.take());
+                            qos = Some(QosRun {
+                                first: *fbeat,
+                                last: *fbeat,
+                                count: 1,
+                                at_from: fbeat.dscp,
+                                at_to: tbeat.dscp,
+                            });
+                        }
+                    }
+                } else {
+                    r.remarked.extend(qos.take());
+                }
+            }
+            None => {
+                // When it was due at `to`, in `to`'s clock.
+                let due = fbeat.ts as i64 + shift + med_delay;
+                let inside =
+                    tv.span.is_some() && due >= to_lo as i64 + edge && due <= to_hi as i64 - edge;
+                if !inside {
+                    r.outside += 1;
+                    r.lost.extend(run.take());
+                    continue;
+                }
+                match &mut run {
+                    Some(x) => {
+                        x.last = *fbeat;
+                        x.count += 1;
+                    }
+                    None => {
+                        run = Some(Run {
+                            first: *fbeat,
+                            last: *fbeat,
+                            count: 1,
+                        })
+                    }
+                }
+            }
+        }
+    }
+    r.lost.extend(run);
+    r.remarked.extend(qos);
+    r.unmatched = used.iter().filter(|u| !**u).count() as u64;
+    Some(r)
+}
+
+/// Route changes at one vantage: the TTL of one direction moving to a new value that
+/// holds for at least [`TTL_HOLD`] heartbeats. `(beat where it changed, old TTL)`.
+pub const TTL_HOLD: usize = 3;
+
+pub fn ttl_changes(beats: &[Beat]) -> Vec<(Beat, u8)> {
+    let mut out = Vec::new();
+    let Some(first) = beats.first() else {
+        return out;
+    };
+    let mut cur = first.ttl;
+    let mut i = 1;
+    while i < beats.len() {
+        let b = beats[i];
+        if b.ttl != cur {
+            let held = beats[i..].iter().take(TTL_HOLD).all(|x| x.ttl == b.ttl);
+            if held && beats.len() - i >= TTL_HOLD {
+                out.push((b, cur));
+                cur = b.ttl;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The TTL a direction's heartbeats carried at a vantage just before `ts` (the
+/// peer's usual TTL then), if any came before.
+pub fn ttl_before(beats: &[Beat], ts: u64) -> Option<u8> {
+    let n = beats.partition_point(|b| b.ts <= ts);
+    n.checked_sub(1).map(|i| beats[i].ttl)
+}
+
+/// Beats sorted by time, per association and direction, for lookups.
+pub fn sorted(v: &Vantage) -> HashMap<(AssocKey, usize), Vec<Beat>> {
+    let mut m = HashMap::new();
+    for (k, x) in &v.assocs {
+        for dir in 0..2 {
+            let mut b = x.beats[dir].clone();
+            b.sort_by_key(|b| b.ts);
+            m.insert((*k, dir), b);
+        }
+    }
+    m
+}
