@@ -137,6 +137,27 @@ enum Command {
     /// Generate realistic heartbeat traffic with scripted faults, to a capture file (with
     /// its ground truth) or onto an interface in real time.
     Hbgen(hbwatch::hbgen::cli::HbgenArgs),
+    /// Two vantage captures made from one (loss, re-marking, TTL change, forged RST, clock
+    /// offset, jitter between them) with the truth as JSON: test data for `locate`.
+    Vantage {
+        /// The capture to start from (pcap or pcapng).
+        input: PathBuf,
+        /// The spec (TOML): docs/OPERATIONS.md, "Where is the loss?".
+        #[arg(long)]
+        spec: PathBuf,
+        /// Where to write vantage `a`'s capture (pcapng).
+        #[arg(long)]
+        out_a: PathBuf,
+        /// Where to write vantage `b`'s capture (pcapng).
+        #[arg(long)]
+        out_b: PathBuf,
+        /// Where to write the truth [default: `<out-b>.truth.json`].
+        #[arg(long)]
+        truth: Option<PathBuf>,
+        /// Extra ports for a protocol, as for `analyze` (repeatable).
+        #[arg(long = "port")]
+        ports: Vec<PortSpec>,
+    },
     /// Where is the loss? Captures of the same heartbeats at several points of a path,
     /// lined up by the heartbeats' own numbers: path.* events as NDJSON on stdout.
     #[command(after_help = "Exit status: 0 every capture was read whole; \
@@ -657,6 +678,19 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Hbgen(args) => hbwatch::hbgen::cli::run(args),
+        Command::Vantage {
+            input,
+            spec,
+            out_a,
+            out_b,
+            truth,
+            ports,
+        } => {
+            let mut specs = hbwatch::ports::default_specs();
+            specs.extend(ports);
+            let ports = hbwatch::ports::port_table(&specs);
+            hbwatch::hbgen::vantage::run(&input, &spec, &ports, &out_a, &out_b, truth)
+        }
         Command::Locate {
             points,
             ports,

@@ -70,6 +70,9 @@ pub struct Control {
 pub struct Assoc {
     pub beats: [Vec<Beat>; 2],
     pub controls: Vec<Control>,
+    /// UDP datagrams on the ports that are no heartbeat: on an MDS 5-tuple, the
+    /// 4-byte "heartbeats" are another protocol's (a TFTP transfer), as the datapath rules.
+    foreign: u64,
 }
 
 /// One vantage point's capture.
@@ -122,6 +125,16 @@ pub fn read(
         }
         Ok(())
     })?;
+    // Only sessions with heartbeats are associations (FIN/RST alone are not).
+    v.assocs.retain(|k, a| {
+        let mds_foreign = k.proto == Protocol::Mds && a.foreign > 0;
+        !mds_foreign && a.beats.iter().any(|b| !b.is_empty())
+    });
+    for (k, a) in v.assocs.iter_mut() {
+        if k.proto == Protocol::Mds {
+            a.beats.iter_mut().for_each(|b| mds_byte_order(b));
+        }
+    }
     match read {
         Ok(end) => {
             v.damage = end.damage.map(|what| {
@@ -191,6 +204,8 @@ fn frame(v: &mut Vantage, table: &[u8], data: &[u8], ts: u64) {
     let Some((ident, seq)) = identity(proto, &f, &pkt) else {
         if proto == Protocol::Cs1000Ipmg && decode(proto, &f, &pkt).is_some() {
             v.unnumbered += 1;
+        } else if pkt.transport == IPPROTO_UDP {
+            v.assocs.entry(key).or_default().foreign += 1;
         }
         return;
     };
@@ -236,6 +251,10 @@ fn sip_identity(f: &SliceFrame, pkt: &Packet) -> Option<(u64, u32)> {
     let payload = f.0.get(start..start + pkt.payload_len as usize)?;
     let msg = sip::parse(payload)?;
     let (call_id, cseq) = (msg.call_id.as_ref()?, msg.cseq?);
+    // The heartbeats: REGISTER and OPTIONS transactions, as the datapath passes up.
+    if cseq.method == sip::Method::Other {
+        return None;
+    }
     let status = match msg.start {
         sip::StartLine::Request { .. } => 0,
         sip::StartLine::Response { status, .. } => status,
@@ -243,6 +262,21 @@ fn sip_identity(f: &SliceFrame, pkt: &Packet) -> Option<(u64, u32)> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (call_id, cseq.number, cseq.method.name(), status).hash(&mut h);
     Some((h.finish(), cseq.number))
+}
+
+/// MDS seqnos in the order the sender writes them (undocumented, PROTOCOLS.md §3: the
+/// reading under which consecutive beats count up by one wins), for the events only.
+fn mds_byte_order(beats: &mut [Beat]) {
+    let steps = |swap: bool| {
+        let n = |b: &Beat| if swap { b.seq.swap_bytes() } else { b.seq };
+        beats
+            .windows(2)
+            .filter(|w| n(&w[1]).wrapping_sub(n(&w[0])) == 1)
+            .count()
+    };
+    if steps(true) > steps(false) {
+        beats.iter_mut().for_each(|b| b.seq = b.seq.swap_bytes());
+    }
 }
 
 /// Beats of one association and direction by identity: indexes into the beat list.
