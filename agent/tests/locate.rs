@@ -110,6 +110,24 @@ fn on<'a>(events: &[&'a Value], src: &str, dst: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// Every event uses only fields of the schema, with ECS's values (as agent/tests/ecs.rs).
+fn valid_ecs(events: &[Value]) {
+    let r = hbwatch::schema::Reference::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ecs"),
+    )
+    .unwrap();
+    let actions: std::collections::BTreeSet<_> =
+        events.iter().map(|e| e["event"]["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions.into_iter().collect::<Vec<_>>(),
+        ["path.loss", "path.qos_changed", "path.route_changed", "path.summary"]
+    );
+    for e in events {
+        let p = r.event_problems(e);
+        assert!(p.is_empty(), "{p:?}: {e}");
+    }
+}
+
 /// Every direction's loss and re-marking as the truth says, in the right segment; no
 /// other `path.loss` or `path.qos_changed`. Returns the total lost.
 fn check(events: &[Value], truth: &Truth) -> u64 {
@@ -211,7 +229,8 @@ drop = [
   {{ from = "10.50.0.1", frames = [700, 702] }},
   {{ from = "10.30.0.50", frames = [1, 2] }},
 ]
-dscp = [{{ from = "10.20.0.5", from_frame = 5, value = 0 }}]
+# QoS stripped for RUDP toward b from its 50th heartbeat (EF -> 0).
+dscp = [{{ from = "10.10.10.10:15000", from_frame = 50, value = 0 }}]
 ttl = [{{ from = "10.10.10.10", from_frame = 100, value = 61 }}]
 "#
     );
@@ -225,6 +244,7 @@ ttl = [{{ from = "10.10.10.10", from_frame = 100, value = 61 }}]
                 *m.entry(d.protocol.as_str()).or_default() += d.lost;
                 m
             });
+    assert!(truth.directions.iter().map(|d| d.remarked).sum::<u64>() > 100);
     for p in ["cs1000-rudp", "mds", "ged125", "sip", "sccp"] {
         assert!(lost_by.get(p).copied().unwrap_or(0) > 0, "{p}: {lost_by:?}");
     }
@@ -232,6 +252,7 @@ ttl = [{{ from = "10.10.10.10", from_frame = 100, value = 61 }}]
         let points: Vec<(&str, &Path)> = order.iter().map(|(n, p)| (*n, p.as_path())).collect();
         let (events, status, stderr) = locate(&points);
         assert_eq!(status, 0, "{stderr}");
+        valid_ecs(&events);
         let total = check(&events, &truth);
         assert_eq!(total, 5 + 3 + 10 + 2 + 1 + 2 + 1 + 1, "{truth:#?}");
         // The route change on RUDP a -> b, between a and b.
