@@ -116,11 +116,18 @@ fn valid_ecs(events: &[Value]) {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ecs"),
     )
     .unwrap();
-    let actions: std::collections::BTreeSet<_> =
-        events.iter().map(|e| e["event"]["action"].as_str().unwrap()).collect();
+    let actions: std::collections::BTreeSet<_> = events
+        .iter()
+        .map(|e| e["event"]["action"].as_str().unwrap())
+        .collect();
     assert_eq!(
         actions.into_iter().collect::<Vec<_>>(),
-        ["path.loss", "path.qos_changed", "path.route_changed", "path.summary"]
+        [
+            "path.loss",
+            "path.qos_changed",
+            "path.route_changed",
+            "path.summary"
+        ]
     );
     for e in events {
         let p = r.event_problems(e);
@@ -372,6 +379,41 @@ drop = [{{ from = "10.10.10.10", frames = [100, 104] }}]
     };
     assert!(outside("a") > 600, "{}", outside("a"));
     assert_eq!(outside("b"), 0);
+}
+
+#[test]
+fn nat_between_the_vantages_is_matched_by_the_unrewritten_side() {
+    // b sees the RUDP device 10.10.10.10 as 192.0.2.10 and the MDS router 10.50.0.1 as
+    // 192.0.2.1; the loss on both is still found exactly, nothing else.
+    let spec = format!(
+        r#"{NEAR_A}
+delay_ms = 2.0
+[b]
+clock_offset_ms = 40000.0
+nat = [{{ addr = "10.10.10.10", to = "192.0.2.10" }}, {{ addr = "10.50.0.1", to = "192.0.2.1" }}]
+drop = [{{ from = "10.10.10.10", frames = [40, 43] }}, {{ from = "10.50.0.1", frames = [10, 11] }}]
+"#
+    );
+    let (a, b, truth) = vantage("nat", healthy(), &spec);
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&b)
+        .args(["-Y", "ip.addr == 10.10.10.10 || ip.addr == 10.50.0.1"])
+        .output();
+    if let Some(out) = out.ok().filter(|o| o.status.success()) {
+        assert_eq!(out.stdout.len(), 0, "b still shows the inside addresses");
+    }
+    let (events, status, stderr) = locate(&[("a", &a), ("b", &b)]);
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(check(&events, &truth), 4);
+    let rudp: Vec<_> = action(&events, "path.summary")
+        .into_iter()
+        .filter(|s| s["network"]["protocol"] == "cs1000-rudp")
+        .collect();
+    assert_eq!(rudp.len(), 2, "{rudp:#?}");
+    assert!(rudp
+        .iter()
+        .all(|s| s["path"]["matched"].as_u64().unwrap() > 200));
 }
 
 #[test]

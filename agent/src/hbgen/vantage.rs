@@ -66,6 +66,17 @@ pub struct Rules {
     pub ttl: Vec<Remark>,
     #[serde(default)]
     pub rst: Vec<Forge>,
+    /// Addresses rewritten in this capture (NAT between the vantages), IPv4.
+    #[serde(default)]
+    pub nat: Vec<Nat>,
+}
+
+/// `addr` appears as `to` in this capture, as source and as destination.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nat {
+    pub addr: std::net::Ipv4Addr,
+    pub to: std::net::Ipv4Addr,
 }
 
 /// Frames of one direction: source (and destination) address, optionally `ip:port`.
@@ -283,6 +294,48 @@ fn patch(data: &mut [u8], dscp: Option<u8>, ttl: Option<u8>) {
     }
 }
 
+/// Rewrites IPv4 address `from` to `to` (source and destination), checksums redone.
+fn rewrite(data: &mut [u8], from: std::net::Ipv4Addr, to: std::net::Ipv4Addr) {
+    let Ok(h) = parse::headers(&SliceFrame(data)) else {
+        return;
+    };
+    if h.family != AF_INET || h.frag != 0 {
+        return;
+    }
+    let l3 = h.l3_off as usize;
+    let mut hit = false;
+    for at in [l3 + 12, l3 + 16] {
+        if data[at..at + 4] == from.octets() {
+            data[at..at + 4].copy_from_slice(&to.octets());
+            hit = true;
+        }
+    }
+    if !hit {
+        return;
+    }
+    patch(data, None, None);
+    // The TCP/UDP checksum covers the addresses (pseudo-header).
+    let (l4, end) = (
+        h.l4_off as usize,
+        h.payload_off as usize + h.payload_len as usize,
+    );
+    let at = l4 + if h.transport == IPPROTO_TCP { 16 } else { 6 };
+    if h.transport != IPPROTO_TCP && data[at..at + 2] == [0, 0] {
+        return;
+    }
+    data[at] = 0;
+    data[at + 1] = 0;
+    let mut pseudo = data[l3 + 12..l3 + 20].to_vec();
+    pseudo.extend_from_slice(&[0, h.transport]);
+    pseudo.extend_from_slice(&((end - l4) as u16).to_be_bytes());
+    pseudo.extend_from_slice(&data[l4..end]);
+    let c = match checksum(&pseudo, 0) {
+        0 if h.transport != IPPROTO_TCP => 0xffff,
+        c => c,
+    };
+    data[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
 /// A RST after `template` (a TCP frame of the session) in the same direction.
 fn forged_rst(template: &In, ttl: u8) -> Option<Vec<u8>> {
     let pkt = template.pkt?;
@@ -441,6 +494,9 @@ pub fn derive(
             if dscp.is_some() || ttl.is_some() {
                 patch(&mut data, dscp, ttl);
             }
+            for n in &rules.nat {
+                rewrite(&mut data, n.addr, n.to);
+            }
             seen_dscp[vi].push(classify_dscp(&data));
             fates[vi].push(fate);
             if fate != Fate::Kept {
@@ -461,7 +517,10 @@ pub fn derive(
                 data,
                 label: "frame",
             });
-            if let Some(rst) = inject.take().filter(|_| inside) {
+            if let Some(mut rst) = inject.take().filter(|_| inside) {
+                for n in &rules.nat {
+                    rewrite(&mut rst, n.addr, n.to);
+                }
                 outv.push(TimedFrame {
                     ts_ns: ts + 1_000_000,
                     data: rst,

@@ -129,7 +129,16 @@ pub fn compare_all(vantages: &[Vantage]) -> Reports {
     for i in 0..vantages.len() {
         for j in i + 1..vantages.len() {
             let (a, b) = (&vantages[i], &vantages[j]);
-            let Some(off) = segment::clock_offset(a, b) else {
+            let pairs = segment::pairs(a, b);
+            let nat = pairs.iter().filter(|p| p.a != p.b).count();
+            if nat > 0 {
+                tracing::info!(
+                    "{} and {}: {nat} associations matched with one endpoint rewritten (NAT)",
+                    a.name,
+                    b.name
+                );
+            }
+            let Some(off) = segment::clock_offset(a, b, &pairs) else {
                 tracing::warn!(
                     "{} and {}: no heartbeat was seen at both: nothing to compare (other associations, another time, or addresses rewritten between them)",
                     a.name,
@@ -138,10 +147,10 @@ pub fn compare_all(vantages: &[Vantage]) -> Reports {
                 continue;
             };
             offsets.insert((i, j), off);
-            for key in a.assocs.keys().filter(|k| b.assocs.contains_key(k)) {
+            for p in &pairs {
                 for dir in 0..2 {
-                    if let Some(r) = segment::compare(*key, dir, (i, a), (j, b), &off) {
-                        all.entry((*key, dir)).or_default().push(r);
+                    if let Some(r) = segment::compare(p, dir, (i, a), (j, b), &off) {
+                        all.entry((p.a, dir)).or_default().push(r);
                     }
                 }
             }
@@ -285,10 +294,15 @@ fn write_events(
 /// neighbour and the vantage when the neighbour saw no such thing.
 fn route_events(vantages: &[Vantage], reports: &Reports, hostname: &str, buf: &mut Vec<u8>) {
     let sorted: Vec<_> = vantages.iter().map(segment::sorted).collect();
-    // (key, dir, downstream vantage) -> (upstream vantage, downstream clock - upstream's).
-    let mut upstream: HashMap<(AssocKey, usize, usize), (usize, i64)> = HashMap::new();
+    // (key, dir, downstream vantage) -> (upstream vantage, downstream clock - upstream's,
+    // key and dir there).
+    type Up = (usize, i64, (AssocKey, usize));
+    let mut upstream: HashMap<(AssocKey, usize, usize), Up> = HashMap::new();
     for r in &reports.dirs {
-        upstream.insert((r.key, r.dir, r.to), (r.from, r.offset_ns));
+        upstream.insert(
+            (r.to_key.0, r.to_key.1, r.to),
+            (r.from, r.offset_ns, r.from_key),
+        );
     }
     let empty = Vec::new();
     for (vi, v) in vantages.iter().enumerate() {
@@ -299,8 +313,8 @@ fn route_events(vantages: &[Vantage], reports: &Reports, hostname: &str, buf: &m
                 for (beat, old) in segment::ttl_changes(beats) {
                     // The same change upstream (same TTLs, about the same time) happened
                     // before the upstream vantage: it reports it.
-                    let seen_up = up.is_some_and(|(u, off)| {
-                        let ub = sorted[u].get(&(*key, dir)).unwrap_or(&empty);
+                    let seen_up = up.is_some_and(|(u, off, at_u)| {
+                        let ub = sorted[u].get(&at_u).unwrap_or(&empty);
                         segment::ttl_changes(ub).iter().any(|(b, o)| {
                             b.ttl.wrapping_sub(*o) == beat.ttl.wrapping_sub(old)
                                 && (b.ts as i64 + off - beat.ts as i64).abs()
@@ -310,7 +324,7 @@ fn route_events(vantages: &[Vantage], reports: &Reports, hostname: &str, buf: &m
                     if seen_up {
                         continue;
                     }
-                    let from = up.map(|(u, _)| vantages[u].name.as_str());
+                    let from = up.map(|(u, _, _)| vantages[u].name.as_str());
                     let msg = format!(
                         "the IP TTL of {} changed from {old} to {} at {} (seq {}): another route{}",
                         events::flow(key, dir),
@@ -352,17 +366,17 @@ fn route_events(vantages: &[Vantage], reports: &Reports, hostname: &str, buf: &m
                     continue;
                 }
                 let up = upstream.get(&(*key, c.dir, vi)).copied();
-                let seen_up = up.is_some_and(|(u, _)| {
-                    vantages[u].assocs.get(key).is_some_and(|x| {
+                let seen_up = up.is_some_and(|(u, _, (k, d))| {
+                    vantages[u].assocs.get(&k).is_some_and(|x| {
                         x.controls
                             .iter()
-                            .any(|o| o.dir == c.dir && o.rst == c.rst && o.tcp_seq == c.tcp_seq)
+                            .any(|o| o.dir == d && o.rst == c.rst && o.tcp_seq == c.tcp_seq)
                     })
                 });
                 if seen_up {
                     continue;
                 }
-                let from = up.map(|(u, _)| vantages[u].name.as_str());
+                let from = up.map(|(u, _, _)| vantages[u].name.as_str());
                 let what = if c.rst { "RST" } else { "FIN" };
                 let msg = format!(
                     "a TCP {what} on {} at {} has TTL {}, the sender's heartbeats {usual}: forged on the way{}",

@@ -58,21 +58,112 @@ fn unique_diffs(a: &[Beat], b: &[Beat]) -> Vec<i64> {
     d
 }
 
+/// One association as two vantages saw it: its key at each (equal unless NAT rewrote
+/// one endpoint between them), and whether `b`'s directions run the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair {
+    pub a: AssocKey,
+    pub b: AssocKey,
+    pub flip: bool,
+}
+
+impl Pair {
+    pub fn dir_b(&self, dir: usize) -> usize {
+        dir ^ self.flip as usize
+    }
+}
+
+/// Heartbeat identities an association of `b` shares with one of `a` (directions
+/// mapped by `flip`), and how many `a` has.
+fn overlap(xa: &super::capture::Assoc, xb: &super::capture::Assoc, flip: bool) -> (usize, usize) {
+    let mut shared = 0;
+    let mut total = 0;
+    for dir in 0..2 {
+        let ib = index(&xb.beats[dir ^ flip as usize]);
+        total += xa.beats[dir].len();
+        shared += xa.beats[dir]
+            .iter()
+            .filter(|x| ib.contains_key(&x.ident))
+            .count();
+    }
+    (shared, total)
+}
+
+/// The associations both vantages saw: by equal keys, then those NAT rewrote: same
+/// protocol, one endpoint unrewritten, most heartbeats (half or more, 3 at least) the
+/// same, and the only such partner of each other; otherwise unmatched, never loss.
+pub fn pairs(a: &Vantage, b: &Vantage) -> Vec<Pair> {
+    let mut out: Vec<Pair> = a
+        .assocs
+        .keys()
+        .filter(|k| b.assocs.contains_key(k))
+        .map(|k| Pair {
+            a: *k,
+            b: *k,
+            flip: false,
+        })
+        .collect();
+    let only_a: Vec<_> = a
+        .assocs
+        .iter()
+        .filter(|(k, _)| !b.assocs.contains_key(k))
+        .collect();
+    let only_b: Vec<_> = b
+        .assocs
+        .iter()
+        .filter(|(k, _)| !a.assocs.contains_key(k))
+        .collect();
+    let mut cands: Vec<(Pair, usize)> = Vec::new();
+    for (ka, xa) in &only_a {
+        for (kb, xb) in &only_b {
+            if ka.proto != kb.proto || ka.transport != kb.transport {
+                continue;
+            }
+            // The unrewritten endpoint orients the directions.
+            let shared = [ka.lo, ka.hi]
+                .into_iter()
+                .filter(|e| *e == kb.lo || *e == kb.hi)
+                .collect::<Vec<_>>();
+            let [e] = shared[..] else { continue };
+            let flip = (ka.lo == e) != (kb.lo == e);
+            let (n, total) = overlap(xa, xb, flip);
+            if n >= 3 && n * 2 >= total.min(xb.beats.iter().map(Vec::len).sum()) {
+                cands.push((
+                    Pair {
+                        a: **ka,
+                        b: **kb,
+                        flip,
+                    },
+                    n,
+                ));
+            }
+        }
+    }
+    for (p, _) in &cands {
+        let a_alone = cands.iter().filter(|(q, _)| q.a == p.a).count() == 1;
+        let b_alone = cands.iter().filter(|(q, _)| q.b == p.b).count() == 1;
+        if a_alone && b_alone {
+            out.push(*p);
+        }
+    }
+    out
+}
+
 /// Estimates `b`'s clock against `a`'s from every association both saw. With both
 /// directions of an association the path delay cancels: offset = (d_ab + d_ba) / 2,
 /// d the median of `t_b - t_a` per direction; the median over associations is taken.
-pub fn clock_offset(a: &Vantage, b: &Vantage) -> Option<Offset> {
+pub fn clock_offset(a: &Vantage, b: &Vantage, pairs: &[Pair]) -> Option<Offset> {
     let mut per_assoc = Vec::new();
     let mut pooled = Vec::new();
     let mut spread = 0u64;
     let mut samples = 0;
-    for (key, xa) in &a.assocs {
-        let Some(xb) = b.assocs.get(key) else {
+    for p in pairs {
+        let (Some(xa), Some(xb)) = (a.assocs.get(&p.a), b.assocs.get(&p.b)) else {
             continue;
         };
         let mut meds = [None, None];
         for dir in 0..2 {
-            let mut d = unique_diffs(&xa.beats[dir], &xb.beats[dir]);
+            let mut d = unique_diffs(&xa.beats[dir], &xb.beats[p.dir_b(dir)]);
             if d.is_empty() {
                 continue;
             }
@@ -106,8 +197,12 @@ pub fn clock_offset(a: &Vantage, b: &Vantage) -> Option<Offset> {
 /// vantages: `from` (upstream, sees them first) and `to`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DirReport {
+    /// As the pair's first vantage saw it (the events' addresses).
     pub key: AssocKey,
     pub dir: usize,
+    /// The association and direction as `from` and `to` each saw them (NAT).
+    pub from_key: (AssocKey, usize),
+    pub to_key: (AssocKey, usize),
     /// Vantage indexes.
     pub from: usize,
     pub to: usize,
@@ -149,24 +244,25 @@ pub struct QosRun {
 /// that direction, or both did and none matched (identities rewritten between them,
 /// e.g. TCP sequence randomisation by a firewall): unmatched, never loss.
 pub fn compare(
-    key: AssocKey,
+    pair: &Pair,
     dir: usize,
     (ia, a): (usize, &Vantage),
     (ib, b): (usize, &Vantage),
     off: &Offset,
 ) -> Option<DirReport> {
+    let key = pair.a;
     let empty = Vec::new();
-    let beats = |v: &Vantage| -> Vec<Beat> {
+    let beats = |v: &Vantage, key: &AssocKey, dir: usize| -> Vec<Beat> {
         let mut x = v
             .assocs
-            .get(&key)
+            .get(key)
             .map(|x| &x.beats[dir])
             .unwrap_or(&empty)
             .clone();
         x.sort_by_key(|b| b.ts);
         x
     };
-    let (ba, bb) = (beats(a), beats(b));
+    let (ba, bb) = (beats(a, &pair.a, dir), beats(b, &pair.b, pair.dir_b(dir)));
     let mut d = unique_diffs(&ba, &bb);
     // Which side sees the heartbeats first (after the offset) is upstream.
     let (a_first, med_delay) = if d.is_empty() {
@@ -190,9 +286,12 @@ pub fn compare(
     let mut used = vec![false; tb.len()];
     let (to_lo, to_hi) = tv.span.unwrap_or((0, 0));
     let window = PAIR_WINDOW_NS + med_delay + off.spread_ns as i64;
+    let (ka, kb) = ((pair.a, dir), (pair.b, pair.dir_b(dir)));
     let mut r = DirReport {
         key,
         dir,
+        from_key: if a_first { ka } else { kb },
+        to_key: if a_first { kb } else { ka },
         from,
         to,
         offset_ns: shift,
@@ -328,4 +427,45 @@ pub fn sorted(v: &Vantage) -> HashMap<(AssocKey, usize), Vec<Beat>> {
         }
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(ts: u64, seq: u32, ttl: u8) -> Beat {
+        Beat {
+            ts,
+            ident: seq as u64,
+            seq,
+            dscp: 46,
+            ttl,
+        }
+    }
+
+    #[test]
+    fn a_ttl_change_counts_once_it_holds() {
+        let ttls = [64, 64, 64, 61, 64, 64, 60, 60, 60, 60, 59, 59];
+        let beats: Vec<Beat> = ttls
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| beat(i as u64, i as u32, t))
+            .collect();
+        // The lone 61 is no route change; 60 holds; 59 comes too late to hold 3 beats.
+        let changes: Vec<(u32, u8, u8)> = ttl_changes(&beats)
+            .iter()
+            .map(|(b, old)| (b.seq, *old, b.ttl))
+            .collect();
+        assert_eq!(changes, [(6, 64, 60)]);
+        assert_eq!(ttl_before(&beats, 5), Some(64));
+        assert_eq!(ttl_before(&beats, 7), Some(60));
+    }
+
+    #[test]
+    fn medians_and_percentiles() {
+        assert_eq!(median(&mut [5, 1, 3]), 3);
+        assert_eq!(median(&mut [-4, 4, 10, 0]), 2);
+        let sorted: Vec<i64> = (0..101).collect();
+        assert_eq!((percentile(&sorted, 5), percentile(&sorted, 95)), (5, 95));
+    }
 }
