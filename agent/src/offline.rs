@@ -492,13 +492,16 @@ pub(crate) struct ReadEnd {
     pub unsupported_link: bool,
 }
 
+/// [`read_frames`]' callback: link type, bytes, time (ns), bytes of the file consumed.
+pub(crate) type OnFrame<'a> = dyn FnMut(Link, &[u8], u64, u64) -> anyhow::Result<()> + 'a;
+
 /// Reads every frame of a pcap or pcapng capture in file order, calling
 /// `on_frame(link, bytes, ts_ns, bytes_consumed)` for each frame of a supported link
 /// type; an error of `on_frame` stops reading and is returned. `Ok(Err(why))`: not a
 /// capture at all. Damage further on ends the reading with what came before delivered.
 pub(crate) fn read_frames(
     input: Box<dyn Read + Send>,
-    on_frame: &mut dyn FnMut(Link, &[u8], u64, u64) -> anyhow::Result<()>,
+    on_frame: &mut OnFrame<'_>,
 ) -> anyhow::Result<Result<ReadEnd, String>> {
     let mut reader = match pcap_parser::create_reader(1 << 20, input) {
         Ok(r) => r,

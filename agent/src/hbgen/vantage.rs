@@ -159,6 +159,9 @@ pub struct ForgedTruth {
     pub ttl: u8,
 }
 
+/// A direction as `source`, `destination` text.
+type DirKey = (String, String);
+
 /// One input frame as far as the rules care.
 struct In {
     ts: u64,
@@ -411,7 +414,7 @@ pub fn derive(
     let rng = Rng::new(spec.seed);
     let mut fates: [Vec<Fate>; 2] = [Vec::new(), Vec::new()];
     let mut seen_dscp: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let mut ttl_done: BTreeMap<(String, String), Vec<(u32, u8, u8)>> = BTreeMap::new();
+    let mut ttl_done: BTreeMap<DirKey, Vec<(u32, u8, u8)>> = BTreeMap::new();
     let mut forged = Vec::new();
     for (vi, (rules, name, out)) in [(&spec.a, "a", out_a), (&spec.b, "b", out_b)]
         .into_iter()
@@ -533,7 +536,7 @@ pub fn derive(
     }
     // The truth, per direction in input order.
     let mut dirs: BTreeMap<(String, String), DirTruth> = BTreeMap::new();
-    let mut runs: BTreeMap<(String, String), Option<(u32, u32, u64)>> = BTreeMap::new();
+    let mut runs: BTreeMap<DirKey, Option<(u32, u32, u64)>> = BTreeMap::new();
     for (i, fr) in frames.iter().enumerate() {
         let Some(seq) = fr.heartbeat else { continue };
         let key = (ep_text(fr.src), ep_text(fr.dst));

@@ -22,16 +22,20 @@ fn addr16(ip: IpAddr) -> (u8, [u8; 16]) {
 }
 
 /// An event on one association's direction `dir`: source and destination as it travels.
+/// `path.summary` is a metric, every other `path.*` action a warning alert.
 pub fn base(
     key: &AssocKey,
     dir: usize,
     ts_ns: u64,
-    kind: &'static str,
     action: &'static str,
-    level: Level,
     hostname: &str,
     message: String,
 ) -> Event {
+    let (kind, level) = if action == "path.summary" {
+        ("metric", Level::Info)
+    } else {
+        ("alert", Level::Warning)
+    };
     let observer = Observer {
         hostname: hostname.to_string(),
         ingress: None,

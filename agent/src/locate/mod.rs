@@ -18,7 +18,6 @@ use std::path::PathBuf;
 
 use hbwatch_common::proto::Protocol;
 
-use crate::event::Level;
 use capture::{AssocKey, Vantage};
 use segment::{DirReport, Offset};
 
@@ -196,16 +195,7 @@ fn write_events(
                 run.first.seq,
                 run.last.seq
             );
-            let mut ev = events::base(
-                &r.key,
-                r.dir,
-                run.first.ts,
-                "alert",
-                "path.loss",
-                Level::Warning,
-                hostname,
-                msg,
-            );
+            let mut ev = events::base(&r.key, r.dir, run.first.ts, "path.loss", hostname, msg);
             events::run_seqs(&mut ev, &run.first, &run.last);
             ev.heartbeat.lost = Some(run.count);
             ev.path = Some(events::path(Some(from), Some(to)));
@@ -221,16 +211,7 @@ fn write_events(
                 q.first.seq,
                 q.last.seq
             );
-            let mut ev = events::base(
-                &r.key,
-                r.dir,
-                q.first.ts,
-                "alert",
-                "path.qos_changed",
-                Level::Warning,
-                hostname,
-                msg,
-            );
+            let mut ev = events::base(&r.key, r.dir, q.first.ts, "path.qos_changed", hostname, msg);
             events::run_seqs(&mut ev, &q.first, &q.last);
             ev.heartbeat.count = Some(q.count);
             ev.heartbeat.expected_dscp = Some(q.at_from);
@@ -258,16 +239,7 @@ fn write_events(
             r.unmatched,
             events::ms(r.offset_ns)
         );
-        let mut ev = events::base(
-            &r.key,
-            r.dir,
-            ts,
-            "metric",
-            "path.summary",
-            Level::Info,
-            hostname,
-            msg,
-        );
+        let mut ev = events::base(&r.key, r.dir, ts, "path.summary", hostname, msg);
         ev.heartbeat.lost = Some(lost);
         let mut p = events::path(Some(from), Some(to));
         p.matched = Some(r.matched);
@@ -336,16 +308,8 @@ fn route_events(vantages: &[Vantage], reports: &Reports, hostname: &str, buf: &m
                             None => " upstream of every vantage".to_string(),
                         }
                     );
-                    let mut ev = events::base(
-                        key,
-                        dir,
-                        beat.ts,
-                        "alert",
-                        "path.route_changed",
-                        Level::Warning,
-                        hostname,
-                        msg,
-                    );
+                    let mut ev =
+                        events::base(key, dir, beat.ts, "path.route_changed", hostname, msg);
                     ev.heartbeat.seq = Some(beat.seq);
                     ev.heartbeat.ttl = Some(beat.ttl);
                     ev.heartbeat.expected_ttl = Some(old);
@@ -388,16 +352,7 @@ fn route_events(vantages: &[Vantage], reports: &Reports, hostname: &str, buf: &m
                         None => String::new(),
                     }
                 );
-                let mut ev = events::base(
-                    key,
-                    c.dir,
-                    c.ts,
-                    "alert",
-                    "path.route_changed",
-                    Level::Warning,
-                    hostname,
-                    msg,
-                );
+                let mut ev = events::base(key, c.dir, c.ts, "path.route_changed", hostname, msg);
                 ev.heartbeat.ttl = Some(c.ttl);
                 ev.heartbeat.expected_ttl = Some(usual);
                 ev.heartbeat.reset = Some(c.rst);

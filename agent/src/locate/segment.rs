@@ -162,13 +162,13 @@ pub fn clock_offset(a: &Vantage, b: &Vantage, pairs: &[Pair]) -> Option<Offset> 
             continue;
         };
         let mut meds = [None, None];
-        for dir in 0..2 {
+        for (dir, med) in meds.iter_mut().enumerate() {
             let mut d = unique_diffs(&xa.beats[dir], &xb.beats[p.dir_b(dir)]);
             if d.is_empty() {
                 continue;
             }
             samples += d.len();
-            meds[dir] = Some(median(&mut d));
+            *med = Some(median(&mut d));
             spread = spread.max((percentile(&d, 95) - percentile(&d, 5)) as u64);
             pooled.extend_from_slice(&d);
         }
