@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::Read;
 use std::net::IpAddr;
 use std::path::Path;
@@ -65,7 +65,7 @@ pub struct Control {
     pub ttl: u8,
 }
 
-/// What one vantage saw of one association: beats per direction in capture order.
+/// What one vantage saw of one association: beats per direction in time order.
 #[derive(Debug, Default, Clone)]
 pub struct Assoc {
     pub beats: [Vec<Beat>; 2],
@@ -131,6 +131,8 @@ pub fn read(
         !mds_foreign && a.beats.iter().any(|b| !b.is_empty())
     });
     for (k, a) in v.assocs.iter_mut() {
+        // Captures may hold frames slightly out of time order.
+        a.beats.iter_mut().for_each(|b| b.sort_by_key(|x| x.ts));
         if k.proto == Protocol::Mds {
             a.beats.iter_mut().for_each(|b| mds_byte_order(b));
         }
@@ -279,11 +281,77 @@ fn mds_byte_order(beats: &mut [Beat]) {
     }
 }
 
-/// Beats of one association and direction by identity: indexes into the beat list.
-pub fn index(beats: &[Beat]) -> HashMap<u64, Vec<u32>> {
-    let mut m: HashMap<u64, Vec<u32>> = HashMap::with_capacity(beats.len());
-    for (i, b) in beats.iter().enumerate() {
-        m.entry(b.ident).or_default().push(i as u32);
+/// Beats of one association and direction by identity: the first index per identity
+/// and a chain through the later ones (no allocation per identity: matching a million
+/// heartbeats spent most of its time allocating).
+pub struct Index {
+    head: HashMap<u64, (u32, u32), BuildHasherDefault<IdentHasher>>,
+    next: Vec<u32>,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl Index {
+    pub fn new(beats: &[Beat]) -> Index {
+        let mut head: HashMap<u64, (u32, u32), _> =
+            HashMap::with_capacity_and_hasher(beats.len(), Default::default());
+        let mut next = vec![NONE; beats.len()];
+        let mut last: Vec<u32> = vec![NONE; beats.len()];
+        for (i, b) in beats.iter().enumerate() {
+            let e = head.entry(b.ident).or_insert((i as u32, 0));
+            if e.1 > 0 {
+                // Append after the chain's tail, kept at the head's slot of `last`.
+                let tail = last[e.0 as usize];
+                next[if tail == NONE { e.0 } else { tail } as usize] = i as u32;
+                last[e.0 as usize] = i as u32;
+            }
+            e.1 += 1;
+        }
+        Index { head, next }
     }
-    m
+
+    /// How many beats carry `ident`, and the first.
+    pub fn first(&self, ident: u64) -> Option<(u32, u32)> {
+        self.head.get(&ident).copied()
+    }
+
+    /// Every beat carrying `ident`, in capture order.
+    pub fn all(&self, ident: u64) -> impl Iterator<Item = u32> + '_ {
+        let mut at = self.head.get(&ident).map_or(NONE, |e| e.0);
+        std::iter::from_fn(move || {
+            (at != NONE).then(|| {
+                let i = at;
+                at = self.next[i as usize];
+                i
+            })
+        })
+    }
+
+    pub fn contains(&self, ident: u64) -> bool {
+        self.head.contains_key(&ident)
+    }
+
+    /// Identities and (first beat, count).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, (u32, u32))> + '_ {
+        self.head.iter().map(|(k, v)| (*k, *v))
+    }
+}
+
+/// Identities are sequence numbers or already hashes: one multiply spreads them (the
+/// high bits pick the bucket).
+#[derive(Default)]
+pub struct IdentHasher(u64);
+
+impl Hasher for IdentHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }

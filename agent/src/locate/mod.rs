@@ -54,6 +54,7 @@ pub fn run(opts: &LocateOptions, out: &mut dyn Write) -> anyhow::Result<i32> {
             "locate needs two captures or more (NAME=FILE NAME=FILE), one per vantage point"
         );
     }
+    let started = std::time::Instant::now();
     // Each capture on its own thread: reading is most of the time.
     let results: Vec<anyhow::Result<Result<Vantage, String>>> = std::thread::scope(|s| {
         let handles: Vec<_> = opts
@@ -100,9 +101,15 @@ pub fn run(opts: &LocateOptions, out: &mut dyn Write) -> anyhow::Result<i32> {
         );
         return Ok(1);
     }
+    let read = started.elapsed();
     let reports = compare_all(&vantages);
     write_events(&vantages, &reports, &opts.hostname, out)?;
     out.flush()?;
+    let matched: u64 = reports.dirs.iter().map(|r| r.matched).sum();
+    tracing::debug!(
+        "read in {read:.2?}, {matched} heartbeats matched and events written in {:.2?}",
+        started.elapsed() - read
+    );
     if damaged > 0 {
         eprintln!(
             "hbwatch: {damaged} of {} captures were cut short or corrupt (see above): everything before the damage was used; exit status {}",
@@ -265,7 +272,9 @@ fn write_events(
 /// frames whose TTL is not the sender's usual one. Located between the upstream
 /// neighbour and the vantage when the neighbour saw no such thing.
 fn route_events(vantages: &[Vantage], reports: &Reports, hostname: &str, buf: &mut Vec<u8>) {
-    let sorted: Vec<_> = vantages.iter().map(segment::sorted).collect();
+    let beats_at = |v: usize, (k, d): (AssocKey, usize)| -> &[capture::Beat] {
+        vantages[v].assocs.get(&k).map_or(&[], |x| &x.beats[d])
+    };
     // (key, dir, downstream vantage) -> (upstream vantage, downstream clock - upstream's,
     // key and dir there).
     type Up = (usize, i64, (AssocKey, usize));
@@ -276,17 +285,16 @@ fn route_events(vantages: &[Vantage], reports: &Reports, hostname: &str, buf: &m
             (r.from, r.offset_ns, r.from_key),
         );
     }
-    let empty = Vec::new();
     for (vi, v) in vantages.iter().enumerate() {
         for (key, assoc) in &v.assocs {
             for dir in 0..2 {
-                let beats = sorted[vi].get(&(*key, dir)).unwrap_or(&empty);
+                let beats = &assoc.beats[dir];
                 let up = upstream.get(&(*key, dir, vi)).copied();
                 for (beat, old) in segment::ttl_changes(beats) {
                     // The same change upstream (same TTLs, about the same time) happened
                     // before the upstream vantage: it reports it.
                     let seen_up = up.is_some_and(|(u, off, at_u)| {
-                        let ub = sorted[u].get(&at_u).unwrap_or(&empty);
+                        let ub = beats_at(u, at_u);
                         segment::ttl_changes(ub).iter().any(|(b, o)| {
                             b.ttl.wrapping_sub(*o) == beat.ttl.wrapping_sub(old)
                                 && (b.ts as i64 + off - beat.ts as i64).abs()
@@ -320,7 +328,7 @@ fn route_events(vantages: &[Vantage], reports: &Reports, hostname: &str, buf: &m
                 }
             }
             for c in &assoc.controls {
-                let beats = sorted[vi].get(&(*key, c.dir)).unwrap_or(&empty);
+                let beats = &assoc.beats[c.dir];
                 // The sender's usual TTL: its heartbeats' just before (or the first).
                 let Some(usual) = segment::ttl_before(beats, c.ts).or(beats.first().map(|b| b.ttl))
                 else {

@@ -1,9 +1,7 @@
 //! Two vantage points compared by heartbeat identity: their clock offset, which one is
 //! upstream in each direction, and what went missing or was re-marked between them.
 
-use std::collections::HashMap;
-
-use super::capture::{index, AssocKey, Beat, Vantage};
+use super::capture::{AssocKey, Beat, Index, Vantage};
 
 /// Heartbeats due at the other vantage within this long of its first or last frame
 /// (plus the largest delay seen) may have fallen outside its window: never lost.
@@ -45,14 +43,14 @@ fn percentile(sorted: &[i64], p: usize) -> i64 {
 
 /// Differences `t_b - t_a` of heartbeats seen exactly once at each side.
 fn unique_diffs(a: &[Beat], b: &[Beat]) -> Vec<i64> {
-    let ib = index(b);
-    let ia = index(a);
+    unique_diffs_in(a, &Index::new(a), b, &Index::new(b))
+}
+
+fn unique_diffs_in(a: &[Beat], ia: &Index, b: &[Beat], ib: &Index) -> Vec<i64> {
     let mut d = Vec::new();
-    for (ident, ai) in &ia {
-        if let (1, Some(bi)) = (ai.len(), ib.get(ident)) {
-            if bi.len() == 1 {
-                d.push(b[bi[0] as usize].ts as i64 - a[ai[0] as usize].ts as i64);
-            }
+    for (ident, (ai, an)) in ia.iter() {
+        if let (1, Some((bi, 1))) = (an, ib.first(ident)) {
+            d.push(b[bi as usize].ts as i64 - a[ai as usize].ts as i64);
         }
     }
     d
@@ -79,11 +77,11 @@ fn overlap(xa: &super::capture::Assoc, xb: &super::capture::Assoc, flip: bool) -
     let mut shared = 0;
     let mut total = 0;
     for dir in 0..2 {
-        let ib = index(&xb.beats[dir ^ flip as usize]);
+        let ib = Index::new(&xb.beats[dir ^ flip as usize]);
         total += xa.beats[dir].len();
         shared += xa.beats[dir]
             .iter()
-            .filter(|x| ib.contains_key(&x.ident))
+            .filter(|x| ib.contains(x.ident))
             .count();
     }
     (shared, total)
@@ -243,27 +241,20 @@ pub struct QosRun {
 /// `off` being `b`'s clock against `a`'s. `None` when neither side saw heartbeats in
 /// that direction, or both did and none matched (identities rewritten between them,
 /// e.g. TCP sequence randomisation by a firewall): unmatched, never loss.
-pub fn compare(
+pub fn compare<'a>(
     pair: &Pair,
     dir: usize,
-    (ia, a): (usize, &Vantage),
-    (ib, b): (usize, &Vantage),
+    (ia, a): (usize, &'a Vantage),
+    (ib, b): (usize, &'a Vantage),
     off: &Offset,
 ) -> Option<DirReport> {
     let key = pair.a;
-    let empty = Vec::new();
-    let beats = |v: &Vantage, key: &AssocKey, dir: usize| -> Vec<Beat> {
-        let mut x = v
-            .assocs
-            .get(key)
-            .map(|x| &x.beats[dir])
-            .unwrap_or(&empty)
-            .clone();
-        x.sort_by_key(|b| b.ts);
-        x
+    let beats = |v: &'a Vantage, key: &AssocKey, dir: usize| -> &'a [Beat] {
+        v.assocs.get(key).map_or(&[], |x| &x.beats[dir])
     };
     let (ba, bb) = (beats(a, &pair.a, dir), beats(b, &pair.b, pair.dir_b(dir)));
-    let mut d = unique_diffs(&ba, &bb);
+    let (xa, xb) = (Index::new(ba), Index::new(bb));
+    let mut d = unique_diffs_in(ba, &xa, bb, &xb);
     // Which side sees the heartbeats first (after the offset) is upstream.
     let (a_first, med_delay) = if d.is_empty() {
         match (ba.is_empty(), bb.is_empty()) {
@@ -277,12 +268,11 @@ pub fn compare(
     };
     let never_arrived = d.is_empty();
     // Everything in the upstream vantage's clock: `to` times are shifted by `shift`.
-    let (from, to, fb, tb, tv, shift) = if a_first {
-        (ia, ib, &ba, &bb, b, off.ns)
+    let (from, to, fb, tb, tidx, tv, shift) = if a_first {
+        (ia, ib, ba, bb, &xb, b, off.ns)
     } else {
-        (ib, ia, &bb, &ba, a, -off.ns)
+        (ib, ia, bb, ba, &xa, a, -off.ns)
     };
-    let tidx = index(tb);
     let mut used = vec![false; tb.len()];
     let (to_lo, to_hi) = tv.span.unwrap_or((0, 0));
     let window = PAIR_WINDOW_NS + med_delay + off.spread_ns as i64;
@@ -309,12 +299,11 @@ pub fn compare(
     let mut classified = Vec::with_capacity(fb.len());
     for fbeat in fb {
         // The copy at `to` nearest in corrected time.
-        let found = tidx.get(&fbeat.ident).and_then(|ix| {
-            ix.iter()
-                .map(|&i| (i, tb[i as usize].ts as i64 - shift - fbeat.ts as i64))
-                .filter(|(_, dt)| dt.abs() <= window)
-                .min_by_key(|(_, dt)| (dt - med_delay).abs())
-        });
+        let found = tidx
+            .all(fbeat.ident)
+            .map(|i| (i, tb[i as usize].ts as i64 - shift - fbeat.ts as i64))
+            .filter(|(_, dt)| dt.abs() <= window)
+            .min_by_key(|(_, dt)| (dt - med_delay).abs());
         if let Some((i, dt)) = found {
             used[i as usize] = true;
             max_delay = max_delay.max(dt);
@@ -416,19 +405,6 @@ pub fn ttl_before(beats: &[Beat], ts: u64) -> Option<u8> {
     n.checked_sub(1).map(|i| beats[i].ttl)
 }
 
-/// Beats sorted by time, per association and direction, for lookups.
-pub fn sorted(v: &Vantage) -> HashMap<(AssocKey, usize), Vec<Beat>> {
-    let mut m = HashMap::new();
-    for (k, x) in &v.assocs {
-        for dir in 0..2 {
-            let mut b = x.beats[dir].clone();
-            b.sort_by_key(|b| b.ts);
-            m.insert((*k, dir), b);
-        }
-    }
-    m
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,6 +435,20 @@ mod tests {
         assert_eq!(changes, [(6, 64, 60)]);
         assert_eq!(ttl_before(&beats, 5), Some(64));
         assert_eq!(ttl_before(&beats, 7), Some(60));
+    }
+
+    #[test]
+    fn the_index_chains_repeated_identities() {
+        let beats: Vec<Beat> = [7, 8, 7, 9, 7, 8]
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| beat(i as u64, s, 64))
+            .collect();
+        let ix = Index::new(&beats);
+        assert_eq!(ix.all(7).collect::<Vec<_>>(), [0, 2, 4]);
+        assert_eq!(ix.all(8).collect::<Vec<_>>(), [1, 5]);
+        assert_eq!(ix.first(9), Some((3, 1)));
+        assert_eq!(ix.all(10).count(), 0);
     }
 
     #[test]
