@@ -337,8 +337,9 @@ impl Index {
     }
 }
 
-/// Identities are sequence numbers or already hashes: one multiply spreads them (the
-/// high bits pick the bucket).
+/// Identities are sequence numbers (MDS ones big-endian readings of little-endian
+/// counters: only their high bits move) or already hashes: a 64-bit finalizer (MurmurHash3's
+/// fmix64) spreads every bit to the low ones that pick the bucket.
 #[derive(Default)]
 pub struct IdentHasher(u64);
 
@@ -352,6 +353,10 @@ impl Hasher for IdentHasher {
         }
     }
     fn write_u64(&mut self, v: u64) {
-        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut x = v ^ (v >> 33);
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        self.0 = x ^ (x >> 33);
     }
 }
