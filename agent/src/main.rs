@@ -64,6 +64,10 @@ enum Command {
         /// event lines on stdout; other outputs still get every event. `q` stops.
         #[arg(long)]
         tui: bool,
+        /// Flight recorder: keep the last minutes of heartbeats as rotating pcapng files in
+        /// DIR for `hbwatch locate`, e.g. `/var/lib/hbwatch/record?keep=15m&max_size=256MiB`.
+        #[arg(long, value_name = "DIR?keep=15m")]
+        record: Option<hbwatch::locate::recorder::RecordSpec>,
     },
     /// Live status board of every association of a running `hbwatch run`.
     Top {
@@ -502,6 +506,7 @@ fn real_main() -> anyhow::Result<()> {
             metrics_listen,
             status_socket,
             tui,
+            record,
         } => {
             let settings = common.settings()?;
             let overrides = Overrides {
@@ -541,6 +546,7 @@ fn real_main() -> anyhow::Result<()> {
                 reload: settings.path.clone().map(|path| Reload { path, overrides }),
                 drop_privileges: true,
                 status: None,
+                record,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -514,3 +514,55 @@ drop = [{ from = "192.168.1.2", to = "212.242.33.35", frames = [3, 6] }]
         _ => eprintln!("tshark not available: independent check skipped"),
     }
 }
+
+/// Two agents' flight recordings (`hbwatch run --record`), made here by replaying each
+/// vantage's capture through the datapath's engine into the recorder: `locate` on the two
+/// recording directories finds the same loss and re-marking as on the captures (SCCP
+/// aside: its keepalives carry no number of their own, so they are not recorded).
+#[test]
+fn two_flight_recordings_locate_the_loss() {
+    use hbwatch::locate::recorder::{replay_capture, RecordSpec};
+    let spec = format!(
+        r#"seed = 4
+{NEAR_A}
+# Below half the scenario's round trips: the datapath replays b with requests first.
+delay_ms = 0.1
+[a]
+drop = [{{ from = "10.10.20.20", frames = [30, 33] }}, {{ from = "10.70.0.1", frames = [1, 2] }}]
+[b]
+clock_offset_ms = 1500.0
+drop = [{{ from = "10.10.10.10", frames = [20, 25] }}, {{ from = "10.50.0.1", frames = [100, 110] }}]
+dscp = [{{ from = "10.10.10.10:15000", from_frame = 50, value = 0 }}]
+"#
+    );
+    let (a, b, mut truth) = vantage("record", healthy(), &spec);
+    let ports = hbwatch::ports::port_table(&hbwatch::ports::default_specs());
+    let dir = a.parent().unwrap().to_path_buf();
+    let mut dirs = Vec::new();
+    for (name, capture) in [("ra", &a), ("rb", &b)] {
+        // Two minutes kept in files of 10 s: several files per vantage.
+        let rec: RecordSpec = format!("{}?keep=150s", dir.join(name).display())
+            .parse()
+            .unwrap();
+        replay_capture(capture, &ports, &rec).unwrap();
+        let files = std::fs::read_dir(&rec.dir).unwrap().count();
+        assert!(files >= 10, "{files} files");
+        dirs.push(rec.dir);
+    }
+    let (events, status, stderr) = locate(&[("a", &dirs[0]), ("b", &dirs[1])]);
+    assert_eq!(status, 0, "{stderr}");
+    truth.directions.retain(|d| d.protocol != "sccp");
+    assert_eq!(check(&events, &truth), 3 + 1 + 5 + 10);
+    assert!(events.iter().all(|e| e["network"]["protocol"] != "sccp"));
+    let summaries = action(&events, "path.summary");
+    assert!(summaries.len() >= 10, "{summaries:#?}");
+    for s in summaries {
+        let off = s["path"]["clock_offset_ms"].as_f64().unwrap();
+        let want = if s["path"]["to"] == "b" {
+            1500.0
+        } else {
+            -1500.0
+        };
+        assert!((off - want).abs() < 0.1, "{s}");
+    }
+}

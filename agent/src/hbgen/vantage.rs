@@ -4,8 +4,10 @@
 //! generated and real captures alike; `hbwatch locate` must find exactly the truth.
 //!
 //! The path: `a` is nearest the endpoints listed in `near_a`, `b` nearest the others.
-//! A frame from a `near_a` source passes `a` first and reaches `b` `delay_ms` later;
-//! the other way round for the rest. Rules of a vantage act on what that vantage
+//! The input is what `a` saw: a frame from a `near_a` source reaches `b` `delay_ms`
+//! later, the others passed `b` `delay_ms` before `a`. A delay over half the round trip
+//! `a` sees makes answers reach `b` before their requests (what `locate` matches is not
+//! affected; a datapath replaying `b` would be). Rules of a vantage act on what that vantage
 //! captures: a drop at the downstream vantage of a direction is loss between them.
 
 use std::collections::BTreeMap;
@@ -33,7 +35,8 @@ pub struct Spec {
     pub seed: u64,
     /// Source addresses on `a`'s side of the path.
     pub near_a: Vec<IpAddr>,
-    /// One-way delay between `a` and `b`, ms.
+    /// One-way delay between `a` and `b`, ms (below half the round trips of the input to
+    /// keep requests before their answers at `b`).
     #[serde(default)]
     pub delay_ms: f64,
     #[serde(default)]
@@ -505,12 +508,14 @@ pub fn derive(
             if fate != Fate::Kept {
                 continue;
             }
-            let near = spec.near_a.contains(&fr.src.0);
-            // `a` sees frames from its side first, `b` the others.
-            let downstream = (vi == 0) != near;
-            let mut ts = fr.ts as f64
-                + if downstream { spec.delay_ms * 1e6 } else { 0.0 }
-                + rules.clock_offset_ms * 1e6;
+            // The input is what `a` saw; `b` sees frames from `a`'s side later, the
+            // others earlier.
+            let shift = match (vi, spec.near_a.contains(&fr.src.0)) {
+                (0, _) => 0.0,
+                (_, true) => spec.delay_ms * 1e6,
+                (_, false) => -spec.delay_ms * 1e6,
+            };
+            let mut ts = fr.ts as f64 + shift + rules.clock_offset_ms * 1e6;
             if rules.jitter_ms > 0.0 {
                 ts += (rng.unit() * 2.0 - 1.0) * rules.jitter_ms * 1e6;
             }

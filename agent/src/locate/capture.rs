@@ -9,7 +9,7 @@ use std::fs::File;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::Read;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hbwatch_common::frame::{Frame as _, SliceFrame};
 use hbwatch_common::parse::{self, Packet, AF_INET, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST};
@@ -95,10 +95,6 @@ pub fn read(
     path: &Path,
     ports: &BTreeMap<u32, Protocol>,
 ) -> anyhow::Result<Result<Vantage, String>> {
-    let input: Box<dyn Read + Send> = match File::open(path) {
-        Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
-        Err(e) => return Ok(Err(format!("cannot open {}: {e}", path.display()))),
-    };
     let mut table = vec![0u8; PORT_SLOTS as usize];
     for (&slot, &p) in ports {
         if let Some(s) = table.get_mut(slot as usize) {
@@ -113,18 +109,58 @@ pub fn read(
         damage: None,
         unnumbered: 0,
     };
-    let mut buf = Vec::new();
-    let read = crate::offline::read_frames(input, &mut |link, data, ts, _| {
-        v.frames += 1;
-        v.span = Some(match v.span {
-            None => (ts, ts),
-            Some((a, b)) => (a.min(ts), b.max(ts)),
-        });
-        if let Some(eth) = link.ethernet(data, &mut buf) {
-            frame(&mut v, &table, eth, ts);
+    // A directory is one vantage's captures in name order (a flight recorder's files).
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut f: Vec<PathBuf> = match std::fs::read_dir(path) {
+            Ok(d) => d
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+                .collect(),
+            Err(e) => return Ok(Err(format!("cannot read {}: {e}", path.display()))),
+        };
+        f.sort();
+        if f.is_empty() {
+            return Ok(Err(format!(
+                "{}: no .pcap or .pcapng file in it",
+                path.display()
+            )));
         }
-        Ok(())
-    })?;
+        f
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut buf = Vec::new();
+    for file in &files {
+        let input: Box<dyn Read + Send> = match File::open(file) {
+            Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
+            Err(e) => return Ok(Err(format!("cannot open {}: {e}", file.display()))),
+        };
+        let before = v.frames;
+        let read = crate::offline::read_frames(input, &mut |link, data, ts, _| {
+            v.frames += 1;
+            v.span = Some(match v.span {
+                None => (ts, ts),
+                Some((a, b)) => (a.min(ts), b.max(ts)),
+            });
+            if let Some(eth) = link.ethernet(data, &mut buf) {
+                frame(&mut v, &table, eth, ts);
+            }
+            Ok(())
+        })?;
+        match read {
+            Ok(end) => {
+                if let Some(what) = end.damage {
+                    let n = v.frames - before;
+                    v.damage = Some(format!(
+                        "{}: frame {} {what}: the {n} frames before it were used",
+                        file.display(),
+                        n + 1,
+                    ));
+                }
+            }
+            Err(why) => return Ok(Err(format!("{}: {why}", file.display()))),
+        }
+    }
     // Only sessions with heartbeats are associations (FIN/RST alone are not).
     v.assocs.retain(|k, a| {
         let mds_foreign = k.proto == Protocol::Mds && a.foreign > 0;
@@ -137,20 +173,7 @@ pub fn read(
             a.beats.iter_mut().for_each(|b| mds_byte_order(b));
         }
     }
-    match read {
-        Ok(end) => {
-            v.damage = end.damage.map(|what| {
-                format!(
-                    "{}: frame {} {what}: the {} frames before it were used",
-                    path.display(),
-                    v.frames + 1,
-                    v.frames
-                )
-            });
-            Ok(Ok(v))
-        }
-        Err(why) => Ok(Err(format!("{}: {why}", path.display()))),
-    }
+    Ok(Ok(v))
 }
 
 /// One Ethernet frame: a heartbeat, a FIN/RST on a heartbeat session, or nothing.

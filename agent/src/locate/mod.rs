@@ -10,6 +10,7 @@
 
 pub mod capture;
 pub mod events;
+pub mod recorder;
 pub mod segment;
 
 use std::collections::{BTreeMap, HashMap};
