@@ -671,6 +671,7 @@ pub struct Drained {
 }
 
 /// [`drain`], adding the records read to `records_read`; true when the ring is empty.
+#[allow(clippy::too_many_arguments)]
 fn drain_counted(
     ring: &mut RingBuf<MapData>,
     correlator: &mut Correlator,
