@@ -90,6 +90,19 @@ fn locate(points: &[(&str, &Path)]) -> (Vec<Value>, i32, String) {
     (events, out.status.code().unwrap_or(-1), stderr)
 }
 
+/// Frames of `capture` that tshark's display `filter` keeps; `None` without tshark.
+fn tshark(capture: &Path, filter: &str) -> Option<usize> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(capture)
+        .args(["-Y", filter])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).lines().count())
+}
+
 fn endpoint(ev: &Value, side: &str) -> String {
     let ip: std::net::IpAddr = ev[side]["ip"].as_str().unwrap().parse().unwrap();
     std::net::SocketAddr::new(ip, ev[side]["port"].as_u64().unwrap() as u16).to_string()
@@ -395,13 +408,8 @@ drop = [{{ from = "10.10.10.10", frames = [40, 43] }}, {{ from = "10.50.0.1", fr
 "#
     );
     let (a, b, truth) = vantage("nat", healthy(), &spec);
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&b)
-        .args(["-Y", "ip.addr == 10.10.10.10 || ip.addr == 10.50.0.1"])
-        .output();
-    if let Some(out) = out.ok().filter(|o| o.status.success()) {
-        assert_eq!(out.stdout.len(), 0, "b still shows the inside addresses");
+    if let Some(frames) = tshark(&b, "ip.addr == 10.10.10.10 || ip.addr == 10.50.0.1") {
+        assert_eq!(frames, 0, "b still shows the inside addresses");
     }
     let (events, status, stderr) = locate(&[("a", &a), ("b", &b)]);
     assert_eq!(status, 0, "{stderr}");
@@ -498,17 +506,7 @@ drop = [{ from = "192.168.1.2", to = "212.242.33.35", frames = [3, 6] }]
     let remarked: u64 = truth.directions.iter().map(|d| d.remarked).sum();
     assert!(remarked >= 5, "{truth:#?}");
     // tshark, independently: b holds three REGISTERs from the phone fewer than a.
-    let count = |p: &Path| -> Option<usize> {
-        let out = Command::new("tshark")
-            .arg("-r")
-            .arg(p)
-            .args(["-Y", "sip.Method == \"REGISTER\" && ip.src == 192.168.1.2"])
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).lines().count())
-    };
+    let count = |p: &Path| tshark(p, "sip.Method == \"REGISTER\" && ip.src == 192.168.1.2");
     match (count(&a), count(&b)) {
         (Some(x), Some(y)) => assert_eq!(x - y, 3, "tshark: {x} REGISTERs at a, {y} at b"),
         _ => eprintln!("tshark not available: independent check skipped"),
