@@ -564,3 +564,53 @@ dscp = [{{ from = "10.10.10.10:15000", from_frame = 50, value = 0 }}]
         assert!((off - want).abs() < 0.1, "{s}");
     }
 }
+
+/// Three vantages along the path (a, m, b): loss between m and b is reported on that
+/// segment only, not again as a -> b; the clock of each neighbour pair is its own.
+#[test]
+fn three_vantages_report_the_segment_between_neighbours() {
+    let first = format!("{NEAR_A}\ndelay_ms = 0.2\n[b]\nclock_offset_ms = 300.0\n");
+    let (a, m, _) = vantage("three-am", healthy(), &first);
+    let second = format!(
+        r#"{NEAR_A}
+delay_ms = 0.2
+[b]
+clock_offset_ms = -800.0
+drop = [{{ from = "10.10.10.10", frames = [60, 64] }}]
+"#
+    );
+    let (m2, b, truth) = vantage("three-mb", &m, &second);
+    assert_eq!(std::fs::read(&m).unwrap(), std::fs::read(&m2).unwrap());
+    // Any order on the command line.
+    let (events, status, stderr) = locate(&[("b", &b), ("a", &a), ("m", &m)]);
+    assert_eq!(status, 0, "{stderr}");
+    let renamed: Vec<Value> = events
+        .into_iter()
+        .map(|mut e| {
+            // The second truth names m "a".
+            for k in ["from", "to"] {
+                if e["path"][k] == "m" {
+                    e["path"][k] = "a".into();
+                } else if e["path"][k] == "a" {
+                    e["path"][k] = "first".into();
+                }
+            }
+            e
+        })
+        .collect();
+    assert_eq!(check(&renamed, &truth), 4);
+    // Segments join neighbours: a-m and m-b, never a-b.
+    for s in action(&renamed, "path.summary") {
+        let seg = (
+            s["path"]["from"].as_str().unwrap(),
+            s["path"]["to"].as_str().unwrap(),
+        );
+        assert!(
+            matches!(
+                seg,
+                ("first", "a") | ("a", "first") | ("a", "b") | ("b", "a")
+            ),
+            "{s}"
+        );
+    }
+}
