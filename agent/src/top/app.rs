@@ -98,8 +98,8 @@ pub fn show(
             if event::poll(wait)? {
                 if let TermEvent::Key(k) = event::read()? {
                     // Raw mode turns Ctrl-C into a key: it quits, as q does.
-                    let ctrl_c =
-                        k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+                    let ctrl_c = k.code == KeyCode::Char('c')
+                        && k.modifiers.contains(KeyModifiers::CONTROL);
                     if ctrl_c {
                         keys.quit = true;
                     } else if k.kind == KeyEventKind::Press {

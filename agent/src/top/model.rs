@@ -333,11 +333,7 @@ mod tests {
     #[test]
     fn formats_times_and_sparklines() {
         assert_eq!(fmt_ms(1200), "1.2s");
-        assert_eq!(
-            fmt_ms(1000),
-            "1.0s",
-            "one format at every value: 1.0s beside 1.2s"
-        );
+        assert_eq!(fmt_ms(1000), "1.0s", "one format at every value: 1.0s beside 1.2s");
         assert_eq!(fmt_ms(850), "850ms");
         assert_eq!(sparkline(&[0, 7, 14]), "▁▄█");
         assert_eq!(sparkline(&[]), "");
