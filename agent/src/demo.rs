@@ -205,6 +205,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
         reload: None,
         drop_privileges: false,
         status: None,
+        record: None,
     };
     let board = opts.board.then(|| {
         let publisher = crate::top::status::Publisher::new(crate::top::status::shared());

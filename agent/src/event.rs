@@ -54,7 +54,53 @@ pub struct Event {
     pub heartbeat: HeartbeatFields,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sip: Option<SipFields>,
+    /// `hbwatch locate`: the segment between two vantage points.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathFields>,
     pub message: String,
+}
+
+/// `path.*`: what `hbwatch locate` found between two vantage points (captures).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PathFields {
+    /// The upstream vantage (sees the heartbeats first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// `path.route_changed`: `ttl-changed`, `forged-reset`, `forged-fin`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Heartbeats seen at both vantages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u64>,
+    /// Seen at `to`, never at `from`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unmatched: Option<u64>,
+    /// Seen at `from`, due at `to` outside its capture: not counted lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outside_window: Option<u64>,
+    /// One-way delay `from` -> `to` after the clock offset, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<DelayMs>,
+    /// `to`'s clock minus `from`'s, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_offset_samples: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_offset_spread_ms: Option<f64>,
+    /// `two-way` (path delay cancelled) or `one-way` (delay counted as 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_offset_method: Option<&'static str>,
+}
+
+/// One-way delays of a segment, ms.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct DelayMs {
+    pub min: f64,
+    pub avg: f64,
+    pub max: f64,
 }
 
 /// SIP registration and OPTIONS detail under `sip.*`.
@@ -145,7 +191,7 @@ pub fn ecs_type(action: &str) -> &'static [&'static str] {
         "sip.registered" => &["protocol", "start"],
         "sip.unregistered" | "sip.expired" => &["protocol", "end"],
         "sip.register_failed" => &["protocol", "denied"],
-        "heartbeat.summary" => &["info"],
+        "heartbeat.summary" | "path.summary" => &["info"],
         a if a.starts_with("agent.") => &["info"],
         _ => &["protocol"],
     }
@@ -235,6 +281,9 @@ pub struct HeartbeatFields {
     pub seq: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_seq: Option<u32>,
+    /// Last heartbeat of a run (`path.loss`, `path.qos_changed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_seq: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -274,6 +323,11 @@ pub struct HeartbeatFields {
     pub dscp: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_dscp: Option<u8>,
+    /// IP TTL / hop limit (`path.route_changed`), and the usual one before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_ttl: Option<u8>,
     /// `qos.mismatch`: whose packets carry the wrong marking (`request` / `response`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<&'static str>,
@@ -299,6 +353,7 @@ impl HeartbeatFields {
     pub fn is_empty(&self) -> bool {
         self.seq.is_none()
             && self.expected_seq.is_none()
+            && self.last_seq.is_none()
             && self.previous_seq.is_none()
             && self.lost.is_none()
             && self.attempt.is_none()
@@ -316,6 +371,8 @@ impl HeartbeatFields {
             && self.duplicates.is_none()
             && self.dscp.is_none()
             && self.expected_dscp.is_none()
+            && self.ttl.is_none()
+            && self.expected_ttl.is_none()
             && self.direction.is_none()
             && self.reset.is_none()
             && self.closed_by.is_none()
@@ -364,6 +421,7 @@ impl Event {
             observer,
             heartbeat: HeartbeatFields::default(),
             sip: None,
+            path: None,
             message,
         }
     }

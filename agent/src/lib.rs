@@ -9,6 +9,7 @@ pub mod demo;
 pub mod event;
 pub mod hbgen;
 pub mod live;
+pub mod locate;
 pub mod metrics;
 pub mod offline;
 pub mod output;

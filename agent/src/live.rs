@@ -21,6 +21,7 @@ use crate::clock::WallClock;
 use crate::convert::Converter;
 use crate::correlate::{Config, Correlator, Ctx};
 use crate::event::{Attachment, Event, Level};
+use crate::locate::recorder::Recorder;
 use crate::metrics::{self, Metrics};
 use crate::output::{Filtered, Sink};
 
@@ -472,6 +473,8 @@ pub struct LiveOptions {
     pub drop_privileges: bool,
     /// Publish status snapshots here once per poll tick (`hbwatch top`, `--tui`).
     pub status: Option<crate::top::status::Publisher>,
+    /// Flight recorder: the last minutes of heartbeats as pcapng (`--record`).
+    pub record: Option<crate::locate::recorder::RecordSpec>,
 }
 
 /// How often correlation timers are looked at and the ring buffer drained: the kernel
@@ -567,11 +570,12 @@ async fn run_inner(
     let mut sink_losses = crate::sink::LossTracker::default();
     let mut records_read = 0u64;
     let mut batch: Vec<Event> = Vec::with_capacity(256);
+    let mut recorder = opts.record.as_ref().map(Recorder::new).transpose()?;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let d = drain(guard.get_inner_mut(), &mut correlator, &conv, &clock, &mut batch, metrics);
+                let d = drain(guard.get_inner_mut(), &mut correlator, &conv, &clock, &mut batch, metrics, recorder.as_mut());
                 records_read += d.records as u64;
                 let drained = d.empty;
                 write_events(out, &batch)?;
@@ -581,7 +585,7 @@ async fn run_inner(
                 }
             }
             _ = timers.tick() => {
-                while !drain_counted(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch, &mut records_read, metrics) {}
+                while !drain_counted(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch, &mut records_read, metrics, recorder.as_mut()) {}
                 let now = monotonic_ns().saturating_sub(RECORD_SLACK_NS);
                 correlator.advance(now, &Ctx { conv: &conv, clock: &clock }, &mut batch);
                 write_events(out, &batch)?;
@@ -632,9 +636,13 @@ async fn run_inner(
         &mut batch,
         &mut records_read,
         metrics,
+        recorder.as_mut(),
     ) {
         write_events(out, &batch)?;
         batch.clear();
+    }
+    if let Some(r) = recorder.as_mut() {
+        r.flush();
     }
     write_events(out, &batch)?;
     let _ = report_loss(&dp, &conv, &mut lost_reported, out)?;
@@ -663,6 +671,7 @@ pub struct Drained {
 }
 
 /// [`drain`], adding the records read to `records_read`; true when the ring is empty.
+#[allow(clippy::too_many_arguments)]
 fn drain_counted(
     ring: &mut RingBuf<MapData>,
     correlator: &mut Correlator,
@@ -671,8 +680,9 @@ fn drain_counted(
     batch: &mut Vec<Event>,
     records_read: &mut u64,
     metrics: Option<&Metrics>,
+    recorder: Option<&mut Recorder>,
 ) -> bool {
-    let d = drain(ring, correlator, conv, clock, batch, metrics);
+    let d = drain(ring, correlator, conv, clock, batch, metrics, recorder);
     *records_read += d.records as u64;
     d.empty
 }
@@ -686,6 +696,7 @@ pub fn drain(
     clock: &WallClock,
     batch: &mut Vec<Event>,
     metrics: Option<&Metrics>,
+    mut recorder: Option<&mut Recorder>,
 ) -> Drained {
     let ctx = Ctx { conv, clock };
     for records in 0..MAX_BATCH {
@@ -708,6 +719,9 @@ pub fn drain(
                 }
                 if let Some(m) = metrics {
                     m.record(&raw);
+                }
+                if let Some(r) = recorder.as_mut() {
+                    r.record(&raw, payload, clock.unix_ns(raw.ts_ns));
                 }
                 correlator.on_record(&raw, payload, &ctx, batch);
             }

@@ -64,6 +64,10 @@ enum Command {
         /// event lines on stdout; other outputs still get every event. `q` stops.
         #[arg(long)]
         tui: bool,
+        /// Flight recorder: keep the last minutes of heartbeats as rotating pcapng files in
+        /// DIR for `hbwatch locate`, e.g. `/var/lib/hbwatch/record?keep=15m&max_size=256MiB`.
+        #[arg(long, value_name = "DIR?keep=15m")]
+        record: Option<hbwatch::locate::recorder::RecordSpec>,
     },
     /// Live status board of every association of a running `hbwatch run`.
     Top {
@@ -143,6 +147,44 @@ enum Command {
         /// A markdown table (docs/PROTOCOLS.md is made with it).
         #[arg(long)]
         markdown: bool,
+    },
+    /// Two vantage captures made from one (loss, re-marking, TTL change, forged RST, clock
+    /// offset, jitter between them) with the truth as JSON: test data for `locate`.
+    Vantage {
+        /// The capture to start from (pcap or pcapng).
+        input: PathBuf,
+        /// The spec (TOML): docs/OPERATIONS.md, "Where is the loss?".
+        #[arg(long)]
+        spec: PathBuf,
+        /// Where to write vantage `a`'s capture (pcapng).
+        #[arg(long)]
+        out_a: PathBuf,
+        /// Where to write vantage `b`'s capture (pcapng).
+        #[arg(long)]
+        out_b: PathBuf,
+        /// Where to write the truth [default: `<out-b>.truth.json`].
+        #[arg(long)]
+        truth: Option<PathBuf>,
+        /// Extra ports for a protocol, as for `analyze` (repeatable).
+        #[arg(long = "port")]
+        ports: Vec<PortSpec>,
+    },
+    /// Where is the loss? Captures of the same heartbeats at several points of a path,
+    /// lined up by the heartbeats' own numbers: path.* events as NDJSON on stdout.
+    #[command(after_help = "Exit status: 0 every capture was read whole; \
+        4 a capture was cut short or corrupt further on (everything before it was used); \
+        1 a capture could not be read at all, or another error. \
+        docs/OPERATIONS.md, \"Where is the loss?\", has the workflow.")]
+    Locate {
+        /// Vantage points: NAME=FILE (pcap or pcapng), two or more, in any order.
+        #[arg(required = true, value_parser = hbwatch::locate::parse_point, value_name = "NAME=FILE")]
+        points: Vec<(String, PathBuf)>,
+        /// Extra ports for a protocol, as for `analyze` (repeatable).
+        #[arg(long = "port")]
+        ports: Vec<PortSpec>,
+        /// `observer.hostname` in events [default: this host's name].
+        #[arg(long)]
+        hostname: Option<String>,
     },
     /// Print the index template for hbwatch's events (every field of docs/EVENTS.md with
     /// its ECS type): `PUT _index_template/hbwatch` with it, for `hbwatch-*` indices.
@@ -471,6 +513,7 @@ fn real_main() -> anyhow::Result<()> {
             metrics_listen,
             status_socket,
             tui,
+            record,
         } => {
             let settings = common.settings()?;
             let overrides = Overrides {
@@ -510,6 +553,7 @@ fn real_main() -> anyhow::Result<()> {
                 reload: settings.path.clone().map(|path| Reload { path, overrides }),
                 drop_privileges: true,
                 status: None,
+                record,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -649,6 +693,37 @@ fn real_main() -> anyhow::Result<()> {
         Command::Hbgen(args) => hbwatch::hbgen::cli::run(args),
         Command::Protocols { markdown } => {
             print!("{}", hbwatch::ports::protocol_table(markdown));
+            Ok(())
+        }
+        Command::Vantage {
+            input,
+            spec,
+            out_a,
+            out_b,
+            truth,
+            ports,
+        } => {
+            let mut specs = hbwatch::ports::default_specs();
+            specs.extend(ports);
+            let ports = hbwatch::ports::port_table(&specs);
+            hbwatch::hbgen::vantage::run(&input, &spec, &ports, &out_a, &out_b, truth)
+        }
+        Command::Locate {
+            points,
+            ports,
+            hostname,
+        } => {
+            let mut specs = hbwatch::ports::default_specs();
+            specs.extend(ports);
+            let opts = hbwatch::locate::LocateOptions {
+                points,
+                ports: hbwatch::ports::port_table(&specs),
+                hostname: hostname.unwrap_or_else(live::hostname),
+            };
+            let status = hbwatch::locate::run(&opts, &mut std::io::stdout().lock())?;
+            if status != 0 {
+                std::process::exit(status);
+            }
             Ok(())
         }
         Command::Schema { engine } => {

@@ -143,7 +143,7 @@ impl Env for OfflineEnv {
 
 /// Link-layer framing of a capture, turned into the Ethernet frames the engine reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Link {
+pub(crate) enum Link {
     Ethernet,
     /// Linux cooked capture v1 (`tcpdump -i any`).
     Sll,
@@ -164,7 +164,7 @@ impl Link {
     }
 
     /// The frame as Ethernet: the original bytes, or a rebuilt 14-byte header.
-    fn ethernet<'a>(self, data: &'a [u8], buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+    pub(crate) fn ethernet<'a>(self, data: &'a [u8], buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
         let (ethertype, rest) = match self {
             Link::Ethernet => return Some(data),
             Link::Sll => (data.get(14..16)?, data.get(16..)?),
@@ -404,13 +404,6 @@ pub fn analyze_reader(
     opts: &AnalyzeOptions,
     out: &mut dyn Sink,
 ) -> anyhow::Result<FileReport> {
-    let mut reader = match pcap_parser::create_reader(1 << 20, input) {
-        Ok(r) => r,
-        Err(e) => {
-            let why = format!("{}: not a pcap or pcapng capture ({e:?})", path.display());
-            return Ok(unreadable(name, why));
-        }
-    };
     let bar = (opts.progress && size > 32 << 20 && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(size);
         bar.set_style(
@@ -427,105 +420,24 @@ pub fn analyze_reader(
     let mut events: Vec<Event> = Vec::with_capacity(64);
     // One buffer for every line: no String per event.
     let mut written = 0u64;
-    let mut legacy: Option<(Option<Link>, u64)> = None;
-    let mut interfaces: Vec<IfTime> = Vec::new();
-    let mut unsupported_link = false;
-    let mut consumed = 0u64;
-    let mut snap = Snaplen::default();
-    let mut damage = None;
-    loop {
-        match reader.next() {
-            Ok((offset, block)) => {
-                match block {
-                    PcapBlockOwned::LegacyHeader(h) => {
-                        let units = if h.is_nanosecond_precision() {
-                            1_000_000_000
-                        } else {
-                            1_000_000
-                        };
-                        legacy = Some((Link::of(h.network), units));
-                        unsupported_link |= Link::of(h.network).is_none();
-                    }
-                    PcapBlockOwned::Legacy(b) => {
-                        let (link, units) = legacy.unwrap_or((Some(Link::Ethernet), 1_000_000));
-                        snap.frame(b.caplen, b.origlen);
-                        if let Some(link) = link {
-                            let ts = to_ns(b.ts_sec as u64, b.ts_usec as u64, units);
-                            replay.link_frame(link, b.data, ts, &mut events);
-                        }
-                    }
-                    PcapBlockOwned::NG(Block::SectionHeader(_)) => interfaces.clear(),
-                    PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                        let link = Link::of(idb.linktype);
-                        unsupported_link |= link.is_none();
-                        interfaces.push(IfTime {
-                            link,
-                            units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
-                            offset_s: idb.ts_offset(),
-                        });
-                    }
-                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                        snap.frame(epb.caplen, epb.origlen);
-                        if let Some(it) = interfaces.get(epb.if_id as usize).copied() {
-                            if let Some(link) = it.link {
-                                let raw = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
-                                let secs = (raw / it.units_per_sec) as i64 + it.offset_s;
-                                let ts = to_ns(
-                                    secs.max(0) as u64,
-                                    raw % it.units_per_sec,
-                                    it.units_per_sec,
-                                );
-                                let caplen = (epb.caplen as usize).min(epb.data.len());
-                                replay.link_frame(link, &epb.data[..caplen], ts, &mut events);
-                            }
-                        }
-                    }
-                    PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
-                        // No timestamp: it shares the last packet's time.
-                        if let Some(link) = interfaces.first().and_then(|i| i.link) {
-                            let ts = replay.now;
-                            replay.link_frame(link, spb.data, ts, &mut events);
-                        }
-                    }
-                    PcapBlockOwned::NG(_) => {}
-                }
-                reader.consume(offset);
-                consumed += offset as u64;
-                if !events.is_empty() {
-                    for ev in events.drain(..) {
-                        out.send(&ev)?;
-                        written += 1;
-                    }
-                }
-                if let Some(bar) = &bar {
-                    if replay.frames.is_multiple_of(4096) {
-                        bar.set_position(consumed);
-                    }
-                }
-            }
-            Err(PcapError::Eof) => break,
-            Err(PcapError::Incomplete(_)) => {
-                if reader.reader_exhausted() {
-                    damage = Some(CUT_SHORT.to_string());
-                    break;
-                }
-                if let Err(e) = reader.refill() {
-                    damage = Some(format!("could not be read ({e:?})"));
-                    break;
-                }
-            }
-            Err(PcapError::UnexpectedEof) => {
-                damage = Some(CUT_SHORT.to_string());
-                break;
-            }
-            Err(e) => {
-                damage = Some(format!(
-                    "is corrupt ({e:?}); the rest of the file was skipped"
-                ));
-                break;
+    let read = read_frames(input, &mut |link, data, ts, consumed| {
+        replay.link_frame(link, data, ts, &mut events);
+        for ev in events.drain(..) {
+            out.send(&ev)?;
+            written += 1;
+        }
+        if let Some(bar) = &bar {
+            if replay.frames.is_multiple_of(4096) {
+                bar.set_position(consumed);
             }
         }
-    }
+        Ok(())
+    })?;
+    let end = match read {
+        Ok(end) => end,
+        Err(why) => return Ok(unreadable(name, format!("{}: {why}", path.display()))),
+    };
+    let (snap, unsupported_link, damage) = (end.snaplen, end.unsupported_link, end.damage);
     let damage = damage.map(|what| {
         let why = format!(
             "{}: frame {} {what}: the {} frames before it were analyzed and their events delivered",
@@ -570,12 +482,128 @@ pub fn analyze_reader(
     })
 }
 
+/// How reading a capture ended ([`read_frames`]).
+#[derive(Debug, Default)]
+pub(crate) struct ReadEnd {
+    /// Why the file was not read to its end ("is cut off: ..."), if it was not.
+    pub damage: Option<String>,
+    pub snaplen: Snaplen,
+    /// Some interface had a link type other than Ethernet, Linux cooked or raw IP.
+    pub unsupported_link: bool,
+}
+
+/// [`read_frames`]' callback: link type, bytes, time (ns), bytes of the file consumed.
+pub(crate) type OnFrame<'a> = dyn FnMut(Link, &[u8], u64, u64) -> anyhow::Result<()> + 'a;
+
+/// Reads every frame of a pcap or pcapng capture in file order, calling
+/// `on_frame(link, bytes, ts_ns, bytes_consumed)` for each frame of a supported link
+/// type; an error of `on_frame` stops reading and is returned. `Ok(Err(why))`: not a
+/// capture at all. Damage further on ends the reading with what came before delivered.
+pub(crate) fn read_frames(
+    input: Box<dyn Read + Send>,
+    on_frame: &mut OnFrame<'_>,
+) -> anyhow::Result<Result<ReadEnd, String>> {
+    let mut reader = match pcap_parser::create_reader(1 << 20, input) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(format!("not a pcap or pcapng capture ({e:?})"))),
+    };
+    let mut end = ReadEnd::default();
+    let mut legacy: Option<(Option<Link>, u64)> = None;
+    let mut interfaces: Vec<IfTime> = Vec::new();
+    let mut consumed = 0u64;
+    // Simple packet blocks have no timestamp: they share the latest one.
+    let mut last_ts = 0u64;
+    loop {
+        match reader.next() {
+            Ok((offset, block)) => {
+                match block {
+                    PcapBlockOwned::LegacyHeader(h) => {
+                        let units = if h.is_nanosecond_precision() {
+                            1_000_000_000
+                        } else {
+                            1_000_000
+                        };
+                        legacy = Some((Link::of(h.network), units));
+                        end.unsupported_link |= Link::of(h.network).is_none();
+                    }
+                    PcapBlockOwned::Legacy(b) => {
+                        let (link, units) = legacy.unwrap_or((Some(Link::Ethernet), 1_000_000));
+                        end.snaplen.frame(b.caplen, b.origlen);
+                        if let Some(link) = link {
+                            let ts = to_ns(b.ts_sec as u64, b.ts_usec as u64, units);
+                            last_ts = last_ts.max(ts);
+                            on_frame(link, b.data, ts, consumed)?;
+                        }
+                    }
+                    PcapBlockOwned::NG(Block::SectionHeader(_)) => interfaces.clear(),
+                    PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                        let link = Link::of(idb.linktype);
+                        end.unsupported_link |= link.is_none();
+                        interfaces.push(IfTime {
+                            link,
+                            units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
+                            offset_s: idb.ts_offset(),
+                        });
+                    }
+                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                        end.snaplen.frame(epb.caplen, epb.origlen);
+                        if let Some(it) = interfaces.get(epb.if_id as usize).copied() {
+                            if let Some(link) = it.link {
+                                let raw = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
+                                let secs = (raw / it.units_per_sec) as i64 + it.offset_s;
+                                let ts = to_ns(
+                                    secs.max(0) as u64,
+                                    raw % it.units_per_sec,
+                                    it.units_per_sec,
+                                );
+                                let caplen = (epb.caplen as usize).min(epb.data.len());
+                                last_ts = last_ts.max(ts);
+                                on_frame(link, &epb.data[..caplen], ts, consumed)?;
+                            }
+                        }
+                    }
+                    PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                        if let Some(link) = interfaces.first().and_then(|i| i.link) {
+                            on_frame(link, spb.data, last_ts, consumed)?;
+                        }
+                    }
+                    PcapBlockOwned::NG(_) => {}
+                }
+                reader.consume(offset);
+                consumed += offset as u64;
+            }
+            Err(PcapError::Eof) => break,
+            Err(PcapError::Incomplete(_)) => {
+                if reader.reader_exhausted() {
+                    end.damage = Some(CUT_SHORT.to_string());
+                    break;
+                }
+                if let Err(e) = reader.refill() {
+                    end.damage = Some(format!("could not be read ({e:?})"));
+                    break;
+                }
+            }
+            Err(PcapError::UnexpectedEof) => {
+                end.damage = Some(CUT_SHORT.to_string());
+                break;
+            }
+            Err(e) => {
+                end.damage = Some(format!(
+                    "is corrupt ({e:?}); the rest of the file was skipped"
+                ));
+                break;
+            }
+        }
+    }
+    Ok(Ok(end))
+}
+
 /// The last record announces more bytes than the file holds.
 const CUT_SHORT: &str = "is cut off: the file ends in the middle of it (cut short, e.g. copied while still being written)";
 
 /// How much of each packet a capture kept: a small snaplen cuts payloads.
 #[derive(Debug, Default)]
-struct Snaplen {
+pub(crate) struct Snaplen {
     /// Frames captured shorter than they were on the wire.
     cut: u64,
     /// The longest of them: the snaplen in effect (headers may declare another, e.g.

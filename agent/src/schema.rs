@@ -17,6 +17,8 @@ pub enum FieldType {
     MatchOnlyText,
     /// A map whose keys grow (counters per name): every value a long.
     CounterMap,
+    /// Fractional numbers (milliseconds of `path.*`).
+    Double,
 }
 
 impl FieldType {
@@ -30,6 +32,7 @@ impl FieldType {
             FieldType::Boolean => "boolean",
             FieldType::MatchOnlyText => "match_only_text",
             FieldType::CounterMap => "object",
+            FieldType::Double => "double",
         }
     }
 }
@@ -94,6 +97,7 @@ pub const FIELDS: &[Field] = &[
     f("observer.ingress.interface.name", Keyword),
     f("heartbeat.seq", Long),
     f("heartbeat.expected_seq", Long),
+    f("heartbeat.last_seq", Long),
     f("heartbeat.previous_seq", Long),
     f("heartbeat.lost", Long),
     f("heartbeat.attempt", Long),
@@ -113,6 +117,8 @@ pub const FIELDS: &[Field] = &[
     f("heartbeat.duplicates", Long),
     f("heartbeat.dscp", Long),
     f("heartbeat.expected_dscp", Long),
+    f("heartbeat.ttl", Long),
+    f("heartbeat.expected_ttl", Long),
     f("heartbeat.direction", Keyword),
     f("heartbeat.reset", Boolean),
     f("heartbeat.closed_by", Keyword),
@@ -122,6 +128,19 @@ pub const FIELDS: &[Field] = &[
     f("heartbeat.config_digest", Keyword),
     f("heartbeat.counters", CounterMap),
     f("heartbeat.folded", CounterMap),
+    f("path.from", Keyword),
+    f("path.to", Keyword),
+    f("path.reason", Keyword),
+    f("path.matched", Long),
+    f("path.unmatched", Long),
+    f("path.outside_window", Long),
+    f("path.delay_ms.min", Double),
+    f("path.delay_ms.avg", Double),
+    f("path.delay_ms.max", Double),
+    f("path.clock_offset_ms", Double),
+    f("path.clock_offset_samples", Long),
+    f("path.clock_offset_spread_ms", Double),
+    f("path.clock_offset_method", Keyword),
     f("sip.call_id", Keyword),
     f("sip.aor", Keyword),
     f("sip.device", Keyword),
@@ -269,6 +288,7 @@ fn takes(field: &Field, v: &Value) -> Option<&'static str> {
         // Numbers only where Packetbeat keeps numbers as keywords (sip.code...).
         Keyword => v.is_string() || (v.is_u64() && field.name.starts_with("sip.")),
         Long => v.is_i64() || v.is_u64(),
+        Double => v.is_number(),
         Ip => v
             .as_str()
             .is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok()),
@@ -282,6 +302,7 @@ fn takes(field: &Field, v: &Value) -> Option<&'static str> {
         Date => "is not an RFC 3339 date",
         Keyword | MatchOnlyText => "is not a string",
         Long => "is not an integer",
+        Double => "is not a number",
         Ip => "is not an IP address",
         Boolean => "is not a boolean",
         CounterMap => "is not a map of counts",
@@ -349,9 +370,9 @@ impl Reference {
                     field.name
                 )),
                 None => {
-                    if !matches!(top, "heartbeat" | "sip") {
+                    if !matches!(top, "heartbeat" | "sip" | "path") {
                         out.push(format!(
-                            "{}: custom field outside heartbeat.*/sip.*",
+                            "{}: custom field outside heartbeat.*/sip.*/path.*",
                             field.name
                         ));
                     }

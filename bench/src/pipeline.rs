@@ -82,6 +82,7 @@ impl Ndjson {
             &self.clock,
             &mut self.batch,
             None,
+            None,
         );
         live::write_events(&mut self.out, &self.batch)?;
         self.lines += self.batch.len() as u64;

@@ -31,6 +31,7 @@ pub mod scenario;
 pub mod sip;
 mod tcp;
 pub mod truth;
+pub mod vantage;
 
 use std::fmt;
 use std::net::IpAddr;
