@@ -9,6 +9,7 @@ use hbwatch_common::parse::{AF_INET, IPPROTO_TCP};
 use hbwatch_common::proto::mgcp::RestartMethod;
 use hbwatch_common::proto::Protocol;
 
+use crate::event::Action;
 use crate::event::{Endpoint, Event, Ingress, Interface, Level, Network, Observer, Related};
 
 /// Context shared by all events of one run.
@@ -150,14 +151,12 @@ impl Converter {
         key: &FlowKey,
         ifindex: Option<u32>,
         unix_ns: i128,
-        kind: &'static str,
-        action: &'static str,
+        action: Action,
         level: Level,
         message: String,
     ) -> Event {
         let mut ev = Event::new(
             crate::event::rfc3339_micros(unix_ns),
-            kind,
             action,
             level,
             self.observer(ifindex),
@@ -222,18 +221,16 @@ impl Converter {
         let key = &raw.key;
         let assoc = association(key);
         let seq = raw.seq;
-        let (ev_kind, action, level, message) = match kind {
+        let (action, level, message) = match kind {
             EventKind::AssociationSeen => (
-                "event",
-                "peer.up",
+                Action::PeerUp,
                 Level::Info,
                 format!("{assoc}: heartbeats seen (seq {seq})"),
             ),
             EventKind::Gap => {
                 let last = seq.wrapping_sub(1);
                 (
-                    "alert",
-                    "heartbeat.gap",
+                    Action::HeartbeatGap,
                     Level::Warning,
                     format!(
                         "{assoc}: {} heartbeat{} lost (seq {}..{last})",
@@ -244,8 +241,7 @@ impl Converter {
                 )
             }
             EventKind::Retry => (
-                "alert",
-                "heartbeat.retry",
+                Action::HeartbeatRetry,
                 Level::Warning,
                 format!(
                     "{assoc}: heartbeat seq {seq} sent again (attempt {})",
@@ -253,8 +249,7 @@ impl Converter {
                 ),
             ),
             EventKind::Unanswered => (
-                "alert",
-                "heartbeat.unanswered",
+                Action::HeartbeatUnanswered,
                 Level::Warning,
                 format!(
                     "{assoc}: heartbeat seq {seq} got no response within {} ms",
@@ -272,8 +267,7 @@ impl Converter {
                     RestartMethod::CancelGraceful => (Level::Warning, "it called off a graceful shutdown"),
                 };
                 (
-                    "alert",
-                    "heartbeat.restart",
+                    Action::HeartbeatRestart,
                     level,
                     format!(
                         "{assoc}: RSIP {} (transaction {seq}): {meaning}",
@@ -282,8 +276,7 @@ impl Converter {
                 )
             }
             EventKind::Restart => (
-                "alert",
-                "heartbeat.restart",
+                Action::HeartbeatRestart,
                 Level::Error,
                 format!(
                     "{assoc}: sequence restarted at {seq} (was {}): the peer process restarted",
@@ -291,8 +284,7 @@ impl Converter {
                 ),
             ),
             EventKind::OutOfOrder => (
-                "alert",
-                "heartbeat.out_of_order",
+                Action::HeartbeatOutOfOrder,
                 Level::Warning,
                 format!(
                     "{assoc}: duplicate or older seq {seq} (expected {})",
@@ -300,8 +292,7 @@ impl Converter {
                 ),
             ),
             EventKind::Mismatch => (
-                "alert",
-                "heartbeat.mismatch",
+                Action::HeartbeatMismatch,
                 Level::Warning,
                 format!("{assoc}: response seq {seq} matches no outstanding request"),
             ),
@@ -312,8 +303,7 @@ impl Converter {
                     "heartbeats"
                 };
                 (
-                    "alert",
-                    "qos.mismatch",
+                    Action::QosMismatch,
                     Level::Warning,
                     format!(
                         "{assoc}: {whose} marked DSCP {} instead of {}: QoS marking stripped or re-marked on the path",
@@ -334,8 +324,7 @@ impl Converter {
                     "originator"
                 };
                 (
-                    "alert",
-                    "session.closed",
+                    Action::SessionClosed,
                     level,
                     format!("{assoc}: heartbeat session {how} by the {by}"),
                 )
@@ -346,15 +335,8 @@ impl Converter {
             | EventKind::Fragment
             | EventKind::Duplicate => return None,
         };
-        let mut ev = self.association_event(
-            key,
-            Some(raw.ifindex),
-            unix_ns,
-            ev_kind,
-            action,
-            level,
-            message,
-        );
+        let mut ev =
+            self.association_event(key, Some(raw.ifindex), unix_ns, action, level, message);
         let hb = &mut ev.heartbeat;
         hb.seq = Some(seq);
         match kind {

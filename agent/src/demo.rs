@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use crate::event::Event;
+use crate::event::{Action, Event};
 use crate::hbgen::output::{send_paced, write_file, Format as PcapFormat};
 use crate::hbgen::scenario::Scenario;
 use crate::hbgen::{generate, TimedFrame};
@@ -131,7 +131,7 @@ pub fn agreement_counts(events: &[Event], until: &str) -> BTreeMap<String, usize
     let mut m = BTreeMap::new();
     for ev in events {
         let a = ev.event.action;
-        if a.starts_with("agent.") || a == "heartbeat.summary" || ev.timestamp.as_str() > until {
+        if a.is_agent() || a == Action::HeartbeatSummary || ev.timestamp.as_str() > until {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(&ev.to_line()).unwrap_or_default();

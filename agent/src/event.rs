@@ -169,10 +169,10 @@ pub struct EventMeta {
     /// `alert`, `event` or `metric`.
     pub kind: &'static str,
     pub category: [&'static str; 1],
-    /// ECS `event.type`, from the action ([`ecs_type`]).
+    /// ECS `event.type`, from the action ([`Action::ecs_type`]).
     #[serde(rename = "type")]
     pub types: &'static [&'static str],
-    pub action: &'static str,
+    pub action: Action,
     /// `hbwatch.agent` (the agent itself) or `hbwatch.heartbeat` (what it watches).
     pub dataset: &'static str,
     pub module: &'static str,
@@ -182,27 +182,134 @@ pub struct EventMeta {
     pub severity: u8,
 }
 
-/// ECS `event.type` for an action (category `network` allows access, allowed,
-/// connection, denied, end, info, protocol, start).
-pub fn ecs_type(action: &str) -> &'static [&'static str] {
-    match action {
-        "peer.up" => &["connection", "start"],
-        "peer.down" | "session.closed" => &["connection", "end"],
-        "sip.registered" => &["protocol", "start"],
-        "sip.unregistered" | "sip.expired" => &["protocol", "end"],
-        "sip.register_failed" => &["protocol", "denied"],
-        "heartbeat.summary" | "path.summary" => &["info"],
-        a if a.starts_with("agent.") => &["info"],
-        _ => &["protocol"],
+/// Expands the action table into [`Action`]: each action's `event.action` string and
+/// `event.kind`, written once.
+macro_rules! action_table {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal, $kind:literal;)+) => {
+        /// Every `event.action` the agent sends (docs/EVENTS.md, Actions).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Action {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl Action {
+            pub const ALL: &'static [Action] = &[$(Action::$variant),+];
+
+            /// `event.action`.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Action::$variant => $name,)+
+                }
+            }
+
+            /// `event.kind`: `alert`, `event` or `metric`.
+            pub const fn kind(self) -> &'static str {
+                match self {
+                    $(Action::$variant => $kind,)+
+                }
+            }
+        }
+    };
+}
+
+action_table! {
+    PeerUp = "peer.up", "event";
+    PeerDown = "peer.down", "alert";
+    HeartbeatLate = "heartbeat.late", "alert";
+    HeartbeatMissed = "heartbeat.missed", "alert";
+    HeartbeatSummary = "heartbeat.summary", "metric";
+    HeartbeatGap = "heartbeat.gap", "alert";
+    HeartbeatRetry = "heartbeat.retry", "alert";
+    HeartbeatUnanswered = "heartbeat.unanswered", "alert";
+    HeartbeatRestart = "heartbeat.restart", "alert";
+    HeartbeatOutOfOrder = "heartbeat.out_of_order", "alert";
+    HeartbeatMismatch = "heartbeat.mismatch", "alert";
+    QosMismatch = "qos.mismatch", "alert";
+    SessionClosed = "session.closed", "alert";
+    SipRegistered = "sip.registered", "event";
+    SipUnregistered = "sip.unregistered", "event";
+    SipRegisterFailed = "sip.register_failed", "alert";
+    SipExpired = "sip.expired", "alert";
+    SipOptionsFailed = "sip.options_failed", "alert";
+    /// `hbwatch locate`: heartbeats seen at one vantage point and never at the next.
+    PathLoss = "path.loss", "alert";
+    PathQosChanged = "path.qos_changed", "alert";
+    PathRouteChanged = "path.route_changed", "alert";
+    PathSummary = "path.summary", "metric";
+    AgentStarted = "agent.started", "event";
+    AgentStopped = "agent.stopped", "event";
+    AgentEventsLost = "agent.events_lost", "alert";
+    AgentReloaded = "agent.reloaded", "event";
+    AgentReloadFailed = "agent.reload_failed", "alert";
+    AgentInterfaceLost = "agent.interface_lost", "alert";
+    AgentInterfaceAttached = "agent.interface_attached", "event";
+    AgentAttachFailed = "agent.attach_failed", "alert";
+}
+
+impl Action {
+    pub fn from_name(name: &str) -> Option<Action> {
+        Action::ALL.iter().copied().find(|a| a.name() == name)
+    }
+
+    /// The agent's own events (`agent.*`), as opposed to what it watches.
+    pub const fn is_agent(self) -> bool {
+        matches!(
+            self,
+            Action::AgentStarted
+                | Action::AgentStopped
+                | Action::AgentEventsLost
+                | Action::AgentReloaded
+                | Action::AgentReloadFailed
+                | Action::AgentInterfaceLost
+                | Action::AgentInterfaceAttached
+                | Action::AgentAttachFailed
+        )
+    }
+
+    /// ECS `event.type` (category `network` allows access, allowed, connection, denied,
+    /// end, info, protocol, start).
+    pub const fn ecs_type(self) -> &'static [&'static str] {
+        match self {
+            Action::PeerUp => &["connection", "start"],
+            Action::PeerDown | Action::SessionClosed => &["connection", "end"],
+            Action::SipRegistered => &["protocol", "start"],
+            Action::SipUnregistered | Action::SipExpired => &["protocol", "end"],
+            Action::SipRegisterFailed => &["protocol", "denied"],
+            Action::HeartbeatSummary | Action::PathSummary => &["info"],
+            a if a.is_agent() => &["info"],
+            _ => &["protocol"],
+        }
+    }
+
+    /// ECS `event.outcome`, where the action is one.
+    pub const fn ecs_outcome(self) -> Option<&'static str> {
+        match self {
+            Action::SipRegistered | Action::SipUnregistered => Some("success"),
+            Action::SipRegisterFailed | Action::SipOptionsFailed => Some("failure"),
+            _ => None,
+        }
+    }
+
+    /// `event.dataset`.
+    pub const fn dataset(self) -> &'static str {
+        if self.is_agent() {
+            "hbwatch.agent"
+        } else {
+            "hbwatch.heartbeat"
+        }
     }
 }
 
-/// ECS `event.outcome` for an action, where it has one.
-pub fn ecs_outcome(action: &str) -> Option<&'static str> {
-    match action {
-        "sip.registered" | "sip.unregistered" => Some("success"),
-        "sip.register_failed" | "sip.options_failed" => Some("failure"),
-        _ => None,
+impl std::fmt::Display for Action {
+    /// The name, padded as asked (`{:<22}`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl Serialize for Action {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 
@@ -388,8 +495,7 @@ impl Event {
     /// An event with the always-present fields; callers fill the rest.
     pub fn new(
         timestamp: String,
-        kind: &'static str,
-        action: &'static str,
+        action: Action,
         level: Level,
         observer: Observer,
         message: String,
@@ -400,17 +506,13 @@ impl Event {
                 version: ECS_VERSION,
             },
             event: EventMeta {
-                kind,
+                kind: action.kind(),
                 category: ["network"],
-                types: ecs_type(action),
+                types: action.ecs_type(),
                 action,
-                dataset: if action.starts_with("agent.") {
-                    "hbwatch.agent"
-                } else {
-                    "hbwatch.heartbeat"
-                },
+                dataset: action.dataset(),
                 module: "hbwatch",
-                outcome: ecs_outcome(action),
+                outcome: action.ecs_outcome(),
                 severity: level.severity(),
             },
             log: Log { level },
@@ -498,7 +600,7 @@ fn rfc3339_micros_slow(unix_ns: i128) -> String {
 #[cfg(test)]
 pub(crate) fn mds_alert(
     timestamp: String,
-    action: &'static str,
+    action: Action,
     level: Level,
     hostname: &str,
     message: String,
@@ -507,7 +609,7 @@ pub(crate) fn mds_alert(
         hostname: hostname.into(),
         ingress: None,
     };
-    let mut ev = Event::new(timestamp, "alert", action, level, observer, message);
+    let mut ev = Event::new(timestamp, action, level, observer, message);
     ev.network = Some(Network {
         protocol: "mds",
         transport: "udp",

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::clock::WallClock;
 use crate::convert::Converter;
 use crate::correlate::{Config, Correlator, Ctx};
+use crate::event::Action;
 use crate::event::{Attachment, Event, Level};
 use crate::locate::recorder::Recorder;
 use crate::metrics::{self, Metrics};
@@ -554,7 +555,7 @@ async fn run_inner(
         fixed_interface: None,
     };
     let mut clock = WallClock::new();
-    let started = lifecycle(&conv, &dp, "agent.started", &opts.config_digest, None);
+    let started = lifecycle(&conv, &dp, Action::AgentStarted, &opts.config_digest, None);
     write_events(out, &[started])?;
 
     let mut ring = readable_fd(dp.take_ring()?)?;
@@ -651,7 +652,13 @@ async fn run_inner(
         c.extend(correlator.named_counters());
         c
     });
-    let stopped_template = lifecycle(&conv, &dp, "agent.stopped", &opts.config_digest, counters);
+    let stopped_template = lifecycle(
+        &conv,
+        &dp,
+        Action::AgentStopped,
+        &opts.config_digest,
+        counters,
+    );
     drop(ring);
     drop(dp); // detaches XDP from every interface and unloads the program
     info!("detached; exiting");
@@ -809,8 +816,7 @@ fn report_loss(
         *reported = lost;
         let mut ev = Event::new(
             crate::event::rfc3339_micros(WallClock::now_unix_ns()),
-            "alert",
-            "agent.events_lost",
+            Action::AgentEventsLost,
             Level::Error,
             conv.observer(None),
             format!("{delta} events lost in the kernel ring buffer ({lost} since start): userspace fell behind"),
@@ -843,30 +849,27 @@ fn resync(dp: &Datapath, correlator: &mut Correlator) {
 /// `agent.interface_lost`, `agent.interface_attached` or `agent.attach_failed`.
 fn interface_event(conv: &Converter, change: &IfaceChange) -> Event {
     let now = crate::event::rfc3339_micros(WallClock::now_unix_ns());
-    let (kind, action, level, msg, attachment) = match change {
+    let (action, level, msg, attachment) = match change {
         IfaceChange::Lost(name) => (
-            "alert",
-            "agent.interface_lost",
+            Action::AgentInterfaceLost,
             Level::Error,
             format!("{name} disappeared: nothing is watched there until it comes back"),
             None,
         ),
         IfaceChange::Back(a) => (
-            "event",
-            "agent.interface_attached",
+            Action::AgentInterfaceAttached,
             Level::Info,
             format!("{} is back: attached again in {} mode", a.name, a.mode),
             Some(a.clone()),
         ),
         IfaceChange::AttachFailed(name, why) => (
-            "alert",
-            "agent.attach_failed",
+            Action::AgentAttachFailed,
             Level::Error,
             format!("{name} is back but could not be attached: {why}"),
             None,
         ),
     };
-    let mut ev = Event::new(now, kind, action, level, conv.observer(None), msg);
+    let mut ev = Event::new(now, action, level, conv.observer(None), msg);
     ev.heartbeat.interfaces = attachment.map(|a| vec![a]);
     ev
 }
@@ -900,8 +903,7 @@ fn reload(
             info!("configuration reloaded (digest {})", opts.config_digest);
             let mut ev = Event::new(
                 now,
-                "event",
-                "agent.reloaded",
+                Action::AgentReloaded,
                 Level::Info,
                 conv.observer(None),
                 "configuration reloaded: ports and per-protocol rules applied, state kept"
@@ -914,8 +916,7 @@ fn reload(
             warn!("SIGHUP: configuration not reloaded: {why}");
             let mut ev = Event::new(
                 now,
-                "alert",
-                "agent.reload_failed",
+                Action::AgentReloadFailed,
                 Level::Error,
                 conv.observer(None),
                 format!("configuration not reloaded, the previous one stays: {why}"),
@@ -929,7 +930,7 @@ fn reload(
 fn lifecycle(
     conv: &Converter,
     dp: &Datapath,
-    action: &'static str,
+    action: Action,
     digest: &str,
     counters: Option<BTreeMap<&'static str, u64>>,
 ) -> Event {
@@ -938,14 +939,13 @@ fn lifecycle(
         .iter()
         .map(|a| format!("{} ({})", a.name, a.mode))
         .collect();
-    let what = if action == "agent.started" {
+    let what = if action == Action::AgentStarted {
         "watching"
     } else {
         "stopped watching"
     };
     let mut ev = Event::new(
         crate::event::rfc3339_micros(WallClock::now_unix_ns()),
-        "event",
         action,
         Level::Info,
         conv.observer(None),

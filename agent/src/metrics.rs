@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
-use crate::event::Event;
+use crate::event::{Action, Event};
 use crate::output::{Filter, SinkStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -318,15 +318,15 @@ impl Metrics {
         self.events
             .get_or_create(&ActionLabels {
                 protocol,
-                action: ev.event.action,
+                action: ev.event.action.name(),
             })
             .inc();
-        if ev.event.action == "heartbeat.gap" {
+        if ev.event.action == Action::HeartbeatGap {
             self.lost_heartbeats
                 .get_or_create(&ProtoLabel { protocol })
                 .inc_by(ev.heartbeat.lost.unwrap_or(0));
         }
-        if ev.event.action == "agent.events_lost" {
+        if ev.event.action == Action::AgentEventsLost {
             let r#where = ev.heartbeat.where_.clone().unwrap_or_default();
             self.lost
                 .get_or_create(&WhereLabel { r#where })

@@ -276,7 +276,7 @@ mod tests {
     fn gap() -> Event {
         crate::event::mds_alert(
             "2026-11-22T10:00:20.001200Z".into(),
-            "peer.down",
+            crate::event::Action::PeerDown,
             Level::Critical,
             "p",
             "mds 10.50.0.1:41000 -> 10.50.0.2:41000: peer down: 5 missed".into(),

@@ -116,8 +116,7 @@ mod tests {
     fn registered() -> Event {
         let mut ev = Event::new(
             "t".into(),
-            "event",
-            "sip.registered",
+            crate::event::Action::SipRegistered,
             Level::Info,
             Observer {
                 hostname: "h".into(),

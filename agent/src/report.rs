@@ -123,7 +123,7 @@ impl Collector {
             index,
             ts_ns: ts_ns(&ev.timestamp),
             kind: ev.event.kind,
-            action: ev.event.action,
+            action: ev.event.action.name(),
             level: ev.log.level,
             lane: lane_of(ev),
             message: ev.message.clone(),

@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -227,28 +227,37 @@ fn the_shipped_index_templates_are_generated_from_the_field_list() {
     }
 }
 
-/// Every action docs/EVENTS.md lists gets an `event.type` (and `event.outcome`) that
-/// ECS allows with its category, whether or not a scenario produces it.
+/// docs/EVENTS.md lists exactly the actions of the code's action table, each with the
+/// table's `event.kind`; and each gets an `event.type` (and `event.outcome`) that ECS
+/// allows with its category, whether or not a scenario produces it.
 #[test]
-fn every_documented_action_has_ecs_values() {
+fn every_action_is_documented_with_its_kind_and_has_ecs_values() {
+    use hbwatch::event::Action;
     let r = reference();
     let docs = events_md();
-    let actions: BTreeSet<&str> = docs
+    let documented: BTreeMap<&str, &str> = docs
         .lines()
         .filter(|l| l.starts_with("| `") && l.contains(" / "))
-        .filter_map(|l| l.split('`').nth(1))
-        .filter(|a| a.contains('.') && !a.starts_with("event.") && !a.starts_with("observer."))
+        .filter_map(|l| {
+            let mut cells = l.split('|').map(str::trim);
+            let action = cells.nth(1)?.trim_matches('`');
+            let kind = cells.next()?.split(" / ").next()?;
+            Some((action, kind))
+        })
+        .filter(|(a, _)| a.contains('.') && !a.starts_with("event.") && !a.starts_with("observer."))
         .collect();
-    assert!(actions.len() >= 25, "{actions:?}");
-    for action in actions {
+    let table: BTreeMap<&str, &str> = Action::ALL.iter().map(|a| (a.name(), a.kind())).collect();
+    assert_eq!(
+        documented, table,
+        "docs/EVENTS.md's action tables (left) and event::Action (right) disagree"
+    );
+    for &action in Action::ALL {
         let observer = hbwatch::event::Observer {
             hostname: "probe".into(),
             ingress: None,
         };
-        let action: &'static str = Box::leak(action.to_string().into_boxed_str());
         let ev = hbwatch::event::Event::new(
             "2026-11-22T10:00:00.000000Z".into(),
-            "event",
             action,
             hbwatch::event::Level::Info,
             observer,

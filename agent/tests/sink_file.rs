@@ -82,8 +82,7 @@ fn event(n: usize) -> hbwatch::event::Event {
     use hbwatch::event::{Event, Level, Observer};
     Event::new(
         "2026-11-22T10:00:05.536897Z".into(),
-        "event",
-        "peer.up",
+        hbwatch::event::Action::PeerUp,
         Level::Info,
         Observer {
             hostname: "probe-7".into(),

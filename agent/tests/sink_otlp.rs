@@ -324,8 +324,7 @@ fn throughput_against_ndjson() {
         .map(|i| {
             let mut ev = Event::new(
                 hbwatch::event::rfc3339_micros(1_795_341_600_000_000_000 + i as i128 * 1000),
-                "alert",
-                "heartbeat.late",
+                hbwatch::event::Action::HeartbeatLate,
                 if i % 7 == 0 {
                     Level::Error
                 } else {

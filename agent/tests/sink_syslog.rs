@@ -446,8 +446,7 @@ fn burst(n: usize) -> Vec<hbwatch::event::Event> {
         .map(|i| {
             let mut e = Event::new(
                 "2026-11-22T10:00:05.536897Z".into(),
-                "alert",
-                "heartbeat.late",
+                hbwatch::event::Action::HeartbeatLate,
                 Level::Warning,
                 Observer {
                     hostname: HOSTNAME.into(),

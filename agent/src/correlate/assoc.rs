@@ -2,6 +2,7 @@
 //! was late, when silence becomes `missed` and `peer.down`, and what happened before
 //! an outage (the diagnosis' evidence).
 
+use crate::event::Action;
 use hbwatch_common::flow::FlowKey;
 use hbwatch_common::params::{ProtoParams, P_INTERVAL_IS_A_BOUND};
 
@@ -42,14 +43,14 @@ impl Repeating {
     ];
     pub const COUNT: usize = Repeating::ALL.len();
 
-    /// The `event.action` it would have been sent as.
-    pub fn action(self) -> &'static str {
+    /// The action it would have been sent as.
+    pub fn action(self) -> Action {
         match self {
-            Repeating::Retry => "heartbeat.retry",
-            Repeating::Unanswered => "heartbeat.unanswered",
-            Repeating::OutOfOrder => "heartbeat.out_of_order",
-            Repeating::Mismatch => "heartbeat.mismatch",
-            Repeating::Rsip => "heartbeat.restart",
+            Repeating::Retry => Action::HeartbeatRetry,
+            Repeating::Unanswered => Action::HeartbeatUnanswered,
+            Repeating::OutOfOrder => Action::HeartbeatOutOfOrder,
+            Repeating::Mismatch => Action::HeartbeatMismatch,
+            Repeating::Rsip => Action::HeartbeatRestart,
         }
     }
 }
@@ -72,7 +73,7 @@ impl Folded {
         let m: std::collections::BTreeMap<_, _> = Repeating::ALL
             .into_iter()
             .filter(|k| self.0[*k as usize] > 0)
-            .map(|k| (k.action(), self.0[k as usize]))
+            .map(|k| (k.action().name(), self.0[k as usize]))
             .collect();
         (!m.is_empty()).then_some(m)
     }

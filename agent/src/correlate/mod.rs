@@ -6,6 +6,7 @@
 pub mod sip;
 
 use crate::convert::Converter;
+use crate::event::Action;
 
 /// Turns record time (`RawEvent::ts_ns`) into wall-clock nanoseconds since the epoch:
 /// the monotonic-to-realtime offset live, the identity offline (capture time).
@@ -615,8 +616,7 @@ impl Correlator {
                 &key,
                 Some(a.ifindex),
                 ctx.clock.unix_ns(at),
-                "metric",
-                "heartbeat.summary",
+                Action::HeartbeatSummary,
                 Level::Info,
                 String::new(),
             );
@@ -870,15 +870,14 @@ impl Correlator {
         let silence = at.saturating_sub(a.last_beat_ns);
         let expected = a.expected_ns() / MS;
         let (action, level, what) = if down {
-            ("peer.down", Level::Critical, "peer down")
+            (Action::PeerDown, Level::Critical, "peer down")
         } else {
-            ("heartbeat.missed", Level::Warning, "heartbeats missed")
+            (Action::HeartbeatMissed, Level::Warning, "heartbeats missed")
         };
         let mut ev = ctx.conv.association_event(
             &a.key,
             Some(a.ifindex),
             ctx.clock.unix_ns(at),
-            "alert",
             action,
             level,
             format!(
@@ -950,8 +949,7 @@ impl Correlator {
             key,
             Some(a.ifindex),
             ctx.clock.unix_ns(now),
-            "event",
-            "peer.up",
+            Action::PeerUp,
             Level::Info,
             format!(
                 "{}: peer up again after {downtime} ms down (seq {seq}); likely {causes}{folded_text}",
@@ -992,8 +990,7 @@ fn late_event(
         key,
         Some(ifindex),
         ctx.clock.unix_ns(now),
-        "alert",
-        "heartbeat.late",
+        Action::HeartbeatLate,
         Level::Warning,
         format!(
             "{}: heartbeat seq {seq} came {} ms after the previous one (expected {} ms)",

@@ -7,7 +7,7 @@ use hbwatch_common::parse::{AF_INET, AF_INET6, IPPROTO_TCP};
 use super::capture::{AssocKey, Beat};
 use crate::convert::community_id;
 use crate::event::{
-    rfc3339_micros, DelayMs, Endpoint, Event, Level, Network, Observer, PathFields, Related,
+    rfc3339_micros, Action, DelayMs, Endpoint, Event, Level, Network, Observer, PathFields, Related,
 };
 
 fn addr16(ip: IpAddr) -> (u8, [u8; 16]) {
@@ -27,14 +27,14 @@ pub fn base(
     key: &AssocKey,
     dir: usize,
     ts_ns: u64,
-    action: &'static str,
+    action: Action,
     hostname: &str,
     message: String,
 ) -> Event {
-    let (kind, level) = if action == "path.summary" {
-        ("metric", Level::Info)
+    let level = if action == Action::PathSummary {
+        Level::Info
     } else {
-        ("alert", Level::Warning)
+        Level::Warning
     };
     let observer = Observer {
         hostname: hostname.to_string(),
@@ -42,7 +42,6 @@ pub fn base(
     };
     let mut ev = Event::new(
         rfc3339_micros(ts_ns as i128),
-        kind,
         action,
         level,
         observer,

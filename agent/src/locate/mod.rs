@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 use hbwatch_common::proto::Protocol;
 
+use crate::event::Action;
 use capture::{AssocKey, Vantage};
 use segment::{DirReport, Offset};
 
@@ -203,7 +204,7 @@ fn write_events(
                 run.first.seq,
                 run.last.seq
             );
-            let mut ev = events::base(&r.key, r.dir, run.first.ts, "path.loss", hostname, msg);
+            let mut ev = events::base(&r.key, r.dir, run.first.ts, Action::PathLoss, hostname, msg);
             events::run_seqs(&mut ev, &run.first, &run.last);
             ev.heartbeat.lost = Some(run.count);
             ev.path = Some(events::path(Some(from), Some(to)));
@@ -219,7 +220,14 @@ fn write_events(
                 q.first.seq,
                 q.last.seq
             );
-            let mut ev = events::base(&r.key, r.dir, q.first.ts, "path.qos_changed", hostname, msg);
+            let mut ev = events::base(
+                &r.key,
+                r.dir,
+                q.first.ts,
+                Action::PathQosChanged,
+                hostname,
+                msg,
+            );
             events::run_seqs(&mut ev, &q.first, &q.last);
             ev.heartbeat.count = Some(q.count);
             ev.heartbeat.expected_dscp = Some(q.at_from);
@@ -247,7 +255,7 @@ fn write_events(
             r.unmatched,
             events::ms(r.offset_ns)
         );
-        let mut ev = events::base(&r.key, r.dir, ts, "path.summary", hostname, msg);
+        let mut ev = events::base(&r.key, r.dir, ts, Action::PathSummary, hostname, msg);
         ev.heartbeat.lost = Some(lost);
         let mut p = events::path(Some(from), Some(to));
         p.matched = Some(r.matched);
@@ -318,7 +326,7 @@ fn route_events(vantages: &[Vantage], reports: &Reports, hostname: &str, buf: &m
                         }
                     );
                     let mut ev =
-                        events::base(key, dir, beat.ts, "path.route_changed", hostname, msg);
+                        events::base(key, dir, beat.ts, Action::PathRouteChanged, hostname, msg);
                     ev.heartbeat.seq = Some(beat.seq);
                     ev.heartbeat.ttl = Some(beat.ttl);
                     ev.heartbeat.expected_ttl = Some(old);
@@ -361,7 +369,8 @@ fn route_events(vantages: &[Vantage], reports: &Reports, hostname: &str, buf: &m
                         None => String::new(),
                     }
                 );
-                let mut ev = events::base(key, c.dir, c.ts, "path.route_changed", hostname, msg);
+                let mut ev =
+                    events::base(key, c.dir, c.ts, Action::PathRouteChanged, hostname, msg);
                 ev.heartbeat.ttl = Some(c.ttl);
                 ev.heartbeat.expected_ttl = Some(usual);
                 ev.heartbeat.reset = Some(c.rst);

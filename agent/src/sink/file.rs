@@ -438,8 +438,7 @@ mod tests {
     fn ev(n: usize) -> Event {
         Event::new(
             "2026-11-22T10:00:00.000000Z".into(),
-            "event",
-            "peer.up",
+            crate::event::Action::PeerUp,
             Level::Info,
             Observer {
                 hostname: "h".into(),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use crate::event::Action;
 use crate::event::{Event, Level, Observer};
 use crate::output::{Format, LineSink, Sink, SinkStats};
 
@@ -281,8 +282,7 @@ impl LossTracker {
             *seen = st.dropped;
             let mut ev = Event::new(
                 crate::event::rfc3339_micros(unix_ns),
-                "alert",
-                "agent.events_lost",
+                Action::AgentEventsLost,
                 Level::Error,
                 observer.clone(),
                 format!(
@@ -407,8 +407,7 @@ mod tests {
         };
         let ev = Event::new(
             "t".into(),
-            "event",
-            "peer.up",
+            Action::PeerUp,
             Level::Info,
             obs.clone(),
             "m".into(),

@@ -464,7 +464,7 @@ mod tests {
         let mut sink = OtlpSink::open(&o, &ctx).unwrap();
         let ev = crate::event::mds_alert(
             crate::event::rfc3339_micros(1_795_341_600_005_000_000),
-            "heartbeat.gap",
+            crate::event::Action::HeartbeatGap,
             Level::Warning,
             "probe-1",
             "gap".into(),
@@ -490,7 +490,7 @@ mod tests {
     fn records_carry_time_severity_body_and_typed_attributes() {
         let mut ev = crate::event::mds_alert(
             crate::event::rfc3339_micros(1_795_341_600_005_000_000),
-            "heartbeat.gap",
+            crate::event::Action::HeartbeatGap,
             Level::Critical,
             "probe-1",
             "mds 10.50.0.1 -> 10.50.0.2: gap".into(),

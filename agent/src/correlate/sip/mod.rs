@@ -42,6 +42,7 @@ use hbwatch_common::proto::Protocol;
 use super::assoc::Stats;
 use super::{AssocTotals, Ctx};
 use crate::convert::association;
+use crate::event::Action;
 use crate::event::{CSeq, Event, Level, RttUs, SipFields};
 use parse::{Challenge, Credentials, Message, Method, StartLine};
 use stream::Stream;
@@ -657,8 +658,7 @@ impl SipTracker {
                     reg,
                     ts,
                     ctx,
-                    "alert",
-                    "heartbeat.retry",
+                    Action::HeartbeatRetry,
                     Level::Warning,
                     format!(
                         "{}: {} CSeq {} sent again (attempt 2): no final response yet",
@@ -834,8 +834,7 @@ impl SipTracker {
             None,
             ts,
             ctx,
-            "alert",
-            "sip.options_failed",
+            Action::SipOptionsFailed,
             Level::Warning,
             format!(
                 "{}: OPTIONS answered {status} {reason}: the peer reports itself overloaded or out of service",
@@ -857,8 +856,7 @@ impl SipTracker {
         register: Option<&RegisterInfo>,
         ts: u64,
         ctx: &Ctx,
-        kind: &'static str,
-        action: &'static str,
+        action: Action,
         level: Level,
         message: String,
     ) -> Event {
@@ -866,7 +864,6 @@ impl SipTracker {
             &view.assoc,
             Some(view.ifindex),
             ctx.clock.unix_ns(ts),
-            kind,
             action,
             level,
             message,
@@ -982,8 +979,7 @@ impl SipTracker {
             register.as_ref(),
             at_ns,
             ctx,
-            "alert",
-            "heartbeat.unanswered",
+            Action::HeartbeatUnanswered,
             Level::Warning,
             format!(
                 "{}: {what} (CSeq {}) got no final response within {timeout_ms} ms (sent {attempts} time{})",
@@ -1093,8 +1089,7 @@ impl SipTracker {
                 &key,
                 Some(stats.ifindex),
                 ctx.clock.unix_ns(now_ns),
-                "metric",
-                "heartbeat.summary",
+                Action::HeartbeatSummary,
                 Level::Info,
                 format!(
                     "{}: {} REGISTER/OPTIONS transaction{} answered, {} unanswered in {} s{rtt_text}{dup_text}",

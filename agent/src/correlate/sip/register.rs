@@ -10,6 +10,7 @@ use super::{
     TimerRef, Txn, TxnKey, TxnState, TxnView, NS_PER_MS,
 };
 use crate::convert::{association, ip_text};
+use crate::event::Action;
 use crate::event::{CSeq, Event, Level, SipFields};
 
 /// A UA answers a digest challenge at once (milliseconds): a REGISTER this soon after
@@ -138,8 +139,7 @@ impl SipTracker {
             Some(info),
             ts,
             ctx,
-            "alert",
-            "sip.register_failed",
+            Action::SipRegisterFailed,
             Level::Warning,
             format!(
                 "{}: REGISTER{} of {} failed: {why}{streak_text}",
@@ -245,7 +245,7 @@ impl SipTracker {
             info,
             ts,
             ctx,
-            "sip.registered",
+            Action::SipRegistered,
             &what,
             granted_s,
             device,
@@ -261,7 +261,7 @@ impl SipTracker {
         info: &RegisterInfo,
         ts: u64,
         ctx: &Ctx,
-        action: &'static str,
+        action: Action,
         what: &str,
         expires: u32,
         device: Option<String>,
@@ -271,16 +271,7 @@ impl SipTracker {
             association(&view.assoc),
             who(device.as_deref(), &info.aor),
         );
-        let mut ev = Self::txn_event(
-            view,
-            Some(info),
-            ts,
-            ctx,
-            "event",
-            action,
-            Level::Info,
-            message,
-        );
+        let mut ev = Self::txn_event(view, Some(info), ts, ctx, action, Level::Info, message);
         if let Some(sip) = ev.sip.as_mut() {
             sip.expires = Some(expires);
             sip.device = device;
@@ -310,7 +301,7 @@ impl SipTracker {
             info,
             ts,
             ctx,
-            "sip.unregistered",
+            Action::SipUnregistered,
             what,
             0,
             device,
@@ -369,8 +360,7 @@ impl SipTracker {
             &reg.assoc,
             Some(reg.ifindex),
             ctx.clock.unix_ns(at_ns),
-            "alert",
-            "sip.expired",
+            Action::SipExpired,
             Level::Error,
             format!(
                 "{}: registration of {} expired: no successful refresh within its {} s lifetime ({} s since the last{}); {cause}",

@@ -856,7 +856,7 @@ mod tests {
     fn event(i: u64) -> Event {
         crate::event::mds_alert(
             crate::event::rfc3339_micros(1_795_341_600_000_000_000 + i as i128 * 1_000_000),
-            "heartbeat.gap",
+            crate::event::Action::HeartbeatGap,
             Level::Warning,
             "probe-1",
             format!("mds 10.50.0.1 -> 10.50.0.2: event {i}"),

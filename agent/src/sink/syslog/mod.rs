@@ -410,8 +410,13 @@ impl SyslogSink {
         if let Some(n) = &mut self.sequence {
             *n = format::next_sequence(*n);
         }
-        self.header
-            .write(&mut msg, ev.log.level, &ev.timestamp, ev.event.action, seq);
+        self.header.write(
+            &mut msg,
+            ev.log.level,
+            &ev.timestamp,
+            ev.event.action.name(),
+            seq,
+        );
         msg.extend_from_slice(&self.json);
         msg
     }

@@ -2,6 +2,7 @@ use std::io::BufReader;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::*;
+use crate::event::Action;
 use crate::event::{Level, Network, Observer};
 use crate::output::Format as OutFormat;
 use crate::sink::SinkSpec;
@@ -13,8 +14,7 @@ fn ctx() -> SinkContext {
 fn ev(n: usize, level: Level) -> Event {
     let mut e = Event::new(
         "2026-11-22T10:00:05.536897Z".into(),
-        "alert",
-        "heartbeat.gap",
+        Action::HeartbeatGap,
         level,
         Observer {
             hostname: "cs-probe-1".into(),
