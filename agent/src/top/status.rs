@@ -179,19 +179,29 @@ pub fn start(
     mut opts: crate::live::LiveOptions,
     path: Option<PathBuf>,
 ) -> anyhow::Result<crate::live::LiveOptions> {
-    let path = match path {
+    let (path, asked) = match path {
         Some(p) if p.as_os_str() == "none" => return Ok(opts),
-        Some(p) => p,
+        Some(p) => (p, true),
         None if unsafe { libc::geteuid() } == 0
             || std::env::var_os("RUNTIME_DIRECTORY").is_some() =>
         {
-            default_socket()
+            (default_socket(), false)
         }
         None => return Ok(opts),
     };
     let shared = shared();
-    serve(&path, shared.clone())
-        .map_err(|e| anyhow::anyhow!("status socket {}: {e}", path.display()))?;
+    if let Err(e) = serve(&path, shared.clone()) {
+        let e = anyhow::anyhow!("status socket {}: {e}", path.display());
+        if asked {
+            return Err(e);
+        }
+        // The board is an extra: a second agent on the host (the default path taken)
+        // still watches, without one.
+        tracing::warn!(
+            "{e}; `hbwatch top` cannot attach to this agent (--status-socket PATH gives it one)"
+        );
+        return Ok(opts);
+    }
     tracing::info!("status socket on {}", path.display());
     opts.status = Some(Publisher::new(shared));
     Ok(opts)
@@ -210,12 +220,18 @@ pub fn serve(path: &Path, shared: Shared) -> anyhow::Result<tokio::task::JoinHan
         }
     }
     if path.exists() {
-        // A socket left by an earlier run; anything else is not ours to remove.
+        // A socket left by an earlier run; anything else is not ours to remove, nor is a
+        // socket another agent still answers on.
         use std::os::unix::fs::FileTypeExt as _;
-        if std::fs::symlink_metadata(path)?.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        } else {
+        if !std::fs::symlink_metadata(path)?.file_type().is_socket() {
             anyhow::bail!("{} exists and is not a socket", path.display());
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another running hbwatch serves it");
+        }
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
         }
     }
     // Created with no permissions for others from the start, then set exactly.
@@ -308,6 +324,32 @@ mod tests {
         .unwrap();
         assert_eq!(snap.associations.len(), 3);
         task.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Two agents on one host: the second does not take the first's live socket (the
+    /// differential tests run two at once); a socket nobody answers on is replaced.
+    #[tokio::test]
+    async fn a_live_socket_is_not_taken_a_stale_one_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("hbwatch-status2-{}", std::process::id()));
+        let path = dir.join("s.sock");
+        let first = serve(&path, shared()).unwrap();
+        let e = serve(&path, shared()).unwrap_err().to_string();
+        assert!(e.contains("another running hbwatch"), "{e}");
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || Client::connect(&p).unwrap().fetch().unwrap())
+            .await
+            .unwrap();
+        // The first agent is gone (its listener closed, the file left behind).
+        first.abort();
+        let _ = first.await;
+        assert!(path.exists());
+        let second = serve(&path, shared()).unwrap();
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || Client::connect(&p).unwrap().fetch().unwrap())
+            .await
+            .unwrap();
+        second.abort();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
