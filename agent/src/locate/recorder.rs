@@ -278,6 +278,9 @@ fn frame_of(raw: &RawEvent, payload: &[u8]) -> Option<Vec<u8>> {
         Protocol::Cs1000Rudp => rudp::payload(raw.seq, role).to_vec(),
         Protocol::Ged125 => ged125::message(role, raw.seq).to_vec(),
         Protocol::Mds => raw.seq.to_be_bytes().to_vec(),
+        // The transaction id is the identity; the verb and endpoint are not kept.
+        Protocol::Mgcp if role == Role::Response => format!("200 {}\n", raw.seq).into_bytes(),
+        Protocol::Mgcp => format!("NTFY {} *@recorded MGCP 1.0\n", raw.seq).into_bytes(),
         _ => return None,
     };
     // Responses travel from the responder.
