@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::live::{attached_xdp, ingress_claimed, AttachMode, Datapath};
+use crate::datapath::{attached_xdp, ingress_claimed, AttachMode, Datapath};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -155,7 +155,7 @@ pub fn run(interfaces: &[String]) -> Vec<Finding> {
         }
     }
     for iface in interfaces {
-        if crate::live::ifindex(iface).is_err() {
+        if crate::datapath::ifindex(iface).is_err() {
             out.push(bad(
                 Status::Fail,
                 format!("interface {iface} does not exist"),

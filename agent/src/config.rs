@@ -11,7 +11,7 @@ use hbwatch_common::params::{ProtoParams, DSCP_ANY};
 use hbwatch_common::proto::Protocol;
 use serde::Deserialize;
 
-use crate::live::AttachMode;
+use crate::datapath::AttachMode;
 use crate::ports::{default_specs, PortSpec};
 use crate::sink::{parse_duration, SinkSpec};
 use crate::tuning::Tune;

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
+use crate::datapath::AttachMode;
 use crate::event::{Action, Event};
 use crate::hbgen::output::{send_paced, write_file, Format as PcapFormat};
 use crate::hbgen::scenario::Scenario;
 use crate::hbgen::{generate, TimedFrame};
-use crate::live::{AttachMode, LiveOptions};
+use crate::live::LiveOptions;
 use crate::offline::{AnalyzeOptions, Replay};
 use crate::output::{Format, Sink};
 use crate::ports::{default_specs, port_table};

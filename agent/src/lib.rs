@@ -5,6 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod correlate;
+pub mod datapath;
 pub mod demo;
 pub mod event;
 pub mod hbgen;

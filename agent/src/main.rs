@@ -3,7 +3,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use hbwatch::config::{Overrides, Reload, Settings, SipUsers};
-use hbwatch::live::{self, AttachMode, LiveOptions};
+use hbwatch::datapath::AttachMode;
+use hbwatch::live::{self, LiveOptions};
 use hbwatch::offline::AnalyzeOptions;
 use hbwatch::output::{Filtered, FormatArg, LineSink, Sink as _};
 use hbwatch::ports::PortSpec;

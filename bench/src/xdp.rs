@@ -6,7 +6,7 @@
 use anyhow::{anyhow, ensure, Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use hbwatch::live::{Datapath, XDP_PROGRAM};
+use hbwatch::datapath::{Datapath, XDP_PROGRAM};
 use hbwatch::ports::{default_specs, port_table};
 use hbwatch_common::flow::{FlowKey, FlowState};
 use hbwatch_common::proto::Role;

@@ -3,8 +3,8 @@
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
+use hbwatch::datapath::{Datapath, XDP_PROGRAM};
 use hbwatch::hbgen::frame::FrameSpec;
-use hbwatch::live::{Datapath, XDP_PROGRAM};
 use hbwatch::ports::{default_specs, port_table};
 use hbwatch_common::counters::Counter;
 use hbwatch_common::event::{EventKind, RawEvent, BEAT_PAIRED};
@@ -332,7 +332,7 @@ fn run_tc(dp: &mut Datapath, frame: &[u8]) {
     use aya::programs::SchedClassifier;
     let prog: &mut SchedClassifier = dp
         .ebpf_mut()
-        .program_mut(hbwatch::live::TC_PROGRAM)
+        .program_mut(hbwatch::datapath::TC_PROGRAM)
         .unwrap()
         .try_into()
         .unwrap();

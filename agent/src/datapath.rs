@@ -1,0 +1,484 @@
+//! The datapath: load the eBPF object, fill its tables (ports, per-protocol tuning),
+//! attach it to interfaces (XDP or TC ingress, one agent per hook), hand out its maps.
+//! The event loop that reads it is `live`; `check` and the benches use it directly.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{anyhow, bail, Context as _};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use hbwatch_common::counters::{Counter, COUNTER_COUNT};
+use hbwatch_common::params::ProtoParams;
+use hbwatch_common::proto::Protocol;
+use tokio::io::unix::AsyncFd;
+use tracing::{info, warn};
+
+use crate::event::Attachment;
+
+/// How to watch an interface's ingress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// XDP in native (driver) mode, falling back to generic (skb) mode with a warning.
+    Auto,
+    /// XDP in native (driver) mode only.
+    Driver,
+    /// XDP in generic (skb) mode.
+    Skb,
+    /// No XDP: the TC program at the clsact ingress hook, on the skb the stack has already
+    /// built. On veth and other virtual interfaces it avoids the copy every XDP mode makes.
+    Tc,
+}
+
+/// The loaded datapath: maps filled, program verified, attached to interfaces.
+pub struct Datapath {
+    ebpf: Ebpf,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    pub attachments: Vec<Attachment>,
+    pub ifnames: HashMap<u32, String>,
+    /// Attached interfaces that are gone for now.
+    lost: std::collections::BTreeSet<String>,
+    /// The hooks this agent holds (see [`claim`]), by name.
+    claims: HashMap<String, std::os::unix::net::UnixDatagram>,
+}
+
+/// What [`Datapath::watch_interfaces`] saw.
+#[derive(Debug, Clone)]
+pub enum IfaceChange {
+    Lost(String),
+    Back(Attachment),
+    AttachFailed(String, String),
+}
+
+pub const XDP_PROGRAM: &str = "hbwatch_xdp";
+
+pub const TC_PROGRAM: &str = "hbwatch_tc";
+
+/// Raises RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps against it.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        let old = aya::util::KernelVersion::current()
+            .map(|v| v < aya::util::KernelVersion::new(5, 11, 0))
+            .unwrap_or(true);
+        if old {
+            warn!("could not raise RLIMIT_MEMLOCK; map creation may fail on this kernel (< 5.11)");
+        }
+    }
+}
+
+impl Datapath {
+    /// Loads the embedded object, fills the port and parameter tables, and loads the
+    /// XDP program through the verifier.
+    pub fn load(
+        ports: &BTreeMap<u32, Protocol>,
+        params: &BTreeMap<Protocol, ProtoParams>,
+    ) -> anyhow::Result<Datapath> {
+        Datapath::load_sized(ports, params, None)
+    }
+
+    /// As [`Datapath::load`], with the EVENTS ring buffer resized to `ring_bytes` (a power
+    /// of two times the page size): benchmarks queue a million records without a reader.
+    pub fn load_sized(
+        ports: &BTreeMap<u32, Protocol>,
+        params: &BTreeMap<Protocol, ProtoParams>,
+        ring_bytes: Option<u32>,
+    ) -> anyhow::Result<Datapath> {
+        raise_memlock();
+        let btf = aya::Btf::from_sys_fs().ok();
+        let mut loader = EbpfLoader::new();
+        loader.btf(btf.as_ref());
+        if let Some(bytes) = ring_bytes {
+            loader.map_max_entries("EVENTS", bytes);
+        }
+        let mut ebpf = loader.load(crate::EBPF_OBJECT).context(
+            "loading the eBPF object failed (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \
+             and a kernel >= 5.8 with ring buffers)",
+        )?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                warn!("eBPF logger not initialised: {e}");
+                None
+            }
+        };
+        set_ports(&mut ebpf, &BTreeMap::new(), ports)?;
+        set_params(&mut ebpf, params)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing from the object"))?
+            .try_into()?;
+        program
+            .load()
+            .map_err(|e| anyhow!("the kernel verifier rejected {XDP_PROGRAM}: {e:#}"))?;
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(TC_PROGRAM)
+            .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing from the object"))?
+            .try_into()?;
+        program
+            .load()
+            .map_err(|e| anyhow!("the kernel verifier rejected {TC_PROGRAM}: {e:#}"))?;
+        Ok(Datapath {
+            ebpf,
+            logger,
+            attachments: Vec::new(),
+            ifnames: HashMap::new(),
+            lost: Default::default(),
+            claims: HashMap::new(),
+        })
+    }
+
+    /// Attaches to `iface`'s ingress: XDP (`Auto` tries driver mode, then generic mode)
+    /// or TC. Refuses an interface whose XDP hook another program holds, or whose ingress
+    /// another hbwatch watches.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> anyhow::Result<Attachment> {
+        let ifindex = ifindex(iface)?;
+        if mode != AttachMode::Tc {
+            if let Some(other) = attached_xdp(iface) {
+                bail!(
+                    "{iface} already has an XDP program attached ({other}): another hbwatch or XDP tool owns it; \
+                     stop it, or remove it with `ip link set dev {iface} xdp off`"
+                );
+            }
+        }
+        self.claim(iface, TcAttachType::Ingress)?;
+        let used = match mode {
+            AttachMode::Tc => {
+                self.attach_tc(iface, TcAttachType::Ingress)?;
+                "tc"
+            }
+            _ => self.attach_xdp(iface, mode)?,
+        };
+        info!("{iface}: attached in {used} mode");
+        let a = Attachment {
+            name: iface.to_string(),
+            mode: used,
+        };
+        self.attachments.retain(|old| old.name != iface);
+        self.attachments.push(a.clone());
+        self.ifnames.retain(|_, name| name != iface);
+        self.ifnames.insert(ifindex, iface.to_string());
+        self.lost.remove(iface);
+        Ok(a)
+    }
+
+    /// Attaches the XDP program in `mode` (not `Tc`); the mode it got.
+    fn attach_xdp(&mut self, iface: &str, mode: AttachMode) -> anyhow::Result<&'static str> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing"))?
+            .try_into()?;
+        Ok(match mode {
+            AttachMode::Driver => {
+                program
+                    .attach(iface, XdpMode::Driver)
+                    .with_context(|| format!("attaching XDP in driver mode to {iface}"))?;
+                "driver"
+            }
+            AttachMode::Skb => {
+                program
+                    .attach(iface, XdpMode::Skb)
+                    .with_context(|| format!("attaching XDP in skb mode to {iface}"))?;
+                "skb"
+            }
+            AttachMode::Auto => match program.attach(iface, XdpMode::Driver) {
+                Ok(_) => "driver",
+                Err(e) => {
+                    warn!("{iface}: driver-mode XDP unavailable ({e}); falling back to skb (generic) mode");
+                    program.attach(iface, XdpMode::Skb).with_context(|| {
+                        format!("attaching XDP to {iface} in driver and in skb mode both failed")
+                    })?;
+                    "skb"
+                }
+            },
+            AttachMode::Tc => bail!("TC is not an XDP mode"),
+        })
+    }
+
+    /// Interfaces that disappeared since the last call, and those that came back
+    /// (attached again, XDP and, with `egress`, TC). Called every second.
+    pub fn watch_interfaces(&mut self, mode: AttachMode, egress: bool) -> Vec<IfaceChange> {
+        let mut changes = Vec::new();
+        let names: Vec<String> = self.attachments.iter().map(|a| a.name.clone()).collect();
+        for name in names {
+            let known = self
+                .ifnames
+                .iter()
+                .find(|(_, n)| **n == name)
+                .map(|(i, _)| *i);
+            match (ifindex(&name).ok(), self.lost.contains(&name)) {
+                (None, false) => {
+                    warn!("{name}: interface gone; will attach again when it is back");
+                    self.lost.insert(name.clone());
+                    changes.push(IfaceChange::Lost(name));
+                }
+                (Some(now), lost) if lost || known != Some(now) => {
+                    let attached = self.attach(&name, mode).and_then(|a| {
+                        if egress {
+                            self.attach_egress(&name)?;
+                        }
+                        Ok(a)
+                    });
+                    match attached {
+                        Ok(a) => changes.push(IfaceChange::Back(a)),
+                        Err(e) => {
+                            // Tried again next second; said once.
+                            if !self.lost.contains(&name) || known.is_some() {
+                                changes.push(IfaceChange::AttachFailed(
+                                    name.clone(),
+                                    format!("{e:#}"),
+                                ));
+                            }
+                            self.lost.insert(name.clone());
+                            self.ifnames.retain(|_, n| *n != name);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        changes
+    }
+
+    /// Attaches the TC program to `iface` egress: the host's own outgoing heartbeats.
+    pub fn attach_egress(&mut self, iface: &str) -> anyhow::Result<()> {
+        self.claim(iface, TcAttachType::Egress)?;
+        self.attach_tc(iface, TcAttachType::Egress)
+    }
+
+    /// Attaches the TC program at `hook` of `iface`, which this agent has claimed.
+    fn attach_tc(&mut self, iface: &str, hook: TcAttachType) -> anyhow::Result<()> {
+        let dir = hook_name(hook);
+        // Before 6.6 a TC program is a netlink filter, which outlives the process that
+        // attached it: a filter of ours on a hook we hold is a killed agent's, and would
+        // run on every packet too. TCX links (6.6+) go with their process, as XDP's do.
+        if tc::qdisc_detach_program(iface, hook, TC_PROGRAM).is_ok() {
+            warn!(
+                "{iface}: removed a TC {dir} filter left by an hbwatch that did not exit cleanly"
+            );
+        }
+        // An existing clsact qdisc is fine; any other failure shows up at attach.
+        let _ = tc::qdisc_add_clsact(iface);
+        let program: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(TC_PROGRAM)
+            .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing"))?
+            .try_into()?;
+        program
+            .attach(iface, hook)
+            .with_context(|| format!("attaching the TC {dir} program to {iface}"))?;
+        info!("{iface}: TC {dir} attached");
+        Ok(())
+    }
+
+    /// Claims `iface`'s `hook` for this agent until it exits (see [`claim`]).
+    fn claim(&mut self, iface: &str, hook: TcAttachType) -> anyhow::Result<()> {
+        let dir = hook_name(hook);
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            self.claims.entry(claim_name(iface, hook))
+        {
+            let held = claim(slot.key()).with_context(|| format!("claiming {iface} {dir}"))?;
+            slot.insert(held.ok_or_else(|| {
+                anyhow!(
+                    "another hbwatch already watches {iface} {dir}: stop it first (two agents would each see every packet)"
+                )
+            })?);
+        }
+        Ok(())
+    }
+
+    /// Kernel counters summed over CPUs.
+    pub fn counters(&self) -> anyhow::Result<BTreeMap<&'static str, u64>> {
+        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map("COUNTERS")
+                .ok_or_else(|| anyhow!("map COUNTERS missing"))?,
+        )?;
+        let mut out = BTreeMap::new();
+        for c in Counter::ALL {
+            let per_cpu = map.get(&(c as u32), 0)?;
+            out.insert(c.name(), per_cpu.iter().sum());
+        }
+        debug_assert_eq!(out.len(), COUNTER_COUNT as usize);
+        Ok(out)
+    }
+
+    /// The loaded object, for tests that drive the program with BPF_PROG_TEST_RUN.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    /// Instructions the verifier processed per program (kernels >= 5.16 report it; None
+    /// before). Its limit is 1,000,000 per program, and older kernels prune less: the
+    /// margin is what keeps the datapath loadable on 5.10.
+    pub fn verifier_work(&self) -> Vec<(&'static str, Option<u32>)> {
+        [XDP_PROGRAM, TC_PROGRAM]
+            .into_iter()
+            .map(|name| {
+                let count = self
+                    .ebpf
+                    .program(name)
+                    .and_then(|p| p.info().ok())
+                    .and_then(|i| i.verified_instruction_count());
+                (name, count)
+            })
+            .collect()
+    }
+
+    /// Forwards kernel log records (aya-log) to tracing from a task; needs a tokio runtime.
+    pub fn spawn_log_forwarder(&mut self) {
+        let Some(logger) = self.logger.take() else {
+            return;
+        };
+        match readable_fd(logger) {
+            Ok(mut fd) => {
+                tokio::spawn(async move {
+                    while let Ok(mut guard) = fd.readable_mut().await {
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                });
+            }
+            Err(e) => warn!("eBPF logger not polled: {e}"),
+        }
+    }
+
+    pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("map EVENTS missing"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+}
+
+/// Writes the port table: slots of `new`, and zero (no protocol) for slots only in `old`.
+fn set_ports(
+    ebpf: &mut Ebpf,
+    old: &BTreeMap<u32, Protocol>,
+    new: &BTreeMap<u32, Protocol>,
+) -> anyhow::Result<()> {
+    let mut table: Array<&mut MapData, u8> = Array::try_from(
+        ebpf.map_mut("PORTS")
+            .ok_or_else(|| anyhow!("map PORTS missing"))?,
+    )?;
+    for slot in old.keys().filter(|s| !new.contains_key(s)) {
+        table.set(*slot, Protocol::None as u8, 0)?;
+    }
+    for (slot, proto) in new {
+        if old.get(slot) != Some(proto) {
+            table.set(*slot, *proto as u8, 0)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the per-protocol rules. Every protocol gets a row: a missing one would be all
+/// zeros (max_gap 0, expected DSCP 0), not the defaults.
+fn set_params(ebpf: &mut Ebpf, params: &BTreeMap<Protocol, ProtoParams>) -> anyhow::Result<()> {
+    let mut table: Array<&mut MapData, ProtoParams> = Array::try_from(
+        ebpf.map_mut("PARAMS")
+            .ok_or_else(|| anyhow!("map PARAMS missing"))?,
+    )?;
+    for proto in Protocol::ALL {
+        let p = params
+            .get(&proto)
+            .copied()
+            .unwrap_or(proto.default_params());
+        table.set(proto as u32, p, 0)?;
+    }
+    Ok(())
+}
+
+impl Datapath {
+    /// New tunables while running (SIGHUP): the kernel's tables change in place, flow
+    /// state stays.
+    pub fn retune(
+        &mut self,
+        old_ports: &BTreeMap<u32, Protocol>,
+        ports: &BTreeMap<u32, Protocol>,
+        params: &BTreeMap<Protocol, ProtoParams>,
+    ) -> anyhow::Result<()> {
+        set_ports(&mut self.ebpf, old_ports, ports)?;
+        set_params(&mut self.ebpf, params)
+    }
+}
+
+/// Registers an fd-owning object with tokio for readability.
+pub(crate) fn readable_fd<T: std::os::fd::AsRawFd>(inner: T) -> anyhow::Result<AsyncFd<T>> {
+    // SAFETY: ring buffers and the logger own their map fd for their whole lifetime
+    // and always return the same fd.
+    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("registering a ring buffer with tokio: {e}"))
+}
+
+pub fn ifindex(iface: &str) -> anyhow::Result<u32> {
+    let name =
+        std::ffi::CString::new(iface).map_err(|_| anyhow!("bad interface name {iface:?}"))?;
+    // SAFETY: valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if idx == 0 {
+        bail!("interface {iface:?} does not exist (see `ip link`)");
+    }
+    Ok(idx)
+}
+
+fn hook_name(hook: TcAttachType) -> &'static str {
+    match hook {
+        TcAttachType::Egress => "egress",
+        _ => "ingress",
+    }
+}
+
+fn claim_name(iface: &str, hook: TcAttachType) -> String {
+    format!("hbwatch/{}/{iface}", hook_name(hook))
+}
+
+/// An interface's hook claimed by one agent: an abstract Unix socket named after both,
+/// which the kernel releases when the process ends, however it ends (a netlink TC
+/// filter does not go with its process, so it cannot tell a live agent from a dead one).
+/// Abstract names are per network namespace, as interface names are. None: another
+/// process holds it.
+fn claim(name: &str) -> std::io::Result<Option<std::os::unix::net::UnixDatagram>> {
+    use std::os::linux::net::SocketAddrExt as _;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    match std::os::unix::net::UnixDatagram::bind_addr(&addr) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether another process (another hbwatch) watches `iface`'s ingress.
+pub fn ingress_claimed(iface: &str) -> bool {
+    matches!(claim(&claim_name(iface, TcAttachType::Ingress)), Ok(None))
+}
+
+/// The XDP program attached to `iface` (`ip -d link` JSON), if any.
+pub fn attached_xdp(iface: &str) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "-d", "link", "show", "dev", iface])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let xdp = &v.get(0)?["xdp"];
+    if xdp.is_null() {
+        return None;
+    }
+    let mode = match xdp["mode"].as_u64() {
+        Some(1) => "driver",
+        Some(2) => "skb",
+        Some(3) => "offload",
+        _ => "multi",
+    };
+    Some(format!("program id {} in {mode} mode", xdp["prog"]["id"]))
+}
