@@ -537,15 +537,24 @@ pub fn agreement_counts(evs: &[&Value]) -> std::collections::BTreeMap<String, us
 /// `hbwatch analyze --hostname probe --no-summary-events ARGS PCAP`: its events (it must
 /// succeed and print only JSON lines).
 pub fn analyze_events(pcap: &std::path::Path, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(hbwatch_bin())
-        .args(["analyze", "--hostname", "probe", "--no-summary-events"])
-        .args(args)
-        .arg(pcap)
-        .output()
-        .unwrap();
+    let mut all: Vec<std::ffi::OsString> =
+        ["analyze", "--hostname", "probe", "--no-summary-events"]
+            .iter()
+            .chain(args)
+            .map(Into::into)
+            .collect();
+    all.push(pcap.into());
+    hbwatch_events(&all)
+}
+
+/// `hbwatch ARGS` (analyze, locate: commands that print events): its events (it must
+/// succeed and print only JSON lines).
+pub fn hbwatch_events<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Vec<Value> {
+    let out = Command::new(hbwatch_bin()).args(args).output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "hbwatch {:?}: {}",
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout)

@@ -3,12 +3,11 @@
 //! tcpdump's capture of the same wire: every RUDP and MGCP heartbeat matched both ways, none
 //! lost, and the two clocks (the same host's) agree.
 
-use std::process::Command;
 use std::time::Duration;
 
 use hbwatch::hbgen::frame::FrameSpec;
 use hbwatch_common::proto::Role;
-use hbwatch_tests::{addr, hbwatch_bin, require_root, rudp_frame, Agent, Tcpdump, VethNs};
+use hbwatch_tests::{addr, hbwatch_events, require_root, rudp_frame, Agent, Tcpdump, VethNs};
 use serde_json::Value;
 
 fn mgcp(from: &str, to: &str, text: &str) -> Vec<u8> {
@@ -67,22 +66,11 @@ fn a_live_recording_lines_up_with_a_capture_of_the_same_wire() {
         .unwrap_or_else(|e| panic!("{}: {e}", record.display()))
         .collect();
     assert!(!files.is_empty(), "no recording in {}", record.display());
-    let out = Command::new(hbwatch_bin())
-        .arg("locate")
-        .arg(format!("wire={}", pcap.display()))
-        .arg(format!("agent={}", record.display()))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "locate: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = hbwatch_events(&[
+        "locate".to_string(),
+        format!("wire={}", pcap.display()),
+        format!("agent={}", record.display()),
+    ]);
     let actions: Vec<&str> = events
         .iter()
         .map(|e| e["event"]["action"].as_str().unwrap())
@@ -107,79 +95,6 @@ fn a_live_recording_lines_up_with_a_capture_of_the_same_wire() {
                 "one host, one clock: offset {offset} ms"
             );
         }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let record = dir.join("record");
-    let pcap = dir.join("wire.pcap");
-    let tcpdump = Tcpdump::start(&net.host, &pcap);
-    let mut agent = Agent::start(&[
-        "--iface",
-        &net.host,
-        "--hostname",
-        "probe",
-        "--no-summary-events",
-        "--record",
-        &format!("{}?keep=5m", record.display()),
-    ]);
-    // A CS1000 pair: 20 requests every 200 ms, each echoed 3 ms later.
-    let (cs, mgc) = ("10.10.10.10", "10.10.20.20");
-    let mut frames = Vec::new();
-    for i in 0..20u32 {
-        let t = Duration::from_millis(200 * i as u64);
-        frames.push((t, rudp_frame(&[], cs, mgc, 500 + i, Role::Request)));
-        frames.push((
-            t + Duration::from_millis(3),
-            rudp_frame(&[], mgc, cs, 500 + i, Role::Response),
-        ));
-    }
-    net.inject_at(&frames);
-    std::thread::sleep(Duration::from_millis(300));
-    tcpdump.stop();
-    assert_eq!(agent.stop(), 0);
-
-    let files: Vec<_> = std::fs::read_dir(&record)
-        .unwrap_or_else(|e| panic!("{}: {e}", record.display()))
-        .collect();
-    assert!(!files.is_empty(), "no recording in {}", record.display());
-    let out = Command::new(hbwatch_bin())
-        .arg("locate")
-        .arg(format!("wire={}", pcap.display()))
-        .arg(format!("agent={}", record.display()))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "locate: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let actions: Vec<&str> = events
-        .iter()
-        .map(|e| e["event"]["action"].as_str().unwrap())
-        .collect();
-    assert!(
-        actions.iter().all(|a| *a == "path.summary"),
-        "only summaries expected: {events:#?}"
-    );
-    // One summary per direction of the pair: all 20 matched, none lost.
-    let rudp: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["network"]["protocol"] == "cs1000-rudp")
-        .collect();
-    assert_eq!(rudp.len(), 2, "{events:#?}");
-    for e in rudp {
-        assert_eq!(e["path"]["matched"], 20, "{e:#}");
-        assert_eq!(e["heartbeat"]["lost"], 0, "{e:#}");
-        let offset = e["path"]["clock_offset_ms"].as_f64().unwrap_or(f64::NAN);
-        assert!(
-            offset.abs() < 50.0,
-            "one host, one clock: offset {offset} ms"
-        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
