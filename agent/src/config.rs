@@ -460,21 +460,8 @@ hash_key = ""
 expiry_grace = "2s"
 "#,
     );
-    let specs = default_specs();
     for proto in Protocol::ALL.into_iter().filter(|p| p.decoded()) {
         let p = proto.default_params();
-        let ports: Vec<String> = specs
-            .iter()
-            .filter(|s| s.protocol == proto)
-            .flat_map(|s| s.ranges.iter())
-            .map(|&(lo, hi)| {
-                if lo == hi {
-                    lo.to_string()
-                } else {
-                    format!("{lo}-{hi}")
-                }
-            })
-            .collect();
         let dscp = if p.expected_dscp == DSCP_ANY {
             "\"any\"".to_string()
         } else {
@@ -492,7 +479,7 @@ down_after = {down}
 expected_dscp = {dscp}
 "#,
             name = proto.name(),
-            ports = ports.join(","),
+            ports = crate::ports::ranges_text(proto.default_ports()),
             interval = p.interval_ms,
             max_gap = p.max_gap,
             reorder = p.reorder_window,

@@ -87,6 +87,22 @@ pub fn default_specs() -> Vec<PortSpec> {
         .collect()
 }
 
+/// Port ranges as `--port` and the config file write them: `5060`, `39500-39999`, joined
+/// by commas.
+pub fn ranges_text(ranges: &[(u16, u16)]) -> String {
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect();
+    parts.join(",")
+}
+
 /// The protocol table as `hbwatch protocols` prints it: aligned text, or markdown for
 /// docs/PROTOCOLS.md.
 pub fn protocol_table(markdown: bool) -> String {
@@ -110,21 +126,10 @@ pub fn protocol_table(markdown: bool) -> String {
                 .iter()
                 .map(|&t| if t == IPPROTO_TCP { "tcp" } else { "udp" })
                 .collect();
-            let ports: Vec<String> = p
-                .default_ports()
-                .iter()
-                .map(|&(lo, hi)| {
-                    if lo == hi {
-                        lo.to_string()
-                    } else {
-                        format!("{lo}-{hi}")
-                    }
-                })
-                .collect();
             [
                 p.name().to_string(),
                 transports.join("+"),
-                ports.join(","),
+                ranges_text(p.default_ports()),
                 if d.flags & P_INTERVAL_IS_A_BOUND != 0 {
                     format!("at most {} ms", d.interval_ms)
                 } else {
