@@ -9,7 +9,8 @@ use crate::event::EventKind;
 use crate::params::{ProtoParams, DSCP_ANY, P_SEQ_IS_AN_ID, P_UNANSWERED_NEEDS_ACKS};
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::proto::{
-    mgcp, rudp, Heartbeat, Protocol, Role, HB_BYTE_ORDER_UNKNOWN, HB_SYNTHETIC_SEQ,
+    rudp, Heartbeat, Protocol, Role, HB_BYTE_ORDER_UNKNOWN, HB_RESTART, HB_RESTART_HOW,
+    HB_RESTART_HOW_SHIFT, HB_SYNTHETIC_SEQ,
 };
 use crate::zero::Zeroable;
 
@@ -451,12 +452,12 @@ impl FlowState {
         let fresh_start = hb.role == Role::OneWay && seq < 4 && seq < self.last_seq;
         // Transaction ids: any new one is the next heartbeat.
         let next = jump == 1 || p.flags & P_SEQ_IS_AN_ID != 0;
-        let rsip = hb.flags & mgcp::HB_RSIP != 0;
-        if (seq == rudp::SEQ_RESET && hb.role == Role::Request) || fresh_start || rsip {
-            // RUDP reset marker; a one-way counter back at 0..3; an MGCP RSIP (its
-            // restart method in `value`): the peer restarted, or says it leaves.
-            let method = (hb.flags & mgcp::HB_RSIP_METHOD) >> mgcp::HB_RSIP_METHOD_SHIFT;
-            out.push(EventKind::Restart, seq, self.last_seq, method as u64);
+        let announced = hb.flags & HB_RESTART != 0;
+        if (seq == rudp::SEQ_RESET && hb.role == Role::Request) || fresh_start || announced {
+            // RUDP reset marker; a one-way counter back at 0..3; a restart the message
+            // announces (MGCP RSIP, how in `value`): the peer restarted, or says it leaves.
+            let how = (hb.flags & HB_RESTART_HOW) >> HB_RESTART_HOW_SHIFT;
+            out.push(EventKind::Restart, seq, self.last_seq, how as u64);
         } else if next {
             // In order: learn the interval from consecutive first sends.
             let sample = now.saturating_sub(self.seq_since_ns);

@@ -4,7 +4,8 @@
 
 use hbwatch_common::parse::{Packet, Skip, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 use hbwatch_common::proto::{
-    ged125, mgcp, rudp, sccp, Heartbeat, Msg, Role, HB_BYTE_ORDER_UNKNOWN, HB_SYNTHETIC_SEQ,
+    ged125, mgcp, rudp, sccp, Heartbeat, Msg, Role, HB_BYTE_ORDER_UNKNOWN, HB_RESTART,
+    HB_RESTART_HOW_SHIFT, HB_SYNTHETIC_SEQ,
 };
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
@@ -307,7 +308,7 @@ pub fn mgcp(pkt: &Packet, p: &[u8]) -> Option<Msg> {
                 _ => mgcp::RestartMethod::Restart,
             })
             .unwrap_or(mgcp::RestartMethod::Restart);
-        hb.flags = mgcp::HB_RSIP | ((method as u8) << mgcp::HB_RSIP_METHOD_SHIFT);
+        hb.flags = HB_RESTART | ((method as u8) << HB_RESTART_HOW_SHIFT);
     }
     Some(Msg::heartbeat(hb))
 }

@@ -9,7 +9,7 @@
 //! call agent's commands (RQNT, CRCX, AUEP audits...) follow calls and registrations,
 //! not a clock, so they are not heartbeats.
 
-use super::{Heartbeat, Msg, Role};
+use super::{Heartbeat, Msg, Role, HB_RESTART, HB_RESTART_HOW, HB_RESTART_HOW_SHIFT};
 use crate::frame::Frame;
 use crate::parse::{Packet, IPPROTO_UDP};
 
@@ -21,11 +21,6 @@ const MAX_TID_DIGITS: usize = 9;
 /// Bytes searched for the end of an RSIP's command line (with a long endpoint name,
 /// `*@gateway.example.com`, it runs about 60).
 const RM_SEARCH: usize = 128;
-
-/// `Heartbeat::flags`: an RSIP; its restart method in the `HB_RSIP_METHOD` bits.
-pub const HB_RSIP: u8 = 1 << 3;
-pub const HB_RSIP_METHOD_SHIFT: u8 = 4;
-pub const HB_RSIP_METHOD: u8 = 0x7 << HB_RSIP_METHOD_SHIFT;
 
 /// An RSIP's restart method (the `RM:` line; RFC 3435 §2.3.12: `restart` when absent).
 #[repr(u8)]
@@ -52,11 +47,11 @@ impl RestartMethod {
 
     /// An RSIP heartbeat's method, from its `Heartbeat::flags`.
     pub const fn from_flags(flags: u8) -> Option<RestartMethod> {
-        if flags & HB_RSIP == 0 {
+        if flags & HB_RESTART == 0 {
             return None;
         }
         Some(RestartMethod::from_code(
-            (flags & HB_RSIP_METHOD) >> HB_RSIP_METHOD_SHIFT,
+            (flags & HB_RESTART_HOW) >> HB_RESTART_HOW_SHIFT,
         ))
     }
 
@@ -119,7 +114,7 @@ pub fn decode<F: Frame>(f: &F, pkt: &Packet) -> Option<Msg> {
         if method == METHOD_CUT {
             return None;
         }
-        hb.flags |= HB_RSIP | (method << HB_RSIP_METHOD_SHIFT);
+        hb.flags |= HB_RESTART | (method << HB_RESTART_HOW_SHIFT);
     }
     Some(Msg::heartbeat(hb))
 }

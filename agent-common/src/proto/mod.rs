@@ -235,6 +235,12 @@ pub enum Role {
 pub const HB_SYNTHETIC_SEQ: u8 = 1 << 0;
 /// `Heartbeat::flags`: `seq` is the big-endian reading of an undocumented byte order.
 pub const HB_BYTE_ORDER_UNKNOWN: u8 = 1 << 1;
+/// `Heartbeat::flags`: the message says the sender restarts (or leaves) (MGCP RSIP); the
+/// protocol's own code for how in the [`HB_RESTART_HOW`] bits, passed up as the
+/// `Restart` finding's `value`.
+pub const HB_RESTART: u8 = 1 << 3;
+pub const HB_RESTART_HOW_SHIFT: u8 = 4;
+pub const HB_RESTART_HOW: u8 = 0x7 << HB_RESTART_HOW_SHIFT;
 
 /// A decoded heartbeat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
