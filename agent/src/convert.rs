@@ -9,8 +9,9 @@ use hbwatch_common::parse::{AF_INET, IPPROTO_TCP};
 use hbwatch_common::proto::mgcp::RestartMethod;
 use hbwatch_common::proto::Protocol;
 
-use crate::event::Action;
-use crate::event::{Endpoint, Event, Ingress, Interface, Level, Network, Observer, Related};
+use crate::event::{
+    Action, Endpoint, Event, Ingress, Interface, Level, Network, Observer, Related,
+};
 
 /// Context shared by all events of one run.
 #[derive(Debug, Clone)]

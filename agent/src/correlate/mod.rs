@@ -6,7 +6,6 @@
 pub mod sip;
 
 use crate::convert::Converter;
-use crate::event::Action;
 
 /// Turns record time (`RawEvent::ts_ns`) into wall-clock nanoseconds since the epoch:
 /// the monotonic-to-realtime offset live, the identity offline (capture time).
@@ -50,7 +49,7 @@ use hbwatch_common::params::{ProtoParams, P_UNANSWERED_NEEDS_ACKS};
 use hbwatch_common::proto::{Protocol, Role};
 
 use crate::convert::association;
-use crate::event::{Event, Level, RttUs};
+use crate::event::{Action, Event, Level, RttUs};
 use assoc::{Assoc, DownCause, LateArrival, Repeating, Silence, Stats, Timing, Trouble, MS};
 use diagnosis::{diagnose, Diagnosis, Phase};
 use sip::{SipConfig, SipTracker};

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use crate::event::Action;
-use crate::event::{Event, Level, Observer};
+use crate::event::{Action, Event, Level, Observer};
 use crate::output::{Format, LineSink, Sink, SinkStats};
 
 /// A `--output` URL that cannot be used.

@@ -10,8 +10,7 @@ use super::{
     TimerRef, Txn, TxnKey, TxnState, TxnView, NS_PER_MS,
 };
 use crate::convert::{association, ip_text};
-use crate::event::Action;
-use crate::event::{CSeq, Event, Level, SipFields};
+use crate::event::{Action, CSeq, Event, Level, SipFields};
 
 /// A UA answers a digest challenge at once (milliseconds): a REGISTER this soon after
 /// one is its answer, a later one a new attempt.

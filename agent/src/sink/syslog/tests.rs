@@ -2,8 +2,7 @@ use std::io::BufReader;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::*;
-use crate::event::Action;
-use crate::event::{Level, Network, Observer};
+use crate::event::{Action, Level, Network, Observer};
 use crate::output::Format as OutFormat;
 use crate::sink::SinkSpec;
 
