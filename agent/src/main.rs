@@ -704,9 +704,7 @@ fn real_main() -> anyhow::Result<()> {
             truth,
             ports,
         } => {
-            let mut specs = hbwatch::ports::default_specs();
-            specs.extend(ports);
-            let ports = hbwatch::ports::port_table(&specs);
+            let ports = hbwatch::ports::defaults_and(ports);
             hbwatch::hbgen::vantage::run(&input, &spec, &ports, &out_a, &out_b, truth)
         }
         Command::Locate {
@@ -714,11 +712,9 @@ fn real_main() -> anyhow::Result<()> {
             ports,
             hostname,
         } => {
-            let mut specs = hbwatch::ports::default_specs();
-            specs.extend(ports);
             let opts = hbwatch::locate::LocateOptions {
                 points,
-                ports: hbwatch::ports::port_table(&specs),
+                ports: hbwatch::ports::defaults_and(ports),
                 hostname: hostname.unwrap_or_else(live::hostname),
             };
             let status = hbwatch::locate::run(&opts, &mut std::io::stdout().lock())?;

@@ -180,6 +180,13 @@ pub fn protocol_table(markdown: bool) -> String {
     out
 }
 
+/// The default ports plus `extra` (`--port`, which wins), as a port table.
+pub fn defaults_and(extra: Vec<PortSpec>) -> BTreeMap<u32, Protocol> {
+    let mut specs = default_specs();
+    specs.extend(extra);
+    port_table(&specs)
+}
+
 /// Port-table slot -> protocol, as loaded into the `PORTS` map. Later specs win.
 pub fn port_table(specs: &[PortSpec]) -> BTreeMap<u32, Protocol> {
     let mut table = BTreeMap::new();
