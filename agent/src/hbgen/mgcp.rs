@@ -65,6 +65,11 @@ fn cause(f: &Fault) -> Cause {
     c
 }
 
+/// The transaction id after `id` (RFC 3435: 1 to 999,999,999, then round again).
+fn next_id(id: u32) -> u32 {
+    id % 999_999_999 + 1
+}
+
 struct Gateway<'a> {
     ctx: &'a ModelCtx<'a>,
     gw: Ep,
@@ -80,18 +85,10 @@ struct Gateway<'a> {
 }
 
 impl Gateway<'_> {
-    fn next_tid(&mut self) -> u32 {
-        self.tid = if self.tid >= 999_999_999 {
-            1
-        } else {
-            self.tid + 1
-        };
-        self.tid
-    }
-
     /// One gateway command at `at`, with its re-sends until answered.
     fn transact(&mut self, rng: &mut Rng, out: &mut Out, at: u64, cmd: &Command) {
-        let tid = self.next_tid();
+        self.tid = next_id(self.tid);
+        let tid = self.tid;
         let (text, label) = match cmd {
             Command::Keepalive => (
                 format!("NTFY {tid} *@{} MGCP 0.1\nX: 0\nO: \n", self.domain),
@@ -193,7 +190,7 @@ impl Gateway<'_> {
     /// A call agent command to endpoint `port` and the gateway's answer: call control
     /// the monitoring must leave alone. Not re-sent: only what the wire carries matters.
     fn ca_command(&mut self, rng: &mut Rng, out: &mut Out, at: u64, verb: &str, port: u32) {
-        self.ca_tid = self.ca_tid % 999_999_999 + 1;
+        self.ca_tid = next_id(self.ca_tid);
         let (ctx, interval) = (self.ctx, self.interval);
         let t = self.ca_tid;
         let body = match verb {
