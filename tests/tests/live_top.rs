@@ -12,6 +12,21 @@ fn tmux(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A detached 200x50 tmux session running `cmd`.
+fn new_session(session: &str, cmd: &str) {
+    tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        "-s",
+        session,
+        cmd,
+    ]);
+}
+
 /// The association table's part of a pane (above the events pane, which also names
 /// endpoints in its messages).
 fn table(pane: &str) -> &str {
@@ -61,17 +76,7 @@ fn top_shows_associations_down_and_filters() {
         scope.spawn(|| net.inject_at(&timed));
         let session = format!("hbtop{}", std::process::id());
         let cmd = format!("{} top --socket {sock_s}", hbwatch_bin());
-        tmux(&[
-            "new-session",
-            "-d",
-            "-x",
-            "200",
-            "-y",
-            "50",
-            "-s",
-            &session,
-            &cmd,
-        ]);
+        new_session(&session, &cmd);
         let pane = wait_pane(&session, |p| {
             p.contains("10.72.0.1") && p.contains("10.72.0.2")
         });
@@ -163,17 +168,7 @@ fn demo_on_a_terminal_shows_the_board() {
         scenario.display(),
         dir.join("demo.pcap").display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-x",
-        "200",
-        "-y",
-        "50",
-        "-s",
-        &session,
-        &cmd,
-    ]);
+    new_session(&session, &cmd);
     // Keep the pane after the demo exits, to read what it printed last.
     tmux(&["set-option", "-t", &session, "remain-on-exit", "on"]);
     let row = |p: &str, ep: &str, state: &str| {
