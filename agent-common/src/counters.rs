@@ -32,9 +32,11 @@ pub enum Counter {
     /// Heartbeats of candidate associations not (yet) announced: too few, implausibly
     /// timed, or on a 5-tuple that also carried other traffic.
     Unconfirmed,
+    /// TC frames not observed: the program's reader slot was empty (a loader fault).
+    Undispatched,
 }
 
-pub const COUNTER_COUNT: u32 = 13;
+pub const COUNTER_COUNT: u32 = 14;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -51,6 +53,7 @@ impl Counter {
         Counter::FragmentsPassed,
         Counter::Duplicates,
         Counter::Unconfirmed,
+        Counter::Undispatched,
     ];
 
     /// Stable name for logs and metrics.
@@ -69,6 +72,7 @@ impl Counter {
             Counter::FragmentsPassed => "fragments_passed",
             Counter::Duplicates => "duplicates",
             Counter::Unconfirmed => "unconfirmed",
+            Counter::Undispatched => "undispatched",
         }
     }
 }

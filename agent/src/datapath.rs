@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{anyhow, bail, Context as _};
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf};
 use aya::programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
@@ -33,6 +33,8 @@ pub enum AttachMode {
 /// The loaded datapath: maps filled, program verified, attached to interfaces.
 pub struct Datapath {
     ebpf: Ebpf,
+    /// Held so the TC program's reader slots stay filled (see [`load_tc`]).
+    _tc_readers: ProgramArray<MapData>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub attachments: Vec<Attachment>,
     pub ifnames: HashMap<u32, String>,
@@ -54,6 +56,10 @@ pub const XDP_PROGRAM: &str = "hbwatch_xdp";
 
 pub const TC_PROGRAM: &str = "hbwatch_tc";
 
+/// The TC program's readers, by their slot in its `TC_READERS` map: it tail-calls one per
+/// skb (linear: direct reads; paged: the load helper), so each is verified on its own.
+pub const TC_READERS: [&str; 2] = ["hbwatch_tc_linear", "hbwatch_tc_paged"];
+
 /// Raises RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps against it.
 fn raise_memlock() {
     let rlim = libc::rlimit {
@@ -69,6 +75,35 @@ fn raise_memlock() {
             warn!("could not raise RLIMIT_MEMLOCK; map creation may fail on this kernel (< 5.11)");
         }
     }
+}
+
+/// Loads the TC program and its readers, and puts the readers in its `TC_READERS` slots
+/// (they stay there while the returned map is held: the kernel empties a program array
+/// when its last descriptor closes).
+fn load_tc(ebpf: &mut Ebpf) -> anyhow::Result<ProgramArray<MapData>> {
+    for name in TC_READERS.into_iter().chain([TC_PROGRAM]) {
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+            .try_into()?;
+        program
+            .load()
+            .map_err(|e| anyhow!("the kernel verifier rejected {name}: {e:#}"))?;
+    }
+    let mut slots = ProgramArray::try_from(
+        ebpf.take_map("TC_READERS")
+            .ok_or_else(|| anyhow!("map TC_READERS missing from the object"))?,
+    )?;
+    for (slot, name) in (0u32..).zip(TC_READERS) {
+        let program: &SchedClassifier = ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .try_into()?;
+        slots
+            .set(slot, program.fd()?, 0)
+            .with_context(|| format!("putting {name} in TC_READERS"))?;
+    }
+    Ok(slots)
 }
 
 impl Datapath {
@@ -115,15 +150,10 @@ impl Datapath {
         program
             .load()
             .map_err(|e| anyhow!("the kernel verifier rejected {XDP_PROGRAM}: {e:#}"))?;
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(TC_PROGRAM)
-            .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing from the object"))?
-            .try_into()?;
-        program
-            .load()
-            .map_err(|e| anyhow!("the kernel verifier rejected {TC_PROGRAM}: {e:#}"))?;
+        let tc_readers = load_tc(&mut ebpf)?;
         Ok(Datapath {
             ebpf,
+            _tc_readers: tc_readers,
             logger,
             attachments: Vec::new(),
             ifnames: HashMap::new(),
@@ -323,6 +353,7 @@ impl Datapath {
     pub fn verifier_work(&self) -> Vec<(&'static str, Option<u32>)> {
         [XDP_PROGRAM, TC_PROGRAM]
             .into_iter()
+            .chain(TC_READERS)
             .map(|name| {
                 let count = self
                     .ebpf

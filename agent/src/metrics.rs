@@ -101,6 +101,7 @@ fn home(c: KernelCounter) -> Home {
         Fragments => Home::Skipped("fragment"),
         Unparsed => Home::Skipped("unparsed"),
         NotHeartbeat => Home::Skipped("not_heartbeat"),
+        Undispatched => Home::Skipped("undispatched"),
         RingbufLost => Home::EventsLost,
     }
 }
@@ -223,7 +224,7 @@ impl Metrics {
         }
         registry.register(
             "datapath_skipped_packets",
-            "Frames the datapath did not analyse, by reason (truncated, malformed, fragment, unparsed, not_heartbeat)",
+            "Frames the datapath did not analyse, by reason (truncated, malformed, fragment, unparsed, not_heartbeat, undispatched)",
             m.skipped.clone(),
         );
         registry.register(

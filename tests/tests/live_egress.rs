@@ -111,3 +111,84 @@ fn egress_and_ingress_merge_into_one_association_per_direction() {
         "20 datagrams, each counted once: {counters}"
     );
 }
+
+/// TC egress of a TCP association: the host's own SCCP KeepAlives leave through its
+/// TCP stack, which puts their payload in page fragments (a non-linear skb): the TC
+/// program's paged reader must see them, the ingress acks pair with them.
+#[test]
+fn egress_tcp_keepalives_are_read_from_a_paged_skb() {
+    use hbwatch_common::proto::sccp;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    if !require_root("egress_tcp_keepalives_are_read_from_a_paged_skb") {
+        return;
+    }
+    let net = VethNs::create();
+    sh(&["addr", "add", "10.98.0.1/24", "dev", &net.host]);
+    sh(&[
+        "-n",
+        &net.ns,
+        "addr",
+        "add",
+        "10.98.0.2/24",
+        "dev",
+        &net.peer,
+    ]);
+    let mut agent = Agent::start(&["--iface", &net.host, "--egress"]);
+
+    // CUCM in the namespace acknowledges every KeepAlive.
+    let ns = net.ns.clone();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let cucm = std::thread::spawn(move || {
+        hbwatch_tests::enter_netns(&ns);
+        let listener = TcpListener::bind("10.98.0.2:2000").unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_nodelay(true).unwrap();
+        let mut msg = [0u8; 12];
+        for _ in 0..5 {
+            conn.read_exact(&mut msg).unwrap();
+            assert_eq!(msg, sccp::message(Role::Request));
+            conn.write_all(&sccp::message(Role::Response)).unwrap();
+        }
+    });
+    ready.recv().unwrap();
+    let mut phone = TcpStream::connect("10.98.0.2:2000").unwrap();
+    phone.set_nodelay(true).unwrap();
+    phone
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut ack = [0u8; 12];
+    for _ in 0..5 {
+        phone.write_all(&sccp::message(Role::Request)).unwrap();
+        phone.read_exact(&mut ack).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cucm.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(agent.stop(), 0);
+
+    // The phone's association is announced by its first KeepAlive (seen only at egress),
+    // every KeepAlive paired with its ack (no unanswered), and CUCM's close ends it.
+    let got: Vec<(String, String)> = agent
+        .datapath_events()
+        .into_iter()
+        .map(summary)
+        .map(|(action, _, dst, _)| (action, dst))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("peer.up".to_string(), "10.98.0.2:2000".to_string()),
+            ("session.closed".to_string(), "10.98.0.2:2000".to_string())
+        ],
+        "{:#?}",
+        agent.datapath_events()
+    );
+    let counters = &agent.events.last().unwrap()["heartbeat"]["counters"];
+    assert_eq!(
+        counters["heartbeats"], 10,
+        "5 KeepAlives (egress) and 5 acks (ingress), each counted once: {counters}"
+    );
+}
