@@ -20,8 +20,9 @@ use crate::hbgen::scenario::Scenario;
 use crate::hbgen::{generate, TimedFrame};
 use crate::live::LiveOptions;
 use crate::offline::{AnalyzeOptions, Replay};
-use crate::output::{Format, Sink};
 use crate::ports::{default_specs, port_table};
+use crate::sink::stdout::Format;
+use crate::sink::Sink;
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {

@@ -13,7 +13,6 @@ pub mod live;
 pub mod locate;
 pub mod metrics;
 pub mod offline;
-pub mod output;
 pub mod ports;
 pub mod privacy;
 pub mod privileges;

@@ -20,7 +20,7 @@ use crate::datapath::{readable_fd, AttachMode, Datapath, IfaceChange};
 use crate::event::{Action, Event, Level};
 use crate::locate::recorder::Recorder;
 use crate::metrics::{self, Metrics};
-use crate::output::{Filtered, Sink};
+use crate::sink::{Filtered, Sink};
 
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -113,7 +113,7 @@ async fn run_inner(
     let mut tapped;
     let out: &mut dyn Sink = match status.clone() {
         Some(p) => {
-            tapped = crate::output::Filtered::new(out, p);
+            tapped = crate::sink::Filtered::new(out, p);
             &mut tapped
         }
         None => out,

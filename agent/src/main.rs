@@ -6,9 +6,10 @@ use hbwatch::config::{Overrides, Reload, Settings, SipUsers};
 use hbwatch::datapath::AttachMode;
 use hbwatch::live::{self, LiveOptions};
 use hbwatch::offline::AnalyzeOptions;
-use hbwatch::output::{Filtered, FormatArg, LineSink, Sink as _};
 use hbwatch::ports::PortSpec;
+use hbwatch::sink::stdout::{FormatArg, LineSink};
 use hbwatch::sink::{Fanout, LossTracker, SinkContext, SinkSpec};
+use hbwatch::sink::{Filtered, Sink as _};
 use hbwatch::tuning::Tune;
 use tracing_subscriber::EnvFilter;
 
@@ -746,7 +747,7 @@ fn real_main() -> anyhow::Result<()> {
                     && std::io::IsTerminal::is_terminal(&std::io::stdout()),
             };
             // The board draws on stdout itself: no event lines (and no lock held) then.
-            let mut out: Box<dyn hbwatch::output::Sink> = if opts.board {
+            let mut out: Box<dyn hbwatch::sink::Sink> = if opts.board {
                 Box::new(hbwatch::sink::Fanout::new(Vec::new()))
             } else {
                 Box::new(LineSink::new(std::io::stdout().lock(), format.resolve()))

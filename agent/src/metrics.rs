@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
 use crate::event::{Action, Event};
-use crate::output::{Filter, SinkStats};
+use crate::sink::{Filter, SinkStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProtoLabel {
@@ -460,7 +460,7 @@ fn openmetrics_to_text(om: &str) -> String {
     out
 }
 
-/// Counts every event on its way to another sink (`output::Filtered`).
+/// Counts every event on its way to another sink (`sink::Filtered`).
 impl Filter for Arc<Metrics> {
     fn apply<'e>(&mut self, ev: &'e Event) -> std::borrow::Cow<'e, Event> {
         self.event(ev);

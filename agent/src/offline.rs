@@ -22,7 +22,7 @@ use pcap_parser::{Linktype, PcapBlockOwned, PcapError};
 use crate::convert::Converter;
 use crate::correlate::{AssocTotals, CaptureClock, Config, Correlator, Ctx};
 use crate::event::Event;
-use crate::output::Sink;
+use crate::sink::Sink;
 
 /// Associations the offline flow table holds at most (the kernel's LRU holds 65536;
 /// offline memory is cheaper, and a capture is finite).

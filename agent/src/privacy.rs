@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::event::Event;
-use crate::output::Filter;
+use crate::sink::Filter;
 
 /// What to do with SIP user parts (phone numbers, names) in events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -95,7 +95,7 @@ impl Privacy {
     }
 }
 
-/// Applies [`Privacy`] to every event on its way to another sink (`output::Filtered`);
+/// Applies [`Privacy`] to every event on its way to another sink (`sink::Filtered`);
 /// events without SIP fields pass as they are.
 impl Filter for Privacy {
     fn apply<'e>(&mut self, ev: &'e Event) -> Cow<'e, Event> {

@@ -20,7 +20,7 @@ use crate::convert::association;
 use crate::correlate::beats::Track;
 use crate::event::{Event, Level};
 use crate::offline::{Damage, FileReport};
-use crate::output::{Sink, SinkStats};
+use crate::sink::{Sink, SinkStats};
 
 /// Events kept for the report at most (heartbeat summaries are never kept); the rest
 /// are counted.

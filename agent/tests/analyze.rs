@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use hbwatch::hbgen::frame::{FrameSpec, Tcp};
 use hbwatch::offline::{analyze_file, AnalyzeOptions, Damage};
-use hbwatch::output::LineSink;
 use hbwatch::ports::{default_specs, port_table};
+use hbwatch::sink::stdout::LineSink;
 use serde_json::Value;
 
 const MS: u64 = 1_000_000;

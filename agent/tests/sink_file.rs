@@ -165,7 +165,7 @@ fn logrotate_create_while_writing_loses_and_repeats_nothing() {
         .unwrap();
     let mut sink = hbwatch::sink::open(
         &spec,
-        &hbwatch::sink::SinkContext::new("probe-7".into(), hbwatch::output::Format::Json),
+        &hbwatch::sink::SinkContext::new("probe-7".into(), hbwatch::sink::stdout::Format::Json),
     )
     .unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -242,7 +242,7 @@ fn logrotate_copytruncate_keeps_every_event_once_and_leaves_no_hole() {
         .unwrap();
     let mut sink = hbwatch::sink::open(
         &spec,
-        &hbwatch::sink::SinkContext::new("probe-7".into(), hbwatch::output::Format::Json),
+        &hbwatch::sink::SinkContext::new("probe-7".into(), hbwatch::sink::stdout::Format::Json),
     )
     .unwrap();
     let mut n = 0;

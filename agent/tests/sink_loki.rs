@@ -784,7 +784,8 @@ fn https_trusts_the_system_store_by_default() {
 #[test]
 fn throughput_to_the_recording_endpoint() {
     use hbwatch::event::{Endpoint as Ep, Event, Level, Network, Observer};
-    use hbwatch::output::{Format, Sink as _};
+    use hbwatch::sink::stdout::Format;
+    use hbwatch::sink::Sink as _;
     let n: u64 = std::env::var("LOKI_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())

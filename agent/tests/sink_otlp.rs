@@ -313,7 +313,8 @@ fn without_a_collector_losses_are_counted_and_reported() {
 #[test]
 fn throughput_against_ndjson() {
     use hbwatch::event::{Endpoint as Ep, Event, Level, Network, Observer};
-    use hbwatch::output::{Format, LineSink, Sink as _};
+    use hbwatch::sink::stdout::{Format, LineSink};
+    use hbwatch::sink::Sink as _;
     let Some(bin) = rotel_agent() else { return };
     let n: u64 = std::env::var("OTLP_BENCH_EVENTS")
         .ok()

@@ -486,10 +486,10 @@ fn blast(
     events: &[hbwatch::event::Event],
     rs: &Rsyslog,
     input: &str,
-) -> (f64, usize, hbwatch::output::SinkStats) {
-    use hbwatch::output::Sink as _;
+) -> (f64, usize, hbwatch::sink::SinkStats) {
+    use hbwatch::sink::Sink as _;
     let spec: hbwatch::sink::SinkSpec = url.parse().unwrap();
-    let ctx = hbwatch::sink::SinkContext::new(HOSTNAME.into(), hbwatch::output::Format::Json);
+    let ctx = hbwatch::sink::SinkContext::new(HOSTNAME.into(), hbwatch::sink::stdout::Format::Json);
     let before = rs.received(input, 0, Duration::ZERO).len();
     let mut sink = hbwatch::sink::open(&spec, &ctx).unwrap();
     let t = Instant::now();

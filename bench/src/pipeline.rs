@@ -26,7 +26,7 @@ use hbwatch::correlate::{Config, Correlator};
 use hbwatch::datapath::XDP_PROGRAM;
 use hbwatch::event::Event;
 use hbwatch::live;
-use hbwatch::output::LineSink;
+use hbwatch::sink::stdout::LineSink;
 use hbwatch_common::proto::Role;
 use serde_json::{json, Value};
 

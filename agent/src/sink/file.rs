@@ -41,7 +41,7 @@ use tracing::{info, warn};
 
 use super::{parse_duration, parse_size, query_pairs};
 use crate::event::Event;
-use crate::output::{Sink, SinkStats};
+use crate::sink::{Sink, SinkStats};
 
 const KNOWN: &[&str] = &["max_size", "max_age", "keep"];
 /// Buffered bytes written out without waiting for `flush()`.

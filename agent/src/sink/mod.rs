@@ -1,4 +1,4 @@
-//! Where events go besides stdout: files, Grafana Loki, OpenTelemetry (OTLP), syslog. Every sink is named by a
+//! Where events go: stdout, files, Grafana Loki, OpenTelemetry (OTLP), syslog. Every sink is named by a
 //! URL (`--output URL`, repeatable, or `outputs = [...]` in the config), gets every event,
 //! and reports what it delivered and dropped; drops become `agent.events_lost`.
 
@@ -6,6 +6,7 @@ pub mod file;
 pub mod loki;
 pub mod otlp;
 pub mod queue;
+pub mod stdout;
 pub mod syslog;
 
 use std::collections::BTreeMap;
@@ -15,7 +16,119 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::event::{Action, Event, Level, Observer};
-use crate::output::{Format, LineSink, Sink, SinkStats};
+use stdout::{Format, LineSink};
+
+/// Receives every event in order.
+pub trait Sink {
+    /// Takes one event. Network sinks queue it and must not block on the network.
+    fn send(&mut self, ev: &Event) -> anyhow::Result<()>;
+    /// Hands buffered events on (to the writer, to the sender thread); does not wait for
+    /// a remote peer.
+    fn flush(&mut self) -> anyhow::Result<()>;
+    /// Delivers everything queued, waiting at most `timeout` for remote peers; what is
+    /// still undelivered then is kept (a spool) or counted as dropped.
+    fn close(&mut self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let _ = timeout;
+        self.flush()
+    }
+    /// What this sink is, for logs, metrics and `agent.events_lost` (`stdout`,
+    /// `file:/var/log/hbwatch.ndjson`, `loki+http://loki:3100`, ...).
+    fn name(&self) -> String {
+        "stdout".to_string()
+    }
+    /// Delivery figures so far (counters only grow; gauges are current).
+    fn stats(&self) -> SinkStats {
+        SinkStats::default()
+    }
+    /// Figures per underlying sink (a fan-out has several).
+    fn each_stats(&self) -> Vec<(String, SinkStats)> {
+        vec![(self.name(), self.stats())]
+    }
+    /// SIGHUP: files are opened again by name (after logrotate moved them away).
+    fn reopen(&mut self) {}
+}
+
+/// Delivery figures of one sink, for metrics and loss reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Events delivered (written, acknowledged by the peer).
+    pub delivered: u64,
+    /// Events given up on (queue and spool full, peer rejected them for good, shutdown
+    /// timeout without a spool). Reported as `agent.events_lost`.
+    pub dropped: u64,
+    /// Events waiting in memory.
+    pub queued: u64,
+    /// Bytes waiting in the on-disk spool.
+    pub spool_bytes: u64,
+    /// Delivery attempts that failed and will be retried.
+    pub retries: u64,
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn send(&mut self, ev: &Event) -> anyhow::Result<()> {
+        (**self).send(ev)
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        (**self).flush()
+    }
+    fn close(&mut self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        (**self).close(timeout)
+    }
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn stats(&self) -> SinkStats {
+        (**self).stats()
+    }
+    fn each_stats(&self) -> Vec<(String, SinkStats)> {
+        (**self).each_stats()
+    }
+    fn reopen(&mut self) {
+        (**self).reopen()
+    }
+}
+
+/// Looks at or rewrites each event on its way to another sink (metrics, privacy).
+pub trait Filter {
+    fn apply<'e>(&mut self, ev: &'e Event) -> std::borrow::Cow<'e, Event>;
+}
+
+/// Every event through `filter`, then to `inner`; everything else is `inner`'s.
+pub struct Filtered<'a, F> {
+    inner: &'a mut dyn Sink,
+    filter: F,
+}
+
+impl<'a, F: Filter> Filtered<'a, F> {
+    pub fn new(inner: &'a mut dyn Sink, filter: F) -> Filtered<'a, F> {
+        Filtered { inner, filter }
+    }
+}
+
+impl<F: Filter> Sink for Filtered<'_, F> {
+    fn send(&mut self, ev: &Event) -> anyhow::Result<()> {
+        let ev = self.filter.apply(ev);
+        self.inner.send(&ev)
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.inner.flush()
+    }
+    fn close(&mut self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        self.inner.close(timeout)
+    }
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn stats(&self) -> SinkStats {
+        self.inner.stats()
+    }
+    fn each_stats(&self) -> Vec<(String, SinkStats)> {
+        self.inner.each_stats()
+    }
+    fn reopen(&mut self) {
+        self.inner.reopen()
+    }
+}
 
 /// A `--output` URL that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

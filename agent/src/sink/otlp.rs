@@ -45,7 +45,7 @@ use prost::Message;
 use super::queue::{http, now_unix_ns, Outcome, Payload, Pipeline, QueueOptions, Transport};
 use super::SinkContext;
 use crate::event::{Event, Level};
-use crate::output::{Sink, SinkStats};
+use crate::sink::{Sink, SinkStats};
 
 /// Path of the logs endpoint when the URL has none.
 pub const DEFAULT_PATH: &str = "/v1/logs";
@@ -345,7 +345,7 @@ impl Sink for OtlpSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::Format;
+    use crate::sink::stdout::Format;
     use crate::sink::SinkSpec;
 
     fn parse(s: &str) -> Result<OtlpOptions, String> {

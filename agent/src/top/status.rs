@@ -163,7 +163,7 @@ impl Publisher {
     }
 }
 
-impl crate::output::Filter for Publisher {
+impl crate::sink::Filter for Publisher {
     fn apply<'e>(&mut self, ev: &'e Event) -> std::borrow::Cow<'e, Event> {
         if let Ok(mut r) = self.recorder.lock() {
             r.event(ev);

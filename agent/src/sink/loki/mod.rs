@@ -64,7 +64,7 @@ pub use super::queue::spool;
 use super::queue::{http, on_off, Outcome, Payload, Pipeline, QueueOptions, Transport};
 use super::SinkContext;
 use crate::event::{Event, Level};
-use crate::output::{Sink, SinkStats};
+use crate::sink::{Sink, SinkStats};
 
 /// Path of the push API when the URL has none.
 pub const DEFAULT_PATH: &str = "/loki/api/v1/push";
@@ -427,7 +427,7 @@ impl Sink for LokiSink {
 mod tests {
     use super::spool::Spool;
     use super::*;
-    use crate::output::Format;
+    use crate::sink::stdout::Format;
     use crate::sink::SinkSpec;
     use std::path::PathBuf;
     use std::sync::Arc;

@@ -24,7 +24,7 @@ use tracing::{debug, error, info, warn};
 use self::auth::{check_header_value, is_token_byte, read_secret, Secret, HEADER, HEADER_FILE};
 use self::spool::Spool;
 use super::{parse_duration, parse_size};
-use crate::output::SinkStats;
+use crate::sink::SinkStats;
 
 /// A batch being filled or sealed: what an output's events accumulate into.
 pub trait Payload: Default + Clone + Send + Sync + std::fmt::Debug + 'static {

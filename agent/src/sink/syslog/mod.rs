@@ -70,7 +70,7 @@ pub use udp::Pacer;
 
 use super::{parse_duration, parse_size, query_pairs, SinkContext};
 use crate::event::Event;
-use crate::output::{Sink, SinkStats};
+use crate::sink::{Sink, SinkStats};
 use queue::Queue;
 
 /// How TCP and TLS frames are delimited.

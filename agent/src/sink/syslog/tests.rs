@@ -3,7 +3,7 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::*;
 use crate::event::{Action, Level, Network, Observer};
-use crate::output::Format as OutFormat;
+use crate::sink::stdout::Format as OutFormat;
 use crate::sink::SinkSpec;
 
 fn ctx() -> SinkContext {
