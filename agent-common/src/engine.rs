@@ -3,9 +3,10 @@
 
 use crate::counters::Counter;
 use crate::event::{EventKind, RawEvent, BEAT_INTERVAL, BEAT_PAIRED};
-use crate::flow::{Finding, Findings, FlowKey, FlowState, TcpSeen, F_ANNOUNCED, F_FOREIGN};
+use crate::flow::{Finding, Findings, FlowState, TcpSeen, F_ANNOUNCED, F_FOREIGN};
 use crate::frag::{FragInfo, FragKey};
 use crate::frame::Frame;
+use crate::key::FlowKey;
 use crate::params::ProtoParams;
 use crate::parse::{
     self, headers, Packet, FRAG_FIRST, FRAG_LATER, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST,

@@ -1,6 +1,6 @@
 //! Fixed-size records pushed from the datapath to userspace through the ring buffer.
 
-use crate::flow::FlowKey;
+use crate::key::FlowKey;
 
 /// What a [`RawEvent`] reports. Userspace maps each to an `event.action`.
 #[repr(u8)]

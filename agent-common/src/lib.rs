@@ -12,6 +12,7 @@ pub mod event;
 pub mod flow;
 pub mod frag;
 pub mod frame;
+pub mod key;
 pub mod params;
 pub mod parse;
 pub mod proto;

@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
 use hbwatch_common::engine::{process, Env};
 use hbwatch_common::event::{EventKind, RawEvent};
-use hbwatch_common::flow::{Findings, FlowKey, FlowState, QOS_FROM_RESPONDER};
+use hbwatch_common::flow::{Findings, FlowState, QOS_FROM_RESPONDER};
 use hbwatch_common::frag::{FragInfo, FragKey};
 use hbwatch_common::frame::{Frame, SliceFrame};
+use hbwatch_common::key::FlowKey;
 use hbwatch_common::params::ProtoParams;
 use hbwatch_common::parse::{parse, Packet, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
 use hbwatch_common::proto::{

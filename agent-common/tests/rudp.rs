@@ -3,8 +3,9 @@
 //! 0x02ff from the originating side and 0x0100 from the responder, in 60-byte frames.
 
 use hbwatch_common::event::EventKind;
-use hbwatch_common::flow::{Findings, FlowKey, FlowState};
+use hbwatch_common::flow::{Findings, FlowState};
 use hbwatch_common::frame::SliceFrame;
+use hbwatch_common::key::FlowKey;
 use hbwatch_common::parse::{parse, Packet};
 use hbwatch_common::proto::{rudp, Heartbeat, Protocol, Role};
 

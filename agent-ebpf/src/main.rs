@@ -18,9 +18,10 @@ use hbwatch_common::{
     counters::{Counter, COUNTER_COUNT},
     engine::{process_with_clock, Env, Scratch},
     event::RawEvent,
-    flow::{FlowKey, FlowState},
+    flow::FlowState,
     frag::{FragInfo, FragKey},
     frame::Frame,
+    key::FlowKey,
     params::ProtoParams,
     proto::{
         sip::{copy_payload, SipRecord},

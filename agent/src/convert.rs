@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hbwatch_common::event::{EventKind, RawEvent};
-use hbwatch_common::flow::{FlowKey, QOS_FROM_RESPONDER};
+use hbwatch_common::flow::QOS_FROM_RESPONDER;
+use hbwatch_common::key::FlowKey;
 use hbwatch_common::parse::{AF_INET, IPPROTO_TCP};
 use hbwatch_common::proto::mgcp::RestartMethod;
 use hbwatch_common::proto::Protocol;
@@ -381,7 +382,7 @@ impl Converter {
 #[cfg(test)]
 mod tests {
     use super::{association, ip_of, ip_text};
-    use hbwatch_common::flow::FlowKey;
+    use hbwatch_common::key::FlowKey;
 
     #[test]
     fn addresses_read_as_std_writes_them() {

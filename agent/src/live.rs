@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use hbwatch_common::event::{EventKind, RawEvent, RAW_EVENT_SIZE};
-use hbwatch_common::flow::{FlowKey, FlowState};
+use hbwatch_common::flow::FlowState;
+use hbwatch_common::key::FlowKey;
 use hbwatch_common::params::ProtoParams;
 use hbwatch_common::proto::Protocol;
 use tokio::signal::unix::{signal, SignalKind};

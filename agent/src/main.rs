@@ -567,7 +567,8 @@ fn real_main() -> anyhow::Result<()> {
             };
             let mut board = None;
             let result = rt.block_on(async {
-                let mut opts = hbwatch::top::status::start(opts, status_socket)?;
+                let mut opts = opts;
+                opts.status = hbwatch::top::status::start(status_socket)?;
                 if tui {
                     let publisher = opts.status.get_or_insert_with(|| {
                         hbwatch::top::status::Publisher::new(hbwatch::top::status::shared())

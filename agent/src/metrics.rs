@@ -706,7 +706,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hbwatch_common::flow::FlowKey;
+    use hbwatch_common::key::FlowKey;
 
     #[test]
     fn basic_auth_takes_exactly_the_credentials() {

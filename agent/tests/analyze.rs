@@ -1356,7 +1356,7 @@ fn echoes_dropped_for_a_minute_escalate_to_one_peer_down_and_fold_the_retries() 
     assert!(anomalies(&evs).iter().all(|(_, s)| s.starts_with(a)));
 }
 
-fn ip_text_of(k: &hbwatch_common::flow::FlowKey) -> String {
+fn ip_text_of(k: &hbwatch_common::key::FlowKey) -> String {
     hbwatch::convert::ip_text(k.family, &k.orig)
 }
 

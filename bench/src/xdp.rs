@@ -8,7 +8,8 @@ use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use hbwatch::datapath::{Datapath, XDP_PROGRAM};
 use hbwatch::ports::{default_specs, port_table};
-use hbwatch_common::flow::{FlowKey, FlowState};
+use hbwatch_common::flow::FlowState;
+use hbwatch_common::key::FlowKey;
 use hbwatch_common::proto::Role;
 use serde_json::{json, Value};
 

@@ -3,7 +3,7 @@
 //! an outage (the diagnosis' evidence).
 
 use crate::event::Action;
-use hbwatch_common::flow::FlowKey;
+use hbwatch_common::key::FlowKey;
 use hbwatch_common::params::{ProtoParams, P_INTERVAL_IS_A_BOUND};
 
 pub const MS: u64 = 1_000_000;
@@ -128,6 +128,17 @@ pub enum DownCause {
     Unanswered,
 }
 
+/// The most likely cause of an outage (EVENTS.md `heartbeat.diagnosis`), as
+/// `diagnosis::diagnose` names it; kept on the association from its `peer.down`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnosis {
+    pub cause: &'static str,
+    pub evidence: Vec<String>,
+    /// A cause seen before `cause` that it does not explain (network loss before a
+    /// restart): both happened.
+    pub earlier: Option<&'static str>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Assoc {
     pub key: FlowKey,
@@ -174,7 +185,7 @@ pub struct Assoc {
     /// Ended by FIN/RST.
     pub closed: bool,
     /// The diagnosis made when the current outage began.
-    pub down_diagnosis: Option<super::diagnosis::Diagnosis>,
+    pub down_diagnosis: Option<Diagnosis>,
     /// The first request still waiting for its answer (request/response associations).
     pub waiting_since: Option<u64>,
     /// Intervals of the current wait already counted unanswered.

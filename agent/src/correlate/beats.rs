@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use hbwatch_common::flow::FlowKey;
+use hbwatch_common::key::FlowKey;
 
 /// Buckets per association at most.
 pub const MAX_BUCKETS: usize = 4096;

@@ -2,7 +2,7 @@
 //! (EVENTS.md `heartbeat.diagnosis` and `heartbeat.evidence`). Rules run in order;
 //! the first that matches names the cause, and its facts become the evidence.
 
-use super::assoc::{Assoc, DownCause, Trouble, MS};
+use super::assoc::{Assoc, Diagnosis, DownCause, Trouble, MS};
 
 pub const PEER_RESTART: &str = "peer-restart";
 pub const PATH_INTERRUPTION: &str = "path-interruption";
@@ -25,15 +25,6 @@ pub enum Phase {
     Outage,
     /// `peer.up` at `now`, ending an outage.
     Recovery,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnosis {
-    pub cause: &'static str,
-    pub evidence: Vec<String>,
-    /// A cause seen before `cause` that it does not explain (network loss before a
-    /// restart): both happened.
-    pub earlier: Option<&'static str>,
 }
 
 /// Causes found in what happened before an outage: a restart during the outage does
@@ -241,7 +232,7 @@ fn describe(troubles: &[Trouble]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hbwatch_common::flow::FlowKey;
+    use hbwatch_common::key::FlowKey;
     use hbwatch_common::proto::Protocol;
 
     const SEC: u64 = 1_000_000_000;

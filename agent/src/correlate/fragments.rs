@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use hbwatch_common::event::{EventKind, RawEvent};
-use hbwatch_common::flow::FlowKey;
+use hbwatch_common::key::FlowKey;
 use hbwatch_common::parse::FRAG_OFFSET;
 use hbwatch_common::proto::sip::CAPTURE_LEN;
 

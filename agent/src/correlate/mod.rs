@@ -44,14 +44,17 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use hbwatch_common::event::{EventKind, RawEvent, BEAT_PAIRED};
-use hbwatch_common::flow::{FlowKey, QOS_FROM_RESPONDER};
+use hbwatch_common::flow::QOS_FROM_RESPONDER;
+use hbwatch_common::key::FlowKey;
 use hbwatch_common::params::{ProtoParams, P_UNANSWERED_NEEDS_ACKS};
 use hbwatch_common::proto::{Protocol, Role};
 
 use crate::convert::association;
 use crate::event::{Action, Event, Level, RttUs};
-use assoc::{Assoc, DownCause, LateArrival, Repeating, Silence, Stats, Timing, Trouble, MS};
-use diagnosis::{diagnose, Diagnosis, Phase};
+use assoc::{
+    Assoc, Diagnosis, DownCause, LateArrival, Repeating, Silence, Stats, Timing, Trouble, MS,
+};
+use diagnosis::{diagnose, Phase};
 use sip::{SipConfig, SipTracker};
 
 /// Correlation settings.

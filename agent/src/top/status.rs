@@ -173,21 +173,19 @@ impl crate::sink::Filter for Publisher {
 }
 
 /// `hbwatch run`'s status socket: `path` if given (`none`: off), else the default
-/// path when running as root or under systemd. Binds it and returns `opts` with the
-/// publisher set. Call inside the runtime, before privileges are dropped.
-pub fn start(
-    mut opts: crate::live::LiveOptions,
-    path: Option<PathBuf>,
-) -> anyhow::Result<crate::live::LiveOptions> {
+/// path when running as root or under systemd. Binds it and returns the publisher the
+/// live loop feeds (None: no socket). Call inside the runtime, before privileges are
+/// dropped.
+pub fn start(path: Option<PathBuf>) -> anyhow::Result<Option<Publisher>> {
     let (path, asked) = match path {
-        Some(p) if p.as_os_str() == "none" => return Ok(opts),
+        Some(p) if p.as_os_str() == "none" => return Ok(None),
         Some(p) => (p, true),
         None if unsafe { libc::geteuid() } == 0
             || std::env::var_os("RUNTIME_DIRECTORY").is_some() =>
         {
             (default_socket(), false)
         }
-        None => return Ok(opts),
+        None => return Ok(None),
     };
     let shared = shared();
     if let Err(e) = serve(&path, shared.clone()) {
@@ -200,11 +198,10 @@ pub fn start(
         tracing::warn!(
             "{e}; `hbwatch top` cannot attach to this agent (--status-socket PATH gives it one)"
         );
-        return Ok(opts);
+        return Ok(None);
     }
     tracing::info!("status socket on {}", path.display());
-    opts.status = Some(Publisher::new(shared));
-    Ok(opts)
+    Ok(Some(Publisher::new(shared)))
 }
 
 /// Bind `path` (mode 0660, parent created 0750) and serve `shared` on it until the

@@ -13,7 +13,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
-use hbwatch_common::flow::FlowKey;
+use hbwatch_common::key::FlowKey;
 
 /// Byte-identical copies closer than this are one packet seen twice (see the module).
 pub const WINDOW_NS: u64 = 200_000_000;

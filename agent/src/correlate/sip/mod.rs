@@ -35,7 +35,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
 
 use hbwatch_common::event::{EventKind, RawEvent};
-use hbwatch_common::flow::FlowKey;
+use hbwatch_common::key::FlowKey;
 use hbwatch_common::parse::IPPROTO_TCP;
 use hbwatch_common::proto::Protocol;
 

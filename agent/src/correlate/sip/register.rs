@@ -1,7 +1,7 @@
 //! Registration state: what a REGISTER's final answer means (registered, unregistered,
 //! refused, credentials rejected), and the lapse when no refresh succeeds in time.
 
-use hbwatch_common::flow::FlowKey;
+use hbwatch_common::key::FlowKey;
 
 use super::parse::{Challenge, Message, Method};
 use super::Ctx;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use hbwatch_common::event::{EventKind, RawEvent};
-use hbwatch_common::flow::FlowKey;
+use hbwatch_common::key::FlowKey;
 use hbwatch_common::parse::{AF_INET, IPPROTO_TCP, IPPROTO_UDP};
 use hbwatch_common::proto::sip::{captured_len, CAPTURE_LEN};
 use hbwatch_common::proto::Protocol;
