@@ -15,11 +15,12 @@ use anyhow::{bail, Context as _};
 
 use crate::datapath::AttachMode;
 use crate::event::{Action, Event};
-use crate::hbgen::output::{send_paced, write_file, Format as PcapFormat};
+use crate::hbgen::output::{send_paced, write_file};
 use crate::hbgen::scenario::Scenario;
 use crate::hbgen::{generate, TimedFrame};
 use crate::live::LiveOptions;
 use crate::offline::{AnalyzeOptions, Replay};
+use crate::pcap::Format as PcapFormat;
 use crate::ports::{default_specs, port_table};
 use crate::sink::stdout::Format;
 use crate::sink::Sink;

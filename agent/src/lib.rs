@@ -13,6 +13,7 @@ pub mod live;
 pub mod locate;
 pub mod metrics;
 pub mod offline;
+pub mod pcap;
 pub mod ports;
 pub mod privacy;
 pub mod privileges;

@@ -17,12 +17,11 @@ use hbwatch_common::frame::{Frame, SliceFrame};
 use hbwatch_common::key::FlowKey;
 use hbwatch_common::params::ProtoParams;
 use hbwatch_common::proto::{sip, Protocol, PORT_SLOTS, PROTOCOL_COUNT};
-use pcap_parser::pcapng::Block;
-use pcap_parser::{Linktype, PcapBlockOwned, PcapError};
 
 use crate::convert::Converter;
 use crate::correlate::{AssocTotals, CaptureClock, Config, Correlator, Ctx};
 use crate::event::Event;
+use crate::pcap::{read_frames, Link};
 use crate::sink::Sink;
 
 /// Associations the offline flow table holds at most (the kernel's LRU holds 65536;
@@ -139,52 +138,6 @@ impl Env for OfflineEnv {
                 }
             }
         }
-    }
-}
-
-/// Link-layer framing of a capture, turned into the Ethernet frames the engine reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Link {
-    Ethernet,
-    /// Linux cooked capture v1 (`tcpdump -i any`).
-    Sll,
-    Sll2,
-    /// Bare IPv4/IPv6.
-    Raw,
-}
-
-impl Link {
-    fn of(lt: Linktype) -> Option<Link> {
-        match lt {
-            Linktype::ETHERNET => Some(Link::Ethernet),
-            Linktype::LINUX_SLL => Some(Link::Sll),
-            Linktype::LINUX_SLL2 => Some(Link::Sll2),
-            Linktype::RAW | Linktype::IPV4 | Linktype::IPV6 => Some(Link::Raw),
-            _ => None,
-        }
-    }
-
-    /// The frame as Ethernet: the original bytes, or a rebuilt 14-byte header.
-    pub(crate) fn ethernet<'a>(self, data: &'a [u8], buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
-        let (ethertype, rest) = match self {
-            Link::Ethernet => return Some(data),
-            Link::Sll => (data.get(14..16)?, data.get(16..)?),
-            Link::Sll2 => (data.get(0..2)?, data.get(20..)?),
-            Link::Raw => {
-                let v = data.first()? >> 4;
-                let t: &[u8] = match v {
-                    4 => &[0x08, 0x00],
-                    6 => &[0x86, 0xdd],
-                    _ => return None,
-                };
-                (t, data)
-            }
-        };
-        buf.clear();
-        buf.extend_from_slice(&[0u8; 12]);
-        buf.extend_from_slice(ethertype);
-        buf.extend_from_slice(rest);
-        Some(buf)
     }
 }
 
@@ -329,23 +282,6 @@ impl Replay {
     }
 }
 
-/// Timestamp resolution and offset of one pcapng interface.
-#[derive(Debug, Clone, Copy)]
-struct IfTime {
-    link: Option<Link>,
-    units_per_sec: u64,
-    offset_s: i64,
-}
-
-fn to_ns(secs: u64, frac: u64, units_per_sec: u64) -> u64 {
-    let frac_ns = if units_per_sec == 1_000_000_000 {
-        frac
-    } else {
-        (frac as u128 * 1_000_000_000 / units_per_sec.max(1) as u128) as u64
-    };
-    secs.saturating_mul(1_000_000_000).saturating_add(frac_ns)
-}
-
 /// Analyzes one capture (`-` = stdin), writing NDJSON events to `out`.
 pub fn analyze_file(
     path: &Path,
@@ -481,158 +417,6 @@ pub fn analyze_reader(
         warnings,
         beats: replay.correlator.take_beats(),
     })
-}
-
-/// How reading a capture ended ([`read_frames`]).
-#[derive(Debug, Default)]
-pub(crate) struct ReadEnd {
-    /// Why the file was not read to its end ("is cut off: ..."), if it was not.
-    pub damage: Option<String>,
-    pub snaplen: Snaplen,
-    /// Some interface had a link type other than Ethernet, Linux cooked or raw IP.
-    pub unsupported_link: bool,
-}
-
-/// [`read_frames`]' callback: link type, bytes, time (ns), bytes of the file consumed.
-pub(crate) type OnFrame<'a> = dyn FnMut(Link, &[u8], u64, u64) -> anyhow::Result<()> + 'a;
-
-/// Reads every frame of a pcap or pcapng capture in file order, calling
-/// `on_frame(link, bytes, ts_ns, bytes_consumed)` for each frame of a supported link
-/// type; an error of `on_frame` stops reading and is returned. `Ok(Err(why))`: not a
-/// capture at all. Damage further on ends the reading with what came before delivered.
-pub(crate) fn read_frames(
-    input: Box<dyn Read + Send>,
-    on_frame: &mut OnFrame<'_>,
-) -> anyhow::Result<Result<ReadEnd, String>> {
-    let mut reader = match pcap_parser::create_reader(1 << 20, input) {
-        Ok(r) => r,
-        Err(e) => return Ok(Err(format!("not a pcap or pcapng capture ({e:?})"))),
-    };
-    let mut end = ReadEnd::default();
-    let mut legacy: Option<(Option<Link>, u64)> = None;
-    let mut interfaces: Vec<IfTime> = Vec::new();
-    let mut consumed = 0u64;
-    // Simple packet blocks have no timestamp: they share the latest one.
-    let mut last_ts = 0u64;
-    loop {
-        match reader.next() {
-            Ok((offset, block)) => {
-                match block {
-                    PcapBlockOwned::LegacyHeader(h) => {
-                        let units = if h.is_nanosecond_precision() {
-                            1_000_000_000
-                        } else {
-                            1_000_000
-                        };
-                        legacy = Some((Link::of(h.network), units));
-                        end.unsupported_link |= Link::of(h.network).is_none();
-                    }
-                    PcapBlockOwned::Legacy(b) => {
-                        let (link, units) = legacy.unwrap_or((Some(Link::Ethernet), 1_000_000));
-                        end.snaplen.frame(b.caplen, b.origlen);
-                        if let Some(link) = link {
-                            let ts = to_ns(b.ts_sec as u64, b.ts_usec as u64, units);
-                            last_ts = last_ts.max(ts);
-                            on_frame(link, b.data, ts, consumed)?;
-                        }
-                    }
-                    PcapBlockOwned::NG(Block::SectionHeader(_)) => interfaces.clear(),
-                    PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                        let link = Link::of(idb.linktype);
-                        end.unsupported_link |= link.is_none();
-                        interfaces.push(IfTime {
-                            link,
-                            units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
-                            offset_s: idb.ts_offset(),
-                        });
-                    }
-                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                        end.snaplen.frame(epb.caplen, epb.origlen);
-                        if let Some(it) = interfaces.get(epb.if_id as usize).copied() {
-                            if let Some(link) = it.link {
-                                let raw = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
-                                let secs = (raw / it.units_per_sec) as i64 + it.offset_s;
-                                let ts = to_ns(
-                                    secs.max(0) as u64,
-                                    raw % it.units_per_sec,
-                                    it.units_per_sec,
-                                );
-                                let caplen = (epb.caplen as usize).min(epb.data.len());
-                                last_ts = last_ts.max(ts);
-                                on_frame(link, &epb.data[..caplen], ts, consumed)?;
-                            }
-                        }
-                    }
-                    PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
-                        if let Some(link) = interfaces.first().and_then(|i| i.link) {
-                            on_frame(link, spb.data, last_ts, consumed)?;
-                        }
-                    }
-                    PcapBlockOwned::NG(_) => {}
-                }
-                reader.consume(offset);
-                consumed += offset as u64;
-            }
-            Err(PcapError::Eof) => break,
-            Err(PcapError::Incomplete(_)) => {
-                if reader.reader_exhausted() {
-                    end.damage = Some(CUT_SHORT.to_string());
-                    break;
-                }
-                if let Err(e) = reader.refill() {
-                    end.damage = Some(format!("could not be read ({e:?})"));
-                    break;
-                }
-            }
-            Err(PcapError::UnexpectedEof) => {
-                end.damage = Some(CUT_SHORT.to_string());
-                break;
-            }
-            Err(e) => {
-                end.damage = Some(format!(
-                    "is corrupt ({e:?}); the rest of the file was skipped"
-                ));
-                break;
-            }
-        }
-    }
-    Ok(Ok(end))
-}
-
-/// The last record announces more bytes than the file holds.
-const CUT_SHORT: &str = "is cut off: the file ends in the middle of it (cut short, e.g. copied while still being written)";
-
-/// How much of each packet a capture kept: a small snaplen cuts payloads.
-#[derive(Debug, Default)]
-pub(crate) struct Snaplen {
-    /// Frames captured shorter than they were on the wire.
-    cut: u64,
-    /// The longest of them: the snaplen in effect (headers may declare another, e.g.
-    /// `editcap -s` keeps the original header).
-    kept: u32,
-}
-
-impl Snaplen {
-    fn frame(&mut self, caplen: u32, origlen: u32) {
-        if caplen < origlen {
-            self.cut += 1;
-            self.kept = self.kept.max(caplen);
-        }
-    }
-
-    /// What to tell the user, if packets were cut.
-    fn warning(&self) -> Option<String> {
-        (self.cut > 0).then(|| {
-            let frames = match self.cut {
-                1 => "1 frame was".to_string(),
-                n => format!("{n} frames were"),
-            };
-            format!(
-                "{frames} cut to the capture's snaplen ({} bytes): payloads are truncated (SIP headers and heartbeat fields past the cut are not seen)",
-                self.kept
-            )
-        })
-    }
 }
 
 /// Analyzes every file in turn; each starts from empty state (files are separate

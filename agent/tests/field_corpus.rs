@@ -782,11 +782,11 @@ mod reproduced {
         std::fs::create_dir_all(&dir).unwrap();
         let path: PathBuf = dir.join(name);
         let file = std::fs::File::create(&path).unwrap();
-        let mut w = pcap_file::pcap::PcapWriter::new(file).unwrap();
-        for (t, f) in &frames {
-            let ts = std::time::Duration::from_nanos(T0 + t);
-            w.write_packet(&pcap_file::pcap::PcapPacket::new(ts, f.len() as u32, f))
+        let mut w =
+            hbwatch::pcap::Writer::new(file, hbwatch::pcap::Format::Pcap { nanos: false }, "test")
                 .unwrap();
+        for (t, f) in &frames {
+            w.write(T0 + t, f).unwrap();
         }
         drop(w);
         let run = analyze(&[path], &[]);

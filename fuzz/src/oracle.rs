@@ -3,7 +3,8 @@
 use std::cell::Cell;
 
 use hbwatch::event::Event;
-use hbwatch::output::{pretty, Sink};
+use hbwatch::sink::stdout::pretty;
+use hbwatch::sink::Sink;
 use hbwatch_common::frame::Frame;
 use serde_json::Value;
 

@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use hbwatch::hbgen::output::{self, Format};
+use hbwatch::hbgen::output;
+use hbwatch::pcap::Format;
 use hbwatch::hbgen::scenario::{Overrides, Scenario};
 use hbwatch::hbgen::{generate, TimedFrame};
 use hbwatch_common::frame::SliceFrame;

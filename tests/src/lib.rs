@@ -515,12 +515,15 @@ impl Tcpdump {
             self.said
         );
         let file = std::fs::File::open(&self.pcap).expect("the capture");
-        let mut reader = pcap_file::pcap::PcapReader::new(file).expect("a pcap file from tcpdump");
         let mut last = None;
-        while let Some(frame) = reader.next_packet() {
-            last = Some(frame.expect("a well-formed capture").timestamp);
-        }
-        let ns = last.expect("the capture holds frames").as_nanos() as i128;
+        let end = hbwatch::pcap::read_frames(Box::new(file), &mut |_, _, ts, _| {
+            last = Some(ts);
+            Ok(())
+        })
+        .expect("reading the capture")
+        .expect("a pcap file from tcpdump");
+        assert!(end.damage.is_none(), "a well-formed capture: {end:?}");
+        let ns = last.expect("the capture holds frames") as i128;
         hbwatch::event::rfc3339_micros(ns + 50_000_000)
     }
 }

@@ -6,9 +6,10 @@ use anyhow::{bail, Result};
 
 use super::noise;
 use super::ordinary::{self, OrdinaryOptions};
-use super::output::{self, Format};
+use super::output;
 use super::scenario::{Overrides, Scenario, BUILTIN};
 use super::TimedFrame;
+use crate::pcap::Format;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("out").required(true).args(["pcap", "iface", "show"])))]

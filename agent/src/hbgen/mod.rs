@@ -8,7 +8,7 @@
 //! let sc = Scenario::load("story")?;
 //! let mut capture = hbgen::generate(&sc);
 //! let frames = capture.take_frames(); // heartbeat frames, in time order
-//! let stats = output::write_file("story.pcap".as_ref(), output::Format::Pcap { nanos: false }, frames)?;
+//! let stats = output::write_file("story.pcap".as_ref(), hbwatch::pcap::Format::Pcap { nanos: false }, frames)?;
 //! capture.truth.generated = stats;
 //! output::write_truth("story.pcap.truth.json".as_ref(), &capture.truth)?;
 //! # anyhow::Ok(())

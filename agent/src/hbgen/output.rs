@@ -1,31 +1,16 @@
 //! Where generated frames go: a pcap (microsecond or nanosecond) or pcapng file, or an
 //! interface in real time through an AF_PACKET socket, paced by the virtual timestamps.
 
-use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::pcap::{Format, Writer};
 use anyhow::{bail, Context, Result};
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
-use pcap_file::pcapng::blocks::interface_description::{
-    InterfaceDescriptionBlock, InterfaceDescriptionOption,
-};
-use pcap_file::pcapng::PcapNgWriter;
-use pcap_file::{DataLink, TsResolution};
 
 use super::truth::{Generated, Truth};
 use super::TimedFrame;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// Classic pcap; `nanos` picks the nanosecond magic (0xa1b23c4d).
-    Pcap { nanos: bool },
-    /// pcapng with one Ethernet interface, timestamps in ns (`if_tsresol` = 9).
-    PcapNg,
-}
 
 /// Counts frames by label as they go out.
 fn count(stats: &mut Generated, f: &TimedFrame) {
@@ -46,55 +31,12 @@ pub fn write<W: Write>(
     frames: impl IntoIterator<Item = TimedFrame>,
 ) -> Result<Generated> {
     let mut stats = Generated::default();
-    const SNAPLEN: u32 = 65_535;
-    match format {
-        Format::Pcap { nanos } => {
-            let header = PcapHeader {
-                ts_resolution: if nanos {
-                    TsResolution::NanoSecond
-                } else {
-                    TsResolution::MicroSecond
-                },
-                datalink: DataLink::ETHERNET,
-                snaplen: SNAPLEN,
-                ..PcapHeader::default()
-            };
-            let mut pw = PcapWriter::with_header(w, header).context("writing the pcap header")?;
-            for f in frames {
-                let p =
-                    PcapPacket::new(Duration::from_nanos(f.ts_ns), f.data.len() as u32, &f.data);
-                pw.write_packet(&p).context("writing a packet")?;
-                count(&mut stats, &f);
-            }
-            pw.into_writer().flush()?;
-        }
-        Format::PcapNg => {
-            let mut pw = PcapNgWriter::new(w).context("writing the pcapng section header")?;
-            // pcap-file writes EPB timestamps as raw ns: say so, or readers assume µs.
-            let idb = InterfaceDescriptionBlock {
-                linktype: DataLink::ETHERNET,
-                snaplen: SNAPLEN,
-                options: vec![
-                    InterfaceDescriptionOption::IfName(Cow::Borrowed("hbgen")),
-                    InterfaceDescriptionOption::IfTsResol(9),
-                ],
-            };
-            pw.write_pcapng_block(idb)
-                .context("writing the interface block")?;
-            for f in frames {
-                let epb = EnhancedPacketBlock {
-                    interface_id: 0,
-                    timestamp: Duration::from_nanos(f.ts_ns),
-                    original_len: f.data.len() as u32,
-                    data: Cow::Borrowed(&f.data),
-                    options: vec![],
-                };
-                pw.write_pcapng_block(epb).context("writing a packet")?;
-                count(&mut stats, &f);
-            }
-            pw.into_inner().flush()?;
-        }
+    let mut pw = Writer::new(w, format, "hbgen").context("writing the capture header")?;
+    for f in frames {
+        pw.write(f.ts_ns, &f.data).context("writing a packet")?;
+        count(&mut stats, &f);
     }
+    pw.into_inner().flush()?;
     Ok(stats)
 }
 
@@ -265,64 +207,22 @@ pub fn send_paced(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pcap_file::pcap::PcapReader;
-    use pcap_file::pcapng::{Block, PcapNgReader};
-
-    fn frames() -> Vec<TimedFrame> {
-        vec![
-            TimedFrame {
-                ts_ns: 1_795_341_600_123_456_789,
-                data: vec![1; 60],
-                label: "a",
-            },
-            TimedFrame {
-                ts_ns: 1_795_341_601_000_000_001,
-                data: vec![2; 70],
-                label: "ordinary",
-            },
-        ]
-    }
 
     #[test]
-    fn pcap_micro_and_nano_keep_their_resolution() {
-        for (nanos, want) in [(false, 123_456_000), (true, 123_456_789)] {
-            let mut buf = Vec::new();
-            let stats = write(&mut buf, Format::Pcap { nanos }, frames()).unwrap();
-            assert_eq!(
-                (stats.frames, stats.heartbeat_frames, stats.ordinary_frames),
-                (2, 1, 1)
-            );
-            let mut r = PcapReader::new(&buf[..]).unwrap();
-            let p = r.next_packet().unwrap().unwrap();
-            assert_eq!(p.timestamp.as_secs(), 1_795_341_600);
-            assert_eq!(p.timestamp.subsec_nanos(), want);
-            assert_eq!(p.data.len(), 60);
-        }
-    }
-
-    #[test]
-    fn pcapng_declares_nanoseconds() {
-        let mut buf = Vec::new();
-        write(&mut buf, Format::PcapNg, frames()).unwrap();
-        let mut r = PcapNgReader::new(&buf[..]).unwrap();
-        let mut tsresol = None;
-        let mut packets = Vec::new();
-        while let Some(b) = r.next_block() {
-            match b.unwrap() {
-                Block::InterfaceDescription(idb) => {
-                    tsresol = idb.options.iter().find_map(|o| match o {
-                        InterfaceDescriptionOption::IfTsResol(v) => Some(*v),
-                        _ => None,
-                    })
+    fn frames_are_counted_by_label() {
+        let frames =
+            [("rudp.request", 60), ("ordinary", 70), ("noise.sip", 80)].map(|(label, n)| {
+                TimedFrame {
+                    ts_ns: 1_795_341_600_000_000_000,
+                    data: vec![0; n],
+                    label,
                 }
-                Block::EnhancedPacket(p) => packets.push(p.timestamp.as_nanos()),
-                _ => {}
-            }
-        }
-        assert_eq!(tsresol, Some(9));
+            });
+        let stats = write(Vec::new(), Format::PcapNg, frames).unwrap();
         assert_eq!(
-            packets,
-            vec![1_795_341_600_123_456_789, 1_795_341_601_000_000_001]
+            (stats.frames, stats.heartbeat_frames, stats.ordinary_frames),
+            (3, 1, 2)
         );
+        assert_eq!(stats.by_message["rudp.request"], 1);
     }
 }

@@ -23,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::correlate::sip::parse as sipparse;
 
 use super::frame::{checksum, FrameSpec, Tcp};
-use super::output::{write_file, Format};
+use super::output::write_file;
 use super::rng::Rng;
 use super::TimedFrame;
+use crate::pcap::Format;
 
 /// The spec (TOML): the path and the rules of each vantage.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -200,7 +201,7 @@ fn read_input(path: &Path, ports: &BTreeMap<u32, Protocol>) -> Result<Vec<In>> {
     }
     let mut frames = Vec::new();
     let mut buf = Vec::new();
-    let read = crate::offline::read_frames(
+    let read = crate::pcap::read_frames(
         Box::new(std::io::BufReader::new(file)),
         &mut |link, data, ts, _| {
             let Some(eth) = link.ethernet(data, &mut buf) else {

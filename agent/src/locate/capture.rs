@@ -2,7 +2,7 @@
 //! association, direction, identity (the heartbeat's own number), time, DSCP and IP
 //! TTL, and the TCP FIN/RST frames of heartbeat sessions. Frames are parsed and decoded
 //! by the datapath's own code (`hbwatch_common::parse`, `proto::decode`), read by
-//! `offline::read_frames` like `hbwatch analyze`.
+//! `pcap::read_frames` like `hbwatch analyze`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -136,7 +136,7 @@ pub fn read(
             Err(e) => return Ok(Err(format!("cannot open {}: {e}", file.display()))),
         };
         let before = v.frames;
-        let read = crate::offline::read_frames(input, &mut |link, data, ts, _| {
+        let read = crate::pcap::read_frames(input, &mut |link, data, ts, _| {
             v.frames += 1;
             v.span = Some(match v.span {
                 None => (ts, ts),

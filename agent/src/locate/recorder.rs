@@ -16,15 +16,10 @@ use anyhow::{bail, Context as _};
 use hbwatch_common::event::{EventKind, RawEvent};
 use hbwatch_common::parse::{TCP_ACK, TCP_PSH};
 use hbwatch_common::proto::{ged125, rudp, Protocol, Role};
-use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
-use pcap_file::pcapng::blocks::interface_description::{
-    InterfaceDescriptionBlock, InterfaceDescriptionOption,
-};
-use pcap_file::pcapng::PcapNgWriter;
-use pcap_file::DataLink;
 
 use crate::convert::ip_of;
 use crate::hbgen::frame::{FrameSpec, Tcp};
+use crate::pcap::{Format, Writer};
 
 /// `DIR?keep=15m&max_size=256MiB`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +95,7 @@ fn size(v: &str) -> Option<u64> {
 const PREFIX: &str = "hbwatch-rec-";
 
 struct Current {
-    writer: PcapNgWriter<BufWriter<File>>,
+    writer: Writer<BufWriter<File>>,
     path: PathBuf,
     start_ns: i128,
     bytes: u64,
@@ -172,14 +167,7 @@ impl Recorder {
             self.open(unix_ns)?;
         }
         let c = self.current.as_mut().expect("opened");
-        let epb = EnhancedPacketBlock {
-            interface_id: 0,
-            timestamp: Duration::from_nanos(unix_ns.max(0) as u64),
-            original_len: frame.len() as u32,
-            data: std::borrow::Cow::Borrowed(frame),
-            options: vec![],
-        };
-        c.bytes += c.writer.write_pcapng_block(epb)? as u64;
+        c.bytes += c.writer.write(unix_ns.max(0) as u64, frame)? as u64;
         // Readable while the agent runs: flushed at least once a second.
         if unix_ns - c.flushed_ns >= 1_000_000_000 {
             c.writer.get_mut().flush()?;
@@ -191,15 +179,7 @@ impl Recorder {
     fn open(&mut self, unix_ns: i128) -> anyhow::Result<()> {
         let path = self.spec.dir.join(format!("{PREFIX}{unix_ns:020}.pcapng"));
         let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        let mut writer = PcapNgWriter::new(BufWriter::new(file))?;
-        writer.write_pcapng_block(InterfaceDescriptionBlock {
-            linktype: DataLink::ETHERNET,
-            snaplen: 65_535,
-            options: vec![
-                InterfaceDescriptionOption::IfName("hbwatch-record".into()),
-                InterfaceDescriptionOption::IfTsResol(9),
-            ],
-        })?;
+        let writer = Writer::new(BufWriter::new(file), Format::PcapNg, "hbwatch-record")?;
         self.current = Some(Current {
             writer,
             path,
@@ -315,7 +295,7 @@ pub fn replay_capture(
     let mut env = crate::offline::OfflineEnv::new(ports, &Default::default());
     let file = File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let mut buf = Vec::new();
-    let read = crate::offline::read_frames(
+    let read = crate::pcap::read_frames(
         Box::new(std::io::BufReader::new(file)),
         &mut |link, data, ts, _| {
             if let Some(eth) = link.ethernet(data, &mut buf) {
