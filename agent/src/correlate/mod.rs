@@ -37,11 +37,11 @@ pub struct Ctx<'a> {
 
 pub mod assoc;
 pub mod beats;
+mod deadlines;
 pub mod diagnosis;
 pub mod fragments;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use hbwatch_common::event::{EventKind, RawEvent, BEAT_PAIRED};
 use hbwatch_common::flow::QOS_FROM_RESPONDER;
@@ -54,6 +54,7 @@ use crate::event::{Action, Event, Level, RttUs};
 use assoc::{
     Assoc, Diagnosis, DownCause, LateArrival, Repeating, Silence, Stats, Timing, Trouble, MS,
 };
+use deadlines::Deadlines;
 use diagnosis::{diagnose, Phase};
 use sip::{SipConfig, SipTracker};
 
@@ -171,7 +172,7 @@ pub struct Correlator {
     slots: HashMap<FlowKey, Slot>,
     /// (deadline, key, generation): one entry per association at most, re-armed when
     /// it fires early (heartbeats do not touch the queue).
-    timers: BinaryHeap<Reverse<(u64, TimerKey, u64)>>,
+    timers: Deadlines<(TimerKey, u64)>,
     next_generation: u64,
     /// SCCP secondary keepalive interval (RegisterAck) per phone address, ns.
     sccp_secondary: HashMap<[u8; 16], u64>,
@@ -238,7 +239,7 @@ impl Correlator {
             fragments: fragments::Reassembler::default(),
             cfg,
             slots: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: Deadlines::default(),
             next_generation: 0,
             sccp_secondary: HashMap::new(),
             sccp_primary: HashMap::new(),
@@ -527,11 +528,7 @@ impl Correlator {
 
     /// Fires every timer due at or before `now` (record clock), then summaries.
     pub fn advance(&mut self, now: u64, ctx: &Ctx, out: &mut Vec<Event>) {
-        while let Some(&Reverse((deadline, key, generation))) = self.timers.peek() {
-            if deadline > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((_, (key, generation))) = self.timers.pop_due(now) {
             let Some(slot) = self.slots.get_mut(&key.0) else {
                 continue;
             };
@@ -731,8 +728,7 @@ impl Correlator {
         }
         if let Some(d) = slot.assoc.deadline() {
             slot.assoc.armed = true;
-            self.timers
-                .push(Reverse((d, TimerKey(*key), slot.generation)));
+            self.timers.push(d, (TimerKey(*key), slot.generation));
         }
     }
 

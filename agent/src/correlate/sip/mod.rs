@@ -31,8 +31,8 @@ pub mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use hbwatch_common::event::{EventKind, RawEvent};
 use hbwatch_common::key::FlowKey;
@@ -40,6 +40,7 @@ use hbwatch_common::parse::IPPROTO_TCP;
 use hbwatch_common::proto::Protocol;
 
 use super::assoc::Stats;
+use super::deadlines::Deadlines;
 use super::{AssocTotals, Ctx};
 use crate::convert::association;
 use crate::event::{Action, CSeq, Event, Level, RttUs, SipFields};
@@ -376,19 +377,18 @@ enum TimerRef {
     Expiry(RegKey),
 }
 
-/// A deadline in the timer heap. Entries are not removed when their deadline moves
-/// (refresh, answer): firing checks the owner still has this deadline.
+/// A SIP deadline's owner, in the shared timer queue; ties fire in the order they
+/// were set.
 #[derive(Debug)]
 struct Timer {
-    at_ns: u64,
-    /// Insertion order: ties fire in the order they were set.
+    /// Insertion order.
     order: u64,
     what: TimerRef,
 }
 
 impl PartialEq for Timer {
     fn eq(&self, other: &Self) -> bool {
-        (self.at_ns, self.order) == (other.at_ns, other.order)
+        self.order == other.order
     }
 }
 impl Eq for Timer {}
@@ -399,7 +399,24 @@ impl PartialOrd for Timer {
 }
 impl Ord for Timer {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.at_ns, self.order).cmp(&(other.at_ns, other.order))
+        self.order.cmp(&other.order)
+    }
+}
+
+/// Whether a queued deadline is still its owner's (see [`Deadlines`]).
+fn is_live(
+    txns: &HashMap<TxnKey, Txn>,
+    regs: &HashMap<RegKey, Registration>,
+    at_ns: u64,
+    timer: &Timer,
+) -> bool {
+    match &timer.what {
+        TimerRef::Answer(key) => txns
+            .get(key)
+            .is_some_and(|t| t.state == TxnState::Pending && t.deadline_ns == at_ns),
+        TimerRef::Expiry(key) => regs
+            .get(key)
+            .is_some_and(|r| r.state == RegState::Registered && r.expiry_ns == at_ns),
     }
 }
 
@@ -421,7 +438,7 @@ pub struct SipTracker {
     recent: duplicates::Recent,
     /// Credential rejections in a row per source toward a registrar.
     rejections: HashMap<SourceKey, Rejections>,
-    timers: BinaryHeap<Reverse<Timer>>,
+    timers: Deadlines<Timer>,
     timer_order: u64,
     last_housekeeping_ns: u64,
     /// Reused between records: messages with their time.
@@ -894,50 +911,23 @@ impl SipTracker {
 
     fn set_timer(&mut self, at_ns: u64, what: TimerRef) {
         self.timer_order += 1;
-        self.timers.push(Reverse(Timer {
-            at_ns,
-            order: self.timer_order,
-            what,
-        }));
-    }
-
-    /// Whether a heap entry is still its owner's deadline.
-    fn is_live(&self, timer: &Timer) -> bool {
-        match &timer.what {
-            TimerRef::Answer(key) => self
-                .txns
-                .get(key)
-                .is_some_and(|t| t.state == TxnState::Pending && t.deadline_ns == timer.at_ns),
-            TimerRef::Expiry(key) => self
-                .regs
-                .get(key)
-                .is_some_and(|r| r.state == RegState::Registered && r.expiry_ns == timer.at_ns),
-        }
+        let order = self.timer_order;
+        self.timers.push(at_ns, Timer { order, what });
     }
 
     /// Pops dead entries off the top, so [`Self::next_deadline`] is exact.
     fn drop_stale_timers(&mut self) {
-        while let Some(Reverse(top)) = self.timers.peek() {
-            if self.is_live(top) {
-                break;
-            }
-            self.timers.pop();
-        }
+        let (txns, regs) = (&self.txns, &self.regs);
+        self.timers.drop_stale(|at, t| !is_live(txns, regs, at, t));
     }
 
     /// Fires every deadline at or before `now_ns` (record clock).
     pub fn advance(&mut self, now_ns: u64, ctx: &Ctx, out: &mut Vec<Event>) {
-        while let Some(Reverse(top)) = self.timers.peek() {
-            if top.at_ns > now_ns {
-                break;
-            }
-            let Some(Reverse(timer)) = self.timers.pop() else {
-                break;
-            };
-            if self.is_live(&timer) {
+        while let Some((at_ns, timer)) = self.timers.pop_due(now_ns) {
+            if is_live(&self.txns, &self.regs, at_ns, &timer) {
                 match &timer.what {
-                    TimerRef::Answer(key) => self.fire_unanswered(key, timer.at_ns, ctx, out),
-                    TimerRef::Expiry(key) => self.fire_expired(key, timer.at_ns, ctx, out),
+                    TimerRef::Answer(key) => self.fire_unanswered(key, at_ns, ctx, out),
+                    TimerRef::Expiry(key) => self.fire_expired(key, at_ns, ctx, out),
                 }
             }
         }
@@ -1027,18 +1017,14 @@ impl SipTracker {
         });
         // Entries whose owner moved on pile up (one per refresh): rebuild when bloated.
         if self.timers.len() > 4 * (self.txns.len() + self.regs.len()) + 1024 {
-            let timers = std::mem::take(&mut self.timers);
-            let live: Vec<_> = timers
-                .into_iter()
-                .filter(|Reverse(t)| self.is_live(t))
-                .collect();
-            self.timers = live.into();
+            let (txns, regs) = (&self.txns, &self.regs);
+            self.timers.retain(|at, t| is_live(txns, regs, at, t));
         }
     }
 
     /// The earliest pending deadline, if any.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.timers.peek().map(|Reverse(t)| t.at_ns)
+        self.timers.next()
     }
 
     /// `heartbeat.summary` for every SIP association active since the last call.
