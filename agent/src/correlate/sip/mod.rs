@@ -19,17 +19,20 @@
 //!
 //! Associations run from the request sender (phone, OPTIONS pinger) to the receiver.
 //! A packet seen twice (mirror ports) is counted and dropped first ([`duplicates`]);
-//! what REGISTER answers mean for a registration is in [`register`].
+//! requests and answers are paired in [`transaction`]; what a REGISTER's answer means
+//! for a registration is in [`registration`], what an OPTIONS answer means in [`options`].
 
 mod duplicates;
 #[cfg(test)]
 mod fixtures;
+mod options;
 pub mod parse;
-mod register;
+mod registration;
 /// Public for the fuzz targets (`fuzz/`); the tracker is its only user in the agent.
 pub mod stream;
 #[cfg(test)]
 mod tests;
+mod transaction;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -43,10 +46,12 @@ use super::assoc::Stats;
 use super::deadlines::Deadlines;
 use super::{AssocTotals, Ctx};
 use crate::convert::association;
-use crate::event::{Action, CSeq, Event, Level, RttUs, SipFields};
-use parse::{Challenge, Credentials, Message, Method, StartLine};
+use crate::event::{Action, Event, Level, RttUs};
+use parse::{Message, Method, StartLine};
+use registration::{RegKey, RegState, Registration};
 use stream::Stream;
 pub use stream::StreamStats;
+use transaction::{Txn, TxnKey, TxnState};
 
 const NS_PER_MS: u64 = 1_000_000;
 /// Forgetting idle state is a scan: at most once per second of record time.
@@ -148,156 +153,6 @@ impl SipCounters {
             ("sip_tcp_overflows", self.tcp.overflows),
         ]
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct TxnKey {
-    family: u8,
-    client: [u8; 16],
-    server: [u8; 16],
-    call_id: String,
-    cseq: u32,
-    method: Method,
-}
-
-/// What a REGISTER asked for.
-#[derive(Clone, Debug, Default)]
-struct RegisterInfo {
-    aor: String,
-    device: Option<String>,
-    contact_uri: Option<String>,
-    /// The first Contact's `expires=`, else the Expires header.
-    requested_expires: Option<u32>,
-    /// Expires 0 or `Contact: *`.
-    removal: bool,
-    keep_alive: bool,
-    /// Built from a response whose request was not seen.
-    from_response: bool,
-    /// Digest credentials it carried.
-    credentials: Vec<Credentials>,
-    /// The capture cut its header section short: credentials may lie past the cut.
-    cut: bool,
-    /// The challenge that answered the previous CSeq of its Call-ID, if one did.
-    earlier_challenges: Vec<Challenge>,
-}
-
-impl RegisterInfo {
-    fn of_request(msg: &Message) -> RegisterInfo {
-        let first = msg.contacts.first();
-        let requested_expires = first.and_then(|c| c.expires).or(msg.expires);
-        RegisterInfo {
-            aor: msg
-                .to_aor
-                .clone()
-                .or_else(|| msg.from_aor.clone())
-                .unwrap_or_default(),
-            device: msg.contacts.iter().find_map(|c| c.device()),
-            contact_uri: first.map(|c| c.uri.clone()),
-            requested_expires,
-            removal: msg.contact_star || requested_expires == Some(0),
-            keep_alive: msg.contacts.iter().any(|c| c.cisco_keep_alive),
-            from_response: false,
-            credentials: msg.credentials.clone(),
-            cut: msg.is_truncated(),
-            earlier_challenges: Vec::new(),
-        }
-    }
-
-    /// A response without its request: what the registrar's answer says.
-    fn of_response(msg: &Message) -> RegisterInfo {
-        RegisterInfo {
-            aor: msg
-                .to_aor
-                .clone()
-                .or_else(|| msg.from_aor.clone())
-                .unwrap_or_default(),
-            device: msg.contacts.iter().find_map(|c| c.device()),
-            from_response: true,
-            ..RegisterInfo::default()
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TxnState {
-    Pending,
-    Answered,
-    /// Reported unanswered; a late answer still updates registration state.
-    Unanswered,
-}
-
-#[derive(Debug)]
-struct Txn {
-    /// Request sender -> receiver, ports as seen.
-    assoc: FlowKey,
-    ifindex: u32,
-    first_sent_ns: u64,
-    attempts: u32,
-    deadline_ns: u64,
-    state: TxnState,
-    /// When it was answered or reported.
-    done_ns: u64,
-    register: Option<RegisterInfo>,
-    /// A REGISTER's challenge answer (401/407), for the next CSeq's verdict.
-    challenges: Vec<Challenge>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct RegKey {
-    family: u8,
-    phone: [u8; 16],
-    registrar: [u8; 16],
-    aor: String,
-}
-
-impl RegKey {
-    /// The registration of `aor` a REGISTER on `assoc` (phone -> registrar) is about.
-    fn new(assoc: &FlowKey, aor: &str) -> RegKey {
-        RegKey {
-            family: assoc.family,
-            phone: assoc.orig,
-            registrar: assoc.resp,
-            aor: aor.to_string(),
-        }
-    }
-
-    /// The registration a REGISTER transaction is about.
-    fn of(view: &TxnView, info: &RegisterInfo) -> RegKey {
-        RegKey::new(&view.assoc, &info.aor)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RegState {
-    Registered,
-    Expired,
-    Unregistered,
-}
-
-#[derive(Debug)]
-struct Registration {
-    assoc: FlowKey,
-    ifindex: u32,
-    call_id: String,
-    device: Option<String>,
-    state: RegState,
-    granted_s: u32,
-    last_success_ns: u64,
-    /// Time between the last two successful registrations (the refresh period).
-    refresh_interval_ns: Option<u64>,
-    /// `last_success + granted + grace`: `sip.expired` fires here.
-    expiry_ns: u64,
-    expired_at_ns: u64,
-    last_seen_ns: u64,
-    /// CSeq of the last successful REGISTER.
-    cseq: u32,
-    /// REGISTER requests (not re-sends) since the last success.
-    requests_since_success: u32,
-    /// The latest of them: if still unanswered when the lifetime ends, the lapse waits
-    /// for its answer (the registrar had the refresh in time).
-    refresh: Option<TxnKey>,
-    /// The registrar's last refusal since the last success (status, reason).
-    refusal: Option<(u16, String)>,
 }
 
 /// Intervals between successful heartbeats (REGISTER 2xx, OPTIONS answered).
@@ -504,15 +359,6 @@ fn aor_user(aor: &str) -> Option<String> {
     (!user.is_empty()).then(|| user.to_string())
 }
 
-/// What a transaction's events need to say who it was.
-struct TxnView<'a> {
-    assoc: FlowKey,
-    ifindex: u32,
-    call_id: &'a str,
-    cseq: u32,
-    method: Method,
-}
-
 impl SipTracker {
     pub fn new(cfg: SipConfig) -> SipTracker {
         SipTracker {
@@ -636,268 +482,6 @@ impl SipTracker {
         }
     }
 
-    fn on_request(
-        &mut self,
-        msg: &Message,
-        method: Method,
-        ts: u64,
-        raw: &RawEvent,
-        ctx: &Ctx,
-        out: &mut Vec<Event>,
-    ) {
-        let (Some(call_id), Some(cseq)) = (msg.call_id.as_ref(), msg.cseq) else {
-            self.counters.incomplete += 1;
-            return;
-        };
-        let key = TxnKey {
-            family: raw.key.family,
-            client: raw.key.orig,
-            server: raw.key.resp,
-            call_id: call_id.clone(),
-            cseq: cseq.number,
-            method,
-        };
-        if let Some(txn) = self.txns.get_mut(&key) {
-            // The same transaction again: a retransmission, not a new heartbeat.
-            txn.attempts = txn.attempts.saturating_add(1);
-            if txn.attempts == 2 {
-                let view = TxnView {
-                    assoc: txn.assoc,
-                    ifindex: txn.ifindex,
-                    call_id,
-                    cseq: cseq.number,
-                    method,
-                };
-                let reg = txn.register.as_ref();
-                let mut ev = Self::txn_event(
-                    &view,
-                    reg,
-                    ts,
-                    ctx,
-                    Action::HeartbeatRetry,
-                    Level::Warning,
-                    format!(
-                        "{}: {} CSeq {} sent again (attempt 2): no final response yet",
-                        association(&view.assoc),
-                        method.name(),
-                        cseq.number
-                    ),
-                );
-                ev.heartbeat.seq = Some(cseq.number);
-                ev.heartbeat.attempt = Some(2);
-                out.push(ev);
-            }
-            return;
-        }
-        if self.txns.len() >= self.cfg.max_transactions {
-            self.counters.dropped_at_capacity += 1;
-            return;
-        }
-        let assoc = sip_key(&raw.key);
-        let register =
-            (method == Method::Register).then(|| self.register_request(msg, &key, &assoc, ts));
-        let deadline_ns = ts.saturating_add(self.cfg.answer_timeout_ms.saturating_mul(NS_PER_MS));
-        // Its answer came first: what it said was acted on then; count it, no timer.
-        let answered_ns = self.early_answers.remove(&key);
-        if answered_ns.is_none() {
-            self.set_timer(deadline_ns, TimerRef::Answer(key.clone()));
-        }
-        self.txns.insert(
-            key,
-            Txn {
-                assoc,
-                ifindex: raw.ifindex,
-                first_sent_ns: ts,
-                attempts: 1,
-                deadline_ns,
-                state: if answered_ns.is_some() {
-                    TxnState::Answered
-                } else {
-                    TxnState::Pending
-                },
-                done_ns: answered_ns.unwrap_or(0),
-                register,
-                challenges: Vec::new(),
-            },
-        );
-        let mut counted = false;
-        if let Some(stats) = self.assoc_stats(&assoc, raw.ifindex, ts) {
-            stats.active = true;
-            if let Some(answered_ns) = answered_ns {
-                stats.answered();
-                counted = true;
-                if answered_ns >= ts {
-                    stats.rtt(answered_ns - ts);
-                }
-            }
-        }
-        if let (true, Some(log)) = (counted, &mut self.beats) {
-            log.beat(&assoc, ts);
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn on_response(
-        &mut self,
-        msg: &Message,
-        status: u16,
-        reason: &str,
-        method: Method,
-        ts: u64,
-        raw: &RawEvent,
-        ctx: &Ctx,
-        out: &mut Vec<Event>,
-    ) {
-        let (Some(call_id), Some(cseq)) = (msg.call_id.as_ref(), msg.cseq) else {
-            self.counters.incomplete += 1;
-            return;
-        };
-        if status < 200 {
-            // Provisional: the request arrived, but it is not an answer.
-            return;
-        }
-        let key = TxnKey {
-            family: raw.key.family,
-            client: raw.key.resp,
-            server: raw.key.orig,
-            call_id: call_id.clone(),
-            cseq: cseq.number,
-            method,
-        };
-        let (assoc, ifindex, register, timely) = match self.txns.get_mut(&key) {
-            Some(txn) if txn.state == TxnState::Answered => {
-                self.counters.duplicate_responses += 1;
-                return;
-            }
-            Some(txn) => {
-                let timely = txn.state == TxnState::Pending;
-                txn.state = TxnState::Answered;
-                if self.cfg.register_challenge_codes.contains(&status) {
-                    txn.challenges = msg.challenges.clone();
-                }
-                txn.done_ns = ts;
-                // Karn: after a retransmission the answer may be to either send.
-                let rtt =
-                    (timely && txn.attempts == 1).then(|| ts.saturating_sub(txn.first_sent_ns));
-                let found = (txn.assoc, txn.ifindex, txn.register.clone(), timely);
-                let sent_ns = txn.first_sent_ns;
-                let mut counted = false;
-                if let Some(stats) = self.assoc_stats(&found.0, found.1, ts) {
-                    stats.active = true;
-                    if timely {
-                        stats.answered();
-                        counted = true;
-                    }
-                    if let Some(rtt) = rtt {
-                        stats.rtt(rtt);
-                    }
-                }
-                if let (true, Some(log)) = (counted, &mut self.beats) {
-                    log.beat(&found.0, sent_ns);
-                }
-                found
-            }
-            None if self.early_answers.contains_key(&key) => {
-                self.counters.duplicate_responses += 1;
-                return;
-            }
-            None => {
-                self.counters.unmatched_responses += 1;
-                if self.early_answers.len() < self.cfg.max_transactions {
-                    self.early_answers.insert(key.clone(), ts);
-                }
-                let register = (method == Method::Register).then(|| RegisterInfo::of_response(msg));
-                (reversed(&raw.key), raw.ifindex, register, false)
-            }
-        };
-        let view = TxnView {
-            assoc,
-            ifindex,
-            call_id,
-            cseq: cseq.number,
-            method,
-        };
-        let success = match method {
-            Method::Register => {
-                let info = register.unwrap_or_else(|| RegisterInfo::of_response(msg));
-                self.register_answered(&view, &info, msg, status, reason, ts, ctx, out)
-            }
-            _ => self.options_answered(&view, status, reason, ts, ctx, out),
-        };
-        if success && timely {
-            if let Some(stats) = self.assocs.get_mut(&assoc) {
-                stats.beat(ts);
-            }
-        }
-    }
-
-    /// Outcome of a final answer to an OPTIONS ping; true when the peer is healthy.
-    fn options_answered(
-        &mut self,
-        view: &TxnView,
-        status: u16,
-        reason: &str,
-        ts: u64,
-        ctx: &Ctx,
-        out: &mut Vec<Event>,
-    ) -> bool {
-        if !self.cfg.options_fail_codes.contains(&status) {
-            // Any other final answer (even 404/405) shows the peer's SIP stack alive.
-            return true;
-        }
-        let mut ev = Self::txn_event(
-            view,
-            None,
-            ts,
-            ctx,
-            Action::SipOptionsFailed,
-            Level::Warning,
-            format!(
-                "{}: OPTIONS answered {status} {reason}: the peer reports itself overloaded or out of service",
-                association(&view.assoc),
-            ),
-        );
-        if let Some(sip) = ev.sip.as_mut() {
-            sip.code = Some(status);
-            sip.status = Some(reason.to_string());
-        }
-        out.push(ev);
-        false
-    }
-
-    /// An event about one transaction, `sip.*` identity filled.
-    #[allow(clippy::too_many_arguments)]
-    fn txn_event(
-        view: &TxnView,
-        register: Option<&RegisterInfo>,
-        ts: u64,
-        ctx: &Ctx,
-        action: Action,
-        level: Level,
-        message: String,
-    ) -> Event {
-        let mut ev = ctx.conv.association_event(
-            &view.assoc,
-            Some(view.ifindex),
-            ctx.clock.unix_ns(ts),
-            action,
-            level,
-            message,
-        );
-        ev.sip = Some(SipFields {
-            call_id: Some(view.call_id.to_string()),
-            aor: register.map(|r| r.aor.clone()).filter(|a| !a.is_empty()),
-            device: register.and_then(|r| r.device.clone()),
-            method: Some(view.method.name().to_string()),
-            cseq: Some(CSeq {
-                code: view.cseq,
-                method: view.method.name(),
-            }),
-            ..SipFields::default()
-        });
-        ev
-    }
-
     fn assoc_stats(&mut self, assoc: &FlowKey, ifindex: u32, ts: u64) -> Option<&mut AssocStats> {
         if !self.assocs.contains_key(assoc) && self.assocs.len() >= self.cfg.max_associations {
             self.counters.dropped_at_capacity += 1;
@@ -933,53 +517,6 @@ impl SipTracker {
         }
         self.housekeeping(now_ns);
         self.drop_stale_timers();
-    }
-
-    fn fire_unanswered(&mut self, key: &TxnKey, at_ns: u64, ctx: &Ctx, out: &mut Vec<Event>) {
-        let Some(txn) = self.txns.get_mut(key) else {
-            return;
-        };
-        txn.state = TxnState::Unanswered;
-        txn.done_ns = at_ns;
-        let (assoc, ifindex, attempts) = (txn.assoc, txn.ifindex, txn.attempts);
-        let register = txn.register.clone();
-        if let Some(stats) = self.assoc_stats(&assoc, ifindex, at_ns) {
-            stats.lost();
-            stats.active = true;
-        }
-        let view = TxnView {
-            assoc,
-            ifindex,
-            call_id: &key.call_id,
-            cseq: key.cseq,
-            method: key.method,
-        };
-        let what = match &register {
-            Some(info) if info.keep_alive => format!(
-                "keepalive REGISTER of {} to the backup registrar",
-                who(info.device.as_deref(), &info.aor)
-            ),
-            Some(info) => format!("REGISTER of {}", who(info.device.as_deref(), &info.aor)),
-            None => key.method.name().to_string(),
-        };
-        let timeout_ms = self.cfg.answer_timeout_ms;
-        let mut ev = Self::txn_event(
-            &view,
-            register.as_ref(),
-            at_ns,
-            ctx,
-            Action::HeartbeatUnanswered,
-            Level::Warning,
-            format!(
-                "{}: {what} (CSeq {}) got no final response within {timeout_ms} ms (sent {attempts} time{})",
-                association(&assoc),
-                key.cseq,
-                if attempts == 1 { "" } else { "s" }
-            ),
-        );
-        ev.heartbeat.seq = Some(key.cseq);
-        ev.heartbeat.timeout_ms = Some(timeout_ms);
-        out.push(ev);
     }
 
     /// Forgets what has been idle long enough; at most once per second of record time.

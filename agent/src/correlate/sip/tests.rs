@@ -1058,7 +1058,7 @@ fn a_register_cut_before_its_credentials_is_judged_by_the_challenge_before() {
 #[test]
 fn rejections_are_alerted_one_two_three_then_at_five_ten_twenty_fifty() {
     let alerted: Vec<u64> = (1..=1000)
-        .filter(|&n| super::register::worth_alerting(n))
+        .filter(|&n| super::registration::worth_alerting(n))
         .collect();
     assert_eq!(alerted, [1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000]);
 }

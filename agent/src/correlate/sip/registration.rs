@@ -3,14 +3,128 @@
 
 use hbwatch_common::key::FlowKey;
 
-use super::parse::{Challenge, Message, Method};
+use super::parse::{Challenge, Credentials, Message, Method};
+use super::transaction::{Txn, TxnKey, TxnState, TxnView};
 use super::Ctx;
-use super::{
-    aor_user, ms, who, RegKey, RegState, RegisterInfo, Registration, SipTracker, SourceKey,
-    TimerRef, Txn, TxnKey, TxnState, TxnView, NS_PER_MS,
-};
+use super::{aor_user, ms, who, SipTracker, SourceKey, TimerRef, NS_PER_MS};
 use crate::convert::{association, ip_text};
 use crate::event::{Action, CSeq, Event, Level, SipFields};
+
+/// What a REGISTER asked for.
+#[derive(Clone, Debug, Default)]
+pub(super) struct RegisterInfo {
+    pub(super) aor: String,
+    pub(super) device: Option<String>,
+    pub(super) contact_uri: Option<String>,
+    /// The first Contact's `expires=`, else the Expires header.
+    pub(super) requested_expires: Option<u32>,
+    /// Expires 0 or `Contact: *`.
+    pub(super) removal: bool,
+    pub(super) keep_alive: bool,
+    /// Built from a response whose request was not seen.
+    pub(super) from_response: bool,
+    /// Digest credentials it carried.
+    pub(super) credentials: Vec<Credentials>,
+    /// The capture cut its header section short: credentials may lie past the cut.
+    pub(super) cut: bool,
+    /// The challenge that answered the previous CSeq of its Call-ID, if one did.
+    pub(super) earlier_challenges: Vec<Challenge>,
+}
+
+impl RegisterInfo {
+    pub(super) fn of_request(msg: &Message) -> RegisterInfo {
+        let first = msg.contacts.first();
+        let requested_expires = first.and_then(|c| c.expires).or(msg.expires);
+        RegisterInfo {
+            aor: msg
+                .to_aor
+                .clone()
+                .or_else(|| msg.from_aor.clone())
+                .unwrap_or_default(),
+            device: msg.contacts.iter().find_map(|c| c.device()),
+            contact_uri: first.map(|c| c.uri.clone()),
+            requested_expires,
+            removal: msg.contact_star || requested_expires == Some(0),
+            keep_alive: msg.contacts.iter().any(|c| c.cisco_keep_alive),
+            from_response: false,
+            credentials: msg.credentials.clone(),
+            cut: msg.is_truncated(),
+            earlier_challenges: Vec::new(),
+        }
+    }
+
+    /// A response without its request: what the registrar's answer says.
+    pub(super) fn of_response(msg: &Message) -> RegisterInfo {
+        RegisterInfo {
+            aor: msg
+                .to_aor
+                .clone()
+                .or_else(|| msg.from_aor.clone())
+                .unwrap_or_default(),
+            device: msg.contacts.iter().find_map(|c| c.device()),
+            from_response: true,
+            ..RegisterInfo::default()
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct RegKey {
+    pub(super) family: u8,
+    pub(super) phone: [u8; 16],
+    pub(super) registrar: [u8; 16],
+    pub(super) aor: String,
+}
+
+impl RegKey {
+    /// The registration of `aor` a REGISTER on `assoc` (phone -> registrar) is about.
+    pub(super) fn new(assoc: &FlowKey, aor: &str) -> RegKey {
+        RegKey {
+            family: assoc.family,
+            phone: assoc.orig,
+            registrar: assoc.resp,
+            aor: aor.to_string(),
+        }
+    }
+
+    /// The registration a REGISTER transaction is about.
+    pub(super) fn of(view: &TxnView, info: &RegisterInfo) -> RegKey {
+        RegKey::new(&view.assoc, &info.aor)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RegState {
+    Registered,
+    Expired,
+    Unregistered,
+}
+
+#[derive(Debug)]
+pub(super) struct Registration {
+    pub(super) assoc: FlowKey,
+    pub(super) ifindex: u32,
+    pub(super) call_id: String,
+    pub(super) device: Option<String>,
+    pub(super) state: RegState,
+    pub(super) granted_s: u32,
+    pub(super) last_success_ns: u64,
+    /// Time between the last two successful registrations (the refresh period).
+    pub(super) refresh_interval_ns: Option<u64>,
+    /// `last_success + granted + grace`: `sip.expired` fires here.
+    pub(super) expiry_ns: u64,
+    pub(super) expired_at_ns: u64,
+    pub(super) last_seen_ns: u64,
+    /// CSeq of the last successful REGISTER.
+    pub(super) cseq: u32,
+    /// REGISTER requests (not re-sends) since the last success.
+    pub(super) requests_since_success: u32,
+    /// The latest of them: if still unanswered when the lifetime ends, the lapse waits
+    /// for its answer (the registrar had the refresh in time).
+    pub(super) refresh: Option<TxnKey>,
+    /// The registrar's last refusal since the last success (status, reason).
+    pub(super) refusal: Option<(u16, String)>,
+}
 
 /// A UA answers a digest challenge at once (milliseconds): a REGISTER this soon after
 /// one is its answer, a later one a new attempt.
