@@ -358,6 +358,13 @@ fn summaries_report_count_loss_and_rtt_per_period() {
     assert_eq!(sums[0]["heartbeat"]["rtt_us"]["min"], 2000);
     assert_eq!(sums[0]["heartbeat"]["rtt_us"]["max"], 4000);
     assert_eq!(sums[0]["heartbeat"]["interval_ms"], 1000);
+    // Same words and units as SIP's summaries (RTT in ms, to the µs).
+    let message = sums[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(": 60 heartbeats, 1 lost, RTT 2.000/")
+            && message.ends_with("/4.000 ms min/avg/max in 60 s (interval 1000 ms)"),
+        "{message}"
+    );
     // The last period ends with the capture's last frame (129 s + 2 ms).
     assert_eq!(sums[2]["heartbeat"]["period_ms"], 9002);
 }

@@ -40,6 +40,7 @@ pub mod beats;
 mod deadlines;
 pub mod diagnosis;
 pub mod fragments;
+mod summary;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -50,7 +51,7 @@ use hbwatch_common::params::{ProtoParams, P_UNANSWERED_NEEDS_ACKS};
 use hbwatch_common::proto::{Protocol, Role};
 
 use crate::convert::association;
-use crate::event::{Action, Event, Level, RttUs};
+use crate::event::{Action, Event, Level};
 use assoc::{
     Assoc, Diagnosis, DownCause, LateArrival, Repeating, Silence, Stats, Timing, Trouble, MS,
 };
@@ -600,56 +601,17 @@ impl Correlator {
         keys.sort_by_key(|k| TimerKey(*k));
         for key in keys {
             let a = &mut self.slots.get_mut(&key).expect("listed").assoc;
-            let s = std::mem::take(&mut a.stats);
-            if s.count == 0
-                && s.lost == 0
-                && s.rtt_n == 0
-                && s.folded.total() == 0
-                && s.duplicates == 0
-            {
-                continue;
-            }
-            let expected = a.expected_ns() / MS;
-            let mut rtt = String::new();
-            let mut ev = ctx.conv.association_event(
-                &key,
-                Some(a.ifindex),
-                ctx.clock.unix_ns(at),
-                Action::HeartbeatSummary,
-                Level::Info,
-                String::new(),
-            );
-            if let Some(avg) = s.rtt_avg_ns() {
-                let r = RttUs {
-                    min: s.rtt_min_ns / 1000,
-                    avg: avg / 1000,
-                    max: s.rtt_max_ns / 1000,
-                };
-                rtt = format!(", RTT {}/{}/{} us min/avg/max", r.min, r.avg, r.max);
-                ev.heartbeat.rtt_us = Some(r);
-            }
-            let folded = match s.folded.total() {
-                0 => String::new(),
-                _ => format!("; alerts folded: {}", s.folded.describe()),
+            let stats = std::mem::take(&mut a.stats);
+            let p = summary::Period {
+                key: &key,
+                ifindex: a.ifindex,
+                at_ns: at,
+                length_ns: period,
+                stats: &stats,
+                interval_ms: Some(a.expected_ns() / MS),
+                counted: &summary::HEARTBEATS,
             };
-            let dups = match s.duplicates {
-                0 => String::new(),
-                n => format!("; {n} duplicate frames ignored (mirror copies)"),
-            };
-            ev.message = format!(
-                "{}: {} heartbeats, {} lost{rtt} in {} s (interval {expected} ms){folded}{dups}",
-                association(&key),
-                s.count,
-                s.lost,
-                period / 1_000_000_000
-            );
-            ev.heartbeat.folded = s.folded.by_action();
-            ev.heartbeat.duplicates = (s.duplicates > 0).then_some(s.duplicates);
-            ev.heartbeat.count = Some(s.count);
-            ev.heartbeat.lost = Some(s.lost);
-            ev.heartbeat.interval_ms = Some(expected);
-            ev.heartbeat.period_ms = Some(period / MS);
-            out.push(ev);
+            out.extend(summary::event(&p, ctx));
         }
         self.sip.summaries(at, period, ctx, out);
     }

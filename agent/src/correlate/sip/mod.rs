@@ -44,9 +44,9 @@ use hbwatch_common::proto::Protocol;
 
 use super::assoc::Stats;
 use super::deadlines::Deadlines;
+use super::summary;
 use super::{AssocTotals, Ctx};
-use crate::convert::association;
-use crate::event::{Action, Event, Level, RttUs};
+use crate::event::Event;
 use parse::{Message, Method, StartLine};
 use registration::{RegKey, RegState, Registration};
 use stream::Stream;
@@ -589,47 +589,16 @@ impl SipTracker {
             let p = std::mem::take(&mut stats.period);
             let interval_ms = std::mem::take(&mut stats.period_intervals).mean_ms();
             stats.active = false;
-            let rtt = p.rtt_avg_ns().map(|avg| RttUs {
-                min: p.rtt_min_ns / 1000,
-                avg: avg / 1000,
-                max: p.rtt_max_ns / 1000,
-            });
-            let rtt_text = match rtt {
-                Some(r) => format!(
-                    "; rtt min/avg/max {:.3}/{:.3}/{:.3} ms",
-                    r.min as f64 / 1000.0,
-                    r.avg as f64 / 1000.0,
-                    r.max as f64 / 1000.0
-                ),
-                None => String::new(),
+            let period = summary::Period {
+                key: &key,
+                ifindex: stats.ifindex,
+                at_ns: now_ns,
+                length_ns: period_ns,
+                stats: &p,
+                interval_ms,
+                counted: &summary::SIP_TRANSACTIONS,
             };
-            let dup_text = match p.duplicates {
-                0 => String::new(),
-                n => format!("; {n} duplicate packets (mirror copies) ignored"),
-            };
-            let mut ev = ctx.conv.association_event(
-                &key,
-                Some(stats.ifindex),
-                ctx.clock.unix_ns(now_ns),
-                Action::HeartbeatSummary,
-                Level::Info,
-                format!(
-                    "{}: {} REGISTER/OPTIONS transaction{} answered, {} unanswered in {} s{rtt_text}{dup_text}",
-                    association(&key),
-                    p.count,
-                    if p.count == 1 { "" } else { "s" },
-                    p.lost,
-                    period_ns / 1_000_000_000,
-                ),
-            );
-            let hb = &mut ev.heartbeat;
-            hb.count = Some(p.count);
-            hb.lost = Some(p.lost);
-            hb.rtt_us = rtt;
-            hb.period_ms = Some(ms(period_ns));
-            hb.interval_ms = interval_ms;
-            hb.duplicates = (p.duplicates > 0).then_some(p.duplicates);
-            out.push(ev);
+            out.extend(summary::event(&period, ctx));
         }
     }
 

@@ -629,6 +629,14 @@ fn options_pings_measure_rtt_and_summarise() {
     assert_eq!(hb["period_ms"], 60_000);
     // Answers at 0.001 s, 30.002 s, 60.006 s: 30.0025 s apart on average.
     assert_eq!(hb["interval_ms"], 30_002);
+    // The words and units of every protocol's summary (correlate::summary).
+    let message = ev["message"].as_str().unwrap();
+    assert!(
+        message.ends_with(
+            ": 3 REGISTER/OPTIONS transactions answered, 0 unanswered, RTT 1.000/3.000/6.000 ms min/avg/max in 60 s (interval 30002 ms)"
+        ),
+        "{message}"
+    );
     assert!(
         h.summaries(t("12:02:00"), 60 * SEC).is_empty(),
         "idle: no summary"
@@ -929,7 +937,7 @@ fn mirror_copies_over_tcp_are_duplicates_and_real_retransmissions_are_not() {
     assert!(sum[0]["message"]
         .as_str()
         .unwrap_or("")
-        .contains("2 duplicate packets"));
+        .contains("2 duplicate frames"));
 }
 
 /// A REGISTER of alice at the PBX with `auth` headers, and its answer.
