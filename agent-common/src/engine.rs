@@ -285,7 +285,7 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> u8 {
             if st.flags & F_FOREIGN == 0 && st.confirm(&hb, pkt.payload_len, prev_interval, &params)
             {
                 st.flags |= F_ANNOUNCED;
-                out.push(EventKind::AssociationSeen, st.last_seq, 0, 0);
+                out.push(EventKind::AssociationSeen, st.last_seq, hb.role as u32, 0);
                 st.check_dscp(pkt.dscp, from_orig, &params, &mut out);
             }
             return out;
@@ -356,7 +356,7 @@ fn new_association<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) {
         }
         if params.confirm_beats <= 1 {
             st.flags |= F_ANNOUNCED;
-            seen.push(EventKind::AssociationSeen, st.last_seq, 0, 0);
+            seen.push(EventKind::AssociationSeen, st.last_seq, hb.role as u32, 0);
             st.check_dscp(pkt.dscp, true, &params, &mut seen);
         }
     };

@@ -6,7 +6,9 @@ use crate::key::FlowKey;
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// First heartbeat of a new association (`peer.up`). `seq`.
+    /// First heartbeat of a new association (`peer.up`). `seq`, `aux` = its
+    /// [`crate::proto::Role`] (userspace counts it as a heartbeat when the association was
+    /// known: the flow table had evicted it).
     AssociationSeen = 1,
     /// Sequence jumped forward by more than 1. `seq`, `aux` = expected, `value` = lost.
     Gap = 2,

@@ -361,7 +361,7 @@ fn ged125_engine_session_is_one_association_pim_to_cvp() {
     let evs = env.events.clone();
     assert_eq!(
         env.take(),
-        vec![(EventKind::AssociationSeen, 0xaa4c06cc, 0, 0)]
+        vec![(EventKind::AssociationSeen, 0xaa4c06cc, 1, 0)]
     );
     assert_key(&evs[0].key, PIM, CVP, Protocol::Ged125, TCP);
     assert_eq!(env.flows.len(), 1);
@@ -380,7 +380,7 @@ fn ged125_engine_resent_req_is_retry_and_unanswered() {
     assert_eq!(
         env.take(),
         vec![
-            (EventKind::AssociationSeen, 0xaa4c06cc, 0, 0),
+            (EventKind::AssociationSeen, 0xaa4c06cc, 1, 0),
             (EventKind::Unanswered, 0xaa4c06cc, 0, SEC),
             (EventKind::Retry, 0xaa4c06cc, 2, 0),
         ]
@@ -409,7 +409,7 @@ fn ged125_engine_rst_from_cvp_closes_and_next_heartbeat_reopens() {
     env.feed(&c.c(&be(&[4, 5, 0xaa4c06cd])), 20 * SEC);
     assert_eq!(
         env.take(),
-        vec![(EventKind::AssociationSeen, 0xaa4c06cd, 0, 0)]
+        vec![(EventKind::AssociationSeen, 0xaa4c06cd, 1, 0)]
     );
 }
 
@@ -509,7 +509,7 @@ fn sccp_engine_acked_keepalives_are_silent() {
         env.feed(&c.c_at(c.cseq, TCP_ACK, &[]), t + 5 * MS);
     }
     let evs = env.events.clone();
-    assert_eq!(env.take(), vec![(EventKind::AssociationSeen, 1, 0, 0)]);
+    assert_eq!(env.take(), vec![(EventKind::AssociationSeen, 1, 1, 0)]);
     assert_key(&evs[0].key, PHONE, CUCM, Protocol::Sccp, TCP);
     let st = env.flows.values().next().unwrap();
     assert_eq!((st.requests, st.responses), (5, 5));
@@ -525,7 +525,7 @@ fn sccp_engine_backup_cucm_only_tcp_acks_and_is_never_unanswered() {
         env.feed(&c.c(&SEED_KEEPALIVE), t);
         env.feed(&c.s_bare(TCP_ACK), t + 4 * MS);
     }
-    assert_eq!(env.take(), vec![(EventKind::AssociationSeen, 1, 0, 0)]);
+    assert_eq!(env.take(), vec![(EventKind::AssociationSeen, 1, 1, 0)]);
     let st = env.flows.values().next().unwrap();
     assert_eq!((st.requests, st.responses, st.retries), (6, 0, 0));
 }
@@ -548,7 +548,7 @@ fn sccp_engine_primary_missing_ack_is_one_unanswered() {
     assert_eq!(
         env.take(),
         vec![
-            (EventKind::AssociationSeen, 1, 0, 0),
+            (EventKind::AssociationSeen, 1, 1, 0),
             // aux 1: the CUCM's TCP ACK showed its transport alive (peer-unresponsive evidence).
             (EventKind::Unanswered, 3, 1, 30 * SEC),
         ]
@@ -570,7 +570,7 @@ fn sccp_engine_tcp_resend_of_a_keepalive_is_a_retry_not_a_new_keepalive() {
     assert_eq!(
         env.take(),
         vec![
-            (EventKind::AssociationSeen, 1, 0, 0),
+            (EventKind::AssociationSeen, 1, 1, 0),
             (EventKind::Unanswered, 2, 0, 200 * MS),
             (EventKind::Retry, 2, 2, 0),
         ]
@@ -613,8 +613,8 @@ fn mds_both_orders(seqs: &[u32]) -> (Records, Records) {
 fn mds_consecutive_counters_are_silent_in_either_byte_order() {
     // Announced on the 4th plausible heartbeat (ProtoParams::confirm_beats), then silent.
     let (le_evs, be_evs) = mds_both_orders(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    assert_eq!(le_evs, vec![(EventKind::AssociationSeen, 3, 0, 0)]);
-    assert_eq!(be_evs, vec![(EventKind::AssociationSeen, 3, 0, 0)]);
+    assert_eq!(le_evs, vec![(EventKind::AssociationSeen, 3, 3, 0)]);
+    assert_eq!(be_evs, vec![(EventKind::AssociationSeen, 3, 3, 0)]);
 }
 
 #[test]
@@ -624,7 +624,7 @@ fn mds_gap_reports_lost_in_either_byte_order() {
         assert_eq!(
             evs,
             vec![
-                (EventKind::AssociationSeen, 3, 0, 0),
+                (EventKind::AssociationSeen, 3, 3, 0),
                 (EventKind::Gap, 7, 4, 3),
             ]
         );
@@ -636,7 +636,7 @@ fn mds_gap_reports_lost_in_either_byte_order() {
         assert_eq!(
             evs,
             vec![
-                (EventKind::AssociationSeen, 7, 0, 0),
+                (EventKind::AssociationSeen, 7, 3, 0),
                 (EventKind::Gap, 9, 8, 1),
             ]
         );
@@ -650,7 +650,7 @@ fn mds_counter_back_to_zero_is_a_restart() {
         assert_eq!(
             evs,
             vec![
-                (EventKind::AssociationSeen, 500, 0, 0),
+                (EventKind::AssociationSeen, 500, 3, 0),
                 (EventKind::Restart, 0, 500, 0),
             ]
         );
@@ -665,7 +665,7 @@ fn mds_duplicate_is_out_of_order_once() {
         assert_eq!(
             evs,
             vec![
-                (EventKind::AssociationSeen, 3, 0, 0),
+                (EventKind::AssociationSeen, 3, 3, 0),
                 (EventKind::OutOfOrder, 3, 4, 0),
             ]
         );
@@ -706,8 +706,8 @@ fn ipmg_any_payload_is_a_one_way_beat_seen_once() {
     assert_eq!(
         env.take(),
         vec![
-            (EventKind::AssociationSeen, 4, 0, 0),
-            (EventKind::AssociationSeen, 4, 0, 0),
+            (EventKind::AssociationSeen, 4, 3, 0),
+            (EventKind::AssociationSeen, 4, 3, 0),
         ],
         "one association per direction once 4 beats looked alike, nothing else"
     );
@@ -865,7 +865,7 @@ fn tcp_keepalive_probe_through_the_engine_creates_no_findings() {
     env.feed(&c.s(&be(&[4, 6, 0xaa4c06cd])), 5 * SEC + 2 * MS);
     assert_eq!(
         env.take(),
-        vec![(EventKind::AssociationSeen, 0xaa4c06cc, 0, 0)]
+        vec![(EventKind::AssociationSeen, 0xaa4c06cc, 1, 0)]
     );
     let st = env.flows.values().next().unwrap();
     assert_eq!((st.tcp_keepalives, st.retries, st.responses), (2, 0, 2));
@@ -898,7 +898,7 @@ fn rudp_wrong_dscp_is_reported_once_per_direction_and_value() {
     assert_eq!(
         env.take(),
         vec![
-            (EventKind::AssociationSeen, 100, 0, 0),
+            (EventKind::AssociationSeen, 100, 1, 0),
             (EventKind::QosMismatch, 100, 46, 0),
             (EventKind::QosMismatch, 100, 46, QOS_FROM_RESPONDER),
         ]
@@ -926,7 +926,7 @@ fn rudp_wrong_dscp_is_reported_once_per_direction_and_value() {
     assert_eq!(
         env.take(),
         vec![
-            (EventKind::AssociationSeen, 7, 0, 0),
+            (EventKind::AssociationSeen, 7, 1, 0),
             (EventKind::QosMismatch, 7, 46, 0),
         ]
     );
@@ -942,7 +942,7 @@ fn rudp_wrong_dscp_is_reported_once_per_direction_and_value() {
             i as u64 * SEC + MS,
         );
     }
-    assert_eq!(env.take(), vec![(EventKind::AssociationSeen, 0, 0, 0)]);
+    assert_eq!(env.take(), vec![(EventKind::AssociationSeen, 0, 1, 0)]);
 }
 
 /// Requests leave A marked EF, but the WAN re-marks the B -> A direction to 0: reported
@@ -958,7 +958,7 @@ fn rudp_dscp_remarked_in_one_direction_is_reported_once() {
     assert_eq!(
         env.take(),
         vec![
-            (EventKind::AssociationSeen, 100, 0, 0),
+            (EventKind::AssociationSeen, 100, 1, 0),
             (EventKind::QosMismatch, 100, 46, QOS_FROM_RESPONDER),
         ]
     );
@@ -1067,7 +1067,7 @@ fn duplicated_rudp_frames_are_counted_not_retries() {
         env.feed(&resp(seq, id + 1), t + MS + 20 * US);
     }
     let recs = env.take();
-    assert_eq!(recs[0], (EventKind::AssociationSeen, 100, 0, 0));
+    assert_eq!(recs[0], (EventKind::AssociationSeen, 100, 1, 0));
     assert!(
         recs[1..].iter().all(|r| r.0 == EventKind::Duplicate),
         "only duplicates, no retry/out-of-order: {recs:?}"
@@ -1104,7 +1104,7 @@ fn duplicated_tcp_keepalive_is_neither_retry_nor_out_of_order() {
         env.feed(&ack, t + 4 * MS + 30 * US);
     }
     let recs = env.take();
-    assert_eq!(recs[0], (EventKind::AssociationSeen, 1, 0, 0));
+    assert_eq!(recs[0], (EventKind::AssociationSeen, 1, 1, 0));
     assert!(
         recs[1..].iter().all(|r| r.0 == EventKind::Duplicate),
         "{recs:?}"
@@ -1398,7 +1398,7 @@ fn mgcp_engine_pairs_by_id_and_ignores_other_transactions() {
     );
     assert_eq!(
         env.take(),
-        vec![(EventKind::AssociationSeen, 262662138, 0, 0)]
+        vec![(EventKind::AssociationSeen, 262662138, 1, 0)]
     );
 }
 
@@ -1420,7 +1420,7 @@ fn mgcp_engine_resend_is_retry_unanswered_after_half_an_interval_and_rsip_restar
     assert_eq!(
         env.take(),
         vec![
-            (EventKind::AssociationSeen, 262662138, 0, 0),
+            (EventKind::AssociationSeen, 262662138, 1, 0),
             (EventKind::Retry, 262662138, 2, 0),
             (EventKind::Unanswered, 262662138, 0, 15 * SEC),
             (EventKind::Unanswered, 262662139, 0, 25 * SEC),

@@ -65,6 +65,7 @@ struct AgentSection {
     hostname: Option<String>,
     summary_period: Option<String>,
     flush_timeout: Option<String>,
+    max_associations: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +119,8 @@ pub struct Settings {
     pub mode: Option<AttachMode>,
     pub egress: Option<bool>,
     pub hostname: Option<String>,
+    /// Kernel flow-table entries; None: sized by the host's memory.
+    pub max_associations: Option<u32>,
     pub flush_timeout: Option<Duration>,
     pub outputs: Vec<SinkSpec>,
     pub labels: BTreeMap<String, String>,
@@ -139,6 +142,7 @@ impl Default for Settings {
             mode: None,
             egress: None,
             hostname: None,
+            max_associations: None,
             flush_timeout: None,
             outputs: Vec::new(),
             labels: BTreeMap::new(),
@@ -210,6 +214,26 @@ impl Settings {
             s.tunables.summary_period = (!p.is_zero()).then_some(p);
         }
         s.flush_timeout = duration("agent.flush_timeout", &a.flush_timeout)?;
+        s.max_associations = match a.max_associations {
+            None | Some(0) => None,
+            Some(n)
+                if (crate::datapath::MIN_FLOWS as u64..=crate::datapath::MAX_FLOWS as u64)
+                    .contains(&n) =>
+            {
+                Some(n as u32)
+            }
+            Some(n) => {
+                return Err(bad(
+                    "agent.max_associations",
+                    &n.to_string(),
+                    &format!(
+                        "0 (sized by this host's memory) or {} to {}",
+                        crate::datapath::MIN_FLOWS,
+                        crate::datapath::MAX_FLOWS
+                    ),
+                ))
+            }
+        };
         for url in file.output.urls.iter().flatten() {
             let spec = url
                 .parse::<SinkSpec>()
@@ -427,6 +451,11 @@ hostname = ""
 summary_period = "60s"
 # On exit, how long outputs may take to deliver what they still hold.
 flush_timeout = "10s"
+# Associations the kernel flow table holds (phones, trunks, device pairs, and the
+# candidates it is still confirming); 0 = sized by this host's memory (1/64 KiB of RAM,
+# 65,536 to 1,048,576). Beyond it the stalest are evicted: counted, reported
+# (agent.flow_table_full), never a false alert.
+max_associations = 0
 
 [output]
 # Where events go (`--output` replaces this list): "stdout", "file:PATH?max_size=100MiB&keep=5",
@@ -537,6 +566,10 @@ mod tests {
         assert!(err("[protocols.h323]\nports = \"1720\"\n")
             .starts_with("config t.toml: protocols.h323 = {...}: a protocol, one of: ged125"));
         assert!(err("[protocols.sccp]\nports = \"2000-1000\"\n").contains("protocols.sccp.ports"));
+        assert_eq!(
+            err("[agent]\nmax_associations = 10\n"),
+            "config t.toml: agent.max_associations = 10: 0 (sized by this host's memory) or 64 to 16777216"
+        );
         assert_eq!(
             err("[agent]\nmode = \"turbo\"\n"),
             "config t.toml: agent.mode = \"turbo\": auto, driver, skb or tc"

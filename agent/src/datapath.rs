@@ -60,6 +60,24 @@ pub const TC_PROGRAM: &str = "hbwatch_tc";
 /// skb (linear: direct reads; paged: the load helper), so each is verified on its own.
 pub const TC_READERS: [&str; 2] = ["hbwatch_tc_linear", "hbwatch_tc_paged"];
 
+/// Bounds of `agent.max_associations` (kernel flow-table entries).
+pub const MIN_FLOWS: u32 = 64;
+pub const MAX_FLOWS: u32 = 1 << 24;
+
+/// The flow table's size when the configuration does not say: one entry per 64 KiB of
+/// RAM (an entry costs ~200 bytes of kernel memory: 0.3%), 65,536 to 1,048,576.
+pub fn default_max_associations() -> u32 {
+    let ram = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024);
+    (ram / 65_536).clamp(65_536, 1 << 20) as u32
+}
+
 /// Raises RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps against it.
 fn raise_memlock() {
     let rlim = libc::rlimit {
@@ -113,15 +131,17 @@ impl Datapath {
         ports: &BTreeMap<u32, Protocol>,
         params: &BTreeMap<Protocol, ProtoParams>,
     ) -> anyhow::Result<Datapath> {
-        Datapath::load_sized(ports, params, None)
+        Datapath::load_sized(ports, params, None, None)
     }
 
     /// As [`Datapath::load`], with the EVENTS ring buffer resized to `ring_bytes` (a power
-    /// of two times the page size): benchmarks queue a million records without a reader.
+    /// of two times the page size: benchmarks queue a million records without a reader)
+    /// and the flow table to `flows` entries (`agent.max_associations`).
     pub fn load_sized(
         ports: &BTreeMap<u32, Protocol>,
         params: &BTreeMap<Protocol, ProtoParams>,
         ring_bytes: Option<u32>,
+        flows: Option<u32>,
     ) -> anyhow::Result<Datapath> {
         raise_memlock();
         let btf = aya::Btf::from_sys_fs().ok();
@@ -129,6 +149,9 @@ impl Datapath {
         loader.btf(btf.as_ref());
         if let Some(bytes) = ring_bytes {
             loader.map_max_entries("EVENTS", bytes);
+        }
+        if let Some(n) = flows {
+            loader.map_max_entries("FLOWS", n);
         }
         let mut ebpf = loader.load(crate::EBPF_OBJECT).context(
             "loading the eBPF object failed (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \
@@ -381,6 +404,17 @@ impl Datapath {
             }
             Err(e) => warn!("eBPF logger not polled: {e}"),
         }
+    }
+
+    /// Entries the kernel flow table holds at most.
+    pub fn flow_capacity(&self) -> u32 {
+        self.ebpf
+            .map("FLOWS")
+            .and_then(|m| match m {
+                aya::maps::Map::LruHashMap(d) => d.info().ok().map(|i| i.max_entries()),
+                _ => None,
+            })
+            .unwrap_or(0)
     }
 
     pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {

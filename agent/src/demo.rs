@@ -196,6 +196,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
         interfaces: vec![net.host.clone()],
         mode: AttachMode::Auto,
         egress: false,
+        max_associations: crate::datapath::default_max_associations(),
         ports: port_table(&specs),
         params: crate::tuning::params(&[]),
         hostname: "hbwatch-demo".into(),

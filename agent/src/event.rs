@@ -244,6 +244,7 @@ action_table! {
     AgentInterfaceLost = "agent.interface_lost", "alert";
     AgentInterfaceAttached = "agent.interface_attached", "event";
     AgentAttachFailed = "agent.attach_failed", "alert";
+    AgentFlowTableFull = "agent.flow_table_full", "alert";
 }
 
 impl Action {

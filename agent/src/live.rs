@@ -36,6 +36,8 @@ pub struct LiveOptions {
     pub mode: AttachMode,
     /// Also watch each interface's egress (TC): heartbeats this host sends.
     pub egress: bool,
+    /// Kernel flow-table entries (`agent.max_associations`, resolved).
+    pub max_associations: u32,
     pub ports: BTreeMap<u32, Protocol>,
     pub params: BTreeMap<Protocol, ProtoParams>,
     pub hostname: String,
@@ -120,7 +122,8 @@ async fn run_inner(
         None => out,
     };
     let mut sighup = signal(SignalKind::hangup())?;
-    let mut dp = Datapath::load(&opts.ports, &opts.params)?;
+    let mut dp =
+        Datapath::load_sized(&opts.ports, &opts.params, None, Some(opts.max_associations))?;
     dp.spawn_log_forwarder();
     for iface in &opts.interfaces {
         dp.attach(iface, opts.mode)?;
@@ -150,6 +153,9 @@ async fn run_inner(
         sip: opts.sip.clone(),
     });
     let mut lost_reported = 0u64;
+    let mut evictions_reported = 0u64;
+    let capacity = dp.flow_capacity();
+    info!("kernel flow table: {capacity} associations");
     let mut sink_losses = crate::sink::LossTracker::default();
     let mut records_read = 0u64;
     let mut batch: Vec<Event> = Vec::with_capacity(256);
@@ -179,6 +185,7 @@ async fn run_inner(
                 if report_loss(&dp, &conv, &mut lost_reported, out)? {
                     resync(&dp, &mut correlator);
                 }
+                report_evictions(&correlator, capacity, &conv, &mut evictions_reported, out)?;
                 let lost = sink_losses.check(out, &conv.observer(None), WallClock::now_unix_ns());
                 write_events(out, &lost)?;
                 let changes = dp.watch_interfaces(opts.mode, opts.egress);
@@ -195,6 +202,7 @@ async fn run_inner(
                         m.kernel(&c);
                     }
                     m.associations(&correlator.health());
+                    m.flow_table(capacity, correlator.reannounced());
                     m.outputs(&out.each_stats());
                 }
             }
@@ -229,6 +237,7 @@ async fn run_inner(
     }
     write_events(out, &batch)?;
     let _ = report_loss(&dp, &conv, &mut lost_reported, out)?;
+    report_evictions(&correlator, capacity, &conv, &mut evictions_reported, out)?;
     let counters = dp.counters().ok().map(|mut c| {
         c.insert("records_read", records_read);
         c.extend(correlator.named_counters());
@@ -332,6 +341,34 @@ fn monotonic_ns() -> u64 {
     // SAFETY: valid pointer; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `agent.flow_table_full` when associations came back since the last call after the
+/// kernel flow table (`capacity` entries) evicted them.
+fn report_evictions(
+    correlator: &Correlator,
+    capacity: u32,
+    conv: &Converter,
+    reported: &mut u64,
+    out: &mut dyn Sink,
+) -> anyhow::Result<()> {
+    let total = correlator.reannounced();
+    if total <= *reported {
+        return Ok(());
+    }
+    let delta = total - *reported;
+    *reported = total;
+    let mut ev = Event::new(
+        crate::event::rfc3339_micros(WallClock::now_unix_ns()),
+        Action::AgentFlowTableFull,
+        Level::Warning,
+        conv.observer(None),
+        format!(
+            "the kernel flow table ({capacity} associations) is full: {delta} evicted associations were seen again ({total} since start); counted as heartbeats, but gaps, re-sends and restarts across an eviction are not seen: raise agent.max_associations (--max-associations)"
+        ),
+    );
+    ev.heartbeat.count = Some(delta);
+    write_events(out, &[ev])
 }
 
 /// Reports ring-buffer loss since the last call; true if there was any.

@@ -44,6 +44,10 @@ enum Command {
         /// Also watch egress (TC) on each interface: heartbeats this host sends itself.
         #[arg(long)]
         egress: bool,
+        /// Associations the kernel flow table holds (replaces `agent.max_associations`;
+        /// default: sized by this host's memory).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(hbwatch::datapath::MIN_FLOWS as i64..=hbwatch::datapath::MAX_FLOWS as i64))]
+        max_associations: Option<u32>,
         /// `observer.hostname` in events (default: this host's name).
         #[arg(long)]
         hostname: Option<String>,
@@ -508,6 +512,7 @@ fn real_main() -> anyhow::Result<()> {
             tunes,
             mode,
             egress,
+            max_associations,
             hostname,
             summary,
             outputs,
@@ -541,6 +546,9 @@ fn real_main() -> anyhow::Result<()> {
                 interfaces,
                 mode,
                 egress: egress || settings.egress.unwrap_or(false),
+                max_associations: max_associations
+                    .or(settings.max_associations)
+                    .unwrap_or_else(hbwatch::datapath::default_max_associations),
                 ports: eff.ports,
                 params: eff.params,
                 hostname: hostname

@@ -143,6 +143,8 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     reload_ok: Gauge,
     reload_time: Gauge,
+    flow_capacity: Gauge,
+    evicted: Counter,
     /// Last absolute values of counters that arrive as totals (kernel, outputs).
     last: Mutex<BTreeMap<String, u64>>,
 }
@@ -172,6 +174,8 @@ impl Metrics {
             lost: Family::default(),
             reloads: Family::default(),
             reload_ok: Gauge::default(),
+            flow_capacity: Gauge::default(),
+            evicted: Counter::default(),
             reload_time: Gauge::default(),
             last: Mutex::new(BTreeMap::new()),
             registry: Registry::default(),
@@ -261,6 +265,16 @@ impl Metrics {
             "config_reloads",
             "SIGHUP reloads, by result (ok, failed)",
             m.reloads.clone(),
+        );
+        registry.register(
+            "datapath_flow_table_capacity",
+            "Associations the kernel flow table holds (agent.max_associations)",
+            m.flow_capacity.clone(),
+        );
+        registry.register(
+            "datapath_flow_table_evictions",
+            "Associations the kernel flow table evicted and then saw again (raise agent.max_associations)",
+            m.evicted.clone(),
         );
         registry.register(
             "config_last_reload_successful",
@@ -388,6 +402,13 @@ impl Metrics {
             self.queued.get_or_create(&l).set(st.queued as i64);
             self.spool.get_or_create(&l).set(st.spool_bytes as i64);
         }
+    }
+
+    /// The kernel flow table's size and the evictions seen so far (a total).
+    pub fn flow_table(&self, capacity: u32, evicted_total: u64) {
+        self.flow_capacity.set(capacity as i64);
+        let delta = self.delta("flow_table/evicted".into(), evicted_total);
+        self.evicted.inc_by(delta);
     }
 
     pub fn reloaded(&self, ok: bool) {

@@ -46,7 +46,7 @@ impl Loaded {
     pub fn new(ring_bytes: Option<u32>) -> Result<Loaded> {
         let specs = default_specs();
         let params = hbwatch::tuning::params(&[]);
-        let mut dp = Datapath::load_sized(&port_table(&specs), &params, ring_bytes)?;
+        let mut dp = Datapath::load_sized(&port_table(&specs), &params, ring_bytes, None)?;
         for name in [BASELINE_PROGRAM, CLOCK_PROGRAM, RECORD_PROGRAM] {
             let prog: &mut Xdp = dp
                 .ebpf_mut()

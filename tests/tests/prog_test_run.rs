@@ -127,7 +127,7 @@ fn rudp_over_plain_vlan_qinq_and_ipv6_is_decoded() {
         assert_eq!(
             kinds,
             vec![
-                (EventKind::AssociationSeen, 500, 0, 0),
+                (EventKind::AssociationSeen, 500, Role::Request as u32, 0),
                 (EventKind::Gap, 503, 501, 2)
             ],
             "case {i}: {vlans:?} {a}"
@@ -216,7 +216,10 @@ fn stripped_ef_marking_is_reported_once_per_value() {
             .filter(|(k, _, _)| *k != EventKind::Unanswered)
             .collect::<Vec<_>>()
     };
-    assert_eq!(frame(1, 46), vec![(EventKind::AssociationSeen, 0, 0)]);
+    assert_eq!(
+        frame(1, 46),
+        vec![(EventKind::AssociationSeen, 0, Role::Request as u32)]
+    );
     assert_eq!(frame(2, 0), vec![(EventKind::QosMismatch, 0, 46)]);
     assert_eq!(frame(3, 0), vec![], "same wrong marking: reported once");
     assert_eq!(frame(4, 10), vec![(EventKind::QosMismatch, 10, 46)]);

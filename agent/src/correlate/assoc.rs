@@ -172,6 +172,13 @@ pub struct Assoc {
     pub gap_in_outage: Option<u64>,
     /// QoS marking currently wrong: (seen, expected).
     pub qos_wrong: Option<(u8, u8)>,
+    /// Times the datapath announced this association again after forgetting it (its
+    /// flow table evicted it): the datapath's per-flow memory starts over each time.
+    pub reannounced: u32,
+    /// Last `qos.mismatch` per side (originator, responder): the marking seen and
+    /// [`Self::reannounced`] then. The same marking again after an eviction is the
+    /// datapath's fresh memory, not news.
+    pub qos_reported: [Option<(u8, u32)>; 2],
     history: [(u64, Option<Trouble>); HISTORY],
     history_next: usize,
     /// A timer entry for this association is in the queue.
@@ -275,6 +282,8 @@ impl Assoc {
             restart_in_outage: None,
             gap_in_outage: None,
             qos_wrong: None,
+            reannounced: 0,
+            qos_reported: [None; 2],
             history: [(0, None); HISTORY],
             history_next: 0,
             armed: false,

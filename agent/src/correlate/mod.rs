@@ -136,6 +136,9 @@ struct Slot {
     /// packet is an older request arriving late (TCP re-sent it), the "next request"
     /// that made the earlier one look unanswered was no next request.
     held: Option<Held>,
+    /// Its `peer.up` was said (the datapath announced it); false while it is tracked
+    /// only from heartbeats whose announcement has not come (yet).
+    announced: bool,
 }
 
 /// A `heartbeat.unanswered` waiting for the rest of its packet.
@@ -181,6 +184,9 @@ pub struct Correlator {
     /// KeepAlive is still to come (the RegisterAck always comes first), ns.
     sccp_primary: HashMap<FlowKey, u64>,
     sip: SipTracker,
+    /// Associations the datapath announced again after evicting them from its flow
+    /// table (`agent.max_associations` too small).
+    reannounced: u64,
     /// IP fragments of SIP datagrams, put together for the SIP tracker.
     fragments: fragments::Reassembler,
     next_summary_ns: Option<u64>,
@@ -237,6 +243,7 @@ impl Correlator {
     pub fn new(cfg: Config) -> Correlator {
         Correlator {
             sip: SipTracker::new(cfg.sip.clone()),
+            reannounced: 0,
             fragments: fragments::Reassembler::default(),
             cfg,
             slots: HashMap::new(),
@@ -348,11 +355,22 @@ impl Correlator {
         all
     }
 
-    /// Userspace's counters (SIP tracking, fragment reassembly), named as they are
-    /// reported beside the datapath's.
+    /// Userspace's counters (SIP tracking, fragment reassembly, flow-table evictions),
+    /// named as they are reported beside the datapath's.
     pub fn named_counters(&self) -> impl Iterator<Item = (&'static str, u64)> {
         let frags = self.fragments.counters().named();
-        self.sip.counters().named().into_iter().chain(frags)
+        let own = [("associations_reannounced", self.reannounced)];
+        self.sip
+            .counters()
+            .named()
+            .into_iter()
+            .chain(frags)
+            .chain(own)
+    }
+
+    /// Associations the datapath evicted from its flow table and announced again.
+    pub fn reannounced(&self) -> u64 {
+        self.reannounced
     }
 
     /// One datapath record (with its payload for SIP records).
@@ -399,15 +417,32 @@ impl Correlator {
                 return;
             }
             EventKind::AssociationSeen => {
-                out.extend(ctx.conv.event(raw, ctx.clock.unix_ns(now)));
-                // Already tracked from its heartbeats (announced late, or again after the
-                // datapath forgot it): keep what was learned.
-                if !self.slots.contains_key(&raw.key) {
-                    self.insert(raw);
-                    // Its first heartbeat, counted by `Assoc::new`.
-                    if let Some(log) = &mut self.beats {
-                        log.beat(&raw.key, now);
+                if let Some(slot) = self.slots.get_mut(&raw.key) {
+                    if slot.announced {
+                        // Known and announced: the datapath's flow table evicted it and
+                        // it came back. No new peer: this is its next heartbeat.
+                        slot.assoc.reannounced += 1;
+                        self.reannounced += 1;
+                        let beat = RawEvent {
+                            kind: EventKind::Heartbeat as u8,
+                            aux: raw.aux & 0xff,
+                            value: 0,
+                            ..*raw
+                        };
+                        self.heartbeat(&beat, ctx, out);
+                        return;
                     }
+                    // Tracked from heartbeats whose announcement came late (its record
+                    // lost, or overtaken): announced now, keeping what was learned.
+                    slot.announced = true;
+                    out.extend(ctx.conv.event(raw, ctx.clock.unix_ns(now)));
+                    return;
+                }
+                out.extend(ctx.conv.event(raw, ctx.clock.unix_ns(now)));
+                self.insert(raw, true);
+                // Its first heartbeat, counted by `Assoc::new`.
+                if let Some(log) = &mut self.beats {
+                    log.beat(&raw.key, now);
                 }
                 return;
             }
@@ -491,7 +526,16 @@ impl Correlator {
             }
             EventKind::QosMismatch => {
                 let seen = (raw.value & 0xff) as u8;
-                if raw.value & QOS_FROM_RESPONDER == 0 {
+                let side = usize::from(raw.value & QOS_FROM_RESPONDER != 0);
+                if let Some((last, at)) = a.qos_reported[side] {
+                    if last == seen && at != a.reannounced {
+                        // Reported before the flow table evicted it: the datapath forgot.
+                        a.qos_reported[side] = Some((seen, a.reannounced));
+                        return;
+                    }
+                }
+                a.qos_reported[side] = Some((seen, a.reannounced));
+                if side == 0 {
                     a.qos_wrong = Some((seen, raw.aux as u8));
                 }
             }
@@ -616,7 +660,7 @@ impl Correlator {
         self.sip.summaries(at, period, ctx, out);
     }
 
-    fn insert(&mut self, raw: &RawEvent) {
+    fn insert(&mut self, raw: &RawEvent, announced: bool) {
         let proto = Protocol::from_u8(raw.key.proto);
         let mut a = Assoc::new(
             raw.key,
@@ -640,6 +684,7 @@ impl Correlator {
                 assoc: a,
                 generation: self.next_generation,
                 held: None,
+                announced,
             },
         ) {
             self.retire(old.assoc);
@@ -737,7 +782,7 @@ impl Correlator {
         if !self.slots.contains_key(&raw.key) {
             // Not announced (agent restarted over a live map, or the announcement comes
             // later): tracked from here; this heartbeat is counted below.
-            self.insert(raw);
+            self.insert(raw, false);
             let a = &mut self.slots.get_mut(&raw.key).expect("inserted").assoc;
             a.stats.count = 0;
             a.totals.count = 0;
@@ -963,4 +1008,96 @@ fn late_event(
     ev.heartbeat.interval_ms = Some(late.interval_ns / MS);
     ev.heartbeat.expected_interval_ms = Some(late.expected_ns / MS);
     ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::CaptureClock;
+    use hbwatch_common::event::BEAT_INTERVAL;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn record(kind: EventKind, ts_ns: u64, seq: u32, aux: u32, value: u64) -> RawEvent {
+        let mut key = FlowKey {
+            orig_port: 15000,
+            resp_port: 15000,
+            proto: Protocol::Cs1000Rudp as u8,
+            family: 4,
+            transport: hbwatch_common::parse::IPPROTO_UDP,
+            ..FlowKey::default()
+        };
+        key.orig[..4].copy_from_slice(&[10, 0, 0, 1]);
+        key.resp[..4].copy_from_slice(&[10, 0, 0, 2]);
+        RawEvent {
+            ts_ns,
+            value,
+            key,
+            seq,
+            aux,
+            ifindex: 1,
+            kind: kind as u8,
+            dscp: 0,
+            _pad: [0; 2],
+        }
+    }
+
+    /// A flow table too small for the site evicts an association; the datapath, having
+    /// forgotten it, announces it again at its next heartbeat with its QoS finding.
+    /// Neither is news: one peer.up, one qos.mismatch, every heartbeat counted, no
+    /// silence, and the eviction counted.
+    #[test]
+    fn an_association_announced_again_after_eviction_is_its_heartbeat() {
+        let conv = Converter {
+            hostname: "probe".into(),
+            interfaces: HashMap::new(),
+            fixed_interface: Some("t.pcap".into()),
+        };
+        let ctx = Ctx {
+            conv: &conv,
+            clock: &CaptureClock,
+        };
+        let mut c = Correlator::new(Config {
+            params: BTreeMap::new(),
+            summary_period_ns: None,
+            sip: SipConfig::default(),
+        });
+        let (req, resp) = (Role::Request as u32, Role::Response as u32);
+        let qos = |ts, seq| record(EventKind::QosMismatch, ts, seq, 46, 0);
+        let mut out = Vec::new();
+        for seq in 0..10u32 {
+            let t = seq as u64 * SEC;
+            // Announced at 0, and again (evicted in between) at 4 and 7.
+            let first = [0, 4, 7].contains(&seq);
+            let beat = if first {
+                record(EventKind::AssociationSeen, t, seq, req, 0)
+            } else {
+                record(EventKind::Heartbeat, t, seq, req | BEAT_INTERVAL, SEC)
+            };
+            c.on_record(&beat, &[], &ctx, &mut out);
+            if first {
+                c.on_record(&qos(t, seq), &[], &ctx, &mut out);
+            }
+            let answer = record(
+                EventKind::Heartbeat,
+                t + SEC / 100,
+                seq,
+                resp | BEAT_PAIRED,
+                SEC / 100,
+            );
+            c.on_record(&answer, &[], &ctx, &mut out);
+            c.advance(t + SEC / 2, &ctx, &mut out);
+        }
+        let actions: Vec<&str> = out.iter().map(|e| e.event.action.name()).collect();
+        assert_eq!(actions, ["peer.up", "qos.mismatch"], "{out:#?}");
+        assert_eq!(c.reannounced(), 2);
+        let a = &c.slots.values().next().unwrap().assoc;
+        assert_eq!(
+            a.totals.count, 10,
+            "every heartbeat counted, the re-announced too"
+        );
+        assert!(c
+            .named_counters()
+            .any(|(name, n)| name == "associations_reannounced" && n == 2));
+    }
 }

@@ -1,0 +1,105 @@
+//! A kernel flow table smaller than the site (`--max-associations`): evictions are
+//! counted and reported, never a false alert, and live still equals offline (whose
+//! table holds them all).
+
+use std::time::Duration;
+
+use hbwatch_common::proto::Role;
+use hbwatch_tests::{
+    agreement_counts, analyze_events, require_root, rudp_frame, Agent, Tcpdump, VethNs,
+};
+use serde_json::Value;
+
+/// Device pairs: 2 associations each (both ends originate), 240 in all.
+const PAIRS: u32 = 120;
+const ROUNDS: u32 = 4;
+/// Far fewer entries than associations: each round evicts most of them.
+const TABLE: &str = "64";
+
+#[test]
+fn evicted_associations_come_back_without_false_alerts() {
+    if !require_root("evicted_associations_come_back_without_false_alerts") {
+        return;
+    }
+    let net = VethNs::create();
+    let dir = std::env::temp_dir().join(format!("hbwatch-flowtable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("wire.pcap");
+    let tcpdump = Tcpdump::start(&net.host, &pcap);
+    let mut agent = Agent::start(&[
+        "--iface",
+        &net.host,
+        "--hostname",
+        "probe",
+        "--max-associations",
+        TABLE,
+        "--no-summary-events",
+    ]);
+    // RUDP device pairs, one round a second (the protocol's interval): each end sends
+    // its request and echoes the other's, EF-marked as the ELAN expects.
+    let mut frames = Vec::new();
+    for round in 0..ROUNDS {
+        let at = Duration::from_secs(round as u64);
+        for p in 0..PAIRS {
+            let a = format!("10.77.{}.{}", p / 200, 1 + p % 200);
+            let b = format!("10.78.{}.{}", p / 200, 1 + p % 200);
+            for (from, to) in [(&a, &b), (&b, &a)] {
+                let seq = 100 + round;
+                frames.push((at, rudp_frame(&[], from, to, seq, Role::Request)));
+                frames.push((at, rudp_frame(&[], to, from, seq, Role::Response)));
+            }
+        }
+    }
+    net.inject_at(&frames);
+    std::thread::sleep(Duration::from_millis(300));
+    let last = tcpdump.stop();
+    assert_eq!(agent.stop(), 0);
+
+    // Each association announced once, nothing else: no peer.up again, no peer.down,
+    // no gap or restart when an evicted one comes back.
+    let live: Vec<&Value> = agent
+        .heartbeat_events()
+        .into_iter()
+        .filter(|e| e["@timestamp"].as_str().unwrap() <= last.as_str())
+        .collect();
+    let mut actions: Vec<&str> = live
+        .iter()
+        .map(|e| e["event"]["action"].as_str().unwrap())
+        .collect();
+    actions.dedup();
+    assert_eq!(actions, ["peer.up"], "{live:#?}");
+    assert_eq!(live.len() as u32, 2 * PAIRS);
+    // The same as offline analysis of the wire.
+    let offline = analyze_events(&pcap, &[]);
+    let offline: Vec<&Value> = offline.iter().collect();
+    assert_eq!(agreement_counts(&live), agreement_counts(&offline));
+
+    // The evictions were said, with the table's size, and counted.
+    let full: Vec<&Value> = agent
+        .events
+        .iter()
+        .filter(|e| e["event"]["action"] == "agent.flow_table_full")
+        .collect();
+    assert!(!full.is_empty(), "no agent.flow_table_full");
+    let reported: u64 = full
+        .iter()
+        .map(|e| e["heartbeat"]["count"].as_u64().unwrap())
+        .sum();
+    assert!(
+        full[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(64 associations)"),
+        "{}",
+        full[0]["message"]
+    );
+    let counters = &agent.events.last().unwrap()["heartbeat"]["counters"];
+    assert_eq!(counters["associations_reannounced"], reported, "{counters}");
+    // Most associations were evicted before their next round.
+    assert!(
+        reported >= u64::from(PAIRS),
+        "only {reported} re-announcements with {} associations in {TABLE} entries",
+        2 * PAIRS
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
