@@ -319,8 +319,10 @@ pub fn markdown(s: &Value) -> String {
         }
         let _ = writeln!(
             md,
-            "\nThe kernel's flow table holds {} associations (LRU): beyond that, live, the stalest are \
-             evicted and come back as new associations (see `new association (full table)` above).\n",
+            "\nThe benches load the kernel's flow table at {} associations (LRU; the agent sizes it by \
+             `agent.max_associations`): beyond that, live, the stalest are evicted, and one that \
+             beats again is re-inserted (see `new association (full table)` above) and counted as \
+             its next heartbeat, an eviction reported.\n",
             sc["kernel_flow_table"]
         );
     }
