@@ -136,8 +136,9 @@ struct Slot {
     /// packet is an older request arriving late (TCP re-sent it), the "next request"
     /// that made the earlier one look unanswered was no next request.
     held: Option<Held>,
-    /// Its `peer.up` was said (the datapath announced it); false while it is tracked
-    /// only from heartbeats whose announcement has not come (yet).
+    /// The datapath's announcement (`AssociationSeen`) arrived; false while it is tracked
+    /// from heartbeats whose announcement was lost (ring buffer full) or is still to come
+    /// (overtaken): its `peer.up` was said from the first of them.
     announced: bool,
 }
 
@@ -432,10 +433,9 @@ impl Correlator {
                         self.heartbeat(&beat, ctx, out);
                         return;
                     }
-                    // Tracked from heartbeats whose announcement came late (its record
-                    // lost, or overtaken): announced now, keeping what was learned.
+                    // The announcement a later heartbeat overtook: peer.up was said then,
+                    // and this beat is older than that one.
                     slot.announced = true;
-                    out.extend(ctx.conv.event(raw, ctx.clock.unix_ns(now)));
                     return;
                 }
                 out.extend(ctx.conv.event(raw, ctx.clock.unix_ns(now)));
@@ -780,8 +780,14 @@ impl Correlator {
     fn heartbeat(&mut self, raw: &RawEvent, ctx: &Ctx, out: &mut Vec<Event>) {
         let now = raw.ts_ns;
         if !self.slots.contains_key(&raw.key) {
-            // Not announced (agent restarted over a live map, or the announcement comes
-            // later): tracked from here; this heartbeat is counted below.
+            // The datapath announced it but the record never came (lost in a full ring
+            // buffer, reported as agent.events_lost) or comes later: up from here, said
+            // now as offline would; this heartbeat is counted below.
+            let seen = RawEvent {
+                kind: EventKind::AssociationSeen as u8,
+                ..*raw
+            };
+            out.extend(ctx.conv.event(&seen, ctx.clock.unix_ns(now)));
             self.insert(raw, false);
             let a = &mut self.slots.get_mut(&raw.key).expect("inserted").assoc;
             a.stats.count = 0;
@@ -1099,5 +1105,38 @@ mod tests {
         assert!(c
             .named_counters()
             .any(|(name, n)| name == "associations_reannounced" && n == 2));
+    }
+
+    /// The announcement lost in a full ring buffer (or overtaken by the next heartbeat):
+    /// the first heartbeat says peer.up, as offline would; the late announcement adds
+    /// nothing and is no eviction.
+    #[test]
+    fn a_lost_announcement_is_said_at_the_first_heartbeat() {
+        let conv = Converter {
+            hostname: "probe".into(),
+            interfaces: HashMap::new(),
+            fixed_interface: Some("t.pcap".into()),
+        };
+        let ctx = Ctx {
+            conv: &conv,
+            clock: &CaptureClock,
+        };
+        let mut c = Correlator::new(Config {
+            params: BTreeMap::new(),
+            summary_period_ns: None,
+            sip: SipConfig::default(),
+        });
+        let req = Role::Request as u32;
+        let mut out = Vec::new();
+        let beat = record(EventKind::Heartbeat, SEC, 1, req | BEAT_INTERVAL, SEC);
+        c.on_record(&beat, &[], &ctx, &mut out);
+        let late = record(EventKind::AssociationSeen, 0, 0, req, 0);
+        c.on_record(&late, &[], &ctx, &mut out);
+        let next = record(EventKind::Heartbeat, 2 * SEC, 2, req | BEAT_INTERVAL, SEC);
+        c.on_record(&next, &[], &ctx, &mut out);
+        let actions: Vec<&str> = out.iter().map(|e| e.event.action.name()).collect();
+        assert_eq!(actions, ["peer.up"], "{out:#?}");
+        assert_eq!(out[0].heartbeat.seq, Some(1));
+        assert_eq!(c.reannounced(), 0);
     }
 }
