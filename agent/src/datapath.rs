@@ -99,29 +99,30 @@ fn raise_memlock() {
 /// (they stay there while the returned map is held: the kernel empties a program array
 /// when its last descriptor closes).
 fn load_tc(ebpf: &mut Ebpf) -> anyhow::Result<ProgramArray<MapData>> {
-    for name in TC_READERS.into_iter().chain([TC_PROGRAM]) {
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or_else(|| anyhow!("program {name} missing from the object"))?
-            .try_into()?;
-        program
-            .load()
-            .map_err(|e| anyhow!("the kernel verifier rejected {name}: {e:#}"))?;
-    }
     let mut slots = ProgramArray::try_from(
         ebpf.take_map("TC_READERS")
             .ok_or_else(|| anyhow!("map TC_READERS missing from the object"))?,
     )?;
     for (slot, name) in (0u32..).zip(TC_READERS) {
-        let program: &SchedClassifier = ebpf
-            .program(name)
-            .ok_or_else(|| anyhow!("program {name} missing"))?
-            .try_into()?;
+        let program = load_classifier(ebpf, name)?;
         slots
             .set(slot, program.fd()?, 0)
             .with_context(|| format!("putting {name} in TC_READERS"))?;
     }
+    load_classifier(ebpf, TC_PROGRAM)?;
     Ok(slots)
+}
+
+/// Loads the classifier `name` through the verifier.
+fn load_classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut SchedClassifier> {
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+        .try_into()?;
+    program
+        .load()
+        .map_err(|e| anyhow!("the kernel verifier rejected {name}: {e:#}"))?;
+    Ok(program)
 }
 
 impl Datapath {
