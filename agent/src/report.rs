@@ -8,7 +8,7 @@
 //! the capture's metadata.
 //!
 //! Fed by what `analyze` already produces: the events as delivered (after the privacy
-//! filter, through [`Tee`]), each file's [`FileReport`] (totals, span, warnings) and,
+//! filter, through [`Collector::tee`]), each file's [`FileReport`] (totals, span, warnings) and,
 //! with `AnalyzeOptions::timeline`, its heartbeat times (`correlate::beats`).
 //! Everything from packets (SIP strings) is escaped ([`esc`]).
 
@@ -20,7 +20,7 @@ use crate::convert::association;
 use crate::correlate::beats::Track;
 use crate::event::{Event, Level};
 use crate::offline::{Damage, FileReport};
-use crate::sink::{Sink, SinkStats};
+use crate::sink::{Filter, Filtered, Sink};
 
 /// Events kept for the report at most (heartbeat summaries are never kept); the rest
 /// are counted.
@@ -136,39 +136,16 @@ impl Collector {
     }
 
     /// A sink that hands every event to `inner` and notes it here.
-    pub fn tee<'a>(&'a mut self, inner: &'a mut dyn Sink) -> Tee<'a> {
-        Tee {
-            inner,
-            collector: self,
-        }
+    pub fn tee<'a>(&'a mut self, inner: &'a mut dyn Sink) -> Filtered<'a, &'a mut Collector> {
+        Filtered::new(inner, self)
     }
 }
 
-/// See [`Collector::tee`].
-pub struct Tee<'a> {
-    inner: &'a mut dyn Sink,
-    collector: &'a mut Collector,
-}
-
-impl Sink for Tee<'_> {
-    fn send(&mut self, ev: &Event) -> anyhow::Result<()> {
-        self.collector.note(ev);
-        self.inner.send(ev)
-    }
-    fn flush(&mut self) -> anyhow::Result<()> {
-        self.inner.flush()
-    }
-    fn close(&mut self, timeout: std::time::Duration) -> anyhow::Result<()> {
-        self.inner.close(timeout)
-    }
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-    fn stats(&self) -> SinkStats {
-        self.inner.stats()
-    }
-    fn each_stats(&self) -> Vec<(String, SinkStats)> {
-        self.inner.each_stats()
+/// [`Collector::tee`]: notes each event, passes it on unchanged.
+impl Filter for &mut Collector {
+    fn apply<'e>(&mut self, ev: &'e Event) -> std::borrow::Cow<'e, Event> {
+        self.note(ev);
+        std::borrow::Cow::Borrowed(ev)
     }
 }
 
