@@ -1048,26 +1048,35 @@ mod tests {
         }
     }
 
+    fn converter() -> Converter {
+        Converter {
+            hostname: "probe".into(),
+            interfaces: HashMap::new(),
+            fixed_interface: Some("t.pcap".into()),
+        }
+    }
+
+    /// With the default rules, summaries off.
+    fn correlator() -> Correlator {
+        Correlator::new(Config {
+            params: BTreeMap::new(),
+            summary_period_ns: None,
+            sip: SipConfig::default(),
+        })
+    }
+
     /// A flow table too small for the site evicts an association; the datapath, having
     /// forgotten it, announces it again at its next heartbeat with its QoS finding.
     /// Neither is news: one peer.up, one qos.mismatch, every heartbeat counted, no
     /// silence, and the eviction counted.
     #[test]
     fn an_association_announced_again_after_eviction_is_its_heartbeat() {
-        let conv = Converter {
-            hostname: "probe".into(),
-            interfaces: HashMap::new(),
-            fixed_interface: Some("t.pcap".into()),
-        };
+        let conv = converter();
         let ctx = Ctx {
             conv: &conv,
             clock: &CaptureClock,
         };
-        let mut c = Correlator::new(Config {
-            params: BTreeMap::new(),
-            summary_period_ns: None,
-            sip: SipConfig::default(),
-        });
+        let mut c = correlator();
         let (req, resp) = (Role::Request as u32, Role::Response as u32);
         let qos = |ts, seq| record(EventKind::QosMismatch, ts, seq, 46, 0);
         let mut out = Vec::new();
@@ -1112,20 +1121,12 @@ mod tests {
     /// nothing and is no eviction.
     #[test]
     fn a_lost_announcement_is_said_at_the_first_heartbeat() {
-        let conv = Converter {
-            hostname: "probe".into(),
-            interfaces: HashMap::new(),
-            fixed_interface: Some("t.pcap".into()),
-        };
+        let conv = converter();
         let ctx = Ctx {
             conv: &conv,
             clock: &CaptureClock,
         };
-        let mut c = Correlator::new(Config {
-            params: BTreeMap::new(),
-            summary_period_ns: None,
-            sip: SipConfig::default(),
-        });
+        let mut c = correlator();
         let req = Role::Request as u32;
         let mut out = Vec::new();
         let beat = record(EventKind::Heartbeat, SEC, 1, req | BEAT_INTERVAL, SEC);
