@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use hbwatch::hbgen::output;
-use hbwatch::pcap::Format;
 use hbwatch::hbgen::scenario::{Overrides, Scenario};
 use hbwatch::hbgen::{generate, TimedFrame};
+use hbwatch::pcap::Format;
 use hbwatch_common::frame::SliceFrame;
 use hbwatch_common::parse::{parse, Packet, IPPROTO_TCP};
 
