@@ -1,5 +1,11 @@
 //! Per-protocol tuning, kept in the `PARAMS` map so it changes without recompiling.
 
+/// Alerts of one repeating kind sent per association within [`REPEAT_WINDOW_NS`];
+/// more are folded (counted, not sent). A correlator rule; here because hbgen's ground
+/// truth predicts it too.
+pub const REPEAT_BURST: usize = 3;
+pub const REPEAT_WINDOW_NS: u64 = 60 * 1_000_000_000;
+
 /// `expected_dscp` value meaning "no DSCP expectation".
 pub const DSCP_ANY: u8 = 0xff;
 

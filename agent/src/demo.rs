@@ -15,15 +15,15 @@ use anyhow::{bail, Context as _};
 
 use crate::datapath::AttachMode;
 use crate::event::{Action, Event};
-use crate::hbgen::output::{send_paced, write_file};
-use crate::hbgen::scenario::Scenario;
-use crate::hbgen::{generate, TimedFrame};
 use crate::live::LiveOptions;
 use crate::offline::{AnalyzeOptions, Replay};
-use crate::pcap::Format as PcapFormat;
 use crate::ports::{default_specs, port_table};
 use crate::sink::stdout::Format;
 use crate::sink::Sink;
+use hbgen::output::{send_paced, write_file};
+use hbgen::scenario::Scenario;
+use hbgen::{generate, TimedFrame};
+use hbwatch_pcap::Format as PcapFormat;
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -313,7 +313,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
 }
 
 /// Whether the story was cut short (fewer frames sent than generated).
-fn stop_interrupted(sent: &Mutex<Vec<TimedFrame>>, truth: &crate::hbgen::truth::Truth) -> bool {
+fn stop_interrupted(sent: &Mutex<Vec<TimedFrame>>, truth: &hbgen::truth::Truth) -> bool {
     let n = sent.lock().map(|s| s.len() as u64).unwrap_or(0);
     n < truth.generated.frames
 }

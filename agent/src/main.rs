@@ -146,7 +146,7 @@ enum Command {
     },
     /// Generate realistic heartbeat traffic with scripted faults, to a capture file (with
     /// its ground truth) or onto an interface in real time.
-    Hbgen(hbwatch::hbgen::cli::HbgenArgs),
+    Hbgen(hbgen::cli::HbgenArgs),
     /// The heartbeat protocols this version knows: transports, default ports, default
     /// tuning (each overridable with --port and --tune).
     Protocols {
@@ -701,7 +701,7 @@ fn real_main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Hbgen(args) => hbwatch::hbgen::cli::run(args),
+        Command::Hbgen(args) => hbgen::cli::run(args),
         Command::Protocols { markdown } => {
             print!("{}", hbwatch::ports::protocol_table(markdown));
             Ok(())
@@ -715,7 +715,7 @@ fn real_main() -> anyhow::Result<()> {
             ports,
         } => {
             let ports = hbwatch::ports::defaults_and(ports);
-            hbwatch::hbgen::vantage::run(&input, &spec, &ports, &out_a, &out_b, truth)
+            hbwatch::locate::vantage::run(&input, &spec, &ports, &out_a, &out_b, truth)
         }
         Command::Locate {
             points,

@@ -21,8 +21,8 @@ use hbwatch_common::proto::{sip, Protocol, PORT_SLOTS, PROTOCOL_COUNT};
 use crate::convert::Converter;
 use crate::correlate::{AssocTotals, CaptureClock, Config, Correlator, Ctx};
 use crate::event::Event;
-use crate::pcap::{read_frames, Link};
 use crate::sink::Sink;
+use hbwatch_pcap::{read_frames, Link};
 
 /// Associations the offline flow table holds at most (the kernel's LRU holds 65536;
 /// offline memory is cheaper, and a capture is finite).

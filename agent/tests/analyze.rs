@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hbwatch::hbgen::frame::{FrameSpec, Tcp};
+use hbgen::frame::{FrameSpec, Tcp};
 use hbwatch::offline::{analyze_file, AnalyzeOptions, Damage};
 use hbwatch::ports::{default_specs, port_table};
 use hbwatch::sink::stdout::LineSink;

@@ -724,7 +724,7 @@ fn a_cut_capture_does_not_stop_the_others() {
 }
 
 /// `hbwatch hbgen --scenario quiet`: TFTP, G.711 RTP/RTCP, STUN, QUIC, SNMP and DNS on
-/// exactly the heartbeat ports (agent/src/hbgen/noise.rs); its truth expects nothing and
+/// exactly the heartbeat ports (hbgen/src/noise.rs); its truth expects nothing and
 /// `analyze` must agree.
 #[test]
 fn hbgen_quiet_scenario_gives_no_event() {
@@ -754,8 +754,8 @@ mod reproduced {
     use std::net::IpAddr;
     use std::path::PathBuf;
 
-    use hbwatch::hbgen::frame::{checksum, FrameSpec, Tcp};
-    use hbwatch::hbgen::sccp;
+    use hbgen::frame::{checksum, FrameSpec, Tcp};
+    use hbgen::sccp;
     use hbwatch_common::proto::Role;
     use serde_json::Value;
 
@@ -783,7 +783,7 @@ mod reproduced {
         let path: PathBuf = dir.join(name);
         let file = std::fs::File::create(&path).unwrap();
         let mut w =
-            hbwatch::pcap::Writer::new(file, hbwatch::pcap::Format::Pcap { nanos: false }, "test")
+            hbwatch_pcap::Writer::new(file, hbwatch_pcap::Format::Pcap { nanos: false }, "test")
                 .unwrap();
         for (t, f) in &frames {
             w.write(T0 + t, f).unwrap();
@@ -1019,7 +1019,7 @@ mod reproduced {
 
     /// An address as SIP URIs write it (IPv6 in brackets).
     fn host(a: &str) -> String {
-        hbwatch::hbgen::Ep::new(ip(a), 5060).host()
+        hbgen::Ep::new(ip(a), 5060).host()
     }
 
     fn sip_frame(from: &str, to: &str, text: &str) -> Vec<u8> {

@@ -5,10 +5,10 @@
 
 use std::net::IpAddr;
 
+use hbgen::scenario::{Overrides, Scenario};
+use hbgen::truth::Expected;
+use hbgen::{generate, TimedFrame};
 use hbwatch::convert::ip_of;
-use hbwatch::hbgen::scenario::{Overrides, Scenario};
-use hbwatch::hbgen::truth::Expected;
-use hbwatch::hbgen::{generate, TimedFrame};
 use hbwatch::offline::OfflineEnv;
 use hbwatch::ports::{default_specs, port_table};
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
@@ -287,7 +287,7 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     ));
     assert_ne!(a.frames, c.frames);
     // Same story though: the same expectations, at other instants.
-    let actions = |t: &hbwatch::hbgen::truth::Truth| {
+    let actions = |t: &hbgen::truth::Truth| {
         let mut v: Vec<_> = t
             .expected
             .iter()

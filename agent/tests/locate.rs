@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use hbwatch::hbgen::vantage::Truth;
+use hbwatch::locate::vantage::Truth;
 use serde_json::Value;
 
 fn bin() -> Command {

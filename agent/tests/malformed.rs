@@ -11,14 +11,13 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Instant;
 
+use hbgen::frame::{FrameSpec, Tcp};
+use hbgen::mutate::Mutator;
+use hbgen::output;
+use hbgen::scenario::Scenario;
+use hbgen::{generate, TimedFrame};
 use hbwatch::event::Event;
-use hbwatch::hbgen::frame::{FrameSpec, Tcp};
-use hbwatch::hbgen::mutate::Mutator;
-use hbwatch::hbgen::output;
-use hbwatch::hbgen::scenario::Scenario;
-use hbwatch::hbgen::{generate, TimedFrame};
 use hbwatch::offline::{analyze_reader, AnalyzeOptions, OfflineEnv, Replay};
-use hbwatch::pcap::Format;
 use hbwatch::ports::{default_specs, port_table};
 use hbwatch::sink::stdout::pretty;
 use hbwatch::sink::Sink;
@@ -29,6 +28,7 @@ use hbwatch_common::frame::SliceFrame;
 use hbwatch_common::params::ProtoParams;
 use hbwatch_common::parse::{parse, TCP_ACK, TCP_PSH};
 use hbwatch_common::proto::{ged125, rudp, sccp, Protocol, Role};
+use hbwatch_pcap::Format;
 use serde_json::Value;
 
 const SEC: u64 = 1_000_000_000;
@@ -648,7 +648,7 @@ fn ip6(s: &str) -> [u8; 16] {
 fn garbage_on_every_heartbeat_port_raises_no_anomaly() {
     // Random bytes at a steady pace on each protocol's port, in shapes that are not its
     // heartbeat (MDS: not 4 bytes, RUDP: not 6); random frames of any ethertype, too.
-    let mut rng = hbwatch::hbgen::rng::Rng::new(8);
+    let mut rng = hbgen::rng::Rng::new(8);
     let mut frames = Vec::new();
     // Each stream runs the same 100 s at its protocol's pace (a stream that stopped
     // early would rightly be missed).
@@ -880,7 +880,7 @@ fn storm_bases() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for o in [
         Default::default(),
-        hbwatch::hbgen::scenario::Overrides {
+        hbgen::scenario::Overrides {
             ipv6: true,
             vlan: Some(42),
             ..Default::default()
@@ -921,7 +921,7 @@ fn mutation_storm_then_a_clean_gap_is_still_exact() {
     let started = Instant::now();
     let bases = storm_bases();
     let mut m = Mutator::new(42);
-    let mut rng = hbwatch::hbgen::rng::Rng::new(42);
+    let mut rng = hbgen::rng::Rng::new(42);
     let mut frames: Vec<(u64, Vec<u8>)> = (0..N)
         .map(|i| {
             let base = &bases[rng.range(0, bases.len() as u64) as usize];
@@ -998,7 +998,7 @@ fn truncated_and_corrupt_captures_end_cleanly() {
             runs += 1;
         }
         // Flipped bytes in the file structure (block lengths, link types, timestamps).
-        let mut rng = hbwatch::hbgen::rng::Rng::new(5);
+        let mut rng = hbgen::rng::Rng::new(5);
         for _ in 0..300 {
             let mut bad = whole.clone();
             for _ in 0..rng.range(1, 4) {

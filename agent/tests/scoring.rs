@@ -3,9 +3,9 @@
 //! offline engine, scored against the generator's ground truth the way the issue
 //! scores unseen captures. The timestamp window has the same 1.5 s slack for all.
 
-use hbwatch::hbgen::scenario::{Overrides, Scenario};
-use hbwatch::hbgen::truth::Expected;
-use hbwatch::hbgen::{generate, Capture};
+use hbgen::scenario::{Overrides, Scenario};
+use hbgen::truth::Expected;
+use hbgen::{generate, Capture};
 use hbwatch::offline::{AnalyzeOptions, Replay};
 use hbwatch::ports::{default_specs, port_table};
 use serde_json::Value;

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use hbwatch::hbgen::frame::{FrameSpec, Tcp};
+use hbgen::frame::{FrameSpec, Tcp};
 use hbwatch_common::proto::{ged125, rudp, sccp, Role};
 
 pub fn ip(s: &str) -> IpAddr {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use aya::programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode};
-use hbwatch::hbgen::output::PacketSocket;
+use hbgen::output::PacketSocket;
 use hbwatch_common::proto::Role;
 use hbwatch_tests::{enter_netns, VethNs};
 use serde_json::{json, Value};

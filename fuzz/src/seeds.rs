@@ -6,12 +6,12 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use hbwatch::hbgen::output;
-use hbwatch::hbgen::scenario::{Overrides, Scenario};
-use hbwatch::hbgen::{generate, TimedFrame};
-use hbwatch::pcap::Format;
+use hbgen::output;
+use hbgen::scenario::{Overrides, Scenario};
+use hbgen::{generate, TimedFrame};
 use hbwatch_common::frame::SliceFrame;
 use hbwatch_common::parse::{parse, Packet, IPPROTO_TCP};
+use hbwatch_pcap::Format;
 
 use crate::input;
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use hbwatch::hbgen::output::PacketSocket;
+use hbgen::output::PacketSocket;
 use serde_json::Value;
 
 /// True when the tests may touch the kernel. Outside CI a non-root run skips them;
@@ -400,7 +400,7 @@ pub fn rudp_frame(
     role: hbwatch_common::proto::Role,
 ) -> Vec<u8> {
     let payload = hbwatch_common::proto::rudp::payload(seq, role);
-    let mut f = hbwatch::hbgen::frame::FrameSpec::udp(addr(src), 15000, addr(dst), 15000, &payload);
+    let mut f = hbgen::frame::FrameSpec::udp(addr(src), 15000, addr(dst), 15000, &payload);
     f.vlans = vlans.to_vec();
     f.dscp = 46;
     f.build()
@@ -444,8 +444,7 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
 /// An MDS heartbeat (a bare 4-byte sequence over UDP 41000 both ways: the tests add
 /// `--port mds=41000`) from `src` to `dst`.
 pub fn mds_frame(src: &str, dst: &str, seq: u32) -> Vec<u8> {
-    hbwatch::hbgen::frame::FrameSpec::udp(addr(src), 41000, addr(dst), 41000, &seq.to_be_bytes())
-        .build()
+    hbgen::frame::FrameSpec::udp(addr(src), 41000, addr(dst), 41000, &seq.to_be_bytes()).build()
 }
 
 /// tcpdump recording an interface to a pcap file: the wire that `analyze` is compared on
@@ -516,7 +515,7 @@ impl Tcpdump {
         );
         let file = std::fs::File::open(&self.pcap).expect("the capture");
         let mut last = None;
-        let end = hbwatch::pcap::read_frames(Box::new(file), &mut |_, _, ts, _| {
+        let end = hbwatch_pcap::read_frames(Box::new(file), &mut |_, _, ts, _| {
             last = Some(ts);
             Ok(())
         })

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use hbwatch::hbgen::frame::{FrameSpec, Tcp};
+use hbgen::frame::{FrameSpec, Tcp};
 use hbwatch_tests::{agreement_counts, analyze_events, require_root, Agent, Tcpdump, VethNs};
 use serde_json::Value;
 

@@ -52,9 +52,9 @@ fn evicted_associations_come_back_without_false_alerts() {
     assert_eq!(agent.stop(), 0);
     // Offline gets the frames as sent (tcpdump drops some of a 960-frame burst in a
     // slow VM; XDP does not).
-    let mut w = hbwatch::pcap::Writer::new(
+    let mut w = hbwatch_pcap::Writer::new(
         std::fs::File::create(&pcap).unwrap(),
-        hbwatch::pcap::Format::Pcap { nanos: true },
+        hbwatch_pcap::Format::Pcap { nanos: true },
         "test",
     )
     .unwrap();

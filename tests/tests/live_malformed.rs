@@ -8,12 +8,12 @@
 
 use std::time::{Duration, Instant};
 
-use hbwatch::hbgen::frame::{FrameSpec, Tcp};
-use hbwatch::hbgen::generate;
-use hbwatch::hbgen::mutate::Mutator;
-use hbwatch::hbgen::output::PacketSocket;
-use hbwatch::hbgen::rng::Rng;
-use hbwatch::hbgen::scenario::Scenario;
+use hbgen::frame::{FrameSpec, Tcp};
+use hbgen::generate;
+use hbgen::mutate::Mutator;
+use hbgen::output::PacketSocket;
+use hbgen::rng::Rng;
+use hbgen::scenario::Scenario;
 use hbwatch::offline::OfflineEnv;
 use hbwatch::ports::{default_specs, port_table};
 use hbwatch_common::counters::Counter;
@@ -382,7 +382,7 @@ fn mutation_storm_on_real_xdp_then_a_clean_gap_is_exact() {
     let mut bases = Vec::new();
     for o in [
         Default::default(),
-        hbwatch::hbgen::scenario::Overrides {
+        hbgen::scenario::Overrides {
             ipv6: true,
             vlan: Some(42),
             ..Default::default()

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use hbwatch::hbgen::frame::{FrameSpec, Tcp};
+use hbgen::frame::{FrameSpec, Tcp};
 use hbwatch_common::parse::{TCP_ACK, TCP_PSH, TCP_RST};
 use hbwatch_common::proto::{ged125, rudp, sccp, Role};
 use hbwatch_tests::{addr, require_root, summary, Agent, VethNs};

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use hbwatch::hbgen::frame::FrameSpec;
+use hbgen::frame::FrameSpec;
 use hbwatch_common::proto::Role;
 use hbwatch_tests::{addr, hbwatch_events, require_root, rudp_frame, Agent, Tcpdump, VethNs};
 use serde_json::Value;

@@ -3,8 +3,8 @@
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
+use hbgen::frame::FrameSpec;
 use hbwatch::datapath::{Datapath, XDP_PROGRAM};
-use hbwatch::hbgen::frame::FrameSpec;
 use hbwatch::ports::{default_specs, port_table};
 use hbwatch_common::counters::Counter;
 use hbwatch_common::event::{EventKind, RawEvent, BEAT_PAIRED};
@@ -239,7 +239,7 @@ fn ordinary_traffic_passes_without_matching() {
     let mut h = Harness::new();
     h.run(&FrameSpec::udp(addr("10.0.0.1"), 53, addr("10.0.0.2"), 5353, b"dns?").build());
     let mut tcp = FrameSpec::udp(addr("10.0.0.1"), 443, addr("10.0.0.2"), 40000, &[0; 100]);
-    tcp.tcp = Some(hbwatch::hbgen::frame::Tcp {
+    tcp.tcp = Some(hbgen::frame::Tcp {
         seq: 1,
         ack: 1,
         flags: 0x10,
@@ -254,7 +254,7 @@ fn ordinary_traffic_passes_without_matching() {
         15000,
         &rudp::payload(1, Role::Request),
     );
-    tcp15k.tcp = Some(hbwatch::hbgen::frame::Tcp::default());
+    tcp15k.tcp = Some(hbgen::frame::Tcp::default());
     h.run(&tcp15k.build());
     assert_eq!(h.counter(Counter::Packets), 3);
     assert_eq!(h.counter(Counter::PortMatched), 0);
@@ -267,7 +267,7 @@ fn protocol_frames(
     dst: &str,
     vlans: &[u16],
 ) -> Vec<(&'static str, Vec<u8>, EventKind, Protocol)> {
-    use hbwatch::hbgen::frame::Tcp;
+    use hbgen::frame::Tcp;
     use hbwatch_common::proto::{ged125, sccp};
     let tcp = |sport: u16, dport: u16, payload: &[u8]| {
         let mut f = FrameSpec::udp(addr(src), sport, addr(dst), dport, payload);

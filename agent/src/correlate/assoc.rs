@@ -16,10 +16,7 @@ pub const LEARNED_AFTER: usize = 3;
 const HISTORY: usize = 16;
 /// Recent gaps whose heartbeats may still arrive late.
 const LOST_RUNS: usize = 4;
-/// Alerts of one repeating kind sent per association within [`REPEAT_WINDOW_NS`];
-/// more are folded (counted, not sent).
-pub const REPEAT_BURST: usize = 3;
-pub const REPEAT_WINDOW_NS: u64 = 60 * 1_000_000_000;
+pub use hbwatch_common::params::{REPEAT_BURST, REPEAT_WINDOW_NS};
 
 /// Alerts that repeat while one condition lasts (the same request failing again and
 /// again): rate-limited, and folded into an open outage.

@@ -136,7 +136,7 @@ pub fn read(
             Err(e) => return Ok(Err(format!("cannot open {}: {e}", file.display()))),
         };
         let before = v.frames;
-        let read = crate::pcap::read_frames(input, &mut |link, data, ts, _| {
+        let read = hbwatch_pcap::read_frames(input, &mut |link, data, ts, _| {
             v.frames += 1;
             v.span = Some(match v.span {
                 None => (ts, ts),

@@ -12,6 +12,7 @@ pub mod capture;
 pub mod events;
 pub mod recorder;
 pub mod segment;
+pub mod vantage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

@@ -18,8 +18,8 @@ use hbwatch_common::parse::{TCP_ACK, TCP_PSH};
 use hbwatch_common::proto::{ged125, rudp, Protocol, Role};
 
 use crate::convert::ip_of;
-use crate::hbgen::frame::{FrameSpec, Tcp};
-use crate::pcap::{Format, Writer};
+use hbgen::frame::{FrameSpec, Tcp};
+use hbwatch_pcap::{Format, Writer};
 
 /// `DIR?keep=15m&max_size=256MiB`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,7 +295,7 @@ pub fn replay_capture(
     let mut env = crate::offline::OfflineEnv::new(ports, &Default::default());
     let file = File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let mut buf = Vec::new();
-    let read = crate::pcap::read_frames(
+    let read = hbwatch_pcap::read_frames(
         Box::new(std::io::BufReader::new(file)),
         &mut |link, data, ts, _| {
             if let Some(eth) = link.ethernet(data, &mut buf) {

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::scenario::Fault;
 use super::Ep;
-use crate::event::rfc3339_micros;
+use crate::rfc3339_micros;
 
 /// The truth sidecar, one per generated capture.
 #[derive(Debug, Clone, Serialize)]
@@ -270,7 +270,7 @@ impl Tracker {
     /// rate limit; none while down). Folded ones are acceptable, not required, so the
     /// truth does not hang on the limit's exact edges.
     fn sends(&mut self, action: &'static str, at: u64) -> bool {
-        use crate::correlate::assoc::{REPEAT_BURST, REPEAT_WINDOW_NS};
+        use hbwatch_common::params::{REPEAT_BURST, REPEAT_WINDOW_NS};
         if self.unanswered_down.is_some() {
             return false;
         }

@@ -22,11 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::correlate::sip::parse as sipparse;
 
-use super::frame::{checksum, FrameSpec, Tcp};
-use super::output::write_file;
-use super::rng::Rng;
-use super::TimedFrame;
-use crate::pcap::Format;
+use hbgen::frame::{checksum, FrameSpec, Tcp};
+use hbgen::output::write_file;
+use hbgen::rng::Rng;
+use hbgen::TimedFrame;
+use hbwatch_pcap::Format;
 
 /// The spec (TOML): the path and the rules of each vantage.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -201,7 +201,7 @@ fn read_input(path: &Path, ports: &BTreeMap<u32, Protocol>) -> Result<Vec<In>> {
     }
     let mut frames = Vec::new();
     let mut buf = Vec::new();
-    let read = crate::pcap::read_frames(
+    let read = hbwatch_pcap::read_frames(
         Box::new(std::io::BufReader::new(file)),
         &mut |link, data, ts, _| {
             let Some(eth) = link.ethernet(data, &mut buf) else {
@@ -390,7 +390,7 @@ pub fn run(
         std::fs::read_to_string(spec).with_context(|| format!("reading {}", spec.display()))?;
     let spec: Spec = toml::from_str(&text).with_context(|| format!("{}", spec.display()))?;
     let t = derive(input, &spec, ports, out_a, out_b)?;
-    let path = truth.unwrap_or_else(|| super::output::truth_path(out_b));
+    let path = truth.unwrap_or_else(|| hbgen::output::truth_path(out_b));
     std::fs::write(&path, serde_json::to_string_pretty(&t)? + "\n")
         .with_context(|| format!("writing {}", path.display()))
 }

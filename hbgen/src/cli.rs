@@ -9,13 +9,13 @@ use super::ordinary::{self, OrdinaryOptions};
 use super::output;
 use super::scenario::{Overrides, Scenario, BUILTIN};
 use super::TimedFrame;
-use crate::pcap::Format;
+use hbwatch_pcap::Format;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("out").required(true).args(["pcap", "iface", "show"])))]
 pub struct HbgenArgs {
     /// A built-in scenario (healthy, faults, story, mgcp; quiet: ordinary traffic on the
-    /// heartbeat ports only, agent/src/hbgen/noise.rs) or a TOML scenario file.
+    /// heartbeat ports only, hbgen/src/noise.rs) or a TOML scenario file.
     #[arg(long)]
     pub scenario: String,
     /// Write a capture here (pcap; --pcapng for pcapng), with `<file>.truth.json` beside it.

@@ -6,8 +6,8 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::pcap::{Format, Writer};
 use anyhow::{bail, Context, Result};
+use hbwatch_pcap::{Format, Writer};
 
 use super::truth::{Generated, Truth};
 use super::TimedFrame;

@@ -217,7 +217,7 @@ fn flip(rng: &mut Rng, f: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hbgen::frame::{FrameSpec, Tcp};
+    use crate::frame::{FrameSpec, Tcp};
 
     #[test]
     fn layouts_and_same_seed_same_storm() {

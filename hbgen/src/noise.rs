@@ -11,7 +11,7 @@ use super::frame::FrameSpec;
 use super::rng::Rng;
 use super::truth::{Generated, Truth};
 use super::TimedFrame;
-use crate::event::rfc3339_micros;
+use crate::rfc3339_micros;
 
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;

@@ -4,11 +4,11 @@
 //! scenario and seed always give the same bytes.
 //!
 //! ```no_run
-//! use hbwatch::hbgen::{self, output, scenario::Scenario};
+//! use hbgen::{self, output, scenario::Scenario};
 //! let sc = Scenario::load("story")?;
 //! let mut capture = hbgen::generate(&sc);
 //! let frames = capture.take_frames(); // heartbeat frames, in time order
-//! let stats = output::write_file("story.pcap".as_ref(), hbwatch::pcap::Format::Pcap { nanos: false }, frames)?;
+//! let stats = output::write_file("story.pcap".as_ref(), hbwatch_pcap::Format::Pcap { nanos: false }, frames)?;
 //! capture.truth.generated = stats;
 //! output::write_truth("story.pcap.truth.json".as_ref(), &capture.truth)?;
 //! # anyhow::Ok(())
@@ -31,7 +31,6 @@ pub mod scenario;
 pub mod sip;
 mod tcp;
 pub mod truth;
-pub mod vantage;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -40,8 +39,6 @@ use frame::{FrameSpec, Tcp};
 use rng::Rng;
 use scenario::{Dir, Fault, FaultKind, Model, Scenario};
 use truth::{Collector, Truth, TruthFault};
-
-use crate::event::rfc3339_micros;
 
 /// An IP address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,6 +105,17 @@ impl Capture {
 }
 
 const MS: u64 = 1_000_000;
+
+/// UTC time as the agent's events write it (RFC 3339, microseconds), for the truth's
+/// times: the same instant reads the same in both.
+pub fn rfc3339_micros(unix_ns: i128) -> String {
+    use time::{format_description::FormatItem, macros::format_description, OffsetDateTime};
+    const FMT: &[FormatItem<'_>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    let t =
+        OffsetDateTime::from_unix_timestamp_nanos(unix_ns).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    t.format(FMT).unwrap_or_default()
+}
 
 /// Where the models put frames and expectations. Times are ns from the capture start;
 /// anything at or past the end is not emitted.
