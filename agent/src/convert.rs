@@ -11,8 +11,16 @@ use hbwatch_common::proto::mgcp::RestartMethod;
 use hbwatch_common::proto::Protocol;
 
 use crate::event::{
-    Action, Endpoint, Event, Ingress, Interface, Level, Network, Observer, Related,
+    Action, Endpoint, Event, Ingress, Interface, Level, Network, Observer, Related, Said,
 };
+
+/// Which association an event is about, the interface it was seen on and when (wall
+/// clock, ns since the epoch): named, so that no two of them can swap places.
+pub struct About<'a> {
+    pub key: &'a FlowKey,
+    pub ifindex: Option<u32>,
+    pub unix_ns: i128,
+}
 
 /// Context shared by all events of one run.
 #[derive(Debug, Clone)]
@@ -145,24 +153,18 @@ impl Converter {
         }
     }
 
-    /// An event about the association `key`: network, source (originator) and
-    /// destination (responder) filled; callers add `heartbeat.*` / `sip.*`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn association_event(
-        &self,
-        key: &FlowKey,
-        ifindex: Option<u32>,
-        unix_ns: i128,
-        action: Action,
-        level: Level,
-        message: String,
-    ) -> Event {
+    /// An event about an association: network, source (originator) and destination
+    /// (responder) filled; callers add `heartbeat.*` / `sip.*`.
+    pub fn association_event(&self, about: About, said: Said) -> Event {
+        let About {
+            key,
+            ifindex,
+            unix_ns,
+        } = about;
         let mut ev = Event::new(
             crate::event::rfc3339_micros(unix_ns),
-            action,
-            level,
             self.observer(ifindex),
-            message,
+            said,
         );
         let tcp = key.transport == IPPROTO_TCP;
         ev.network = Some(Network {
@@ -337,8 +339,18 @@ impl Converter {
             | EventKind::Fragment
             | EventKind::Duplicate => return None,
         };
-        let mut ev =
-            self.association_event(key, Some(raw.ifindex), unix_ns, action, level, message);
+        let mut ev = self.association_event(
+            About {
+                key,
+                ifindex: Some(raw.ifindex),
+                unix_ns,
+            },
+            Said {
+                action,
+                level,
+                message,
+            },
+        );
         let hb = &mut ev.heartbeat;
         hb.seq = Some(seq);
         match kind {

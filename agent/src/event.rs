@@ -492,15 +492,22 @@ impl HeartbeatFields {
     }
 }
 
+/// What an event says: its action, severity and sentence. Named fields, so that the
+/// message and the timestamp (both strings) cannot trade places at a call site.
+pub struct Said {
+    pub action: Action,
+    pub level: Level,
+    pub message: String,
+}
+
 impl Event {
     /// An event with the always-present fields; callers fill the rest.
-    pub fn new(
-        timestamp: String,
-        action: Action,
-        level: Level,
-        observer: Observer,
-        message: String,
-    ) -> Event {
+    pub fn new(timestamp: String, observer: Observer, said: Said) -> Event {
+        let Said {
+            action,
+            level,
+            message,
+        } = said;
         Event {
             timestamp,
             ecs: Ecs {
@@ -610,7 +617,15 @@ pub(crate) fn mds_alert(
         hostname: hostname.into(),
         ingress: None,
     };
-    let mut ev = Event::new(timestamp, action, level, observer, message);
+    let mut ev = Event::new(
+        timestamp,
+        observer,
+        Said {
+            action,
+            level,
+            message,
+        },
+    );
     ev.network = Some(Network {
         protocol: "mds",
         transport: "udp",

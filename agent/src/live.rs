@@ -18,7 +18,7 @@ use crate::clock::WallClock;
 use crate::convert::Converter;
 use crate::correlate::{Config, Correlator, Ctx};
 use crate::datapath::{readable_fd, AttachMode, Datapath, IfaceChange};
-use crate::event::{Action, Event, Level};
+use crate::event::{Action, Event, Level, Said};
 use crate::locate::recorder::Recorder;
 use crate::metrics::{self, Metrics};
 use crate::sink::{Filtered, Sink};
@@ -358,14 +358,17 @@ fn report_evictions(
     }
     let delta = total - *reported;
     *reported = total;
+    let message = format!(
+        "the kernel flow table ({capacity} associations) is full: {delta} evicted associations were seen again ({total} since start); counted as heartbeats, but gaps, re-sends and restarts across an eviction are not seen: raise agent.max_associations (--max-associations)"
+    );
     let mut ev = Event::new(
         crate::event::rfc3339_micros(WallClock::now_unix_ns()),
-        Action::AgentFlowTableFull,
-        Level::Warning,
         conv.observer(None),
-        format!(
-            "the kernel flow table ({capacity} associations) is full: {delta} evicted associations were seen again ({total} since start); counted as heartbeats, but gaps, re-sends and restarts across an eviction are not seen: raise agent.max_associations (--max-associations)"
-        ),
+        Said {
+            action: Action::AgentFlowTableFull,
+            level: Level::Warning,
+            message,
+        },
     );
     ev.heartbeat.count = Some(delta);
     write_events(out, &[ev])
@@ -382,12 +385,15 @@ fn report_loss(
     if lost > *reported {
         let delta = lost - *reported;
         *reported = lost;
+        let message = format!("{delta} events lost in the kernel ring buffer ({lost} since start): userspace fell behind");
         let mut ev = Event::new(
             crate::event::rfc3339_micros(WallClock::now_unix_ns()),
-            Action::AgentEventsLost,
-            Level::Error,
             conv.observer(None),
-            format!("{delta} events lost in the kernel ring buffer ({lost} since start): userspace fell behind"),
+            Said {
+                action: Action::AgentEventsLost,
+                level: Level::Error,
+                message,
+            },
         );
         ev.heartbeat.lost = Some(delta);
         ev.heartbeat.where_ = Some("kernel-ringbuf".into());
@@ -437,7 +443,15 @@ fn interface_event(conv: &Converter, change: &IfaceChange) -> Event {
             None,
         ),
     };
-    let mut ev = Event::new(now, action, level, conv.observer(None), msg);
+    let mut ev = Event::new(
+        now,
+        conv.observer(None),
+        Said {
+            action,
+            level,
+            message: msg,
+        },
+    );
     ev.heartbeat.interfaces = attachment.map(|a| vec![a]);
     ev
 }
@@ -471,11 +485,14 @@ fn reload(
             info!("configuration reloaded (digest {})", opts.config_digest);
             let mut ev = Event::new(
                 now,
-                Action::AgentReloaded,
-                Level::Info,
                 conv.observer(None),
-                "configuration reloaded: ports and per-protocol rules applied, state kept"
-                    .to_string(),
+                Said {
+                    action: Action::AgentReloaded,
+                    level: Level::Info,
+                    message:
+                        "configuration reloaded: ports and per-protocol rules applied, state kept"
+                            .to_string(),
+                },
             );
             ev.heartbeat.config_digest = Some(opts.config_digest.clone());
             ev
@@ -484,10 +501,12 @@ fn reload(
             warn!("SIGHUP: configuration not reloaded: {why}");
             let mut ev = Event::new(
                 now,
-                Action::AgentReloadFailed,
-                Level::Error,
                 conv.observer(None),
-                format!("configuration not reloaded, the previous one stays: {why}"),
+                Said {
+                    action: Action::AgentReloadFailed,
+                    level: Level::Error,
+                    message: format!("configuration not reloaded, the previous one stays: {why}"),
+                },
             );
             ev.heartbeat.config_digest = Some(opts.config_digest.clone());
             ev
@@ -514,14 +533,16 @@ fn lifecycle(
     };
     let mut ev = Event::new(
         crate::event::rfc3339_micros(WallClock::now_unix_ns()),
-        action,
-        Level::Info,
         conv.observer(None),
-        format!(
-            "hbwatch {} {what} {}",
-            env!("CARGO_PKG_VERSION"),
-            names.join(", ")
-        ),
+        Said {
+            action,
+            level: Level::Info,
+            message: format!(
+                "hbwatch {} {what} {}",
+                env!("CARGO_PKG_VERSION"),
+                names.join(", ")
+            ),
+        },
     );
     ev.heartbeat.interfaces = Some(dp.attachments.clone());
     ev.heartbeat.config_digest = Some(digest.to_string());

@@ -111,19 +111,20 @@ impl Filter for Privacy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Level, Observer, SipFields};
+    use crate::event::{Level, Observer, Said, SipFields};
 
     fn registered() -> Event {
-        let mut ev = Event::new(
-            "t".into(),
-            crate::event::Action::SipRegistered,
-            Level::Info,
-            Observer {
-                hostname: "h".into(),
-                ingress: None,
-            },
-            "sip 10.0.0.5:5060 -> 10.0.0.1:5060: SEP00112233 (sip:+4930123456@cucm.example) registered for 120 s".into(),
-        );
+        let message = "sip 10.0.0.5:5060 -> 10.0.0.1:5060: SEP00112233 (sip:+4930123456@cucm.example) registered for 120 s";
+        let observer = Observer {
+            hostname: "h".into(),
+            ingress: None,
+        };
+        let said = Said {
+            action: crate::event::Action::SipRegistered,
+            level: Level::Info,
+            message: message.into(),
+        };
+        let mut ev = Event::new("t".into(), observer, said);
         ev.sip = Some(SipFields {
             aor: Some("sip:+4930123456@cucm.example".into()),
             device: Some("SEP00112233".into()),

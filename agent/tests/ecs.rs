@@ -258,10 +258,12 @@ fn every_action_is_documented_with_its_kind_and_has_ecs_values() {
         };
         let ev = hbwatch::event::Event::new(
             "2026-11-22T10:00:00.000000Z".into(),
-            action,
-            hbwatch::event::Level::Info,
             observer,
-            "m".into(),
+            hbwatch::event::Said {
+                action,
+                level: hbwatch::event::Level::Info,
+                message: "m".into(),
+            },
         );
         let v: Value = serde_json::to_value(&ev).unwrap();
         let problems = r.event_problems(&v);

@@ -82,13 +82,15 @@ fn event(n: usize) -> hbwatch::event::Event {
     use hbwatch::event::{Event, Level, Observer};
     Event::new(
         "2026-11-22T10:00:05.536897Z".into(),
-        hbwatch::event::Action::PeerUp,
-        Level::Info,
         Observer {
             hostname: "probe-7".into(),
             ingress: None,
         },
-        format!("event {n}"),
+        hbwatch::event::Said {
+            action: hbwatch::event::Action::PeerUp,
+            level: Level::Info,
+            message: format!("event {n}"),
+        },
     )
 }
 

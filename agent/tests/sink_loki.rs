@@ -795,20 +795,22 @@ fn throughput_to_the_recording_endpoint() {
         .map(|i| {
             let mut ev = Event::new(
                 hbwatch::event::rfc3339_micros(1_795_341_600_000_000_000 + i as i128 * 1000),
-                hbwatch::event::Action::HeartbeatLate,
-                if i % 7 == 0 {
-                    Level::Error
-                } else {
-                    Level::Warning
-                },
                 Observer {
                     hostname: "bench".into(),
                     ingress: None,
                 },
-                format!(
-                    "mds 10.50.{}.1 -> 10.50.0.2: heartbeat {i} late by 120 ms",
-                    i % 250
-                ),
+                hbwatch::event::Said {
+                    action: hbwatch::event::Action::HeartbeatLate,
+                    level: if i % 7 == 0 {
+                        Level::Error
+                    } else {
+                        Level::Warning
+                    },
+                    message: format!(
+                        "mds 10.50.{}.1 -> 10.50.0.2: heartbeat {i} late by 120 ms",
+                        i % 250
+                    ),
+                },
             );
             ev.network = Some(Network {
                 protocol: if i % 3 == 0 { "mds" } else { "ged125" },

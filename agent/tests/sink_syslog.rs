@@ -446,16 +446,18 @@ fn burst(n: usize) -> Vec<hbwatch::event::Event> {
         .map(|i| {
             let mut e = Event::new(
                 "2026-11-22T10:00:05.536897Z".into(),
-                hbwatch::event::Action::HeartbeatLate,
-                Level::Warning,
                 Observer {
                     hostname: HOSTNAME.into(),
                     ingress: None,
                 },
-                format!(
+                hbwatch::event::Said {
+                    action: hbwatch::event::Action::HeartbeatLate,
+                    level: Level::Warning,
+                    message: format!(
                     "mds 10.50.0.1:39500 -> 10.50.0.2:39500: heartbeat {i} arrived 1350 ms after \
                      the previous one, expected every 1000 ms (tolerance 300 ms)"
                 ),
+                },
             );
             e.network = Some(Network {
                 protocol: "mds",

@@ -5,7 +5,7 @@
 
 pub mod sip;
 
-use crate::convert::Converter;
+use crate::convert::{About, Converter};
 
 /// Turns record time (`RawEvent::ts_ns`) into wall-clock nanoseconds since the epoch:
 /// the monotonic-to-realtime offset live, the identity offline (capture time).
@@ -51,7 +51,7 @@ use hbwatch_common::params::{ProtoParams, P_UNANSWERED_NEEDS_ACKS};
 use hbwatch_common::proto::{Protocol, Role};
 
 use crate::convert::association;
-use crate::event::{Action, Event, Level};
+use crate::event::{Action, Event, Level, Said};
 use assoc::{
     Assoc, Diagnosis, DownCause, LateArrival, Repeating, Silence, Stats, Timing, Trouble, MS,
 };
@@ -885,18 +885,23 @@ impl Correlator {
         } else {
             (Action::HeartbeatMissed, Level::Warning, "heartbeats missed")
         };
+        let message = format!(
+            "{}: {what}: {missed} missed, {} ms without a heartbeat (interval {expected} ms); likely {}",
+            association(&a.key),
+            silence / MS,
+            d.cause
+        );
         let mut ev = ctx.conv.association_event(
-            &a.key,
-            Some(a.ifindex),
-            ctx.clock.unix_ns(at),
-            action,
-            level,
-            format!(
-                "{}: {what}: {missed} missed, {} ms without a heartbeat (interval {expected} ms); likely {}",
-                association(&a.key),
-                silence / MS,
-                d.cause
-            ),
+            About {
+                key: &a.key,
+                ifindex: Some(a.ifindex),
+                unix_ns: ctx.clock.unix_ns(at),
+            },
+            Said {
+                action,
+                level,
+                message,
+            },
         );
         let hb = &mut ev.heartbeat;
         hb.seq = Some(a.last_seq);
@@ -956,16 +961,21 @@ impl Correlator {
             Some(earlier) => format!("{earlier}, then {}", d.cause),
             None => d.cause.to_string(),
         };
+        let message = format!(
+            "{}: peer up again after {downtime} ms down (seq {seq}); likely {causes}{folded_text}",
+            association(key),
+        );
         let mut ev = ctx.conv.association_event(
-            key,
-            Some(a.ifindex),
-            ctx.clock.unix_ns(now),
-            Action::PeerUp,
-            Level::Info,
-            format!(
-                "{}: peer up again after {downtime} ms down (seq {seq}); likely {causes}{folded_text}",
-                association(key),
-            ),
+            About {
+                key,
+                ifindex: Some(a.ifindex),
+                unix_ns: ctx.clock.unix_ns(now),
+            },
+            Said {
+                action: Action::PeerUp,
+                level: Level::Info,
+                message,
+            },
         );
         ev.heartbeat.seq = Some(seq);
         ev.heartbeat.downtime_ms = Some(downtime);
@@ -998,17 +1008,21 @@ fn late_event(
     late: LateArrival,
 ) -> Event {
     let mut ev = ctx.conv.association_event(
-        key,
-        Some(ifindex),
-        ctx.clock.unix_ns(now),
-        Action::HeartbeatLate,
-        Level::Warning,
-        format!(
-            "{}: heartbeat seq {seq} came {} ms after the previous one (expected {} ms)",
-            association(key),
-            late.interval_ns / MS,
-            late.expected_ns / MS
-        ),
+        About {
+            key,
+            ifindex: Some(ifindex),
+            unix_ns: ctx.clock.unix_ns(now),
+        },
+        Said {
+            action: Action::HeartbeatLate,
+            level: Level::Warning,
+            message: format!(
+                "{}: heartbeat seq {seq} came {} ms after the previous one (expected {} ms)",
+                association(key),
+                late.interval_ns / MS,
+                late.expected_ns / MS
+            ),
+        },
     );
     ev.heartbeat.seq = Some(seq);
     ev.heartbeat.interval_ms = Some(late.interval_ns / MS);

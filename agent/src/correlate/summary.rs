@@ -6,8 +6,8 @@ use hbwatch_common::key::FlowKey;
 
 use super::assoc::{Stats, MS};
 use super::Ctx;
-use crate::convert::association;
-use crate::event::{Action, Event, Level, RttUs};
+use crate::convert::{association, About};
+use crate::event::{Action, Event, Level, RttUs, Said};
 
 /// What `count` and `lost` of a tracker's [`Stats`] are, in a summary's message.
 pub struct Counted {
@@ -84,12 +84,16 @@ pub fn event(p: &Period, ctx: &Ctx) -> Option<Event> {
         p.length_ns / 1_000_000_000,
     );
     let mut ev = ctx.conv.association_event(
-        p.key,
-        Some(p.ifindex),
-        ctx.clock.unix_ns(p.at_ns),
-        Action::HeartbeatSummary,
-        Level::Info,
-        message,
+        About {
+            key: p.key,
+            ifindex: Some(p.ifindex),
+            unix_ns: ctx.clock.unix_ns(p.at_ns),
+        },
+        Said {
+            action: Action::HeartbeatSummary,
+            level: Level::Info,
+            message,
+        },
     );
     let hb = &mut ev.heartbeat;
     hb.count = Some(s.count);

@@ -7,7 +7,8 @@ use hbwatch_common::parse::{AF_INET, AF_INET6, IPPROTO_TCP};
 use super::capture::{AssocKey, Beat};
 use crate::convert::community_id;
 use crate::event::{
-    rfc3339_micros, Action, DelayMs, Endpoint, Event, Level, Network, Observer, PathFields, Related,
+    rfc3339_micros, Action, DelayMs, Endpoint, Event, Level, Network, Observer, PathFields,
+    Related, Said,
 };
 
 fn addr16(ip: IpAddr) -> (u8, [u8; 16]) {
@@ -42,10 +43,12 @@ pub fn base(
     };
     let mut ev = Event::new(
         rfc3339_micros(ts_ns as i128),
-        action,
-        level,
         observer,
-        message,
+        Said {
+            action,
+            level,
+            message,
+        },
     );
     let (src, dst) = key.ends(dir);
     let (family, a) = addr16(src.0);

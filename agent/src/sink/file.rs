@@ -433,18 +433,20 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::event::{Level, Observer};
+    use crate::event::{Level, Observer, Said};
 
     fn ev(n: usize) -> Event {
         Event::new(
             "2026-11-22T10:00:00.000000Z".into(),
-            crate::event::Action::PeerUp,
-            Level::Info,
             Observer {
                 hostname: "h".into(),
                 ingress: None,
             },
-            format!("event {n:04}"),
+            Said {
+                action: crate::event::Action::PeerUp,
+                level: Level::Info,
+                message: format!("event {n:04}"),
+            },
         )
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use crate::event::{Action, Event, Level, Observer};
+use crate::event::{Action, Event, Level, Observer, Said};
 use stdout::{Format, LineSink};
 
 /// Receives every event in order.
@@ -394,13 +394,15 @@ impl LossTracker {
             *seen = st.dropped;
             let mut ev = Event::new(
                 crate::event::rfc3339_micros(unix_ns),
-                Action::AgentEventsLost,
-                Level::Error,
                 observer.clone(),
-                format!(
-                    "{delta} events lost by output {name} ({} since start)",
-                    st.dropped
-                ),
+                Said {
+                    action: Action::AgentEventsLost,
+                    level: Level::Error,
+                    message: format!(
+                        "{delta} events lost by output {name} ({} since start)",
+                        st.dropped
+                    ),
+                },
             );
             ev.heartbeat.lost = Some(delta);
             ev.heartbeat.where_ = Some(format!("sink:{name}"));
@@ -519,10 +521,12 @@ mod tests {
         };
         let ev = Event::new(
             "t".into(),
-            Action::PeerUp,
-            Level::Info,
             obs.clone(),
-            "m".into(),
+            Said {
+                action: Action::PeerUp,
+                level: Level::Info,
+                message: "m".into(),
+            },
         );
         let mut fan = Fanout::new(vec![
             Box::new(Refuser),

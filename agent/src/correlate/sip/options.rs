@@ -4,7 +4,7 @@
 use super::transaction::TxnView;
 use super::{Ctx, SipTracker};
 use crate::convert::association;
-use crate::event::{Action, Event, Level};
+use crate::event::{Action, Event, Level, Said};
 
 impl SipTracker {
     /// Outcome of a final answer to an OPTIONS ping; true when the peer is healthy.
@@ -21,17 +21,20 @@ impl SipTracker {
             // Any other final answer (even 404/405) shows the peer's SIP stack alive.
             return true;
         }
+        let message = format!(
+            "{}: OPTIONS answered {status} {reason}: the peer reports itself overloaded or out of service",
+            association(&view.assoc),
+        );
         let mut ev = Self::txn_event(
             view,
             None,
             ts,
             ctx,
-            Action::SipOptionsFailed,
-            Level::Warning,
-            format!(
-                "{}: OPTIONS answered {status} {reason}: the peer reports itself overloaded or out of service",
-                association(&view.assoc),
-            ),
+            Said {
+                action: Action::SipOptionsFailed,
+                level: Level::Warning,
+                message,
+            },
         );
         if let Some(sip) = ev.sip.as_mut() {
             sip.code = Some(status);

@@ -7,8 +7,8 @@ use super::parse::{Challenge, Credentials, Message, Method};
 use super::transaction::{Txn, TxnKey, TxnState, TxnView};
 use super::Ctx;
 use super::{aor_user, ms, who, SipTracker, SourceKey, TimerRef, NS_PER_MS};
-use crate::convert::{association, ip_text};
-use crate::event::{Action, CSeq, Event, Level, SipFields};
+use crate::convert::{association, ip_text, About};
+use crate::event::{Action, CSeq, Event, Level, Said, SipFields};
 
 /// What a REGISTER asked for.
 #[derive(Clone, Debug, Default)]
@@ -252,14 +252,16 @@ impl SipTracker {
             Some(info),
             ts,
             ctx,
-            Action::SipRegisterFailed,
-            Level::Warning,
-            format!(
-                "{}: REGISTER{} of {} failed: {why}{streak_text}",
-                association(&view.assoc),
-                if info.keep_alive { " keepalive" } else { "" },
-                who(device.as_deref(), &info.aor),
-            ),
+            Said {
+                action: Action::SipRegisterFailed,
+                level: Level::Warning,
+                message: format!(
+                    "{}: REGISTER{} of {} failed: {why}{streak_text}",
+                    association(&view.assoc),
+                    if info.keep_alive { " keepalive" } else { "" },
+                    who(device.as_deref(), &info.aor),
+                ),
+            },
         );
         if let Some(sip) = ev.sip.as_mut() {
             sip.code = Some(status);
@@ -384,7 +386,17 @@ impl SipTracker {
             association(&view.assoc),
             who(device.as_deref(), &info.aor),
         );
-        let mut ev = Self::txn_event(view, Some(info), ts, ctx, action, Level::Info, message);
+        let mut ev = Self::txn_event(
+            view,
+            Some(info),
+            ts,
+            ctx,
+            Said {
+                action,
+                level: Level::Info,
+                message,
+            },
+        );
         if let Some(sip) = ev.sip.as_mut() {
             sip.expires = Some(expires);
             sip.device = device;
@@ -469,23 +481,28 @@ impl SipTracker {
             ),
         };
         let refresh = reg.refresh_interval_ns;
+        let message = format!(
+            "{}: registration of {} expired: no successful refresh within its {} s lifetime ({} s since the last{}); {cause}",
+            association(&reg.assoc),
+            who(reg.device.as_deref(), &key.aor),
+            reg.granted_s,
+            silence_ns / 1_000_000_000,
+            match refresh {
+                Some(i) => format!(", refreshes came every {} s", i / 1_000_000_000),
+                None => String::new(),
+            }
+        );
         let mut ev = ctx.conv.association_event(
-            &reg.assoc,
-            Some(reg.ifindex),
-            ctx.clock.unix_ns(at_ns),
-            Action::SipExpired,
-            Level::Error,
-            format!(
-                "{}: registration of {} expired: no successful refresh within its {} s lifetime ({} s since the last{}); {cause}",
-                association(&reg.assoc),
-                who(reg.device.as_deref(), &key.aor),
-                reg.granted_s,
-                silence_ns / 1_000_000_000,
-                match refresh {
-                    Some(i) => format!(", refreshes came every {} s", i / 1_000_000_000),
-                    None => String::new(),
-                }
-            ),
+            About {
+                key: &reg.assoc,
+                ifindex: Some(reg.ifindex),
+                unix_ns: ctx.clock.unix_ns(at_ns),
+            },
+            Said {
+                action: Action::SipExpired,
+                level: Level::Error,
+                message,
+            },
         );
         ev.sip = Some(SipFields {
             call_id: Some(reg.call_id.clone()),

@@ -9,8 +9,8 @@ use hbwatch_common::key::FlowKey;
 use super::parse::{Challenge, Message, Method};
 use super::registration::RegisterInfo;
 use super::{reversed, sip_key, who, Ctx, SipTracker, TimerRef, NS_PER_MS};
-use crate::convert::association;
-use crate::event::{Action, CSeq, Event, Level, SipFields};
+use crate::convert::{association, About};
+use crate::event::{Action, CSeq, Event, Level, Said, SipFields};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct TxnKey {
@@ -95,14 +95,16 @@ impl SipTracker {
                     reg,
                     ts,
                     ctx,
-                    Action::HeartbeatRetry,
-                    Level::Warning,
-                    format!(
-                        "{}: {} CSeq {} sent again (attempt 2): no final response yet",
-                        association(&view.assoc),
-                        method.name(),
-                        cseq.number
-                    ),
+                    Said {
+                        action: Action::HeartbeatRetry,
+                        level: Level::Warning,
+                        message: format!(
+                            "{}: {} CSeq {} sent again (attempt 2): no final response yet",
+                            association(&view.assoc),
+                            method.name(),
+                            cseq.number
+                        ),
+                    },
                 );
                 ev.heartbeat.seq = Some(cseq.number);
                 ev.heartbeat.attempt = Some(2);
@@ -255,23 +257,20 @@ impl SipTracker {
     }
 
     /// An event about one transaction, `sip.*` identity filled.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn txn_event(
         view: &TxnView,
         register: Option<&RegisterInfo>,
         ts: u64,
         ctx: &Ctx,
-        action: Action,
-        level: Level,
-        message: String,
+        said: Said,
     ) -> Event {
         let mut ev = ctx.conv.association_event(
-            &view.assoc,
-            Some(view.ifindex),
-            ctx.clock.unix_ns(ts),
-            action,
-            level,
-            message,
+            About {
+                key: &view.assoc,
+                ifindex: Some(view.ifindex),
+                unix_ns: ctx.clock.unix_ns(ts),
+            },
+            said,
         );
         ev.sip = Some(SipFields {
             call_id: Some(view.call_id.to_string()),
@@ -322,19 +321,22 @@ impl SipTracker {
             None => key.method.name().to_string(),
         };
         let timeout_ms = self.cfg.answer_timeout_ms;
+        let message = format!(
+            "{}: {what} (CSeq {}) got no final response within {timeout_ms} ms (sent {attempts} time{})",
+            association(&assoc),
+            key.cseq,
+            if attempts == 1 { "" } else { "s" }
+        );
         let mut ev = Self::txn_event(
             &view,
             register.as_ref(),
             at_ns,
             ctx,
-            Action::HeartbeatUnanswered,
-            Level::Warning,
-            format!(
-                "{}: {what} (CSeq {}) got no final response within {timeout_ms} ms (sent {attempts} time{})",
-                association(&assoc),
-                key.cseq,
-                if attempts == 1 { "" } else { "s" }
-            ),
+            Said {
+                action: Action::HeartbeatUnanswered,
+                level: Level::Warning,
+                message,
+            },
         );
         ev.heartbeat.seq = Some(key.cseq);
         ev.heartbeat.timeout_ms = Some(timeout_ms);

@@ -2,7 +2,7 @@ use std::io::BufReader;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::*;
-use crate::event::{Action, Level, Network, Observer};
+use crate::event::{Action, Level, Network, Observer, Said};
 use crate::sink::stdout::Format as OutFormat;
 use crate::sink::SinkSpec;
 
@@ -13,13 +13,15 @@ fn ctx() -> SinkContext {
 fn ev(n: usize, level: Level) -> Event {
     let mut e = Event::new(
         "2026-11-22T10:00:05.536897Z".into(),
-        Action::HeartbeatGap,
-        level,
         Observer {
             hostname: "cs-probe-1".into(),
             ingress: None,
         },
-        format!("event {n}"),
+        Said {
+            action: Action::HeartbeatGap,
+            level,
+            message: format!("event {n}"),
+        },
     );
     e.network = Some(Network {
         protocol: "mds",
