@@ -18,6 +18,7 @@ pub mod cli;
 pub mod frame;
 pub mod ged125;
 pub mod ipmg;
+mod keepalive;
 pub mod mds;
 pub mod mgcp;
 pub mod mutate;

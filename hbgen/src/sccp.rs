@@ -6,12 +6,11 @@
 
 use hbwatch_common::proto::{sccp, Protocol, Role};
 
-use super::ged125::{after_exchange, peer_unresponsive, rto};
+use super::keepalive::{self, ends_session, Keepalive, Link, Session};
 use super::rng::Rng;
-use super::scenario::{Fault, FaultKind, Model, Side};
-use super::tcp::TcpConn;
-use super::truth::{AssocKey, Cause, Tracker};
-use super::{jitter, Ep, ModelCtx, Out, MS};
+use super::scenario::{Fault, Model};
+use super::truth::Cause;
+use super::{Ep, ModelCtx, Out, MS};
 
 pub const REGISTER: u32 = 0x0001;
 const SEC: u64 = 1_000_000_000;
@@ -83,22 +82,22 @@ pub(crate) fn generate(ctx: &ModelCtx, model: &Model, rng: &mut Rng, out: &mut O
     else {
         return;
     };
-    let link = Link {
+    let phone = Phone {
         phone,
         header_version,
         device: device.clone(),
         keepalive_s,
         secondary_keepalive_s,
     };
-    link.run(ctx, rng, out, primary, false, ctx.start);
+    phone.run(ctx, rng, out, primary, false, ctx.start);
     if let Some(backup) = backup {
         // Phones connect to the backup a little after registering with the primary.
         let start = ctx.start + rng.range(500 * MS, 2000 * MS);
-        link.run(ctx, rng, out, backup, true, start);
+        phone.run(ctx, rng, out, backup, true, start);
     }
 }
 
-struct Link {
+struct Phone {
     phone: Ep,
     header_version: u32,
     device: String,
@@ -106,7 +105,7 @@ struct Link {
     secondary_keepalive_s: u32,
 }
 
-impl Link {
+impl Phone {
     /// One CUCM connection (and its reconnections) from `start`.
     fn run(
         &self,
@@ -117,231 +116,105 @@ impl Link {
         backup: bool,
         start: u64,
     ) {
-        let faults = &ctx.faults;
-        let hv = self.header_version;
         let interval = if backup {
             self.secondary_keepalive_s
         } else {
             self.keepalive_s
         } as u64
             * SEC;
-        let mut ends: Vec<&Fault> = faults
+        let mut ends: Vec<&Fault> = ctx
+            .faults
             .list
             .iter()
-            .filter(|f| {
-                f.backup == backup
-                    && matches!(f.kind, FaultKind::Close { .. } | FaultKind::Restart { .. })
-            })
+            .filter(|f| f.backup == backup && ends_session(f))
             .collect();
-        let part = if backup { "backup" } else { "primary" };
         let mut port = if self.phone.port != 0 {
             self.phone.port.wrapping_add(u16::from(backup))
         } else {
             rng.ephemeral_port()
         };
+        let mut session = ToCucm {
+            header_version: self.header_version,
+            device: &self.device,
+            phone_ip: self.phone.ip,
+            keepalive_s: self.keepalive_s,
+            secondary_keepalive_s: self.secondary_keepalive_s,
+            backup,
+        };
         let mut connect_at = start;
         while connect_at < out.duration_ns {
-            let client = Ep::new(self.phone.ip, port);
-            let key = AssocKey {
+            let link = Link {
+                ctx,
                 protocol: Protocol::Sccp,
-                tcp: true,
-                src: client,
-                dst: cucm,
+                client: Ep::new(self.phone.ip, port),
+                server: cucm,
+                backup,
+                interval,
+                part: if backup { "backup" } else { "primary" },
             };
-            out.truth.association(ctx.name, part, &key, interval);
-            let mut tr = Tracker::new(key, interval, true);
-            let dscp = |t: u64, from_phone: bool| faults.dscp(t, from_phone, backup, ctx.dscp);
-            let mut conn = TcpConn::new(rng, client, cucm, ctx.wire.clone());
-            let rtt = ctx.rtt(rng);
-            let mut t = conn.handshake(
-                out,
-                connect_at,
-                rtt,
-                (dscp(connect_at, true).0, dscp(connect_at, false).0),
-            );
-            if !backup {
-                t += 5 * MS;
-                conn.send(
-                    out,
-                    t,
-                    true,
-                    dscp(t, true).0,
-                    &register(hv, &self.device, client.ip),
-                    "sccp.register",
-                    true,
-                );
-                let ack = register_ack(hv, self.keepalive_s, self.secondary_keepalive_s);
-                conn.send(
-                    out,
-                    t + rtt + MS,
-                    false,
-                    dscp(t, false).0,
-                    &ack,
-                    "sccp.register_ack",
-                    true,
-                );
-                conn.ack(out, t + rtt + 40 * MS, true, dscp(t, true).0, true);
-            }
-            let mut tick = t + interval;
-            let mut next_connect = None;
-            let mut unanswered: Option<(u32, u64, Option<Cause>)> = None;
-            loop {
-                if let Some(pos) = ends
-                    .iter()
-                    .position(|f| f.at_ns <= tick.min(out.duration_ns))
-                {
-                    let f = ends.remove(pos);
-                    let at = f.at_ns.max(after_exchange(tick, interval));
-                    let cause = Some(Cause::of(f));
-                    match f.kind {
-                        FaultKind::Close {
-                            reset,
-                            by,
-                            reconnect_ns,
-                        } => {
-                            let by_phone = by == Side::A;
-                            if reset {
-                                conn.rst(out, at, by_phone, dscp(at, by_phone).0);
-                            } else {
-                                conn.fin(
-                                    out,
-                                    at,
-                                    by_phone,
-                                    rtt,
-                                    (dscp(at, true).0, dscp(at, false).0),
-                                );
-                            }
-                            tr.closed(&mut out.truth, at, reset, by_phone, cause);
-                            next_connect = reconnect_ns.map(|r| at + r);
-                        }
-                        FaultKind::Restart { down_ns, .. } => {
-                            // The phone reboots: no FIN; the old session just goes quiet
-                            // (the truth expects missed/down on it) and a new one opens.
-                            tr.hidden(Cause::of(f));
-                            next_connect = Some(at + down_ns.max(MS));
-                        }
-                        _ => {}
-                    }
-                    break;
-                }
-                if tick >= out.duration_ns {
-                    break;
-                }
-                let mut send = tick + jitter(rng, interval);
-                if let Some(f) = faults.active(tick, backup, interval, |k| {
-                    matches!(k, FaultKind::Late { .. })
-                }) {
-                    if let FaultKind::Late { delay_ns, .. } = f.kind {
-                        send += delay_ns;
-                    }
-                    tr.delayed(Cause::of(f));
-                }
-                let (dp, dpf) = dscp(send, true);
-                let ka = keepalive(hv, Role::Request);
-                if let Some(f) = faults.dropped(tick, true, backup, interval) {
-                    tr.hidden(Cause::of(f));
-                    conn.send(out, send, true, dp, &ka, "sccp.keepalive", false);
-                    if !backup {
-                        conn.send(
-                            out,
-                            send + rtt,
-                            false,
-                            dp,
-                            &keepalive(hv, Role::Response),
-                            "sccp.keepalive_ack",
-                            false,
-                        );
-                    }
-                    tick += interval;
-                    continue;
-                }
-                let seq = conn.send(out, send, true, dp, &ka, "sccp.keepalive", true);
-                tr.seen(&mut out.truth, send, None);
-                let number = tr.seen_count;
-                tr.dscp(&mut out.truth, send, true, dp, dpf.map(Cause::of));
-                let mut answer_at = send + rtt;
-                if let Some(f) = faults.active(tick, backup, interval, |k| {
-                    matches!(k, FaultKind::Retry { .. })
-                }) {
-                    let FaultKind::Retry { count, .. } = f.kind else {
-                        unreachable!()
-                    };
-                    let mut at = send;
-                    for n in 0..count {
-                        at += rto(n);
-                        conn.resend(out, at, true, seq, dp, &ka, "sccp.keepalive_retransmission");
-                        tr.retry(&mut out.truth, at, number, n + 2, send, Some(Cause::of(f)));
-                    }
-                    answer_at = at + rtt;
-                    if !backup {
-                        tr.unanswered(
-                            &mut out.truth,
-                            number,
-                            send,
-                            send + rto(0),
-                            false,
-                            Some(Cause::of(f)),
-                        );
-                    }
-                }
-                let (dc, dcf) = dscp(answer_at, false);
-                let silent = faults.active(tick, backup, interval, |k| {
-                    matches!(k, FaultKind::Unanswered { .. })
-                });
-                if backup || silent.is_some() {
-                    // Backup CUCMs only acknowledge at the TCP level (healthy); a silent
-                    // primary does the same.
-                    conn.ack(out, answer_at + 40 * MS, false, dc, true);
-                    tr.dscp(
-                        &mut out.truth,
-                        answer_at + 40 * MS,
-                        false,
-                        dc,
-                        dcf.map(Cause::of),
-                    );
-                    if let Some(f) = silent {
-                        let cause = Some(Cause::of(f));
-                        tr.unanswered(
-                            &mut out.truth,
-                            number,
-                            send,
-                            tick + interval + interval / 100,
-                            true,
-                            cause,
-                        );
-                        unanswered.get_or_insert((0, send, cause)).0 += 1;
-                    }
-                } else {
-                    conn.send(
-                        out,
-                        answer_at,
-                        false,
-                        dc,
-                        &keepalive(hv, Role::Response),
-                        "sccp.keepalive_ack",
-                        true,
-                    );
-                    tr.answered(&mut out.truth, answer_at);
-                    tr.dscp(&mut out.truth, answer_at, false, dc, dcf.map(Cause::of));
-                    conn.ack(
-                        out,
-                        answer_at + rng.range(20 * MS, 200 * MS),
-                        true,
-                        dscp(answer_at, true).0,
-                        true,
-                    );
-                    if let Some((n, first, cause)) = unanswered.take() {
-                        peer_unresponsive(&mut tr, out, n, first, answer_at, cause);
-                    }
-                }
-                tick += interval;
-            }
-            tr.finish(&mut out.truth, out.duration_ns);
+            let next = keepalive::run(&mut session, &link, rng, out, &mut ends, connect_at);
             port = rng.ephemeral_port();
-            match next_connect {
+            match next {
                 Some(t) => connect_at = t,
                 None => break,
             }
         }
+    }
+}
+
+/// The phone's side of one CUCM connection: Register/RegisterAck with the primary,
+/// then KeepAlive/KeepAliveAck; to a backup only KeepAlives, which it TCP-ACKs.
+struct ToCucm<'a> {
+    header_version: u32,
+    device: &'a str,
+    phone_ip: std::net::IpAddr,
+    keepalive_s: u32,
+    secondary_keepalive_s: u32,
+    backup: bool,
+}
+
+impl Keepalive for ToCucm<'_> {
+    const LABELS: [&'static str; 3] = [
+        "sccp.keepalive",
+        "sccp.keepalive_ack",
+        "sccp.keepalive_retransmission",
+    ];
+    const SILENT_ACK_FROM_REQUEST: bool = false;
+
+    fn open(&mut self, s: &mut Session, out: &mut Out, _rng: &mut Rng, opened: u64) -> u64 {
+        let mut t = opened;
+        if !self.backup {
+            t += 5 * MS;
+            let hv = self.header_version;
+            let (dp, dc) = s.dscp_pair(t);
+            let reg = register(hv, self.device, self.phone_ip);
+            s.conn.send(out, t, true, dp, &reg, "sccp.register", true);
+            let ack = register_ack(hv, self.keepalive_s, self.secondary_keepalive_s);
+            s.conn.send(
+                out,
+                t + s.rtt + MS,
+                false,
+                dc,
+                &ack,
+                "sccp.register_ack",
+                true,
+            );
+            s.conn.ack(out, t + s.rtt + 40 * MS, true, dp, true);
+        }
+        t
+    }
+
+    fn request(&self) -> Vec<u8> {
+        keepalive(self.header_version, Role::Request)
+    }
+
+    fn response(&self) -> Option<Vec<u8>> {
+        (!self.backup).then(|| keepalive(self.header_version, Role::Response))
+    }
+
+    fn restart(&mut self, s: &mut Session, _out: &mut Out, _rng: &mut Rng, _at: u64, f: &Fault) {
+        // The phone reboots: no FIN; the old session just goes quiet (the truth
+        // expects missed/down on it) and a new one opens.
+        s.tr.hidden(Cause::of(f));
     }
 }

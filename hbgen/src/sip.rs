@@ -386,7 +386,7 @@ impl Registration {
                     {
                         let at = f
                             .at_ns
-                            .max(super::ged125::after_exchange(t, interval))
+                            .max(super::keepalive::after_exchange(t, interval))
                             .max(ready);
                         ch.close(out, at, reset, by == Side::A, rtt, ctx.dscp);
                         tr.closed(&mut out.truth, at, reset, by == Side::A, Some(Cause::of(f)));
@@ -689,7 +689,7 @@ pub(crate) fn generate_options(ctx: &ModelCtx, model: &Model, rng: &mut Rng, out
                 {
                     let at = f
                         .at_ns
-                        .max(super::ged125::after_exchange(t, interval))
+                        .max(super::keepalive::after_exchange(t, interval))
                         .max(ready);
                     ch.close(out, at, reset, by == Side::A, rtt, ctx.dscp);
                     tr.closed(&mut out.truth, at, reset, by == Side::A, Some(Cause::of(f)));
