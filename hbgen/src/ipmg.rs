@@ -3,10 +3,10 @@
 
 use hbwatch_common::proto::Protocol;
 
+use super::beats::{self, Beat};
 use super::rng::Rng;
-use super::scenario::{FaultKind, Model, Side};
-use super::truth::{AssocKey, Cause, Tracker};
-use super::{jitter, ModelCtx, Out};
+use super::scenario::{Model, RestartMode, Side};
+use super::{ModelCtx, Out};
 
 pub(crate) fn generate(ctx: &ModelCtx, model: &Model, rng: &mut Rng, out: &mut Out) {
     let Model::Ipmg {
@@ -18,52 +18,35 @@ pub(crate) fn generate(ctx: &ModelCtx, model: &Model, rng: &mut Rng, out: &mut O
         return;
     };
     for side in [Side::A, Side::B] {
-        let from_a = side == Side::A;
-        let (src, dst) = if from_a { (a, b) } else { (b, a) };
-        let key = AssocKey {
-            protocol: Protocol::Cs1000Ipmg,
-            tcp: false,
-            src,
-            dst,
-        };
-        let part = if from_a { "a-to-b" } else { "b-to-a" };
-        out.truth.association(ctx.name, part, &key, interval);
-        let mut tr = Tracker::new(key, interval, true);
-        let mut counter = rng.u32();
-        let mut t = ctx.start + rng.range(0, interval);
-        while t < out.duration_ns {
-            let mut send = t + jitter(rng, interval);
-            if let Some(f) = ctx.faults.active(
-                t,
-                false,
-                interval,
-                |k| matches!(k, FaultKind::Late { side: s, .. } if *s == side),
-            ) {
-                if let FaultKind::Late { delay_ns, .. } = f.kind {
-                    send += delay_ns;
-                }
-                tr.delayed(Cause::of(f));
-            }
-            if let Some(f) = ctx.faults.dropped(t, from_a, false, interval) {
-                tr.hidden(Cause::of(f));
-            } else {
-                let (dscp, _) = ctx.faults.dscp(send, from_a, false, ctx.dscp);
-                out.udp(
-                    send,
-                    &ctx.wire,
-                    src,
-                    dst,
-                    dscp,
-                    &payload(counter),
-                    "ipmg.heartbeat",
-                );
-                tr.seen(&mut out.truth, send, None);
-            }
-            counter = counter.wrapping_add(1);
-            t += interval;
-        }
-        tr.finish(&mut out.truth, out.duration_ns);
+        let ends = beats::direction(ctx, out, Protocol::Cs1000Ipmg, side, (a, b), interval);
+        let mut gateway = Gateway { counter: rng.u32() };
+        beats::run(&mut gateway, ctx, rng, out, side, ends, interval);
     }
+}
+
+/// One side's heartbeats: an opaque body with a counter (not a sequence the agent
+/// reads: only timing matters).
+struct Gateway {
+    counter: u32,
+}
+
+impl Beat for Gateway {
+    const LABEL: &'static str = "ipmg.heartbeat";
+
+    fn payload(&self) -> Vec<u8> {
+        payload(self.counter).to_vec()
+    }
+
+    fn id(&self) -> Option<u32> {
+        None
+    }
+
+    fn next(&mut self) {
+        self.counter = self.counter.wrapping_add(1);
+    }
+
+    /// IPMG restarts are not modelled (the scenario refuses them).
+    fn restart(&mut self, _rng: &mut Rng, _mode: RestartMode) {}
 }
 
 /// An opaque 16-byte body: a constant header, a counter, padding.

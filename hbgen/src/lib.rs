@@ -14,6 +14,7 @@
 //! # anyhow::Ok(())
 //! ```
 
+mod beats;
 pub mod cli;
 pub mod frame;
 pub mod ged125;

@@ -6,10 +6,11 @@
 
 use hbwatch_common::proto::{rudp, Protocol, Role};
 
+use super::beats;
 use super::mds::far_from;
 use super::rng::Rng;
 use super::scenario::{Fault, FaultKind, Model, RestartMode, Side};
-use super::truth::{AssocKey, Cause, Tracker};
+use super::truth::Cause;
 use super::{jitter, ModelCtx, Out};
 
 /// The restart of `side` whose down time covers `t`.
@@ -37,18 +38,11 @@ pub(crate) fn generate(ctx: &ModelCtx, model: &Model, rng: &mut Rng, out: &mut O
     for side in [Side::A, Side::B] {
         let from_a = side == Side::A;
         let peer = if from_a { Side::B } else { Side::A };
-        let (src, dst, first) = if from_a { (a, b, seq_a) } else { (b, a, seq_b) };
+        let first = if from_a { seq_a } else { seq_b };
         // Start value unknown (random or time-based): random unless the scenario says.
         let mut seq = first.unwrap_or_else(|| rng.range(1, 0xf000_0000) as u32);
-        let key = AssocKey {
-            protocol: Protocol::Cs1000Rudp,
-            tcp: false,
-            src,
-            dst,
-        };
-        let part = if from_a { "a-to-b" } else { "b-to-a" };
-        out.truth.association(ctx.name, part, &key, interval);
-        let mut tr = Tracker::new(key, interval, true);
+        let (src, dst, mut tr) =
+            beats::direction(ctx, out, Protocol::Cs1000Rudp, side, (a, b), interval);
         let mut restarts: Vec<_> = faults
             .list
             .iter()
