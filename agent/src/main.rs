@@ -62,7 +62,7 @@ enum Command {
         #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
         metrics_listen: Option<std::net::SocketAddr>,
         /// Serve status snapshots for `hbwatch top` on this unix socket (mode 0660).
-        /// Default: `$RUNTIME_DIRECTORY/hbwatch.sock` or `/run/hbwatch/status.sock`
+        /// Default: `hbwatch.sock` in `$RUNTIME_DIRECTORY` or `/run/hbwatch`
         /// when running as root or under systemd; `none` turns it off.
         #[arg(long, value_name = "PATH")]
         status_socket: Option<std::path::PathBuf>,

@@ -314,6 +314,11 @@ impl Correlator {
         self.slots.values().map(|s| &s.assoc)
     }
 
+    /// The SIP associations (registrations, OPTIONS pings), for the status board.
+    pub fn sip_board(&self) -> Vec<sip::BoardView<'_>> {
+        self.sip.board()
+    }
+
     /// Associations currently tracked.
     pub fn associations(&self) -> usize {
         self.slots.len()

@@ -18,22 +18,26 @@ use crate::event::Event;
 /// Recent events kept for the board.
 pub const RECENT_EVENTS: usize = 50;
 
-/// Default socket path: `$RUNTIME_DIRECTORY/hbwatch.sock` under systemd, else
-/// `/run/hbwatch/status.sock`.
+/// Default socket path: `hbwatch.sock` in `$RUNTIME_DIRECTORY` under systemd (the
+/// unit's `RuntimeDirectory=hbwatch`), else in `/run/hbwatch`: the same file either
+/// way, so `hbwatch top` in an operator's shell finds the service's socket.
 pub fn default_socket() -> PathBuf {
-    match std::env::var_os("RUNTIME_DIRECTORY") {
-        Some(d) if !d.is_empty() => {
-            // systemd may list several directories, colon-separated: the first.
-            let d = d
-                .to_string_lossy()
+    socket_in(std::env::var_os("RUNTIME_DIRECTORY").as_deref())
+}
+
+fn socket_in(runtime_directory: Option<&std::ffi::OsStr>) -> PathBuf {
+    // systemd may list several directories, colon-separated: the first.
+    let dir = runtime_directory
+        .map(|d| {
+            d.to_string_lossy()
                 .split(':')
                 .next()
                 .unwrap_or("")
-                .to_string();
-            PathBuf::from(d).join("hbwatch.sock")
-        }
-        _ => PathBuf::from("/run/hbwatch/status.sock"),
-    }
+                .to_string()
+        })
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/run/hbwatch".to_string());
+    PathBuf::from(dir).join("hbwatch.sock")
 }
 
 fn endpoint(family: u8, addr: &[u8; 16], port: u16) -> String {
@@ -76,6 +80,26 @@ pub fn row_of(a: &Assoc, now: u64) -> Row {
     }
 }
 
+/// One SIP association's row at `now`: down while a registration on it has lapsed,
+/// else up (a refresh or ping is due at the registrar's or pinger's pace, not on a
+/// fixed beat, so there is no late or missed state).
+pub fn sip_row_of(v: &crate::correlate::sip::BoardView, now: u64) -> Row {
+    let k = v.key;
+    let last = v.last_beat_ns.unwrap_or(v.last_activity_ns);
+    Row {
+        protocol: Protocol::from_u8(k.proto).name().to_string(),
+        source: endpoint(k.family, &k.orig, k.orig_port),
+        destination: endpoint(k.family, &k.resp, k.resp_port),
+        state: if v.lapsed { State::Down } else { State::Up },
+        age_ms: now.saturating_sub(last) / MS,
+        interval_ms: v.interval_ns.unwrap_or(0) / MS,
+        rtt_us: v.rtt_avg_ns.map(|ns| ns / 1000),
+        rtt_recent_us: Vec::new(),
+        lost: v.lost,
+        diagnosis: v.diagnosis.map(str::to_string),
+    }
+}
+
 /// What the live loop keeps between publications: the recent events, and RTT
 /// history per association for the sparklines.
 #[derive(Default)]
@@ -100,6 +124,7 @@ impl Recorder {
     /// The snapshot of `c` at `now`.
     pub fn snapshot(&mut self, c: &Correlator, now: u64) -> Snapshot {
         let mut rows: Vec<Row> = c.assocs().map(|a| row_of(a, now)).collect();
+        rows.extend(c.sip_board().iter().map(|v| sip_row_of(v, now)));
         let mut seen = std::collections::HashSet::new();
         for r in &mut rows {
             let key = (r.protocol.clone(), r.source.clone(), r.destination.clone());
@@ -297,6 +322,116 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SIP registrations and OPTIONS pings are on the board: the demo's phone 2 loses
+    /// its network at 20 s for 25 s (registration of 20 s: lapsed from ~41 s until it
+    /// registers again at ~45 s); phone 1 and the OPTIONS ping stay up.
+    #[test]
+    fn sip_associations_are_on_the_board_and_a_lapse_shows_down() {
+        use crate::offline::{AnalyzeOptions, Replay};
+        use crate::ports::{default_specs, port_table};
+        let sc = hbgen::scenario::Scenario::load("story").unwrap();
+        let capture = hbgen::generate(&sc);
+        let opts = AnalyzeOptions {
+            files: Vec::new(),
+            ports: port_table(&default_specs()),
+            params: Default::default(),
+            hostname: "probe".into(),
+            summary_period: None,
+            summary_table: false,
+            progress: false,
+            sip: Default::default(),
+            timeline: false,
+        };
+        let mut replay = Replay::new(&opts, "eth0".into());
+        let mut recorder = Recorder::default();
+        let start = sc.start_unix_ns;
+        let mut events = Vec::new();
+        let mut boards = Vec::new();
+        let mut next_look = start + 10 * 1_000_000_000;
+        for f in &capture.frames {
+            while f.ts_ns >= next_look {
+                boards.push(((next_look - start) / 1_000_000_000, {
+                    recorder.snapshot(&replay.correlator, next_look)
+                }));
+                next_look += 1_000_000_000;
+            }
+            replay.frame(&f.data, f.ts_ns, &mut events);
+        }
+        let sip = |snap: &Snapshot, src: &str, dst: &str| {
+            snap.associations
+                .iter()
+                .find(|r| {
+                    r.protocol == "sip"
+                        && r.source.starts_with(src)
+                        && r.destination.starts_with(dst)
+                })
+                .map(|r| r.state)
+        };
+        let at = |s: u64| &boards.iter().find(|(t, _)| *t == s).unwrap().1;
+        // Before the lapse, all three are up.
+        assert_eq!(sip(at(15), "10.70.0.10:", "10.70.0.1:"), Some(State::Up));
+        assert_eq!(sip(at(15), "10.70.0.9:", "10.70.0.1:"), Some(State::Up));
+        assert_eq!(sip(at(15), "10.20.0.1:", "10.70.1.1:"), Some(State::Up));
+        // Lapsed: down, the others up.
+        let down: Vec<u64> = boards
+            .iter()
+            .filter(|(_, b)| sip(b, "10.70.0.10:", "10.70.0.1:") == Some(State::Down))
+            .map(|(t, _)| *t)
+            .collect();
+        // Exactly the looks between its sip.expired and its next sip.registered.
+        let phone2 = |action: &str| -> Vec<u64> {
+            events
+                .iter()
+                .filter(|e: &&Event| {
+                    e.event.action.to_string() == action
+                        && e.source.as_ref().is_some_and(|s| s.ip == "10.70.0.10")
+                })
+                .map(|e| {
+                    let t = time::OffsetDateTime::parse(
+                        &e.timestamp,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .unwrap();
+                    (t.unix_timestamp_nanos() as u64 - start).div_ceil(1_000_000_000)
+                })
+                .collect()
+        };
+        let expired = phone2("sip.expired");
+        assert_eq!(expired.len(), 1, "one lapse: {expired:?}");
+        let back = *phone2("sip.registered")
+            .iter()
+            .find(|&&t| t > expired[0])
+            .expect("registers again");
+        assert_eq!(down, (expired[0]..back).collect::<Vec<_>>());
+        for (t, b) in &boards {
+            assert_eq!(
+                sip(b, "10.20.0.1:", "10.70.1.1:"),
+                Some(State::Up),
+                "OPTIONS at {t} s"
+            );
+        }
+        // Back up once it registered again.
+        let last = &boards.last().unwrap().1;
+        assert_eq!(sip(last, "10.70.0.10:", "10.70.0.1:"), Some(State::Up));
+    }
+
+    /// The packaged service (RUNTIME_DIRECTORY set by its unit) binds the socket
+    /// `hbwatch top` looks for in an operator's shell (no RUNTIME_DIRECTORY).
+    #[test]
+    fn the_service_and_an_operator_shell_agree_on_the_socket() {
+        let unit = include_str!("../../../packaging/hbwatch.service");
+        let dir = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("RuntimeDirectory="))
+            .expect("the unit gives the agent a runtime directory for its socket");
+        let service = socket_in(Some(std::ffi::OsStr::new(&format!("/run/{dir}"))));
+        assert_eq!(service, socket_in(None));
+        assert_eq!(service, PathBuf::from("/run/hbwatch/hbwatch.sock"));
+        // systemd lists several directories colon-separated: the first is ours.
+        let several = socket_in(Some(std::ffi::OsStr::new("/run/hbwatch:/run/other")));
+        assert_eq!(several, service);
+    }
 
     #[tokio::test]
     async fn serves_the_published_snapshot_on_a_0660_socket() {

@@ -173,6 +173,22 @@ impl Intervals {
     }
 }
 
+/// One SIP association as the status board shows it (record clock times).
+pub struct BoardView<'a> {
+    pub key: &'a FlowKey,
+    /// Last answered REGISTER/OPTIONS, if any.
+    pub last_beat_ns: Option<u64>,
+    pub last_activity_ns: u64,
+    /// Mean time between answered requests, once two were.
+    pub interval_ns: Option<u64>,
+    pub rtt_avg_ns: Option<u64>,
+    /// Requests left unanswered, whole run.
+    pub lost: u64,
+    /// A registration on it lapsed (`sip.expired`) and has not come back.
+    pub lapsed: bool,
+    pub diagnosis: Option<&'static str>,
+}
+
 /// Per association: `count` = REGISTER/OPTIONS transactions answered, `lost` = those
 /// unanswered, `outages` = registration lapses. `period` is for `heartbeat.summary`,
 /// `run` for `analyze --summary`.
@@ -600,6 +616,29 @@ impl SipTracker {
             };
             out.extend(summary::event(&period, ctx));
         }
+    }
+
+    /// What the status board shows of each SIP association now.
+    pub fn board(&self) -> Vec<BoardView<'_>> {
+        let lapsed: std::collections::HashSet<&FlowKey> = self
+            .regs
+            .values()
+            .filter(|r| r.state == RegState::Expired)
+            .map(|r| &r.assoc)
+            .collect();
+        self.assocs
+            .iter()
+            .map(|(key, a)| BoardView {
+                key,
+                last_beat_ns: a.last_beat_ns,
+                last_activity_ns: a.last_activity_ns,
+                interval_ns: a.run_intervals.mean_ms().map(|ms| ms * NS_PER_MS),
+                rtt_avg_ns: a.period.rtt_avg_ns().or_else(|| a.run.rtt_avg_ns()),
+                lost: a.run.lost,
+                lapsed: lapsed.contains(key),
+                diagnosis: a.diagnoses.last().copied(),
+            })
+            .collect()
     }
 
     /// Per-association totals of the whole run (`analyze --summary`).
