@@ -209,6 +209,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
         reload: None,
         drop_privileges: false,
         status: None,
+        privacy: Default::default(),
         record: None,
     };
     let board = opts.board.then(|| {

@@ -58,6 +58,8 @@ pub struct LiveOptions {
     pub drop_privileges: bool,
     /// Publish status snapshots here once per poll tick (`hbwatch top`, `--tui`).
     pub status: Option<crate::top::status::Publisher>,
+    /// SIP users hashed or redacted before any output or the board sees an event.
+    pub privacy: crate::privacy::Privacy,
     /// Flight recorder: the last minutes of heartbeats as pcapng (`--record`).
     pub record: Option<crate::locate::recorder::RecordSpec>,
 }
@@ -121,6 +123,9 @@ async fn run_inner(
         }
         None => out,
     };
+    // Outermost, so that the board's events pane gets events with users already hidden.
+    let mut private = crate::sink::Filtered::new(out, opts.privacy.clone());
+    let out: &mut dyn Sink = &mut private;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut dp =
         Datapath::load_sized(&opts.ports, &opts.params, None, Some(opts.max_associations))?;

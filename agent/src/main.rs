@@ -563,7 +563,16 @@ fn real_main() -> anyhow::Result<()> {
                 reload: settings.path.clone().map(|path| Reload { path, overrides }),
                 drop_privileges: true,
                 status: None,
-                record,
+                privacy: settings.privacy.clone(),
+                record: record.map(|mut r| {
+                    r.sip_messages = settings.privacy.sip_users == SipUsers::Keep;
+                    if !r.sip_messages {
+                        tracing::warn!(
+                            "--record: SIP messages are not recorded (privacy.sip_users hides users; a recording would hold them in clear)"
+                        );
+                    }
+                    r
+                }),
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -586,7 +595,7 @@ fn real_main() -> anyhow::Result<()> {
                         hbwatch::top::app::interrupt_self,
                     ));
                 }
-                live::run(opts, &mut Filtered::new(&mut out, settings.privacy.clone())).await
+                live::run(opts, &mut out).await
             });
             if let Some(b) = board {
                 b.finish()?;

@@ -614,3 +614,46 @@ drop = [{{ from = "10.10.10.10", frames = [60, 64] }}]
         );
     }
 }
+
+/// With `privacy.sip_users` hash or redact the recorder writes no SIP message (their
+/// bytes name the users); every other heartbeat is recorded as before.
+#[test]
+fn recordings_hold_no_sip_when_users_are_hidden() {
+    use hbwatch::locate::recorder::{replay_capture, RecordSpec};
+    let ports = hbwatch::ports::port_table(&hbwatch::ports::default_specs());
+    let dir = tempdir("record-privacy");
+    // (frames with SIP text, other frames) over a recording directory.
+    let count = |dir: &Path| {
+        let (mut sip, mut other) = (0, 0);
+        for e in std::fs::read_dir(dir).unwrap() {
+            let file = std::fs::File::open(e.unwrap().path()).unwrap();
+            let read = hbwatch_pcap::read_frames(
+                Box::new(std::io::BufReader::new(file)),
+                &mut |_, data, _, _| {
+                    if data.windows(7).any(|w| w == b"SIP/2.0") {
+                        sip += 1;
+                    } else {
+                        other += 1;
+                    }
+                    Ok(())
+                },
+            );
+            assert!(matches!(read, Ok(Ok(_))));
+        }
+        (sip, other)
+    };
+    let mut counts = Vec::new();
+    for sip_messages in [true, false] {
+        let mut rec: RecordSpec = format!("{}/{sip_messages}", dir.display()).parse().unwrap();
+        rec.sip_messages = sip_messages;
+        replay_capture(healthy(), &ports, &rec).unwrap();
+        counts.push(count(&rec.dir));
+    }
+    let (kept, hidden) = (counts[0], counts[1]);
+    assert!(
+        kept.0 > 0,
+        "the healthy scenario's REGISTERs are recorded: {kept:?}"
+    );
+    assert_eq!(hidden.0, 0, "no SIP with users hidden: {hidden:?}");
+    assert_eq!(hidden.1, kept.1, "the other heartbeats are all recorded");
+}

@@ -195,3 +195,96 @@ fn demo_on_a_terminal_shows_the_board() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(pane.contains("live and offline agree"), "{pane}");
 }
+
+/// What the agent's status socket answers now (one `status` request).
+fn status(sock: &std::path::Path) -> serde_json::Value {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("status socket");
+    s.write_all(b"status\n").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).expect("one JSON object")
+}
+
+/// A phone registering through a real XDP datapath: its SIP association is a row on the
+/// board, and with `--sip-users redact` the board's events pane shows the redacted
+/// user, as every output does (the pane was fed before the privacy filter once).
+#[test]
+fn the_board_shows_sip_rows_with_users_hidden() {
+    if !require_root("the_board_shows_sip_rows_with_users_hidden") {
+        return;
+    }
+    let sc = hbgen::scenario::Scenario::from_toml(
+        r#"
+name = "one-phone"
+duration_s = 3
+seed = 1
+start = "2026-11-22T10:00:00Z"
+[[association]]
+name = "phone"
+protocol = "sip"
+a = "10.73.0.9"
+b = "10.73.0.1"
+user = "4930123456"
+"#,
+        "one-phone",
+    )
+    .unwrap();
+    let capture = hbgen::generate(&sc);
+    let t0 = capture.frames[0].ts_ns;
+    let timed: Vec<(Duration, Vec<u8>)> = capture
+        .frames
+        .iter()
+        .map(|f| (Duration::from_nanos(f.ts_ns - t0), f.data.clone()))
+        .collect();
+    let net = VethNs::create();
+    let sock = std::env::temp_dir().join(format!("hbwatch-top-sip-{}.sock", std::process::id()));
+    let mut agent = Agent::start(&[
+        "--iface",
+        &net.host,
+        "--sip-users",
+        "redact",
+        "--status-socket",
+        sock.to_str().unwrap(),
+    ]);
+    net.inject_at(&timed);
+    let registered = agent.wait_for("sip.registered", Duration::from_secs(10));
+    assert!(
+        !registered.to_string().contains("4930123456"),
+        "{registered}"
+    );
+    // The snapshot is rebuilt once per poll tick.
+    let t = Instant::now();
+    let snap = loop {
+        let snap = status(&sock);
+        let has_row = snap["associations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["protocol"] == "sip" && r["source"] == "10.73.0.9:5060");
+        if has_row || t.elapsed() > Duration::from_secs(5) {
+            break snap;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    agent.stop();
+    let _ = std::fs::remove_file(&sock);
+    let row = snap["associations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["protocol"] == "sip" && r["source"] == "10.73.0.9:5060")
+        .unwrap_or_else(|| panic!("no SIP row: {snap:#}"));
+    assert_eq!(row["destination"], "10.73.0.1:5060", "{row}");
+    assert_eq!(row["state"], "up", "{row}");
+    let events = snap["events"].as_array().unwrap();
+    let line = events
+        .iter()
+        .find(|e| e["action"] == "sip.registered")
+        .unwrap_or_else(|| panic!("no sip.registered in the pane: {snap:#}"));
+    assert!(
+        line["message"].as_str().unwrap().contains("redacted"),
+        "{line}"
+    );
+    assert!(!snap.to_string().contains("4930123456"), "{snap:#}");
+}

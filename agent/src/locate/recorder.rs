@@ -2,7 +2,8 @@
 //! heartbeats as rotating pcapng files, so `hbwatch locate` can compare two agents'
 //! recordings after the fact. Only what the kernel already sends up is recorded: each
 //! heartbeat record becomes a frame carrying the same number (RUDP seq and flag, GED-125
-//! InvokeID, MDS seqno) and DSCP, SIP messages their captured bytes. Not recorded: SCCP
+//! InvokeID, MDS seqno) and DSCP, SIP messages their captured bytes (none when
+//! `privacy.sip_users` is hash or redact: the bytes would name the users). Not recorded: SCCP
 //! and IPMG (their numbers are the agent's own count, which two agents need not agree on:
 //! matching them would invent loss), TTLs (written as 64) and TCP sequence numbers.
 
@@ -29,6 +30,9 @@ pub struct RecordSpec {
     pub keep: Duration,
     /// Most bytes the files may hold together (oldest deleted first).
     pub max_bytes: u64,
+    /// Record SIP messages (their bytes name users). Off when `privacy.sip_users` hashes
+    /// or redacts them: the recording then holds no SIP at all rather than clear names.
+    pub sip_messages: bool,
 }
 
 impl std::str::FromStr for RecordSpec {
@@ -45,6 +49,7 @@ impl std::str::FromStr for RecordSpec {
             dir: dir.into(),
             keep: Duration::from_secs(15 * 60),
             max_bytes: 256 << 20,
+            sip_messages: true,
         };
         for kv in query.split('&').filter(|kv| !kv.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -146,6 +151,9 @@ impl Recorder {
     /// One ring-buffer record (`payload`: a SIP record's bytes) at `unix_ns`. Errors are
     /// logged, never fatal: the recorder must not stop the agent.
     pub fn record(&mut self, raw: &RawEvent, payload: &[u8], unix_ns: i128) {
+        if raw.kind == EventKind::SipMessage as u8 && !self.spec.sip_messages {
+            return;
+        }
         let Some(frame) = frame_of(raw, payload) else {
             return;
         };
