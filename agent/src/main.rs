@@ -198,6 +198,9 @@ enum Command {
         /// Search engine the template is for (OpenSearch has no match_only_text).
         #[arg(long, value_enum, default_value_t = hbwatch::schema::Engine::Elasticsearch)]
         engine: hbwatch::schema::Engine,
+        /// Print the field list as a Markdown table instead (docs/EVENTS.md's).
+        #[arg(long, conflicts_with = "engine")]
+        markdown: bool,
     },
 }
 
@@ -742,7 +745,11 @@ fn real_main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Schema { engine } => {
+        Command::Schema { markdown: true, .. } => {
+            print!("{}", hbwatch::schema::markdown());
+            Ok(())
+        }
+        Command::Schema { engine, .. } => {
             let template = hbwatch::schema::index_template(engine);
             println!("{}", serde_json::to_string_pretty(&template)?);
             Ok(())

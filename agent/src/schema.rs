@@ -161,6 +161,17 @@ pub fn field(name: &str) -> Option<&'static Field> {
     FIELDS.iter().find(|f| f.name == name)
 }
 
+/// The field list of docs/EVENTS.md ("Every field"), as a Markdown table:
+/// `hbwatch schema --markdown`. A test keeps the document equal to it.
+pub fn markdown() -> String {
+    let mut t = String::from("| field | type |\n|---|---|\n");
+    for f in FIELDS {
+        let array = if f.array { ", array" } else { "" };
+        t += &format!("| `{}` | {}{array} |\n", f.name, f.ty.ecs_name());
+    }
+    t
+}
+
 /// Which search engine a template is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
@@ -475,6 +486,27 @@ impl Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/EVENTS.md lists every field of this list, with its type, and no other.
+    #[test]
+    fn events_md_has_the_current_field_list() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/EVENTS.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let start = "<!-- generated: hbwatch schema --markdown -->\n";
+        let from = doc
+            .find(start)
+            .expect("the generated section's start marker")
+            + start.len();
+        let to = from
+            + doc[from..]
+                .find("<!-- end generated -->")
+                .expect("its end marker");
+        assert_eq!(
+            &doc[from..to],
+            markdown(),
+            "docs/EVENTS.md is stale: replace its field list with `hbwatch schema --markdown`"
+        );
+    }
 
     #[test]
     fn the_template_maps_every_field_once_at_its_path() {
