@@ -360,7 +360,16 @@ impl Converter {
             }
             EventKind::Retry => hb.attempt = Some(raw.aux),
             EventKind::Unanswered => hb.timeout_ms = Some(raw.value / 1_000_000),
-            EventKind::Restart => hb.previous_seq = Some(raw.aux),
+            EventKind::Restart => {
+                hb.previous_seq = Some(raw.aux);
+                if raw.value != 0 {
+                    let method = RestartMethod::from_code(raw.value as u8);
+                    if let Some((cause, evidence)) = crate::correlate::diagnosis::rsip(method) {
+                        hb.diagnosis = Some(cause);
+                        hb.evidence = Some(vec![evidence]);
+                    }
+                }
+            }
             EventKind::OutOfOrder => hb.expected_seq = Some(raw.aux),
             EventKind::QosMismatch => {
                 hb.dscp = Some((raw.value & 0xff) as u8);

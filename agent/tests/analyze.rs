@@ -1562,3 +1562,72 @@ fn a_tcp_retransmission_answered_at_once_is_a_retry_not_unanswered() {
     assert_eq!(actions(&evs), ["heartbeat.retry"], "{evs:#?}");
     assert_eq!(r.totals[0].stats.lost, 0);
 }
+
+/// An MGCP gateway's RSIP is `heartbeat.restart` with the diagnosis its restart method
+/// gives: restart -> peer-restart, disconnected (it had lost its call agent) ->
+/// path-interruption, graceful/forced -> out-of-service; a cancelled graceful shutdown
+/// is no trouble, no diagnosis. The evidence quotes the method.
+#[test]
+fn mgcp_rsip_restart_methods_are_diagnosed() {
+    let mgcp = |cap: &mut Capture, t: u64, text: &str, from_gw: bool| {
+        let (gw, ca) = ((ip("10.61.0.2"), 2427), (ip("10.61.0.1"), 2727));
+        let ((s, sp), (d, dp)) = if from_gw { (gw, ca) } else { (ca, gw) };
+        cap.push(t, FrameSpec::udp(s, sp, d, dp, text.as_bytes()).build());
+    };
+    let methods = [
+        ("restart", Some("peer-restart")),
+        ("disconnected", Some("path-interruption")),
+        ("graceful", Some("out-of-service")),
+        ("forced", Some("out-of-service")),
+        ("cancel-graceful", None),
+    ];
+    for (method, want) in methods {
+        let mut cap = Capture::default();
+        // Two keepalives answered, then the RSIP 10 s later (one per capture: a gateway's
+        // RSIPs fold as a repeating alert).
+        for (i, tid) in [101u32, 102].into_iter().enumerate() {
+            let t = i as u64 * 15 * SEC;
+            mgcp(
+                &mut cap,
+                t,
+                &format!("NTFY {tid} *@gw.example MGCP 0.1\nX: 0\nO:\n"),
+                true,
+            );
+            mgcp(&mut cap, t + 5 * MS, &format!("200 {tid} OK\n"), false);
+        }
+        let t = 25 * SEC;
+        mgcp(
+            &mut cap,
+            t,
+            &format!("RSIP 103 *@gw.example MGCP 0.1\nRM: {method}\n"),
+            true,
+        );
+        mgcp(&mut cap, t + 5 * MS, "200 103 OK\n", false);
+        let evs = analyze(&cap, &format!("rsip-{method}.pcap"));
+        let restarts: Vec<&Value> = evs
+            .iter()
+            .filter(|e| action(e) == "heartbeat.restart")
+            .collect();
+        assert_eq!(restarts.len(), 1, "{method}: {evs:#?}");
+        let hb = &restarts[0]["heartbeat"];
+        assert!(
+            restarts[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("RSIP {method}")),
+            "{method}: {}",
+            restarts[0]
+        );
+        match want {
+            Some(d) => {
+                assert_eq!(hb["diagnosis"], d, "{method}");
+                let evidence = hb["evidence"][0].as_str().unwrap();
+                assert!(
+                    evidence.ends_with(&format!("RestartMethod: {method}")),
+                    "{evidence}"
+                );
+            }
+            None => assert!(hb["diagnosis"].is_null(), "{method}: {hb}"),
+        }
+    }
+}

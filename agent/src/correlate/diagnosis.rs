@@ -12,6 +12,25 @@ pub const PEER_UNRESPONSIVE: &str = "peer-unresponsive";
 pub const QOS_STRIPPED: &str = "qos-stripped";
 /// No rule matched: said plainly rather than guessed.
 pub const UNDETERMINED: &str = "undetermined";
+/// An MGCP gateway announced (RSIP) that it takes its endpoints out of service.
+pub const OUT_OF_SERVICE: &str = "out-of-service";
+
+/// What an MGCP gateway's RSIP says of itself: the diagnosis and its evidence (None:
+/// a cancelled shutdown, nothing went wrong).
+pub fn rsip(method: hbwatch_common::proto::mgcp::RestartMethod) -> Option<(&'static str, String)> {
+    use hbwatch_common::proto::mgcp::RestartMethod::*;
+    let cause = match method {
+        Restart => PEER_RESTART,
+        // RFC 3435 2.3.9: the endpoint lost contact with its call agent, now regained.
+        Disconnected => PATH_INTERRUPTION,
+        Graceful | Forced => OUT_OF_SERVICE,
+        CancelGraceful => return None,
+    };
+    Some((
+        cause,
+        format!("the gateway's RSIP says RestartMethod: {}", method.name()),
+    ))
+}
 
 /// Intervals before an outage searched for earlier trouble.
 const LOOKBACK_INTERVALS: u64 = 20;
