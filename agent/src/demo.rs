@@ -264,14 +264,8 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
     );
     let aopts = AnalyzeOptions {
         files: vec![opts.pcap.clone()],
-        ports: port_table(&specs),
         params: crate::tuning::params(&[]),
-        hostname: "hbwatch-demo".into(),
-        summary_period: None,
-        summary_table: false,
-        progress: false,
-        sip: Default::default(),
-        timeline: false,
+        ..AnalyzeOptions::new(port_table(&specs), "hbwatch-demo")
     };
     let mut replay = Replay::new(&aopts, "demo".into());
     let mut offline = Vec::new();

@@ -159,6 +159,24 @@ pub struct AnalyzeOptions {
     pub timeline: bool,
 }
 
+impl AnalyzeOptions {
+    /// No files yet, the protocols' default rules, no summary events, table, progress or
+    /// timeline: what a test or the demo starts from.
+    pub fn new(ports: BTreeMap<u32, Protocol>, hostname: &str) -> AnalyzeOptions {
+        AnalyzeOptions {
+            files: Vec::new(),
+            ports,
+            params: Default::default(),
+            hostname: hostname.into(),
+            summary_period: None,
+            summary_table: false,
+            progress: false,
+            sip: Default::default(),
+            timeline: false,
+        }
+    }
+}
+
 /// What one file gave.
 #[derive(Debug, Clone)]
 pub struct FileReport {

@@ -108,14 +108,7 @@ fn opts(files: Vec<PathBuf>) -> AnalyzeOptions {
     specs.push("mds=41000".parse().unwrap());
     AnalyzeOptions {
         files,
-        ports: port_table(&specs),
-        params: Default::default(),
-        hostname: "probe".into(),
-        summary_period: None,
-        summary_table: false,
-        progress: false,
-        sip: Default::default(),
-        timeline: false,
+        ..AnalyzeOptions::new(port_table(&specs), "probe")
     }
 }
 

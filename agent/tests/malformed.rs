@@ -183,15 +183,8 @@ fn options() -> AnalyzeOptions {
     let mut specs = default_specs();
     specs.push("mds=41000".parse().unwrap());
     AnalyzeOptions {
-        files: Vec::new(),
-        ports: port_table(&specs),
         params: one_beat_params(),
-        hostname: "probe".into(),
-        summary_period: None,
-        summary_table: false,
-        progress: false,
-        sip: Default::default(),
-        timeline: false,
+        ..AnalyzeOptions::new(port_table(&specs), "probe")
     }
 }
 

@@ -26,17 +26,7 @@ fn capture(name: &str, o: &Overrides) -> Capture {
 }
 
 fn analyze(cap: &mut Capture) -> Vec<Value> {
-    let opts = AnalyzeOptions {
-        files: vec![],
-        ports: port_table(&default_specs()),
-        params: Default::default(),
-        hostname: "probe".into(),
-        summary_period: None,
-        summary_table: false,
-        progress: false,
-        sip: Default::default(),
-        timeline: false,
-    };
+    let opts = AnalyzeOptions::new(port_table(&default_specs()), "probe");
     let mut replay = Replay::new(&opts, "scenario".into());
     let mut events = Vec::new();
     for f in cap.take_frames() {

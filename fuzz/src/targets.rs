@@ -348,15 +348,8 @@ pub fn check_sip_stream(data: &[u8]) {
 /// correlator, the JSON sink): no panic, no hang, every line checked by `check_event`.
 pub fn check_pcap(data: &[u8]) {
     let opts = AnalyzeOptions {
-        files: Vec::new(),
-        ports: ports(),
-        params: Default::default(),
-        hostname: "fuzz".into(),
         summary_period: Some(std::time::Duration::from_secs(60)),
-        summary_table: false,
-        progress: false,
-        sip: Default::default(),
-        timeline: false,
+        ..AnalyzeOptions::new(ports(), "fuzz")
     };
     let mut sink = CheckSink::default();
     let input = Box::new(Cursor::new(data.to_vec()));

@@ -332,17 +332,7 @@ mod tests {
         use crate::ports::{default_specs, port_table};
         let sc = hbgen::scenario::Scenario::load("story").unwrap();
         let capture = hbgen::generate(&sc);
-        let opts = AnalyzeOptions {
-            files: Vec::new(),
-            ports: port_table(&default_specs()),
-            params: Default::default(),
-            hostname: "probe".into(),
-            summary_period: None,
-            summary_table: false,
-            progress: false,
-            sip: Default::default(),
-            timeline: false,
-        };
+        let opts = AnalyzeOptions::new(port_table(&default_specs()), "probe");
         let mut replay = Replay::new(&opts, "eth0".into());
         let mut recorder = Recorder::default();
         let start = sc.start_unix_ns;
