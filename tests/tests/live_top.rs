@@ -288,3 +288,51 @@ user = "4930123456"
     );
     assert!(!snap.to_string().contains("4930123456"), "{snap:#}");
 }
+
+/// `hbwatch run --tui`: the agent draws the board in its own terminal (tmux here) instead
+/// of event lines; a silenced association turns down there, and `q` stops the agent
+/// cleanly (exit status 0).
+#[test]
+fn run_tui_shows_the_board_and_q_stops_the_agent() {
+    if !require_root("run_tui_shows_the_board_and_q_stops_the_agent") || in_vm() {
+        return;
+    }
+    let net = VethNs::create();
+    let mut timed = Vec::new();
+    for seq in 1..=100u32 {
+        let at = Duration::from_millis(500 + 100 * seq as u64);
+        timed.push((at, mds_frame("10.74.0.1", "10.74.0.9", seq)));
+        if seq <= 20 {
+            timed.push((at, mds_frame("10.74.0.2", "10.74.0.9", seq)));
+        }
+    }
+    let session = format!("hbtui{}", std::process::id());
+    let cmd = format!(
+        "{} run --iface {} --port mds=41000 --tune mds.confirm_beats=1 --status-socket none --tui; echo agent-exit=$?; sleep 30",
+        hbwatch_bin(),
+        net.host
+    );
+    new_session(&session, &cmd);
+    // The board is up once it shows its header; then the traffic starts.
+    let pane = wait_pane(&session, |p| p.contains("associations"));
+    assert!(pane.contains("associations"), "{pane}");
+    net.inject_at(&timed);
+    let row = |p: &str, ep: &str, state: &str| {
+        table(p)
+            .lines()
+            .any(|l| l.contains(ep) && l.contains(&format!(" {state} ")))
+    };
+    let pane = wait_pane(&session, |p| {
+        row(p, "10.74.0.1:41000", "up") && row(p, "10.74.0.2:41000", "down")
+    });
+    let _ = tmux(&["send-keys", "-t", &session, "q"]);
+    let after = wait_pane(&session, |p| p.contains("agent-exit="));
+    let _ = tmux(&["kill-session", "-t", &session]);
+    assert!(
+        row(&pane, "10.74.0.1:41000", "up") && row(&pane, "10.74.0.2:41000", "down"),
+        "{pane}"
+    );
+    // No event lines on the terminal while the board was up (they would scroll it).
+    assert!(!pane.contains("\"event\""), "{pane}");
+    assert!(after.contains("agent-exit=0"), "{after}");
+}
