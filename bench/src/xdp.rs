@@ -207,8 +207,9 @@ fn cases() -> Vec<Case> {
         group: "heartbeat",
         what: if table == 0 {
             "RUDP echo of seq 100 after request+echo of seq 100: a repeated echo of an \
-             answered request (flow lookup, response path, DSCP check, one heartbeat record); \
-             reported once as a duplicate on the warm-up run, then suppressed"
+             answered request (flow lookup, response path, DSCP check); a mirror duplicate \
+             (one duplicate record) within 100 ms of its first copy, a second answer (one \
+             heartbeat record) after"
         } else {
             "as `hb existing (rudp)` with 65535 other associations in the LRU flow table"
         },
@@ -268,17 +269,19 @@ fn cases() -> Vec<Case> {
             target: Some(3.0),
             records: 1,
         },
+        // A test run repeats one frame: a copy, not a re-send (which would carry another
+        // IP id). So the event case is a SPAN/mirror copy, reported as a duplicate record.
         Case {
-            name: "event (rudp retry)",
+            name: "event (mirror copy)",
             program: XDP_PROGRAM,
             group: "event",
-            what: "RUDP request re-sent with the same seq: every run emits a heartbeat.retry \
-                   record and a heartbeat record",
+            what: "RUDP request seen again with the same IP id (a SPAN/mirror copy): every \
+                   run emits a duplicate record (counted per association)",
             prime: vec![frames::rudp(cs, dev, 200, Role::Request, &[])],
             frame: frames::rudp(cs, dev, 200, Role::Request, &[]),
             table: 0,
             target: None,
-            records: 2,
+            records: 1,
         },
         rudp_existing(FLOW_TABLE - 1),
         // What a heartbeat cannot avoid while it carries a timestamp to userspace: the
@@ -347,6 +350,10 @@ pub fn spin(name: &str, secs: f64) -> Result<()> {
     Ok(())
 }
 
+/// At most one record in this many may come from a repeated frame leaving the
+/// duplicate window (see `bench`): one or two per 100 ms of a run of ~250 ns each.
+const ONE_TIME_REPORTS_PER: u64 = 10_000;
+
 /// Runs every case `trials` times; JSON results.
 pub fn bench(opts: &Options) -> Result<Value> {
     let mut l = Loaded::new(Some(BIG_RING))?;
@@ -380,9 +387,15 @@ pub fn bench(opts: &Options) -> Result<Value> {
                 "{}: the ring buffer overflowed while measuring",
                 case.name
             );
+            // A repeated frame is a mirror copy only within 100 ms of its first copy
+            // (flow::DUP_WINDOW_NS); a run of 10^6 takes longer, so every 100 ms the
+            // frame comes as a new send once (a second answer: heartbeat.out_of_order
+            // once; a request: a retry), a record or two beyond the per-run ones.
+            let want = case.records * opts.repeat as u64;
+            let once = want / ONE_TIME_REPORTS_PER + 2;
             ensure!(
-                records == case.records * opts.repeat as u64,
-                "{}: {records} records for {} runs, expected {} per run",
+                (want..=want + once).contains(&records),
+                "{}: {records} records for {} runs, expected {} per run (+ at most {once})",
                 case.name,
                 opts.repeat,
                 case.records
