@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::convert::association;
 use crate::correlate::beats::Track;
-use crate::event::{Event, Level};
+use crate::event::{Action, Event, Level};
 use crate::offline::{Damage, FileReport};
 use crate::sink::{Filter, Filtered, Sink};
 
@@ -54,7 +54,7 @@ pub struct Kept {
     pub index: u64,
     pub ts_ns: u64,
     pub kind: &'static str,
-    pub action: &'static str,
+    pub action: Action,
     pub level: Level,
     /// The association as `--summary` names it, if the event has one.
     pub lane: Option<String>,
@@ -123,7 +123,7 @@ impl Collector {
             index,
             ts_ns: ts_ns(&ev.timestamp),
             kind: ev.event.kind,
-            action: ev.event.action.name(),
+            action: ev.event.action,
             level: ev.log.level,
             lane: lane_of(ev),
             message: ev.message.clone(),
@@ -209,7 +209,7 @@ fn outages(events: &[&Kept], end_ns: u64) -> Vec<Outage> {
     let mut open: Option<Outage> = None;
     for ev in events {
         match ev.action {
-            "peer.down" | "sip.expired" if open.is_none() => {
+            Action::PeerDown | Action::SipExpired if open.is_none() => {
                 let silence = ev.silence_ms.unwrap_or(0).saturating_mul(1_000_000);
                 open = Some(Outage {
                     start_ns: ev.ts_ns,
@@ -220,7 +220,7 @@ fn outages(events: &[&Kept], end_ns: u64) -> Vec<Outage> {
                     up: None,
                 });
             }
-            "peer.up" | "sip.registered" | "session.closed" => {
+            Action::PeerUp | Action::SipRegistered | Action::SessionClosed => {
                 if let Some(mut o) = open.take() {
                     o.end_ns = ev.ts_ns.max(o.start_ns);
                     o.open = false;
@@ -485,7 +485,7 @@ fn outage_section(h: &mut String, v: &FileView) {
     all.sort_by_key(|(l, o)| (o.start_ns, l.as_str()));
     for (lane, o) in all {
         let recovered = match &o.up {
-            Some(up) => format!("{} ({})", clock(o.end_ns), esc(up.action)),
+            Some(up) => format!("{} ({})", clock(o.end_ns), esc(up.action.name())),
             None => "not within the capture".to_string(),
         };
         let down_ms = match o.up.as_ref().and_then(|u| u.downtime_ms) {
@@ -517,7 +517,7 @@ fn outage_section(h: &mut String, v: &FileView) {
              <td class=\"mono\">{} ({})</td><td class=\"mono\">{recovered}</td><td class=\"n\">{}</td><td>{diag}</td><td><ul class=\"ev\">{}</ul></td></tr>",
             clock(o.silence_ns),
             clock(o.start_ns),
-            esc(o.down.action),
+            esc(o.down.action.name()),
             duration(down_ms),
             evidence
                 .iter()
@@ -669,7 +669,7 @@ fn timeline_section(h: &mut String, v: &FileView) {
                 o.start_ns / 1_000_000,
                 o.end_ns / 1_000_000,
                 o.silence_ns / 1_000_000,
-                esc(o.down.action),
+                esc(o.down.action.name()),
                 esc(o.down.diagnosis.unwrap_or("")),
                 o.open,
                 esc(&title),
@@ -786,7 +786,7 @@ fn markers(h: &mut String, v: &FileView, evs: &[&Kept], band: (f64, f64)) -> usi
         let _ = write!(
             h,
             "<g class=\"recovery\" data-action=\"{}\" data-ts-ms=\"{}\"><title>{} {}</title><path d=\"M{:.1} {:.1}l4 -4l4 4l-4 4z\"/></g>",
-            esc(e.action),
+            esc(e.action.name()),
             e.ts_ns / 1_000_000,
             clock(e.ts_ns),
             esc(&e.message),
@@ -802,7 +802,7 @@ fn markers(h: &mut String, v: &FileView, evs: &[&Kept], band: (f64, f64)) -> usi
         } else {
             v.col(e.ts_ns) / 4
         };
-        groups.entry((bucket, e.action)).or_default().push(e);
+        groups.entry((bucket, e.action.name())).or_default().push(e);
     }
     for ((_, action), es) in groups {
         let e = es[0];
@@ -891,7 +891,7 @@ fn alert_section(h: &mut String, v: &FileView) {
             "<tr><td class=\"mono\">{}</td><td>{:?}</td><td class=\"mono\">{}</td><td>{}</td></tr>",
             clock(e.ts_ns),
             e.level,
-            esc(e.action),
+            esc(e.action.name()),
             esc(&e.message)
         );
     }
@@ -925,7 +925,7 @@ mod tests {
         assert_eq!(axis_step_ms(5.0), 1.0);
     }
 
-    fn kept(action: &'static str, ts_s: u64, silence_ms: Option<u64>) -> Kept {
+    fn kept(action: Action, ts_s: u64, silence_ms: Option<u64>) -> Kept {
         Kept {
             index: 0,
             ts_ns: ts_s * 1_000_000_000,
@@ -933,7 +933,7 @@ mod tests {
             action,
             level: Level::Critical,
             lane: Some("mds 10.0.0.1:1 -> 10.0.0.2:1".into()),
-            message: format!("{action} <b>"),
+            message: format!("{} <b>", action.name()),
             diagnosis: Some("network-loss"),
             evidence: vec![],
             silence_ms,
@@ -945,11 +945,11 @@ mod tests {
     #[test]
     fn hostile_packet_text_stays_text() {
         let evil = "</title></svg><script>alert('x')</script><img src=x onerror=y>&";
-        let mut down = kept("sip.expired", 10, Some(1000));
+        let mut down = kept(Action::SipExpired, 10, Some(1000));
         down.message = format!("sip registration of {evil} expired");
         down.evidence = vec![format!("aor {evil}")];
         down.lane = Some(format!("sip 10.0.0.1:5060 -> 10.0.0.2:5060 {evil}"));
-        let mut up = kept("sip.registered", 12, None);
+        let mut up = kept(Action::SipRegistered, 12, None);
         up.kind = "event";
         up.index = 1;
         up.lane = down.lane.clone();
@@ -985,10 +985,10 @@ mod tests {
 
     #[test]
     fn outages_pair_down_and_recovery() {
-        let down = kept("peer.down", 10, Some(2000));
-        let up = kept("peer.up", 15, None);
-        let late = kept("heartbeat.late", 15, None);
-        let down2 = kept("sip.expired", 20, Some(0));
+        let down = kept(Action::PeerDown, 10, Some(2000));
+        let up = kept(Action::PeerUp, 15, None);
+        let late = kept(Action::HeartbeatLate, 15, None);
+        let down2 = kept(Action::SipExpired, 20, Some(0));
         let o = outages(&[&down, &up, &late, &down2], 30_000_000_000);
         assert_eq!(o.len(), 2);
         assert_eq!(
