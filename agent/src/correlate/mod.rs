@@ -306,6 +306,15 @@ impl Correlator {
                 e.0 += 1;
             }
         }
+        // SIP: down while a registration on the association has lapsed (as on the board).
+        for v in self.sip.board() {
+            let e = h.entry(Protocol::Sip).or_default();
+            if v.lapsed {
+                e.1 += 1;
+            } else {
+                e.0 += 1;
+            }
+        }
         h
     }
 

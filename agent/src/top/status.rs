@@ -338,12 +338,16 @@ mod tests {
         let start = sc.start_unix_ns;
         let mut events = Vec::new();
         let mut boards = Vec::new();
+        // hbwatch_associations{protocol="sip",state="down"} at each look.
+        let mut downs = Vec::new();
         let mut next_look = start + 10 * 1_000_000_000;
         for f in &capture.frames {
             while f.ts_ns >= next_look {
+                let sip_down = replay.correlator.health()[&Protocol::Sip].1;
                 boards.push(((next_look - start) / 1_000_000_000, {
                     recorder.snapshot(&replay.correlator, next_look)
                 }));
+                downs.push(sip_down);
                 next_look += 1_000_000_000;
             }
             replay.frame(&f.data, f.ts_ns, &mut events);
@@ -394,6 +398,16 @@ mod tests {
             .find(|&&t| t > expired[0])
             .expect("registers again");
         assert_eq!(down, (expired[0]..back).collect::<Vec<_>>());
+        // The metric says what the board shows (phone 1's late refresh lapses too).
+        for ((t, b), n) in boards.iter().zip(&downs) {
+            let rows = b
+                .associations
+                .iter()
+                .filter(|r| r.protocol == "sip" && r.state == State::Down)
+                .count();
+            assert_eq!(*n, rows as u64, "SIP associations down at {t} s");
+        }
+        assert!(downs.iter().any(|&n| n > 0));
         for (t, b) in &boards {
             assert_eq!(
                 sip(b, "10.20.0.1:", "10.70.1.1:"),
