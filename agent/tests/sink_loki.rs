@@ -783,7 +783,6 @@ fn https_trusts_the_system_store_by_default() {
 /// recording endpoint, both encodings. Prints the figures; asserts only delivery.
 #[test]
 fn throughput_to_the_recording_endpoint() {
-    use hbwatch::event::{Endpoint as Ep, Event, Level, Network, Observer};
     use hbwatch::sink::stdout::Format;
     use hbwatch::sink::Sink as _;
     let n: u64 = std::env::var("LOKI_BENCH_EVENTS")
@@ -791,47 +790,7 @@ fn throughput_to_the_recording_endpoint() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let dir = tempdir("throughput");
-    let events: Vec<Event> = (0..n)
-        .map(|i| {
-            let mut ev = Event::new(
-                hbwatch::event::rfc3339_micros(1_795_341_600_000_000_000 + i as i128 * 1000),
-                Observer {
-                    hostname: "bench".into(),
-                    ingress: None,
-                },
-                hbwatch::event::Said {
-                    action: hbwatch::event::Action::HeartbeatLate,
-                    level: if i % 7 == 0 {
-                        Level::Error
-                    } else {
-                        Level::Warning
-                    },
-                    message: format!(
-                        "mds 10.50.{}.1 -> 10.50.0.2: heartbeat {i} late by 120 ms",
-                        i % 250
-                    ),
-                },
-            );
-            ev.network = Some(Network {
-                protocol: if i % 3 == 0 { "mds" } else { "ged125" },
-                transport: "udp",
-                ip_version: "ipv4",
-                iana_number: "17",
-                community_id: None,
-            });
-            ev.source = Some(Ep {
-                ip: format!("10.50.{}.1", i % 250),
-                port: 41000,
-            });
-            ev.destination = Some(Ep {
-                ip: "10.50.0.2".into(),
-                port: 41000,
-            });
-            ev.heartbeat.interval_ms = Some(1120);
-            ev.heartbeat.expected_interval_ms = Some(1000);
-            ev
-        })
-        .collect();
+    let events = support::late_alerts(n);
     for encoding in ["protobuf", "json"] {
         let ep = Endpoint::start(
             0,

@@ -312,7 +312,6 @@ fn without_a_collector_losses_are_counted_and_reported() {
 /// synthetic events through the sink API, timed until the collector answered for all.
 #[test]
 fn throughput_against_ndjson() {
-    use hbwatch::event::{Endpoint as Ep, Event, Level, Network, Observer};
     use hbwatch::sink::stdout::{Format, LineSink};
     use hbwatch::sink::Sink as _;
     let Some(bin) = rotel_agent() else { return };
@@ -321,48 +320,7 @@ fn throughput_against_ndjson() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let dir = tempdir("throughput");
-    let events: Vec<Event> = (0..n)
-        .map(|i| {
-            let mut ev = Event::new(
-                hbwatch::event::rfc3339_micros(1_795_341_600_000_000_000 + i as i128 * 1000),
-                Observer {
-                    hostname: "bench".into(),
-                    ingress: None,
-                },
-                hbwatch::event::Said {
-                    action: hbwatch::event::Action::HeartbeatLate,
-                    level: if i % 7 == 0 {
-                        Level::Error
-                    } else {
-                        Level::Warning
-                    },
-                    message: format!(
-                        "mds 10.50.{}.1 -> 10.50.0.2: heartbeat {i} late by 120 ms",
-                        i % 250
-                    ),
-                },
-            );
-            ev.network = Some(Network {
-                protocol: if i % 3 == 0 { "mds" } else { "ged125" },
-                transport: "udp",
-                ip_version: "ipv4",
-                iana_number: "17",
-                community_id: None,
-            });
-            ev.source = Some(Ep {
-                ip: format!("10.50.{}.1", i % 250),
-                port: 41000,
-            });
-            ev.destination = Some(Ep {
-                ip: "10.50.0.2".into(),
-                port: 41000,
-            });
-            ev.heartbeat.seq = Some(i as u32);
-            ev.heartbeat.interval_ms = Some(1120);
-            ev.heartbeat.expected_interval_ms = Some(1000);
-            ev
-        })
-        .collect();
+    let events = support::late_alerts(n);
 
     let t = Instant::now();
     let mut ndjson = LineSink::json(std::io::sink());

@@ -145,3 +145,51 @@ pub fn finish(child: Child, limit: Duration) -> Run {
         stderr,
     }
 }
+
+/// `n` synthetic `heartbeat.late` alerts (one in 7 an error; 250 sources, MDS and
+/// GED-125) for the outputs' throughput tests.
+pub fn late_alerts(n: u64) -> Vec<hbwatch::event::Event> {
+    use hbwatch::event::{Action, Endpoint, Event, Level, Network, Observer, Said};
+    (0..n)
+        .map(|i| {
+            let mut ev = Event::new(
+                hbwatch::event::rfc3339_micros(1_795_341_600_000_000_000 + i as i128 * 1000),
+                Observer {
+                    hostname: "bench".into(),
+                    ingress: None,
+                },
+                Said {
+                    action: Action::HeartbeatLate,
+                    level: if i % 7 == 0 {
+                        Level::Error
+                    } else {
+                        Level::Warning
+                    },
+                    message: format!(
+                        "mds 10.50.{}.1 -> 10.50.0.2: heartbeat {i} late by 120 ms",
+                        i % 250
+                    ),
+                },
+            );
+            ev.network = Some(Network {
+                protocol: if i % 3 == 0 { "mds" } else { "ged125" },
+                transport: "udp",
+                ip_version: "ipv4",
+                iana_number: "17",
+                community_id: None,
+            });
+            ev.source = Some(Endpoint {
+                ip: format!("10.50.{}.1", i % 250),
+                port: 41000,
+            });
+            ev.destination = Some(Endpoint {
+                ip: "10.50.0.2".into(),
+                port: 41000,
+            });
+            ev.heartbeat.seq = Some(i as u32);
+            ev.heartbeat.interval_ms = Some(1120);
+            ev.heartbeat.expected_interval_ms = Some(1000);
+            ev
+        })
+        .collect()
+}
