@@ -31,8 +31,8 @@ pub(crate) trait Keepalive {
     fn next(&mut self) {}
     /// The client restarts at `at` (the session then reconnects).
     fn restart(&mut self, s: &mut Session, out: &mut Out, rng: &mut Rng, at: u64, f: &Fault);
-    /// The server TCP-ACKs a request it leaves unanswered this long after sending it
-    /// (true) or after its answer was due (false).
+    /// The server TCP-ACKs a request it leaves unanswered 40 ms after the request was
+    /// sent (true: CVP) or 40 ms after its answer was due (false: CUCM).
     const SILENT_ACK_FROM_REQUEST: bool;
 }
 
