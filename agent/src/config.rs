@@ -66,6 +66,7 @@ struct AgentSection {
     summary_period: Option<String>,
     flush_timeout: Option<String>,
     max_associations: Option<u64>,
+    record: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +122,8 @@ pub struct Settings {
     pub hostname: Option<String>,
     /// Kernel flow-table entries; None: sized by the host's memory.
     pub max_associations: Option<u32>,
+    /// The flight recorder (`agent.record`, `--record`); None: off.
+    pub record: Option<crate::locate::recorder::RecordSpec>,
     pub flush_timeout: Option<Duration>,
     pub outputs: Vec<SinkSpec>,
     pub labels: BTreeMap<String, String>,
@@ -143,6 +146,7 @@ impl Default for Settings {
             egress: None,
             hostname: None,
             max_associations: None,
+            record: None,
             flush_timeout: None,
             outputs: Vec::new(),
             labels: BTreeMap::new(),
@@ -233,6 +237,16 @@ impl Settings {
                     ),
                 ))
             }
+        };
+        s.record = match a.record.as_deref() {
+            None | Some("") => None,
+            Some(r) => Some(r.parse().map_err(|why: String| {
+                bad(
+                    "agent.record",
+                    &format!("{r:?}"),
+                    why.split_once(": ").map_or(why.as_str(), |(_, w)| w),
+                )
+            })?),
         };
         for url in file.output.urls.iter().flatten() {
             let spec = url
@@ -456,6 +470,10 @@ flush_timeout = "10s"
 # 65,536 to 1,048,576). Beyond it the stalest are evicted: counted, reported
 # (agent.flow_table_full), never a false alert.
 max_associations = 0
+# Flight recorder for `hbwatch locate`: the last minutes of heartbeats as rotating pcapng
+# files, e.g. "/var/lib/hbwatch/record?keep=15m&max_size=256MiB" (the packaged service
+# may write under /var/lib/hbwatch); "" = off. `--record` replaces it.
+record = ""
 
 [output]
 # Where events go (`--output` replaces this list): "stdout", "file:PATH?max_size=100MiB&keep=5",
@@ -548,6 +566,34 @@ mod tests {
 
     fn err(text: &str) -> String {
         Settings::parse(text, "t.toml").unwrap_err().to_string()
+    }
+
+    /// The flight recorder from the file (what the packaged service reads), with the
+    /// same options and checks as `--record`.
+    #[test]
+    fn agent_record_configures_the_flight_recorder() {
+        let s = Settings::parse(
+            "[agent]\nrecord = \"/var/lib/hbwatch/record?keep=20m&max_size=64MiB\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let r = s.record.expect("a recorder");
+        assert_eq!(r.dir, PathBuf::from("/var/lib/hbwatch/record"));
+        assert_eq!(r.keep, Duration::from_secs(20 * 60));
+        assert_eq!(r.max_bytes, 64 << 20);
+        assert!(Settings::parse("[agent]\nrecord = \"\"\n", "t.toml")
+            .unwrap()
+            .record
+            .is_none());
+        assert_eq!(
+            err("[agent]\nrecord = \"/r?keep=1s\"\n"),
+            "config t.toml: agent.record = \"/r?keep=1s\": a duration of 10s or more, e.g. 15m"
+        );
+        // The commented default file leaves it off.
+        assert!(Settings::parse(&default_toml(), "d.toml")
+            .unwrap()
+            .record
+            .is_none());
     }
 
     #[test]

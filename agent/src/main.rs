@@ -71,7 +71,8 @@ enum Command {
         #[arg(long)]
         tui: bool,
         /// Flight recorder: keep the last minutes of heartbeats as rotating pcapng files in
-        /// DIR for `hbwatch locate`, e.g. `/var/lib/hbwatch/record?keep=15m&max_size=256MiB`.
+        /// DIR for `hbwatch locate`, e.g. `/var/lib/hbwatch/record?keep=15m&max_size=256MiB`
+        /// (replaces `agent.record`).
         #[arg(long, value_name = "DIR?keep=15m")]
         record: Option<hbwatch::locate::recorder::RecordSpec>,
     },
@@ -567,7 +568,7 @@ fn real_main() -> anyhow::Result<()> {
                 drop_privileges: true,
                 status: None,
                 privacy: settings.privacy.clone(),
-                record: record.map(|mut r| {
+                record: record.or(settings.record.clone()).map(|mut r| {
                     r.sip_messages = settings.privacy.sip_users == SipUsers::Keep;
                     if !r.sip_messages {
                         tracing::warn!(
