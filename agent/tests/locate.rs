@@ -657,3 +657,37 @@ fn recordings_hold_no_sip_when_users_are_hidden() {
     assert_eq!(hidden.0, 0, "no SIP with users hidden: {hidden:?}");
     assert_eq!(hidden.1, kept.1, "the other heartbeats are all recorded");
 }
+
+/// MGCP from captures (not recordings): the gateways' commands and the call agents'
+/// answers are matched by transaction id between two vantages with different clocks;
+/// keepalives lost on the way out and answers lost on the way back are placed in their
+/// segment and direction, and nothing else is (the scenario's own faults, seen at both
+/// vantages, are no path loss).
+#[test]
+fn mgcp_loss_between_two_vantages_by_transaction_id() {
+    let input = tempdir("mgcp-input").join("mgcp.pcap");
+    let out = bin()
+        .args(["hbgen", "--scenario", "mgcp", "--duration", "120", "--pcap"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spec = r#"seed = 2
+near_a = ["10.60.0.2", "10.60.1.2"]
+delay_ms = 1.0
+[a]
+drop = [{ from = "10.60.1.1", frames = [2, 4] }]
+[b]
+clock_offset_ms = 800.0
+drop = [{ from = "10.60.0.2", frames = [5, 7] }]
+"#;
+    let (a, b, truth) = vantage("mgcp", &input, spec);
+    let (events, status, stderr) = locate(&[("a", &a), ("b", &b)]);
+    assert_eq!(status, 0, "{stderr}");
+    assert!(events.iter().all(|e| e["network"]["protocol"] == "mgcp"));
+    assert_eq!(check(&events, &truth), 4);
+}
