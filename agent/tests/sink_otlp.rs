@@ -354,3 +354,32 @@ fn throughput_against_ndjson() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `compression=gzip` against a real collector: every event arrives once, as with
+/// plain bodies (the collector inflates what `Content-Encoding: gzip` says).
+#[test]
+fn gzipped_bodies_arrive_whole() {
+    let Some(bin) = rotel_agent() else { return };
+    let dir = tempdir("gzip");
+    let pcap = capture(&dir, "faults");
+    let col = Collector::start(&bin, &dir.join("rotel"), 0);
+    let child = analyze_cmd(
+        &pcap,
+        &dir.join("state"),
+        "10s",
+        &[
+            "stdout".into(),
+            col.url("?batch_size=16KiB&compression=gzip"),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let run = finish(child, Duration::from_secs(60));
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    let n = run.stdout.len();
+    assert!(n > 100, "a real run: {n} events");
+    let got = col.wait_for(n, Duration::from_secs(5));
+    assert_eq!(keys_of_records(&got), keys_of_stdout(&run.stdout));
+    assert!(run.lost_events().is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}

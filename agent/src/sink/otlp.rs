@@ -42,6 +42,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, S
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
+use super::queue::http::Secret;
 use super::queue::{http, now_unix_ns, Outcome, Payload, Pipeline, QueueOptions, Transport};
 use super::SinkContext;
 use crate::event::{Event, Level};
@@ -60,6 +61,9 @@ pub struct OtlpOptions {
     /// `agent.events_lost`, the spool directory's name).
     pub name: String,
     pub queue: QueueOptions,
+    /// `compression=gzip`: bodies gzipped (`Content-Encoding: gzip`, which OTLP/HTTP
+    /// receivers must take); `none` (the default) sends them as they are.
+    pub gzip: bool,
 }
 
 impl OtlpOptions {
@@ -68,9 +72,16 @@ impl OtlpOptions {
         let mut o = OtlpOptions {
             name: String::new(),
             queue,
+            gzip: false,
         };
-        let own = o.queue.take_options(url, &[])?;
-        debug_assert!(own.is_empty(), "OTLP has no options of its own");
+        for (k, v) in o.queue.take_options(url, &["compression"])? {
+            debug_assert_eq!(k, "compression");
+            o.gzip = match v.as_str() {
+                "gzip" => true,
+                "none" => false,
+                _ => return Err(format!("compression={v:?}: gzip or none")),
+            };
+        }
         o.queue.check(&parts, "otlp")?;
         o.name = format!(
             "{}://{}{}",
@@ -242,21 +253,37 @@ fn retryable(status: u16) -> bool {
 
 struct OtlpTransport {
     client: http::Client,
+    gzip: bool,
+}
+
+impl OtlpTransport {
+    /// The request body of a protobuf request: gzipped if asked (the spool keeps it
+    /// uncompressed, so a later run with other options still sends it right).
+    fn encoded(&self, protobuf: Vec<u8>) -> Result<Vec<u8>, String> {
+        if !self.gzip {
+            return Ok(protobuf);
+        }
+        use std::io::Write as _;
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&protobuf)
+            .and_then(|_| z.finish())
+            .map_err(|e| format!("gzip: {e}"))
+    }
 }
 
 impl Transport for OtlpTransport {
     type Batch = OtlpBatch;
 
     fn body(&self, b: &OtlpBatch) -> Result<Vec<u8>, String> {
-        Ok(b.req.encode_to_vec())
+        self.encoded(b.req.encode_to_vec())
     }
 
     fn spooled_body(&self, stored: Vec<u8>) -> Result<Vec<u8>, String> {
-        Ok(stored)
+        self.encoded(stored)
     }
 
     fn body_is_spool_body(&self) -> bool {
-        true
+        !self.gzip
     }
 
     fn push(&self, body: &[u8], timeout: Duration) -> Outcome {
@@ -291,15 +318,25 @@ pub fn open(opts: &OtlpOptions, ctx: &SinkContext) -> anyhow::Result<Box<dyn Sin
 impl OtlpSink {
     pub fn open(opts: &OtlpOptions, ctx: &SinkContext) -> anyhow::Result<OtlpSink> {
         let q = &opts.queue;
+        let encoding = opts
+            .gzip
+            .then(|| ("Content-Encoding".to_string(), Secret("gzip".to_string())));
         let client = q
-            .client(&opts.name, "application/x-protobuf", Vec::new())
+            .client(
+                &opts.name,
+                "application/x-protobuf",
+                encoding.into_iter().collect(),
+            )
             .map_err(|e| e.context(format!("output {}", opts.name)))?;
         let pipe = Pipeline::open(
             q.config(&opts.name, "the collector"),
             q,
             &ctx.spool_dir.join(opts.spool_name()),
             SPOOL_SUFFIX,
-            OtlpTransport { client },
+            OtlpTransport {
+                client,
+                gzip: opts.gzip,
+            },
             "otlp-push",
         )?;
         Ok(OtlpSink {
@@ -365,14 +402,21 @@ mod tests {
         assert_eq!(o.name, "otlp+https://otel.example.net/custom");
         assert_eq!(o.queue.batch_size, 64 << 10);
         assert!(o.queue.authorization().unwrap().is_some());
+        assert!(!o.gzip);
+        assert!(parse("otlp+http://c:1?compression=gzip").unwrap().gzip);
+        assert!(!parse("otlp+http://c:1?compression=none").unwrap().gzip);
         for (url, want) in [
+            (
+                "otlp+http://c:1?compression=zstd",
+                "compression=\"zstd\": gzip or none",
+            ),
             (
                 "otlp+http://c:1?ca=/x.pem",
                 "option ca only applies to otlp+https",
             ),
             (
                 "otlp+http://c:1?tenant=a",
-                "unknown option \"tenant\" (known: password_file, bearer_token,",
+                "unknown option \"tenant\" (known: compression, password_file, bearer_token,",
             ),
             (
                 "otlp+http://c:1?spool=on&spool=off",
