@@ -253,7 +253,8 @@ user = "4930123456"
         !registered.to_string().contains("4930123456"),
         "{registered}"
     );
-    // The snapshot is rebuilt once per poll tick.
+    // The snapshot is rebuilt once per poll tick: the row may show a tick before the
+    // event does.
     let t = Instant::now();
     let snap = loop {
         let snap = status(&sock);
@@ -262,7 +263,12 @@ user = "4930123456"
             .unwrap()
             .iter()
             .any(|r| r["protocol"] == "sip" && r["source"] == "10.73.0.9:5060");
-        if has_row || t.elapsed() > Duration::from_secs(5) {
+        let has_event = snap["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "sip.registered");
+        if (has_row && has_event) || t.elapsed() > Duration::from_secs(5) {
             break snap;
         }
         std::thread::sleep(Duration::from_millis(200));
