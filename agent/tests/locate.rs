@@ -22,30 +22,33 @@ fn tempdir(tag: &str) -> PathBuf {
     d
 }
 
+/// Two minutes of a built-in hbgen scenario, as `<tempdir>/<scenario>.pcap`.
+fn two_minutes_of(scenario: &str) -> PathBuf {
+    let p = tempdir(&format!("{scenario}-input")).join(format!("{scenario}.pcap"));
+    let out = bin()
+        .args([
+            "hbgen",
+            "--scenario",
+            scenario,
+            "--duration",
+            "120",
+            "--pcap",
+        ])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p
+}
+
 /// Two minutes of the healthy scenario (every protocol), generated once.
 fn healthy() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| {
-        let p = tempdir("healthy").join("healthy.pcap");
-        let out = bin()
-            .args([
-                "hbgen",
-                "--scenario",
-                "healthy",
-                "--duration",
-                "120",
-                "--pcap",
-            ])
-            .arg(&p)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        p
-    })
+    P.get_or_init(|| two_minutes_of("healthy"))
 }
 
 /// Derives `a` and `b` from `input` by `spec`; returns their paths and the truth.
@@ -665,17 +668,7 @@ fn recordings_hold_no_sip_when_users_are_hidden() {
 /// vantages, are no path loss).
 #[test]
 fn mgcp_loss_between_two_vantages_by_transaction_id() {
-    let input = tempdir("mgcp-input").join("mgcp.pcap");
-    let out = bin()
-        .args(["hbgen", "--scenario", "mgcp", "--duration", "120", "--pcap"])
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let input = two_minutes_of("mgcp");
     let spec = r#"seed = 2
 near_a = ["10.60.0.2", "10.60.1.2"]
 delay_ms = 1.0
