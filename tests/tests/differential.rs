@@ -89,10 +89,14 @@ fn scenario() -> Vec<(Duration, Vec<u8>)> {
         seq_a += 1;
         seq_b += 1;
     }
-    // RUDP: 100..117 every 500 ms; 108 goes unanswered and is re-sent 500 ms later.
+    // RUDP: 100..119 every 500 ms; 108 goes unanswered and is re-sent 500 ms later. It
+    // runs on for a second after the MDS pair stops, so that the pair's end-of-wire
+    // silence (missed at ~9.15 s, down at ~9.45 s) falls well inside the capture, not
+    // at its edge, where the live clock and tcpdump's stamps could disagree on which
+    // side of the last frame a timer fired (seen under TCG).
     let (cs, mgc) = ("10.10.10.10", "10.10.20.20");
     let mut t = 30 * MS;
-    for seq in 100..118u32 {
+    for seq in 100..120u32 {
         out.push((t, rudp(cs, mgc, seq, 0x02ff)));
         if seq == 108 {
             t += 500 * MS;
