@@ -179,14 +179,14 @@ pub(crate) fn run<P: Keepalive>(
             s.tr.delayed(Cause::of(f));
         }
         let (dc, dcf) = s.dscp(send, true);
-        let req = p.request();
+        let (req, resp) = (p.request(), p.response());
         if let Some(f) = faults.dropped(tick, true, backup, interval) {
             // The probe misses the whole exchange; the session goes on.
             s.tr.hidden(Cause::of(f));
             s.conn.send(out, send, true, dc, &req, request_label, false);
-            if let Some(resp) = p.response() {
+            if let Some(resp) = &resp {
                 s.conn
-                    .send(out, send + rtt, false, dc, &resp, response_label, false);
+                    .send(out, send + rtt, false, dc, resp, response_label, false);
             }
             p.next();
             tick += interval;
@@ -211,7 +211,7 @@ pub(crate) fn run<P: Keepalive>(
                 s.tr.retry(&mut out.truth, at, id, n + 2, send, Some(Cause::of(f)));
             }
             answer_at = at + rtt;
-            if p.response().is_some() {
+            if resp.is_some() {
                 s.tr.unanswered(
                     &mut out.truth,
                     id,
@@ -226,7 +226,7 @@ pub(crate) fn run<P: Keepalive>(
         let silent = faults.active(tick, backup, interval, |k| {
             matches!(k, FaultKind::Unanswered { .. })
         });
-        match p.response().filter(|_| silent.is_none()) {
+        match resp.filter(|_| silent.is_none()) {
             None => {
                 // The server's TCP stack acknowledges; its application stays silent
                 // (or, a backup CUCM, is healthy that way).

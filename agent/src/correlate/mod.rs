@@ -296,20 +296,19 @@ impl Correlator {
     /// Associations (up, down) per protocol.
     pub fn health(&self) -> BTreeMap<Protocol, (u64, u64)> {
         let mut h: BTreeMap<Protocol, (u64, u64)> = BTreeMap::new();
-        for slot in self.slots.values() {
-            let e = h
-                .entry(Protocol::from_u8(slot.assoc.key.proto))
-                .or_default();
-            if slot.assoc.down.is_some() {
-                e.1 += 1;
-            } else {
-                e.0 += 1;
-            }
-        }
+        let slots = self
+            .slots
+            .values()
+            .map(|s| (Protocol::from_u8(s.assoc.key.proto), s.assoc.down.is_some()));
         // SIP: down while a registration on the association has lapsed (as on the board).
-        for v in self.sip.board() {
-            let e = h.entry(Protocol::Sip).or_default();
-            if v.lapsed {
+        let sip = self
+            .sip
+            .board()
+            .into_iter()
+            .map(|v| (Protocol::Sip, v.lapsed));
+        for (protocol, down) in slots.chain(sip) {
+            let e = h.entry(protocol).or_default();
+            if down {
                 e.1 += 1;
             } else {
                 e.0 += 1;
