@@ -18,6 +18,7 @@ pub mod privileges;
 pub mod report;
 pub mod schema;
 pub mod sink;
+pub mod table;
 pub mod top;
 pub mod tuning;
 

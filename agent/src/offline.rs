@@ -35,7 +35,7 @@ const MAX_FRAG_DATAGRAMS: usize = 4096;
 pub struct OfflineEnv {
     ports: Vec<u8>,
     params: [ProtoParams; PROTOCOL_COUNT as usize],
-    flows: HashMap<FlowKey, FlowState>,
+    flows: crate::table::Table<FlowState>,
     /// The kernel's `FRAGS` LRU: first fragments of SIP datagrams, oldest evicted first.
     frags: HashMap<FragKey, FragInfo>,
     frag_order: VecDeque<FragKey>,
@@ -63,7 +63,7 @@ impl OfflineEnv {
         OfflineEnv {
             ports: table,
             params: all,
-            flows: HashMap::new(),
+            flows: Default::default(),
             frags: HashMap::new(),
             frag_order: VecDeque::new(),
             records: Vec::new(),

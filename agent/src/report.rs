@@ -854,7 +854,7 @@ fn summary_section(h: &mut String, v: &FileView) {
         // Trouble first (the order is stable: by name within each kind).
         rows.sort_by_key(|t| t.stats.outages == 0 && t.stats.lost == 0);
         rows.truncate(MAX_TABLE_ROWS);
-        rows.sort_by_key(|t| association(&t.key));
+        rows.sort_by_cached_key(|t| association(&t.key));
     }
     for t in rows {
         let c = t.summary_cells().map(|cell| esc(&cell));

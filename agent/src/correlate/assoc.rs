@@ -136,6 +136,31 @@ pub struct Diagnosis {
     pub earlier: Option<&'static str>,
 }
 
+/// An association's recent troubles, for the diagnosis, late arrivals and the rate limit.
+#[derive(Debug, Clone)]
+struct Past {
+    history: [(u64, Option<Trouble>); HISTORY],
+    history_next: usize,
+    lost_runs: [LostRun; LOST_RUNS],
+    lost_runs_next: usize,
+    /// Send times of the last alerts of each repeating kind (ring), for the rate limit.
+    sent_alerts: [[u64; REPEAT_BURST]; Repeating::COUNT],
+    sent_alerts_n: [usize; Repeating::COUNT],
+}
+
+impl Default for Past {
+    fn default() -> Past {
+        Past {
+            history: [(0, None); HISTORY],
+            history_next: 0,
+            lost_runs: [LostRun::default(); LOST_RUNS],
+            lost_runs_next: 0,
+            sent_alerts: [[0; REPEAT_BURST]; Repeating::COUNT],
+            sent_alerts_n: [0; Repeating::COUNT],
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Assoc {
     pub key: FlowKey,
@@ -176,8 +201,9 @@ pub struct Assoc {
     /// [`Self::reannounced`] then. The same marking again after an eviction is the
     /// datapath's fresh memory, not news.
     pub qos_reported: [Option<(u8, u32)>; 2],
-    history: [(u64, Option<Trouble>); HISTORY],
-    history_next: usize,
+    /// What went wrong lately; allocated at the first trouble: most associations
+    /// never have any, and it is most of an association's memory.
+    past: Option<Box<Past>>,
     /// A timer entry for this association is in the queue.
     pub armed: bool,
     /// This summary period's counts.
@@ -189,20 +215,15 @@ pub struct Assoc {
     /// Ended by FIN/RST.
     pub closed: bool,
     /// The diagnosis made when the current outage began.
-    pub down_diagnosis: Option<Diagnosis>,
+    pub down_diagnosis: Option<Box<Diagnosis>>,
     /// The first request still waiting for its answer (request/response associations).
     pub waiting_since: Option<u64>,
     /// Intervals of the current wait already counted unanswered.
     waiting_counted: u64,
     /// The packet being processed re-sent the last request (a `Retry` record came first).
     pub resent: bool,
-    lost_runs: [LostRun; LOST_RUNS],
-    lost_runs_next: usize,
     /// A late heartbeat's sequence: its answer is no mismatch.
     pub late_seq: Option<u32>,
-    /// Send times of the last alerts of each repeating kind (ring), for the rate limit.
-    sent_alerts: [[u64; REPEAT_BURST]; Repeating::COUNT],
-    sent_alerts_n: [usize; Repeating::COUNT],
     /// Alerts folded since the last `peer.up` (shown on it).
     pub folded: Folded,
     pub last_fold_ns: u64,
@@ -281,8 +302,7 @@ impl Assoc {
             qos_wrong: None,
             reannounced: 0,
             qos_reported: [None; 2],
-            history: [(0, None); HISTORY],
-            history_next: 0,
+            past: None,
             armed: false,
             stats: Stats {
                 count: 1,
@@ -298,11 +318,7 @@ impl Assoc {
             waiting_since: Some(now),
             waiting_counted: 0,
             resent: false,
-            lost_runs: [LostRun::default(); LOST_RUNS],
-            lost_runs_next: 0,
             late_seq: None,
-            sent_alerts: [[0; REPEAT_BURST]; Repeating::COUNT],
-            sent_alerts_n: [0; Repeating::COUNT],
             folded: Folded::default(),
             last_fold_ns: 0,
         }
@@ -433,13 +449,22 @@ impl Assoc {
 
     /// Remembers an anomaly at `now` for the diagnosis.
     pub fn note(&mut self, now: u64, t: Trouble) {
-        self.history[self.history_next % HISTORY] = (now, Some(t));
-        self.history_next += 1;
+        let p = self.past();
+        p.history[p.history_next % HISTORY] = (now, Some(t));
+        p.history_next += 1;
+    }
+
+    /// The trouble record, allocated on first use.
+    fn past(&mut self) -> &mut Past {
+        self.past.get_or_insert_with(Box::default)
     }
 
     /// Anomalies within `window_ns` before `until`.
     pub fn troubles_before(&self, until: u64, window_ns: u64) -> Vec<Trouble> {
-        self.history
+        let Some(p) = &self.past else {
+            return Vec::new();
+        };
+        p.history
             .iter()
             .filter(|(t, k)| k.is_some() && *t <= until && until - *t <= window_ns)
             .filter_map(|(_, k)| *k)
@@ -498,13 +523,15 @@ impl Assoc {
 
     /// A gap at `now`: `count` heartbeats from `first_seq` counted lost.
     pub fn gap(&mut self, first_seq: u32, count: u64) {
-        self.lost_runs[self.lost_runs_next % LOST_RUNS] = LostRun {
+        let before_ns = self.last_beat_ns;
+        let p = self.past();
+        p.lost_runs[p.lost_runs_next % LOST_RUNS] = LostRun {
             first_seq,
             count,
-            before_ns: self.last_beat_ns,
+            before_ns,
             arrived: 0,
         };
-        self.lost_runs_next += 1;
+        p.lost_runs_next += 1;
         self.count_lost(count);
     }
 
@@ -512,7 +539,7 @@ impl Assoc {
     /// not lost: uncounts it. Once per heartbeat.
     pub fn arrived_late(&mut self, seq: u32, now: u64) -> Option<LateArrival> {
         let expected = self.expected_ns();
-        let run = self.lost_runs.iter_mut().find(|r| {
+        let run = self.past.as_mut()?.lost_runs.iter_mut().find(|r| {
             let k = seq.wrapping_sub(r.first_seq) as u64;
             k < r.count.min(64) && r.arrived & (1 << k) == 0
         })?;
@@ -541,13 +568,15 @@ impl Assoc {
     /// are counted.
     pub fn gate(&mut self, kind: Repeating, now: u64) -> bool {
         let i = kind as usize;
-        let ring = &mut self.sent_alerts[i];
-        let n = self.sent_alerts_n[i];
+        let down = self.down.is_some();
+        let p = self.past();
+        let ring = &mut p.sent_alerts[i];
+        let n = p.sent_alerts_n[i];
         let oldest = ring[n % REPEAT_BURST];
         let room = n < REPEAT_BURST || now.saturating_sub(oldest) >= REPEAT_WINDOW_NS;
-        if self.down.is_none() && room {
+        if !down && room {
             ring[n % REPEAT_BURST] = now;
-            self.sent_alerts_n[i] = n + 1;
+            p.sent_alerts_n[i] = n + 1;
             return true;
         }
         self.folded.add(kind, 1);
@@ -559,12 +588,15 @@ impl Assoc {
 
     /// Replaces the latest `from` anomaly remembered with `to`.
     fn renote(&mut self, from: Trouble, to: Trouble) {
-        let n = self.history_next;
+        let Some(p) = self.past.as_mut() else {
+            return;
+        };
+        let n = p.history_next;
         if let Some(i) = (0..n.min(HISTORY))
             .map(|back| (n - 1 - back) % HISTORY)
-            .find(|&i| self.history[i].1 == Some(from))
+            .find(|&i| p.history[i].1 == Some(from))
         {
-            self.history[i].1 = Some(to);
+            p.history[i].1 = Some(to);
         }
     }
 }

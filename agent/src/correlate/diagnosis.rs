@@ -133,7 +133,7 @@ pub fn diagnose(a: &Assoc, reverse: Option<&Assoc>, now: u64, phase: Phase) -> D
         // What was true when the outage began (the reverse direction may have
         // recovered first by now); the recovery adds how the sequence went on.
         if let Some(at_down) = &a.down_diagnosis {
-            let mut d = at_down.clone();
+            let mut d = Diagnosis::clone(at_down);
             d.evidence.extend(continued);
             return d;
         }
@@ -313,7 +313,7 @@ mod tests {
         let mut a = assoc(10 * SEC);
         let b = assoc(10 * SEC);
         down_silence(&mut a, 20 * SEC);
-        a.down_diagnosis = Some(diagnose(&a, Some(&b), 20 * SEC, Phase::Outage));
+        a.down_diagnosis = Some(Box::new(diagnose(&a, Some(&b), 20 * SEC, Phase::Outage)));
         assert_eq!(a.down_diagnosis.as_ref().unwrap().cause, PATH_INTERRUPTION);
         // By the time `a` recovers, `b` already has: still the same outage.
         let b_back = assoc(21 * SEC);
@@ -404,7 +404,7 @@ mod tests {
         a.note(9 * SEC, Trouble::Gap);
         a.note(9_500 * MS, Trouble::Gap);
         down_silence(&mut a, 20 * SEC);
-        a.down_diagnosis = Some(diagnose(&a, None, 20 * SEC, Phase::Outage));
+        a.down_diagnosis = Some(Box::new(diagnose(&a, None, 20 * SEC, Phase::Outage)));
         a.restart_in_outage = Some((0, 10));
         let d = diagnose(&a, None, 30 * SEC, Phase::Recovery);
         assert_eq!((d.cause, d.earlier), (PEER_RESTART, Some(NETWORK_LOSS)));
@@ -417,7 +417,7 @@ mod tests {
         let mut r = assoc(10 * SEC);
         down_silence(&mut b, 20 * SEC);
         down_silence(&mut r, 20 * SEC);
-        b.down_diagnosis = Some(diagnose(&b, Some(&r), 20 * SEC, Phase::Outage));
+        b.down_diagnosis = Some(Box::new(diagnose(&b, Some(&r), 20 * SEC, Phase::Outage)));
         b.restart_in_outage = Some((0, 10));
         let d = diagnose(&b, Some(&r), 30 * SEC, Phase::Recovery);
         assert_eq!((d.cause, d.earlier), (PEER_RESTART, None));
