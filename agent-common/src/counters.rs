@@ -34,9 +34,12 @@ pub enum Counter {
     Unconfirmed,
     /// TC frames not observed: the program's reader slot was empty (a loader fault).
     Undispatched,
+    /// Routine heartbeats held in the flow table for userspace to read (live), instead
+    /// of a ring-buffer record each.
+    Held,
 }
 
-pub const COUNTER_COUNT: u32 = 14;
+pub const COUNTER_COUNT: u32 = 15;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -54,6 +57,7 @@ impl Counter {
         Counter::Duplicates,
         Counter::Unconfirmed,
         Counter::Undispatched,
+        Counter::Held,
     ];
 
     /// Stable name for logs and metrics.
@@ -73,6 +77,7 @@ impl Counter {
             Counter::Duplicates => "duplicates",
             Counter::Unconfirmed => "unconfirmed",
             Counter::Undispatched => "undispatched",
+            Counter::Held => "held",
         }
     }
 }

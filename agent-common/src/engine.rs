@@ -2,12 +2,15 @@
 //! The kernel and the offline engine differ only in their [`Env`].
 
 use crate::counters::Counter;
-use crate::event::{EventKind, RawEvent, BEAT_INTERVAL, BEAT_PAIRED};
-use crate::flow::{Finding, Findings, FlowState, TcpSeen, F_ANNOUNCED, F_FOREIGN};
+use crate::event::{EventKind, RawEvent, BEAT_INTERVAL, BEAT_PAIRED, HELD_DUPLICATE};
+use crate::flow::{
+    Finding, Findings, FlowState, TcpSeen, CALM_AFTER, F_ANNOUNCED, F_FOREIGN, HOLD_DONE,
+    HOLD_FULL, HOLD_NO,
+};
 use crate::frag::{FragInfo, FragKey};
 use crate::frame::Frame;
 use crate::key::FlowKey;
-use crate::params::ProtoParams;
+use crate::params::{ProtoParams, P_HOLD_ROUTINE};
 use crate::parse::{
     self, headers, Packet, FRAG_FIRST, FRAG_LATER, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST,
 };
@@ -41,6 +44,14 @@ pub trait Env {
         off: usize,
         len: usize,
     ) -> bool;
+    /// Sends the association's held beats up as one `Beats` record
+    /// (`FlowState::take_held`), its header filled by `fill` (but for `seq`, `aux`);
+    /// `false` if the association is gone or the record was lost.
+    fn emit_held<U: FnOnce(&mut RawEvent)>(&mut self, key: &FlowKey, fill: U) -> bool;
+    /// How far userspace has taken the association's held beats (`ACKS`), if it said.
+    fn held_ack(&mut self, _key: &FlowKey) -> Option<u16> {
+        None
+    }
     fn count(&mut self, c: Counter);
     /// The ports of a fragmented datagram whose first fragment was on a SIP port.
     fn frag_get(&mut self, _key: &FragKey) -> Option<FragInfo> {
@@ -185,14 +196,14 @@ pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
     }
     // Zeroed in words: a derived Default is a byte-loop memset call in BPF (crate::zero).
     msg.clear();
-    decode_into(proto, f, pkt, msg);
+    let kind = decode_into(proto, f, pkt, msg);
     // Separate calls, not nested: each stage's frame is released before the next.
     match on_message(env, pkt, msg, at) {
         Seen::HEARTBEAT => {}
         Seen::CLOSED => tcp_closed(env, pkt, msg.role() != Role::Response, at),
         Seen::UNKNOWN => new_association(env, pkt, msg, at),
         _ if pkt.transport == IPPROTO_TCP => tcp_segment(env, pkt, at),
-        _ if msg.kind == MSG_NONE => foreign_datagram(env, pkt, proto),
+        _ if kind == MSG_NONE => foreign_datagram(env, pkt, proto),
         _ => {}
     }
 }
@@ -237,6 +248,9 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> u8 {
                 aux: msg.aux,
                 value: msg.value as u64,
             };
+            if env.with_flow(&key, |st| st.holding()) == Some(true) {
+                flush_held(env, &key, at);
+            }
             emit_finding(env, at, &key, pkt.dscp, &params);
             return Seen::NOT_HEARTBEAT;
         }
@@ -262,6 +276,11 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> u8 {
     // Whether userspace knows the association (a duplicate frame then turns `beat` into
     // a `Duplicate` record: one Finding less on the 512-byte BPF stack).
     let mut announced = true;
+    // What became of a routine heartbeat (`HOLD_*`), and whether beats are held that
+    // must go up before any record about the association.
+    let holds = params.flags & P_HOLD_ROUTINE != 0;
+    let mut hold = HOLD_NO;
+    let mut holding = false;
     let update = |st: &mut FlowState| {
         announced = st.flags & F_ANNOUNCED != 0;
         if let Some(since) = st.duplicate(pkt.ip_id, frame_ident(pkt, msg), from_orig, now) {
@@ -269,6 +288,10 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> u8 {
             beat.seq = st.last_seq;
             beat.aux = hb.role as u32;
             beat.value = since;
+            if holds && announced && st.calm > CALM_AFTER {
+                hold = st.hold(now, since, beat.seq, hb.role as u16 | HELD_DUPLICATE);
+            }
+            holding = st.holding();
             return Findings::default();
         }
         let seen = if is_tcp {
@@ -301,6 +324,14 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> u8 {
                 BEAT_INTERVAL
             };
         }
+        if holds {
+            if !out.is_empty() {
+                st.calm = 0;
+            } else if st.routine(hb.role, beat.aux, prev_interval, &params) {
+                hold = st.hold(now, beat.value, beat.seq, beat.aux as u16);
+            }
+            holding = st.holding();
+        }
         out
     };
     let Some(findings) = env.with_flow(&key, update) else {
@@ -313,23 +344,91 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> u8 {
     };
     if beat.kind == EventKind::Duplicate {
         env.count(Counter::Duplicates);
+    }
+    if hold != HOLD_NO {
+        env.count(Counter::Held);
+        if hold == HOLD_FULL {
+            hold_with_room(env, &key, at, &beat);
+        }
+    } else if beat.kind == EventKind::Duplicate {
         if announced {
+            if holding {
+                flush_held(env, &key, at);
+            }
             emit_finding(env, at, &key, pkt.dscp, &beat);
         }
         return Seen::HEARTBEAT;
+    } else {
+        if !announced {
+            env.count(Counter::Unconfirmed);
+        }
+        if holding && (!findings.is_empty() || beat.aux != 0) {
+            // Held beats came first: they go up before what is about them now.
+            flush_held(env, &key, at);
+        }
+        findings.for_each(|f| emit_finding(env, at, &key, pkt.dscp, f));
+        if beat.aux != 0 {
+            emit_finding(env, at, &key, pkt.dscp, &beat);
+        }
     }
-    if !announced {
-        env.count(Counter::Unconfirmed);
-    }
-    findings.for_each(|f| emit_finding(env, at, &key, pkt.dscp, f));
-    if beat.aux != 0 {
-        emit_finding(env, at, &key, pkt.dscp, &beat);
+    if beat.kind == EventKind::Duplicate {
+        return Seen::HEARTBEAT;
     }
     // Closed by the caller: tcp_closed's frame would add to this one's.
     if is_tcp && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         return Seen::CLOSED;
     }
     Seen::HEARTBEAT
+}
+
+/// A routine heartbeat whose association's hold is full: room is made from what
+/// userspace took (`ACKS`), else by sending the hold up, and the beat is held.
+#[inline(never)]
+fn hold_with_room<E: Env>(env: &mut E, key: &FlowKey, at: &Seen, beat: &Finding) {
+    let ack = env.held_ack(key);
+    let full = env.with_flow(key, |st| {
+        if let Some(a) = ack {
+            st.acked(a);
+        }
+        st.hold(at.now, beat.value, beat.seq, held_aux(beat)) == HOLD_FULL
+    });
+    if full != Some(true) {
+        return;
+    }
+    flush_held(env, key, at);
+    if env.with_flow(key, |st| st.hold(at.now, beat.value, beat.seq, held_aux(beat)))
+        != Some(HOLD_DONE)
+    {
+        // The hold could not go up (ring buffer full): this beat is lost with it.
+        env.count(Counter::RingbufLost);
+    }
+}
+
+/// A held beat's `aux`: the record's, or a duplicate's mark.
+#[inline(always)]
+fn held_aux(beat: &Finding) -> u16 {
+    if beat.kind == EventKind::Duplicate {
+        beat.aux as u16 | HELD_DUPLICATE
+    } else {
+        beat.aux as u16
+    }
+}
+
+/// Sends the association's held beats up (a `Beats` record), before a record about it.
+#[inline(never)]
+fn flush_held<E: Env>(env: &mut E, key: &FlowKey, at: &Seen) {
+    let header = |ev: &mut RawEvent| {
+        ev.ts_ns = at.now;
+        ev.value = 0;
+        ev.key = *key;
+        ev.ifindex = at.ifindex;
+        ev.kind = EventKind::Beats as u8;
+        ev.dscp = 0;
+        ev._pad = [0; 2];
+    };
+    if !env.emit_held(key, header) {
+        env.count(Counter::RingbufLost);
+    }
 }
 
 /// The first heartbeat (a request or one-way) of an association not in the table:
@@ -414,9 +513,13 @@ fn tcp_closed<E: Env>(env: &mut E, pkt: &Packet, from_orig: bool, at: &Seen) {
         Role::Response
     };
     let key = &FlowKey::of(at.proto, pkt, role);
-    let Some((seq, flags)) = env.with_flow(key, |st| (st.last_seq, st.flags)) else {
+    let Some((seq, flags, holding)) = env.with_flow(key, |st| (st.last_seq, st.flags, st.holding()))
+    else {
         return;
     };
+    if holding && flags & F_ANNOUNCED != 0 {
+        flush_held(env, key, at);
+    }
     let closed = Finding {
         kind: EventKind::SessionClosed,
         seq,

@@ -45,6 +45,11 @@ pub enum EventKind {
     /// never an alert. `seq` = heartbeat seq, `aux` = [`crate::proto::Role`], `value` = ns
     /// since the first copy.
     Duplicate = 14,
+    /// Routine heartbeats the datapath held back in the flow table (`FlowState::held`),
+    /// sent up together as a [`HeldBatch`]: when the hold was full and userspace had not
+    /// read it, or just before a record about the association, which must come after
+    /// them. `seq` = index of the first, `aux` = how many.
+    Beats = 15,
 }
 
 /// `aux` bit of a `Heartbeat` record: `value` is the interval since the previous sequence.
@@ -71,6 +76,7 @@ impl EventKind {
             12 => EventKind::Heartbeat,
             13 => EventKind::Fragment,
             14 => EventKind::Duplicate,
+            15 => EventKind::Beats,
             _ => return None,
         })
     }
@@ -99,6 +105,74 @@ pub struct RawEvent {
 }
 
 pub const RAW_EVENT_SIZE: usize = core::mem::size_of::<RawEvent>();
+
+/// Routine heartbeats an association holds back at most (a power of two: the slot of
+/// index `i` is `i % HELD_BEATS`). Userspace reads them at its deadlines, about every
+/// two intervals (two or three requests and their answers), and acknowledges them
+/// (`ACKS`); only a hold that fills unread goes up the ring buffer.
+pub const HELD_BEATS: usize = 8;
+
+/// `HeldBeat::aux` bit: a mirror copy (a `Duplicate` record), not a heartbeat.
+pub const HELD_DUPLICATE: u16 = 1 << 15;
+
+/// A routine heartbeat held in the flow table: what its `Heartbeat` (or `Duplicate`)
+/// record would have said. The key and interface are the association's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldBeat {
+    pub ts_ns: u64,
+    pub value: u64,
+    pub seq: u32,
+    /// The record's `aux` (role and `BEAT_*` bits), or [`HELD_DUPLICATE`].
+    pub aux: u16,
+    /// Position in the association's sequence of held beats (wraps), so a reader knows
+    /// which it has and whether a slot was overwritten since.
+    pub index: u16,
+}
+
+impl HeldBeat {
+    /// The record it stands for, on `key` seen on `ifindex`.
+    pub fn record(&self, key: &FlowKey, ifindex: u32) -> RawEvent {
+        let kind = if self.aux & HELD_DUPLICATE != 0 {
+            EventKind::Duplicate
+        } else {
+            EventKind::Heartbeat
+        };
+        RawEvent {
+            ts_ns: self.ts_ns,
+            value: self.value,
+            key: *key,
+            seq: self.seq,
+            aux: (self.aux & !HELD_DUPLICATE) as u32,
+            ifindex,
+            kind: kind as u8,
+            dscp: 0,
+            _pad: [0; 2],
+        }
+    }
+
+    /// Reads the held beats of a [`HeldBatch`]'s bytes after its header.
+    pub fn read_all(b: &[u8]) -> [HeldBeat; HELD_BEATS] {
+        let mut out = [HeldBeat::default(); HELD_BEATS];
+        for (i, o) in out.iter_mut().enumerate() {
+            let at = i * core::mem::size_of::<HeldBeat>();
+            if let Some(bytes) = b.get(at..at + core::mem::size_of::<HeldBeat>()) {
+                // SAFETY: HeldBeat is plain integers; the length was checked.
+                *o = unsafe { core::ptr::read_unaligned(bytes.as_ptr() as *const HeldBeat) };
+            }
+        }
+        out
+    }
+}
+
+/// A `Beats` record: the header, then the association's whole hold (the beats in it are
+/// those of indices `hdr.seq .. hdr.seq + hdr.aux`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeldBatch {
+    pub hdr: RawEvent,
+    pub beats: [HeldBeat; HELD_BEATS],
+}
 
 impl RawEvent {
     /// Reads a record from ring-buffer bytes; `None` if the size is wrong.

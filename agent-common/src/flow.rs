@@ -5,7 +5,7 @@
 //! pair that both originate (RUDP) are two associations. For TCP protocols the
 //! originator is the TCP client (the PIM for GED-125, the phone for SCCP).
 
-use crate::event::EventKind;
+use crate::event::{EventKind, HeldBatch, HeldBeat, BEAT_INTERVAL, BEAT_PAIRED, HELD_BEATS};
 use crate::params::{ProtoParams, DSCP_ANY, P_SEQ_IS_AN_ID, P_UNANSWERED_NEEDS_ACKS};
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::proto::{
@@ -102,7 +102,28 @@ pub struct FlowState {
     pub resp_ip_id: u32,
     pub orig_ident: u32,
     pub resp_ident: u32,
+    /// Routine heartbeats held back from userspace, in slot `index % HELD_BEATS`.
+    pub held: [HeldBeat; HELD_BEATS],
+    /// Index of the next beat to hold.
+    pub held_next: u16,
+    /// Held beats before this index are with userspace: sent up the ring, or read from
+    /// this table and acknowledged. The slots from here to `held_next` are not to be
+    /// overwritten.
+    pub held_sent: u16,
+    /// Regular in-order heartbeats in a row (`routine`).
+    pub calm: u8,
+    pub _pad3: [u8; 3],
 }
+
+/// Regular heartbeats in a row after which the next ones are routine: the learned
+/// interval has settled, and whatever trouble came before is over for userspace too.
+pub const CALM_AFTER: u8 = 3;
+
+/// What [`FlowState::hold`] did.
+pub const HOLD_NO: u8 = 0;
+pub const HOLD_DONE: u8 = 1;
+/// Routine, but the hold is full of beats userspace has not taken.
+pub const HOLD_FULL: u8 = 2;
 
 /// An anomaly found by a transition, before the engine adds key and time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,6 +193,12 @@ impl Findings {
         if let Some(x) = self.get(2) {
             f(&x);
         }
+    }
+
+    /// No finding.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.kinds[2] == 0
     }
 
     /// The findings in the order they were pushed.
@@ -518,6 +545,81 @@ impl FlowState {
 }
 
 impl FlowState {
+    /// Whether a heartbeat just applied without findings is routine: userspace learns of
+    /// it when it next reads the association, and nothing it does with it would be an
+    /// event. A request or one-way heartbeat is, in order and within half the tolerance
+    /// of the learned interval, after [`CALM_AFTER`] such in a row; an answer paired
+    /// with its request is while the association is calm. Whatever else happens (a
+    /// finding, an irregular interval, a re-send) starts the count again. `aux` is the
+    /// heartbeat record's, `prev_interval` the learned interval before this heartbeat.
+    ///
+    /// This only decides how soon userspace hears of a heartbeat, never what it makes
+    /// of it: userspace reads the held ones before any decision they bear on.
+    #[inline(always)]
+    pub fn routine(&mut self, role: Role, aux: u32, prev_interval: u64, p: &ProtoParams) -> bool {
+        if role == Role::Response {
+            return aux & BEAT_PAIRED != 0 && self.calm > CALM_AFTER;
+        }
+        let sample = self.beat_ns;
+        let slack = prev_interval / 200 * p.tolerance_pct as u64;
+        let regular = aux & BEAT_INTERVAL != 0
+            && prev_interval != 0
+            && sample.saturating_add(slack) >= prev_interval
+            && sample <= prev_interval.saturating_add(slack);
+        if !regular {
+            self.calm = 0;
+            return false;
+        }
+        self.calm = self.calm.saturating_add(1);
+        self.calm > CALM_AFTER
+    }
+
+    /// Holds a routine heartbeat (its record's fields); `HOLD_FULL` if there is no room.
+    #[inline(always)]
+    pub fn hold(&mut self, ts_ns: u64, value: u64, seq: u32, aux: u16) -> u8 {
+        if self.held_next.wrapping_sub(self.held_sent) as usize >= HELD_BEATS {
+            return HOLD_FULL;
+        }
+        let index = self.held_next;
+        self.held[index as usize % HELD_BEATS] = HeldBeat {
+            ts_ns,
+            value,
+            seq,
+            aux,
+            index,
+        };
+        self.held_next = index.wrapping_add(1);
+        HOLD_DONE
+    }
+
+    /// Held beats not yet with userspace.
+    #[inline(always)]
+    pub fn holding(&self) -> bool {
+        self.held_next != self.held_sent
+    }
+
+    /// Userspace has taken the held beats before `index` (from `ACKS`): their slots may
+    /// be reused. An index outside what is held (an acknowledgement of an earlier life of
+    /// this key) changes nothing.
+    #[inline(always)]
+    pub fn acked(&mut self, index: u16) {
+        let ahead = index.wrapping_sub(self.held_sent) as i16;
+        let within = self.held_next.wrapping_sub(index) as i16;
+        if ahead > 0 && within >= 0 {
+            self.held_sent = index;
+        }
+    }
+
+    /// Moves the held beats into a `Beats` record (`b.hdr` is the caller's to fill, but
+    /// for `seq` and `aux`): the whole hold is copied, the record says which are new.
+    #[inline(always)]
+    pub fn take_held(&mut self, b: &mut HeldBatch) {
+        b.beats = self.held;
+        b.hdr.seq = self.held_sent as u32;
+        b.hdr.aux = self.held_next.wrapping_sub(self.held_sent) as u32;
+        self.held_sent = self.held_next;
+    }
+
     /// Whether a heartbeat frame from one side repeats that side's previous one: the same
     /// identity and IP id within the duplicate window. Returns the time since the first
     /// copy; otherwise remembers this frame as the side's last.

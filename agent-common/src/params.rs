@@ -22,6 +22,10 @@ pub const P_SEQ_IS_AN_ID: u8 = 1 << 1;
 /// it sends more often when busy (MGCP: every command proves the link), so the expected
 /// interval is never learnt shorter from traffic.
 pub const P_INTERVAL_IS_A_BOUND: u8 = 1 << 2;
+/// `flags`: hold routine heartbeats in the flow table instead of sending a record for
+/// each (`FlowState::routine`); userspace reads them when it needs them. Set by the live
+/// agent; offline every heartbeat is a record (the same events either way).
+pub const P_HOLD_ROUTINE: u8 = 1 << 3;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

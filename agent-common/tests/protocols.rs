@@ -223,6 +223,16 @@ impl Env for TestEnv {
         self.captures.push(buf[..n].to_vec());
         true
     }
+    fn emit_held<U: FnOnce(&mut RawEvent)>(&mut self, key: &FlowKey, fill: U) -> bool {
+        let Some(st) = self.flows.get_mut(key) else {
+            return false;
+        };
+        let mut b = hbwatch_common::event::HeldBatch::default();
+        fill(&mut b.hdr);
+        st.take_held(&mut b);
+        self.events.push(b.hdr);
+        true
+    }
     fn count(&mut self, c: Counter) {
         self.counters[c as usize] += 1;
     }

@@ -17,7 +17,7 @@ use aya_log_ebpf::warn;
 use hbwatch_common::{
     counters::{Counter, COUNTER_COUNT},
     engine::{process_with_clock, Env, Scratch},
-    event::RawEvent,
+    event::{HeldBatch, RawEvent},
     flow::FlowState,
     frag::{FragInfo, FragKey},
     frame::Frame,
@@ -40,6 +40,12 @@ static PARAMS: Array<ProtoParams> = Array::with_max_entries(PROTOCOL_COUNT, 0);
 /// Association state; LRU so a flood of new flows evicts the stalest, never fails.
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(65536, 0);
+
+/// How far userspace has taken each association's held beats (`FlowState::held`):
+/// written by userspace after it read them, read here only when a hold is full. Sized
+/// with FLOWS by userspace.
+#[map]
+static ACKS: LruHashMap<FlowKey, u16> = LruHashMap::with_max_entries(65536, 0);
 
 /// First fragments of SIP datagrams, so their later fragments (which have no ports)
 /// go up too. LRU: fragments of one datagram arrive within microseconds.
@@ -273,6 +279,31 @@ impl<C: EbpfContext> Env for KernelEnv<'_, C> {
         fill(unsafe { &mut *entry.as_mut_ptr() });
         entry.submit(SUBMIT_FLAGS);
         true
+    }
+
+    #[inline(always)]
+    fn emit_held<U: FnOnce(&mut RawEvent)>(&mut self, key: &FlowKey, fill: U) -> bool {
+        let Some(st) = FLOWS.get_ptr_mut(key) else {
+            return false;
+        };
+        let Some(mut entry) = EVENTS.reserve::<HeldBatch>(0) else {
+            return false;
+        };
+        let b = entry.as_mut_ptr();
+        // SAFETY: reserved ring-buffer memory of HeldBatch size, and the association's
+        // map value for this program run; `fill` and `take_held` write every field.
+        unsafe {
+            fill(&mut (*b).hdr);
+            (*st).take_held(&mut *b);
+        }
+        entry.submit(SUBMIT_FLAGS);
+        true
+    }
+
+    #[inline(always)]
+    fn held_ack(&mut self, key: &FlowKey) -> Option<u16> {
+        // SAFETY: a plain u16 copied out at once.
+        unsafe { ACKS.get(key) }.copied()
     }
 
     #[inline(always)]

@@ -219,6 +219,7 @@ impl Converter {
                 | EventKind::Heartbeat
                 | EventKind::Fragment
                 | EventKind::Duplicate
+                | EventKind::Beats
         ) {
             return None;
         }
@@ -337,7 +338,8 @@ impl Converter {
             | EventKind::SipMessage
             | EventKind::Heartbeat
             | EventKind::Fragment
-            | EventKind::Duplicate => return None,
+            | EventKind::Duplicate
+            | EventKind::Beats => return None,
         };
         let mut ev = self.association_event(
             About {
@@ -394,7 +396,8 @@ impl Converter {
             | EventKind::SipMessage
             | EventKind::Heartbeat
             | EventKind::Fragment
-            | EventKind::Duplicate => {}
+            | EventKind::Duplicate
+            | EventKind::Beats => {}
         }
         Some(ev)
     }

@@ -9,7 +9,10 @@ use aya::maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf};
 use aya::programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
-use hbwatch_common::params::ProtoParams;
+use hbwatch_common::event::RawEvent;
+use hbwatch_common::flow::FlowState;
+use hbwatch_common::key::FlowKey;
+use hbwatch_common::params::{ProtoParams, P_HOLD_ROUTINE};
 use hbwatch_common::proto::Protocol;
 use tokio::io::unix::AsyncFd;
 use tracing::{info, warn};
@@ -42,6 +45,8 @@ pub struct Datapath {
     lost: std::collections::BTreeSet<String>,
     /// The hooks this agent holds (see [`claim`]), by name.
     claims: HashMap<String, std::os::unix::net::UnixDatagram>,
+    /// Routine heartbeats are held in the flow table (`hold_routine_beats`).
+    hold: bool,
 }
 
 /// What [`Datapath::watch_interfaces`] saw.
@@ -153,6 +158,7 @@ impl Datapath {
         }
         if let Some(n) = flows {
             loader.map_max_entries("FLOWS", n);
+            loader.map_max_entries("ACKS", n);
         }
         let mut ebpf = loader.load(crate::EBPF_OBJECT).context(
             "loading the eBPF object failed (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \
@@ -166,7 +172,7 @@ impl Datapath {
             }
         };
         set_ports(&mut ebpf, &BTreeMap::new(), ports)?;
-        set_params(&mut ebpf, params)?;
+        set_params(&mut ebpf, params, false)?;
         let program: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM)
             .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing from the object"))?
@@ -183,6 +189,7 @@ impl Datapath {
             ifnames: HashMap::new(),
             lost: Default::default(),
             claims: HashMap::new(),
+            hold: false,
         })
     }
 
@@ -450,16 +457,23 @@ fn set_ports(
 
 /// Writes the per-protocol rules. Every protocol gets a row: a missing one would be all
 /// zeros (max_gap 0, expected DSCP 0), not the defaults.
-fn set_params(ebpf: &mut Ebpf, params: &BTreeMap<Protocol, ProtoParams>) -> anyhow::Result<()> {
+fn set_params(
+    ebpf: &mut Ebpf,
+    params: &BTreeMap<Protocol, ProtoParams>,
+    hold: bool,
+) -> anyhow::Result<()> {
     let mut table: Array<&mut MapData, ProtoParams> = Array::try_from(
         ebpf.map_mut("PARAMS")
             .ok_or_else(|| anyhow!("map PARAMS missing"))?,
     )?;
     for proto in Protocol::ALL {
-        let p = params
+        let mut p = params
             .get(&proto)
             .copied()
             .unwrap_or(proto.default_params());
+        if hold {
+            p.flags |= P_HOLD_ROUTINE;
+        }
         table.set(proto as u32, p, 0)?;
     }
     Ok(())
@@ -475,7 +489,76 @@ impl Datapath {
         params: &BTreeMap<Protocol, ProtoParams>,
     ) -> anyhow::Result<()> {
         set_ports(&mut self.ebpf, old_ports, ports)?;
-        set_params(&mut self.ebpf, params)
+        set_params(&mut self.ebpf, params, self.hold)
+    }
+
+    /// From now on routine heartbeats stay in the flow table for the agent to take
+    /// (`flow_table`), instead of a ring-buffer record each (PROTOCOLS.md "Routine
+    /// heartbeats stay in the kernel").
+    pub fn hold_routine_beats(
+        &mut self,
+        params: &BTreeMap<Protocol, ProtoParams>,
+    ) -> anyhow::Result<()> {
+        self.hold = true;
+        set_params(&mut self.ebpf, params, true)
+    }
+
+    /// The flow table and its acknowledgements, for taking held beats; `taken` beats are
+    /// counted in `metrics`.
+    pub fn flow_table<'m>(
+        &self,
+        metrics: Option<&'m crate::metrics::Metrics>,
+    ) -> anyhow::Result<FlowTable<'m>> {
+        Ok(FlowTable {
+            flows: aya::maps::HashMap::try_from(self.own_map("FLOWS")?)?,
+            acks: std::cell::RefCell::new(aya::maps::HashMap::try_from(self.own_map("ACKS")?)?),
+            metrics,
+        })
+    }
+
+    /// A map of the object on a descriptor of its own (the object keeps its handle).
+    fn own_map(&self, name: &str) -> anyhow::Result<aya::maps::Map> {
+        use std::os::fd::AsFd as _;
+        let data = match self.ebpf.map(name) {
+            Some(aya::maps::Map::LruHashMap(d)) | Some(aya::maps::Map::HashMap(d)) => d,
+            _ => bail!("map {name} missing or not a hash map"),
+        };
+        let fd = data.fd().as_fd().try_clone_to_owned()?;
+        Ok(aya::maps::Map::from_map_data(MapData::from_fd(fd)?)?)
+    }
+}
+
+/// The kernel's flow table, read for the routine heartbeats it holds
+/// (`correlate::held`): one lookup per association when a decision needs its beats, one
+/// update of `ACKS` when some were taken.
+pub struct FlowTable<'m> {
+    flows: aya::maps::HashMap<MapData, FlowKey, FlowState>,
+    acks: std::cell::RefCell<aya::maps::HashMap<MapData, FlowKey, u16>>,
+    metrics: Option<&'m crate::metrics::Metrics>,
+}
+
+impl FlowTable<'_> {
+    /// The association's flow state, if the table has it.
+    pub fn get(&self, key: &FlowKey) -> Option<FlowState> {
+        self.flows.get(key, 0).ok()
+    }
+}
+
+impl crate::correlate::held::Held for FlowTable<'_> {
+    fn flow(&self, key: &FlowKey) -> Option<FlowState> {
+        self.get(key)
+    }
+    fn ack(&self, key: &FlowKey, index: u16) {
+        // A failed update only means the kernel sends the hold up when it fills.
+        let _ = self.acks.borrow_mut().insert(key, index, 0);
+    }
+    fn forget(&self, key: &FlowKey) {
+        let _ = self.acks.borrow_mut().remove(key);
+    }
+    fn taken(&self, raw: &RawEvent) {
+        if let Some(m) = self.metrics {
+            m.record(raw);
+        }
     }
 }
 

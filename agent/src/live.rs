@@ -136,6 +136,15 @@ async fn run_inner(
             dp.attach_egress(iface)?;
         }
     }
+    // Routine heartbeats stay in the kernel, but for a flight recording, which keeps
+    // every heartbeat as it comes.
+    let held = if opts.record.is_none() {
+        dp.hold_routine_beats(&opts.params)?;
+        Some(dp.flow_table(metrics)?)
+    } else {
+        None
+    };
+    let held = held.as_ref().map(|h| h as &dyn crate::correlate::held::Held);
     if opts.drop_privileges {
         crate::privileges::drop_after_load();
     }
@@ -169,7 +178,8 @@ async fn run_inner(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let d = drain(guard.get_inner_mut(), &mut correlator, &conv, &clock, &mut batch, metrics, recorder.as_mut());
+                let ctx = Ctx { conv: &conv, clock: &clock, held };
+                let d = drain(guard.get_inner_mut(), &mut correlator, &ctx, &mut batch, metrics, recorder.as_mut());
                 records_read += d.records as u64;
                 let drained = d.empty;
                 write_events(out, &batch)?;
@@ -179,9 +189,10 @@ async fn run_inner(
                 }
             }
             _ = timers.tick() => {
-                while !drain_counted(ring.get_mut(), &mut correlator, &conv, &clock, &mut batch, &mut records_read, metrics, recorder.as_mut()) {}
+                let ctx = Ctx { conv: &conv, clock: &clock, held };
+                while !drain_counted(ring.get_mut(), &mut correlator, &ctx, &mut batch, &mut records_read, metrics, recorder.as_mut()) {}
                 let now = monotonic_ns().saturating_sub(RECORD_SLACK_NS);
-                correlator.advance(now, &Ctx { conv: &conv, clock: &clock }, &mut batch);
+                correlator.advance(now, &ctx, &mut batch);
                 write_events(out, &batch)?;
                 batch.clear();
             }
@@ -189,6 +200,14 @@ async fn run_inner(
                 clock = WallClock::new();
                 if report_loss(&dp, &conv, &mut lost_reported, out)? {
                     resync(&dp, &mut correlator);
+                }
+                if held.is_some() && (status.is_some() || metrics.is_some()) {
+                    // The board's ages and the heartbeat metrics count the held beats too.
+                    let ctx = Ctx { conv: &conv, clock: &clock, held };
+                    let now = monotonic_ns().saturating_sub(RECORD_SLACK_NS);
+                    correlator.take_all_held(now, &ctx, &mut batch);
+                    write_events(out, &batch)?;
+                    batch.clear();
                 }
                 report_evictions(&correlator, capacity, &conv, &mut evictions_reported, out)?;
                 let lost = sink_losses.check(out, &conv.observer(None), WallClock::now_unix_ns());
@@ -224,11 +243,15 @@ async fn run_inner(
         }
     }
     // Last records and losses before detaching.
+    let ctx = Ctx {
+        conv: &conv,
+        clock: &clock,
+        held,
+    };
     while !drain_counted(
         ring.get_mut(),
         &mut correlator,
-        &conv,
-        &clock,
+        &ctx,
         &mut batch,
         &mut records_read,
         metrics,
@@ -278,14 +301,13 @@ pub struct Drained {
 fn drain_counted(
     ring: &mut RingBuf<MapData>,
     correlator: &mut Correlator,
-    conv: &Converter,
-    clock: &WallClock,
+    ctx: &Ctx,
     batch: &mut Vec<Event>,
     records_read: &mut u64,
     metrics: Option<&Metrics>,
     recorder: Option<&mut Recorder>,
 ) -> bool {
-    let d = drain(ring, correlator, conv, clock, batch, metrics, recorder);
+    let d = drain(ring, correlator, ctx, batch, metrics, recorder);
     *records_read += d.records as u64;
     d.empty
 }
@@ -295,13 +317,11 @@ fn drain_counted(
 pub fn drain(
     ring: &mut RingBuf<MapData>,
     correlator: &mut Correlator,
-    conv: &Converter,
-    clock: &WallClock,
+    ctx: &Ctx,
     batch: &mut Vec<Event>,
     metrics: Option<&Metrics>,
     mut recorder: Option<&mut Recorder>,
 ) -> Drained {
-    let ctx = Ctx { conv, clock };
     for records in 0..MAX_BATCH {
         let Some(item) = ring.next() else {
             return Drained {
@@ -311,11 +331,16 @@ pub fn drain(
         };
         match RawEvent::from_bytes(&item) {
             Some(raw) => {
-                // SIP records carry their captured bytes after the header.
-                let payload = item
-                    .get(RAW_EVENT_SIZE..RAW_EVENT_SIZE + raw.aux as usize)
-                    .filter(|_| raw.kind == EventKind::SipMessage as u8)
-                    .unwrap_or(&[]);
+                // SIP records carry their captured bytes after the header, `Beats`
+                // records the held beats.
+                let payload = if raw.kind == EventKind::SipMessage as u8 {
+                    item.get(RAW_EVENT_SIZE..RAW_EVENT_SIZE + raw.aux as usize)
+                } else if raw.kind == EventKind::Beats as u8 {
+                    item.get(RAW_EVENT_SIZE..)
+                } else {
+                    None
+                }
+                .unwrap_or(&[]);
                 if EventKind::from_u8(raw.kind).is_none() {
                     warn!("ring buffer record of unknown kind {}", raw.kind);
                     continue;
@@ -324,9 +349,9 @@ pub fn drain(
                     m.record(&raw);
                 }
                 if let Some(r) = recorder.as_mut() {
-                    r.record(&raw, payload, clock.unix_ns(raw.ts_ns));
+                    r.record(&raw, payload, ctx.clock.unix_ns(raw.ts_ns));
                 }
-                correlator.on_record(&raw, payload, &ctx, batch);
+                correlator.on_record(&raw, payload, ctx, batch);
             }
             None => warn!("short ring buffer record ({} bytes)", item.len()),
         }
@@ -421,6 +446,7 @@ fn resync(dp: &Datapath, correlator: &mut Correlator) {
     for key in correlator.keys() {
         if let Ok(st) = flows.get(&key, 0) {
             correlator.resync(&key, st.last_req_ns, st.last_seq);
+            correlator.resync_held(&key, &st);
         }
     }
 }

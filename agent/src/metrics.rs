@@ -96,6 +96,10 @@ fn home(c: KernelCounter) -> Home {
             "datapath_fragments_passed",
             "Fragments of SIP datagrams passed to userspace for reassembly",
         ),
+        Held => Home::Own(
+            "datapath_held_heartbeats",
+            "Routine heartbeats held in the flow table for the agent to read, not sent one record each",
+        ),
         Truncated => Home::Skipped("truncated"),
         Malformed => Home::Skipped("malformed"),
         Fragments => Home::Skipped("fragment"),

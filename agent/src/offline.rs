@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
 use hbwatch_common::engine::{process, Env};
-use hbwatch_common::event::RawEvent;
+use hbwatch_common::event::{HeldBatch, RawEvent};
 use hbwatch_common::flow::FlowState;
 use hbwatch_common::frag::{FragInfo, FragKey};
 use hbwatch_common::frame::{Frame, SliceFrame};
@@ -121,6 +121,24 @@ impl Env for OfflineEnv {
         let n = sip::copy_payload(f, off, len, &mut buf);
         ev.aux = n as u32;
         self.records.push((ev, buf[..n].to_vec()));
+        true
+    }
+    fn emit_held<U: FnOnce(&mut RawEvent)>(&mut self, key: &FlowKey, fill: U) -> bool {
+        let Some(st) = self.flows.get_mut(key) else {
+            return false;
+        };
+        let mut b = HeldBatch::default();
+        fill(&mut b.hdr);
+        st.take_held(&mut b);
+        // The beats as the ring buffer carries them: after the header.
+        // SAFETY: HeldBeat is plain integers without padding; the slice covers the array.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                b.beats.as_ptr() as *const u8,
+                std::mem::size_of_val(&b.beats),
+            )
+        };
+        self.records.push((b.hdr, bytes.to_vec()));
         true
     }
     fn count(&mut self, c: Counter) {
@@ -262,6 +280,7 @@ impl Replay {
             let ctx = Ctx {
                 conv: &self.conv,
                 clock: &CaptureClock,
+                held: None,
             };
             // Timers strictly before this packet: a heartbeat on its deadline is in time.
             self.correlator.advance(ts_ns - 1, &ctx, out);
@@ -270,6 +289,7 @@ impl Replay {
         let ctx = Ctx {
             conv: &self.conv,
             clock: &CaptureClock,
+            held: None,
         };
         for (raw, payload) in self.env.records.drain(..) {
             self.correlator.on_record(&raw, &payload, &ctx, out);
@@ -295,6 +315,7 @@ impl Replay {
         let ctx = Ctx {
             conv: &self.conv,
             clock: &CaptureClock,
+            held: None,
         };
         self.correlator.finish(self.now, &ctx, out);
     }

@@ -143,7 +143,8 @@ fn action(kind: EventKind) -> &'static str {
         | EventKind::SipMessage
         | EventKind::Heartbeat
         | EventKind::Fragment
-        | EventKind::Duplicate => "",
+        | EventKind::Duplicate
+        | EventKind::Beats => "",
     }
 }
 

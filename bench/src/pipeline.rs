@@ -76,15 +76,12 @@ impl Ndjson {
 
     /// One drain call of the live loop; (records read, ring empty).
     fn step(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Result<(u64, bool)> {
-        let d = live::drain(
-            ring,
-            &mut self.correlator,
-            &self.conv,
-            &self.clock,
-            &mut self.batch,
-            None,
-            None,
-        );
+        let ctx = hbwatch::correlate::Ctx {
+            conv: &self.conv,
+            clock: &self.clock,
+            held: None,
+        };
+        let d = live::drain(ring, &mut self.correlator, &ctx, &mut self.batch, None, None);
         live::write_events(&mut self.out, &self.batch)?;
         self.lines += self.batch.len() as u64;
         self.batch.clear();

@@ -209,6 +209,15 @@ fn live_and_offline_agree(mode: &str) {
         l, o,
         "live ({mode}) vs offline:\nlive: {live:#?}\noffline: {offline:#?}"
     );
+    // Live held routine heartbeats in the kernel (offline every one is a record), and
+    // the events agree all the same.
+    let stopped = agent
+        .events
+        .iter()
+        .find(|e| e["event"]["action"] == "agent.stopped")
+        .expect("agent.stopped");
+    let held = stopped["heartbeat"]["counters"]["held"].as_u64().unwrap();
+    assert!(held > 50, "live ({mode}) held {held} heartbeats");
 
     // And both found what the scenario holds.
     let actions: Vec<&str> = offline

@@ -86,15 +86,19 @@ macro_rules! protocol_table {
             }
         }
 
-        /// [`decode`] into `out`. Out of line: the decoders' header buffers get their own
-        /// stack frame; an out-parameter because BPF functions may not return stack pointers.
+        /// [`decode`] into `out`; returns the message's kind. Out of line: the decoders'
+        /// header buffers get their own stack frame; an out-parameter because BPF functions
+        /// may not return stack pointers. It returns a number for the same reason: with no
+        /// return value LLVM may leave the frame argument in r0, and the verifier rejects
+        /// that ("cannot return stack pointer to the caller", seen on 6.18).
         #[inline(never)]
-        pub fn decode_into<F: Frame>(proto: Protocol, f: &F, pkt: &Packet, out: &mut Msg) {
+        pub fn decode_into<F: Frame>(proto: Protocol, f: &F, pkt: &Packet, out: &mut Msg) -> u8 {
             let found = match proto {
                 $(Protocol::$variant => $decoder(f, pkt),)+
                 Protocol::None => None,
             };
             *out = found.unwrap_or_default();
+            out.kind
         }
     };
 }
@@ -342,6 +346,6 @@ impl Msg {
 #[inline(always)]
 pub fn decode<F: Frame>(proto: Protocol, f: &F, pkt: &Packet) -> Option<Msg> {
     let mut msg = Msg::default();
-    decode_into(proto, f, pkt, &mut msg);
-    (msg.kind != MSG_NONE).then_some(msg)
+    let kind = decode_into(proto, f, pkt, &mut msg);
+    (kind != MSG_NONE).then_some(msg)
 }

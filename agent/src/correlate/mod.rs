@@ -33,6 +33,9 @@ impl Clock for CaptureClock {
 pub struct Ctx<'a> {
     pub conv: &'a Converter,
     pub clock: &'a dyn Clock,
+    /// Where the datapath holds routine heartbeats (live); None: every heartbeat is a
+    /// record (offline).
+    pub held: Option<&'a dyn held::Held>,
 }
 
 pub mod assoc;
@@ -40,11 +43,13 @@ pub mod beats;
 mod deadlines;
 pub mod diagnosis;
 pub mod fragments;
+pub mod held;
 mod summary;
 
 use std::collections::{BTreeMap, HashMap};
 
-use hbwatch_common::event::{EventKind, RawEvent, BEAT_PAIRED};
+use hbwatch_common::event::{EventKind, HeldBeat, RawEvent, BEAT_PAIRED, HELD_BEATS};
+use hbwatch_common::flow::FlowState;
 use hbwatch_common::flow::QOS_FROM_RESPONDER;
 use hbwatch_common::key::FlowKey;
 use hbwatch_common::params::{ProtoParams, P_UNANSWERED_NEEDS_ACKS};
@@ -56,6 +61,7 @@ use assoc::{
     Assoc, Diagnosis, DownCause, LateArrival, Repeating, Silence, Stats, Timing, Trouble, MS,
 };
 use deadlines::Deadlines;
+use held::Until;
 use diagnosis::{diagnose, Phase};
 use sip::{SipConfig, SipTracker};
 
@@ -140,6 +146,8 @@ struct Slot {
     /// from heartbeats whose announcement was lost (ring buffer full) or is still to come
     /// (overtaken): its `peer.up` was said from the first of them.
     announced: bool,
+    /// Index of the next beat the datapath holds for it (`held`): those before were taken.
+    held_next: u16,
 }
 
 /// A `heartbeat.unanswered` waiting for the rest of its packet.
@@ -198,6 +206,9 @@ pub struct Correlator {
     totals: HashMap<FlowKey, AssocTotals>,
     /// Heartbeat times per association (`analyze --report`); off: None.
     beats: Option<beats::BeatLog>,
+    /// Held beats are being taken: a decision they lead to takes no others (no
+    /// re-entry into an association being updated).
+    taking: bool,
 }
 
 /// FlowKey ordered by its bytes, for the timer queue.
@@ -257,6 +268,7 @@ impl Correlator {
             summaries_started: false,
             totals: HashMap::new(),
             beats: None,
+            taking: false,
         }
     }
 
@@ -431,11 +443,20 @@ impl Correlator {
                 self.heartbeat(raw, ctx, out);
                 return;
             }
+            EventKind::Beats => {
+                self.held_batch(raw, payload, ctx, out);
+                return;
+            }
             EventKind::AssociationSeen => {
                 if let Some(slot) = self.slots.get_mut(&raw.key) {
                     if slot.announced {
                         // Known and announced: the datapath's flow table evicted it and
-                        // it came back. No new peer: this is its next heartbeat.
+                        // it came back. No new peer: this is its next heartbeat. Its
+                        // new flow state holds beats from index 0 again.
+                        slot.held_next = 0;
+                        if let Some(h) = ctx.held {
+                            h.forget(&raw.key);
+                        }
                         slot.assoc.reannounced += 1;
                         self.reannounced += 1;
                         let beat = RawEvent {
@@ -463,7 +484,11 @@ impl Correlator {
             _ => {}
         }
         let ev = ctx.conv.event(raw, ctx.clock.unix_ns(now));
-        let one_way = matches!(kind, EventKind::Retry | EventKind::Unanswered)
+        let one_way = matches!(kind, EventKind::Retry | EventKind::Unanswered);
+        if one_way {
+            self.take_reverse(&raw.key, now, ctx, out);
+        }
+        let one_way = one_way
             .then(|| self.one_way_now(&raw.key, now))
             .flatten();
         let Some(slot) = self.slots.get_mut(&raw.key) else {
@@ -574,6 +599,9 @@ impl Correlator {
             EventKind::SessionClosed => {
                 out.extend(ev);
                 self.remove(&raw.key);
+                if let Some(h) = ctx.held {
+                    h.forget(&raw.key);
+                }
                 return;
             }
             _ => {}
@@ -595,6 +623,9 @@ impl Correlator {
                 continue;
             }
             slot.assoc.armed = false;
+            // Beats the datapath held back, up to the deadline as it moves: they may
+            // have ended the silence.
+            self.take_held(&key.0, Until::Deadline, ctx, out);
             // One step per pop: a following step (missed -> down) is re-armed and
             // comes out of the queue in time order with every other association's.
             let found = self
@@ -603,6 +634,7 @@ impl Correlator {
                 .and_then(|slot| slot.assoc.on_timer(now));
             match found {
                 Some(Silence::Missed(at, missed)) => {
+                    self.take_reverse(&key.0, at, ctx, out);
                     let a = &self.slots[&key.0].assoc;
                     let ev = self.silence_event(a, at, missed, false, ctx);
                     out.push(ev);
@@ -621,6 +653,7 @@ impl Correlator {
             if at > now {
                 break;
             }
+            self.take_all_held(at, ctx, out);
             self.summaries(at, ctx, out);
             // Every later boundary up to `now` closes an empty period (what happened so
             // far came before `at`), and empty periods give no summary: go straight to
@@ -699,6 +732,7 @@ impl Correlator {
                 generation: self.next_generation,
                 held: None,
                 announced,
+                held_next: 0,
             },
         ) {
             self.retire(old.assoc);
@@ -789,6 +823,116 @@ impl Correlator {
             }
             _ => {}
         }
+    }
+
+    /// Takes every association's held beats up to `until` (a summary boundary; live,
+    /// the status board's and metrics' second).
+    pub fn take_all_held(&mut self, until: u64, ctx: &Ctx, out: &mut Vec<Event>) {
+        if ctx.held.is_none() {
+            return;
+        }
+        for key in self.keys() {
+            self.take_held(&key, Until::Time(until), ctx, out);
+        }
+    }
+
+    /// Applies the beats the datapath holds for `key`, in order, as far as `until` allows
+    /// (PROTOCOLS.md "Routine heartbeats stay in the kernel").
+    fn take_held(&mut self, key: &FlowKey, until: Until, ctx: &Ctx, out: &mut Vec<Event>) {
+        let Some(src) = ctx.held else {
+            return;
+        };
+        if self.taking {
+            return;
+        }
+        let Some(slot) = self.slots.get(key) else {
+            return;
+        };
+        let (from, ifindex) = (slot.held_next, slot.assoc.ifindex);
+        let Some(st) = src.flow(key) else {
+            return;
+        };
+        self.taking = true;
+        let mut next = from;
+        while held::before(next, st.held_next) {
+            let b = st.held[next as usize % HELD_BEATS];
+            if b.index != next {
+                // Sent up the ring buffer since, and overwritten: it comes that way.
+                break;
+            }
+            let limit = match until {
+                Until::Time(t) => t,
+                Until::Deadline => match self.slots.get(key).map(|s| s.assoc.deadline()) {
+                    Some(Some(d)) => d,
+                    _ => u64::MAX,
+                },
+            };
+            if b.ts_ns > limit {
+                break;
+            }
+            let raw = b.record(key, ifindex);
+            src.taken(&raw);
+            self.on_record(&raw, &[], ctx, out);
+            next = next.wrapping_add(1);
+            match self.slots.get_mut(key) {
+                Some(s) => s.held_next = next,
+                None => break,
+            }
+        }
+        self.taking = false;
+        if next != from {
+            src.ack(key, next);
+        }
+    }
+
+    /// Before a diagnosis that looks at the reverse direction: its held beats up to `at`.
+    fn take_reverse(&mut self, key: &FlowKey, at: u64, ctx: &Ctx, out: &mut Vec<Event>) {
+        self.take_held(&reverse_key(key), Until::Time(at), ctx, out);
+    }
+
+    /// A `Beats` record: held beats sent up the ring buffer; those already taken from the
+    /// flow table are skipped.
+    fn held_batch(&mut self, raw: &RawEvent, payload: &[u8], ctx: &Ctx, out: &mut Vec<Event>) {
+        let beats = HeldBeat::read_all(payload);
+        let first = raw.seq as u16;
+        for i in 0..(raw.aux as u16).min(HELD_BEATS as u16) {
+            let index = first.wrapping_add(i);
+            let b = beats[index as usize % HELD_BEATS];
+            if b.index != index {
+                continue;
+            }
+            if let Some(s) = self.slots.get(&raw.key) {
+                if held::before(index, s.held_next) {
+                    continue;
+                }
+            }
+            let r = b.record(&raw.key, raw.ifindex);
+            if let Some(h) = ctx.held {
+                h.taken(&r);
+            }
+            self.on_record(&r, &[], ctx, out);
+            if let Some(s) = self.slots.get_mut(&raw.key) {
+                s.held_next = index.wrapping_add(1);
+            }
+        }
+    }
+
+    /// After ring-buffer records were lost: held beats that went up with them are gone,
+    /// and the next to take is the oldest the flow table still has.
+    pub fn resync_held(&mut self, key: &FlowKey, st: &FlowState) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let oldest = st.held_next.wrapping_sub(HELD_BEATS as u16);
+        let mut next = slot.held_next;
+        if held::before(next, oldest) {
+            next = oldest;
+        }
+        while held::before(next, st.held_next) && st.held[next as usize % HELD_BEATS].index != next
+        {
+            next = next.wrapping_add(1);
+        }
+        slot.held_next = next;
     }
 
     fn heartbeat(&mut self, raw: &RawEvent, ctx: &Ctx, out: &mut Vec<Event>) {
@@ -936,6 +1080,7 @@ impl Correlator {
         ctx: &Ctx,
         out: &mut Vec<Event>,
     ) {
+        self.take_reverse(key, at, ctx, out);
         let a = &self.slots[key].assoc;
         let mut ev = self.silence_event(a, at, missed, true, ctx);
         ev.heartbeat.silence_ms = Some(silence / MS);
@@ -963,6 +1108,7 @@ impl Correlator {
     }
 
     fn report_up(&mut self, key: &FlowKey, now: u64, seq: u32, ctx: &Ctx, out: &mut Vec<Event>) {
+        self.take_reverse(key, now, ctx, out);
         let d = self.diagnose(key, now, Phase::Recovery);
         let a = &mut self.slots.get_mut(key).expect("known").assoc;
         let downtime = now.saturating_sub(a.outage_from_ns) / MS;
@@ -1103,6 +1249,7 @@ mod tests {
         let ctx = Ctx {
             conv: &conv,
             clock: &CaptureClock,
+            held: None,
         };
         let mut c = correlator();
         let (req, resp) = (Role::Request as u32, Role::Response as u32);
@@ -1153,6 +1300,7 @@ mod tests {
         let ctx = Ctx {
             conv: &conv,
             clock: &CaptureClock,
+            held: None,
         };
         let mut c = correlator();
         let req = Role::Request as u32;

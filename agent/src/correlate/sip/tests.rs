@@ -112,6 +112,7 @@ impl Harness {
         let ctx = Ctx {
             conv: &self.conv,
             clock: &CaptureClock,
+            held: None,
         };
         let mut out = Vec::new();
         self.tracker.on_record(&raw, &data, &ctx, &mut out);
@@ -135,6 +136,7 @@ impl Harness {
         let ctx = Ctx {
             conv: &self.conv,
             clock: &CaptureClock,
+            held: None,
         };
         let mut out = Vec::new();
         self.tracker.advance(now, &ctx, &mut out);
@@ -145,6 +147,7 @@ impl Harness {
         let ctx = Ctx {
             conv: &self.conv,
             clock: &CaptureClock,
+            held: None,
         };
         let mut out = Vec::new();
         self.tracker.summaries(now, period, &ctx, &mut out);
