@@ -396,8 +396,9 @@ fn hold_with_room<E: Env>(env: &mut E, key: &FlowKey, at: &Seen, beat: &Finding)
         return;
     }
     flush_held(env, key, at);
-    if env.with_flow(key, |st| st.hold(at.now, beat.value, beat.seq, held_aux(beat)))
-        != Some(HOLD_DONE)
+    if env.with_flow(key, |st| {
+        st.hold(at.now, beat.value, beat.seq, held_aux(beat))
+    }) != Some(HOLD_DONE)
     {
         // The hold could not go up (ring buffer full): this beat is lost with it.
         env.count(Counter::RingbufLost);
@@ -513,7 +514,8 @@ fn tcp_closed<E: Env>(env: &mut E, pkt: &Packet, from_orig: bool, at: &Seen) {
         Role::Response
     };
     let key = &FlowKey::of(at.proto, pkt, role);
-    let Some((seq, flags, holding)) = env.with_flow(key, |st| (st.last_seq, st.flags, st.holding()))
+    let Some((seq, flags, holding)) =
+        env.with_flow(key, |st| (st.last_seq, st.flags, st.holding()))
     else {
         return;
     };

@@ -144,7 +144,9 @@ async fn run_inner(
     } else {
         None
     };
-    let held = held.as_ref().map(|h| h as &dyn crate::correlate::held::Held);
+    let held = held
+        .as_ref()
+        .map(|h| h as &dyn crate::correlate::held::Held);
     if opts.drop_privileges {
         crate::privileges::drop_after_load();
     }

@@ -112,6 +112,10 @@ enum Command {
         /// (heartbeats, alerts, outages), the outages' diagnosis, the summary table.
         #[arg(long, value_name = "FILE.html")]
         report: Option<PathBuf>,
+        /// Hold routine heartbeats in the flow table as the live datapath does, instead
+        /// of a record each: the same events (for the tests and benchmarks that show it).
+        #[arg(long, hide = true)]
+        hold_routine_beats: bool,
         #[command(flatten)]
         periodic: SummaryArgs,
         #[command(flatten)]
@@ -659,6 +663,7 @@ fn real_main() -> anyhow::Result<()> {
             hostname,
             summary,
             report,
+            hold_routine_beats,
             periodic,
             outputs,
             common,
@@ -682,6 +687,7 @@ fn real_main() -> anyhow::Result<()> {
                 progress: true,
                 sip: settings.sip.clone(),
                 timeline: report.is_some(),
+                hold: hold_routine_beats,
             };
             let mut out = outputs.open(&opts.hostname, &settings)?;
             // The report sees the events as delivered (after the privacy filter).

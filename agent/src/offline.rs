@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
 use hbwatch_common::engine::{process, Env};
-use hbwatch_common::event::{HeldBatch, RawEvent};
+use hbwatch_common::event::{EventKind, HeldBatch, RawEvent};
 use hbwatch_common::flow::FlowState;
 use hbwatch_common::frag::{FragInfo, FragKey};
 use hbwatch_common::frame::{Frame, SliceFrame};
 use hbwatch_common::key::FlowKey;
-use hbwatch_common::params::ProtoParams;
+use hbwatch_common::params::{ProtoParams, P_HOLD_ROUTINE};
 use hbwatch_common::proto::{sip, Protocol, PORT_SLOTS, PROTOCOL_COUNT};
 
 use crate::convert::Converter;
@@ -35,7 +35,9 @@ const MAX_FRAG_DATAGRAMS: usize = 4096;
 pub struct OfflineEnv {
     ports: Vec<u8>,
     params: [ProtoParams; PROTOCOL_COUNT as usize],
-    flows: crate::table::Table<FlowState>,
+    /// In a cell so the correlator can take held beats (`correlate::held::Held`) while
+    /// the engine is not running; the engine reaches it through `get_mut`, at no cost.
+    flows: std::cell::RefCell<crate::table::Table<FlowState>>,
     /// The kernel's `FRAGS` LRU: first fragments of SIP datagrams, oldest evicted first.
     frags: HashMap<FragKey, FragInfo>,
     frag_order: VecDeque<FragKey>,
@@ -88,19 +90,20 @@ impl Env for OfflineEnv {
         self.params[proto as usize]
     }
     fn with_flow<R, U: FnOnce(&mut FlowState) -> R>(&mut self, key: &FlowKey, f: U) -> Option<R> {
-        self.flows.get_mut(key).map(f)
+        self.flows.get_mut().get_mut(key).map(f)
     }
     fn insert_flow<U: FnOnce(&mut FlowState)>(&mut self, key: &FlowKey, init: U) -> bool {
-        if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(key) {
+        let flows = self.flows.get_mut();
+        if flows.len() >= MAX_FLOWS && !flows.contains_key(key) {
             return false;
         }
         let mut st = FlowState::default();
         init(&mut st);
-        self.flows.insert(*key, st);
+        flows.insert(*key, st);
         true
     }
     fn remove_flow(&mut self, key: &FlowKey) {
-        self.flows.remove(key);
+        self.flows.get_mut().remove(key);
     }
     fn emit<U: FnOnce(&mut RawEvent)>(&mut self, fill: U) -> bool {
         let mut ev = RawEvent::default();
@@ -124,7 +127,7 @@ impl Env for OfflineEnv {
         true
     }
     fn emit_held<U: FnOnce(&mut RawEvent)>(&mut self, key: &FlowKey, fill: U) -> bool {
-        let Some(st) = self.flows.get_mut(key) else {
+        let Some(st) = self.flows.get_mut().get_mut(key) else {
             return false;
         };
         let mut b = HeldBatch::default();
@@ -159,6 +162,22 @@ impl Env for OfflineEnv {
     }
 }
 
+/// The offline flow table as the live correlator reads the kernel's, when routine beats
+/// are held offline too (`AnalyzeOptions::hold`: the tests that prove holding changes
+/// no event).
+impl crate::correlate::held::Held for OfflineEnv {
+    fn flow(&self, key: &FlowKey) -> Option<FlowState> {
+        self.flows.borrow().get(key).copied()
+    }
+    fn ack(&self, key: &FlowKey, index: u16) {
+        // The kernel reads `ACKS` when a hold fills; the result is the same.
+        if let Some(st) = self.flows.borrow_mut().get_mut(key) {
+            st.acked(index);
+        }
+    }
+    fn forget(&self, _key: &FlowKey) {}
+}
+
 /// Options of one `analyze` run.
 #[derive(Debug, Clone)]
 pub struct AnalyzeOptions {
@@ -175,6 +194,9 @@ pub struct AnalyzeOptions {
     /// Keep heartbeat times per association for a timeline (`--report`; bounded,
     /// `correlate::beats`): [`FileReport::beats`].
     pub timeline: bool,
+    /// Hold routine heartbeats in the flow table as the live datapath does, instead of a
+    /// record each (tests and benchmarks: the events are the same).
+    pub hold: bool,
 }
 
 impl AnalyzeOptions {
@@ -191,6 +213,7 @@ impl AnalyzeOptions {
             progress: false,
             sip: Default::default(),
             timeline: false,
+            hold: false,
         }
     }
 }
@@ -236,6 +259,13 @@ pub struct Replay {
     /// Earliest frame time (u64::MAX before the first frame).
     first_ns: u64,
     pub frames: u64,
+    /// Datapath records the correlator read (the ring buffer's, live).
+    pub records: u64,
+    /// Of those, the ones carrying heartbeats of known associations: one `Heartbeat`
+    /// record each, or held ones in a `Beats` record.
+    pub beat_records: u64,
+    /// Routine heartbeats are held in the flow table (`AnalyzeOptions::hold`).
+    hold: bool,
     link_buf: Vec<u8>,
 }
 
@@ -250,8 +280,14 @@ impl Replay {
         if opts.timeline {
             correlator.record_beats();
         }
+        let mut params = opts.params.clone();
+        if opts.hold {
+            for proto in Protocol::ALL {
+                params.entry(proto).or_insert(proto.default_params()).flags |= P_HOLD_ROUTINE;
+            }
+        }
         Replay {
-            env: OfflineEnv::new(&opts.ports, &opts.params),
+            env: OfflineEnv::new(&opts.ports, &params),
             correlator,
             conv: Converter {
                 hostname: opts.hostname.clone(),
@@ -261,6 +297,9 @@ impl Replay {
             now: 0,
             first_ns: u64::MAX,
             frames: 0,
+            records: 0,
+            beat_records: 0,
+            hold: opts.hold,
             link_buf: Vec::new(),
         }
     }
@@ -277,23 +316,24 @@ impl Replay {
         // Packets may be slightly out of order in a capture; time never runs back.
         if ts_ns > self.now {
             self.now = ts_ns;
-            let ctx = Ctx {
-                conv: &self.conv,
-                clock: &CaptureClock,
-                held: None,
-            };
             // Timers strictly before this packet: a heartbeat on its deadline is in time.
+            let ctx = replay_ctx(&self.conv, &self.env, self.hold);
             self.correlator.advance(ts_ns - 1, &ctx, out);
         }
         process(&SliceFrame(data), &mut self.env, ts_ns, 0);
-        let ctx = Ctx {
-            conv: &self.conv,
-            clock: &CaptureClock,
-            held: None,
-        };
-        for (raw, payload) in self.env.records.drain(..) {
+        let mut records = std::mem::take(&mut self.env.records);
+        self.records += records.len() as u64;
+        self.beat_records += records
+            .iter()
+            .filter(|(r, _)| {
+                r.kind == EventKind::Heartbeat as u8 || r.kind == EventKind::Beats as u8
+            })
+            .count() as u64;
+        let ctx = replay_ctx(&self.conv, &self.env, self.hold);
+        for (raw, payload) in records.drain(..) {
             self.correlator.on_record(&raw, &payload, &ctx, out);
         }
+        self.env.records = records;
     }
 
     fn link_frame(&mut self, link: Link, data: &[u8], ts_ns: u64, out: &mut Vec<Event>) {
@@ -312,12 +352,18 @@ impl Replay {
     /// End of the capture: the last summary; silences still open are not outages
     /// (the capture ended, not the heartbeats).
     pub fn finish(&mut self, out: &mut Vec<Event>) {
-        let ctx = Ctx {
-            conv: &self.conv,
-            clock: &CaptureClock,
-            held: None,
-        };
+        let ctx = replay_ctx(&self.conv, &self.env, self.hold);
         self.correlator.finish(self.now, &ctx, out);
+    }
+}
+
+/// The correlator's context offline: capture time, and the flow table's held beats when
+/// `hold`.
+fn replay_ctx<'a>(conv: &'a Converter, env: &'a OfflineEnv, hold: bool) -> Ctx<'a> {
+    Ctx {
+        conv,
+        clock: &CaptureClock,
+        held: hold.then_some(env as &dyn crate::correlate::held::Held),
     }
 }
 

@@ -81,7 +81,14 @@ impl Ndjson {
             clock: &self.clock,
             held: None,
         };
-        let d = live::drain(ring, &mut self.correlator, &ctx, &mut self.batch, None, None);
+        let d = live::drain(
+            ring,
+            &mut self.correlator,
+            &ctx,
+            &mut self.batch,
+            None,
+            None,
+        );
         live::write_events(&mut self.out, &self.batch)?;
         self.lines += self.batch.len() as u64;
         self.batch.clear();

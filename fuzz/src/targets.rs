@@ -349,6 +349,8 @@ pub fn check_sip_stream(data: &[u8]) {
 pub fn check_pcap(data: &[u8]) {
     let opts = AnalyzeOptions {
         summary_period: Some(std::time::Duration::from_secs(60)),
+        // Half the inputs through the held-beat path the live agent runs.
+        hold: data.len() % 2 == 1,
         ..AnalyzeOptions::new(ports(), "fuzz")
     };
     let mut sink = CheckSink::default();

@@ -61,8 +61,8 @@ use assoc::{
     Assoc, Diagnosis, DownCause, LateArrival, Repeating, Silence, Stats, Timing, Trouble, MS,
 };
 use deadlines::Deadlines;
-use held::Until;
 use diagnosis::{diagnose, Phase};
+use held::Until;
 use sip::{SipConfig, SipTracker};
 
 /// Correlation settings.
@@ -488,9 +488,7 @@ impl Correlator {
         if one_way {
             self.take_reverse(&raw.key, now, ctx, out);
         }
-        let one_way = one_way
-            .then(|| self.one_way_now(&raw.key, now))
-            .flatten();
+        let one_way = one_way.then(|| self.one_way_now(&raw.key, now)).flatten();
         let Some(slot) = self.slots.get_mut(&raw.key) else {
             // Not announced yet: reported as the datapath found it.
             out.extend(ev);
@@ -680,6 +678,8 @@ impl Correlator {
 
     /// End of input (offline): the last, partial summary period.
     pub fn finish(&mut self, now: u64, ctx: &Ctx, out: &mut Vec<Event>) {
+        // Heartbeats still held count in the last period and the totals.
+        self.take_all_held(now, ctx, out);
         if self.cfg.summary_period_ns.is_some() && now > self.last_summary_ns {
             self.summaries(now, ctx, out);
         }
