@@ -4,8 +4,7 @@
 use crate::counters::Counter;
 use crate::event::{EventKind, RawEvent, BEAT_INTERVAL, BEAT_PAIRED, HELD_DUPLICATE};
 use crate::flow::{
-    Finding, Findings, FlowState, TcpSeen, CALM_AFTER, F_ANNOUNCED, F_FOREIGN, HOLD_DONE,
-    HOLD_FULL, HOLD_NO,
+    Finding, Findings, FlowState, TcpSeen, CALM_AFTER, F_ANNOUNCED, F_FOREIGN, HOLD_DONE, HOLD_FULL,
 };
 use crate::frag::{FragInfo, FragKey};
 use crate::frame::Frame;
@@ -70,6 +69,35 @@ pub struct Seen {
     proto: Protocol,
     /// Sent to the service port (TCP: by the client, the originator).
     to_service: bool,
+    /// What holding did with the heartbeat (`V_*`), written and read back through this
+    /// memory (the per-CPU scratch in the kernel).
+    verdict: u8,
+    /// What `on_message` found to send, for `emit_records`: from map memory the
+    /// verifier checks the sending once, not once per way through `on_message` (in
+    /// place, sending the held beats first tripled the instructions it processed).
+    key: FlowKey,
+    findings: Findings,
+    beat: Finding,
+}
+
+/// `Seen::verdict` bits: the heartbeat was held; it was routine but the hold was full;
+/// the association holds beats that must go up before any record about it.
+const V_HELD: u8 = HOLD_DONE;
+const V_FULL: u8 = HOLD_FULL;
+const V_HOLDING: u8 = 4;
+
+impl Seen {
+    #[inline(always)]
+    fn set_verdict(&mut self, v: u8) {
+        // SAFETY: a field of a live value.
+        unsafe { core::ptr::write_volatile(&mut self.verdict, v) }
+    }
+
+    #[inline(always)]
+    fn verdict(&self) -> u8 {
+        // SAFETY: a field of a live value.
+        unsafe { core::ptr::read_volatile(&self.verdict) }
+    }
 }
 
 /// Writes every field of a record in place (ring-buffer memory in the kernel).
@@ -122,6 +150,15 @@ impl Default for Seen {
             ifindex: 0,
             proto: Protocol::None,
             to_service: false,
+            verdict: 0,
+            key: FlowKey::default(),
+            findings: Findings::default(),
+            beat: Finding {
+                kind: EventKind::Heartbeat,
+                seq: 0,
+                aux: 0,
+                value: 0,
+            },
         }
     }
 }
@@ -174,32 +211,41 @@ pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
         return;
     }
     env.count(Counter::PortMatched);
-    *at = Seen {
-        now: clock(),
-        ifindex,
-        proto,
-        to_service,
-    };
-    let at = &*at;
+    at.now = clock();
+    at.ifindex = ifindex;
+    at.proto = proto;
+    at.to_service = to_service;
     if pkt.frag != 0 {
         // Only SIP datagrams outgrow a frame; other heartbeats are a few bytes.
         if proto == Protocol::Sip && pkt.transport == IPPROTO_UDP {
-            first_fragment(f, env, pkt, at);
+            first_fragment(f, env, pkt, &*at);
         } else {
             env.count(Counter::Fragments);
         }
         return;
     }
     if proto == Protocol::Sip {
-        sip_message(f, env, pkt, at);
+        sip_message(f, env, pkt, &*at);
         return;
     }
     // Zeroed in words: a derived Default is a byte-loop memset call in BPF (crate::zero).
     msg.clear();
     let kind = decode_into(proto, f, pkt, msg);
     // Separate calls, not nested: each stage's frame is released before the next.
-    match on_message(env, pkt, msg, at) {
+    let verdict = on_message(env, pkt, msg, at);
+    let at = &*at;
+    match verdict {
         Seen::HEARTBEAT => {}
+        Seen::EMIT => {
+            if emit_records(env, pkt, at) {
+                tcp_closed(env, pkt, msg.role() != Role::Response, at);
+            }
+        }
+        Seen::HOLD_FULL => {
+            if hold_with_room(env, pkt, at) {
+                tcp_closed(env, pkt, msg.role() != Role::Response, at);
+            }
+        }
         Seen::CLOSED => tcp_closed(env, pkt, msg.role() != Role::Response, at),
         Seen::UNKNOWN => new_association(env, pkt, msg, at),
         _ if pkt.transport == IPPROTO_TCP => tcp_segment(env, pkt, at),
@@ -216,6 +262,11 @@ impl Seen {
     const UNKNOWN: u8 = 2;
     /// A heartbeat in a segment with FIN or RST: applied, then the session ends.
     const CLOSED: u8 = 3;
+    /// Records to send, left in the scratch (`emit_records`).
+    const EMIT: u8 = 4;
+    /// A routine heartbeat to hold, left in the scratch, whose hold is full
+    /// (`hold_with_room`).
+    const HOLD_FULL: u8 = 5;
 }
 
 /// The identity of a heartbeat frame for duplicate detection: the TCP sequence number,
@@ -235,7 +286,7 @@ fn frame_ident(pkt: &Packet, msg: &Msg) -> u32 {
 /// Out of line so its stack frame does not add to the packet-reading temporaries above
 /// it (512-byte BPF stack). Returns a `Seen::*` verdict.
 #[inline(never)]
-fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> u8 {
+fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &mut Seen) -> u8 {
     let (proto, now) = (at.proto, at.now);
     let is_tcp = pkt.transport == IPPROTO_TCP;
     let hb = match msg.as_heartbeat() {
@@ -279,8 +330,8 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> u8 {
     // What became of a routine heartbeat (`HOLD_*`), and whether beats are held that
     // must go up before any record about the association.
     let holds = params.flags & P_HOLD_ROUTINE != 0;
-    let mut hold = HOLD_NO;
-    let mut holding = false;
+    at.set_verdict(0);
+    let verdict = &mut *at;
     let update = |st: &mut FlowState| {
         announced = st.flags & F_ANNOUNCED != 0;
         if let Some(since) = st.duplicate(pkt.ip_id, frame_ident(pkt, msg), from_orig, now) {
@@ -288,10 +339,16 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> u8 {
             beat.seq = st.last_seq;
             beat.aux = hb.role as u32;
             beat.value = since;
-            if holds && announced && st.calm > CALM_AFTER {
-                hold = st.hold(now, since, beat.seq, hb.role as u16 | HELD_DUPLICATE);
+            if holds {
+                let mut v = 0;
+                if announced && st.calm > CALM_AFTER {
+                    v = st.hold(now, since, beat.seq, hb.role as u16 | HELD_DUPLICATE);
+                }
+                if st.holding() {
+                    v |= V_HOLDING;
+                }
+                verdict.set_verdict(v);
             }
-            holding = st.holding();
             return Findings::default();
         }
         let seen = if is_tcp {
@@ -325,12 +382,16 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> u8 {
             };
         }
         if holds {
+            let mut v = 0;
             if !out.is_empty() {
                 st.calm = 0;
             } else if st.routine(hb.role, beat.aux, prev_interval, &params) {
-                hold = st.hold(now, beat.value, beat.seq, beat.aux as u16);
+                v = st.hold(now, beat.value, beat.seq, beat.aux as u16);
             }
-            holding = st.holding();
+            if st.holding() {
+                v |= V_HOLDING;
+            }
+            verdict.set_verdict(v);
         }
         out
     };
@@ -342,49 +403,81 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) -> u8 {
             Seen::UNKNOWN
         };
     };
+    let v = at.verdict();
     if beat.kind == EventKind::Duplicate {
         env.count(Counter::Duplicates);
     }
-    if hold != HOLD_NO {
+    let closes = is_tcp && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+    if v & (V_HELD | V_FULL) != 0 {
         env.count(Counter::Held);
-        if hold == HOLD_FULL {
-            hold_with_room(env, &key, at, &beat);
+        if v & V_FULL != 0 {
+            // Held by the caller, from this scratch memory (`hold_with_room`).
+            at.key = key;
+            at.beat = beat;
+            return Seen::HOLD_FULL;
         }
-    } else if beat.kind == EventKind::Duplicate {
-        if announced {
-            if holding {
-                flush_held(env, &key, at);
-            }
-            emit_finding(env, at, &key, pkt.dscp, &beat);
-        }
-        return Seen::HEARTBEAT;
-    } else {
+        return if closes && beat.kind != EventKind::Duplicate {
+            Seen::CLOSED
+        } else {
+            Seen::HEARTBEAT
+        };
+    }
+    let mut findings = findings;
+    if beat.kind == EventKind::Duplicate {
         if !announced {
-            env.count(Counter::Unconfirmed);
+            return Seen::HEARTBEAT;
         }
-        if holding && (!findings.is_empty() || beat.aux != 0) {
-            // Held beats came first: they go up before what is about them now.
-            flush_held(env, &key, at);
-        }
-        findings.for_each(|f| emit_finding(env, at, &key, pkt.dscp, f));
-        if beat.aux != 0 {
-            emit_finding(env, at, &key, pkt.dscp, &beat);
-        }
+    } else if !announced {
+        env.count(Counter::Unconfirmed);
+        // Nothing of a candidate's heartbeat goes up but its announcement.
+        beat.aux = 0;
+    }
+    if beat.kind != EventKind::Duplicate && beat.aux == 0 && findings.is_empty() {
+        return if closes {
+            Seen::CLOSED
+        } else {
+            Seen::HEARTBEAT
+        };
     }
     if beat.kind == EventKind::Duplicate {
-        return Seen::HEARTBEAT;
+        findings = Findings::default();
     }
-    // Closed by the caller: tcp_closed's frame would add to this one's.
-    if is_tcp && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        return Seen::CLOSED;
-    }
-    Seen::HEARTBEAT
+    // Emitted by the caller, from this scratch memory (`emit_records`).
+    at.key = key;
+    at.findings = findings;
+    at.beat = beat;
+    Seen::EMIT
 }
 
-/// A routine heartbeat whose association's hold is full: room is made from what
-/// userspace took (`ACKS`), else by sending the hold up, and the beat is held.
+/// Sends up what [`on_message`] left in `at`: the association's held beats first, if
+/// any (they came before), then the findings and the heartbeat's record. Read back from
+/// map memory, so verified about once, not once per way through `on_message`. Returns
+/// whether the packet also ends a TCP session.
 #[inline(never)]
-fn hold_with_room<E: Env>(env: &mut E, key: &FlowKey, at: &Seen, beat: &Finding) {
+fn emit_records<E: Env>(env: &mut E, pkt: &Packet, at: &Seen) -> bool {
+    let key = at.key;
+    if at.verdict() & V_HOLDING != 0 {
+        flush_held(env, &key, at);
+    }
+    at.findings
+        .for_each(|f| emit_finding(env, at, &key, pkt.dscp, f));
+    let beat = at.beat;
+    let duplicate = beat.kind == EventKind::Duplicate;
+    if duplicate || beat.aux != 0 {
+        emit_finding(env, at, &key, pkt.dscp, &beat);
+    }
+    !duplicate && pkt.transport == IPPROTO_TCP && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0
+}
+
+/// A routine heartbeat (`at.beat`) whose association's hold is full: room is made from
+/// what userspace took (`ACKS`), else by sending the hold up, and the beat is held.
+/// Returns whether the packet also ends a TCP session.
+#[inline(never)]
+fn hold_with_room<E: Env>(env: &mut E, pkt: &Packet, at: &Seen) -> bool {
+    let (key, beat) = (&at.key, &at.beat);
+    let closes = beat.kind != EventKind::Duplicate
+        && pkt.transport == IPPROTO_TCP
+        && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0;
     let ack = env.held_ack(key);
     let full = env.with_flow(key, |st| {
         if let Some(a) = ack {
@@ -393,7 +486,7 @@ fn hold_with_room<E: Env>(env: &mut E, key: &FlowKey, at: &Seen, beat: &Finding)
         st.hold(at.now, beat.value, beat.seq, held_aux(beat)) == HOLD_FULL
     });
     if full != Some(true) {
-        return;
+        return closes;
     }
     flush_held(env, key, at);
     if env.with_flow(key, |st| {
@@ -403,6 +496,7 @@ fn hold_with_room<E: Env>(env: &mut E, key: &FlowKey, at: &Seen, beat: &Finding)
         // The hold could not go up (ring buffer full): this beat is lost with it.
         env.count(Counter::RingbufLost);
     }
+    closes
 }
 
 /// A held beat's `aux`: the record's, or a duplicate's mark.
@@ -601,7 +695,7 @@ fn later_fragment<F: Frame, E: Env, C: FnOnce() -> u64>(
         now: clock(),
         ifindex,
         proto: Protocol::from_u8(info.proto),
-        to_service: false,
+        ..Seen::default()
     };
     let mut key = FlowKey::of(at.proto, pkt, Role::Request);
     key.orig_port = info.src_port;

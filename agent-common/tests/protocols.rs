@@ -156,6 +156,12 @@ struct TestEnv {
     captures: Vec<Vec<u8>>,
     counters: [u64; COUNTER_COUNT as usize],
     frags: HashMap<FragKey, FragInfo>,
+    /// Routine heartbeats are held (`P_HOLD_ROUTINE`), as the live agent has it.
+    hold: bool,
+    /// What userspace says it took of each hold (`ACKS`).
+    acks: HashMap<FlowKey, u16>,
+    /// The `Beats` records, whole.
+    batches: Vec<hbwatch_common::event::HeldBatch>,
 }
 
 impl TestEnv {
@@ -188,7 +194,11 @@ impl Env for TestEnv {
         self.ports.get(&slot).copied().unwrap_or(0)
     }
     fn params(&self, proto: Protocol) -> ProtoParams {
-        proto.default_params()
+        let mut p = proto.default_params();
+        if self.hold {
+            p.flags |= hbwatch_common::params::P_HOLD_ROUTINE;
+        }
+        p
     }
     fn with_flow<R, U: FnOnce(&mut FlowState) -> R>(&mut self, key: &FlowKey, f: U) -> Option<R> {
         self.flows.get_mut(key).map(f)
@@ -231,7 +241,11 @@ impl Env for TestEnv {
         fill(&mut b.hdr);
         st.take_held(&mut b);
         self.events.push(b.hdr);
+        self.batches.push(b);
         true
+    }
+    fn held_ack(&mut self, key: &FlowKey) -> Option<u16> {
+        self.acks.get(key).copied()
     }
     fn count(&mut self, c: Counter) {
         self.counters[c as usize] += 1;
@@ -617,6 +631,81 @@ fn mds_both_orders(seqs: &[u32]) -> (Records, Records) {
             .collect::<Vec<_>>()
     };
     (split(ROUTER_A.0), split(ROUTER_B.0))
+}
+
+/// Holding (the live agent's way): after a few regular heartbeats the next ones stay in
+/// the flow table; a full hold goes up as one `Beats` record unless userspace took it;
+/// a gap sends the hold up first, so records stay in the order of the wire, and the
+/// count of regular heartbeats starts again.
+#[test]
+fn routine_heartbeats_are_held_and_go_up_in_order_before_an_anomaly() {
+    let mut env = mds_env();
+    env.hold = true;
+    let beat = |env: &mut TestEnv, seq: u32| {
+        env.feed(
+            &udp(ROUTER_A, ROUTER_B, 0, &seq.to_be_bytes()),
+            seq as u64 * 100 * MS,
+        )
+    };
+    let kinds = |env: &mut TestEnv| -> Vec<(EventKind, u32)> {
+        env.events
+            .drain(..)
+            .map(|e| (EventKind::from_u8(e.kind).unwrap(), e.seq))
+            .collect()
+    };
+    // Announced at seq 3 (confirm_beats), then regular beats 4, 5, 6 are records (the
+    // interval settles), and from 7 on they are held.
+    for seq in 0..=12 {
+        beat(&mut env, seq);
+    }
+    let first = kinds(&mut env);
+    assert_eq!(
+        first,
+        [
+            (EventKind::AssociationSeen, 3),
+            (EventKind::Heartbeat, 4),
+            (EventKind::Heartbeat, 5),
+            (EventKind::Heartbeat, 6),
+        ]
+    );
+    assert_eq!(env.counter(Counter::Held), 6, "7..=12 held");
+    let key = *env.flows.keys().next().unwrap();
+    let st = env.flows[&key];
+    assert_eq!((st.held_sent, st.held_next), (0, 6));
+    // Two more fill the hold (8); the next goes up with the eight before it.
+    for seq in 13..=15 {
+        beat(&mut env, seq);
+    }
+    assert_eq!(kinds(&mut env), [(EventKind::Beats, 0)]);
+    let b = env.batches.pop().unwrap();
+    assert_eq!(b.hdr.aux, 8);
+    let seqs: Vec<u32> = (0..8).map(|i| b.beats[i].seq).collect();
+    assert_eq!(seqs, [7, 8, 9, 10, 11, 12, 13, 14], "slot i holds index i");
+    // Userspace took the held beats up to index 12 (it reads the flow table at its
+    // deadlines): when the hold fills again (16 beats 8..=15 held), no record goes up.
+    env.acks.insert(key, 12);
+    for seq in 16..=23 {
+        beat(&mut env, seq);
+    }
+    assert_eq!(kinds(&mut env), []);
+    assert_eq!(
+        (env.flows[&key].held_sent, env.flows[&key].held_next),
+        (12, 17)
+    );
+    // A gap: the hold goes up first, then the gap, and the heartbeats after it are
+    // records again until the interval is regular once more.
+    beat(&mut env, 26);
+    beat(&mut env, 27);
+    assert_eq!(
+        kinds(&mut env),
+        [
+            (EventKind::Beats, 12),
+            (EventKind::Gap, 26),
+            (EventKind::Heartbeat, 26),
+            (EventKind::Heartbeat, 27),
+        ]
+    );
+    assert_eq!(env.batches.last().unwrap().hdr.aux, 5, "indices 12..=16");
 }
 
 #[test]

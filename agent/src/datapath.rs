@@ -70,7 +70,8 @@ pub const MIN_FLOWS: u32 = 64;
 pub const MAX_FLOWS: u32 = 1 << 24;
 
 /// The flow table's size when the configuration does not say: one entry per 64 KiB of
-/// RAM (an entry costs ~200 bytes of kernel memory: 0.3%), 65,536 to 1,048,576.
+/// RAM (an entry costs ~610 bytes of kernel memory, `bpftool map show`: FLOWS ~490 with
+/// its hold of routine heartbeats, ACKS ~120; 1 % of RAM), 65,536 to 1,048,576.
 pub fn default_max_associations() -> u32 {
     let ram = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -492,15 +493,16 @@ impl Datapath {
         set_params(&mut self.ebpf, params, self.hold)
     }
 
-    /// From now on routine heartbeats stay in the flow table for the agent to take
+    /// From now on (`on`) routine heartbeats stay in the flow table for the agent to take
     /// (`flow_table`), instead of a ring-buffer record each (PROTOCOLS.md "Routine
-    /// heartbeats stay in the kernel").
+    /// heartbeats stay in the kernel"); or (`!on`, as loaded) a record each.
     pub fn hold_routine_beats(
         &mut self,
+        on: bool,
         params: &BTreeMap<Protocol, ProtoParams>,
     ) -> anyhow::Result<()> {
-        self.hold = true;
-        set_params(&mut self.ebpf, params, true)
+        self.hold = on;
+        set_params(&mut self.ebpf, params, on)
     }
 
     /// The flow table and its acknowledgements, for taking held beats; `taken` beats are

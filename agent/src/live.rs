@@ -139,7 +139,7 @@ async fn run_inner(
     // Routine heartbeats stay in the kernel, but for a flight recording, which keeps
     // every heartbeat as it comes.
     let held = if opts.record.is_none() {
-        dp.hold_routine_beats(&opts.params)?;
+        dp.hold_routine_beats(true, &opts.params)?;
         Some(dp.flow_table(metrics)?)
     } else {
         None
