@@ -168,7 +168,7 @@ impl HeldBeat {
 /// A `Beats` record: the header, then the association's whole hold (the beats in it are
 /// those of indices `hdr.seq .. hdr.seq + hdr.aux`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeldBatch {
     pub hdr: RawEvent,
     pub beats: [HeldBeat; HELD_BEATS],

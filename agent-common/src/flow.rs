@@ -102,8 +102,11 @@ pub struct FlowState {
     pub resp_ip_id: u32,
     pub orig_ident: u32,
     pub resp_ident: u32,
-    /// Routine heartbeats held back from userspace, in slot `index % HELD_BEATS`.
-    pub held: [HeldBeat; HELD_BEATS],
+    /// Routine heartbeats held back from userspace, in slot `index % HELD_BEATS` of
+    /// `held.beats`, behind the header of the `Beats` record that sends them up: the
+    /// record goes to the ring buffer in one copy from here (`bpf_ringbuf_output`; copied
+    /// by the program, the verifier checked its 200 bytes again on every way to it).
+    pub held: HeldBatch,
     /// Index of the next beat to hold.
     pub held_next: u16,
     /// Held beats before this index are with userspace: sent up the ring, or read from
@@ -581,7 +584,7 @@ impl FlowState {
             return HOLD_FULL;
         }
         let index = self.held_next;
-        self.held[index as usize % HELD_BEATS] = HeldBeat {
+        self.held.beats[index as usize % HELD_BEATS] = HeldBeat {
             ts_ns,
             value,
             seq,
@@ -610,14 +613,15 @@ impl FlowState {
         }
     }
 
-    /// Moves the held beats into a `Beats` record (`b.hdr` is the caller's to fill, but
-    /// for `seq` and `aux`): the whole hold is copied, the record says which are new.
+    /// Makes `held` the `Beats` record of the beats not sent yet, and counts them sent:
+    /// the header's `seq` and `aux` say which (the caller fills the rest of it); the
+    /// whole hold goes up.
     #[inline(always)]
-    pub fn take_held(&mut self, b: &mut HeldBatch) {
-        b.beats = self.held;
-        b.hdr.seq = self.held_sent as u32;
-        b.hdr.aux = self.held_next.wrapping_sub(self.held_sent) as u32;
+    pub fn take_held(&mut self) -> &HeldBatch {
+        self.held.hdr.seq = self.held_sent as u32;
+        self.held.hdr.aux = self.held_next.wrapping_sub(self.held_sent) as u32;
         self.held_sent = self.held_next;
+        &self.held
     }
 
     /// Whether a heartbeat frame from one side repeats that side's previous one: the same

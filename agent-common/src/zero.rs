@@ -18,6 +18,18 @@ pub unsafe trait Zeroable: Sized {
     #[inline(never)]
     fn zero(dst: &mut MaybeUninit<Self>) {
         const { assert!(align_of::<Self>().is_multiple_of(4) && size_of::<Self>().is_multiple_of(4)) };
+        if align_of::<Self>() >= 8 && size_of::<Self>().is_multiple_of(8) {
+            // Half the stores (and the verifier's steps through the loop) for 8-byte
+            // aligned types: the flow state is 384 bytes.
+            let words = dst.as_mut_ptr().cast::<u64>();
+            let mut i = 0;
+            while i < size_of::<Self>() / 8 {
+                // SAFETY: in bounds and aligned (size and alignment are multiples of 8).
+                unsafe { core::ptr::write_volatile(words.add(i), 0) };
+                i += 1;
+            }
+            return;
+        }
         let words = dst.as_mut_ptr().cast::<u32>();
         let mut i = 0;
         while i < size_of::<Self>() / 4 {

@@ -237,9 +237,8 @@ impl Env for TestEnv {
         let Some(st) = self.flows.get_mut(key) else {
             return false;
         };
-        let mut b = hbwatch_common::event::HeldBatch::default();
-        fill(&mut b.hdr);
-        st.take_held(&mut b);
+        fill(&mut st.held.hdr);
+        let b = *st.take_held();
         self.events.push(b.hdr);
         self.batches.push(b);
         true

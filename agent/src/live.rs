@@ -173,7 +173,7 @@ async fn run_inner(
     let capacity = dp.flow_capacity();
     info!("kernel flow table: {capacity} associations");
     let mut sink_losses = crate::sink::LossTracker::default();
-    let mut records_read = 0u64;
+    let mut records_read = RecordsRead::default();
     let mut batch: Vec<Event> = Vec::with_capacity(256);
     let mut recorder = opts.record.as_ref().map(Recorder::new).transpose()?;
     loop {
@@ -182,7 +182,7 @@ async fn run_inner(
                 let mut guard = guard?;
                 let ctx = Ctx { conv: &conv, clock: &clock, held };
                 let d = drain(guard.get_inner_mut(), &mut correlator, &ctx, &mut batch, metrics, recorder.as_mut());
-                records_read += d.records as u64;
+                records_read.add(&d);
                 let drained = d.empty;
                 write_events(out, &batch)?;
                 batch.clear();
@@ -269,7 +269,8 @@ async fn run_inner(
     let _ = report_loss(&dp, &conv, &mut lost_reported, out)?;
     report_evictions(&correlator, capacity, &conv, &mut evictions_reported, out)?;
     let counters = dp.counters().ok().map(|mut c| {
-        c.insert("records_read", records_read);
+        c.insert("records_read", records_read.records);
+        c.insert("heartbeat_records_read", records_read.heartbeats);
         c.extend(correlator.named_counters());
         c
     });
@@ -294,8 +295,24 @@ async fn run_inner(
 pub struct Drained {
     /// Records taken off the ring buffer.
     pub records: usize,
+    /// Of those, records of heartbeats of known associations (`Heartbeat`, `Beats`).
+    pub heartbeats: usize,
     /// The ring buffer is empty.
     pub empty: bool,
+}
+
+/// Ring-buffer records read over a run (`agent.stopped`'s counters).
+#[derive(Debug, Default)]
+struct RecordsRead {
+    records: u64,
+    heartbeats: u64,
+}
+
+impl RecordsRead {
+    fn add(&mut self, d: &Drained) {
+        self.records += d.records as u64;
+        self.heartbeats += d.heartbeats as u64;
+    }
 }
 
 /// [`drain`], adding the records read to `records_read`; true when the ring is empty.
@@ -305,12 +322,12 @@ fn drain_counted(
     correlator: &mut Correlator,
     ctx: &Ctx,
     batch: &mut Vec<Event>,
-    records_read: &mut u64,
+    records_read: &mut RecordsRead,
     metrics: Option<&Metrics>,
     recorder: Option<&mut Recorder>,
 ) -> bool {
     let d = drain(ring, correlator, ctx, batch, metrics, recorder);
-    *records_read += d.records as u64;
+    records_read.add(&d);
     d.empty
 }
 
@@ -324,15 +341,20 @@ pub fn drain(
     metrics: Option<&Metrics>,
     mut recorder: Option<&mut Recorder>,
 ) -> Drained {
+    let mut heartbeats = 0;
     for records in 0..MAX_BATCH {
         let Some(item) = ring.next() else {
             return Drained {
                 records,
+                heartbeats,
                 empty: true,
             };
         };
         match RawEvent::from_bytes(&item) {
             Some(raw) => {
+                if raw.kind == EventKind::Heartbeat as u8 || raw.kind == EventKind::Beats as u8 {
+                    heartbeats += 1;
+                }
                 // SIP records carry their captured bytes after the header, `Beats`
                 // records the held beats.
                 let payload = if raw.kind == EventKind::SipMessage as u8 {
@@ -360,6 +382,7 @@ pub fn drain(
     }
     Drained {
         records: MAX_BATCH,
+        heartbeats,
         empty: false,
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
 use hbwatch_common::engine::{process, Env};
-use hbwatch_common::event::{EventKind, HeldBatch, RawEvent};
+use hbwatch_common::event::{EventKind, RawEvent};
 use hbwatch_common::flow::FlowState;
 use hbwatch_common::frag::{FragInfo, FragKey};
 use hbwatch_common::frame::{Frame, SliceFrame};
@@ -130,9 +130,8 @@ impl Env for OfflineEnv {
         let Some(st) = self.flows.get_mut().get_mut(key) else {
             return false;
         };
-        let mut b = HeldBatch::default();
-        fill(&mut b.hdr);
-        st.take_held(&mut b);
+        fill(&mut st.held.hdr);
+        let b = st.take_held();
         // The beats as the ring buffer carries them: after the header.
         // SAFETY: HeldBeat is plain integers without padding; the slice covers the array.
         let bytes = unsafe {

@@ -855,7 +855,7 @@ impl Correlator {
         self.taking = true;
         let mut next = from;
         while held::before(next, st.held_next) {
-            let b = st.held[next as usize % HELD_BEATS];
+            let b = st.held.beats[next as usize % HELD_BEATS];
             if b.index != next {
                 // Sent up the ring buffer since, and overwritten: it comes that way.
                 break;
@@ -928,7 +928,8 @@ impl Correlator {
         if held::before(next, oldest) {
             next = oldest;
         }
-        while held::before(next, st.held_next) && st.held[next as usize % HELD_BEATS].index != next
+        while held::before(next, st.held_next)
+            && st.held.beats[next as usize % HELD_BEATS].index != next
         {
             next = next.wrapping_add(1);
         }
