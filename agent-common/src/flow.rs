@@ -118,9 +118,11 @@ pub struct FlowState {
     pub _pad3: [u8; 3],
 }
 
-/// Regular heartbeats in a row after which the next ones are routine: the learned
-/// interval has settled, and whatever trouble came before is over for userspace too.
-pub const CALM_AFTER: u8 = 3;
+/// Regular heartbeats in a row after which the next ones are routine: the interval was
+/// regular twice running, so whatever came before is over. Exactness does not depend on
+/// it (userspace takes held beats before any decision they bear on); latency does: a
+/// heartbeat that ends trouble is irregular itself, and goes up at once.
+pub const CALM_AFTER: u8 = 1;
 
 /// What [`FlowState::hold`] did.
 pub const HOLD_NO: u8 = 0;

@@ -652,38 +652,31 @@ fn routine_heartbeats_are_held_and_go_up_in_order_before_an_anomaly() {
             .map(|e| (EventKind::from_u8(e.kind).unwrap(), e.seq))
             .collect()
     };
-    // Announced at seq 3 (confirm_beats), then regular beats 4, 5, 6 are records (the
-    // interval settles), and from 7 on they are held.
+    // Announced at seq 3 (confirm_beats); seq 4 is the first regular interval, a record;
+    // from 5 on (two regular in a row) they are held.
     for seq in 0..=12 {
         beat(&mut env, seq);
     }
     let first = kinds(&mut env);
     assert_eq!(
         first,
-        [
-            (EventKind::AssociationSeen, 3),
-            (EventKind::Heartbeat, 4),
-            (EventKind::Heartbeat, 5),
-            (EventKind::Heartbeat, 6),
-        ]
+        [(EventKind::AssociationSeen, 3), (EventKind::Heartbeat, 4)]
     );
-    assert_eq!(env.counter(Counter::Held), 6, "7..=12 held");
+    assert_eq!(env.counter(Counter::Held), 8, "5..=12 held");
     let key = *env.flows.keys().next().unwrap();
     let st = env.flows[&key];
-    assert_eq!((st.held_sent, st.held_next), (0, 6));
-    // Two more fill the hold (8); the next goes up with the eight before it.
-    for seq in 13..=15 {
-        beat(&mut env, seq);
-    }
+    assert_eq!((st.held_sent, st.held_next), (0, 8));
+    // The hold is full: the next goes up with the eight before it.
+    beat(&mut env, 13);
     assert_eq!(kinds(&mut env), [(EventKind::Beats, 0)]);
     let b = env.batches.pop().unwrap();
     assert_eq!(b.hdr.aux, 8);
     let seqs: Vec<u32> = (0..8).map(|i| b.beats[i].seq).collect();
-    assert_eq!(seqs, [7, 8, 9, 10, 11, 12, 13, 14], "slot i holds index i");
+    assert_eq!(seqs, [5, 6, 7, 8, 9, 10, 11, 12], "slot i holds index i");
     // Userspace took the held beats up to index 12 (it reads the flow table at its
-    // deadlines): when the hold fills again (16 beats 8..=15 held), no record goes up.
+    // deadlines): when the hold fills again (indices 8..=15), no record goes up.
     env.acks.insert(key, 12);
-    for seq in 16..=23 {
+    for seq in 14..=21 {
         beat(&mut env, seq);
     }
     assert_eq!(kinds(&mut env), []);
@@ -691,17 +684,18 @@ fn routine_heartbeats_are_held_and_go_up_in_order_before_an_anomaly() {
         (env.flows[&key].held_sent, env.flows[&key].held_next),
         (12, 17)
     );
-    // A gap: the hold goes up first, then the gap, and the heartbeats after it are
-    // records again until the interval is regular once more.
+    // A gap: the hold goes up first, then the gap, and the heartbeat after it is a
+    // record again (the interval must be regular twice in a row once more).
+    beat(&mut env, 24);
+    beat(&mut env, 25);
     beat(&mut env, 26);
-    beat(&mut env, 27);
     assert_eq!(
         kinds(&mut env),
         [
             (EventKind::Beats, 12),
-            (EventKind::Gap, 26),
-            (EventKind::Heartbeat, 26),
-            (EventKind::Heartbeat, 27),
+            (EventKind::Gap, 24),
+            (EventKind::Heartbeat, 24),
+            (EventKind::Heartbeat, 25),
         ]
     );
     assert_eq!(env.batches.last().unwrap().hdr.aux, 5, "indices 12..=16");

@@ -146,8 +146,10 @@ struct Slot {
     /// from heartbeats whose announcement was lost (ring buffer full) or is still to come
     /// (overtaken): its `peer.up` was said from the first of them.
     announced: bool,
-    /// Index of the next beat the datapath holds for it (`held`): those before were taken.
+    /// Index of the next beat the datapath holds for it (`held`): those before were read.
     held_next: u16,
+    /// Held beats read but not applied yet (after the moment of a decision), in order.
+    pending: std::collections::VecDeque<HeldBeat>,
 }
 
 /// A `heartbeat.unanswered` waiting for the rest of its packet.
@@ -415,6 +417,16 @@ impl Correlator {
             }
         }
         let now = raw.ts_ns;
+        if !self.taking && !matches!(kind, EventKind::SipMessage | EventKind::Fragment) {
+            // Beats held before this record came before it.
+            if self
+                .slots
+                .get(&raw.key)
+                .is_some_and(|s| !s.pending.is_empty())
+            {
+                self.apply_pending(&raw.key, Until::Time(u64::MAX), ctx, out);
+            }
+        }
         match kind {
             EventKind::SipMessage => {
                 self.sip.on_record(raw, payload, ctx, out);
@@ -733,6 +745,7 @@ impl Correlator {
                 held: None,
                 announced,
                 held_next: 0,
+                pending: Default::default(),
             },
         ) {
             self.retire(old.assoc);
@@ -837,7 +850,9 @@ impl Correlator {
     }
 
     /// Applies the beats the datapath holds for `key`, in order, as far as `until` allows
-    /// (PROTOCOLS.md "Routine heartbeats stay in the kernel").
+    /// (PROTOCOLS.md "Routine heartbeats stay in the kernel"). Every beat held is read
+    /// and acknowledged, so the kernel's hold empties; those past `until` wait in the
+    /// association's queue (`Slot::pending`) for the next take or record.
     fn take_held(&mut self, key: &FlowKey, until: Until, ctx: &Ctx, out: &mut Vec<Event>) {
         let Some(src) = ctx.held else {
             return;
@@ -845,44 +860,53 @@ impl Correlator {
         if self.taking {
             return;
         }
-        let Some(slot) = self.slots.get(key) else {
+        let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        let (from, ifindex) = (slot.held_next, slot.assoc.ifindex);
-        let Some(st) = src.flow(key) else {
-            return;
-        };
-        self.taking = true;
-        let mut next = from;
-        while held::before(next, st.held_next) {
-            let b = st.held.beats[next as usize % HELD_BEATS];
-            if b.index != next {
-                // Sent up the ring buffer since, and overwritten: it comes that way.
-                break;
+        if let Some(st) = src.flow(key) {
+            let from = slot.held_next;
+            let mut next = from;
+            while held::before(next, st.held_next) {
+                let b = st.held.beats[next as usize % HELD_BEATS];
+                if b.index != next {
+                    // Sent up the ring buffer since, and overwritten: it comes that way.
+                    break;
+                }
+                slot.pending.push_back(b);
+                next = next.wrapping_add(1);
             }
+            slot.held_next = next;
+            if next != from {
+                src.ack(key, next);
+            }
+        }
+        self.apply_pending(key, until, ctx, out);
+    }
+
+    /// Applies `key`'s queued held beats, in order, as far as `until` allows.
+    fn apply_pending(&mut self, key: &FlowKey, until: Until, ctx: &Ctx, out: &mut Vec<Event>) {
+        self.taking = true;
+        loop {
+            let Some(slot) = self.slots.get_mut(key) else {
+                break;
+            };
             let limit = match until {
                 Until::Time(t) => t,
-                Until::Deadline => match self.slots.get(key).map(|s| s.assoc.deadline()) {
-                    Some(Some(d)) => d,
-                    _ => u64::MAX,
-                },
+                Until::Deadline => slot.assoc.deadline().unwrap_or(u64::MAX),
             };
-            if b.ts_ns > limit {
+            if slot.pending.front().is_none_or(|b| b.ts_ns > limit) {
                 break;
             }
-            let raw = b.record(key, ifindex);
-            src.taken(&raw);
-            self.on_record(&raw, &[], ctx, out);
-            next = next.wrapping_add(1);
-            match self.slots.get_mut(key) {
-                Some(s) => s.held_next = next,
-                None => break,
+            let Some(b) = slot.pending.pop_front() else {
+                break;
+            };
+            let raw = b.record(key, slot.assoc.ifindex);
+            if let Some(h) = ctx.held {
+                h.taken(&raw);
             }
+            self.on_record(&raw, &[], ctx, out);
         }
         self.taking = false;
-        if next != from {
-            src.ack(key, next);
-        }
     }
 
     /// Before a diagnosis that looks at the reverse direction: its held beats up to `at`.
@@ -890,31 +914,37 @@ impl Correlator {
         self.take_held(&reverse_key(key), Until::Time(at), ctx, out);
     }
 
-    /// A `Beats` record: held beats sent up the ring buffer; those already taken from the
-    /// flow table are skipped.
+    /// A `Beats` record: held beats sent up the ring buffer, after those queued; those
+    /// already read from the flow table are skipped.
     fn held_batch(&mut self, raw: &RawEvent, payload: &[u8], ctx: &Ctx, out: &mut Vec<Event>) {
         let beats = HeldBeat::read_all(payload);
         let first = raw.seq as u16;
+        if !self.slots.contains_key(&raw.key) {
+            // Its announcement was lost or is still to come: the first beat says peer.up.
+            if let Some(b) = beats
+                .get(first as usize % HELD_BEATS)
+                .filter(|b| b.index == first)
+            {
+                let r = b.record(&raw.key, raw.ifindex);
+                self.on_record(&r, &[], ctx, out);
+                if let Some(slot) = self.slots.get_mut(&raw.key) {
+                    slot.held_next = first.wrapping_add(1);
+                }
+            }
+        }
+        let Some(slot) = self.slots.get_mut(&raw.key) else {
+            return;
+        };
         for i in 0..(raw.aux as u16).min(HELD_BEATS as u16) {
             let index = first.wrapping_add(i);
             let b = beats[index as usize % HELD_BEATS];
-            if b.index != index {
+            if b.index != index || held::before(index, slot.held_next) {
                 continue;
             }
-            if let Some(s) = self.slots.get(&raw.key) {
-                if held::before(index, s.held_next) {
-                    continue;
-                }
-            }
-            let r = b.record(&raw.key, raw.ifindex);
-            if let Some(h) = ctx.held {
-                h.taken(&r);
-            }
-            self.on_record(&r, &[], ctx, out);
-            if let Some(s) = self.slots.get_mut(&raw.key) {
-                s.held_next = index.wrapping_add(1);
-            }
+            slot.pending.push_back(b);
+            slot.held_next = index.wrapping_add(1);
         }
+        self.apply_pending(&raw.key, Until::Time(u64::MAX), ctx, out);
     }
 
     /// After ring-buffer records were lost: held beats that went up with them are gone,
