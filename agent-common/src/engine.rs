@@ -234,23 +234,28 @@ pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
     // Separate calls, not nested: each stage's frame is released before the next.
     let verdict = on_message(env, pkt, msg, at);
     let at = &*at;
-    match verdict {
-        Seen::HEARTBEAT => {}
-        Seen::EMIT => {
-            if emit_records(env, pkt, at) {
-                tcp_closed(env, pkt, msg.role() != Role::Response, at);
-            }
+    // Whether the packet also ends its TCP session (FIN/RST), after what it carried.
+    let closes = match verdict {
+        Seen::HEARTBEAT => false,
+        Seen::CLOSED => true,
+        Seen::EMIT => emit_records(env, pkt, at),
+        Seen::HOLD_FULL => hold_with_room(env, pkt, at),
+        Seen::UNKNOWN => {
+            new_association(env, pkt, msg, at);
+            false
         }
-        Seen::HOLD_FULL => {
-            if hold_with_room(env, pkt, at) {
-                tcp_closed(env, pkt, msg.role() != Role::Response, at);
-            }
+        _ if pkt.transport == IPPROTO_TCP => {
+            tcp_segment(env, pkt, at);
+            false
         }
-        Seen::CLOSED => tcp_closed(env, pkt, msg.role() != Role::Response, at),
-        Seen::UNKNOWN => new_association(env, pkt, msg, at),
-        _ if pkt.transport == IPPROTO_TCP => tcp_segment(env, pkt, at),
-        _ if kind == MSG_NONE => foreign_datagram(env, pkt, proto),
-        _ => {}
+        _ if kind == MSG_NONE => {
+            foreign_datagram(env, pkt, proto);
+            false
+        }
+        _ => false,
+    };
+    if closes {
+        tcp_closed(env, pkt, msg.role() != Role::Response, at);
     }
 }
 

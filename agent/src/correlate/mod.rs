@@ -886,10 +886,7 @@ impl Correlator {
     /// Applies `key`'s queued held beats, in order, as far as `until` allows.
     fn apply_pending(&mut self, key: &FlowKey, until: Until, ctx: &Ctx, out: &mut Vec<Event>) {
         self.taking = true;
-        loop {
-            let Some(slot) = self.slots.get_mut(key) else {
-                break;
-            };
+        while let Some(slot) = self.slots.get_mut(key) {
             let limit = match until {
                 Until::Time(t) => t,
                 Until::Deadline => slot.assoc.deadline().unwrap_or(u64::MAX),
