@@ -70,6 +70,12 @@ pub struct LiveOptions {
 const TIMER_TICK: Duration = Duration::from_millis(10);
 /// Records may reach userspace this long after their packet: timers wait for them.
 const RECORD_SLACK_NS: u64 = 20_000_000;
+/// Records of different CPUs reach the ring buffer out of time order by at most about
+/// this much (the clock is read before the record is reserved): before each record, the
+/// timers due this long before its time fire. Without it a heartbeat that came just after
+/// its deadline, drained in the same tick, was late where offline analysis (timers in
+/// time order) said missed.
+const ORDER_SLACK_NS: u64 = 2_000_000;
 
 /// Most records handled per wake-up before yielding, so signals and timers stay responsive.
 const MAX_BATCH: usize = 8192;
@@ -375,6 +381,7 @@ pub fn drain(
                 if let Some(r) = recorder.as_mut() {
                     r.record(&raw, payload, ctx.clock.unix_ns(raw.ts_ns));
                 }
+                correlator.advance(raw.ts_ns.saturating_sub(ORDER_SLACK_NS), ctx, batch);
                 correlator.on_record(&raw, payload, ctx, batch);
             }
             None => warn!("short ring buffer record ({} bytes)", item.len()),
