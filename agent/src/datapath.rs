@@ -505,6 +505,11 @@ impl Datapath {
         set_params(&mut self.ebpf, params, on)
     }
 
+    /// Whether routine heartbeats are held in the flow table now.
+    pub fn holds(&self) -> bool {
+        self.hold
+    }
+
     /// The flow table and its acknowledgements, for taking held beats; `taken` beats are
     /// counted in `metrics`.
     pub fn flow_table<'m>(

@@ -217,7 +217,14 @@ async fn run_inner(
                     write_events(out, &batch)?;
                     batch.clear();
                 }
-                report_evictions(&correlator, capacity, &conv, &mut evictions_reported, out)?;
+                if report_evictions(&correlator, capacity, &conv, &mut evictions_reported, dp.holds(), out)?
+                    && dp.holds()
+                {
+                    // Held beats of an evicted association are lost with it: with a table
+                    // too small for the site, every heartbeat is a record again.
+                    warn!("kernel flow table full: routine heartbeats no longer held");
+                    dp.hold_routine_beats(false, &opts.params)?;
+                }
                 let lost = sink_losses.check(out, &conv.observer(None), WallClock::now_unix_ns());
                 write_events(out, &lost)?;
                 let changes = dp.watch_interfaces(opts.mode, opts.egress);
@@ -273,7 +280,14 @@ async fn run_inner(
     }
     write_events(out, &batch)?;
     let _ = report_loss(&dp, &conv, &mut lost_reported, out)?;
-    report_evictions(&correlator, capacity, &conv, &mut evictions_reported, out)?;
+    report_evictions(
+        &correlator,
+        capacity,
+        &conv,
+        &mut evictions_reported,
+        false,
+        out,
+    )?;
     let counters = dp.counters().ok().map(|mut c| {
         c.insert("records_read", records_read.records);
         c.insert("heartbeat_records_read", records_read.heartbeats);
@@ -407,21 +421,30 @@ fn monotonic_ns() -> u64 {
 
 /// `agent.flow_table_full` when associations came back since the last call after the
 /// kernel flow table (`capacity` entries) evicted them.
+/// Reports evictions from the kernel flow table since the last call (`agent.flow_table_full`);
+/// true if there were any. `stops_holding`: routine heartbeats held in the kernel until
+/// now no longer are (said once).
 fn report_evictions(
     correlator: &Correlator,
     capacity: u32,
     conv: &Converter,
     reported: &mut u64,
+    stops_holding: bool,
     out: &mut dyn Sink,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let total = correlator.reannounced();
     if total <= *reported {
-        return Ok(());
+        return Ok(false);
     }
     let delta = total - *reported;
     *reported = total;
+    let holding = if stops_holding {
+        "; routine heartbeats now go up one record each instead of staying in the table (an evicted association's would be lost with it)"
+    } else {
+        ""
+    };
     let message = format!(
-        "the kernel flow table ({capacity} associations) is full: {delta} evicted associations were seen again ({total} since start); counted as heartbeats, but gaps, re-sends and restarts across an eviction are not seen: raise agent.max_associations (--max-associations)"
+        "the kernel flow table ({capacity} associations) is full: {delta} evicted associations were seen again ({total} since start); counted as heartbeats, but gaps, re-sends and restarts across an eviction are not seen: raise agent.max_associations (--max-associations){holding}"
     );
     let mut ev = Event::new(
         crate::event::rfc3339_micros(WallClock::now_unix_ns()),
@@ -433,7 +456,8 @@ fn report_evictions(
         },
     );
     ev.heartbeat.count = Some(delta);
-    write_events(out, &[ev])
+    write_events(out, &[ev])?;
+    Ok(true)
 }
 
 /// Reports ring-buffer loss since the last call; true if there was any.
