@@ -301,7 +301,7 @@ fn cases() -> Vec<Case> {
             what: "as `hb existing (rudp)`, the live agent's way: routine heartbeats held in \
                    the flow table (the association calm). Nobody takes them here, so every \
                    8th run sends the full hold up as one record; live, the agent takes them \
-                   (agent/tests/held.rs: ~0.003 records per heartbeat). 400,000 runs per \
+                   (agent/tests/held.rs: ~0.002 records per heartbeat). 200,000 runs per \
                    trial: all within the frame's first 100 ms",
             prime: vec![
                 frames::rudp(cs, dev, 100, Role::Request, &[]),
@@ -312,7 +312,7 @@ fn cases() -> Vec<Case> {
             target: Some(5.0),
             records: 1.0 / 8.0,
             hold: true,
-            repeat: Some(400_000),
+            repeat: Some(200_000),
         },
         // A test run repeats one frame: a copy, not a re-send (which would carry another
         // IP id). So the event case is a SPAN/mirror copy, reported as a duplicate record.
