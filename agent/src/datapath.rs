@@ -70,7 +70,7 @@ pub const MIN_FLOWS: u32 = 64;
 pub const MAX_FLOWS: u32 = 1 << 24;
 
 /// The flow table's size when the configuration does not say: one entry per 64 KiB of
-/// RAM (an entry costs ~610 bytes of kernel memory, `bpftool map show`: FLOWS ~490 with
+/// RAM (an entry costs ~680 bytes of kernel memory, `bpftool map show`: FLOWS ~565 with
 /// its hold of routine heartbeats, ACKS ~120; 1 % of RAM), 65,536 to 1,048,576.
 pub fn default_max_associations() -> u32 {
     let ram = std::fs::read_to_string("/proc/meminfo")
