@@ -209,8 +209,9 @@ async fn run_inner(
                 if report_loss(&dp, &conv, &mut lost_reported, out)? {
                     resync(&dp, &mut correlator);
                 }
-                if held.is_some() && (status.is_some() || metrics.is_some()) {
-                    // The board's ages and the heartbeat metrics count the held beats too.
+                if held.is_some() && status.is_some() && crate::top::status::watched() {
+                    // The board's ages count the held beats too, while someone watches
+                    // (one map lookup per association). Metrics count them when taken.
                     let ctx = Ctx { conv: &conv, clock: &clock, held };
                     let now = monotonic_ns().saturating_sub(RECORD_SLACK_NS);
                     correlator.take_all_held(now, &ctx, &mut batch);

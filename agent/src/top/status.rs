@@ -149,6 +149,24 @@ impl Recorder {
 /// The latest snapshot, shared between the live loop and the server.
 pub type Shared = Arc<Mutex<Arc<Snapshot>>>;
 
+/// When a client last asked for a snapshot: the live loop takes every association's held heartbeats for the board
+/// only while someone watches (a map lookup per association per second).
+static LAST_ASKED: std::sync::OnceLock<Mutex<Option<std::time::Instant>>> =
+    std::sync::OnceLock::new();
+
+fn asked() -> &'static Mutex<Option<std::time::Instant>> {
+    LAST_ASKED.get_or_init(|| Mutex::new(None))
+}
+
+/// Whether a client asked for a snapshot in the last 3 seconds.
+pub fn watched() -> bool {
+    asked()
+        .lock()
+        .ok()
+        .and_then(|t| *t)
+        .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(3))
+}
+
 pub fn shared() -> Shared {
     Arc::new(Mutex::new(Arc::new(Snapshot::default())))
 }
@@ -282,6 +300,9 @@ async fn answer(stream: tokio::net::UnixStream, shared: Shared) -> std::io::Resu
     while let Some(line) = lines.next_line().await? {
         if line.trim().is_empty() {
             continue;
+        }
+        if let Ok(mut t) = asked().lock() {
+            *t = Some(std::time::Instant::now());
         }
         let snap = shared.lock().map(|s| s.clone()).unwrap_or_default();
         let mut out = serde_json::to_vec(&*snap).map_err(std::io::Error::other)?;
