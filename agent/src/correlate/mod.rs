@@ -49,8 +49,8 @@ mod summary;
 use std::collections::{BTreeMap, HashMap};
 
 use hbwatch_common::event::{EventKind, HeldBeat, RawEvent, BEAT_PAIRED, HELD_BEATS};
-use hbwatch_common::flow::FlowState;
 use hbwatch_common::flow::QOS_FROM_RESPONDER;
+use hbwatch_common::flow::{FlowState, CALM_AFTER};
 use hbwatch_common::key::FlowKey;
 use hbwatch_common::params::{ProtoParams, P_UNANSWERED_NEEDS_ACKS};
 use hbwatch_common::proto::{Protocol, Role};
@@ -863,7 +863,12 @@ impl Correlator {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        if let Some(st) = src.flow(key) {
+        // The kernel holds beats only after two regular intervals in a row, the second
+        // of them a record here (its announcement may be the first): an association of a
+        // single heartbeat holds none, and not reading it is a system call saved (a storm
+        // of one-beat associations made thousands).
+        let could_hold = slot.assoc.totals.count > u64::from(CALM_AFTER);
+        if let Some(st) = could_hold.then(|| src.flow(key)).flatten() {
             let from = slot.held_next;
             let mut next = from;
             while held::before(next, st.held_next) {
