@@ -175,6 +175,12 @@ pub struct HeldBatch {
 }
 
 impl RawEvent {
+    /// Carries heartbeats of a known association: one (`Heartbeat`), or held ones
+    /// (`Beats`). What "records per heartbeat" counts.
+    pub fn carries_heartbeats(&self) -> bool {
+        self.kind == EventKind::Heartbeat as u8 || self.kind == EventKind::Beats as u8
+    }
+
     /// Reads a record from ring-buffer bytes; `None` if the size is wrong.
     pub fn from_bytes(b: &[u8]) -> Option<RawEvent> {
         if b.len() < RAW_EVENT_SIZE {

@@ -373,7 +373,7 @@ pub fn drain(
         };
         match RawEvent::from_bytes(&item) {
             Some(raw) => {
-                if raw.kind == EventKind::Heartbeat as u8 || raw.kind == EventKind::Beats as u8 {
+                if raw.carries_heartbeats() {
                     heartbeats += 1;
                 }
                 // SIP records carry their captured bytes after the header, `Beats`

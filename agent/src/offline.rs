@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
 use hbwatch_common::engine::{process, Env};
-use hbwatch_common::event::{EventKind, RawEvent};
+use hbwatch_common::event::RawEvent;
 use hbwatch_common::flow::FlowState;
 use hbwatch_common::frag::{FragInfo, FragKey};
 use hbwatch_common::frame::{Frame, SliceFrame};
@@ -258,10 +258,8 @@ pub struct Replay {
     /// Earliest frame time (u64::MAX before the first frame).
     first_ns: u64,
     pub frames: u64,
-    /// Datapath records the correlator read (the ring buffer's, live).
-    pub records: u64,
-    /// Of those, the ones carrying heartbeats of known associations: one `Heartbeat`
-    /// record each, or held ones in a `Beats` record.
+    /// Datapath records carrying heartbeats of known associations the correlator read:
+    /// one `Heartbeat` record each, or held ones in a `Beats` record.
     pub beat_records: u64,
     /// Routine heartbeats are held in the flow table (`AnalyzeOptions::hold`).
     hold: bool,
@@ -296,7 +294,6 @@ impl Replay {
             now: 0,
             first_ns: u64::MAX,
             frames: 0,
-            records: 0,
             beat_records: 0,
             hold: opts.hold,
             link_buf: Vec::new(),
@@ -321,12 +318,9 @@ impl Replay {
         }
         process(&SliceFrame(data), &mut self.env, ts_ns, 0);
         let mut records = std::mem::take(&mut self.env.records);
-        self.records += records.len() as u64;
         self.beat_records += records
             .iter()
-            .filter(|(r, _)| {
-                r.kind == EventKind::Heartbeat as u8 || r.kind == EventKind::Beats as u8
-            })
+            .filter(|(r, _)| r.carries_heartbeats())
             .count() as u64;
         let ctx = replay_ctx(&self.conv, &self.env, self.hold);
         for (raw, payload) in records.drain(..) {

@@ -49,8 +49,7 @@ mod summary;
 use std::collections::{BTreeMap, HashMap};
 
 use hbwatch_common::event::{EventKind, HeldBeat, RawEvent, BEAT_PAIRED, HELD_BEATS};
-use hbwatch_common::flow::QOS_FROM_RESPONDER;
-use hbwatch_common::flow::{FlowState, CALM_AFTER};
+use hbwatch_common::flow::{FlowState, CALM_AFTER, QOS_FROM_RESPONDER};
 use hbwatch_common::key::FlowKey;
 use hbwatch_common::params::{ProtoParams, P_UNANSWERED_NEEDS_ACKS};
 use hbwatch_common::proto::{Protocol, Role};
@@ -150,6 +149,24 @@ struct Slot {
     held_next: u16,
     /// Held beats read but not applied yet (after the moment of a decision), in order.
     pending: std::collections::VecDeque<HeldBeat>,
+}
+
+impl Slot {
+    /// Queues the beats of a hold (the flow table's, or a `Beats` record's) from its
+    /// next unread index up to `end`, in order; stops at a slot overwritten since (that
+    /// beat went up the ring buffer and comes that way). True if any was queued.
+    fn queue_held(&mut self, beats: &[HeldBeat; HELD_BEATS], end: u16) -> bool {
+        let from = self.held_next;
+        while held::before(self.held_next, end) {
+            let b = beats[self.held_next as usize % HELD_BEATS];
+            if b.index != self.held_next {
+                break;
+            }
+            self.pending.push_back(b);
+            self.held_next = self.held_next.wrapping_add(1);
+        }
+        self.held_next != from
+    }
 }
 
 /// A `heartbeat.unanswered` waiting for the rest of its packet.
@@ -869,20 +886,8 @@ impl Correlator {
         // of one-beat associations made thousands).
         let could_hold = slot.assoc.totals.count > u64::from(CALM_AFTER);
         if let Some(st) = could_hold.then(|| src.flow(key)).flatten() {
-            let from = slot.held_next;
-            let mut next = from;
-            while held::before(next, st.held_next) {
-                let b = st.held.beats[next as usize % HELD_BEATS];
-                if b.index != next {
-                    // Sent up the ring buffer since, and overwritten: it comes that way.
-                    break;
-                }
-                slot.pending.push_back(b);
-                next = next.wrapping_add(1);
-            }
-            slot.held_next = next;
-            if next != from {
-                src.ack(key, next);
+            if slot.queue_held(&st.held.beats, st.held_next) {
+                src.ack(key, slot.held_next);
             }
         }
         self.apply_pending(key, until, ctx, out);
@@ -937,15 +942,12 @@ impl Correlator {
         let Some(slot) = self.slots.get_mut(&raw.key) else {
             return;
         };
-        for i in 0..(raw.aux as u16).min(HELD_BEATS as u16) {
-            let index = first.wrapping_add(i);
-            let b = beats[index as usize % HELD_BEATS];
-            if b.index != index || held::before(index, slot.held_next) {
-                continue;
-            }
-            slot.pending.push_back(b);
-            slot.held_next = index.wrapping_add(1);
+        if held::before(slot.held_next, first) {
+            // Beats before these went up in a record that was lost (counted).
+            slot.held_next = first;
         }
+        let end = first.wrapping_add((raw.aux as u16).min(HELD_BEATS as u16));
+        slot.queue_held(&beats, end);
         self.apply_pending(&raw.key, Until::Time(u64::MAX), ctx, out);
     }
 
