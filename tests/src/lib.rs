@@ -46,6 +46,24 @@ pub struct VethNs {
 }
 
 impl VethNs {
+    /// Runs `hbwatch hbgen ARGS --iface PEER` in the namespace: frames arrive on the
+    /// host end's ingress. Panics if hbgen fails.
+    pub fn play_hbgen(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(hbwatch_bin())
+            .arg("hbgen")
+            .args(args)
+            .args(["--iface", &self.peer])
+            .output()
+            .expect("run hbgen");
+        assert!(
+            out.status.success(),
+            "hbgen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn create() -> VethNs {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let id = format!("{}{}", std::process::id() % 100_000, n);
@@ -152,6 +170,29 @@ fn send_from_ns(ns: &str, ifname: &str, frames: impl Iterator<Item = Vec<u8>>) {
 /// Path of the hbwatch binary under test. `cargo xtask test` builds it and sets
 /// HBWATCH_BIN; otherwise it is built here once, so a plain `cargo test` never runs a
 /// stale binary (cargo builds a dependency's library for tests, not its binaries).
+/// `--tune` arguments for an agent watching `hbwatch hbgen --speed SPEED`: the timed
+/// protocols' default intervals divided by the speed, or MDS and IPMG beats would come
+/// too fast to be plausible heartbeats (`ProtoParams::confirm_beats`).
+pub fn tunes_for_speed(speed: u32) -> Vec<String> {
+    use hbwatch_common::proto::Protocol;
+    [
+        Protocol::Mds,
+        Protocol::Cs1000Ipmg,
+        Protocol::Sccp,
+        Protocol::Ged125,
+        Protocol::Cs1000Rudp,
+    ]
+    .into_iter()
+    .flat_map(|p| {
+        let ms = p.default_params().interval_ms / speed;
+        [
+            "--tune".to_string(),
+            format!("{}.interval_ms={ms}", p.name()),
+        ]
+    })
+    .collect()
+}
+
 pub fn hbwatch_bin() -> String {
     static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BUILT

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hbwatch_tests::{free_port, hbwatch_bin, in_vm, require_root, Agent, VethNs};
+use hbwatch_tests::{free_port, in_vm, require_root, tunes_for_speed, Agent, VethNs};
 use serde_json::Value;
 
 fn packaging(rel: &str) -> PathBuf {
@@ -272,35 +272,12 @@ fn every_promql_query_returns_data_from_a_prometheus_scraping_a_live_agent() {
     let net = VethNs::create();
     let metrics = format!("127.0.0.1:{}", free_port());
     // The story at 10x speed, as live_hbgen plays it (intervals a tenth too).
-    let mut agent = Agent::start(&[
-        "--iface",
-        &net.host,
-        "--metrics-listen",
-        &metrics,
-        "--tune",
-        "mds.interval_ms=10",
-        "--tune",
-        "cs1000-ipmg.interval_ms=100",
-        "--tune",
-        "sccp.interval_ms=3000",
-        "--tune",
-        "ged125.interval_ms=500",
-        "--tune",
-        "cs1000-rudp.interval_ms=100",
-    ]);
+    let tunes = tunes_for_speed(10);
+    let mut args = vec!["--iface", &net.host, "--metrics-listen", &metrics];
+    args.extend(tunes.iter().map(String::as_str));
+    let mut agent = Agent::start(&args);
     let prom = Prometheus::start(&metrics);
-    let out = Command::new("ip")
-        .args(["netns", "exec", &net.ns])
-        .arg(hbwatch_bin())
-        .args(["hbgen", "--scenario", "story", "--speed", "10", "--iface"])
-        .arg(&net.peer)
-        .output()
-        .expect("run hbgen");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    net.play_hbgen(&["--scenario", "story", "--speed", "10"]);
 
     let d = dashboard();
     let mut queries: Vec<String> = dashboard_queries(&d, "prometheus")

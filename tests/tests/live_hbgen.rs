@@ -4,11 +4,10 @@
 //! required one found, none that the truth does not allow. Timers and SIP state are the
 //! correlation issue's and not scored here.
 
-use std::process::Command;
 use std::time::Duration;
 
 use hbwatch_common::proto::Protocol;
-use hbwatch_tests::{hbwatch_bin, require_root, summary, Agent, VethNs};
+use hbwatch_tests::{require_root, summary, tunes_for_speed, Agent, VethNs};
 use serde_json::Value;
 
 /// Actions the kernel decides per packet.
@@ -54,44 +53,21 @@ fn agent_finds_the_story_truth_played_on_an_interface() {
     let net = VethNs::create();
     // Played at 10x speed: the protocols' intervals are a tenth too, or MDS and IPMG
     // beats would be too fast to be plausible heartbeats (ProtoParams::confirm_beats).
-    let mut agent = Agent::start(&[
-        "--iface",
-        &net.host,
-        "--tune",
-        "mds.interval_ms=10",
-        "--tune",
-        "cs1000-ipmg.interval_ms=100",
-        "--tune",
-        "sccp.interval_ms=3000",
-        "--tune",
-        "ged125.interval_ms=500",
-        "--tune",
-        "cs1000-rudp.interval_ms=100",
-    ]);
+    let tunes = tunes_for_speed(10);
+    let mut args = vec!["--iface", &net.host];
+    args.extend(tunes.iter().map(String::as_str));
+    let mut agent = Agent::start(&args);
     let truth_path =
         std::env::temp_dir().join(format!("live-hbgen-{}.truth.json", std::process::id()));
     // Sent from the namespace's end: the frames arrive on the agent's ingress.
-    let out = Command::new("ip")
-        .args(["netns", "exec", &net.ns])
-        .arg(hbwatch_bin())
-        .args([
-            "hbgen",
-            "--scenario",
-            "story",
-            "--speed",
-            "10",
-            "--iface",
-            &net.peer,
-            "--truth",
-        ])
-        .arg(&truth_path)
-        .output()
-        .expect("run hbgen");
-    assert!(
-        out.status.success(),
-        "hbgen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    net.play_hbgen(&[
+        "--scenario",
+        "story",
+        "--speed",
+        "10",
+        "--truth",
+        truth_path.to_str().unwrap(),
+    ]);
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(agent.stop(), 0);
 

@@ -3,10 +3,9 @@
 //! heartbeats of known associations at most one in twenty goes up the ring buffer as a
 //! record; the agent takes the rest from the flow table. Nothing is alerted.
 
-use std::process::Command;
 use std::time::Duration;
 
-use hbwatch_tests::{hbwatch_bin, in_vm, require_root, Agent, VethNs};
+use hbwatch_tests::{in_vm, require_root, tunes_for_speed, Agent, VethNs};
 
 #[test]
 fn healthy_heartbeats_stay_in_the_kernel() {
@@ -16,42 +15,11 @@ fn healthy_heartbeats_stay_in_the_kernel() {
     let net = VethNs::create();
     // 60 s of traffic played at 5x, with the intervals a fifth too: faster, and the
     // sender's pacing jitter (a millisecond or two) makes MDS intervals irregular.
-    let mut agent = Agent::start(&[
-        "--iface",
-        &net.host,
-        "--tune",
-        "mds.interval_ms=20",
-        "--tune",
-        "cs1000-ipmg.interval_ms=200",
-        "--tune",
-        "sccp.interval_ms=6000",
-        "--tune",
-        "ged125.interval_ms=1000",
-        "--tune",
-        "cs1000-rudp.interval_ms=200",
-        "--no-summary-events",
-    ]);
-    let out = Command::new("ip")
-        .args(["netns", "exec", &net.ns])
-        .arg(hbwatch_bin())
-        .args([
-            "hbgen",
-            "--scenario",
-            "healthy",
-            "--duration",
-            "60",
-            "--speed",
-            "5",
-            "--iface",
-            &net.peer,
-        ])
-        .output()
-        .expect("run hbgen");
-    assert!(
-        out.status.success(),
-        "hbgen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let tunes = tunes_for_speed(5);
+    let mut args = vec!["--iface", &net.host, "--no-summary-events"];
+    args.extend(tunes.iter().map(String::as_str));
+    let mut agent = Agent::start(&args);
+    net.play_hbgen(&["--scenario", "healthy", "--duration", "60", "--speed", "5"]);
     // The traffic ends here; silences after it are true (and not this test's business).
     let ended = hbwatch::event::rfc3339_micros(
         std::time::SystemTime::now()
