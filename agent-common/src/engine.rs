@@ -11,7 +11,7 @@ use crate::frame::Frame;
 use crate::key::FlowKey;
 use crate::params::{ProtoParams, P_HOLD_ROUTINE};
 use crate::parse::{
-    self, headers, Packet, FRAG_FIRST, FRAG_LATER, IPPROTO_TCP, IPPROTO_UDP, TCP_RST,
+    self, headers, Packet, FRAG_FIRST, FRAG_LATER, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST,
 };
 use crate::proto::{
     decode_into, port_slot, sip, Msg, Protocol, Role, HB_SYNTHETIC_SEQ, MSG_NONE, MSG_PARAMS,
@@ -347,7 +347,7 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &mut Seen) -> u8
             if holds {
                 let mut v = 0;
                 if announced && st.calm > CALM_AFTER {
-                    v = st.hold(now, since, beat.seq, held_aux(&beat));
+                    v = st.hold(now, since, beat.seq, hb.role as u16 | HELD_DUPLICATE);
                 }
                 if st.holding() {
                     v |= V_HOLDING;
@@ -391,7 +391,7 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &mut Seen) -> u8
             if !out.is_empty() {
                 st.calm = 0;
             } else if st.routine(hb.role, beat.aux, prev_interval, &params) {
-                v = st.hold(now, beat.value, beat.seq, held_aux(&beat));
+                v = st.hold(now, beat.value, beat.seq, beat.aux as u16);
             }
             if st.holding() {
                 v |= V_HOLDING;
@@ -412,7 +412,7 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &mut Seen) -> u8
     if beat.kind == EventKind::Duplicate {
         env.count(Counter::Duplicates);
     }
-    let closes = pkt.ends_session();
+    let closes = is_tcp && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0;
     if v & (V_HELD | V_FULL) != 0 {
         env.count(Counter::Held);
         if v & V_FULL != 0 {
@@ -471,7 +471,7 @@ fn emit_records<E: Env>(env: &mut E, pkt: &Packet, at: &Seen) -> bool {
     if duplicate || beat.aux != 0 {
         emit_finding(env, at, &key, pkt.dscp, &beat);
     }
-    !duplicate && pkt.ends_session()
+    !duplicate && pkt.transport == IPPROTO_TCP && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0
 }
 
 /// A routine heartbeat (`at.beat`) whose association's hold is full: room is made from
@@ -480,7 +480,9 @@ fn emit_records<E: Env>(env: &mut E, pkt: &Packet, at: &Seen) -> bool {
 #[inline(never)]
 fn hold_with_room<E: Env>(env: &mut E, pkt: &Packet, at: &Seen) -> bool {
     let (key, beat) = (&at.key, &at.beat);
-    let closes = beat.kind != EventKind::Duplicate && pkt.ends_session();
+    let closes = beat.kind != EventKind::Duplicate
+        && pkt.transport == IPPROTO_TCP
+        && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0;
     let ack = env.held_ack(key);
     let full = env.with_flow(key, |st| {
         if let Some(a) = ack {
@@ -565,7 +567,7 @@ fn new_association<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &Seen) {
         env.count(Counter::Unconfirmed);
     }
     seen.for_each(|f| emit_finding(env, at, &key, pkt.dscp, f));
-    if pkt.ends_session() {
+    if pkt.transport == IPPROTO_TCP && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         tcp_closed(env, pkt, true, at);
     }
 }
@@ -596,7 +598,7 @@ fn tcp_segment<E: Env>(env: &mut E, pkt: &Packet, at: &Seen) {
     let known = env.with_flow(&key, |st| {
         st.on_tcp(pkt, at.to_service, at.now);
     });
-    if known.is_some() && pkt.ends_session() {
+    if known.is_some() && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         tcp_closed(env, pkt, at.to_service, at);
     }
 }

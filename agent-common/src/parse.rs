@@ -78,14 +78,6 @@ pub struct Packet {
 // SAFETY: integers and integer arrays only; 8-byte aligned.
 unsafe impl Zeroable for Packet {}
 
-impl Packet {
-    /// A TCP segment with FIN or RST: its session ends with it.
-    #[inline(always)]
-    pub fn ends_session(&self) -> bool {
-        self.transport == IPPROTO_TCP && self.tcp_flags & (TCP_FIN | TCP_RST) != 0
-    }
-}
-
 /// Why a frame was not parsed to L4; each maps to a counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skip {
