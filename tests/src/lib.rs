@@ -544,7 +544,12 @@ impl Tcpdump {
     /// 50 ms (RFC 3339). The live clock and tcpdump's timestamps differ a little, so
     /// cutting at the last offline event could drop the live copy of that very event;
     /// the first timer after the wire ends fires >100 ms on.
-    pub fn stop(mut self) -> String {
+    pub fn stop(self) -> String {
+        hbwatch::event::rfc3339_micros(self.stop_at_last_frame() + 50_000_000)
+    }
+
+    /// SIGINT, wait, and the last frame's capture time (ns since the epoch).
+    pub fn stop_at_last_frame(mut self) -> i128 {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait().unwrap();
@@ -563,8 +568,7 @@ impl Tcpdump {
         .expect("reading the capture")
         .expect("a pcap file from tcpdump");
         assert!(end.damage.is_none(), "a well-formed capture: {end:?}");
-        let ns = last.expect("the capture holds frames") as i128;
-        hbwatch::event::rfc3339_micros(ns + 50_000_000)
+        last.expect("the capture holds frames") as i128
     }
 }
 

@@ -1,11 +1,14 @@
 //! Routine heartbeats stay in the kernel (PROTOCOLS.md "Routine heartbeats stay in the
 //! kernel"), on real XDP: hbgen plays the healthy scenario into a veth pair, and of the
 //! heartbeats of known associations at most one in twenty goes up the ring buffer as a
-//! record; the agent takes the rest from the flow table. Nothing is alerted.
+//! record; the agent takes the rest from the flow table. Nothing is alerted that the wire
+//! does not show (`analyze` of tcpdump's capture of the same wire raises it too: a sender
+//! stalled under QEMU's TCG is a true silence when an MDS beat is 20 ms apart), and on a
+//! real kernel nothing at all.
 
 use std::time::Duration;
 
-use hbwatch_tests::{in_vm, require_root, tunes_for_speed, Agent, VethNs};
+use hbwatch_tests::{analyze_events, in_vm, require_root, tunes_for_speed, Agent, Tcpdump, VethNs};
 
 #[test]
 fn healthy_heartbeats_stay_in_the_kernel() {
@@ -18,16 +21,16 @@ fn healthy_heartbeats_stay_in_the_kernel() {
     let tunes = tunes_for_speed(5);
     let mut args = vec!["--iface", &net.host, "--no-summary-events"];
     args.extend(tunes.iter().map(String::as_str));
+    let dir = std::env::temp_dir().join(format!("hbwatch-held-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("wire.pcap");
+    let tcpdump = Tcpdump::start(&net.host, &pcap);
     let mut agent = Agent::start(&args);
     net.play_hbgen(&["--scenario", "healthy", "--duration", "60", "--speed", "5"]);
-    // The traffic ends here; silences after it are true (and not this test's business).
-    let ended = hbwatch::event::rfc3339_micros(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i128,
-    );
     std::thread::sleep(Duration::from_millis(300));
+    // The traffic ends with its last frame; the silence after it is true (and not this
+    // test's business): cut 10 ms on, before the first timer (30 ms for MDS at 5x).
+    let ended = hbwatch::event::rfc3339_micros(tcpdump.stop_at_last_frame() + 10_000_000);
     assert_eq!(agent.stop(), 0);
 
     let counters = &agent.events.last().unwrap()["heartbeat"]["counters"];
@@ -46,12 +49,48 @@ fn healthy_heartbeats_stay_in_the_kernel() {
         "{ratio:.3} records per heartbeat: {counters}"
     );
     assert_eq!(counters["ringbuf_lost"].as_u64(), Some(0), "{counters}");
-    let alerts: Vec<&str> = agent
+    let offline = analyze_events(&pcap, &tunes.iter().map(String::as_str).collect::<Vec<_>>());
+    std::fs::remove_dir_all(&dir).ok();
+    // What an operator would call the same trouble: the action on the association.
+    let trouble = |e: &serde_json::Value| {
+        format!(
+            "{} {}:{} -> {}:{}",
+            e["event"]["action"].as_str().unwrap_or("?"),
+            e["source"]["ip"].as_str().unwrap_or("?"),
+            e["source"]["port"],
+            e["destination"]["ip"].as_str().unwrap_or("?"),
+            e["destination"]["port"]
+        )
+    };
+    let on_the_wire: std::collections::BTreeSet<String> = offline.iter().map(trouble).collect();
+    let unexplained: Vec<String> = agent
         .heartbeat_events()
         .iter()
-        .filter(|e| e["@timestamp"].as_str().unwrap() < ended.as_str())
-        .map(|e| e["event"]["action"].as_str().unwrap())
-        .filter(|a| !matches!(*a, "peer.up" | "sip.registered"))
+        .filter(|e| e["@timestamp"].as_str().unwrap() <= ended.as_str())
+        .filter(|e| {
+            !matches!(
+                e["event"]["action"].as_str(),
+                Some("peer.up" | "sip.registered")
+            )
+        })
+        .filter(|e| !on_the_wire.contains(&trouble(e)))
+        .map(|e| e.to_string())
         .collect();
-    assert!(alerts.is_empty(), "{alerts:?}");
+    assert!(
+        unexplained.is_empty(),
+        "alerted live, not in the capture's analysis: {unexplained:#?}\noffline: {offline:#?}"
+    );
+    if !in_vm() {
+        // On a real kernel the sender keeps its pace: nothing at all is alerted.
+        let alerts: Vec<&serde_json::Value> = offline
+            .iter()
+            .filter(|e| {
+                !matches!(
+                    e["event"]["action"].as_str(),
+                    Some("peer.up" | "sip.registered")
+                )
+            })
+            .collect();
+        assert!(alerts.is_empty(), "{alerts:#?}");
+    }
 }
