@@ -270,11 +270,13 @@ impl BuildInfo {
 
     fn long(&self) -> &'static str {
         leak(format!(
-            "{}\ncommit:      {}\nbuild date:  {}\ntarget:      {}\neBPF object: sha256:{} ({} bytes)",
+            "{}\ncommit:      {}\nbuild date:  {}\ntarget:      {}\nprofile:     {}\neBPF object: sha256:{} ({} bytes)",
             env!("CARGO_PKG_VERSION"),
             self.commit,
             self.date,
             self.target,
+            // A debug build does ~10x the CPU per record: say so in every bug report.
+            if cfg!(debug_assertions) { "debug" } else { "release" },
             self.ebpf_sha256,
             hbwatch::EBPF_OBJECT.len()
         ))

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
+use super::crowd::{self, Crowd};
 use super::noise;
 use super::ordinary::{self, OrdinaryOptions};
 use super::output;
@@ -15,9 +16,14 @@ use hbwatch_pcap::Format;
 #[command(group(clap::ArgGroup::new("out").required(true).args(["pcap", "iface", "show"])))]
 pub struct HbgenArgs {
     /// A built-in scenario (healthy, faults, story, mgcp; quiet: ordinary traffic on the
-    /// heartbeat ports only, hbgen/src/noise.rs) or a TOML scenario file.
+    /// heartbeat ports only, hbgen/src/noise.rs; crowd: --associations RUDP associations,
+    /// one silenced and one restarted, hbgen/src/crowd.rs) or a TOML scenario file.
     #[arg(long)]
     pub scenario: String,
+    /// With --scenario crowd: how many associations (device pairs: an even number;
+    /// default 100000).
+    #[arg(long)]
+    pub associations: Option<u64>,
     /// Write a capture here (pcap; --pcapng for pcapng), with `<file>.truth.json` beside it.
     #[arg(long, conflicts_with = "iface")]
     pub pcap: Option<PathBuf>,
@@ -69,8 +75,23 @@ pub fn run(args: HbgenArgs) -> Result<()> {
     if !(args.ordinary_ratio.is_finite() && args.ordinary_ratio >= 0.0) {
         bail!("--ordinary-ratio {}: must be >= 0", args.ordinary_ratio);
     }
+    if args.associations.is_some() && args.scenario != crowd::SCENARIO {
+        bail!("--associations is for --scenario crowd");
+    }
+    let crowd;
     let (frames, mut truth): (Box<dyn Iterator<Item = TimedFrame>>, _) =
-        if args.scenario == noise::SCENARIO {
+        if args.scenario == crowd::SCENARIO {
+            if args.vlan.is_some() || args.ipv6 || args.ordinary_ratio > 0.0 {
+                bail!("--scenario crowd takes no --vlan, --ipv6 or --ordinary-ratio");
+            }
+            crowd = Crowd::new(
+                super::scenario::default_start_ns(),
+                args.associations.unwrap_or(100_000),
+                args.duration.unwrap_or(30.0),
+                args.seed.unwrap_or(1),
+            )?;
+            (Box::new(crowd.frames()), crowd.truth())
+        } else if args.scenario == noise::SCENARIO {
             // Ordinary traffic on the heartbeat ports only: no association, no expectation.
             if args.vlan.is_some() || args.ipv6 || args.ordinary_ratio > 0.0 {
                 bail!("--scenario quiet takes no --vlan, --ipv6 or --ordinary-ratio");

@@ -16,6 +16,7 @@
 
 mod beats;
 pub mod cli;
+pub mod crowd;
 pub mod frame;
 pub mod ged125;
 pub mod ipmg;

@@ -447,6 +447,21 @@ pub fn rudp_frame(
     f.build()
 }
 
+/// Whether the agent under test is an optimized build (`hbwatch --version` says which):
+/// a debug one spends ~10x the CPU per record, and scale tests size themselves by it.
+pub fn agent_is_release() -> bool {
+    let out = Command::new(hbwatch_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let profile = text
+        .lines()
+        .find_map(|l| l.strip_prefix("profile:"))
+        .unwrap_or_else(|| panic!("no profile in hbwatch --version: {text}"));
+    profile.trim() == "release"
+}
+
 /// True inside `cargo xtask vm-test`'s guest, which has the agent, ip, tcpdump and
 /// setpriv but not the host's other tools (promtool, tshark).
 pub fn in_vm() -> bool {

@@ -31,9 +31,10 @@ const UNIT_CAPS: &str = "+bpf,+perfmon,+net_admin";
 const MAX_EXPOSURE: f64 = 3.0;
 
 /// Live tests run again with the installed /usr/bin/hbwatch: every protocol on a veth
-/// pair, and the unprivileged start with three capabilities. (`cargo xtask vm-test
+/// pair, the unprivileged start with three capabilities, and 100,000 associations at
+/// their real pace (`cargo xtask test`'s debug agent gets 10,000). (`cargo xtask vm-test
 /// --agent target/dist/hbwatch` runs the whole live suite with this binary.)
-const LIVE_TESTS: &[&str] = &["live_protocols", "live_privilege"];
+const LIVE_TESTS: &[&str] = &["live_protocols", "live_privilege", "live_scale"];
 
 /// Trees whose listing must be the same before install and after purge.
 const WATCHED: &[&str] = &["/etc", "/usr", "/lib", "/var", "/opt", "/srv"];

@@ -1,0 +1,157 @@
+//! A cluster's worth of associations on real XDP (issue 19): hbgen's crowd scenario
+//! (hbgen/src/crowd.rs: CS1000 RUDP device pairs at their real 1 s interval, one
+//! association silenced a third of the way in, one restarted halfway) onto a veth pair,
+//! against `hbwatch run` with the default flow table. Every association comes up once;
+//! the silenced one misses and goes down by its rule, the restarted one restarts; nothing
+//! else is said, nothing is lost, and routine heartbeats stay in the kernel.
+//!
+//! 100,000 associations (200,000 frames a second) with a release agent: `cargo xtask
+//! dist --check` runs this test with the packaged binary. A debug agent (`cargo xtask
+//! test`) spends ~10x the CPU per record and would fall behind on the first rounds, when
+//! every association's first beats go up: it gets 10,000. QEMU's TCG (vm-test) 2,000.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hbgen::crowd::Crowd;
+use hbwatch_tests::{agent_is_release, in_vm, require_root, Agent, VethNs};
+use serde_json::Value;
+
+const DURATION_S: u32 = 12;
+const SEED: u64 = 19;
+
+/// What an operator would call the same event: the action on the association.
+fn said(action: &str, src: &str, dst: &str) -> String {
+    format!("{action} {src} -> {dst}")
+}
+
+fn said_of(e: &Value) -> String {
+    said(
+        e["event"]["action"].as_str().unwrap_or("?"),
+        e["source"]["ip"].as_str().unwrap_or("?"),
+        e["destination"]["ip"].as_str().unwrap_or("?"),
+    )
+}
+
+/// One process's peak resident memory (MiB) and CPU time (s), from /proc.
+fn rss_and_cpu(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+    let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: f64 = rest[11].parse::<f64>().unwrap() + rest[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (hwm_kib / 1024.0, ticks / hz)
+}
+
+#[test]
+fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
+    if !require_root("a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert") {
+        return;
+    }
+    let associations: u64 = if in_vm() {
+        2_000
+    } else if agent_is_release() {
+        100_000
+    } else {
+        10_000
+    };
+    let crowd = Crowd::new(0, associations, DURATION_S as f64, SEED).unwrap();
+    let truth = crowd.truth();
+    let required: BTreeSet<String> = truth
+        .expected
+        .iter()
+        .filter(|e| e.required && e.action != "peer.up")
+        .map(|e| said(e.action, &e.source.ip, &e.destination.ip))
+        .collect();
+    assert_eq!(required.len(), 3, "{required:?}");
+
+    let net = VethNs::create();
+    let mut agent = Agent::start(&["--iface", &net.host, "--no-summary-events"]);
+    // A hundred thousand peer.up lines: count them, keep the rest.
+    let up: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let ups = Arc::new(Mutex::new(0u64));
+    {
+        let (up, ups) = (up.clone(), ups.clone());
+        agent.keep_only(move |_, e| {
+            if e["event"]["action"] != "peer.up" {
+                return true;
+            }
+            *ups.lock().unwrap() += 1;
+            up.lock().unwrap().insert(said_of(e));
+            false
+        });
+    }
+    let started = std::time::Instant::now();
+    net.play_hbgen(&[
+        "--scenario",
+        "crowd",
+        "--associations",
+        &associations.to_string(),
+        "--duration",
+        &DURATION_S.to_string(),
+        "--seed",
+        &SEED.to_string(),
+    ]);
+    let sent_in = started.elapsed();
+    // The traffic ends here: every association falls silent, truly, 2.5 s before its
+    // first missed. Stop well before that.
+    let ended = hbwatch::event::rfc3339_micros(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i128,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let (rss_mib, cpu_s) = rss_and_cpu(agent.pid());
+    assert_eq!(agent.stop(), 0);
+
+    let counters = agent.events.last().unwrap()["heartbeat"]["counters"].clone();
+    let held = counters["held"].as_u64().unwrap();
+    let records = counters["heartbeat_records_read"].as_u64().unwrap();
+    eprintln!(
+        "{associations} associations, {DURATION_S} s sent in {:.1} s: agent peak RSS {rss_mib:.0} MiB, {cpu_s:.1} s CPU; {records} heartbeat records, {held} heartbeats held",
+        sent_in.as_secs_f64()
+    );
+    assert!(
+        sent_in.as_secs_f64() < DURATION_S as f64 * 1.25,
+        "hbgen could not keep the real pace ({sent_in:?}): the timings below would not be the protocol's"
+    );
+    assert_eq!(counters["ringbuf_lost"].as_u64(), Some(0), "{counters}");
+    assert_eq!(
+        counters["flow_insert_failed"].as_u64(),
+        Some(0),
+        "{counters}"
+    );
+    // Once calm, an association's beats stay in the kernel: the first three rounds and
+    // their answers go up, the other nine mostly not.
+    assert!(held > records, "{counters}");
+
+    // Every association came up, once.
+    assert_eq!(up.lock().unwrap().len() as u64, associations);
+    assert_eq!(*ups.lock().unwrap(), associations);
+    // The two faults, by their rules, and nothing else.
+    let alerts: Vec<&Value> = agent
+        .heartbeat_events()
+        .into_iter()
+        .filter(|e| e["@timestamp"].as_str().unwrap() <= ended.as_str())
+        .collect();
+    let got: BTreeSet<String> = alerts.iter().map(|e| said_of(e)).collect();
+    assert_eq!(got, required, "{alerts:#?}");
+    assert_eq!(alerts.len(), 3, "{alerts:#?}");
+    // peer.down when the 4th beat is missed and half an interval more has passed (the
+    // rule), plus one 10 ms tick; the kernel held the last beats before the silence.
+    let down = alerts
+        .iter()
+        .find(|e| e["event"]["action"] == "peer.down")
+        .unwrap();
+    let silence = down["heartbeat"]["silence_ms"].as_u64().unwrap();
+    assert!((4_400..=4_520).contains(&silence), "{down}");
+}
