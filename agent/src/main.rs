@@ -690,6 +690,7 @@ fn real_main() -> anyhow::Result<()> {
                 sip: settings.sip.clone(),
                 timeline: report.is_some(),
                 hold: hold_routine_beats,
+                totals: summary || report.is_some(),
             };
             let mut out = outputs.open(&opts.hostname, &settings)?;
             // The report sees the events as delivered (after the privacy filter).
