@@ -213,7 +213,8 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Sink) -> anyhow::Result<bool> {
         record: None,
     };
     let board = opts.board.then(|| {
-        let publisher = crate::top::status::Publisher::new(crate::top::status::shared());
+        let mut publisher = crate::top::status::Publisher::new(crate::top::status::shared());
+        publisher.draw_here();
         let shared = publisher.shared.clone();
         live.status = Some(publisher);
         crate::top::app::attach(shared, crate::top::app::interrupt_self)

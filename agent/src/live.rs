@@ -209,7 +209,7 @@ async fn run_inner(
                 if report_loss(&dp, &conv, &mut lost_reported, out)? {
                     resync(&dp, &mut correlator);
                 }
-                if held.is_some() && status.is_some() && crate::top::status::watched() {
+                if held.is_some() && status.as_ref().is_some_and(|p| p.watched()) {
                     // The board's ages count the held beats too, while someone watches
                     // (one map lookup per association). Metrics count them when taken.
                     let ctx = Ctx { conv: &conv, clock: &clock, held };
@@ -234,7 +234,7 @@ async fn run_inner(
                     let evs: Vec<Event> = changes.iter().map(|c| interface_event(&conv, c)).collect();
                     write_events(out, &evs)?;
                 }
-                if let Some(p) = &status {
+                if let Some(p) = status.as_ref().filter(|p| p.watched()) {
                     p.publish(&correlator, monotonic_ns().saturating_sub(RECORD_SLACK_NS));
                 }
                 if let Some(m) = metrics {

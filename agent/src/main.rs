@@ -600,6 +600,7 @@ fn real_main() -> anyhow::Result<()> {
                     let publisher = opts.status.get_or_insert_with(|| {
                         hbwatch::top::status::Publisher::new(hbwatch::top::status::shared())
                     });
+                    publisher.draw_here();
                     board = Some(hbwatch::top::app::attach(
                         publisher.shared.clone(),
                         hbwatch::top::app::interrupt_self,

@@ -177,6 +177,8 @@ pub fn shared() -> Shared {
 pub struct Publisher {
     recorder: Arc<Mutex<Recorder>>,
     pub shared: Shared,
+    /// A board is drawn in this process (`run --tui`, the demo): always watched.
+    drawn_here: bool,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -190,7 +192,21 @@ impl Publisher {
         Publisher {
             recorder: Arc::default(),
             shared,
+            drawn_here: false,
         }
+    }
+
+    /// A board in this process reads [`Self::shared`]: snapshots every tick.
+    pub fn draw_here(&mut self) {
+        self.drawn_here = true;
+    }
+
+    /// Whether anyone looks at the board: snapshots are built only then. With 100,000
+    /// associations one took a fifth of the agent's CPU every second (`perf`), for
+    /// nobody. A client's first request after a pause may get a snapshot up to a tick
+    /// old; `hbwatch top` asks every second.
+    pub fn watched(&self) -> bool {
+        self.drawn_here || watched()
     }
 
     /// Build the snapshot of `c` at `now` and publish it (the server only clones
