@@ -450,6 +450,22 @@ pub fn bench_clock(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Benchmark floor: XDP_PASS after one clock read and one flow-table lookup (the key is
+/// hashed and its bucket walked; no such association): what a held heartbeat cannot
+/// avoid. Never loaded by the agent.
+#[xdp]
+pub fn bench_lookup(_ctx: XdpContext) -> u32 {
+    // SAFETY: plain helper call without arguments.
+    let now = core::hint::black_box(unsafe { bpf_ktime_get_ns() });
+    let mut key = FlowKey::default();
+    key.orig_port = core::hint::black_box(15000);
+    key.resp_port = 15000;
+    key.family = 4;
+    let found = FLOWS.get_ptr_mut(&key).is_some();
+    core::hint::black_box((now, found));
+    xdp_action::XDP_PASS
+}
+
 /// Benchmark floor: XDP_PASS after one ring-buffer record of a heartbeat's size, filled
 /// and submitted as the agent does. Never loaded by the agent.
 #[xdp]

@@ -22,6 +22,7 @@ pub const TC_BASELINE_PROGRAM: &str = "bench_tc_pass";
 /// Floor programs in the same object: one clock read, one ring-buffer record.
 const CLOCK_PROGRAM: &str = "bench_clock";
 const RECORD_PROGRAM: &str = "bench_record";
+const LOOKUP_PROGRAM: &str = "bench_lookup";
 const XDP_PASS: u32 = 2;
 /// Two records per run for a million runs fit (72-byte records + 8 bytes of header):
 /// the ring must never be full while measuring, a failed reserve is cheaper than a real one.
@@ -47,7 +48,12 @@ impl Loaded {
         let specs = default_specs();
         let params = hbwatch::tuning::params(&[]);
         let mut dp = Datapath::load_sized(&port_table(&specs), &params, ring_bytes, None)?;
-        for name in [BASELINE_PROGRAM, CLOCK_PROGRAM, RECORD_PROGRAM] {
+        for name in [
+            BASELINE_PROGRAM,
+            CLOCK_PROGRAM,
+            LOOKUP_PROGRAM,
+            RECORD_PROGRAM,
+        ] {
             let prog: &mut Xdp = dp
                 .ebpf_mut()
                 .program_mut(name)
@@ -338,6 +344,14 @@ fn cases() -> Vec<Case> {
             CLOCK_PROGRAM,
             "not hbwatch: an XDP program that reads bpf_ktime_get_ns once and passes \
              (every heartbeat is timestamped)",
+            0.0,
+        ),
+        floor(
+            "floor: clock read + flow lookup",
+            LOOKUP_PROGRAM,
+            "not hbwatch: an XDP program that reads the clock, looks a 40-byte flow key up \
+             in the agent's LRU flow table (hashed, bucket walked, not found) and passes \
+             (what a held heartbeat cannot avoid)",
             0.0,
         ),
         floor(
