@@ -3,7 +3,8 @@
 //! association silenced a third of the way in, one restarted halfway) onto a veth pair,
 //! against `hbwatch run` with the default flow table. Every association comes up once;
 //! the silenced one misses and goes down by its rule, the restarted one restarts; nothing
-//! else is said, nothing is lost, and routine heartbeats stay in the kernel.
+//! else is said, nothing is lost, routine heartbeats stay in the kernel, and `analyze` of
+//! the same crowd written to a capture says the same.
 //!
 //! 100,000 associations (200,000 frames a second) with a release agent: `cargo xtask
 //! dist --check` runs this test with the packaged binary. A debug agent (`cargo xtask
@@ -154,4 +155,36 @@ fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
         .unwrap();
     let silence = down["heartbeat"]["silence_ms"].as_u64().unwrap();
     assert!((4_400..=4_520).contains(&silence), "{down}");
+
+    // Live equals offline: `analyze` of the same crowd written to a capture says the same.
+    let dir = std::env::temp_dir().join(format!("hbwatch-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("crowd.pcap");
+    let out = std::process::Command::new(hbwatch_tests::hbwatch_bin())
+        .args(["hbgen", "--scenario", "crowd", "--associations"])
+        .arg(associations.to_string())
+        .args(["--duration", &DURATION_S.to_string()])
+        .args(["--seed", &SEED.to_string(), "--pcap"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline = hbwatch_tests::analyze_events(&pcap, &[]);
+    std::fs::remove_dir_all(&dir).ok();
+    let offline_ups = offline
+        .iter()
+        .filter(|e| e["event"]["action"] == "peer.up")
+        .count() as u64;
+    let offline_alerts: Vec<String> = offline
+        .iter()
+        .filter(|e| e["event"]["action"] != "peer.up")
+        .map(said_of)
+        .collect();
+    let live_alerts: Vec<String> = alerts.iter().map(|e| said_of(e)).collect();
+    assert_eq!(offline_ups, associations);
+    assert_eq!(offline_alerts, live_alerts);
 }
