@@ -379,12 +379,12 @@ fn on_message<E: Env>(env: &mut E, pkt: &Packet, msg: &Msg, at: &mut Seen) -> u8
         beat.seq = st.last_seq;
         beat.value = st.beat_ns;
         beat.aux = hb.role as u32;
-        if st.beat_ns != 0 {
-            beat.aux |= if st.responses != responses {
-                BEAT_PAIRED
-            } else {
-                BEAT_INTERVAL
-            };
+        // Paired even with a round trip of 0: a capture's clock may put the answer in its
+        // request's microsecond (pcap), or stamp a batch of frames alike.
+        if st.responses != responses {
+            beat.aux |= BEAT_PAIRED;
+        } else if st.beat_ns != 0 {
+            beat.aux |= BEAT_INTERVAL;
         }
         if holds {
             let mut v = 0;

@@ -104,3 +104,65 @@ fn healthy_heartbeats_send_at_most_one_record_in_twenty() {
     );
     assert_eq!(every.lines, held.lines);
 }
+
+/// Answers stamped with their request's time (a capture's microsecond clock, or a capture
+/// host that timestamps frames in batches): each is still the answer, with a round trip
+/// of 0. They were dropped as "no measurement", so every request looked unanswered and
+/// each association went down after four (found on `cargo xtask bench`'s scale capture).
+#[test]
+fn answers_in_their_requests_microsecond_are_answers() {
+    use hbgen::frame::FrameSpec;
+    use hbwatch_common::proto::{rudp, Role};
+    let (a, b) = ("10.40.0.1".parse().unwrap(), "10.40.0.2".parse().unwrap());
+    let frame = |src, dst, seq, role| {
+        let mut f = FrameSpec::udp(src, 15000, dst, 15000, &rudp::payload(seq, role));
+        f.dscp = 46;
+        f.build()
+    };
+    let start = 1_700_000_000_000_000_000u64;
+    let mut frames = Vec::new();
+    for k in 0..12u32 {
+        let t = start + u64::from(k) * 1_000_000_000;
+        for (src, dst, seq) in [(a, b, 100 + k), (b, a, 5000 + k)] {
+            for role in [Role::Request, Role::Response] {
+                let (s, d) = if role == Role::Request {
+                    (src, dst)
+                } else {
+                    (dst, src)
+                };
+                frames.push(TimedFrame {
+                    ts_ns: t,
+                    data: frame(s, d, seq, role),
+                    label: "rudp",
+                });
+            }
+        }
+    }
+    for hold in [false, true] {
+        let run = run(&frames, hold);
+        let actions: Vec<&str> = run
+            .lines
+            .iter()
+            .map(|l| {
+                l.split("\"action\":\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+            })
+            .filter(|a| *a != "heartbeat.summary")
+            .collect();
+        assert_eq!(
+            actions,
+            ["peer.up", "peer.up"],
+            "hold {hold}: {:#?}",
+            run.lines
+        );
+        // Both associations: 12 heartbeats, 12 answers (RTT 0), nothing lost.
+        for t in &run.totals {
+            assert_eq!((t[1].as_str(), t[2].as_str()), ("12", "0"), "{t:?}");
+            assert_eq!(t[4], "0.0ms", "{t:?}");
+        }
+    }
+}
