@@ -52,17 +52,19 @@ impl Repeating {
     }
 }
 
-/// Folded alerts per [`Repeating`] kind.
+/// Folded alerts per [`Repeating`] kind. 32-bit counts (saturating): three of these are
+/// in every association, and 4 billion folded alerts of one kind is past any meaning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Folded(pub [u64; Repeating::COUNT]);
+pub struct Folded(pub [u32; Repeating::COUNT]);
 
 impl Folded {
     pub fn add(&mut self, kind: Repeating, n: u64) {
-        self.0[kind as usize] = self.0[kind as usize].saturating_add(n);
+        let sum = u64::from(self.0[kind as usize]).saturating_add(n);
+        self.0[kind as usize] = u32::try_from(sum).unwrap_or(u32::MAX);
     }
 
     pub fn total(&self) -> u64 {
-        self.0.iter().fold(0u64, |s, n| s.saturating_add(*n))
+        self.0.iter().map(|&n| u64::from(n)).sum()
     }
 
     /// `{action: count}` of the kinds folded, for `heartbeat.folded`; `None` if none.
@@ -70,7 +72,7 @@ impl Folded {
         let m: std::collections::BTreeMap<_, _> = Repeating::ALL
             .into_iter()
             .filter(|k| self.0[*k as usize] > 0)
-            .map(|k| (k.action().name(), self.0[k as usize]))
+            .map(|k| (k.action().name(), u64::from(self.0[k as usize])))
             .collect();
         (!m.is_empty()).then_some(m)
     }
@@ -136,9 +138,11 @@ pub struct Diagnosis {
     pub earlier: Option<&'static str>,
 }
 
-/// An association's recent troubles, for the diagnosis, late arrivals and the rate limit.
+/// What went wrong with an association: its recent troubles (for the diagnosis, late
+/// arrivals and the rate limit) and its outages. Allocated at the first trouble (most
+/// associations never have any): [`Assoc::trouble`] reads an empty one until then.
 #[derive(Debug, Clone)]
-struct Past {
+pub struct Past {
     history: [(u64, Option<Trouble>); HISTORY],
     history_next: usize,
     lost_runs: [LostRun; LOST_RUNS],
@@ -146,18 +150,57 @@ struct Past {
     /// Send times of the last alerts of each repeating kind (ring), for the rate limit.
     sent_alerts: [[u64; REPEAT_BURST]; Repeating::COUNT],
     sent_alerts_n: [usize; Repeating::COUNT],
+    /// When the current outage's silence began (last heartbeat before it).
+    pub outage_from_ns: u64,
+    /// Sequence restart seen during the current outage: (new seq, previous seq).
+    pub restart_in_outage: Option<(u32, u32)>,
+    /// Heartbeats lost in a gap during/after the current outage.
+    pub gap_in_outage: Option<u64>,
+    /// The diagnosis made when the current outage began.
+    pub down_diagnosis: Option<Box<Diagnosis>>,
+    /// Causes of this association's outages, in order.
+    pub diagnoses: Vec<&'static str>,
+    /// QoS marking currently wrong: (seen, expected).
+    pub qos_wrong: Option<(u8, u8)>,
+    /// Last `qos.mismatch` per side (originator, responder): the marking seen and
+    /// [`Assoc::reannounced`] then. The same marking again after an eviction is the
+    /// datapath's fresh memory, not news.
+    pub qos_reported: [Option<(u8, u32)>; 2],
+    /// A late heartbeat's sequence: its answer is no mismatch.
+    pub late_seq: Option<u32>,
+    /// Alerts folded since the last `peer.up` (shown on it).
+    pub folded: Folded,
+    pub last_fold_ns: u64,
 }
+
+/// The trouble record of an association that had none.
+static NO_TROUBLE: Past = Past {
+    history: [(0, None); HISTORY],
+    history_next: 0,
+    lost_runs: [LostRun {
+        first_seq: 0,
+        count: 0,
+        before_ns: 0,
+        arrived: 0,
+    }; LOST_RUNS],
+    lost_runs_next: 0,
+    sent_alerts: [[0; REPEAT_BURST]; Repeating::COUNT],
+    sent_alerts_n: [0; Repeating::COUNT],
+    outage_from_ns: 0,
+    restart_in_outage: None,
+    gap_in_outage: None,
+    down_diagnosis: None,
+    diagnoses: Vec::new(),
+    qos_wrong: None,
+    qos_reported: [None; 2],
+    late_seq: None,
+    folded: Folded([0; Repeating::COUNT]),
+    last_fold_ns: 0,
+};
 
 impl Default for Past {
     fn default() -> Past {
-        Past {
-            history: [(0, None); HISTORY],
-            history_next: 0,
-            lost_runs: [LostRun::default(); LOST_RUNS],
-            lost_runs_next: 0,
-            sent_alerts: [[0; REPEAT_BURST]; Repeating::COUNT],
-            sent_alerts_n: [0; Repeating::COUNT],
-        }
+        NO_TROUBLE.clone()
     }
 }
 
@@ -180,29 +223,17 @@ pub struct Assoc {
     /// `heartbeat.missed` was reported for the current silence.
     pub missed_reported: bool,
     pub down: Option<DownCause>,
-    /// When the current outage's silence began (last heartbeat before it).
-    pub outage_from_ns: u64,
     /// Requests in a row that went unanswered.
     pub unanswered_streak: u32,
     /// The responder's transport was seen alive while a request went unanswered.
     pub transport_alive: bool,
     /// A re-send happened since the last in-order heartbeat: its interval is no timing fact.
     pub retried: bool,
-    /// Sequence restart seen during the current outage: (new seq, previous seq).
-    pub restart_in_outage: Option<(u32, u32)>,
-    /// Heartbeats lost in a gap during/after the current outage.
-    pub gap_in_outage: Option<u64>,
-    /// QoS marking currently wrong: (seen, expected).
-    pub qos_wrong: Option<(u8, u8)>,
     /// Times the datapath announced this association again after forgetting it (its
     /// flow table evicted it): the datapath's per-flow memory starts over each time.
     pub reannounced: u32,
-    /// Last `qos.mismatch` per side (originator, responder): the marking seen and
-    /// [`Self::reannounced`] then. The same marking again after an eviction is the
-    /// datapath's fresh memory, not news.
-    pub qos_reported: [Option<(u8, u32)>; 2],
-    /// What went wrong lately; allocated at the first trouble: most associations
-    /// never have any, and it is most of an association's memory.
+    /// What went wrong ([`Self::trouble`]); allocated at the first trouble: most
+    /// associations never have any, and it is most of an association's memory.
     past: Option<Box<Past>>,
     /// A timer entry for this association is in the queue.
     pub armed: bool,
@@ -210,23 +241,14 @@ pub struct Assoc {
     pub stats: Stats,
     /// Counts of the whole run.
     pub totals: Stats,
-    /// Causes of this association's outages, in order.
-    pub diagnoses: Vec<&'static str>,
     /// Ended by FIN/RST.
     pub closed: bool,
-    /// The diagnosis made when the current outage began.
-    pub down_diagnosis: Option<Box<Diagnosis>>,
     /// The first request still waiting for its answer (request/response associations).
     pub waiting_since: Option<u64>,
     /// Intervals of the current wait already counted unanswered.
     waiting_counted: u64,
     /// The packet being processed re-sent the last request (a `Retry` record came first).
     pub resent: bool,
-    /// A late heartbeat's sequence: its answer is no mismatch.
-    pub late_seq: Option<u32>,
-    /// Alerts folded since the last `peer.up` (shown on it).
-    pub folded: Folded,
-    pub last_fold_ns: u64,
 }
 
 /// Counts for `heartbeat.summary`, reset every period.
@@ -293,15 +315,10 @@ impl Assoc {
             last_answer_ns: 0,
             missed_reported: false,
             down: None,
-            outage_from_ns: 0,
             unanswered_streak: 0,
             transport_alive: false,
             retried: false,
-            restart_in_outage: None,
-            gap_in_outage: None,
-            qos_wrong: None,
             reannounced: 0,
-            qos_reported: [None; 2],
             past: None,
             armed: false,
             stats: Stats {
@@ -312,15 +329,10 @@ impl Assoc {
                 count: 1,
                 ..Stats::default()
             },
-            diagnoses: Vec::new(),
             closed: false,
-            down_diagnosis: None,
             waiting_since: Some(now),
             waiting_counted: 0,
             resent: false,
-            late_seq: None,
-            folded: Folded::default(),
-            last_fold_ns: 0,
         }
     }
 
@@ -411,10 +423,7 @@ impl Assoc {
         if missed >= self.down_after() {
             self.down = Some(DownCause::Silence);
             self.missed_reported = true;
-            self.outage_from_ns = self.last_beat_ns;
-            self.restart_in_outage = None;
-            self.gap_in_outage = None;
-            self.count_outage();
+            self.start_outage(self.last_beat_ns);
             return Some(Silence::Down(deadline, missed));
         }
         self.missed_reported = true;
@@ -459,6 +468,25 @@ impl Assoc {
         self.past.get_or_insert_with(Box::default)
     }
 
+    /// What went wrong with this association (an empty record if nothing did).
+    pub fn trouble(&self) -> &Past {
+        self.past.as_deref().unwrap_or(&NO_TROUBLE)
+    }
+
+    /// The trouble record to write to, allocated on first use.
+    pub fn trouble_mut(&mut self) -> &mut Past {
+        self.past()
+    }
+
+    /// A new outage from `since`: what the last one saw is forgotten.
+    fn start_outage(&mut self, since: u64) {
+        let p = self.past();
+        p.outage_from_ns = since;
+        p.restart_in_outage = None;
+        p.gap_in_outage = None;
+        self.count_outage();
+    }
+
     /// Anomalies within `window_ns` before `until`.
     pub fn troubles_before(&self, until: u64, window_ns: u64) -> Vec<Trouble> {
         let Some(p) = &self.past else {
@@ -474,10 +502,7 @@ impl Assoc {
     /// Starts an outage caused by unanswered requests.
     pub fn down_unanswered(&mut self, since: u64) {
         self.down = Some(DownCause::Unanswered);
-        self.outage_from_ns = since;
-        self.restart_in_outage = None;
-        self.gap_in_outage = None;
-        self.count_outage();
+        self.start_outage(since);
     }
 
     fn count_outage(&mut self) {
@@ -549,14 +574,15 @@ impl Assoc {
         let previous = run.before_ns.saturating_add(k.saturating_mul(expected));
         self.stats.lost = self.stats.lost.saturating_sub(1);
         self.totals.lost = self.totals.lost.saturating_sub(1);
-        if let Some(g) = self.gap_in_outage.as_mut() {
+        let p = self.past();
+        if let Some(g) = p.gap_in_outage.as_mut() {
             *g = g.saturating_sub(1);
         }
+        p.late_seq = Some(seq);
         if all_arrived {
             // Nothing was lost after all: the gap is no loss evidence.
             self.renote(Trouble::Gap, Trouble::Late);
         }
-        self.late_seq = Some(seq);
         Some(LateArrival {
             interval_ns: now.saturating_sub(previous),
             expected_ns: expected,
@@ -579,10 +605,10 @@ impl Assoc {
             p.sent_alerts_n[i] = n + 1;
             return true;
         }
-        self.folded.add(kind, 1);
+        p.folded.add(kind, 1);
+        p.last_fold_ns = now;
         self.stats.folded.add(kind, 1);
         self.totals.folded.add(kind, 1);
-        self.last_fold_ns = now;
         false
     }
 
@@ -659,10 +685,10 @@ mod tests {
         assert!(a.gate(Repeating::Retry, 61 * SEC));
         a.down_unanswered(62 * SEC);
         assert!(!a.gate(Repeating::Mismatch, 63 * SEC));
-        assert_eq!(a.folded.0, [4, 0, 0, 1, 0]);
+        assert_eq!(a.trouble().folded.0, [4, 0, 0, 1, 0]);
         assert_eq!(a.totals.folded.total(), 5);
         assert_eq!(
-            a.folded.describe(),
+            a.trouble().folded.describe(),
             "1 heartbeat.mismatch, 4 heartbeat.retry"
         );
     }
@@ -692,7 +718,7 @@ mod tests {
         // From seq 101 (1 s) to 3.5 s.
         assert_eq!(late.interval_ns, 2_500 * MS);
         assert_eq!(a.totals.lost, 1);
-        assert_eq!(a.late_seq, Some(102));
+        assert_eq!(a.trouble().late_seq, Some(102));
         assert_eq!(a.arrived_late(102, 3_600 * MS), None, "once");
         assert_eq!(a.arrived_late(99, 3_600 * MS), None, "never counted lost");
         // The second of the gap: estimated one interval after the first was due.

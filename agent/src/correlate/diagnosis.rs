@@ -92,12 +92,12 @@ pub fn diagnose(a: &Assoc, reverse: Option<&Assoc>, now: u64, phase: Phase) -> D
         earlier: None,
     };
     let from = if a.down.is_some() {
-        a.outage_from_ns
+        a.trouble().outage_from_ns
     } else {
         a.last_beat_ns
     };
     if phase == Phase::Recovery {
-        if let Some((seq, prev)) = a.restart_in_outage {
+        if let Some((seq, prev)) = a.trouble().restart_in_outage {
             let mut restart = d(
                 PEER_RESTART,
                 vec![format!(
@@ -105,6 +105,7 @@ pub fn diagnose(a: &Assoc, reverse: Option<&Assoc>, now: u64, phase: Phase) -> D
                 )],
             );
             if let Some(before) = a
+                .trouble()
                 .down_diagnosis
                 .as_ref()
                 .filter(|b| BEFORE_OUTAGE.contains(&b.cause))
@@ -122,7 +123,7 @@ pub fn diagnose(a: &Assoc, reverse: Option<&Assoc>, now: u64, phase: Phase) -> D
     }
     let mut continued = Vec::new();
     if phase == Phase::Recovery {
-        continued.push(match a.gap_in_outage {
+        continued.push(match a.trouble().gap_in_outage {
             Some(lost) => {
                 format!("sequence continued after the outage ({lost} heartbeats never seen)")
             }
@@ -132,7 +133,7 @@ pub fn diagnose(a: &Assoc, reverse: Option<&Assoc>, now: u64, phase: Phase) -> D
     if phase == Phase::Recovery {
         // What was true when the outage began (the reverse direction may have
         // recovered first by now); the recovery adds how the sequence went on.
-        if let Some(at_down) = &a.down_diagnosis {
+        if let Some(at_down) = &a.trouble().down_diagnosis {
             let mut d = Diagnosis::clone(at_down);
             d.evidence.extend(continued);
             return d;
@@ -170,7 +171,7 @@ pub fn diagnose(a: &Assoc, reverse: Option<&Assoc>, now: u64, phase: Phase) -> D
             > r_expected.saturating_add(r.grace_ns())
             || r.down.is_some();
         let r_stop_at = if r.down.is_some() {
-            r.outage_from_ns
+            r.trouble().outage_from_ns
         } else {
             r.last_beat_ns
         };
@@ -195,7 +196,7 @@ pub fn diagnose(a: &Assoc, reverse: Option<&Assoc>, now: u64, phase: Phase) -> D
     }
     let window = LOOKBACK_INTERVALS.saturating_mul(a.expected_ns());
     let troubles = a.troubles_before(from.max(now.min(from.saturating_add(window))), window);
-    if let Some((seen, expected)) = a.qos_wrong {
+    if let Some((seen, expected)) = a.trouble().qos_wrong {
         let mut ev = vec![format!(
             "heartbeats marked DSCP {seen} instead of {expected} before the outage"
         )];
@@ -281,7 +282,7 @@ mod tests {
     fn restart_seen_at_recovery_is_peer_restart() {
         let mut a = assoc(10 * SEC);
         down_silence(&mut a, 20 * SEC);
-        a.restart_in_outage = Some((0, 10));
+        a.trouble_mut().restart_in_outage = Some((0, 10));
         let d = diagnose(&a, None, 30 * SEC, Phase::Recovery);
         assert_eq!(d.cause, PEER_RESTART);
         assert!(d.evidence[0].contains("restarted at 0"), "{:?}", d.evidence);
@@ -302,7 +303,7 @@ mod tests {
         let d = diagnose(&a, Some(&b), 20 * SEC, Phase::Outage);
         assert_eq!(d.cause, PATH_INTERRUPTION);
         assert!(d.evidence[0].contains("300 ms"), "{:?}", d.evidence);
-        a.gap_in_outage = Some(9);
+        a.trouble_mut().gap_in_outage = Some(9);
         let d = diagnose(&a, Some(&b), 21 * SEC, Phase::Recovery);
         assert_eq!(d.cause, PATH_INTERRUPTION);
         assert!(d.evidence[1].contains("9 heartbeats never seen"));
@@ -313,8 +314,12 @@ mod tests {
         let mut a = assoc(10 * SEC);
         let b = assoc(10 * SEC);
         down_silence(&mut a, 20 * SEC);
-        a.down_diagnosis = Some(Box::new(diagnose(&a, Some(&b), 20 * SEC, Phase::Outage)));
-        assert_eq!(a.down_diagnosis.as_ref().unwrap().cause, PATH_INTERRUPTION);
+        a.trouble_mut().down_diagnosis =
+            Some(Box::new(diagnose(&a, Some(&b), 20 * SEC, Phase::Outage)));
+        assert_eq!(
+            a.trouble().down_diagnosis.as_ref().unwrap().cause,
+            PATH_INTERRUPTION
+        );
         // By the time `a` recovers, `b` already has: still the same outage.
         let b_back = assoc(21 * SEC);
         let d = diagnose(&a, Some(&b_back), 21 * SEC, Phase::Recovery);
@@ -380,7 +385,7 @@ mod tests {
     #[test]
     fn wrong_marking_before_the_outage_is_qos_stripped() {
         let mut a = assoc(10 * SEC);
-        a.qos_wrong = Some((0, 46));
+        a.trouble_mut().qos_wrong = Some((0, 46));
         a.note(9 * SEC, Trouble::Gap);
         down_silence(&mut a, 20 * SEC);
         let d = diagnose(&a, None, 20 * SEC, Phase::Outage);
@@ -404,8 +409,9 @@ mod tests {
         a.note(9 * SEC, Trouble::Gap);
         a.note(9_500 * MS, Trouble::Gap);
         down_silence(&mut a, 20 * SEC);
-        a.down_diagnosis = Some(Box::new(diagnose(&a, None, 20 * SEC, Phase::Outage)));
-        a.restart_in_outage = Some((0, 10));
+        a.trouble_mut().down_diagnosis =
+            Some(Box::new(diagnose(&a, None, 20 * SEC, Phase::Outage)));
+        a.trouble_mut().restart_in_outage = Some((0, 10));
         let d = diagnose(&a, None, 30 * SEC, Phase::Recovery);
         assert_eq!((d.cause, d.earlier), (PEER_RESTART, Some(NETWORK_LOSS)));
         assert_eq!(
@@ -417,8 +423,9 @@ mod tests {
         let mut r = assoc(10 * SEC);
         down_silence(&mut b, 20 * SEC);
         down_silence(&mut r, 20 * SEC);
-        b.down_diagnosis = Some(Box::new(diagnose(&b, Some(&r), 20 * SEC, Phase::Outage)));
-        b.restart_in_outage = Some((0, 10));
+        b.trouble_mut().down_diagnosis =
+            Some(Box::new(diagnose(&b, Some(&r), 20 * SEC, Phase::Outage)));
+        b.trouble_mut().restart_in_outage = Some((0, 10));
         let d = diagnose(&b, Some(&r), 30 * SEC, Phase::Recovery);
         assert_eq!((d.cause, d.earlier), (PEER_RESTART, None));
     }

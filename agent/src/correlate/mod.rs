@@ -391,7 +391,7 @@ impl Correlator {
                 key: a.key,
                 stats: a.totals,
                 expected_interval_ms: a.expected_ns() / MS,
-                diagnoses: a.diagnoses.clone(),
+                diagnoses: a.trouble().diagnoses.clone(),
                 closed: false,
             });
         }
@@ -533,7 +533,7 @@ impl Correlator {
                 a.note(now, Trouble::Gap);
                 a.gap(raw.aux, raw.value);
                 if a.down.is_some() {
-                    a.gap_in_outage = Some(raw.value);
+                    a.trouble_mut().gap_in_outage = Some(raw.value);
                 }
             }
             EventKind::Retry => {
@@ -545,7 +545,7 @@ impl Correlator {
                 }
             }
             EventKind::Restart if a.down.is_some() => {
-                a.restart_in_outage = Some((raw.seq, raw.aux));
+                a.trouble_mut().restart_in_outage = Some((raw.seq, raw.aux));
             }
             // An MGCP RSIP (`value` = its method): one per endpoint group in a burst.
             EventKind::Restart if raw.value != 0 && !a.gate(Repeating::Rsip, now) => {
@@ -579,9 +579,9 @@ impl Correlator {
                 }
             }
             EventKind::Mismatch => {
-                if a.late_seq == Some(raw.seq) {
+                if a.trouble().late_seq == Some(raw.seq) {
                     // The answer to a heartbeat that came late: it matches that one.
-                    a.late_seq = None;
+                    a.trouble_mut().late_seq = None;
                     ev = None;
                 } else {
                     a.note(now, Trouble::OutOfOrder);
@@ -593,16 +593,18 @@ impl Correlator {
             EventKind::QosMismatch => {
                 let seen = (raw.value & 0xff) as u8;
                 let side = usize::from(raw.value & QOS_FROM_RESPONDER != 0);
-                if let Some((last, at)) = a.qos_reported[side] {
-                    if last == seen && at != a.reannounced {
+                let reannounced = a.reannounced;
+                let p = a.trouble_mut();
+                if let Some((last, at)) = p.qos_reported[side] {
+                    if last == seen && at != reannounced {
                         // Reported before the flow table evicted it: the datapath forgot.
-                        a.qos_reported[side] = Some((seen, a.reannounced));
+                        p.qos_reported[side] = Some((seen, reannounced));
                         return;
                     }
                 }
-                a.qos_reported[side] = Some((seen, a.reannounced));
+                p.qos_reported[side] = Some((seen, reannounced));
                 if side == 0 {
-                    a.qos_wrong = Some((seen, raw.aux as u8));
+                    p.qos_wrong = Some((seen, raw.aux as u8));
                 }
             }
             EventKind::Unanswered => {
@@ -785,7 +787,7 @@ impl Correlator {
             key: a.key,
             stats: a.totals,
             expected_interval_ms: a.expected_ns() / MS,
-            diagnoses: a.diagnoses.clone(),
+            diagnoses: a.trouble().diagnoses.clone(),
             closed: true,
         };
         // Several sessions may reuse the same key: add them up.
@@ -797,7 +799,7 @@ impl Correlator {
                 e.stats.outages += t.stats.outages;
                 e.stats.duplicates += t.stats.duplicates;
                 for k in Repeating::ALL {
-                    e.stats.folded.add(k, t.stats.folded.0[k as usize]);
+                    e.stats.folded.add(k, t.stats.folded.0[k as usize].into());
                 }
                 e.diagnoses.extend(t.diagnoses.iter().copied());
             })
@@ -1128,13 +1130,13 @@ impl Correlator {
             );
         }
         let cause = ev.heartbeat.diagnosis.unwrap_or(diagnosis::UNDETERMINED);
-        let a = &mut self.slots.get_mut(key).expect("known").assoc;
-        if at.saturating_sub(a.last_fold_ns) > assoc::REPEAT_WINDOW_NS {
+        let p = self.slots.get_mut(key).expect("known").assoc.trouble_mut();
+        if at.saturating_sub(p.last_fold_ns) > assoc::REPEAT_WINDOW_NS {
             // Folded long before this outage: that burst is over (the summary has it).
-            a.folded = Default::default();
+            p.folded = Default::default();
         }
-        a.diagnoses.push(cause);
-        a.down_diagnosis = Some(Box::new(Diagnosis {
+        p.diagnoses.push(cause);
+        p.down_diagnosis = Some(Box::new(Diagnosis {
             cause,
             evidence: ev.heartbeat.evidence.clone().unwrap_or_default(),
             earlier: None,
@@ -1146,8 +1148,8 @@ impl Correlator {
         self.take_reverse(key, now, ctx, out);
         let d = self.diagnose(key, now, Phase::Recovery);
         let a = &mut self.slots.get_mut(key).expect("known").assoc;
-        let downtime = now.saturating_sub(a.outage_from_ns) / MS;
-        let folded = std::mem::take(&mut a.folded);
+        let downtime = now.saturating_sub(a.trouble().outage_from_ns) / MS;
+        let folded = std::mem::take(&mut a.trouble_mut().folded);
         let folded_text = match folded.total() {
             0 => String::new(),
             _ => format!("; alerts folded into the outage: {}", folded.describe()),
@@ -1178,14 +1180,14 @@ impl Correlator {
         ev.heartbeat.evidence = Some(d.evidence);
         ev.heartbeat.folded = folded.by_action();
         a.down = None;
-        a.down_diagnosis = None;
+        a.trouble_mut().down_diagnosis = None;
         a.missed_reported = false;
         a.unanswered_streak = 0;
         a.transport_alive = false;
         if d.earlier.is_some() {
             // Two causes, one after the other: both stay.
-            a.diagnoses.push(d.cause);
-        } else if let Some(last) = a.diagnoses.last_mut() {
+            a.trouble_mut().diagnoses.push(d.cause);
+        } else if let Some(last) = a.trouble_mut().diagnoses.last_mut() {
             // The recovery knows more (a restart shows only now).
             *last = d.cause;
         }

@@ -73,10 +73,11 @@ pub fn row_of(a: &Assoc, now: u64) -> Row {
         rtt_recent_us: Vec::new(),
         lost: a.totals.lost.saturating_add(a.stats.lost),
         diagnosis: a
+            .trouble()
             .down_diagnosis
             .as_ref()
             .map(|d| d.cause.to_string())
-            .or_else(|| a.diagnoses.last().map(|d| d.to_string())),
+            .or_else(|| a.trouble().diagnoses.last().map(|d| d.to_string())),
     }
 }
 
