@@ -458,14 +458,9 @@ impl Assoc {
 
     /// Remembers an anomaly at `now` for the diagnosis.
     pub fn note(&mut self, now: u64, t: Trouble) {
-        let p = self.past();
+        let p = self.trouble_mut();
         p.history[p.history_next % HISTORY] = (now, Some(t));
         p.history_next += 1;
-    }
-
-    /// The trouble record, allocated on first use.
-    fn past(&mut self) -> &mut Past {
-        self.past.get_or_insert_with(Box::default)
     }
 
     /// What went wrong with this association (an empty record if nothing did).
@@ -475,12 +470,12 @@ impl Assoc {
 
     /// The trouble record to write to, allocated on first use.
     pub fn trouble_mut(&mut self) -> &mut Past {
-        self.past()
+        self.past.get_or_insert_with(Box::default)
     }
 
     /// A new outage from `since`: what the last one saw is forgotten.
     fn start_outage(&mut self, since: u64) {
-        let p = self.past();
+        let p = self.trouble_mut();
         p.outage_from_ns = since;
         p.restart_in_outage = None;
         p.gap_in_outage = None;
@@ -549,7 +544,7 @@ impl Assoc {
     /// A gap at `now`: `count` heartbeats from `first_seq` counted lost.
     pub fn gap(&mut self, first_seq: u32, count: u64) {
         let before_ns = self.last_beat_ns;
-        let p = self.past();
+        let p = self.trouble_mut();
         p.lost_runs[p.lost_runs_next % LOST_RUNS] = LostRun {
             first_seq,
             count,
@@ -574,7 +569,7 @@ impl Assoc {
         let previous = run.before_ns.saturating_add(k.saturating_mul(expected));
         self.stats.lost = self.stats.lost.saturating_sub(1);
         self.totals.lost = self.totals.lost.saturating_sub(1);
-        let p = self.past();
+        let p = self.trouble_mut();
         if let Some(g) = p.gap_in_outage.as_mut() {
             *g = g.saturating_sub(1);
         }
@@ -595,7 +590,7 @@ impl Assoc {
     pub fn gate(&mut self, kind: Repeating, now: u64) -> bool {
         let i = kind as usize;
         let down = self.down.is_some();
-        let p = self.past();
+        let p = self.trouble_mut();
         let ring = &mut p.sent_alerts[i];
         let n = p.sent_alerts_n[i];
         let oldest = ring[n % REPEAT_BURST];
