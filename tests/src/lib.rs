@@ -587,6 +587,19 @@ impl Tcpdump {
     }
 }
 
+/// What an operator would call the same trouble: the action on the association
+/// (`peer.down 10.0.0.1:15000 -> 10.0.0.2:15000`), times, sequence numbers and counts aside.
+pub fn action_on_association(e: &Value) -> String {
+    format!(
+        "{} {}:{} -> {}:{}",
+        e["event"]["action"].as_str().unwrap_or("?"),
+        e["source"]["ip"].as_str().unwrap_or("?"),
+        e["source"]["port"],
+        e["destination"]["ip"].as_str().unwrap_or("?"),
+        e["destination"]["port"]
+    )
+}
+
 /// Events per `hbwatch::demo::agreement_key`: what live and offline must share.
 pub fn agreement_counts(evs: &[&Value]) -> std::collections::BTreeMap<String, usize> {
     let mut m = std::collections::BTreeMap::new();

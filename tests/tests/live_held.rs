@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use hbwatch_tests::{analyze_events, in_vm, require_root, tunes_for_speed, Agent, Tcpdump, VethNs};
+use hbwatch_tests::{
+    action_on_association, analyze_events, in_vm, require_root, tunes_for_speed, Agent, Tcpdump,
+    VethNs,
+};
 
 #[test]
 fn healthy_heartbeats_stay_in_the_kernel() {
@@ -51,18 +54,8 @@ fn healthy_heartbeats_stay_in_the_kernel() {
     assert_eq!(counters["ringbuf_lost"].as_u64(), Some(0), "{counters}");
     let offline = analyze_events(&pcap, &tunes.iter().map(String::as_str).collect::<Vec<_>>());
     std::fs::remove_dir_all(&dir).ok();
-    // What an operator would call the same trouble: the action on the association.
-    let trouble = |e: &serde_json::Value| {
-        format!(
-            "{} {}:{} -> {}:{}",
-            e["event"]["action"].as_str().unwrap_or("?"),
-            e["source"]["ip"].as_str().unwrap_or("?"),
-            e["source"]["port"],
-            e["destination"]["ip"].as_str().unwrap_or("?"),
-            e["destination"]["port"]
-        )
-    };
-    let on_the_wire: std::collections::BTreeSet<String> = offline.iter().map(trouble).collect();
+    let on_the_wire: std::collections::BTreeSet<String> =
+        offline.iter().map(action_on_association).collect();
     let unexplained: Vec<String> = agent
         .heartbeat_events()
         .iter()
@@ -73,7 +66,7 @@ fn healthy_heartbeats_stay_in_the_kernel() {
                 Some("peer.up" | "sip.registered")
             )
         })
-        .filter(|e| !on_the_wire.contains(&trouble(e)))
+        .filter(|e| !on_the_wire.contains(&action_on_association(e)))
         .map(|e| e.to_string())
         .collect();
     assert!(

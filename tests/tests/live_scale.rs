@@ -16,24 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hbgen::crowd::Crowd;
-use hbwatch_tests::{agent_is_release, in_vm, require_root, Agent, VethNs};
+use hbgen::scenario::default_start_ns;
+use hbwatch_pcap::Format;
+use hbwatch_tests::{action_on_association, agent_is_release, in_vm, require_root, Agent, VethNs};
 use serde_json::Value;
 
 const DURATION_S: u32 = 12;
 const SEED: u64 = 19;
-
-/// What an operator would call the same event: the action on the association.
-fn said(action: &str, src: &str, dst: &str) -> String {
-    format!("{action} {src} -> {dst}")
-}
-
-fn said_of(e: &Value) -> String {
-    said(
-        e["event"]["action"].as_str().unwrap_or("?"),
-        e["source"]["ip"].as_str().unwrap_or("?"),
-        e["destination"]["ip"].as_str().unwrap_or("?"),
-    )
-}
 
 fn unix_ns_now() -> u64 {
     std::time::SystemTime::now()
@@ -78,13 +67,20 @@ fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
     } else {
         10_000
     };
-    let crowd = Crowd::new(0, associations, DURATION_S as f64, SEED).unwrap();
+    // The crowd hbgen sends below (same start, size, duration and seed).
+    let crowd = Crowd::new(default_start_ns(), associations, DURATION_S as f64, SEED).unwrap();
     let truth = crowd.truth();
     let required: BTreeSet<String> = truth
         .expected
         .iter()
         .filter(|e| e.required && e.action != "peer.up")
-        .map(|e| said(e.action, &e.source.ip, &e.destination.ip))
+        .map(|e| {
+            action_on_association(&serde_json::json!({
+                "event": {"action": e.action},
+                "source": e.source,
+                "destination": e.destination,
+            }))
+        })
         .collect();
     assert_eq!(required.len(), 3, "{required:?}");
 
@@ -100,7 +96,7 @@ fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
                 return true;
             }
             *ups.lock().unwrap() += 1;
-            up.lock().unwrap().insert(said_of(e));
+            up.lock().unwrap().insert(action_on_association(e));
             false
         });
     }
@@ -172,7 +168,7 @@ fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
         .into_iter()
         .filter(|e| e["@timestamp"].as_str().unwrap() <= ended.as_str())
         .collect();
-    let got: BTreeSet<String> = alerts.iter().map(|e| said_of(e)).collect();
+    let got: BTreeSet<String> = alerts.iter().map(|e| action_on_association(e)).collect();
     assert_eq!(got, required, "{alerts:#?}");
     assert_eq!(alerts.len(), 3, "{alerts:#?}");
     // peer.down when the 4th beat is missed and half an interval more has passed (the
@@ -199,19 +195,7 @@ fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
     let dir = std::env::temp_dir().join(format!("hbwatch-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("crowd.pcap");
-    let out = std::process::Command::new(hbwatch_tests::hbwatch_bin())
-        .args(["hbgen", "--scenario", "crowd", "--associations"])
-        .arg(associations.to_string())
-        .args(["--duration", &DURATION_S.to_string()])
-        .args(["--seed", &SEED.to_string(), "--pcap"])
-        .arg(&pcap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    hbgen::output::write_file(&pcap, Format::Pcap { nanos: false }, crowd.frames()).unwrap();
     let offline = hbwatch_tests::analyze_events(&pcap, &[]);
     std::fs::remove_dir_all(&dir).ok();
     let offline_ups = offline
@@ -221,9 +205,9 @@ fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
     let offline_alerts: Vec<String> = offline
         .iter()
         .filter(|e| e["event"]["action"] != "peer.up")
-        .map(said_of)
+        .map(action_on_association)
         .collect();
-    let live_alerts: Vec<String> = alerts.iter().map(|e| said_of(e)).collect();
+    let live_alerts: Vec<String> = alerts.iter().map(|e| action_on_association(e)).collect();
     assert_eq!(offline_ups, associations);
     assert_eq!(offline_alerts, live_alerts);
 }
