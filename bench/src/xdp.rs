@@ -111,6 +111,22 @@ impl Loaded {
         Ok(())
     }
 
+    /// A case's starting state: the flow table with its other associations, holding
+    /// on or off, its priming frames run, and (holding) every association calm.
+    fn set_up(&mut self, case: &Case) -> Result<()> {
+        self.clear_flows()?;
+        self.fill_flows(case.table)?;
+        self.dp
+            .hold_routine_beats(case.hold, &hbwatch::tuning::params(&[]))?;
+        for f in &case.prime {
+            self.agent(f, 1)?;
+        }
+        if case.hold {
+            self.calm_flows()?;
+        }
+        Ok(())
+    }
+
     /// Fills the flow table with `n` idle associations (none of the benchmark's own).
     /// Marks every association calm: its routine heartbeats are held from the next one
     /// (`FlowState::calm`; the bench's repeated frame cannot make an interval regular).
@@ -396,15 +412,17 @@ pub fn spin(name: &str, secs: f64) -> Result<()> {
         .into_iter()
         .find(|c| c.name == name)
         .ok_or_else(|| anyhow!("no case {name:?}"))?;
-    l.fill_flows(case.table)?;
-    for f in &case.prime {
-        l.agent(f, 1)?;
-    }
+    let batch = case.repeat.unwrap_or(100_000);
     let start = std::time::Instant::now();
     let mut runs = 0u64;
     while start.elapsed().as_secs_f64() < secs {
-        l.agent(&case.frame, 100_000)?;
-        runs += 100_000;
+        // As `bench` sets each trial up: a held case's repeated frame is routine only
+        // within its first copy's 100 ms, so it starts afresh every batch.
+        if runs == 0 || case.hold {
+            l.set_up(&case)?;
+        }
+        l.agent(&case.frame, batch)?;
+        runs += u64::from(batch);
         l.drain();
     }
     eprintln!("bench: {runs} runs of {name}");
@@ -426,15 +444,7 @@ pub fn bench(opts: &Options) -> Result<Value> {
     let n = opts.new_flows;
     for trial in 0..opts.trials {
         for (case, s) in cases.iter().zip(samples.iter_mut()) {
-            l.clear_flows()?;
-            l.fill_flows(case.table)?;
-            l.dp.hold_routine_beats(case.hold, &hbwatch::tuning::params(&[]))?;
-            for f in &case.prime {
-                l.agent(f, 1)?;
-            }
-            if case.hold {
-                l.calm_flows()?;
-            }
+            l.set_up(case)?;
             let repeat = case.repeat.map_or(opts.repeat, |r| r.min(opts.repeat));
             // Warm-up: first-time reports (and cold caches) are not what is measured.
             l.run(case.program, &case.frame, 1)?;
