@@ -10,7 +10,12 @@
 //! The index hashes with foldhash (randomly seeded per table, as hashbrown's default):
 //! the std SipHash of a 40-byte key was a visible part of each record's cost, and keys
 //! come off the wire, so the seed stays random.
+//!
+//! The last key found is remembered with its place: one record leads to several lookups
+//! of its association in a row (the correlator's steps, the engine's flow update), and a
+//! 40-byte compare is cheaper than hashing the key again and probing.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use hbwatch_common::key::FlowKey;
@@ -23,6 +28,8 @@ pub struct Table<V> {
     values: Vec<Option<V>>,
     /// Places of removed values, reused first.
     free: Vec<u32>,
+    /// The last key found and its place (forgotten when that key is removed).
+    last: Cell<Option<(FlowKey, u32)>>,
 }
 
 impl<V> Default for Table<V> {
@@ -31,6 +38,7 @@ impl<V> Default for Table<V> {
             index: Index::default(),
             values: Vec::new(),
             free: Vec::new(),
+            last: Cell::new(None),
         }
     }
 }
@@ -44,18 +52,31 @@ impl<V> Table<V> {
         self.index.is_empty()
     }
 
+    /// Where `key`'s value is.
+    #[inline]
+    fn place(&self, key: &FlowKey) -> Option<usize> {
+        if let Some((k, i)) = self.last.get() {
+            if k == *key {
+                return Some(i as usize);
+            }
+        }
+        let &i = self.index.get(key)?;
+        self.last.set(Some((*key, i)));
+        Some(i as usize)
+    }
+
     pub fn contains_key(&self, key: &FlowKey) -> bool {
-        self.index.contains_key(key)
+        self.place(key).is_some()
     }
 
     pub fn get(&self, key: &FlowKey) -> Option<&V> {
-        let &i = self.index.get(key)?;
-        self.values[i as usize].as_ref()
+        let i = self.place(key)?;
+        self.values[i].as_ref()
     }
 
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut V> {
-        let &i = self.index.get(key)?;
-        self.values[i as usize].as_mut()
+        let i = self.place(key)?;
+        self.values[i].as_mut()
     }
 
     /// Inserts or replaces; returns the value replaced.
@@ -83,6 +104,9 @@ impl<V> Table<V> {
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<V> {
         let i = self.index.remove(key)?;
+        if self.last.get().is_some_and(|(k, _)| k == *key) {
+            self.last.set(None);
+        }
         self.free.push(i);
         self.values[i as usize].take()
     }
@@ -148,5 +172,26 @@ mod tests {
         let mut pairs: Vec<(u16, u32)> = t.iter().map(|(k, v)| (k.orig_port, *v)).collect();
         pairs.sort();
         assert_eq!(pairs, [(0, 0), (2, 21), (3, 31), (9, 90)]);
+    }
+
+    #[test]
+    fn a_removed_key_is_not_found_at_its_remembered_place() {
+        let mut t = Table::default();
+        t.insert(key(1), 10);
+        t.insert(key(2), 20);
+        assert_eq!(t.get(&key(1)), Some(&10), "remembered now");
+        assert_eq!(t.remove(&key(1)), Some(10));
+        assert!(!t.contains_key(&key(1)));
+        // The place is reused by another key; the removed one must not find it.
+        t.insert(key(3), 30);
+        assert_eq!(t.get(&key(1)), None);
+        assert_eq!(t.get(&key(3)), Some(&30));
+        // Back again, at another place: found there, not at the one remembered last.
+        t.insert(key(1), 11);
+        assert_eq!(t.get(&key(3)), Some(&30));
+        assert_eq!(t.get(&key(1)), Some(&11));
+        *t.get_mut(&key(1)).unwrap() += 1;
+        assert_eq!(t[&key(1)], 12);
+        assert_eq!(t[&key(2)], 20);
     }
 }
