@@ -147,6 +147,8 @@ struct Slot {
     announced: bool,
     /// Index of the next beat the datapath holds for it (`held`): those before were read.
     held_next: u16,
+    /// Index up to which the datapath was told the beats were read (`Held::ack`).
+    held_acked: u16,
     /// Held beats read but not applied yet (after the moment of a decision), in order.
     pending: std::collections::VecDeque<HeldBeat>,
 }
@@ -483,6 +485,7 @@ impl Correlator {
                         // it came back. No new peer: this is its next heartbeat. Its
                         // new flow state holds beats from index 0 again.
                         slot.held_next = 0;
+                        slot.held_acked = 0;
                         if let Some(h) = ctx.held {
                             h.forget(&raw.key);
                         }
@@ -764,6 +767,7 @@ impl Correlator {
                 held: None,
                 announced,
                 held_next: 0,
+                held_acked: 0,
                 pending: Default::default(),
             },
         ) {
@@ -888,8 +892,14 @@ impl Correlator {
         // of one-beat associations made thousands).
         let could_hold = slot.assoc.totals.count > u64::from(CALM_AFTER);
         if let Some(st) = could_hold.then(|| src.flow(key)).flatten() {
-            if slot.queue_held(&st.held.beats, st.held_next) {
+            // Acknowledged once half the hold was read, not at every take: each is a map
+            // update (a system call that allocates an LRU element), and the kernel looks
+            // only when its hold is full, by then at least half of it acknowledged.
+            if slot.queue_held(&st.held.beats, st.held_next)
+                && slot.held_next.wrapping_sub(slot.held_acked) as usize >= HELD_BEATS / 2
+            {
                 src.ack(key, slot.held_next);
+                slot.held_acked = slot.held_next;
             }
         }
         self.apply_pending(key, until, ctx, out);
