@@ -16,7 +16,6 @@ use crate::parse::{
 use crate::proto::{
     decode_into, port_slot, sip, Msg, Protocol, Role, HB_SYNTHETIC_SEQ, MSG_NONE, MSG_PARAMS,
 };
-use crate::zero::Zeroable as _;
 
 /// What the pipeline needs from where it runs: maps in the kernel, collections offline.
 pub trait Env {
@@ -197,9 +196,8 @@ pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
         return;
     }
     // Only now the whole packet, in place, never moved: in BPF every copy of the 56-byte
-    // packet is ~50 instructions, and zeroed in words (crate::zero).
+    // packet is ~50 instructions. `fill` writes every field (no zeroing call first).
     let Scratch { pkt, msg, at } = scratch;
-    pkt.clear();
     if parse::fill(f, &h, pkt).is_err() {
         // headers() checked every byte fill() reads: unreachable, but never trusted.
         env.count(Counter::Truncated);
@@ -228,8 +226,7 @@ pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
         sip_message(f, env, pkt, &*at);
         return;
     }
-    // Zeroed in words: a derived Default is a byte-loop memset call in BPF (crate::zero).
-    msg.clear();
+    // `decode_into` writes the whole message (no zeroing call first).
     let kind = decode_into(proto, f, pkt, msg);
     // Separate calls, not nested: each stage's frame is released before the next.
     let verdict = on_message(env, pkt, msg, at);

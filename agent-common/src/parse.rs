@@ -5,7 +5,6 @@
 
 use crate::counters::Counter;
 use crate::frame::Frame;
-use crate::zero::Zeroable;
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
@@ -75,9 +74,6 @@ pub struct Packet {
     pub frag: u16,
 }
 
-// SAFETY: integers and integer arrays only; 8-byte aligned.
-unsafe impl Zeroable for Packet {}
-
 /// Why a frame was not parsed to L4; each maps to a counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skip {
@@ -137,11 +133,8 @@ pub fn parse<F: Frame>(f: &F) -> Result<Packet, Skip> {
     if h.frag != 0 {
         return Err(Skip::Fragment);
     }
-    let mut pkt = core::mem::MaybeUninit::uninit();
-    Packet::zero(&mut pkt);
-    // SAFETY: zero() wrote every byte, and an all-zero Packet is valid.
-    let pkt = unsafe { pkt.assume_init_mut() };
-    fill(f, &h, pkt).map(|()| *pkt)
+    let mut pkt = Packet::default();
+    fill(f, &h, &mut pkt).map(|()| pkt)
 }
 
 /// Checks L2 to L4 and reads the ports. Only TCP and UDP over IPv4/IPv6 come back as
@@ -313,18 +306,19 @@ pub fn headers<F: Frame>(f: &F) -> Result<Headers, Skip> {
     })
 }
 
-/// Completes `pkt` (zeroed) from what [`headers`] found: the addresses and, for TCP,
-/// sequence number and flags. Out of line: in the kernel its buffers get a
-/// stack frame of their own, released before the flow stage runs (the BPF stack is 512
-/// bytes for the whole call chain); an out-parameter, because BPF functions may not
-/// return pointers to the caller's stack.
+/// Writes every field of `pkt` from what [`headers`] found: the addresses and, for TCP,
+/// sequence number and flags. No zeroing first: in the kernel that was a call of its
+/// own, and each call and return costs ~7 ns there (`cargo xtask bench`, a VM with
+/// the SRSO return mitigation). Out of line: in the kernel its buffers get a stack frame
+/// of their own, released before the flow stage runs (the BPF stack is 512 bytes for
+/// the whole call chain); an out-parameter, because BPF functions may not return
+/// pointers to the caller's stack.
 #[inline(never)]
 pub fn fill<F: Frame>(f: &F, h: &Headers, pkt: &mut Packet) -> Result<(), Skip> {
     let l3 = h.l3_off as usize;
     if h.family == AF_INET {
         let a = f.bytes::<8>(l3 + 12).ok_or(Skip::Truncated)?;
-        copy4(&mut pkt.src, [a[0], a[1], a[2], a[3]]);
-        copy4(&mut pkt.dst, [a[4], a[5], a[6], a[7]]);
+        set_v4(pkt, [a[0], a[1], a[2], a[3]], [a[4], a[5], a[6], a[7]]);
     } else {
         let a = f.bytes::<32>(l3 + 8).ok_or(Skip::Truncated)?;
         let mut i = 0;
@@ -334,13 +328,16 @@ pub fn fill<F: Frame>(f: &F, h: &Headers, pkt: &mut Packet) -> Result<(), Skip> 
             i += 1;
         }
     }
+    let (mut tcp_seq, mut tcp_flags) = (0, 0);
     if h.transport == IPPROTO_TCP && h.frag & FRAG_LATER == 0 {
         let t = f
             .bytes::<10>(h.l4_off as usize + 4)
             .ok_or(Skip::Truncated)?;
-        pkt.tcp_seq = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
-        pkt.tcp_flags = t[9];
+        tcp_seq = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
+        tcp_flags = t[9];
     }
+    pkt.tcp_seq = tcp_seq;
+    pkt.tcp_flags = tcp_flags;
     pkt.src_port = h.src_port;
     pkt.dst_port = h.dst_port;
     pkt.payload_off = h.payload_off;
@@ -353,10 +350,29 @@ pub fn fill<F: Frame>(f: &F, h: &Headers, pkt: &mut Packet) -> Result<(), Skip> 
     Ok(())
 }
 
+/// IPv4 addresses in their 16-byte fields, the rest of each zero: 4-byte stores, the
+/// zeros volatile so LLVM does not make a `memset` call of them (crate::zero).
 #[inline(always)]
-fn copy4(dst: &mut [u8; 16], src: [u8; 4]) {
-    dst[0] = src[0];
-    dst[1] = src[1];
-    dst[2] = src[2];
-    dst[3] = src[3];
+fn set_v4(pkt: &mut Packet, src: [u8; 4], dst: [u8; 4]) {
+    const SRC: usize = core::mem::offset_of!(Packet, src) / 4;
+    const DST: usize = core::mem::offset_of!(Packet, dst) / 4;
+    const {
+        assert!(
+            SRC * 4 == core::mem::offset_of!(Packet, src)
+                && DST * 4 == core::mem::offset_of!(Packet, dst)
+        )
+    };
+    let words = (pkt as *mut Packet).cast::<u32>();
+    // SAFETY: Packet is 8-byte aligned, `src` and `dst` start at multiples of 4 (checked
+    // above) and are 16 bytes each: words SRC..SRC+4 and DST..DST+4 are theirs.
+    unsafe {
+        words.add(SRC).write(u32::from_ne_bytes(src));
+        words.add(DST).write(u32::from_ne_bytes(dst));
+        let mut i = 1;
+        while i < 4 {
+            core::ptr::write_volatile(words.add(SRC + i), 0);
+            core::ptr::write_volatile(words.add(DST + i), 0);
+            i += 1;
+        }
+    }
 }

@@ -156,3 +156,29 @@ fn a_short_ip_header_with_a_wrong_version_is_malformed_not_truncated() {
     short[14] = 0x45;
     assert_eq!(parse(&SliceFrame(&short)), Err(Skip::Truncated));
 }
+
+/// The kernel parses every frame into the same per-CPU memory: `fill` must leave nothing
+/// of the frame before (an IPv6 address's tail in an IPv4 flow key, a TCP segment's
+/// sequence number on a UDP heartbeat). What it writes over another frame's packet is
+/// what it writes over a fresh one.
+#[test]
+fn fill_leaves_nothing_of_the_frame_before() {
+    use hbwatch_common::parse::{fill, Packet};
+    let mut v6 = eth(0x86dd);
+    v6.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
+    v6.extend_from_slice(&[0xfd; 16]);
+    v6.extend_from_slice(&[0xfe; 16]);
+    // TCP 2000 -> 40000, seq 0x01020304, PSH+ACK, no payload.
+    v6.extend_from_slice(&[0x07, 0xd0, 0x9c, 0x40, 1, 2, 3, 4, 0, 0, 0, 0, 0x50, 0x18]);
+    v6.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+    let v4 = v4_udp_frame(eth(0x0800));
+    let mut scratch = Packet::default();
+    for (before, frame) in [(&v6, &v4), (&v4, &v6), (&v6, &v6)] {
+        let h = headers(&SliceFrame(before)).unwrap();
+        fill(&SliceFrame(before), &h, &mut scratch).unwrap();
+        let h = headers(&SliceFrame(frame)).unwrap();
+        fill(&SliceFrame(frame), &h, &mut scratch).unwrap();
+        assert_eq!(scratch, parse(&SliceFrame(frame)).unwrap());
+    }
+    assert_eq!((scratch.tcp_seq, scratch.tcp_flags), (0x01020304, 0x18));
+}

@@ -285,9 +285,6 @@ pub struct Msg {
     pub aux: u32,
 }
 
-// SAFETY: integers only; 4-byte aligned.
-unsafe impl crate::zero::Zeroable for Msg {}
-
 pub const MSG_NONE: u8 = 0;
 pub const MSG_HEARTBEAT: u8 = 1;
 pub const MSG_PARAMS: u8 = 2;
