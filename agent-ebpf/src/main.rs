@@ -6,7 +6,7 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 use aya_ebpf::{
-    bindings::{__sk_buff, xdp_action, xdp_md, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
+    bindings::{__sk_buff, xdp_action, xdp_md, BPF_F_MMAPABLE, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::bpf_ktime_get_ns,
     macros::{classifier, map, xdp},
     maps::{Array, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
@@ -21,7 +21,7 @@ use hbwatch_common::{
     flow::FlowState,
     frag::{FragInfo, FragKey},
     frame::Frame,
-    key::FlowKey,
+    key::{self, AckBucket, FlowKey},
     params::ProtoParams,
     proto::{
         sip::{copy_payload, SipRecord},
@@ -41,11 +41,16 @@ static PARAMS: Array<ProtoParams> = Array::with_max_entries(PROTOCOL_COUNT, 0);
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(65536, 0);
 
-/// How far userspace has taken each association's held beats (`FlowState::held`):
-/// written by userspace after it read them, read here only when a hold is full. Sized
-/// with FLOWS by userspace.
+/// How far userspace has taken each association's held beats (`FlowState::held`), in
+/// the bucket of its key's hash (`key::AckBucket`): written by userspace through shared
+/// memory (no system call), read here only when a hold is full. Sized by userspace (a
+/// power of two, twice FLOWS's entries), which says the size in [`ACK_BUCKETS`].
 #[map]
-static ACKS: LruHashMap<FlowKey, u16> = LruHashMap::with_max_entries(65536, 0);
+static ACKS: Array<AckBucket> = Array::with_max_entries(1 << 17, BPF_F_MMAPABLE);
+
+/// Entries of [`ACKS`] (a power of two); set by userspace before loading.
+#[unsafe(no_mangle)]
+static ACK_BUCKETS: u32 = 1 << 17;
 
 /// First fragments of SIP datagrams, so their later fragments (which have no ports)
 /// go up too. LRU: fragments of one datagram arrive within microseconds.
@@ -297,8 +302,10 @@ impl<C: EbpfContext> Env for KernelEnv<'_, C> {
 
     #[inline(always)]
     fn held_ack(&mut self, key: &FlowKey) -> Option<u16> {
-        // SAFETY: a plain u16 copied out at once.
-        unsafe { ACKS.get(key) }.copied()
+        let hash = key.ack_hash();
+        // SAFETY: a constant of this object, set by the loader.
+        let buckets = unsafe { core::ptr::read_volatile(&ACK_BUCKETS) };
+        key::bucket_acked(ACKS.get(hash as u32 & buckets.wrapping_sub(1))?, hash)
     }
 
     #[inline(always)]

@@ -3,6 +3,7 @@
 //! The event loop that reads it is `live`; `check` and the benches use it directly.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{anyhow, bail, Context as _};
 use aya::maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf};
@@ -11,7 +12,7 @@ use aya::{Ebpf, EbpfLoader};
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
 use hbwatch_common::event::RawEvent;
 use hbwatch_common::flow::FlowState;
-use hbwatch_common::key::FlowKey;
+use hbwatch_common::key::{self, FlowKey};
 use hbwatch_common::params::{ProtoParams, P_HOLD_ROUTINE};
 use hbwatch_common::proto::Protocol;
 use tokio::io::unix::AsyncFd;
@@ -70,8 +71,8 @@ pub const MIN_FLOWS: u32 = 64;
 pub const MAX_FLOWS: u32 = 1 << 24;
 
 /// The flow table's size when the configuration does not say: one entry per 64 KiB of
-/// RAM (an entry costs ~680 bytes of kernel memory, `bpftool map show`: FLOWS ~565 with
-/// its hold of routine heartbeats, ACKS ~120; 1 % of RAM), 65,536 to 1,048,576.
+/// RAM (an entry costs ~600-630 bytes of kernel memory, `bpftool map show`: FLOWS ~565
+/// with its hold of routine heartbeats, ACKS 32-64; 1 % of RAM), 65,536 to 1,048,576.
 pub fn default_max_associations() -> u32 {
     let ram = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -157,10 +158,16 @@ impl Datapath {
         if let Some(bytes) = ring_bytes {
             loader.map_max_entries("EVENTS", bytes);
         }
+        // ACKS: two buckets of two words per association, a power of two (the kernel
+        // masks): an association shares its bucket with two others (one of the three
+        // unacknowledged: its hold goes up as a record when full) in 0.7 % of cases with
+        // the table a quarter full, 9 % when full (key.rs tests the spread).
+        let ack_buckets = (2 * flows.unwrap_or(DEFAULT_FLOWS)).next_power_of_two();
         if let Some(n) = flows {
             loader.map_max_entries("FLOWS", n);
-            loader.map_max_entries("ACKS", n);
         }
+        loader.map_max_entries("ACKS", ack_buckets);
+        loader.override_global("ACK_BUCKETS", &ack_buckets, true);
         let mut ebpf = loader.load(crate::EBPF_OBJECT).context(
             "loading the eBPF object failed (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \
              and a kernel >= 5.8 with ring buffers)",
@@ -516,31 +523,99 @@ impl Datapath {
         &self,
         metrics: Option<&'m crate::metrics::Metrics>,
     ) -> anyhow::Result<FlowTable<'m>> {
+        let flows = match self.ebpf.map("FLOWS") {
+            Some(aya::maps::Map::LruHashMap(d)) | Some(aya::maps::Map::HashMap(d)) => own(d)?,
+            _ => bail!("map FLOWS missing or not a hash map"),
+        };
+        let acks = match self.ebpf.map("ACKS") {
+            Some(aya::maps::Map::Array(d)) => AckSlots::map(d)?,
+            _ => bail!("map ACKS missing or not an array"),
+        };
         Ok(FlowTable {
-            flows: aya::maps::HashMap::try_from(self.own_map("FLOWS")?)?,
-            acks: std::cell::RefCell::new(aya::maps::HashMap::try_from(self.own_map("ACKS")?)?),
+            flows: aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(flows)?)?,
+            acks,
             metrics,
         })
     }
+}
 
-    /// A map of the object on a descriptor of its own (the object keeps its handle).
-    fn own_map(&self, name: &str) -> anyhow::Result<aya::maps::Map> {
-        use std::os::fd::AsFd as _;
-        let data = match self.ebpf.map(name) {
-            Some(aya::maps::Map::LruHashMap(d)) | Some(aya::maps::Map::HashMap(d)) => d,
-            _ => bail!("map {name} missing or not a hash map"),
+/// The flow table's compiled size (`FLOWS` in the eBPF object).
+const DEFAULT_FLOWS: u32 = 65_536;
+
+/// A map of the object on a descriptor of its own (the object keeps its handle).
+fn own(data: &MapData) -> anyhow::Result<MapData> {
+    use std::os::fd::AsFd as _;
+    let fd = data.fd().as_fd().try_clone_to_owned()?;
+    Ok(MapData::from_fd(fd)?)
+}
+
+/// The kernel's `ACKS` array mapped into this process: an acknowledgement is one store,
+/// not a system call (a map update allocated a hash-table element each time, and with
+/// the flow-table reads it was most of the agent's CPU at 100,000 associations).
+struct AckSlots {
+    /// `buckets` of `key::AckBucket`'s two words.
+    words: std::ptr::NonNull<AtomicU64>,
+    buckets: usize,
+    /// The map, kept open while mapped.
+    _map: MapData,
+}
+
+impl AckSlots {
+    fn map(data: &MapData) -> anyhow::Result<AckSlots> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let map = own(data)?;
+        let info = map.info()?;
+        let buckets = info.max_entries() as usize;
+        anyhow::ensure!(
+            info.value_size() as usize == size_of::<key::AckBucket>() && buckets.is_power_of_two(),
+            "ACKS: {buckets} entries of {} bytes, not a power of two of buckets",
+            info.value_size()
+        );
+        // SAFETY: a shared mapping of the map's own memory (created BPF_F_MMAPABLE), its
+        // size exactly; unmapped in drop.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                buckets * size_of::<key::AckBucket>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
         };
-        let fd = data.fd().as_fd().try_clone_to_owned()?;
-        Ok(aya::maps::Map::from_map_data(MapData::from_fd(fd)?)?)
+        if at == libc::MAP_FAILED {
+            bail!("mapping ACKS: {}", std::io::Error::last_os_error());
+        }
+        Ok(AckSlots {
+            words: std::ptr::NonNull::new(at.cast()).expect("mmap returned a mapping"),
+            buckets,
+            _map: map,
+        })
+    }
+
+    /// The two words of the bucket of the key whose hash is `hash`.
+    fn bucket(&self, hash: u64) -> &[AtomicU64; 2] {
+        let i = hash as usize & (self.buckets - 1);
+        // SAFETY: the index is masked below `buckets`, all mapped; AtomicU64 has u64's
+        // layout, and the kernel reads each word whole (one 8-byte load).
+        unsafe { &*self.words.as_ptr().add(2 * i).cast() }
+    }
+}
+
+impl Drop for AckSlots {
+    fn drop(&mut self) {
+        let len = self.buckets * size_of::<key::AckBucket>();
+        // SAFETY: the mapping made in `map`, not used after this.
+        unsafe { libc::munmap(self.words.as_ptr().cast(), len) };
     }
 }
 
 /// The kernel's flow table, read for the routine heartbeats it holds
 /// (`correlate::held`): one lookup per association when a decision needs its beats, one
-/// update of `ACKS` when some were taken.
+/// store into `ACKS` when some were taken.
 pub struct FlowTable<'m> {
     flows: aya::maps::HashMap<MapData, FlowKey, FlowState>,
-    acks: std::cell::RefCell<aya::maps::HashMap<MapData, FlowKey, u16>>,
+    acks: AckSlots,
     metrics: Option<&'m crate::metrics::Metrics>,
 }
 
@@ -556,11 +631,18 @@ impl crate::correlate::held::Held for FlowTable<'_> {
         self.get(key)
     }
     fn ack(&self, key: &FlowKey, index: u16) {
-        // A failed update only means the kernel sends the hold up when it fills.
-        let _ = self.acks.borrow_mut().insert(key, index, 0);
+        let hash = key.ack_hash();
+        let bucket = self.acks.bucket(hash);
+        let now = bucket.each_ref().map(|w| w.load(Ordering::Relaxed));
+        bucket[key::bucket_word(&now, hash)].store(key::ack_word(hash, index), Ordering::Relaxed);
     }
     fn forget(&self, key: &FlowKey) {
-        let _ = self.acks.borrow_mut().remove(key);
+        let hash = key.ack_hash();
+        for word in self.acks.bucket(hash) {
+            if key::acked_index(word.load(Ordering::Relaxed), hash).is_some() {
+                word.store(0, Ordering::Relaxed);
+            }
+        }
     }
     fn taken(&self, raw: &RawEvent) {
         if let Some(m) = self.metrics {
