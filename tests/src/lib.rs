@@ -516,6 +516,13 @@ impl Tcpdump {
     /// Starts recording `iface` into `pcap` and returns once tcpdump listens (a fixed
     /// wait could be too short in a slow VM and lose the first frames).
     pub fn start(iface: &str, pcap: &std::path::Path) -> Tcpdump {
+        Tcpdump::start_filtered(iface, pcap, None)
+    }
+
+    /// As [`Tcpdump::start`], recording only what the pcap-filter expression matches:
+    /// the veths' own IPv6 chatter (router solicitations, MLD reports, seconds apart)
+    /// can otherwise come after the last heartbeat and move the capture's end.
+    pub fn start_filtered(iface: &str, pcap: &std::path::Path, filter: Option<&str>) -> Tcpdump {
         let mut child = Command::new("tcpdump")
             .args([
                 "-i",
@@ -528,6 +535,7 @@ impl Tcpdump {
                 "-w",
             ])
             .arg(pcap)
+            .args(filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
