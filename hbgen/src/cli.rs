@@ -146,8 +146,12 @@ pub fn run(args: HbgenArgs) -> Result<()> {
     };
     truth.generated = stats;
     let g = &truth.generated;
+    let behind = g
+        .max_behind_ms
+        .map(|ms| format!("; at most {ms} ms behind the timestamps"))
+        .unwrap_or_default();
     eprintln!(
-        "hbgen: scenario {} (seed {}): {} frames ({} heartbeat, {} ordinary) to {wrote}; {} expected events ({} required)",
+        "hbgen: scenario {} (seed {}): {} frames ({} heartbeat, {} ordinary) to {wrote}; {} expected events ({} required){behind}",
         truth.scenario,
         truth.seed,
         g.frames,

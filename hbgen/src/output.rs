@@ -145,6 +145,63 @@ impl PacketSocket {
     }
 }
 
+/// Frames sent in one `sendmmsg` at most.
+pub const BATCH: usize = 64;
+
+impl PacketSocket {
+    /// Sends `frames` in order with as few system calls as `sendmmsg` allows (one per
+    /// [`BATCH`]), waiting out a full device queue as [`PacketSocket::send`] does. At a
+    /// crowd's 200,000 frames a second, a call per frame was a fifth of the sender's CPU
+    /// (entry and return, socket and device lookup; `perf`, 2-core VM).
+    pub fn send_batch(&mut self, frames: &[&[u8]]) -> Result<()> {
+        // SOCK_RAW sends the frame as is: the address only names the interface.
+        let addr = (&self.addr as *const libc::sockaddr_ll).cast_mut().cast();
+        let mut done = 0;
+        let mut give_up = Instant::now() + Duration::from_secs(1);
+        while done < frames.len() {
+            let chunk = &frames[done..frames.len().min(done + BATCH)];
+            let mut iov = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; BATCH];
+            // SAFETY: mmsghdr is plain data; zero is a valid start.
+            let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            for (i, f) in chunk.iter().enumerate() {
+                iov[i] = libc::iovec {
+                    iov_base: f.as_ptr().cast_mut().cast(),
+                    iov_len: f.len(),
+                };
+                msgs[i].msg_hdr.msg_name = addr;
+                msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                msgs[i].msg_hdr.msg_iov = &mut iov[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: `chunk.len()` headers, each naming one live buffer and the address.
+            let n = unsafe { libc::sendmmsg(self.fd, msgs.as_mut_ptr(), chunk.len() as u32, 0) };
+            if n > 0 {
+                // Whole frames or nothing: a raw socket does not send part of one.
+                done += n as usize;
+                give_up = Instant::now() + Duration::from_secs(1);
+                continue;
+            }
+            let err = std::io::Error::last_os_error();
+            let busy = matches!(
+                err.raw_os_error(),
+                Some(libc::ENOBUFS | libc::EAGAIN | libc::EINTR)
+            );
+            if !busy || Instant::now() >= give_up {
+                bail!(
+                    "sending a {}-byte frame on {}: {err}",
+                    chunk[0].len(),
+                    self.iface
+                );
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        Ok(())
+    }
+}
+
 impl Drop for PacketSocket {
     fn drop(&mut self) {
         // SAFETY: closing the fd this socket owns.
@@ -160,9 +217,16 @@ pub fn send(
     speed: f64,
 ) -> Result<Generated> {
     let mut stats = Generated::default();
-    send_paced(iface, frames, speed, &|| true, &mut |f, _| {
+    // Behind = how much later than its timestamp (from the first frame's) a frame left.
+    let mut first: Option<(u64, u64)> = None;
+    let mut behind = 0u64;
+    send_paced(iface, frames, speed, &|| true, &mut |f, wall| {
+        let (ts0, wall0) = *first.get_or_insert((f.ts_ns, wall));
+        let due = ((f.ts_ns.saturating_sub(ts0)) as f64 / speed) as u64;
+        behind = behind.max(wall.saturating_sub(wall0).saturating_sub(due));
         count(&mut stats, f)
     })?;
+    stats.max_behind_ms = Some(behind / 1_000_000);
     Ok(stats)
 }
 
@@ -179,27 +243,42 @@ pub fn send_paced(
         bail!("--speed {speed}: must be a positive number");
     }
     let mut sock = PacketSocket::open(iface)?;
-    let mut clock: Option<(Instant, u64)> = None;
-    for f in frames {
-        let (t0, first) = *clock.get_or_insert((Instant::now(), f.ts_ns));
-        let due =
-            t0 + Duration::from_nanos(((f.ts_ns.saturating_sub(first)) as f64 / speed) as u64);
+    let mut frames = frames.into_iter().peekable();
+    let Some(first) = frames.peek().map(|f| f.ts_ns) else {
+        return Ok(());
+    };
+    let t0 = Instant::now();
+    let due = |f: &TimedFrame| {
+        t0 + Duration::from_nanos(((f.ts_ns.saturating_sub(first)) as f64 / speed) as u64)
+    };
+    let mut batch: Vec<TimedFrame> = Vec::with_capacity(BATCH);
+    while let Some(f) = frames.next() {
+        let due_at = due(&f);
         // Sleep in short steps so a stop request is seen promptly.
+        let mut now = Instant::now();
         loop {
             if !keep_going() {
                 return Ok(());
             }
-            let now = Instant::now();
-            if due <= now {
+            if due_at <= now {
                 break;
             }
-            std::thread::sleep((due - now).min(Duration::from_millis(50)));
+            std::thread::sleep((due_at - now).min(Duration::from_millis(50)));
+            now = Instant::now();
         }
-        sock.send(&f.data)?;
+        // With it, every frame already due (a crowd's frames are microseconds apart).
+        batch.push(f);
+        while batch.len() < BATCH && frames.peek().is_some_and(|n| due(n) <= now) {
+            batch.extend(frames.next());
+        }
+        let data: Vec<&[u8]> = batch.iter().map(|f| f.data.as_slice()).collect();
+        sock.send_batch(&data)?;
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        sent(&f, wall);
+        for f in batch.drain(..) {
+            sent(&f, wall);
+        }
     }
     Ok(())
 }

@@ -68,6 +68,11 @@ pub struct Generated {
     pub heartbeat_frames: u64,
     pub ordinary_frames: u64,
     pub by_message: BTreeMap<String, u64>,
+    /// Sent onto an interface: how far (ms) the sender fell behind the frames' timestamps
+    /// at worst. Behind by more than a protocol's tolerance, the timing was not the
+    /// scenario's (the host was too busy to keep the pace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_behind_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
