@@ -13,6 +13,11 @@ use hbwatch::sink::{Filtered, Sink as _};
 use hbwatch::tuning::Tune;
 use tracing_subscriber::EnvFilter;
 
+/// musl's allocator is slow (agent/Cargo.toml); the glibc build keeps glibc's.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Watches telephony heartbeats (GED-125, SCCP, MDS, CS1000 RUDP, SIP) in the kernel
 /// and reports what goes wrong as NDJSON events.
 #[derive(Parser)]
