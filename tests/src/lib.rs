@@ -48,7 +48,9 @@ pub struct VethNs {
 impl VethNs {
     /// Runs `hbwatch hbgen ARGS --iface PEER` in the namespace: frames arrive on the
     /// host end's ingress. Panics if hbgen fails.
-    pub fn play_hbgen(&self, args: &[&str]) {
+    /// Runs `hbwatch hbgen` onto the peer end; returns how far (ms) it fell behind the
+    /// frames' timestamps at worst (what hbgen reports).
+    pub fn play_hbgen(&self, args: &[&str]) -> u64 {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(hbwatch_bin())
@@ -62,6 +64,12 @@ impl VethNs {
             "hbgen: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let said = String::from_utf8_lossy(&out.stderr);
+        said.split("at most ")
+            .nth(1)
+            .and_then(|rest| rest.split(" ms behind").next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("hbgen did not say how far behind it was: {said}"))
     }
 
     pub fn create() -> VethNs {

@@ -6,10 +6,13 @@
 //! else is said, nothing is lost, routine heartbeats stay in the kernel, and `analyze` of
 //! the same crowd written to a capture says the same.
 //!
-//! 100,000 associations (200,000 frames a second) with a release agent: `cargo xtask
-//! dist --check` runs this test with the packaged binary. A debug agent (`cargo xtask
-//! test`) spends ~10x the CPU per record and would fall behind on the first rounds, when
-//! every association's first beats go up: it gets 10,000. QEMU's TCG (vm-test) 2,000.
+//! 100,000 associations (200,000 frames a second) with a release agent, or as many as
+//! `HBWATCH_SCALE_ASSOCIATIONS` says: `cargo xtask dist --check` runs this test with the
+//! packaged binary and 50,000 (on a 2-core host, hbgen sending 100,000 associations and
+//! the kernel's veth path took ~70 % of a core, and a busy CI host put it seconds
+//! behind). A debug agent (`cargo xtask test`) spends ~10x the CPU per record and would
+//! fall behind on the first rounds, when every association's first beats go up: it gets
+//! 10,000. QEMU's TCG (vm-test) 2,000.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -60,7 +63,9 @@ fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
     if !require_root("a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert") {
         return;
     }
-    let associations: u64 = if in_vm() {
+    let associations: u64 = if let Ok(n) = std::env::var("HBWATCH_SCALE_ASSOCIATIONS") {
+        n.parse().expect("HBWATCH_SCALE_ASSOCIATIONS: a number")
+    } else if in_vm() {
         2_000
     } else if agent_is_release() {
         100_000
@@ -85,65 +90,25 @@ fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
     assert_eq!(required.len(), 3, "{required:?}");
 
     let net = VethNs::create();
-    let mut agent = Agent::start(&["--iface", &net.host, "--no-summary-events"]);
-    // A hundred thousand peer.up lines: count them, keep the rest.
-    let up: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let ups = Arc::new(Mutex::new(0u64));
-    {
-        let (up, ups) = (up.clone(), ups.clone());
-        agent.keep_only(move |_, e| {
-            if e["event"]["action"] != "peer.up" {
-                return true;
-            }
-            *ups.lock().unwrap() += 1;
-            up.lock().unwrap().insert(action_on_association(e));
-            false
-        });
-    }
-    let started = std::time::Instant::now();
-    let n = associations.to_string();
-    // While hbgen plays, the silenced association's peer.down arrives: how long after the
-    // moment its rule names (the event's time) the agent said it.
-    let (sent_in, down_said_after, calm_cpu) = std::thread::scope(|s| {
-        let play = s.spawn(|| {
-            net.play_hbgen(&[
-                "--scenario",
-                "crowd",
-                "--associations",
-                &n,
-                "--duration",
-                &DURATION_S.to_string(),
-                "--seed",
-                &SEED.to_string(),
-            ]);
-            started.elapsed()
-        });
-        let down = agent.wait_for("peer.down", Duration::from_secs(DURATION_S as u64 + 30));
-        let said = unix_ns_now();
-        let due = unix_ns_of(down["@timestamp"].as_str().unwrap());
-        // From here to the end of the traffic every association is calm: the agent's
-        // steady-state cost, reported (not asserted: a timing figure, machines differ).
-        let calm_from = (std::time::Instant::now(), rss_and_cpu(agent.pid()).1);
-        let sent_in = play.join().unwrap();
-        let calm_cpu = (rss_and_cpu(agent.pid()).1 - calm_from.1)
-            / calm_from.0.elapsed().as_secs_f64().max(1e-3);
-        (
-            sent_in,
-            Duration::from_nanos(said.saturating_sub(due)),
-            calm_cpu,
-        )
-    });
-    // The traffic ends here: every association falls silent, truly, 2.5 s before its
-    // first missed. Stop well before that.
-    let ended = hbwatch::event::rfc3339_micros(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i128,
-    );
-    std::thread::sleep(Duration::from_millis(200));
-    let (rss_mib, cpu_s) = rss_and_cpu(agent.pid());
-    assert_eq!(agent.stop(), 0);
+    // A run is the protocol's only if hbgen kept its pace; on a busy 2-core host it may
+    // not (it and the kernel's veth path need ~70 % of a core). Such a run says nothing
+    // of the agent: try again, and fail if no run in ATTEMPTS kept the pace.
+    let mut attempt = 0;
+    let (agent, up, ups, sent_in, down_said_after, calm_cpu, ended, rss_mib, cpu_s) = loop {
+        attempt += 1;
+        let run = crowd_run(&net, associations);
+        let behind = run.0;
+        if behind <= MAX_BEHIND_MS {
+            break run.1;
+        }
+        eprintln!(
+            "run {attempt}: hbgen fell {behind} ms behind its timestamps (more than {MAX_BEHIND_MS}): not the protocol's timing, run again"
+        );
+        assert!(
+            attempt < ATTEMPTS,
+            "hbgen fell behind its timestamps in {ATTEMPTS} runs: this host is too busy to send 200,000 frames a second in real time"
+        );
+    };
 
     let counters = agent.events.last().unwrap()["heartbeat"]["counters"].clone();
     let held = counters["held"].as_u64().unwrap();
@@ -152,10 +117,6 @@ fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
         "{associations} associations, {DURATION_S} s sent in {:.1} s: agent peak RSS {rss_mib:.0} MiB, {cpu_s:.1} s CPU ({:.0} % of a CPU once all were calm); {records} heartbeat records, {held} heartbeats held; peer.down said {down_said_after:?} after its time",
         sent_in.as_secs_f64(),
         calm_cpu * 100.0
-    );
-    assert!(
-        sent_in.as_secs_f64() < DURATION_S as f64 * 1.25,
-        "hbgen could not keep the real pace ({sent_in:?}): the timings below would not be the protocol's"
     );
     assert_eq!(counters["ringbuf_lost"].as_u64(), Some(0), "{counters}");
     assert_eq!(
@@ -218,4 +179,103 @@ fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
     let live_alerts: Vec<String> = alerts.iter().map(|e| action_on_association(e)).collect();
     assert_eq!(offline_ups, associations);
     assert_eq!(offline_alerts, live_alerts);
+}
+
+/// Runs so many worst-case frames late, hbgen's pace is not the protocol's: the learned
+/// interval and the regularity that keeps beats in the kernel allow 10 % of it (100 ms).
+const MAX_BEHIND_MS: u64 = 75;
+const ATTEMPTS: u32 = 3;
+
+/// What one crowd run leaves: the stopped agent, its peer.up lines (distinct, all), how
+/// long the sending took, how late peer.down was said, the agent's CPU share once calm,
+/// when the traffic ended, its peak RSS (MiB) and CPU (s).
+type CrowdRun = (
+    Agent,
+    Arc<Mutex<HashSet<String>>>,
+    Arc<Mutex<u64>>,
+    Duration,
+    Duration,
+    f64,
+    String,
+    f64,
+    f64,
+);
+
+/// One crowd played onto `net` against a fresh agent; with how far hbgen fell behind.
+fn crowd_run(net: &VethNs, associations: u64) -> (u64, CrowdRun) {
+    let mut agent = Agent::start(&["--iface", &net.host, "--no-summary-events"]);
+    // A hundred thousand peer.up lines: count them, keep the rest.
+    let up: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let ups = Arc::new(Mutex::new(0u64));
+    {
+        let (up, ups) = (up.clone(), ups.clone());
+        agent.keep_only(move |_, e| {
+            if e["event"]["action"] != "peer.up" {
+                return true;
+            }
+            *ups.lock().unwrap() += 1;
+            up.lock().unwrap().insert(action_on_association(e));
+            false
+        });
+    }
+    let started = std::time::Instant::now();
+    let n = associations.to_string();
+    // While hbgen plays, the silenced association's peer.down arrives: how long after the
+    // moment its rule names (the event's time) the agent said it.
+    let (behind, sent_in, down_said_after, calm_cpu) = std::thread::scope(|s| {
+        let play = s.spawn(|| {
+            let behind = net.play_hbgen(&[
+                "--scenario",
+                "crowd",
+                "--associations",
+                &n,
+                "--duration",
+                &DURATION_S.to_string(),
+                "--seed",
+                &SEED.to_string(),
+            ]);
+            (behind, started.elapsed())
+        });
+        let down = agent.wait_for("peer.down", Duration::from_secs(DURATION_S as u64 + 30));
+        let said = unix_ns_now();
+        let due = unix_ns_of(down["@timestamp"].as_str().unwrap());
+        // From here to the end of the traffic every association is calm: the agent's
+        // steady-state cost, reported (not asserted: a timing figure, machines differ).
+        let calm_from = (std::time::Instant::now(), rss_and_cpu(agent.pid()).1);
+        let (behind, sent_in) = play.join().unwrap();
+        let calm_cpu = (rss_and_cpu(agent.pid()).1 - calm_from.1)
+            / calm_from.0.elapsed().as_secs_f64().max(1e-3);
+        (
+            behind,
+            sent_in,
+            Duration::from_nanos(said.saturating_sub(due)),
+            calm_cpu,
+        )
+    });
+    // The traffic ends here: every association falls silent, truly, 2.5 s before its
+    // first missed. Stop well before that.
+    let ended = hbwatch::event::rfc3339_micros(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i128,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let (rss_mib, cpu_s) = rss_and_cpu(agent.pid());
+    assert_eq!(agent.stop(), 0);
+
+    (
+        behind,
+        (
+            agent,
+            up,
+            ups,
+            sent_in,
+            down_said_after,
+            calm_cpu,
+            ended,
+            rss_mib,
+            cpu_s,
+        ),
+    )
 }
