@@ -125,7 +125,8 @@ fn emit_finding<E: Env>(env: &mut E, at: &Seen, key: &FlowKey, dscp: u8, f: &Fin
 /// Processes one frame seen at `now` (ns) on `ifindex`.
 #[inline(always)]
 pub fn process<F: Frame, E: Env>(f: &F, env: &mut E, now: u64, ifindex: u32) {
-    process_with_clock(f, env, &mut Scratch::default(), || now, ifindex)
+    let mut scratch = Scratch::default();
+    process_with_clock(f, env, || Some(&mut scratch), || now, ifindex)
 }
 
 /// One packet's parse and decoded message. In the kernel a per-CPU map slot, not the
@@ -162,16 +163,20 @@ impl Default for Seen {
     }
 }
 
-/// As [`process`], reading the clock only for packets on a heartbeat port: in the kernel
-/// the clock read cost about as much as parsing an ordinary packet (`cargo xtask bench`).
+/// As [`process`], reading the clock and taking the scratch (in the kernel, a per-CPU
+/// map lookup) only for packets on a heartbeat port: most packets are not, and for them
+/// each costs about as much as parsing the headers (`cargo xtask bench`).
 #[inline(always)]
-pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
+pub fn process_with_clock<'s, F: Frame, E: Env, S, C>(
     f: &F,
     env: &mut E,
-    scratch: &mut Scratch,
+    scratch: S,
     clock: C,
     ifindex: u32,
-) {
+) where
+    S: FnOnce() -> Option<&'s mut Scratch>,
+    C: FnOnce() -> u64,
+{
     env.count(Counter::Packets);
     let h = match headers(f) {
         Ok(h) => h,
@@ -197,7 +202,9 @@ pub fn process_with_clock<F: Frame, E: Env, C: FnOnce() -> u64>(
     }
     // Only now the whole packet, in place, never moved: in BPF every copy of the 56-byte
     // packet is ~50 instructions. `fill` writes every field (no zeroing call first).
-    let Scratch { pkt, msg, at } = scratch;
+    let Some(Scratch { pkt, msg, at }) = scratch() else {
+        return;
+    };
     if parse::fill(f, &h, pkt).is_err() {
         // headers() checked every byte fill() reads: unreachable, but never trusted.
         env.count(Counter::Truncated);

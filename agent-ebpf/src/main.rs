@@ -352,17 +352,19 @@ impl<C: EbpfContext> Env for KernelEnv<'_, C> {
     }
 }
 
+/// This CPU's [`PACKET`] slot, taken by the engine once a packet is on a heartbeat port.
+#[inline(always)]
+fn scratch<'a>() -> Option<&'a mut Scratch> {
+    // SAFETY: this CPU's slot; nothing else runs on it during this program.
+    PACKET.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
 /// XDP ingress: observe, never drop.
 #[xdp]
 pub fn hbwatch_xdp(ctx: XdpContext) -> u32 {
     let frame = XdpFrame { ctx: ctx.ctx };
     // SAFETY: plain field read of the program's context.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let Some(scratch) = PACKET.get_ptr_mut(0) else {
-        return xdp_action::XDP_PASS;
-    };
-    // SAFETY: this CPU's slot; nothing else runs on it during this program.
-    let scratch = unsafe { &mut *scratch };
     let mut env = KernelEnv { ctx: &ctx };
     // SAFETY: plain helper call without arguments.
     let clock = || unsafe { bpf_ktime_get_ns() };
@@ -423,11 +425,6 @@ pub fn hbwatch_tc_paged(ctx: TcContext) -> i32 {
 fn tc_observe<F: Frame>(ctx: &TcContext, frame: &F) {
     // SAFETY: plain field read of the program's context.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let Some(scratch) = PACKET.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this CPU's slot; nothing else runs on it during this program.
-    let scratch = unsafe { &mut *scratch };
     let mut env = KernelEnv { ctx };
     // SAFETY: plain helper call without arguments.
     let clock = || unsafe { bpf_ktime_get_ns() };
