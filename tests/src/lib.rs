@@ -47,9 +47,8 @@ pub struct VethNs {
 
 impl VethNs {
     /// Runs `hbwatch hbgen ARGS --iface PEER` in the namespace: frames arrive on the
-    /// host end's ingress. Panics if hbgen fails.
-    /// Runs `hbwatch hbgen` onto the peer end; returns how far (ms) it fell behind the
-    /// frames' timestamps at worst (what hbgen reports).
+    /// host end's ingress. Panics if hbgen fails. Returns how far (ms) hbgen fell behind
+    /// the frames' timestamps at worst (what it reports).
     pub fn play_hbgen(&self, args: &[&str]) -> u64 {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.ns])

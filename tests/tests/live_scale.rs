@@ -94,13 +94,24 @@ fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
     // not (it and the kernel's veth path need ~70 % of a core). Such a run says nothing
     // of the agent: try again, and fail if no run in ATTEMPTS kept the pace.
     let mut attempt = 0;
-    let (agent, up, ups, sent_in, down_said_after, calm_cpu, ended, rss_mib, cpu_s) = loop {
+    let CrowdRun {
+        agent,
+        up,
+        ups,
+        sent_in,
+        down_said_after,
+        calm_cpu,
+        ended,
+        rss_mib,
+        cpu_s,
+        ..
+    } = loop {
         attempt += 1;
         let run = crowd_run(&net, associations);
-        let behind = run.0;
-        if behind <= MAX_BEHIND_MS {
-            break run.1;
+        if run.behind_ms <= MAX_BEHIND_MS {
+            break run;
         }
+        let behind = run.behind_ms;
         eprintln!(
             "run {attempt}: hbgen fell {behind} ms behind its timestamps (more than {MAX_BEHIND_MS}): not the protocol's timing, run again"
         );
@@ -186,23 +197,30 @@ fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
 const MAX_BEHIND_MS: u64 = 75;
 const ATTEMPTS: u32 = 3;
 
-/// What one crowd run leaves: the stopped agent, its peer.up lines (distinct, all), how
-/// long the sending took, how late peer.down was said, the agent's CPU share once calm,
-/// when the traffic ended, its peak RSS (MiB) and CPU (s).
-type CrowdRun = (
-    Agent,
-    Arc<Mutex<HashSet<String>>>,
-    Arc<Mutex<u64>>,
-    Duration,
-    Duration,
-    f64,
-    String,
-    f64,
-    f64,
-);
+/// What one crowd run leaves.
+struct CrowdRun {
+    /// How far hbgen fell behind its timestamps at worst (ms).
+    behind_ms: u64,
+    /// Stopped.
+    agent: Agent,
+    /// peer.up lines: the distinct associations, and all of them.
+    up: Arc<Mutex<HashSet<String>>>,
+    ups: Arc<Mutex<u64>>,
+    /// How long the sending took.
+    sent_in: Duration,
+    /// How long after its time peer.down was said.
+    down_said_after: Duration,
+    /// The agent's share of a CPU once every association was calm.
+    calm_cpu: f64,
+    /// When the traffic ended (RFC 3339).
+    ended: String,
+    /// The agent's peak RSS (MiB) and CPU time (s).
+    rss_mib: f64,
+    cpu_s: f64,
+}
 
-/// One crowd played onto `net` against a fresh agent; with how far hbgen fell behind.
-fn crowd_run(net: &VethNs, associations: u64) -> (u64, CrowdRun) {
+/// One crowd played onto `net` against a fresh agent.
+fn crowd_run(net: &VethNs, associations: u64) -> CrowdRun {
     let mut agent = Agent::start(&["--iface", &net.host, "--no-summary-events"]);
     // A hundred thousand peer.up lines: count them, keep the rest.
     let up: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -264,18 +282,16 @@ fn crowd_run(net: &VethNs, associations: u64) -> (u64, CrowdRun) {
     let (rss_mib, cpu_s) = rss_and_cpu(agent.pid());
     assert_eq!(agent.stop(), 0);
 
-    (
-        behind,
-        (
-            agent,
-            up,
-            ups,
-            sent_in,
-            down_said_after,
-            calm_cpu,
-            ended,
-            rss_mib,
-            cpu_s,
-        ),
-    )
+    CrowdRun {
+        behind_ms: behind,
+        agent,
+        up,
+        ups,
+        sent_in,
+        down_said_after,
+        calm_cpu,
+        ended,
+        rss_mib,
+        cpu_s,
+    }
 }
