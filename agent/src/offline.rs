@@ -22,7 +22,7 @@ use crate::convert::Converter;
 use crate::correlate::{AssocTotals, CaptureClock, Config, Correlator, Ctx};
 use crate::event::Event;
 use crate::sink::Sink;
-use crate::table::Table;
+use crate::table::{Table, WithKey};
 use hbwatch_pcap::{read_frames, Link};
 
 /// Associations the offline flow table holds at most (the kernel's LRU holds 65536;
@@ -77,9 +77,9 @@ impl FlowCore {
 /// The offline flow table: whole states when routine beats are held (tests and
 /// benchmarks of holding), else only their [`FlowCore`].
 enum Flows {
-    Full(Table<FlowState>),
+    Full(Table<WithKey<FlowState>>),
     Core {
-        table: Table<FlowCore>,
+        table: Table<WithKey<FlowCore>>,
         /// Where the engine works on a flow: its hold is never written, so stays zero.
         work: Box<FlowState>,
     },
@@ -103,10 +103,13 @@ impl Flows {
     fn insert(&mut self, key: FlowKey, st: &FlowState) {
         match self {
             Flows::Full(t) => {
-                t.insert(key, *st);
+                t.insert(WithKey { key, value: *st });
             }
             Flows::Core { table, .. } => {
-                table.insert(key, FlowCore::of(st));
+                table.insert(WithKey {
+                    key,
+                    value: FlowCore::of(st),
+                });
             }
         }
     }
@@ -124,9 +127,9 @@ impl Flows {
 
     fn with<R>(&mut self, key: &FlowKey, f: impl FnOnce(&mut FlowState) -> R) -> Option<R> {
         match self {
-            Flows::Full(t) => t.get_mut(key).map(f),
+            Flows::Full(t) => t.get_mut(key).map(|e| f(&mut e.value)),
             Flows::Core { table, work } => {
-                let core = table.get_mut(key)?;
+                let core = &mut table.get_mut(key)?.value;
                 core.load(work);
                 let r = f(work);
                 debug_assert!(
@@ -140,7 +143,7 @@ impl Flows {
     }
 
     /// The whole state, hold and all, where kept (only when holding).
-    fn full(&mut self) -> Option<&mut Table<FlowState>> {
+    fn full(&mut self) -> Option<&mut Table<WithKey<FlowState>>> {
         match self {
             Flows::Full(t) => Some(t),
             Flows::Core { .. } => None,
@@ -254,7 +257,8 @@ impl Env for OfflineEnv {
     }
     fn emit_held<U: FnOnce(&mut RawEvent)>(&mut self, key: &FlowKey, fill: U) -> bool {
         // Only a flow that holds beats sends them up, and only whole states hold.
-        let Some(st) = self.flows.get_mut().full().and_then(|t| t.get_mut(key)) else {
+        let flow = self.flows.get_mut().full().and_then(|t| t.get_mut(key));
+        let Some(WithKey { value: st, .. }) = flow else {
             return false;
         };
         fill(&mut st.held.hdr);
@@ -294,13 +298,13 @@ impl Env for OfflineEnv {
 impl crate::correlate::held::Held for OfflineEnv {
     fn flow(&self, key: &FlowKey) -> Option<FlowState> {
         let mut flows = self.flows.borrow_mut();
-        flows.full()?.get(key).copied()
+        flows.full()?.get(key).map(|e| e.value)
     }
     fn ack(&self, key: &FlowKey, index: u16) {
         // The kernel reads `ACKS` when a hold fills; the result is the same.
         let mut flows = self.flows.borrow_mut();
-        if let Some(st) = flows.full().and_then(|t| t.get_mut(key)) {
-            st.acked(index);
+        if let Some(e) = flows.full().and_then(|t| t.get_mut(key)) {
+            e.value.acked(index);
         }
     }
     fn forget(&self, _key: &FlowKey) {}

@@ -3,9 +3,12 @@
 //! A `HashMap<FlowKey, V>` keeps each value inside its bucket, and a hash table holds up
 //! to twice as many buckets as entries (it doubles when 7/8 full): with values of
 //! hundreds of bytes, a million associations took ~2.5 KB each (`cargo xtask bench`,
-//! scale). Here the hash table holds only the key and a 4-byte index into a dense
-//! vector of values (whose unused capacity is never touched, so not resident), and a
-//! removed entry's place is reused by the next insert.
+//! scale). Here the values sit in a dense vector, each holding its own key
+//! ([`Keyed`]), and the hash table holds only a 4-byte index into it: 5 bytes per
+//! bucket with its control byte, not the 45 of a key and an index (94 MiB of buckets at a
+//! million associations, and as much again while it doubles). A lookup compares the key
+//! in the value it is about to use anyway. A removed value's place is reused by the next
+//! insert; the vector's unused capacity is never touched, so not resident.
 //!
 //! The index hashes with foldhash (randomly seeded per table, as hashbrown's default):
 //! the std SipHash of a 40-byte key was a visible part of each record's cost, and keys
@@ -16,15 +19,34 @@
 //! 40-byte compare is cheaper than hashing the key again and probing.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 
+use hashbrown::HashTable;
 use hbwatch_common::key::FlowKey;
 
-type Index = HashMap<FlowKey, u32, foldhash::fast::RandomState>;
+/// A value that carries its association's key.
+pub trait Keyed {
+    fn key(&self) -> &FlowKey;
+}
+
+/// A value and its key, for values that do not hold one.
+#[derive(Debug, Clone, Copy)]
+pub struct WithKey<V> {
+    pub key: FlowKey,
+    pub value: V,
+}
+
+impl<V> Keyed for WithKey<V> {
+    fn key(&self) -> &FlowKey {
+        &self.key
+    }
+}
 
 #[derive(Debug)]
 pub struct Table<V> {
-    index: Index,
+    /// Places in `values`, found by their value's key.
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     values: Vec<Option<V>>,
     /// Places of removed values, reused first.
     free: Vec<u32>,
@@ -35,7 +57,8 @@ pub struct Table<V> {
 impl<V> Default for Table<V> {
     fn default() -> Self {
         Table {
-            index: Index::default(),
+            index: HashTable::new(),
+            hasher: Default::default(),
             values: Vec::new(),
             free: Vec::new(),
             last: Cell::new(None),
@@ -43,13 +66,18 @@ impl<V> Default for Table<V> {
     }
 }
 
-impl<V> Table<V> {
+impl<V: Keyed> Table<V> {
     pub fn len(&self) -> usize {
         self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
+    }
+
+    #[inline]
+    fn hash(&self, key: &FlowKey) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     /// Where `key`'s value is.
@@ -60,7 +88,10 @@ impl<V> Table<V> {
                 return Some(i as usize);
             }
         }
-        let &i = self.index.get(key)?;
+        let values = &self.values;
+        let &i = self.index.find(self.hash(key), |&i| {
+            values[i as usize].as_ref().is_some_and(|v| v.key() == key)
+        })?;
         self.last.set(Some((*key, i)));
         Some(i as usize)
     }
@@ -79,31 +110,39 @@ impl<V> Table<V> {
         self.values[i].as_mut()
     }
 
-    /// Inserts or replaces; returns the value replaced.
-    pub fn insert(&mut self, key: FlowKey, value: V) -> Option<V> {
-        use std::collections::hash_map::Entry;
-        match self.index.entry(key) {
-            Entry::Occupied(e) => self.values[*e.get() as usize].replace(value),
-            Entry::Vacant(e) => {
-                let i = match self.free.pop() {
-                    Some(i) => {
-                        self.values[i as usize] = Some(value);
-                        i
-                    }
-                    None => {
-                        self.values.push(Some(value));
-                        // A u32 index: the kernel's table and any capture stay far below 2^32.
-                        (self.values.len() - 1) as u32
-                    }
-                };
-                e.insert(i);
-                None
-            }
+    /// Inserts or replaces the value under its own key; returns the value replaced.
+    pub fn insert(&mut self, value: V) -> Option<V> {
+        let key = *value.key();
+        if let Some(i) = self.place(&key) {
+            return self.values[i].replace(value);
         }
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.values[i as usize] = Some(value);
+                i
+            }
+            None => {
+                self.values.push(Some(value));
+                // A u32 index: the kernel's table and any capture stay far below 2^32.
+                (self.values.len() - 1) as u32
+            }
+        };
+        let (values, hasher) = (&self.values, &self.hasher);
+        self.index.insert_unique(hasher.hash_one(key), i, |&j| {
+            hasher.hash_one(values[j as usize].as_ref().expect("indexed").key())
+        });
+        None
     }
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<V> {
-        let i = self.index.remove(key)?;
+        let values = &self.values;
+        let entry = self
+            .index
+            .find_entry(self.hasher.hash_one(key), |&i| {
+                values[i as usize].as_ref().is_some_and(|v| v.key() == key)
+            })
+            .ok()?;
+        let (i, _) = entry.remove();
         if self.last.get().is_some_and(|(k, _)| k == *key) {
             self.last.set(None);
         }
@@ -121,17 +160,11 @@ impl<V> Table<V> {
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &FlowKey> {
-        self.index.keys()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &V)> {
-        self.index
-            .iter()
-            .filter_map(|(k, &i)| Some((k, self.values[i as usize].as_ref()?)))
+        self.values().map(|v| v.key())
     }
 }
 
-impl<V> std::ops::Index<&FlowKey> for Table<V> {
+impl<V: Keyed> std::ops::Index<&FlowKey> for Table<V> {
     type Output = V;
 
     fn index(&self, key: &FlowKey) -> &V {
@@ -150,48 +183,74 @@ mod tests {
         }
     }
 
+    fn val(n: u16, value: u32) -> WithKey<u32> {
+        WithKey { key: key(n), value }
+    }
+
+    fn get(t: &Table<WithKey<u32>>, n: u16) -> Option<u32> {
+        t.get(&key(n)).map(|v| v.value)
+    }
+
     #[test]
     fn removed_places_are_reused_and_lookups_follow_their_keys() {
         let mut t = Table::default();
         for n in 0..4 {
-            assert_eq!(t.insert(key(n), n as u32 * 10), None);
+            assert!(t.insert(val(n, n as u32 * 10)).is_none());
         }
-        assert_eq!(t.insert(key(2), 21), Some(20), "replaced in place");
-        assert_eq!(t.remove(&key(1)), Some(10));
-        assert_eq!(t.remove(&key(1)), None);
+        let replaced = t.insert(val(2, 21)).map(|v| v.value);
+        assert_eq!(replaced, Some(20), "replaced in place");
+        assert_eq!(t.remove(&key(1)).map(|v| v.value), Some(10));
+        assert!(t.remove(&key(1)).is_none());
         assert!(!t.contains_key(&key(1)));
-        t.insert(key(9), 90);
+        t.insert(val(9, 90));
         assert_eq!(t.values.len(), 4, "the removed place was reused");
         assert_eq!(t.len(), 4);
-        assert_eq!(t[&key(9)], 90);
-        assert_eq!(t.get(&key(2)), Some(&21));
-        *t.get_mut(&key(3)).unwrap() += 1;
-        let mut all: Vec<u32> = t.values().copied().collect();
-        all.sort();
-        assert_eq!(all, [0, 21, 31, 90]);
-        let mut pairs: Vec<(u16, u32)> = t.iter().map(|(k, v)| (k.orig_port, *v)).collect();
+        assert_eq!(t[&key(9)].value, 90);
+        assert_eq!(get(&t, 2), Some(21));
+        t.get_mut(&key(3)).unwrap().value += 1;
+        let mut pairs: Vec<(u16, u32)> = t.values().map(|v| (v.key.orig_port, v.value)).collect();
         pairs.sort();
         assert_eq!(pairs, [(0, 0), (2, 21), (3, 31), (9, 90)]);
+        let mut keys: Vec<u16> = t.keys().map(|k| k.orig_port).collect();
+        keys.sort();
+        assert_eq!(keys, [0, 2, 3, 9]);
     }
 
     #[test]
     fn a_removed_key_is_not_found_at_its_remembered_place() {
         let mut t = Table::default();
-        t.insert(key(1), 10);
-        t.insert(key(2), 20);
-        assert_eq!(t.get(&key(1)), Some(&10), "remembered now");
-        assert_eq!(t.remove(&key(1)), Some(10));
+        t.insert(val(1, 10));
+        t.insert(val(2, 20));
+        assert_eq!(get(&t, 1), Some(10), "remembered now");
+        assert_eq!(t.remove(&key(1)).map(|v| v.value), Some(10));
         assert!(!t.contains_key(&key(1)));
         // The place is reused by another key; the removed one must not find it.
-        t.insert(key(3), 30);
-        assert_eq!(t.get(&key(1)), None);
-        assert_eq!(t.get(&key(3)), Some(&30));
+        t.insert(val(3, 30));
+        assert_eq!(get(&t, 1), None);
+        assert_eq!(get(&t, 3), Some(30));
         // Back again, at another place: found there, not at the one remembered last.
-        t.insert(key(1), 11);
-        assert_eq!(t.get(&key(3)), Some(&30));
-        assert_eq!(t.get(&key(1)), Some(&11));
-        *t.get_mut(&key(1)).unwrap() += 1;
-        assert_eq!(t[&key(1)], 12);
-        assert_eq!(t[&key(2)], 20);
+        t.insert(val(1, 11));
+        assert_eq!(get(&t, 3), Some(30));
+        assert_eq!(get(&t, 1), Some(11));
+        t.get_mut(&key(1)).unwrap().value += 1;
+        assert_eq!(t[&key(1)].value, 12);
+        assert_eq!(t[&key(2)].value, 20);
+    }
+
+    #[test]
+    fn many_keys_survive_growth_and_removal() {
+        // The index grows many times over; every key must still lead to its own value.
+        let mut t = Table::default();
+        for n in 0..5000u16 {
+            t.insert(val(n, u32::from(n) * 3));
+        }
+        for n in (0..5000u16).step_by(2) {
+            assert_eq!(t.remove(&key(n)).map(|v| v.value), Some(u32::from(n) * 3));
+        }
+        for n in 0..5000u16 {
+            let want = (n % 2 == 1).then_some(u32::from(n) * 3);
+            assert_eq!(get(&t, n), want, "key {n}");
+        }
+        assert_eq!(t.len(), 2500);
     }
 }

@@ -153,6 +153,12 @@ struct Slot {
     pending: std::collections::VecDeque<HeldBeat>,
 }
 
+impl crate::table::Keyed for Slot {
+    fn key(&self) -> &FlowKey {
+        &self.assoc.key
+    }
+}
+
 impl Slot {
     /// Queues the beats of a hold (the flow table's, or a `Beats` record's) from its
     /// next unread index up to `end`, in order; stops at a slot overwritten since (that
@@ -759,18 +765,15 @@ impl Correlator {
                 .or_else(|| self.sccp_secondary.get(&raw.key.orig).copied());
         }
         self.next_generation += 1;
-        if let Some(old) = self.slots.insert(
-            raw.key,
-            Slot {
-                assoc: a,
-                generation: self.next_generation,
-                held: None,
-                announced,
-                held_next: 0,
-                held_acked: 0,
-                pending: Default::default(),
-            },
-        ) {
+        if let Some(old) = self.slots.insert(Slot {
+            assoc: a,
+            generation: self.next_generation,
+            held: None,
+            announced,
+            held_next: 0,
+            held_acked: 0,
+            pending: Default::default(),
+        }) {
             self.retire(old.assoc);
         }
         self.arm(&raw.key);
