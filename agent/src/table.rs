@@ -96,6 +96,17 @@ impl<V: Keyed> Table<V> {
         Some(i as usize)
     }
 
+    /// Where `key`'s value is kept: the same place until it is removed, so a timer
+    /// entry can name it in 4 bytes instead of a 40-byte key.
+    pub fn place_of(&self, key: &FlowKey) -> Option<u32> {
+        self.place(key).map(|i| i as u32)
+    }
+
+    /// The value at a place, if one is there (not necessarily the one that was).
+    pub fn at(&self, place: u32) -> Option<&V> {
+        self.values.get(place as usize)?.as_ref()
+    }
+
     pub fn contains_key(&self, key: &FlowKey) -> bool {
         self.place(key).is_some()
     }

@@ -136,7 +136,9 @@ const SCCP_PENDING_MAX: usize = 4096;
 /// An association slot; the generation tells stale timer entries apart.
 struct Slot {
     assoc: Assoc,
-    generation: u64,
+    /// Wraps: a stale timer entry would need 2^32 inserts into its place while it waits
+    /// (minutes) to be mistaken for a live one.
+    generation: u32,
     /// A `heartbeat.unanswered` held until the rest of its packet is known: when that
     /// packet is an older request arriving late (TCP re-sent it), the "next request"
     /// that made the earlier one look unanswered was no next request.
@@ -210,10 +212,16 @@ fn release_held(slot: &mut Slot, out: &mut Vec<Event>) {
 pub struct Correlator {
     cfg: Config,
     slots: crate::table::Table<Slot>,
-    /// (deadline, key, generation): one entry per association at most, re-armed when
-    /// it fires early (heartbeats do not touch the queue).
-    timers: Deadlines<(TimerKey, u64)>,
-    next_generation: u64,
+    /// (deadline, place in `slots`, generation): one entry per association at most,
+    /// re-armed when it fires early (heartbeats do not touch the queue). 16 bytes an
+    /// entry: with the key in it, 56 (a million associations' queue was 56 MiB).
+    timers: Deadlines<(u32, u32)>,
+    /// The entries due at one deadline, taken off `timers` together and fired in their
+    /// keys' order ([`TimerKey`]), last first: the order events come out in must not
+    /// depend on where an association happens to be kept.
+    due: Vec<(TimerKey, u32, u32)>,
+    due_at: u64,
+    next_generation: u32,
     /// SCCP secondary keepalive interval (RegisterAck) per phone address, ns.
     sccp_secondary: HashMap<[u8; 16], u64>,
     /// SCCP primary keepalive interval from a RegisterAck on a connection whose first
@@ -287,6 +295,8 @@ impl Correlator {
             cfg,
             slots: Default::default(),
             timers: Deadlines::default(),
+            due: Vec::new(),
+            due_at: 0,
             next_generation: 0,
             sccp_secondary: HashMap::new(),
             sccp_primary: HashMap::new(),
@@ -653,13 +663,9 @@ impl Correlator {
 
     /// Fires every timer due at or before `now` (record clock), then summaries.
     pub fn advance(&mut self, now: u64, ctx: &Ctx, out: &mut Vec<Event>) {
-        while let Some((_, (key, generation))) = self.timers.pop_due(now) {
-            let Some(slot) = self.slots.get_mut(&key.0) else {
-                continue;
-            };
-            if slot.generation != generation {
-                continue;
-            }
+        while let Some(key) = self.next_due(now) {
+            let key = TimerKey(key);
+            let slot = self.slots.get_mut(&key.0).expect("next_due checked");
             slot.assoc.armed = false;
             // Beats the datapath held back, up to the deadline as it moves: they may
             // have ended the silence.
@@ -706,6 +712,43 @@ impl Correlator {
                 .checked_add(1)
                 .and_then(|n| n.checked_mul(period))
                 .and_then(|d| at.checked_add(d));
+        }
+    }
+
+    /// The key of the next association whose timer is due at `now` or before: earliest
+    /// deadline first, then by key. Entries whose association left its place or was
+    /// re-armed since (another generation) are skipped.
+    fn next_due(&mut self, now: u64) -> Option<FlowKey> {
+        loop {
+            // An entry pushed for before the deadline being fired goes first, as the
+            // queue's order has it: the rest of the batch goes back and waits.
+            if self.timers.next().is_some_and(|at| at < self.due_at) {
+                for (_, place, generation) in self.due.drain(..) {
+                    self.timers.push(self.due_at, (place, generation));
+                }
+            }
+            // Entries pushed at the deadline being fired join it in key order.
+            let join = self.timers.next().is_some_and(|at| at == self.due_at);
+            if self.due.is_empty() || join {
+                if self.due.is_empty() {
+                    self.due_at = self.timers.next().filter(|&at| at <= now)?;
+                }
+                while let Some((_, (place, generation))) = self.timers.pop_due(self.due_at) {
+                    if let Some(s) = self.slots.at(place) {
+                        if s.generation == generation {
+                            self.due.push((TimerKey(s.assoc.key), place, generation));
+                        }
+                    }
+                }
+                self.due.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            }
+            let (_, place, generation) = self.due.pop()?;
+            // Firing an earlier entry may have moved this one's association on.
+            if let Some(s) = self.slots.at(place) {
+                if s.generation == generation {
+                    return Some(s.assoc.key);
+                }
+            }
         }
     }
 
@@ -764,7 +807,7 @@ impl Correlator {
                 .remove(&raw.key)
                 .or_else(|| self.sccp_secondary.get(&raw.key.orig).copied());
         }
-        self.next_generation += 1;
+        self.next_generation = self.next_generation.wrapping_add(1);
         if let Some(old) = self.slots.insert(Slot {
             assoc: a,
             generation: self.next_generation,
@@ -814,15 +857,16 @@ impl Correlator {
     }
 
     fn arm(&mut self, key: &FlowKey) {
-        let Some(slot) = self.slots.get_mut(key) else {
+        let Some(place) = self.slots.place_of(key) else {
             return;
         };
+        let slot = self.slots.get_mut(key).expect("found above");
         if slot.assoc.armed {
             return;
         }
         if let Some(d) = slot.assoc.deadline() {
             slot.assoc.armed = true;
-            self.timers.push(d, (TimerKey(*key), slot.generation));
+            self.timers.push(d, (place, slot.generation));
         }
     }
 
@@ -1365,5 +1409,51 @@ mod tests {
         assert_eq!(actions, ["peer.up"], "{out:#?}");
         assert_eq!(out[0].heartbeat.seq, Some(1));
         assert_eq!(c.reannounced(), 0);
+    }
+
+    /// Silences that fall due together are said in the order of their associations'
+    /// keys, whatever order the associations were first seen in (and so wherever the
+    /// correlator keeps them): live and offline must say the same in the same order.
+    #[test]
+    fn timers_due_together_fire_in_key_order() {
+        let conv = converter();
+        let ctx = Ctx {
+            conv: &conv,
+            clock: &CaptureClock,
+            held: None,
+        };
+        let req = Role::Request as u32;
+        let seen = |host: u8| {
+            let mut r = record(EventKind::AssociationSeen, 0, 0, req, 0);
+            r.key.orig[3] = host;
+            r
+        };
+        let order = |hosts: &[u8]| {
+            let mut c = correlator();
+            let mut out = Vec::new();
+            for &h in hosts {
+                c.on_record(&seen(h), &[], &ctx, &mut out);
+            }
+            out.clear();
+            c.advance(60 * SEC, &ctx, &mut out);
+            out.iter()
+                .map(|e| {
+                    let ip = e.source.as_ref().map(|s| s.ip.clone()).unwrap_or_default();
+                    (e.event.action.name(), ip)
+                })
+                .collect::<Vec<_>>()
+        };
+        let forward = order(&[3, 5, 7, 9]);
+        assert_eq!(forward, order(&[9, 5, 3, 7]));
+        let said: Vec<_> = forward.iter().map(|(a, _)| *a).collect();
+        assert_eq!(
+            said.iter().filter(|a| **a == "peer.down").count(),
+            4,
+            "{forward:?}"
+        );
+        // Each step (missed, then down) for all four in key order.
+        let hosts: Vec<&str> = forward.iter().map(|(_, h)| h.as_str()).collect();
+        let steps = ["10.0.0.3", "10.0.0.5", "10.0.0.7", "10.0.0.9"];
+        assert_eq!(hosts, [steps, steps].concat(), "{forward:?}");
     }
 }
