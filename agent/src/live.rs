@@ -173,6 +173,8 @@ async fn run_inner(
         params: opts.params.clone(),
         summary_period_ns: opts.summary_period.map(|d| d.as_nanos() as u64),
         sip: opts.sip.clone(),
+        counts: true,
+        totals: false,
     });
     let mut lost_reported = 0u64;
     let mut evictions_reported = 0u64;

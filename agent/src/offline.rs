@@ -410,6 +410,8 @@ impl Replay {
             params: opts.params.clone(),
             summary_period_ns: opts.summary_period.map(|d| d.as_nanos() as u64),
             sip: opts.sip.clone(),
+            counts: opts.totals,
+            totals: opts.totals,
         };
         let mut correlator = Correlator::new(cfg);
         if opts.timeline {

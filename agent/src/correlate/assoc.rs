@@ -237,10 +237,12 @@ pub struct Assoc {
     past: Option<Box<Past>>,
     /// A timer entry for this association is in the queue.
     pub armed: bool,
-    /// This summary period's counts.
-    pub stats: Stats,
-    /// Counts of the whole run.
-    pub totals: Stats,
+    /// Requests and one-way heartbeats counted over the whole run.
+    pub beats: u64,
+    /// Counts for `heartbeat.summary` and the run's totals, when either is wanted
+    /// ([`Assoc::keep_counts`]): 176 bytes a million associations need not carry when
+    /// neither is.
+    counts: Option<Box<Counts>>,
     /// Ended by FIN/RST.
     pub closed: bool,
     /// The first request still waiting for its answer (request/response associations).
@@ -249,6 +251,15 @@ pub struct Assoc {
     waiting_counted: u64,
     /// The packet being processed re-sent the last request (a `Retry` record came first).
     pub resent: bool,
+}
+
+/// An association's counts: this summary period's and the whole run's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// Reset every `heartbeat.summary` period.
+    pub period: Stats,
+    /// The whole run (`analyze --summary`); its `count` is [`Assoc::beats`].
+    pub run: Stats,
 }
 
 /// Counts for `heartbeat.summary`, reset every period.
@@ -321,19 +332,62 @@ impl Assoc {
             reannounced: 0,
             past: None,
             armed: false,
-            stats: Stats {
-                count: 1,
-                ..Stats::default()
-            },
-            totals: Stats {
-                count: 1,
-                ..Stats::default()
-            },
+            beats: 1,
+            counts: None,
             closed: false,
             waiting_since: Some(now),
             waiting_counted: 0,
             resent: false,
         }
+    }
+
+    /// Keeps counts from now on (summaries or totals wanted); the first heartbeat, if
+    /// this one is new, counts in this period.
+    pub fn keep_counts(&mut self) {
+        if self.counts.is_none() {
+            let mut c = Counts::default();
+            c.period.count = u64::from(self.beats == 1);
+            self.counts = Some(Box::new(c));
+        }
+    }
+
+    /// This period's counts, and the run's (with its heartbeat count), if kept.
+    pub fn counts(&self) -> Option<(Stats, Stats)> {
+        let c = self.counts.as_deref()?;
+        let run = Stats {
+            count: self.beats,
+            ..c.run
+        };
+        Some((c.period, run))
+    }
+
+    /// The run's counts (its heartbeat count alone if counts are not kept).
+    pub fn run_counts(&self) -> Stats {
+        self.counts().map(|(_, run)| run).unwrap_or(Stats {
+            count: self.beats,
+            ..Stats::default()
+        })
+    }
+
+    /// Ends this summary period: its counts, reset for the next one.
+    pub fn take_period(&mut self) -> Stats {
+        self.counts
+            .as_deref_mut()
+            .map(|c| std::mem::take(&mut c.period))
+            .unwrap_or_default()
+    }
+
+    /// Applies `f` to this period's counts and the run's, if kept.
+    fn count(&mut self, f: impl Fn(&mut Stats)) {
+        if let Some(c) = self.counts.as_deref_mut() {
+            f(&mut c.period);
+            f(&mut c.run);
+        }
+    }
+
+    /// A packet seen twice (a mirror's copy).
+    pub fn count_duplicate(&mut self) {
+        self.count(|s| s.duplicates += 1);
     }
 
     /// Whether the interval was learned from traffic (enough in-order samples).
@@ -433,7 +487,9 @@ impl Assoc {
     /// A request or one-way heartbeat at `now`; `interval` = the datapath's in-order
     /// interval sample. Returns the silence it ended (if reported) and its timing.
     pub fn on_beat(&mut self, now: u64, seq: u32, interval: Option<u64>) -> Timing {
-        self.stats.count += 1;
+        if let Some(c) = self.counts.as_deref_mut() {
+            c.period.count += 1;
+        }
         let was_missing = self.missed_reported;
         self.missed_reported = false;
         self.last_beat_ns = now;
@@ -501,20 +557,17 @@ impl Assoc {
     }
 
     fn count_outage(&mut self) {
-        self.stats.outages += 1;
-        self.totals.outages += 1;
+        self.count(|s| s.outages += 1);
     }
 
     /// `n` heartbeats lost (gap, unanswered interval).
     pub fn count_lost(&mut self, n: u64) {
-        self.stats.lost = self.stats.lost.saturating_add(n);
-        self.totals.lost = self.totals.lost.saturating_add(n);
+        self.count(|s| s.lost = s.lost.saturating_add(n));
     }
 
     /// A paired answer at `now` with round trip `rtt_ns`: nothing waits any more.
     pub fn answered(&mut self, now: u64, rtt_ns: u64) {
-        self.stats.rtt(rtt_ns);
-        self.totals.rtt(rtt_ns);
+        self.count(|s| s.rtt(rtt_ns));
         self.last_answer_ns = now;
         self.unanswered_streak = 0;
         self.waiting_since = None;
@@ -567,8 +620,7 @@ impl Assoc {
         run.arrived |= 1 << k;
         let all_arrived = run.arrived.count_ones() as u64 == run.count;
         let previous = run.before_ns.saturating_add(k.saturating_mul(expected));
-        self.stats.lost = self.stats.lost.saturating_sub(1);
-        self.totals.lost = self.totals.lost.saturating_sub(1);
+        self.count(|s| s.lost = s.lost.saturating_sub(1));
         let p = self.trouble_mut();
         if let Some(g) = p.gap_in_outage.as_mut() {
             *g = g.saturating_sub(1);
@@ -602,8 +654,7 @@ impl Assoc {
         }
         p.folded.add(kind, 1);
         p.last_fold_ns = now;
-        self.stats.folded.add(kind, 1);
-        self.totals.folded.add(kind, 1);
+        self.count(|s| s.folded.add(kind, 1));
         false
     }
 
@@ -651,22 +702,29 @@ mod tests {
         assert_eq!(a.on_timer(u64::MAX - 1), None);
         // A capture's clock jumping by centuries between two heartbeats.
         let mut b = Assoc::new(FlowKey::default(), 1, Protocol::Mds.default_params(), 0, 0);
+        b.keep_counts();
         for (i, t) in [SEC, u64::MAX / 2, u64::MAX - SEC].into_iter().enumerate() {
             b.on_beat(t, i as u32 + 1, Some(t - b.last_beat_ns));
-            b.stats.rtt(u64::MAX / 2);
+            b.count(|s| s.rtt(u64::MAX / 2));
             assert!(b.deadline().is_some());
         }
         assert!(b.grace_ns() > 0);
     }
 
     fn rudp() -> Assoc {
-        Assoc::new(
+        let mut a = Assoc::new(
             FlowKey::default(),
             1,
             Protocol::Cs1000Rudp.default_params(),
             0,
             100,
-        )
+        );
+        a.keep_counts();
+        a
+    }
+
+    fn run(a: &Assoc) -> Stats {
+        a.counts().expect("kept").1
     }
 
     #[test]
@@ -681,7 +739,7 @@ mod tests {
         a.down_unanswered(62 * SEC);
         assert!(!a.gate(Repeating::Mismatch, 63 * SEC));
         assert_eq!(a.trouble().folded.0, [4, 0, 0, 1, 0]);
-        assert_eq!(a.totals.folded.total(), 5);
+        assert_eq!(run(&a).folded.total(), 5);
         assert_eq!(
             a.trouble().folded.describe(),
             "1 heartbeat.mismatch, 4 heartbeat.retry"
@@ -708,17 +766,47 @@ mod tests {
         let mut a = rudp();
         a.on_beat(SEC, 101, Some(SEC));
         a.gap(102, 2);
-        assert_eq!(a.totals.lost, 2);
+        assert_eq!(run(&a).lost, 2);
         let late = a.arrived_late(102, 3_500 * MS).expect("in the gap");
         // From seq 101 (1 s) to 3.5 s.
         assert_eq!(late.interval_ns, 2_500 * MS);
-        assert_eq!(a.totals.lost, 1);
+        assert_eq!(run(&a).lost, 1);
         assert_eq!(a.trouble().late_seq, Some(102));
         assert_eq!(a.arrived_late(102, 3_600 * MS), None, "once");
         assert_eq!(a.arrived_late(99, 3_600 * MS), None, "never counted lost");
         // The second of the gap: estimated one interval after the first was due.
         let late = a.arrived_late(103, 3_600 * MS).unwrap();
         assert_eq!(late.interval_ns, 1_600 * MS);
-        assert_eq!(a.totals.lost, 0);
+        assert_eq!(run(&a).lost, 0);
+    }
+}
+
+#[cfg(test)]
+mod counts_tests {
+    use super::*;
+    use hbwatch_common::proto::Protocol;
+
+    #[test]
+    fn counts_are_kept_only_when_asked_and_split_into_periods() {
+        let new = || Assoc::new(FlowKey::default(), 1, Protocol::Mds.default_params(), 0, 1);
+        let mut quiet = new();
+        quiet.on_beat(MS * 100, 2, Some(MS * 100));
+        quiet.count_lost(3);
+        assert!(quiet.counts().is_none(), "nothing kept, nothing allocated");
+        assert_eq!(quiet.beats, 1, "the correlator counts beats itself");
+
+        let mut a = new();
+        a.keep_counts();
+        a.on_beat(MS * 100, 2, Some(MS * 100));
+        a.count_lost(3);
+        a.answered(MS * 101, MS);
+        a.beats += 1;
+        let (period, run) = a.counts().unwrap();
+        assert_eq!((period.count, period.lost, period.rtt_n), (2, 3, 1));
+        assert_eq!((run.count, run.lost), (2, 3));
+        assert_eq!(a.take_period().count, 2);
+        let (period, run) = a.counts().unwrap();
+        assert_eq!((period.count, period.lost), (0, 0), "a new period");
+        assert_eq!((run.count, run.lost), (2, 3), "the run goes on");
     }
 }

@@ -72,6 +72,13 @@ pub struct Config {
     /// `heartbeat.summary` period; `None` = off.
     pub summary_period_ns: Option<u64>,
     pub sip: SipConfig,
+    /// Keep counts per association (RTT, lost, outages, folded alerts) for the live
+    /// status board and `heartbeat.summary`; on whenever summaries are.
+    pub counts: bool,
+    /// Keep each association's totals for the whole run, ended ones too
+    /// ([`Correlator::totals`]: `analyze --summary`, `--report`). Off, an association
+    /// that ends leaves nothing behind (live, TCP sessions come and go for months).
+    pub totals: bool,
 }
 
 impl Config {
@@ -339,6 +346,10 @@ impl Correlator {
         self.cfg.summary_period_ns = period_ns;
         if period_ns.is_none() {
             self.next_summary_ns = None;
+        } else {
+            for slot in self.slots.values_mut() {
+                slot.assoc.keep_counts();
+            }
         }
     }
 
@@ -407,7 +418,7 @@ impl Correlator {
             let a = &slot.assoc;
             all.push(AssocTotals {
                 key: a.key,
-                stats: a.totals,
+                stats: a.run_counts(),
                 expected_interval_ms: a.expected_ns() / MS,
                 diagnoses: a.trouble().diagnoses.clone(),
                 closed: false,
@@ -477,8 +488,7 @@ impl Correlator {
             EventKind::Duplicate => {
                 // A mirror copy of a heartbeat frame: counted, never a heartbeat.
                 if let Some(slot) = self.slots.get_mut(&raw.key) {
-                    slot.assoc.stats.duplicates += 1;
-                    slot.assoc.totals.duplicates += 1;
+                    slot.assoc.count_duplicate();
                 }
                 return;
             }
@@ -775,7 +785,7 @@ impl Correlator {
         keys.sort_by_key(|k| TimerKey(*k));
         for key in keys {
             let a = &mut self.slots.get_mut(&key).expect("listed").assoc;
-            let stats = std::mem::take(&mut a.stats);
+            let stats = a.take_period();
             let p = summary::Period {
                 key: &key,
                 ifindex: a.ifindex,
@@ -807,6 +817,9 @@ impl Correlator {
                 .remove(&raw.key)
                 .or_else(|| self.sccp_secondary.get(&raw.key.orig).copied());
         }
+        if self.cfg.counts || self.cfg.summary_period_ns.is_some() || self.cfg.totals {
+            a.keep_counts();
+        }
         self.next_generation = self.next_generation.wrapping_add(1);
         if let Some(old) = self.slots.insert(Slot {
             assoc: a,
@@ -833,9 +846,12 @@ impl Correlator {
 
     /// Keeps a finished association's totals for the run summary.
     fn retire(&mut self, a: Assoc) {
+        if !self.cfg.totals {
+            return;
+        }
         let t = AssocTotals {
             key: a.key,
-            stats: a.totals,
+            stats: a.run_counts(),
             expected_interval_ms: a.expected_ns() / MS,
             diagnoses: a.trouble().diagnoses.clone(),
             closed: true,
@@ -937,7 +953,7 @@ impl Correlator {
         // of them a record here (its announcement may be the first): an association of a
         // single heartbeat holds none, and not reading it is a system call saved (a storm
         // of one-beat associations made thousands).
-        let could_hold = slot.assoc.totals.count > u64::from(CALM_AFTER);
+        let could_hold = slot.assoc.beats > u64::from(CALM_AFTER);
         if let Some(st) = could_hold.then(|| src.flow(key)).flatten() {
             // Acknowledged once half the hold was read, not at every take: each is a map
             // update (a system call that allocates an LRU element), and the kernel looks
@@ -1042,8 +1058,8 @@ impl Correlator {
             out.extend(ctx.conv.event(&seen, ctx.clock.unix_ns(now)));
             self.insert(raw, false);
             let a = &mut self.slots.get_mut(&raw.key).expect("inserted").assoc;
-            a.stats.count = 0;
-            a.totals.count = 0;
+            a.beats = 0;
+            a.take_period();
         }
         let role = raw.aux & 0xff;
         let key = raw.key;
@@ -1077,7 +1093,7 @@ impl Correlator {
             self.report_up(&key, now, raw.seq, ctx, out);
         }
         let a = &mut self.slots.get_mut(&key).expect("inserted").assoc;
-        a.totals.count += 1;
+        a.beats += 1;
         if let Some(log) = &mut self.beats {
             log.beat(&key, now);
         }
@@ -1330,6 +1346,8 @@ mod tests {
             params: BTreeMap::new(),
             summary_period_ns: None,
             sip: SipConfig::default(),
+            counts: true,
+            totals: true,
         })
     }
 
@@ -1376,10 +1394,7 @@ mod tests {
         assert_eq!(actions, ["peer.up", "qos.mismatch"], "{out:#?}");
         assert_eq!(c.reannounced(), 2);
         let a = &c.slots.values().next().unwrap().assoc;
-        assert_eq!(
-            a.totals.count, 10,
-            "every heartbeat counted, the re-announced too"
-        );
+        assert_eq!(a.beats, 10, "every heartbeat counted, the re-announced too");
         assert!(c
             .named_counters()
             .any(|(name, n)| name == "associations_reannounced" && n == 2));

@@ -61,7 +61,9 @@ pub fn row_of(a: &Assoc, now: u64) -> Row {
     } else {
         State::Up
     };
-    let rtt = a.stats.rtt_avg_ns().or_else(|| a.totals.rtt_avg_ns());
+    // This period's RTT, else the run's. Lost: the run's (it counts the period's too).
+    let (period, run) = a.counts().unwrap_or_default();
+    let rtt = period.rtt_avg_ns().or_else(|| run.rtt_avg_ns());
     Row {
         protocol: Protocol::from_u8(k.proto).name().to_string(),
         source: endpoint(k.family, &k.orig, k.orig_port),
@@ -71,7 +73,7 @@ pub fn row_of(a: &Assoc, now: u64) -> Row {
         interval_ms: expected / MS,
         rtt_us: rtt.map(|ns| ns / 1000),
         rtt_recent_us: Vec::new(),
-        lost: a.totals.lost.saturating_add(a.stats.lost),
+        lost: run.lost,
         diagnosis: a
             .trouble()
             .down_diagnosis
