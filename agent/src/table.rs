@@ -4,11 +4,13 @@
 //! to twice as many buckets as entries (it doubles when 7/8 full): with values of
 //! hundreds of bytes, a million associations took ~2.5 KB each (`cargo xtask bench`,
 //! scale). Here the values sit in a dense vector, each holding its own key
-//! ([`Keyed`]), and the hash table holds only a 4-byte index into it: 5 bytes per
-//! bucket with its control byte, not the 45 of a key and an index (94 MiB of buckets at a
-//! million associations, and as much again while it doubles). A lookup compares the key
-//! in the value it is about to use anyway. A removed value's place is reused by the next
-//! insert; the vector's unused capacity is never touched, so not resident.
+//! ([`Keyed`]), and the hash table holds only a 4-byte index into it and the key's
+//! 32-bit hash: 9 bytes per bucket with its control byte, not the 45 of a key and an
+//! index (94 MiB of buckets at a million associations, and as much again while it
+//! doubles). A lookup compares the key in the value it is about to use anyway; growing
+//! rehashes from the stored hashes, without visiting a million values (that was 8 % of
+//! `analyze` at 1M associations). A removed value's place is reused by the next insert;
+//! the vector's unused capacity is never touched, so not resident.
 //!
 //! The index hashes with foldhash (randomly seeded per table, as hashbrown's default):
 //! the std SipHash of a 40-byte key was a visible part of each record's cost, and keys
@@ -44,8 +46,8 @@ impl<V> Keyed for WithKey<V> {
 
 #[derive(Debug)]
 pub struct Table<V> {
-    /// Places in `values`, found by their value's key.
-    index: HashTable<u32>,
+    /// (place in `values`, hash of its key), found by the value's key.
+    index: HashTable<(u32, u32)>,
     hasher: foldhash::fast::RandomState,
     values: Vec<Option<V>>,
     /// Places of removed values, reused first.
@@ -75,9 +77,17 @@ impl<V: Keyed> Table<V> {
         self.index.is_empty()
     }
 
+    /// 32 bits of the key's hash, stored in the index.
     #[inline]
-    fn hash(&self, key: &FlowKey) -> u64 {
-        self.hasher.hash_one(key)
+    fn hash32(&self, key: &FlowKey) -> u32 {
+        self.hasher.hash_one(key) as u32
+    }
+
+    /// The hash the index places by: the 32 bits in both halves, since hashbrown takes
+    /// the bucket from the low bits and the control tag from the top 7.
+    #[inline]
+    fn spread(h: u32) -> u64 {
+        u64::from(h) | (u64::from(h) << 32)
     }
 
     /// Where `key`'s value is.
@@ -89,8 +99,9 @@ impl<V: Keyed> Table<V> {
             }
         }
         let values = &self.values;
-        let &i = self.index.find(self.hash(key), |&i| {
-            values[i as usize].as_ref().is_some_and(|v| v.key() == key)
+        let h = self.hash32(key);
+        let &(i, _) = self.index.find(Self::spread(h), |&(i, ih)| {
+            ih == h && values[i as usize].as_ref().is_some_and(|v| v.key() == key)
         })?;
         self.last.set(Some((*key, i)));
         Some(i as usize)
@@ -138,22 +149,22 @@ impl<V: Keyed> Table<V> {
                 (self.values.len() - 1) as u32
             }
         };
-        let (values, hasher) = (&self.values, &self.hasher);
-        self.index.insert_unique(hasher.hash_one(key), i, |&j| {
-            hasher.hash_one(values[j as usize].as_ref().expect("indexed").key())
-        });
+        let h = self.hash32(&key);
+        self.index
+            .insert_unique(Self::spread(h), (i, h), |&(_, h)| Self::spread(h));
         None
     }
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<V> {
         let values = &self.values;
+        let h = self.hash32(key);
         let entry = self
             .index
-            .find_entry(self.hasher.hash_one(key), |&i| {
-                values[i as usize].as_ref().is_some_and(|v| v.key() == key)
+            .find_entry(Self::spread(h), |&(i, ih)| {
+                ih == h && values[i as usize].as_ref().is_some_and(|v| v.key() == key)
             })
             .ok()?;
-        let (i, _) = entry.remove();
+        let ((i, _), _) = entry.remove();
         if self.last.get().is_some_and(|(k, _)| k == *key) {
             self.last.set(None);
         }
