@@ -2,6 +2,8 @@
 //! was late, when silence becomes `missed` and `peer.down`, and what happened before
 //! an outage (the diagnosis' evidence).
 
+use std::num::NonZeroU64;
+
 use crate::event::Action;
 use hbwatch_common::key::FlowKey;
 use hbwatch_common::params::{ProtoParams, P_INTERVAL_IS_A_BOUND};
@@ -210,11 +212,12 @@ pub struct Assoc {
     pub ifindex: u32,
     pub params: ProtoParams,
     /// Interval announced on the session (SCCP RegisterAck) or configured, ns.
-    pub hint_ns: Option<u64>,
+    hint_ns: Option<NonZeroU64>,
     /// Upper bound announced on the session (GED-125 OPEN_REQ IdleTimeout), ns.
-    pub cap_ns: Option<u64>,
+    cap_ns: Option<NonZeroU64>,
     samples: [u64; SAMPLES],
-    nsamples: usize,
+    /// Samples taken (wraps back to SAMPLES past u32::MAX: still learned, same slots).
+    nsamples: u32,
     /// Last request or one-way heartbeat from the originator.
     pub last_beat_ns: u64,
     pub last_seq: u32,
@@ -392,7 +395,17 @@ impl Assoc {
 
     /// Whether the interval was learned from traffic (enough in-order samples).
     pub fn learned(&self) -> bool {
-        self.nsamples >= LEARNED_AFTER
+        self.nsamples as usize >= LEARNED_AFTER
+    }
+
+    /// The interval announced on the session or configured (0: none), ns.
+    pub fn set_hint_ns(&mut self, ns: Option<u64>) {
+        self.hint_ns = ns.and_then(NonZeroU64::new);
+    }
+
+    /// The upper bound announced on the session (0: none), ns.
+    pub fn set_cap_ns(&mut self, ns: Option<u64>) {
+        self.cap_ns = ns.and_then(NonZeroU64::new);
     }
 
     /// The interval this association keeps: the median of recent in-order samples once
@@ -404,18 +417,20 @@ impl Assoc {
             return (self.params.interval_ms as u64 * MS).max(MS);
         }
         let e = if self.learned() {
-            let n = self.nsamples.min(SAMPLES);
+            let n = (self.nsamples as usize).min(SAMPLES);
             let mut s = self.samples;
             let s = &mut s[..n];
             s.sort_unstable();
             s[n / 2]
         } else {
-            let base = self.hint_ns.unwrap_or(self.params.interval_ms as u64 * MS);
-            let seen = self.samples[..self.nsamples].iter().copied().max();
+            let base = self
+                .hint_ns
+                .map_or(self.params.interval_ms as u64 * MS, NonZeroU64::get);
+            let seen = self.samples[..self.nsamples as usize].iter().copied().max();
             base.max(seen.unwrap_or(0))
         };
         let e = match self.cap_ns {
-            Some(cap) => e.min(cap),
+            Some(cap) => e.min(cap.get()),
             None => e,
         };
         e.max(MS)
@@ -502,8 +517,8 @@ impl Assoc {
         let late = self.learned() && sample > expected.saturating_add(self.grace_ns());
         if !late || sample <= expected.saturating_mul(2) {
             // Late samples beyond two intervals are outages, not the interval.
-            self.samples[self.nsamples % SAMPLES] = sample;
-            self.nsamples += 1;
+            self.samples[self.nsamples as usize % SAMPLES] = sample;
+            self.nsamples = self.nsamples.checked_add(1).unwrap_or(SAMPLES as u32);
         }
         if late && !retried && !was_missing {
             self.note(now, Trouble::Late);
@@ -692,12 +707,12 @@ mod tests {
             0,
         );
         let e = u32::MAX as u64 * SEC;
-        a.hint_ns = Some(e);
+        a.set_hint_ns(Some(e));
         let want = 5 * SEC as u128 + 2 * e as u128 + e as u128 * 30 / 100;
         assert_eq!(a.deadline().map(u128::from), Some(want));
         assert_eq!(a.on_timer(want as u64 - 1), None);
         // Beyond the clock's range: saturated, never fires.
-        a.hint_ns = Some(u64::MAX / 2);
+        a.set_hint_ns(Some(u64::MAX / 2));
         assert_eq!(a.deadline(), Some(u64::MAX));
         assert_eq!(a.on_timer(u64::MAX - 1), None);
         // A capture's clock jumping by centuries between two heartbeats.

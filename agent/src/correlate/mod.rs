@@ -159,7 +159,9 @@ struct Slot {
     /// Index up to which the datapath was told the beats were read (`Held::ack`).
     held_acked: u16,
     /// Held beats read but not applied yet (after the moment of a decision), in order.
-    pending: std::collections::VecDeque<HeldBeat>,
+    /// Boxed: associations that never hold (offline by default) carry 8 bytes, not 32;
+    /// kept once made, as one that holds keeps holding.
+    pending: Option<Box<std::collections::VecDeque<HeldBeat>>>,
 }
 
 impl crate::table::Keyed for Slot {
@@ -179,7 +181,7 @@ impl Slot {
             if b.index != self.held_next {
                 break;
             }
-            self.pending.push_back(b);
+            self.pending.get_or_insert_default().push_back(b);
             self.held_next = self.held_next.wrapping_add(1);
         }
         self.held_next != from
@@ -468,7 +470,7 @@ impl Correlator {
             if self
                 .slots
                 .get(&raw.key)
-                .is_some_and(|s| !s.pending.is_empty())
+                .is_some_and(|s| s.pending.as_ref().is_some_and(|q| !q.is_empty()))
             {
                 self.apply_pending(&raw.key, Until::Time(u64::MAX), ctx, out);
             }
@@ -812,10 +814,11 @@ impl Correlator {
         if proto == Protocol::Sccp {
             // The connection that carried the RegisterAck is the primary CUCM's; the
             // phone's others are backups.
-            a.hint_ns = self
-                .sccp_primary
-                .remove(&raw.key)
-                .or_else(|| self.sccp_secondary.get(&raw.key.orig).copied());
+            a.set_hint_ns(
+                self.sccp_primary
+                    .remove(&raw.key)
+                    .or_else(|| self.sccp_secondary.get(&raw.key.orig).copied()),
+            );
         }
         if self.cfg.counts || self.cfg.summary_period_ns.is_some() || self.cfg.totals {
             a.keep_counts();
@@ -828,7 +831,7 @@ impl Correlator {
             announced,
             held_next: 0,
             held_acked: 0,
-            pending: Default::default(),
+            pending: None,
         }) {
             self.retire(old.assoc);
         }
@@ -890,7 +893,7 @@ impl Correlator {
         match Protocol::from_u8(raw.key.proto) {
             Protocol::Ged125 => {
                 if let Some(s) = self.slots.get_mut(&raw.key) {
-                    s.assoc.cap_ns = Some(raw.value * MS).filter(|&c| c > 0);
+                    s.assoc.set_cap_ns(Some(raw.value * MS));
                 }
             }
             Protocol::Sccp => {
@@ -914,9 +917,9 @@ impl Correlator {
                         continue;
                     }
                     if *k == raw.key {
-                        s.assoc.hint_ns = Some(primary).filter(|&p| p > 0);
+                        s.assoc.set_hint_ns(Some(primary));
                     } else if secondary > 0 {
-                        s.assoc.hint_ns = Some(secondary);
+                        s.assoc.set_hint_ns(Some(secondary));
                     }
                 }
             }
@@ -976,10 +979,8 @@ impl Correlator {
                 Until::Time(t) => t,
                 Until::Deadline => slot.assoc.deadline().unwrap_or(u64::MAX),
             };
-            if slot.pending.front().is_none_or(|b| b.ts_ns > limit) {
-                break;
-            }
-            let Some(b) = slot.pending.pop_front() else {
+            let queue = slot.pending.as_deref_mut();
+            let Some(b) = queue.and_then(|q| q.pop_front_if(|b| b.ts_ns <= limit)) else {
                 break;
             };
             let raw = b.record(key, slot.assoc.ifindex);
