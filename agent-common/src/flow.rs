@@ -47,11 +47,13 @@ pub const DUP_WINDOW_NO_ID_NS: u64 = 10_000_000;
 /// Bit of a `QosMismatch` finding's `value` set when the responder's packets are affected.
 pub const QOS_FROM_RESPONDER: u64 = 1 << 8;
 
-/// Per-association state, updated in place in the flow table.
+/// Per-association state, updated in place in the flow table. Only what the transition
+/// itself reads: totals (requests, RTT min/max/sum, lost) are userspace's to count from
+/// the records (`correlate`); kept here they were 64 bytes of stores per heartbeat in
+/// the kernel, and in each of a million associations `analyze` holds, that nobody read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowState {
-    pub first_ns: u64,
     /// Last request (any attempt) or one-way heartbeat.
     pub last_req_ns: u64,
     /// First send of the outstanding (or last) request sequence.
@@ -61,17 +63,11 @@ pub struct FlowState {
     pub resp_seen_ns: u64,
     /// Learned interval between consecutive sequences (EWMA, 1/8 weight); 0 = not yet.
     pub interval_ns: u64,
-    pub rtt_last_ns: u64,
     /// What the last heartbeat measured: its interval sample (in-order request) or RTT
     /// (paired response), 0 = neither. Read by the engine for the `Heartbeat` record.
     pub beat_ns: u64,
-    pub rtt_min_ns: u64,
-    pub rtt_max_ns: u64,
-    pub rtt_sum_ns: u64,
-    pub requests: u64,
-    pub responses: u64,
-    pub lost: u64,
-    pub retries: u32,
+    /// Responses paired (wraps): the engine sees a pairing by its change.
+    pub responses: u32,
     pub last_seq: u32,
     /// Last sequence as read from the wire (big-endian), for byte-order detection.
     pub last_raw: u32,
@@ -80,7 +76,6 @@ pub struct FlowState {
     /// TCP: next expected sequence number from the originator / the responder.
     pub orig_next: u32,
     pub resp_next: u32,
-    pub tcp_keepalives: u32,
     /// Sends of `last_seq` beyond the first.
     pub attempts: u16,
     pub flags: u16,
@@ -92,7 +87,7 @@ pub struct FlowState {
     pub _pad: u8,
     /// Payload length of the candidate's heartbeats (IPMG: the same each time).
     pub probe_len: u16,
-    pub _pad2: u16,
+    pub _pad2: [u16; 3],
     /// The last heartbeat frame from the originator / the responder: when, its IP id, and
     /// its identity (TCP sequence number, or the wire's heartbeat seq): a frame seen
     /// twice is a duplicate, not a re-send.
@@ -245,7 +240,6 @@ impl FlowState {
         // Zeroed in words, not by a struct update from Default: that is three calls of
         // a byte-loop memset in BPF (crate::zero).
         self.clear();
-        self.first_ns = now;
         self.last_seq = hb.seq;
         self.last_raw = hb.seq;
         let st = self;
@@ -268,7 +262,6 @@ impl FlowState {
             _ => {
                 st.last_req_ns = now;
                 st.seq_since_ns = now;
-                st.requests = 1;
                 if hb.role == Role::Request {
                     st.flags = F_OUTSTANDING;
                 }
@@ -301,7 +294,6 @@ impl FlowState {
             if plain && pkt.payload_len <= 1 && pkt.tcp_seq == next.wrapping_sub(1) {
                 // seq == next - 1 with 0/1 byte: a keepalive probe, not new data.
                 seen.keepalive = true;
-                self.tcp_keepalives += 1;
                 new_next = next;
             } else if len > 0 && !seq_after(new_next, next) {
                 seen.retransmission = true;
@@ -415,9 +407,7 @@ impl FlowState {
                 }
                 return out;
             }
-            self.requests += 1;
             self.attempts = self.attempts.saturating_add(1);
-            self.retries += 1;
             self.last_req_ns = now;
             self.flags |= F_OUTSTANDING;
             out.push(EventKind::Retry, seq, self.attempts as u32 + 1, 0);
@@ -447,7 +437,6 @@ impl FlowState {
             };
         } else if jump <= p.max_gap {
             let lost = (jump - 1) as u64;
-            self.lost += lost;
             out.push(EventKind::Gap, seq, self.last_seq.wrapping_add(1), lost);
         } else if back <= p.reorder_window {
             // Older than the last one: report once per seq, keep the newest as reference.
@@ -460,7 +449,6 @@ impl FlowState {
         } else {
             out.push(EventKind::Restart, seq, self.last_seq, 0);
         }
-        self.requests += 1;
         self.last_seq = seq;
         self.attempts = 0;
         self.last_req_ns = now;
@@ -479,16 +467,8 @@ impl FlowState {
         if self.flags & F_OUTSTANDING != 0 && seq == self.last_seq {
             // RTT from the latest attempt: the one most likely answered.
             let rtt = now.saturating_sub(self.last_req_ns);
-            self.rtt_last_ns = rtt;
             self.beat_ns = rtt;
-            if self.responses == 0 || rtt < self.rtt_min_ns {
-                self.rtt_min_ns = rtt;
-            }
-            if rtt > self.rtt_max_ns {
-                self.rtt_max_ns = rtt;
-            }
-            self.rtt_sum_ns = self.rtt_sum_ns.saturating_add(rtt);
-            self.responses += 1;
+            self.responses = self.responses.wrapping_add(1);
             self.last_resp_ns = now;
             self.flags &= !F_OUTSTANDING;
             self.flags |= F_RESPONDED;

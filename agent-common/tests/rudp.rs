@@ -97,14 +97,13 @@ fn healthy_round_trips_are_silent_and_learn_interval_and_rtt() {
         let t = i * SEC;
         if i > 0 {
             assert!(kinds(&st.update(&req(seq), t, &p, false)).is_empty());
+            assert_eq!(st.beat_ns, SEC, "the interval sample that goes up");
         }
         assert!(kinds(&st.update(&resp(seq), t + 2_000_000, &p, false)).is_empty());
+        assert_eq!(st.beat_ns, 2_000_000, "the round trip that goes up");
     }
-    assert_eq!(st.responses, 10);
-    assert_eq!(st.requests, 10);
+    assert_eq!((st.responses, st.last_seq), (10, 109));
     assert_eq!(st.interval_ns, SEC);
-    assert_eq!((st.rtt_min_ns, st.rtt_max_ns), (2_000_000, 2_000_000));
-    assert_eq!(st.lost, 0);
 }
 
 #[test]
@@ -114,7 +113,7 @@ fn gap_reports_lost_count_and_expected_seq() {
     st.update(&resp(10), 1_000, &p, false);
     let f = st.update(&req(14), SEC, &p, false);
     assert_eq!(kinds(&f), vec![(EventKind::Gap, 14, 11, 3)]);
-    assert_eq!(st.lost, 3);
+    assert_eq!(st.last_seq, 14);
 }
 
 #[test]
@@ -137,7 +136,7 @@ fn retry_with_same_seq_reports_unanswered_once_and_each_attempt() {
     );
     // The retry is answered: RTT is measured from the latest attempt.
     assert!(kinds(&st.update(&resp(7), 2 * SEC + 500, &p, false)).is_empty());
-    assert_eq!(st.rtt_last_ns, 500);
+    assert_eq!(st.beat_ns, 500);
     assert!(kinds(&st.update(&req(8), 3 * SEC, &p, false)).is_empty());
 }
 
