@@ -460,6 +460,20 @@ mod tests {
         assert_eq!(sip(last, "10.70.0.10:", "10.70.0.1:"), Some(State::Up));
     }
 
+    /// The board's `lost` is the heartbeats the association lost in the run, each once
+    /// (it added this period's, already in the run's, a second time); RTT is this
+    /// period's mean.
+    #[test]
+    fn a_row_counts_each_lost_heartbeat_once() {
+        let params = Protocol::Cs1000Rudp.default_params();
+        let mut a = Assoc::new(Default::default(), 1, params, 0, 1);
+        a.keep_counts();
+        a.gap(2, 3);
+        a.answered(1_000_000_000, 4_000_000);
+        let row = row_of(&a, 1_000_000_000);
+        assert_eq!((row.lost, row.rtt_us), (3, Some(4000)));
+    }
+
     /// The packaged service (RUNTIME_DIRECTORY set by its unit) binds the socket
     /// `hbwatch top` looks for in an operator's shell (no RUNTIME_DIRECTORY).
     #[test]
