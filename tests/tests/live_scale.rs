@@ -12,7 +12,9 @@
 //! the kernel's veth path took ~70 % of a core, and a busy CI host put it seconds
 //! behind). A debug agent (`cargo xtask test`) spends ~10x the CPU per record and would
 //! fall behind on the first rounds, when every association's first beats go up: it gets
-//! 10,000. QEMU's TCG (vm-test) 2,000.
+//! 10,000. QEMU's TCG (vm-test) 1,000: at 2,000, a run on 5.10 had hbgen
+//! 84-146 ms behind in every attempt (emulated CPUs stall for tens of ms); what the VMs
+//! check is the old kernels' verifier and maps, not the crowd's size.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -66,7 +68,7 @@ fn a_crowd_of_associations_comes_up_once_and_only_its_two_faults_alert() {
     let associations: u64 = if let Ok(n) = std::env::var("HBWATCH_SCALE_ASSOCIATIONS") {
         n.parse().expect("HBWATCH_SCALE_ASSOCIATIONS: a number")
     } else if in_vm() {
-        2_000
+        1_000
     } else if agent_is_release() {
         100_000
     } else {
