@@ -155,7 +155,6 @@ impl Loaded {
             key.resp[..4].copy_from_slice(&[172, 31, 255, 254]);
             let st = FlowState {
                 last_seq: 1,
-                requests: 1,
                 ..FlowState::default()
             };
             flows.insert(key, st, 0)?;

@@ -161,6 +161,7 @@ struct Slot {
     /// Held beats read but not applied yet (after the moment of a decision), in order.
     /// Boxed: associations that never hold (offline by default) carry 8 bytes, not 32;
     /// kept once made, as one that holds keeps holding.
+    #[allow(clippy::box_collection)]
     pending: Option<Box<std::collections::VecDeque<HeldBeat>>>,
 }
 
@@ -752,7 +753,7 @@ impl Correlator {
                         }
                     }
                 }
-                self.due.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+                self.due.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
             }
             let (_, place, generation) = self.due.pop()?;
             // Firing an earlier entry may have moved this one's association on.
