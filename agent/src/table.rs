@@ -98,13 +98,18 @@ impl<V: Keyed> Table<V> {
                 return Some(i as usize);
             }
         }
-        let values = &self.values;
-        let h = self.hash32(key);
-        let &(i, _) = self.index.find(Self::spread(h), |&(i, ih)| {
-            ih == h && values[i as usize].as_ref().is_some_and(|v| v.key() == key)
-        })?;
+        let i = self.find(key, self.hash32(key))?;
         self.last.set(Some((*key, i)));
         Some(i as usize)
+    }
+
+    /// The place of `key`, whose 32-bit hash is `h`, by the index alone.
+    #[inline]
+    fn find(&self, key: &FlowKey, h: u32) -> Option<u32> {
+        let &(i, _) = self
+            .index
+            .find(Self::spread(h), is_key(&self.values, key, h))?;
+        Some(i)
     }
 
     /// Where `key`'s value is kept: the same place until it is removed, so a timer
@@ -135,8 +140,10 @@ impl<V: Keyed> Table<V> {
     /// Inserts or replaces the value under its own key; returns the value replaced.
     pub fn insert(&mut self, value: V) -> Option<V> {
         let key = *value.key();
-        if let Some(i) = self.place(&key) {
-            return self.values[i].replace(value);
+        // Hashed once: looked up, then placed in the index by the same hash.
+        let h = self.hash32(&key);
+        if let Some(i) = self.find(&key, h) {
+            return self.values[i as usize].replace(value);
         }
         let i = match self.free.pop() {
             Some(i) => {
@@ -149,20 +156,16 @@ impl<V: Keyed> Table<V> {
                 (self.values.len() - 1) as u32
             }
         };
-        let h = self.hash32(&key);
         self.index
             .insert_unique(Self::spread(h), (i, h), |&(_, h)| Self::spread(h));
         None
     }
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<V> {
-        let values = &self.values;
         let h = self.hash32(key);
         let entry = self
             .index
-            .find_entry(Self::spread(h), |&(i, ih)| {
-                ih == h && values[i as usize].as_ref().is_some_and(|v| v.key() == key)
-            })
+            .find_entry(Self::spread(h), is_key(&self.values, key, h))
             .ok()?;
         let ((i, _), _) = entry.remove();
         if self.last.get().is_some_and(|(k, _)| k == *key) {
@@ -184,6 +187,16 @@ impl<V: Keyed> Table<V> {
     pub fn keys(&self) -> impl Iterator<Item = &FlowKey> {
         self.values().map(|v| v.key())
     }
+}
+
+/// Whether an index entry is `key`'s (hash `h`): the stored hash first, then the key
+/// in the value itself.
+fn is_key<'a, V: Keyed>(
+    values: &'a [Option<V>],
+    key: &'a FlowKey,
+    h: u32,
+) -> impl Fn(&(u32, u32)) -> bool + 'a {
+    move |&(i, ih)| ih == h && values[i as usize].as_ref().is_some_and(|v| v.key() == key)
 }
 
 impl<V: Keyed> std::ops::Index<&FlowKey> for Table<V> {
