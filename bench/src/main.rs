@@ -50,6 +50,9 @@ struct Cli {
     /// Association counts for the scale benchmark (offline analysis).
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     scale: Vec<u64>,
+    /// Keep the scale benchmark's captures in `--out` (for profiling `analyze` on them).
+    #[arg(long)]
+    keep_captures: bool,
     /// Smaller everything, for trying the bench itself (figures not for BENCHMARKS.md).
     #[arg(long)]
     quick: bool,
@@ -122,6 +125,7 @@ fn main() -> Result<()> {
                     &cli.out,
                     if cli.quick { 1 } else { 5 },
                     &cli.scale,
+                    cli.keep_captures,
                 )?,
                 other => anyhow::bail!(
                     "unknown benchmark {other:?} (xdp, pipeline, offline, veth, scale)"

@@ -472,7 +472,13 @@ fn timed_rss(cmd: &mut Command) -> Result<(f64, f64, f64)> {
 
 /// (e) `hbwatch analyze` with many associations: frames/s at each size against the same
 /// generator at `base` associations in the same trial, and peak memory.
-pub fn scale(hbwatch: &Path, dir: &Path, trials: usize, sizes: &[u64]) -> Result<Value> {
+pub fn scale(
+    hbwatch: &Path,
+    dir: &Path,
+    trials: usize,
+    sizes: &[u64],
+    keep: bool,
+) -> Result<Value> {
     // ~1.2 M frames for the baseline and 100k (beats scaled), 3 beats for larger sizes.
     const BASE: u64 = 1000;
     let beats = |n: u64| (1_200_000 / (2 * n)).clamp(3, 600) as u32;
@@ -503,7 +509,9 @@ pub fn scale(hbwatch: &Path, dir: &Path, trials: usize, sizes: &[u64]) -> Result
             base_rss.push(bm);
         }
         eprintln!("bench: scale {n} associations done");
-        let _ = std::fs::remove_file(&path);
+        if !keep {
+            let _ = std::fs::remove_file(&path);
+        }
         out.push(json!({
             "associations": n,
             "frames": frames,
@@ -516,7 +524,9 @@ pub fn scale(hbwatch: &Path, dir: &Path, trials: usize, sizes: &[u64]) -> Result
             "baseline_peak_rss_mib": median(&base_rss),
         }));
     }
-    let _ = std::fs::remove_file(&base_path);
+    if !keep {
+        let _ = std::fs::remove_file(&base_path);
+    }
     Ok(json!({
         "trials": trials,
         "baseline_associations": BASE,

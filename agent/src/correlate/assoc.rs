@@ -12,6 +12,10 @@ pub const MS: u64 = 1_000_000;
 
 /// In-order interval samples kept for the median.
 const SAMPLES: usize = 8;
+/// Interval samples are kept in microseconds (u32: up to ~71 minutes, beyond any
+/// heartbeat these protocols send; a longer one counts as that long): 32 bytes less per
+/// association, a million times over. pcap timestamps are microseconds anyway.
+const SAMPLE_UNIT_NS: u64 = 1_000;
 /// Samples needed before the learned interval replaces the default (and `late` may fire).
 pub const LEARNED_AFTER: usize = 3;
 /// Anomalies remembered before an outage (network-loss evidence).
@@ -210,12 +214,13 @@ impl Default for Past {
 pub struct Assoc {
     pub key: FlowKey,
     pub ifindex: u32,
-    pub params: ProtoParams,
+    pub rules: Rules,
     /// Interval announced on the session (SCCP RegisterAck) or configured, ns.
     hint_ns: Option<NonZeroU64>,
     /// Upper bound announced on the session (GED-125 OPEN_REQ IdleTimeout), ns.
     cap_ns: Option<NonZeroU64>,
-    samples: [u64; SAMPLES],
+    /// In [`SAMPLE_UNIT_NS`].
+    samples: [u32; SAMPLES],
     /// Samples taken (wraps back to SAMPLES past u32::MAX: still learned, same slots).
     nsamples: u32,
     /// Last request or one-way heartbeat from the originator.
@@ -254,6 +259,28 @@ pub struct Assoc {
     waiting_counted: u64,
     /// The packet being processed re-sent the last request (a `Retry` record came first).
     pub resent: bool,
+}
+
+/// What an association's timing reads of its protocol's rules ([`ProtoParams`]): 8
+/// bytes of the 20, a million times over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub interval_ms: u32,
+    pub tolerance_pct: u16,
+    pub down_after: u8,
+    /// `P_*` bits.
+    pub flags: u8,
+}
+
+impl Rules {
+    pub fn of(p: &ProtoParams) -> Rules {
+        Rules {
+            interval_ms: p.interval_ms,
+            tolerance_pct: p.tolerance_pct,
+            down_after: p.down_after,
+            flags: p.flags,
+        }
+    }
 }
 
 /// An association's counts: this summary period's and the whole run's.
@@ -319,7 +346,7 @@ impl Assoc {
         Assoc {
             key,
             ifindex,
-            params,
+            rules: Rules::of(&params),
             hint_ns: None,
             cap_ns: None,
             samples: [0; SAMPLES],
@@ -412,22 +439,22 @@ impl Assoc {
     /// learned, else the announced or configured one (never below what was seen, so a
     /// slower-than-default association is not declared missing while learning).
     pub fn expected_ns(&self) -> u64 {
-        if self.params.flags & P_INTERVAL_IS_A_BOUND != 0 {
+        if self.rules.flags & P_INTERVAL_IS_A_BOUND != 0 {
             // A bound, not a period: busy peers send more often, idle ones this often.
-            return (self.params.interval_ms as u64 * MS).max(MS);
+            return (self.rules.interval_ms as u64 * MS).max(MS);
         }
         let e = if self.learned() {
             let n = (self.nsamples as usize).min(SAMPLES);
             let mut s = self.samples;
             let s = &mut s[..n];
             s.sort_unstable();
-            s[n / 2]
+            u64::from(s[n / 2]) * SAMPLE_UNIT_NS
         } else {
             let base = self
                 .hint_ns
-                .map_or(self.params.interval_ms as u64 * MS, NonZeroU64::get);
+                .map_or(self.rules.interval_ms as u64 * MS, NonZeroU64::get);
             let seen = self.samples[..self.nsamples as usize].iter().copied().max();
-            base.max(seen.unwrap_or(0))
+            base.max(seen.map_or(0, |s| u64::from(s) * SAMPLE_UNIT_NS))
         };
         let e = match self.cap_ns {
             Some(cap) => e.min(cap.get()),
@@ -443,7 +470,7 @@ impl Assoc {
     /// timestamp), and overflowed, the deadlines wrapped around (found by the pcap fuzz
     /// target and the malformed suite). A saturated deadline never fires.
     pub fn grace_ns(&self) -> u64 {
-        let g = self.expected_ns() as u128 * self.params.tolerance_pct as u128 / 100;
+        let g = self.expected_ns() as u128 * self.rules.tolerance_pct as u128 / 100;
         u64::try_from(g).unwrap_or(u64::MAX)
     }
 
@@ -460,7 +487,7 @@ impl Assoc {
 
     /// Consecutive misses that mean `peer.down` (at least 2: one miss could be late).
     pub fn down_after(&self) -> u64 {
-        (self.params.down_after as u64).max(2)
+        (self.rules.down_after as u64).max(2)
     }
 
     /// The next moment the silence timer must look at this association, if any.
@@ -517,7 +544,8 @@ impl Assoc {
         let late = self.learned() && sample > expected.saturating_add(self.grace_ns());
         if !late || sample <= expected.saturating_mul(2) {
             // Late samples beyond two intervals are outages, not the interval.
-            self.samples[self.nsamples as usize % SAMPLES] = sample;
+            let unit = u32::try_from(sample / SAMPLE_UNIT_NS).unwrap_or(u32::MAX);
+            self.samples[self.nsamples as usize % SAMPLES] = unit;
             self.nsamples = self.nsamples.checked_add(1).unwrap_or(SAMPLES as u32);
         }
         if late && !retried && !was_missing {
@@ -724,6 +752,26 @@ mod tests {
             assert!(b.deadline().is_some());
         }
         assert!(b.grace_ns() > 0);
+    }
+
+    #[test]
+    fn learned_interval_keeps_microseconds_and_saturates_long_ones() {
+        // Samples are kept in microseconds: a ns-precision interval learns to the µs.
+        let mut a = rudp();
+        let interval = 2 * SEC + 123_456;
+        for i in 1..=3u64 {
+            a.on_beat(i * interval, 100 + i as u32, Some(interval));
+        }
+        assert!(a.learned());
+        assert_eq!(a.expected_ns(), 2 * SEC + 123_000);
+        // An interval beyond a u32 of microseconds (~71.6 min) counts as that long, not
+        // as what is left after wrapping (which would make every next heartbeat late).
+        let mut b = rudp();
+        let long = 72 * 60 * SEC;
+        for i in 1..=3u64 {
+            b.on_beat(i * long, 100 + i as u32, Some(long));
+        }
+        assert_eq!(b.expected_ns(), u64::from(u32::MAX) * 1_000);
     }
 
     fn rudp() -> Assoc {

@@ -340,7 +340,7 @@ impl Correlator {
         self.cfg.params = params;
         for slot in self.slots.values_mut() {
             let proto = Protocol::from_u8(slot.assoc.key.proto);
-            slot.assoc.params = self.cfg.params(proto);
+            slot.assoc.rules = assoc::Rules::of(&self.cfg.params(proto));
         }
     }
 
@@ -1116,7 +1116,7 @@ impl Correlator {
     fn unanswered(&mut self, key: &FlowKey, now: u64, next: bool, ctx: &Ctx, out: &mut Vec<Event>) {
         let a = &mut self.slots.get_mut(key).expect("known").assoc;
         let new = a.unanswered_intervals(now, next);
-        let needs_acks = a.params.flags & P_UNANSWERED_NEEDS_ACKS != 0;
+        let needs_acks = a.rules.flags & P_UNANSWERED_NEEDS_ACKS != 0;
         if new == 0 || (needs_acks && a.last_answer_ns == 0) {
             return;
         }
