@@ -171,7 +171,7 @@ pub struct Past {
     /// Last `qos.mismatch` per side (originator, responder): the marking seen and
     /// [`Assoc::reannounced`] then. The same marking again after an eviction is the
     /// datapath's fresh memory, not news.
-    pub qos_reported: [Option<(u8, u32)>; 2],
+    pub qos_reported: [Option<(u8, u16)>; 2],
     /// A late heartbeat's sequence: its answer is no mismatch.
     pub late_seq: Option<u32>,
     /// Alerts folded since the last `peer.up` (shown on it).
@@ -215,14 +215,15 @@ pub struct Assoc {
     pub key: FlowKey,
     pub ifindex: u32,
     pub rules: Rules,
-    /// Interval announced on the session (SCCP RegisterAck) or configured, ns.
-    hint_ns: Option<NonZeroU64>,
-    /// Upper bound announced on the session (GED-125 OPEN_REQ IdleTimeout), ns.
-    cap_ns: Option<NonZeroU64>,
+    /// What the session announced, ns: the interval (SCCP RegisterAck) or, if
+    /// `announced_is_cap`, an upper bound (GED-125 OPEN_REQ IdleTimeout). One field: no
+    /// protocol announces both, and a million associations carry it.
+    announced_ns: Option<NonZeroU64>,
+    announced_is_cap: bool,
     /// In [`SAMPLE_UNIT_NS`].
     samples: [u32; SAMPLES],
-    /// Samples taken (wraps back to SAMPLES past u32::MAX: still learned, same slots).
-    nsamples: u32,
+    /// Samples taken (wraps back to SAMPLES past u16::MAX: still learned, same slots).
+    nsamples: u16,
     /// Last request or one-way heartbeat from the originator.
     pub last_beat_ns: u64,
     pub last_seq: u32,
@@ -239,7 +240,8 @@ pub struct Assoc {
     pub retried: bool,
     /// Times the datapath announced this association again after forgetting it (its
     /// flow table evicted it): the datapath's per-flow memory starts over each time.
-    pub reannounced: u32,
+    /// Wraps: it tells one of the association's lives from the next (`qos_reported`).
+    pub reannounced: u16,
     /// What went wrong ([`Self::trouble`]); allocated at the first trouble: most
     /// associations never have any, and it is most of an association's memory.
     past: Option<Box<Past>>,
@@ -253,8 +255,9 @@ pub struct Assoc {
     counts: Option<Box<Counts>>,
     /// Ended by FIN/RST.
     pub closed: bool,
-    /// The first request still waiting for its answer (request/response associations).
-    pub waiting_since: Option<u64>,
+    /// The first request still waiting for its answer (request/response associations),
+    /// ns + 1: 8 bytes with the niche, not 16 ([`Self::waiting_since`]).
+    waiting_since: Option<NonZeroU64>,
     /// Intervals of the current wait already counted unanswered.
     waiting_counted: u64,
     /// The packet being processed re-sent the last request (a `Retry` record came first).
@@ -341,14 +344,20 @@ pub enum Silence {
     Down(u64, u64),
 }
 
+/// `waiting_since` of a request sent at `now`: stored + 1 for the niche (the clock's
+/// last nanosecond, where no deadline fires anyway, reads back one earlier).
+fn since(now: u64) -> Option<NonZeroU64> {
+    NonZeroU64::new(now.saturating_add(1))
+}
+
 impl Assoc {
     pub fn new(key: FlowKey, ifindex: u32, params: ProtoParams, now: u64, seq: u32) -> Assoc {
         Assoc {
             key,
             ifindex,
             rules: Rules::of(&params),
-            hint_ns: None,
-            cap_ns: None,
+            announced_ns: None,
+            announced_is_cap: false,
             samples: [0; SAMPLES],
             nsamples: 0,
             last_beat_ns: now,
@@ -365,7 +374,7 @@ impl Assoc {
             beats: 1,
             counts: None,
             closed: false,
-            waiting_since: Some(now),
+            waiting_since: since(now),
             waiting_counted: 0,
             resent: false,
         }
@@ -427,12 +436,29 @@ impl Assoc {
 
     /// The interval announced on the session or configured (0: none), ns.
     pub fn set_hint_ns(&mut self, ns: Option<u64>) {
-        self.hint_ns = ns.and_then(NonZeroU64::new);
+        self.announced_ns = ns.and_then(NonZeroU64::new);
+        self.announced_is_cap = false;
     }
 
     /// The upper bound announced on the session (0: none), ns.
     pub fn set_cap_ns(&mut self, ns: Option<u64>) {
-        self.cap_ns = ns.and_then(NonZeroU64::new);
+        self.announced_ns = ns.and_then(NonZeroU64::new);
+        self.announced_is_cap = true;
+    }
+
+    /// When the first request still waiting for its answer was sent, if one waits.
+    pub fn waiting_since(&self) -> Option<u64> {
+        self.waiting_since.map(|t| t.get() - 1)
+    }
+
+    pub fn clear_waiting_since(&mut self) {
+        self.waiting_since = None;
+    }
+
+    /// Nothing waits for an answer any more.
+    pub fn stop_waiting(&mut self) {
+        self.waiting_since = None;
+        self.waiting_counted = 0;
     }
 
     /// The interval this association keeps: the median of recent in-order samples once
@@ -450,15 +476,14 @@ impl Assoc {
             s.sort_unstable();
             u64::from(s[n / 2]) * SAMPLE_UNIT_NS
         } else {
-            let base = self
-                .hint_ns
-                .map_or(self.rules.interval_ms as u64 * MS, NonZeroU64::get);
+            let hint = self.announced_ns.filter(|_| !self.announced_is_cap);
+            let base = hint.map_or(self.rules.interval_ms as u64 * MS, NonZeroU64::get);
             let seen = self.samples[..self.nsamples as usize].iter().copied().max();
             base.max(seen.map_or(0, |s| u64::from(s) * SAMPLE_UNIT_NS))
         };
-        let e = match self.cap_ns {
-            Some(cap) => e.min(cap.get()),
-            None => e,
+        let e = match self.announced_ns {
+            Some(cap) if self.announced_is_cap => e.min(cap.get()),
+            _ => e,
         };
         e.max(MS)
     }
@@ -513,8 +538,7 @@ impl Assoc {
         }
         let missed = self.missed_for(deadline - self.last_beat_ns);
         // Silence is the timer's to count: unanswered intervals start afresh after it.
-        self.waiting_since = None;
-        self.waiting_counted = 0;
+        self.stop_waiting();
         self.unanswered_streak = 0;
         if missed >= self.down_after() {
             self.down = Some(DownCause::Silence);
@@ -546,7 +570,7 @@ impl Assoc {
             // Late samples beyond two intervals are outages, not the interval.
             let unit = u32::try_from(sample / SAMPLE_UNIT_NS).unwrap_or(u32::MAX);
             self.samples[self.nsamples as usize % SAMPLES] = unit;
-            self.nsamples = self.nsamples.checked_add(1).unwrap_or(SAMPLES as u32);
+            self.nsamples = self.nsamples.checked_add(1).unwrap_or(SAMPLES as u16);
         }
         if late && !retried && !was_missing {
             self.note(now, Trouble::Late);
@@ -613,8 +637,7 @@ impl Assoc {
         self.count(|s| s.rtt(rtt_ns));
         self.last_answer_ns = now;
         self.unanswered_streak = 0;
-        self.waiting_since = None;
-        self.waiting_counted = 0;
+        self.stop_waiting();
     }
 
     /// A new request (`next`), or a re-send of the last one, at `now`: the intervals
@@ -623,8 +646,8 @@ impl Assoc {
     /// of slack: re-sends come one interval apart, give or take the sender's timer.
     /// A next request while one waits is one interval at least, whatever the clock says.
     pub fn unanswered_intervals(&mut self, now: u64, next: bool) -> u64 {
-        let Some(since) = self.waiting_since else {
-            self.waiting_since = Some(now);
+        let Some(since) = self.waiting_since() else {
+            self.waiting_since = since(now);
             return 0;
         };
         let e = self.expected_ns();
@@ -819,9 +842,9 @@ mod tests {
         // A TCP re-send 200 ms later is no interval; a next request is one at least.
         assert_eq!(a.unanswered_intervals(2300 * MS, true), 1);
         a.answered(2400 * MS, MS);
-        assert_eq!(a.waiting_since, None);
+        assert_eq!(a.waiting_since(), None);
         assert_eq!(a.unanswered_intervals(3 * SEC, true), 0);
-        assert_eq!(a.waiting_since, Some(3 * SEC));
+        assert_eq!(a.waiting_since(), Some(3 * SEC));
     }
 
     #[test]

@@ -146,24 +146,35 @@ struct Slot {
     /// Wraps: a stale timer entry would need 2^32 inserts into its place while it waits
     /// (minutes) to be mistaken for a live one.
     generation: u32,
-    /// A `heartbeat.unanswered` held until the rest of its packet is known: when that
-    /// packet is an older request arriving late (TCP re-sent it), the "next request"
-    /// that made the earlier one look unanswered was no next request.
-    held: Option<Box<Held>>,
+    /// What not every association needs, boxed: 8 bytes where none of it is (`Aside`).
+    aside: Option<Box<Aside>>,
     /// The datapath's announcement (`AssociationSeen`) arrived; false while it is tracked
     /// from heartbeats whose announcement was lost (ring buffer full) or is still to come
     /// (overtaken): its `peer.up` was said from the first of them.
     announced: bool,
+}
+
+/// An association's state beyond its timing, boxed in its slot, made at the first need
+/// and kept (one that holds keeps holding): the beats the datapath held for it, as far
+/// as they were read, and a held `heartbeat.unanswered`. Offline by default, beats are
+/// not held, and a million slots carry 8 bytes instead of 40.
+#[derive(Default)]
+struct Aside {
     /// Index of the next beat the datapath holds for it (`held`): those before were read.
     held_next: u16,
     /// Index up to which the datapath was told the beats were read (`Held::ack`).
     held_acked: u16,
-    /// Held beats read but not applied yet (after the moment of a decision), in order.
-    /// Boxed: associations that never hold (offline by default) carry 8 bytes, not 32;
-    /// kept once made, as one that holds keeps holding.
-    #[allow(clippy::box_collection)]
-    pending: Option<Box<std::collections::VecDeque<HeldBeat>>>,
+    /// A `heartbeat.unanswered` held until the rest of its packet is known: when that
+    /// packet is an older request arriving late (TCP re-sent it), the "next request"
+    /// that made the earlier one look unanswered was no next request.
+    held: Option<Box<Held>>,
+    /// Held beats read but not applied yet (after the moment of a decision), in order
+    /// (offline by default, none are held).
+    pending: std::collections::VecDeque<HeldBeat>,
 }
+
+// A million associations carry one each (`cargo xtask bench`, scale): grow it knowingly.
+const _: () = assert!(std::mem::size_of::<Slot>() <= 184);
 
 impl crate::table::Keyed for Slot {
     fn key(&self) -> &FlowKey {
@@ -176,16 +187,33 @@ impl Slot {
     /// next unread index up to `end`, in order; stops at a slot overwritten since (that
     /// beat went up the ring buffer and comes that way). True if any was queued.
     fn queue_held(&mut self, beats: &[HeldBeat; HELD_BEATS], end: u16) -> bool {
-        let from = self.held_next;
-        while held::before(self.held_next, end) {
-            let b = beats[self.held_next as usize % HELD_BEATS];
-            if b.index != self.held_next {
+        let from = self.held_next();
+        let mut next = from;
+        while held::before(next, end) {
+            let b = beats[next as usize % HELD_BEATS];
+            if b.index != next {
                 break;
             }
-            self.pending.get_or_insert_default().push_back(b);
-            self.held_next = self.held_next.wrapping_add(1);
+            self.aside_mut().pending.push_back(b);
+            next = next.wrapping_add(1);
         }
-        self.held_next != from
+        self.set_held_next(next);
+        next != from
+    }
+
+    /// Index of the next beat the datapath holds for it: 0 until one was read.
+    fn held_next(&self) -> u16 {
+        self.aside.as_ref().map_or(0, |x| x.held_next)
+    }
+
+    fn set_held_next(&mut self, next: u16) {
+        if next != self.held_next() {
+            self.aside_mut().held_next = next;
+        }
+    }
+
+    fn aside_mut(&mut self) -> &mut Aside {
+        self.aside.get_or_insert_default()
     }
 }
 
@@ -204,7 +232,7 @@ struct Held {
 /// unanswered request yet: the re-send is `heartbeat.retry`, and if no answer comes,
 /// the intervals it waits escalate (`Correlator::unanswered`).
 fn release_held(slot: &mut Slot, out: &mut Vec<Event>) {
-    let Some(h) = slot.held.take() else {
+    let Some(h) = slot.aside.as_mut().and_then(|x| x.held.take()) else {
         return;
     };
     let a = &mut slot.assoc;
@@ -471,7 +499,7 @@ impl Correlator {
             if self
                 .slots
                 .get(&raw.key)
-                .is_some_and(|s| s.pending.as_ref().is_some_and(|q| !q.is_empty()))
+                .is_some_and(|s| s.aside.as_ref().is_some_and(|x| !x.pending.is_empty()))
             {
                 self.apply_pending(&raw.key, Until::Time(u64::MAX), ctx, out);
             }
@@ -513,12 +541,13 @@ impl Correlator {
                         // Known and announced: the datapath's flow table evicted it and
                         // it came back. No new peer: this is its next heartbeat. Its
                         // new flow state holds beats from index 0 again.
-                        slot.held_next = 0;
-                        slot.held_acked = 0;
+                        if let Some(x) = slot.aside.as_deref_mut() {
+                            (x.held_next, x.held_acked) = (0, 0);
+                        }
                         if let Some(h) = ctx.held {
                             h.forget(&raw.key);
                         }
-                        slot.assoc.reannounced += 1;
+                        slot.assoc.reannounced = slot.assoc.reannounced.wrapping_add(1);
                         self.reannounced += 1;
                         let beat = RawEvent {
                             kind: EventKind::Heartbeat as u8,
@@ -558,7 +587,7 @@ impl Correlator {
         if kind != EventKind::OutOfOrder {
             release_held(slot, out);
         }
-        let (a, held) = (&mut slot.assoc, &mut slot.held);
+        let (a, aside) = (&mut slot.assoc, &mut slot.aside);
         let mut ev = ev;
         match kind {
             EventKind::Gap => {
@@ -587,7 +616,9 @@ impl Correlator {
                 let late = a.arrived_late(raw.seq, now);
                 if late.is_some() {
                     // The request before it was not unanswered: this is no next request.
-                    *held = None;
+                    if let Some(x) = aside {
+                        x.held = None;
+                    }
                 } else {
                     release_held(slot, out);
                 }
@@ -648,7 +679,7 @@ impl Correlator {
                         event.heartbeat.diagnosis = Some(d.cause);
                         event.heartbeat.evidence = Some(d.evidence);
                     }
-                    *held = Some(Box::new(Held {
+                    aside.get_or_insert_default().held = Some(Box::new(Held {
                         event,
                         alive: raw.aux != 0,
                         at: now,
@@ -828,11 +859,8 @@ impl Correlator {
         if let Some(old) = self.slots.insert(Slot {
             assoc: a,
             generation: self.next_generation,
-            held: None,
+            aside: None,
             announced,
-            held_next: 0,
-            held_acked: 0,
-            pending: None,
         }) {
             self.retire(old.assoc);
         }
@@ -962,11 +990,12 @@ impl Correlator {
             // Acknowledged once half the hold was read, not at every take: each is a map
             // update (a system call that allocates an LRU element), and the kernel looks
             // only when its hold is full, by then at least half of it acknowledged.
-            if slot.queue_held(&st.held.beats, st.held_next)
-                && slot.held_next.wrapping_sub(slot.held_acked) as usize >= HELD_BEATS / 2
-            {
-                src.ack(key, slot.held_next);
-                slot.held_acked = slot.held_next;
+            if slot.queue_held(&st.held.beats, st.held_next) {
+                let x = slot.aside_mut();
+                if x.held_next.wrapping_sub(x.held_acked) as usize >= HELD_BEATS / 2 {
+                    src.ack(key, x.held_next);
+                    x.held_acked = x.held_next;
+                }
             }
         }
         self.apply_pending(key, until, ctx, out);
@@ -980,7 +1009,7 @@ impl Correlator {
                 Until::Time(t) => t,
                 Until::Deadline => slot.assoc.deadline().unwrap_or(u64::MAX),
             };
-            let queue = slot.pending.as_deref_mut();
+            let queue = slot.aside.as_deref_mut().map(|x| &mut x.pending);
             let Some(b) = queue.and_then(|q| q.pop_front_if(|b| b.ts_ns <= limit)) else {
                 break;
             };
@@ -1012,16 +1041,16 @@ impl Correlator {
                 let r = b.record(&raw.key, raw.ifindex);
                 self.on_record(&r, &[], ctx, out);
                 if let Some(slot) = self.slots.get_mut(&raw.key) {
-                    slot.held_next = first.wrapping_add(1);
+                    slot.set_held_next(first.wrapping_add(1));
                 }
             }
         }
         let Some(slot) = self.slots.get_mut(&raw.key) else {
             return;
         };
-        if held::before(slot.held_next, first) {
+        if held::before(slot.held_next(), first) {
             // Beats before these went up in a record that was lost (counted).
-            slot.held_next = first;
+            slot.set_held_next(first);
         }
         let end = first.wrapping_add((raw.aux as u16).min(HELD_BEATS as u16));
         slot.queue_held(&beats, end);
@@ -1035,7 +1064,7 @@ impl Correlator {
             return;
         };
         let oldest = st.held_next.wrapping_sub(HELD_BEATS as u16);
-        let mut next = slot.held_next;
+        let mut next = slot.held_next();
         if held::before(next, oldest) {
             next = oldest;
         }
@@ -1044,7 +1073,7 @@ impl Correlator {
         {
             next = next.wrapping_add(1);
         }
-        slot.held_next = next;
+        slot.set_held_next(next);
     }
 
     fn heartbeat(&mut self, raw: &RawEvent, ctx: &Ctx, out: &mut Vec<Event>) {
@@ -1086,7 +1115,8 @@ impl Correlator {
                 self.unanswered(&key, now, next, ctx, out);
             }
         } else {
-            a.waiting_since = None;
+            // One-way: no answer is waited for (nothing counts unanswered intervals).
+            a.clear_waiting_since();
         }
         let a = &mut self.slots.get_mut(&key).expect("inserted").assoc;
         let interval = (raw.aux & hbwatch_common::event::BEAT_INTERVAL != 0).then_some(raw.value);
@@ -1126,7 +1156,7 @@ impl Correlator {
         if a.down.is_some() || streak < a.down_after() {
             return;
         }
-        let since = a.waiting_since.unwrap_or(now);
+        let since = a.waiting_since().unwrap_or(now);
         a.down_unanswered(since);
         self.report_down(key, now, streak, now.saturating_sub(since), ctx, out);
     }
