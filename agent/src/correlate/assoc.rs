@@ -434,14 +434,20 @@ impl Assoc {
         self.nsamples as usize >= LEARNED_AFTER
     }
 
-    /// The interval announced on the session or configured (0: none), ns.
+    /// The interval announced on the session or configured (0: none), ns. SCCP only:
+    /// it shares its field with the bound ([`Self::set_cap_ns`]).
     pub fn set_hint_ns(&mut self, ns: Option<u64>) {
+        debug_assert!(!self.announced_is_cap, "a protocol announcing both");
         self.announced_ns = ns.and_then(NonZeroU64::new);
         self.announced_is_cap = false;
     }
 
-    /// The upper bound announced on the session (0: none), ns.
+    /// The upper bound announced on the session (0: none), ns. GED-125 only.
     pub fn set_cap_ns(&mut self, ns: Option<u64>) {
+        debug_assert!(
+            self.announced_is_cap || self.announced_ns.is_none(),
+            "a protocol announcing both"
+        );
         self.announced_ns = ns.and_then(NonZeroU64::new);
         self.announced_is_cap = true;
     }
