@@ -27,6 +27,14 @@ pub struct FlowKey {
 /// calls per lookup, a twentieth of the event pipeline's time (userspace maps only).
 impl core::hash::Hash for FlowKey {
     fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.bytes());
+    }
+}
+
+impl FlowKey {
+    /// The key's 40 bytes in memory's order (repr(C), no padding between fields).
+    #[inline(always)]
+    pub fn bytes(&self) -> [u8; 40] {
         let mut b = [0u8; 40];
         b[..16].copy_from_slice(&self.orig);
         b[16..32].copy_from_slice(&self.resp);
@@ -36,11 +44,9 @@ impl core::hash::Hash for FlowKey {
         b[37] = self.family;
         b[38] = self.transport;
         b[39] = self._pad;
-        state.write(&b);
+        b
     }
-}
 
-impl FlowKey {
     /// The association a packet belongs to: a response travels responder -> originator.
     #[inline(always)]
     pub fn of(proto: Protocol, pkt: &Packet, role: Role) -> FlowKey {

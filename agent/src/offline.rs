@@ -104,13 +104,9 @@ const _: () = assert!(
 impl StoredKey {
     fn of(key: &FlowKey) -> StoredKey {
         debug_assert_eq!(key._pad, 0, "FlowKey::of makes every key");
-        // FlowKey's repr(C) layout, field by field (`get` reads it back).
+        // In memory's order (`get` reads it back as a FlowKey); the padding byte is typed.
         let mut bytes = [0; 39];
-        bytes[..16].copy_from_slice(&key.orig);
-        bytes[16..32].copy_from_slice(&key.resp);
-        bytes[32..34].copy_from_slice(&key.orig_port.to_ne_bytes());
-        bytes[34..36].copy_from_slice(&key.resp_port.to_ne_bytes());
-        bytes[36..].copy_from_slice(&[key.proto, key.family, key.transport]);
+        bytes.copy_from_slice(&key.bytes()[..39]);
         StoredKey {
             bytes,
             pad: ZeroPad::Zero,
