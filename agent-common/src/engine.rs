@@ -129,6 +129,28 @@ pub fn process<F: Frame, E: Env>(f: &F, env: &mut E, now: u64, ifindex: u32) {
     process_with_clock(f, env, || Some(&mut scratch), || now, ifindex)
 }
 
+/// The association a packet most likely belongs to, without touching any state: the
+/// packet's key as a request if it goes to a heartbeat port, else as a response. A
+/// guess (the decoder decides the role): what `analyze` warms the caches for, frames
+/// ahead of processing them; a wrong guess only warms the wrong line.
+pub fn likely_key<F: Frame, E: Env>(f: &F, env: &E) -> Option<FlowKey> {
+    let h = headers(f).ok()?;
+    let (proto, role) = match Protocol::from_u8(env.port_proto(port_slot(h.transport, h.dst_port)))
+    {
+        Protocol::None => (
+            Protocol::from_u8(env.port_proto(port_slot(h.transport, h.src_port))),
+            Role::Response,
+        ),
+        p => (p, Role::Request),
+    };
+    if proto == Protocol::None {
+        return None;
+    }
+    let mut pkt = Packet::default();
+    parse::fill(f, &h, &mut pkt).ok()?;
+    Some(FlowKey::of(proto, &pkt, role))
+}
+
 /// One packet's parse and decoded message. In the kernel a per-CPU map slot, not the
 /// stack: the verifier tracks what a program keeps on its stack, so every way through
 /// the header parser (VLAN tags, IPv4/IPv6, fragment headers) and the decoders reached

@@ -121,6 +121,10 @@ enum Command {
         /// of a record each: the same events (for the tests and benchmarks that show it).
         #[arg(long, hide = true)]
         hold_routine_beats: bool,
+        /// Read a file ahead (warming the caches for the frames to come) once this many
+        /// flows are known: for the tests that show it changes no event (0: at once).
+        #[arg(long, hide = true, value_name = "FLOWS", default_value_t = hbwatch::offline::READ_AHEAD_FROM)]
+        read_ahead_from: usize,
         #[command(flatten)]
         periodic: SummaryArgs,
         #[command(flatten)]
@@ -672,6 +676,7 @@ fn real_main() -> anyhow::Result<()> {
             summary,
             report,
             hold_routine_beats,
+            read_ahead_from,
             periodic,
             outputs,
             common,
@@ -696,6 +701,7 @@ fn real_main() -> anyhow::Result<()> {
                 sip: settings.sip.clone(),
                 timeline: report.is_some(),
                 hold: hold_routine_beats,
+                read_ahead_from,
                 totals: summary || report.is_some(),
             };
             let mut out = outputs.open(&opts.hostname, &settings)?;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hbwatch_common::counters::{Counter, COUNTER_COUNT};
-use hbwatch_common::engine::{process, Env};
+use hbwatch_common::engine::{likely_key, process, Env};
 use hbwatch_common::event::RawEvent;
 use hbwatch_common::flow::FlowState;
 use hbwatch_common::frag::{FragInfo, FragKey};
@@ -203,6 +203,29 @@ impl Flows {
         }
     }
 
+    /// The three steps of warming the cache for a flow (`Table::prefetch_index`,
+    /// `prefetch_value`, `expect`), `h` its key's `table::hash32`.
+    fn prefetch_index(&self, h: u32) {
+        match self {
+            Flows::Full(t) => t.prefetch_index(h),
+            Flows::Core { table, .. } => table.prefetch_index(h),
+        }
+    }
+
+    fn prefetch_value(&self, h: u32) -> Option<u32> {
+        match self {
+            Flows::Full(t) => t.prefetch_value(h),
+            Flows::Core { table, .. } => table.prefetch_value(h),
+        }
+    }
+
+    fn expect(&self, key: &FlowKey, place: u32) {
+        match self {
+            Flows::Full(t) => t.expect(key, place),
+            Flows::Core { table, .. } => table.expect(key, place),
+        }
+    }
+
     /// The whole state, hold and all, where kept (only when holding).
     fn full(&mut self) -> Option<&mut Table<WithKey<FlowState>>> {
         match self {
@@ -390,6 +413,9 @@ pub struct AnalyzeOptions {
     /// Hold routine heartbeats in the flow table as the live datapath does, instead of a
     /// record each (tests and benchmarks: the events are the same).
     pub hold: bool,
+    /// Flows known from which a file is read ahead ([`READ_AHEAD_FROM`]; 0: from the
+    /// start, for the tests that show reading ahead changes no event).
+    pub read_ahead_from: usize,
     /// Per-association totals in the reports ([`FileReport::totals`], for `--summary` and
     /// `--report`): ~250 bytes per association at the end, on top of the tables.
     pub totals: bool,
@@ -410,6 +436,7 @@ impl AnalyzeOptions {
             sip: Default::default(),
             timeline: false,
             hold: false,
+            read_ahead_from: READ_AHEAD_FROM,
             totals: true,
         }
     }
@@ -463,6 +490,41 @@ pub struct Replay {
     /// Routine heartbeats are held in the flow table (`AnalyzeOptions::hold`).
     hold: bool,
     link_buf: Vec<u8>,
+    /// Frames read but not processed yet, oldest first ([`READ_AHEAD`]), and the
+    /// buffers of frames processed, for the next ones.
+    ahead: VecDeque<Ahead>,
+    spare: Vec<Vec<u8>>,
+    /// How many frames [`Self::read_frame`] reads ahead: [`READ_AHEAD`] from a file once
+    /// the flows outgrow the caches ([`READ_AHEAD_FROM`]), none from a stream (a pipe
+    /// from tcpdump must not wait for 8 more frames to report).
+    read_ahead: usize,
+    /// Reading from a file: read ahead once this many flows are known
+    /// ([`AnalyzeOptions::read_ahead_from`]).
+    read_ahead_from: Option<usize>,
+}
+
+/// Frames `analyze` reads ahead of the one it processes: the index buckets of their
+/// likely association are asked into the cache on reading, its values [`WARM_AT`]
+/// frames later (the bucket is there by then and says where they are), and both are
+/// there by processing: at a million associations each frame's lookups otherwise wait
+/// on memory (`cargo xtask bench`, scale).
+const READ_AHEAD: usize = 8;
+/// Flows from which their tables outgrow a server's caches (~350 bytes each with
+/// their associations, against an L3 of tens of MiB): below, the values are in the
+/// cache anyway, and reading ahead only costs (half as much time again per frame at 1,000
+/// associations, `cargo xtask bench`, scale).
+pub const READ_AHEAD_FROM: usize = 1 << 16;
+const WARM_AT: usize = READ_AHEAD / 2;
+
+/// A frame read ahead: its link, bytes, time, and the likely key of its flow and
+/// association (none if it is on no heartbeat port) with the key's hash, then where
+/// the flow and the association are in their tables.
+struct Ahead {
+    link: Link,
+    data: Vec<u8>,
+    ts_ns: u64,
+    likely: Option<(FlowKey, u32)>,
+    places: (Option<u32>, Option<u32>),
 }
 
 impl Replay {
@@ -498,6 +560,10 @@ impl Replay {
             beat_records: 0,
             hold: opts.hold,
             link_buf: Vec::new(),
+            ahead: VecDeque::with_capacity(READ_AHEAD + 1),
+            spare: Vec::new(),
+            read_ahead: 0,
+            read_ahead_from: None,
         }
     }
 
@@ -541,6 +607,72 @@ impl Replay {
             }
         }
         self.link_buf = buf;
+    }
+
+    /// A frame of the capture, processed [`READ_AHEAD`] frames later (or by
+    /// [`Self::drain`]): its association's state is asked into the cache now.
+    fn read_frame(&mut self, link: Link, data: &[u8], ts_ns: u64, out: &mut Vec<Event>) {
+        if self.read_ahead == 0 {
+            let flows = self.env.flows.get_mut().len();
+            if self.read_ahead_from.is_none_or(|from| flows < from) {
+                return self.link_frame(link, data, ts_ns, out);
+            }
+            self.read_ahead = READ_AHEAD;
+        }
+        let likely = (link == Link::Ethernet)
+            .then(|| likely_key(&SliceFrame(data), &self.env))
+            .flatten()
+            .map(|key| {
+                let h = crate::table::hash32(&key);
+                self.env.flows.get_mut().prefetch_index(h);
+                self.correlator.prefetch_index(h);
+                (key, h)
+            });
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(data);
+        self.ahead.push_back(Ahead {
+            link,
+            data: buf,
+            ts_ns,
+            likely,
+            places: (None, None),
+        });
+        let n = self.ahead.len();
+        if n > WARM_AT {
+            let a = &mut self.ahead[n - 1 - WARM_AT];
+            if let Some((_, h)) = a.likely {
+                a.places = (
+                    self.env.flows.get_mut().prefetch_value(h),
+                    self.correlator.prefetch_value(h),
+                );
+            }
+        }
+        if n > self.read_ahead {
+            self.process_oldest(out);
+        }
+    }
+
+    /// Processes the frames read ahead.
+    fn drain(&mut self, out: &mut Vec<Event>) {
+        while !self.ahead.is_empty() {
+            self.process_oldest(out);
+        }
+    }
+
+    fn process_oldest(&mut self, out: &mut Vec<Event>) {
+        if let Some(a) = self.ahead.pop_front() {
+            if let Some((key, _)) = &a.likely {
+                if let Some(p) = a.places.0 {
+                    self.env.flows.get_mut().expect(key, p);
+                }
+                if let Some(p) = a.places.1 {
+                    self.correlator.expect(key, p);
+                }
+            }
+            self.link_frame(a.link, &a.data, a.ts_ns, out);
+            self.spare.push(a.data);
+        }
     }
 
     /// End of the capture: the last summary; silences still open are not outages
@@ -633,11 +765,14 @@ pub fn analyze_reader(
         bar
     });
     let mut replay = Replay::new(opts, name.clone());
+    if size > 0 {
+        replay.read_ahead_from = Some(opts.read_ahead_from);
+    }
     let mut events: Vec<Event> = Vec::with_capacity(64);
     // One buffer for every line: no String per event.
     let mut written = 0u64;
     let read = read_frames(input, &mut |link, data, ts, consumed| {
-        replay.link_frame(link, data, ts, &mut events);
+        replay.read_frame(link, data, ts, &mut events);
         for ev in events.drain(..) {
             out.send(&ev)?;
             written += 1;
@@ -649,6 +784,11 @@ pub fn analyze_reader(
         }
         Ok(())
     })?;
+    replay.drain(&mut events);
+    for ev in events.drain(..) {
+        out.send(&ev)?;
+        written += 1;
+    }
     let end = match read {
         Ok(end) => end,
         Err(why) => return Ok(unreadable(name, format!("{}: {why}", path.display()))),

@@ -4,17 +4,24 @@
 //! to twice as many buckets as entries (it doubles when 7/8 full): with values of
 //! hundreds of bytes, a million associations took ~2.5 KB each (`cargo xtask bench`,
 //! scale). Here the values sit in a dense vector, each holding its own key
-//! ([`Keyed`]), and the hash table holds only a 4-byte index into it and the key's
-//! 32-bit hash: 9 bytes per bucket with its control byte, not the 45 of a key and an
-//! index (94 MiB of buckets at a million associations, and as much again while it
-//! doubles). A lookup compares the key in the value it is about to use anyway; growing
-//! rehashes from the stored hashes, without visiting a million values (that was 8 % of
-//! `analyze` at 1M associations). A removed value's place is reused by the next insert;
-//! the vector's unused capacity is never touched, so not resident.
+//! ([`Keyed`]), and the index holds only a 4-byte place in it and the key's 32-bit
+//! hash: 8 bytes per bucket, not the 45 of a key and an index. A lookup compares the
+//! key in the value it is about to use anyway; growing rehashes from the stored hashes,
+//! without visiting a million values (that was 8 % of `analyze` at 1M associations). A
+//! removed value's place is reused by the next insert; the vector's unused capacity is
+//! never touched, so not resident.
 //!
-//! The index hashes with foldhash (randomly seeded per table, as hashbrown's default):
-//! the std SipHash of a 40-byte key was a visible part of each record's cost, and keys
-//! come off the wire, so the seed stays random.
+//! The index is hand-written ([`Index`], linear probing) rather than hashbrown's
+//! `HashTable` (9 bytes per bucket, control bytes and entries apart) so that a
+//! bucket's one cache line can be asked for ahead of its use ([`Table::prefetch_index`]):
+//! at a million associations `analyze` waited on the index's lines as much as on the
+//! values' (`cargo xtask bench`, scale, measured in BENCHMARKS.md).
+//!
+//! The index hashes with foldhash, randomly seeded once per process: the std SipHash
+//! of a 40-byte key was a visible part of each record's cost, and keys come off the
+//! wire, so the seed stays random; one seed for every table, so that a key hashed once
+//! is looked up in several ([`hash32`]: `analyze` reads each frame's key ahead once, for
+//! its flow and its association).
 //!
 //! The last key found is remembered with its place: one record leads to several lookups
 //! of its association in a row (the correlator's steps, the engine's flow update), and a
@@ -22,8 +29,8 @@
 
 use std::cell::Cell;
 use std::hash::BuildHasher as _;
+use std::sync::OnceLock;
 
-use hashbrown::HashTable;
 use hbwatch_common::key::FlowKey;
 
 /// A value that carries its association's key.
@@ -44,10 +51,125 @@ impl<V> Keyed for WithKey<V> {
     }
 }
 
+/// Places by 32-bit hash: open addressing with linear probing over 8-byte buckets,
+/// each `(place + 1) << 32 | hash` (0: empty), at most 3/4 full (a miss then reads ~8
+/// buckets, one or two cache lines). Removal shifts the entries after the hole back
+/// (no tombstones: a table that churns for days probes no longer than a new one).
+#[derive(Debug, Default)]
+struct Index {
+    buckets: Vec<u64>,
+    len: usize,
+}
+
+impl Index {
+    #[inline]
+    fn mask(&self) -> usize {
+        self.buckets.len().wrapping_sub(1)
+    }
+
+    /// The first bucket `h` may be in.
+    #[inline]
+    fn home(&self, h: u32) -> usize {
+        h as usize & self.mask()
+    }
+
+    /// The bucket and place of the entry of hash `h` for which `is` holds.
+    #[inline]
+    fn find(&self, h: u32, mut is: impl FnMut(u32) -> bool) -> Option<(usize, u32)> {
+        if self.buckets.is_empty() {
+            return None;
+        }
+        let mut b = self.home(h);
+        loop {
+            let e = self.buckets[b];
+            if e == 0 {
+                return None;
+            }
+            let place = (e >> 32) as u32 - 1;
+            if e as u32 == h && is(place) {
+                return Some((b, place));
+            }
+            b = (b + 1) & self.mask();
+        }
+    }
+
+    /// Adds `place` under `h` (not there yet).
+    fn insert(&mut self, h: u32, place: u32) {
+        if (self.len + 1) * 4 > self.buckets.len() * 3 {
+            self.grow();
+        }
+        self.put((u64::from(place) + 1) << 32 | u64::from(h));
+        self.len += 1;
+    }
+
+    fn put(&mut self, e: u64) {
+        let mut b = self.home(e as u32);
+        while self.buckets[b] != 0 {
+            b = (b + 1) & self.mask();
+        }
+        self.buckets[b] = e;
+    }
+
+    fn grow(&mut self) {
+        let n = (self.buckets.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.buckets, vec![0; n]);
+        for e in old.into_iter().filter(|&e| e != 0) {
+            self.put(e);
+        }
+    }
+
+    /// Empties bucket `b`, then moves back each entry after it that a probe from its
+    /// home would no longer reach across the hole.
+    fn remove_at(&mut self, mut hole: usize) {
+        let mask = self.mask();
+        self.buckets[hole] = 0;
+        self.len -= 1;
+        let mut b = hole;
+        loop {
+            b = (b + 1) & mask;
+            let e = self.buckets[b];
+            if e == 0 {
+                return;
+            }
+            let home = self.home(e as u32);
+            // Stays if its home lies cyclically in (hole, b]: probing reaches it still.
+            let stays = if hole <= b {
+                hole < home && home <= b
+            } else {
+                hole < home || home <= b
+            };
+            if !stays {
+                self.buckets[hole] = e;
+                self.buckets[b] = 0;
+                hole = b;
+            }
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, h: u32) {
+        if let Some(b) = self.buckets.get(self.home(h)) {
+            prefetch_lines(b);
+        }
+    }
+}
+
+/// The process's seed, the same in every table.
+fn hasher() -> &'static foldhash::fast::RandomState {
+    static SEED: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+    SEED.get_or_init(Default::default)
+}
+
+/// 32 bits of the key's hash, as every table's index stores it.
+#[inline]
+pub fn hash32(key: &FlowKey) -> u32 {
+    hasher().hash_one(key) as u32
+}
+
 #[derive(Debug)]
 pub struct Table<V> {
-    /// (place in `values`, hash of its key), found by the value's key.
-    index: HashTable<(u32, u32)>,
+    /// Places in `values`, found by the value's key.
+    index: Index,
     hasher: foldhash::fast::RandomState,
     values: Vec<Option<V>>,
     /// Places of removed values, reused first.
@@ -59,8 +181,8 @@ pub struct Table<V> {
 impl<V> Default for Table<V> {
     fn default() -> Self {
         Table {
-            index: HashTable::new(),
-            hasher: Default::default(),
+            index: Index::default(),
+            hasher: hasher().clone(),
             values: Vec::new(),
             free: Vec::new(),
             last: Cell::new(None),
@@ -70,24 +192,17 @@ impl<V> Default for Table<V> {
 
 impl<V: Keyed> Table<V> {
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.index.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.len == 0
     }
 
-    /// 32 bits of the key's hash, stored in the index.
+    /// [`hash32`], from the table's own copy of the seed.
     #[inline]
     fn hash32(&self, key: &FlowKey) -> u32 {
         self.hasher.hash_one(key) as u32
-    }
-
-    /// The hash the index places by: the 32 bits in both halves, since hashbrown takes
-    /// the bucket from the low bits and the control tag from the top 7.
-    #[inline]
-    fn spread(h: u32) -> u64 {
-        u64::from(h) | (u64::from(h) << 32)
     }
 
     /// Where `key`'s value is.
@@ -98,18 +213,18 @@ impl<V: Keyed> Table<V> {
                 return Some(i as usize);
             }
         }
-        let i = self.find(key, self.hash32(key))?;
+        let (_, i) = self.find(key, self.hash32(key))?;
         self.last.set(Some((*key, i)));
         Some(i as usize)
     }
 
-    /// The place of `key`, whose 32-bit hash is `h`, by the index alone.
+    /// The bucket and place of `key`, whose 32-bit hash is `h`.
     #[inline]
-    fn find(&self, key: &FlowKey, h: u32) -> Option<u32> {
-        let &(i, _) = self
-            .index
-            .find(Self::spread(h), is_key(&self.values, key, h))?;
-        Some(i)
+    fn find(&self, key: &FlowKey, h: u32) -> Option<(usize, u32)> {
+        let values = &self.values;
+        self.index.find(h, |i| {
+            values[i as usize].as_ref().is_some_and(|v| v.key() == key)
+        })
     }
 
     /// Where `key`'s value is kept: the same place until it is removed, so a timer
@@ -142,7 +257,7 @@ impl<V: Keyed> Table<V> {
         let key = *value.key();
         // Hashed once: looked up, then placed in the index by the same hash.
         let h = self.hash32(&key);
-        if let Some(i) = self.find(&key, h) {
+        if let Some((_, i)) = self.find(&key, h) {
             return self.values[i as usize].replace(value);
         }
         let i = match self.free.pop() {
@@ -152,27 +267,47 @@ impl<V: Keyed> Table<V> {
             }
             None => {
                 self.values.push(Some(value));
-                // A u32 index: the kernel's table and any capture stay far below 2^32.
+                // A u32 place: the kernel's table and any capture stay far below 2^32.
                 (self.values.len() - 1) as u32
             }
         };
-        self.index
-            .insert_unique(Self::spread(h), (i, h), |&(_, h)| Self::spread(h));
+        self.index.insert(h, i);
         None
     }
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<V> {
-        let h = self.hash32(key);
-        let entry = self
-            .index
-            .find_entry(Self::spread(h), is_key(&self.values, key, h))
-            .ok()?;
-        let ((i, _), _) = entry.remove();
+        let (b, i) = self.find(key, self.hash32(key))?;
+        self.index.remove_at(b);
         if self.last.get().is_some_and(|(k, _)| k == *key) {
             self.last.set(None);
         }
         self.free.push(i);
         self.values[i as usize].take()
+    }
+
+    /// Asks for the index bucket of a key whose hash is `h` ([`hash32`]) to be
+    /// brought into the cache, and returns at once: the first of two steps `analyze`
+    /// takes frames ahead of processing one (at a million associations each frame's
+    /// lookups otherwise wait on memory, ~30 % of the run).
+    pub fn prefetch_index(&self, h: u32) {
+        self.index.prefetch(h);
+    }
+
+    /// The second step, some frames after the first: the index (in the cache by now)
+    /// is probed by the hash alone (a colliding hash only brings in another value) and
+    /// the value's lines are asked for. Returns the place probed, for [`Self::expect`].
+    pub fn prefetch_value(&self, h: u32) -> Option<u32> {
+        let (_, i) = self.index.find(h, |_| true)?;
+        prefetch_lines(self.values.get(i as usize)?);
+        Some(i)
+    }
+
+    /// Remembers `place` as `key`'s if its value is `key`'s (the third step, just before
+    /// the frame is processed: its first lookup then neither hashes nor probes).
+    pub fn expect(&self, key: &FlowKey, place: u32) {
+        if self.at(place).is_some_and(|v| v.key() == key) {
+            self.last.set(Some((*key, place)));
+        }
     }
 
     /// The values, in no particular order (callers that report sort).
@@ -189,14 +324,24 @@ impl<V: Keyed> Table<V> {
     }
 }
 
-/// Whether an index entry is `key`'s (hash `h`): the stored hash first, then the key
-/// in the value itself.
-fn is_key<'a, V: Keyed>(
-    values: &'a [Option<V>],
-    key: &'a FlowKey,
-    h: u32,
-) -> impl Fn(&(u32, u32)) -> bool + 'a {
-    move |&(i, ih)| ih == h && values[i as usize].as_ref().is_some_and(|v| v.key() == key)
+/// Asks the CPU to load every cache line of `*v`; returns at once (a hint: no fault,
+/// whatever the address).
+#[inline(always)]
+fn prefetch_lines<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let start = v as *const T as usize;
+        let end = start + std::mem::size_of::<T>();
+        // Every line the value touches: it need not start on one.
+        for line in (start & !63..end).step_by(64) {
+            // SAFETY: a prefetch reads nothing architecturally and cannot fault.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch(line as *const i8, std::arch::x86_64::_MM_HINT_T0)
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
 }
 
 impl<V: Keyed> std::ops::Index<&FlowKey> for Table<V> {
@@ -270,6 +415,49 @@ mod tests {
         t.get_mut(&key(1)).unwrap().value += 1;
         assert_eq!(t[&key(1)].value, 12);
         assert_eq!(t[&key(2)].value, 20);
+    }
+
+    /// Hashes that crowd a few homes and wrap past the index's end, inserted and removed
+    /// in a long pseudo-random series: after every step each entry is found from its home,
+    /// and nothing removed is (removal shifts entries back across the hole).
+    #[test]
+    fn the_index_finds_every_entry_through_collisions_wrap_and_removal() {
+        let mut index = Index::default();
+        let mut model: Vec<(u32, u32)> = Vec::new();
+        let mut x = 0x2545_f491_u32;
+        for step in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            // Low bits from four values near the end of any table size: long runs that
+            // wrap around; high bits tell the entries of one home apart.
+            let h = (x & 0xffff_0000) | [0xffff, 0xfffe, 0x7fff, 0x0000][(x % 4) as usize];
+            if x.is_multiple_of(3) && !model.is_empty() {
+                let (h, place) = model.swap_remove((x as usize / 3) % model.len());
+                let (b, found) = index.find(h, |p| p == place).expect("present");
+                assert_eq!(found, place);
+                index.remove_at(b);
+                assert!(
+                    index.find(h, |p| p == place).is_none(),
+                    "step {step}: removed"
+                );
+            } else {
+                index.insert(h, step);
+                model.push((h, step));
+            }
+            assert_eq!(index.len, model.len());
+            if step % 97 == 0 {
+                for &(h, place) in &model {
+                    assert!(
+                        index.find(h, |p| p == place).is_some(),
+                        "step {step}: {h:x}"
+                    );
+                }
+            }
+        }
+        for &(h, place) in &model {
+            assert!(index.find(h, |p| p == place).is_some());
+        }
     }
 
     #[test]

@@ -479,6 +479,21 @@ impl Correlator {
         self.reannounced
     }
 
+    /// Warms the cache for an association ahead of its records, in three steps
+    /// (`Table::prefetch_index`, `prefetch_value` and `expect`), `h` its key's
+    /// `table::hash32`.
+    pub fn prefetch_index(&self, h: u32) {
+        self.slots.prefetch_index(h);
+    }
+
+    pub fn prefetch_value(&self, h: u32) -> Option<u32> {
+        self.slots.prefetch_value(h)
+    }
+
+    pub fn expect(&self, key: &FlowKey, place: u32) {
+        self.slots.expect(key, place);
+    }
+
     /// One datapath record (with its payload for SIP records).
     pub fn on_record(&mut self, raw: &RawEvent, payload: &[u8], ctx: &Ctx, out: &mut Vec<Event>) {
         let Some(kind) = EventKind::from_u8(raw.kind) else {
