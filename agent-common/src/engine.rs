@@ -129,25 +129,35 @@ pub fn process<F: Frame, E: Env>(f: &F, env: &mut E, now: u64, ifindex: u32) {
     process_with_clock(f, env, || Some(&mut scratch), || now, ifindex)
 }
 
+/// The protocol of a packet's heartbeat port, and whether the packet goes to it:
+/// requests go to the well-known port; responses come from it.
+#[inline(always)]
+fn service<E: Env>(env: &E, h: &parse::Headers) -> (Protocol, bool) {
+    let proto = Protocol::from_u8(env.port_proto(port_slot(h.transport, h.dst_port)));
+    if proto != Protocol::None {
+        return (proto, true);
+    }
+    let proto = Protocol::from_u8(env.port_proto(port_slot(h.transport, h.src_port)));
+    (proto, false)
+}
+
 /// The association a packet most likely belongs to, without touching any state: the
 /// packet's key as a request if it goes to a heartbeat port, else as a response. A
 /// guess (the decoder decides the role): what `analyze` warms the caches for, frames
 /// ahead of processing them; a wrong guess only warms the wrong line.
 pub fn likely_key<F: Frame, E: Env>(f: &F, env: &E) -> Option<FlowKey> {
     let h = headers(f).ok()?;
-    let (proto, role) = match Protocol::from_u8(env.port_proto(port_slot(h.transport, h.dst_port)))
-    {
-        Protocol::None => (
-            Protocol::from_u8(env.port_proto(port_slot(h.transport, h.src_port))),
-            Role::Response,
-        ),
-        p => (p, Role::Request),
-    };
+    let (proto, to_service) = service(env, &h);
     if proto == Protocol::None {
         return None;
     }
     let mut pkt = Packet::default();
     parse::fill(f, &h, &mut pkt).ok()?;
+    let role = if to_service {
+        Role::Request
+    } else {
+        Role::Response
+    };
     Some(FlowKey::of(proto, &pkt, role))
 }
 
@@ -209,13 +219,7 @@ pub fn process_with_clock<'s, F: Frame, E: Env, S, C>(
             return;
         }
     };
-    // Requests go to the well-known port; responses come from it.
-    let mut to_service = true;
-    let mut proto = Protocol::from_u8(env.port_proto(port_slot(h.transport, h.dst_port)));
-    if proto == Protocol::None {
-        to_service = false;
-        proto = Protocol::from_u8(env.port_proto(port_slot(h.transport, h.src_port)));
-    }
+    let (proto, to_service) = service(env, &h);
     if proto == Protocol::None && h.frag & FRAG_LATER == 0 {
         if h.frag != 0 {
             env.count(Counter::Fragments);
