@@ -494,12 +494,12 @@ pub struct Replay {
     /// buffers of frames processed, for the next ones.
     ahead: VecDeque<Ahead>,
     spare: Vec<Vec<u8>>,
-    /// How many frames [`Self::read_frame`] reads ahead: [`READ_AHEAD`] from a file once
-    /// the flows outgrow the caches ([`READ_AHEAD_FROM`]), none from a stream (a pipe
-    /// from tcpdump must not wait for 8 more frames to report).
-    read_ahead: usize,
+    /// [`Self::read_frame`] reads [`READ_AHEAD`] frames ahead (since the flows reached
+    /// `read_ahead_from`).
+    reading_ahead: bool,
     /// Reading from a file: read ahead once this many flows are known
-    /// ([`AnalyzeOptions::read_ahead_from`]).
+    /// ([`AnalyzeOptions::read_ahead_from`]); never from a stream (a pipe from tcpdump
+    /// must not wait for 8 more frames to report).
     read_ahead_from: Option<usize>,
 }
 
@@ -562,7 +562,7 @@ impl Replay {
             link_buf: Vec::new(),
             ahead: VecDeque::with_capacity(READ_AHEAD + 1),
             spare: Vec::new(),
-            read_ahead: 0,
+            reading_ahead: false,
             read_ahead_from: None,
         }
     }
@@ -612,12 +612,12 @@ impl Replay {
     /// A frame of the capture, processed [`READ_AHEAD`] frames later (or by
     /// [`Self::drain`]): its association's state is asked into the cache now.
     fn read_frame(&mut self, link: Link, data: &[u8], ts_ns: u64, out: &mut Vec<Event>) {
-        if self.read_ahead == 0 {
+        if !self.reading_ahead {
             let flows = self.env.flows.get_mut().len();
             if self.read_ahead_from.is_none_or(|from| flows < from) {
                 return self.link_frame(link, data, ts_ns, out);
             }
-            self.read_ahead = READ_AHEAD;
+            self.reading_ahead = true;
         }
         let likely = (link == Link::Ethernet)
             .then(|| likely_key(&SliceFrame(data), &self.env))
@@ -648,7 +648,7 @@ impl Replay {
                 );
             }
         }
-        if n > self.read_ahead {
+        if n > READ_AHEAD {
             self.process_oldest(out);
         }
     }
@@ -681,6 +681,15 @@ impl Replay {
         let ctx = replay_ctx(&self.conv, &self.env, self.hold);
         self.correlator.finish(self.now, &ctx, out);
     }
+}
+
+/// Sends the events made so far, counting them in `written`.
+fn deliver(events: &mut Vec<Event>, out: &mut dyn Sink, written: &mut u64) -> anyhow::Result<()> {
+    for ev in events.drain(..) {
+        out.send(&ev)?;
+        *written += 1;
+    }
+    Ok(())
 }
 
 /// The correlator's context offline: capture time, and the flow table's held beats when
@@ -773,10 +782,7 @@ pub fn analyze_reader(
     let mut written = 0u64;
     let read = read_frames(input, &mut |link, data, ts, consumed| {
         replay.read_frame(link, data, ts, &mut events);
-        for ev in events.drain(..) {
-            out.send(&ev)?;
-            written += 1;
-        }
+        deliver(&mut events, out, &mut written)?;
         if let Some(bar) = &bar {
             if replay.frames.is_multiple_of(4096) {
                 bar.set_position(consumed);
@@ -785,10 +791,7 @@ pub fn analyze_reader(
         Ok(())
     })?;
     replay.drain(&mut events);
-    for ev in events.drain(..) {
-        out.send(&ev)?;
-        written += 1;
-    }
+    deliver(&mut events, out, &mut written)?;
     let end = match read {
         Ok(end) => end,
         Err(why) => return Ok(unreadable(name, format!("{}: {why}", path.display()))),
@@ -818,10 +821,7 @@ pub fn analyze_reader(
         warnings.push(SKIPPED.to_string());
     }
     replay.finish(&mut events);
-    for ev in events.drain(..) {
-        out.send(&ev)?;
-        written += 1;
-    }
+    deliver(&mut events, out, &mut written)?;
     out.flush()?;
     let mut counters = replay.env.counter_map();
     counters.extend(replay.correlator.named_counters());

@@ -170,7 +170,6 @@ pub fn hash32(key: &FlowKey) -> u32 {
 pub struct Table<V> {
     /// Places in `values`, found by the value's key.
     index: Index,
-    hasher: foldhash::fast::RandomState,
     values: Vec<Option<V>>,
     /// Places of removed values, reused first.
     free: Vec<u32>,
@@ -182,7 +181,6 @@ impl<V> Default for Table<V> {
     fn default() -> Self {
         Table {
             index: Index::default(),
-            hasher: hasher().clone(),
             values: Vec::new(),
             free: Vec::new(),
             last: Cell::new(None),
@@ -199,12 +197,6 @@ impl<V: Keyed> Table<V> {
         self.index.len == 0
     }
 
-    /// [`hash32`], from the table's own copy of the seed.
-    #[inline]
-    fn hash32(&self, key: &FlowKey) -> u32 {
-        self.hasher.hash_one(key) as u32
-    }
-
     /// Where `key`'s value is.
     #[inline]
     fn place(&self, key: &FlowKey) -> Option<usize> {
@@ -213,7 +205,7 @@ impl<V: Keyed> Table<V> {
                 return Some(i as usize);
             }
         }
-        let (_, i) = self.find(key, self.hash32(key))?;
+        let (_, i) = self.find(key, hash32(key))?;
         self.last.set(Some((*key, i)));
         Some(i as usize)
     }
@@ -256,7 +248,7 @@ impl<V: Keyed> Table<V> {
     pub fn insert(&mut self, value: V) -> Option<V> {
         let key = *value.key();
         // Hashed once: looked up, then placed in the index by the same hash.
-        let h = self.hash32(&key);
+        let h = hash32(&key);
         if let Some((_, i)) = self.find(&key, h) {
             return self.values[i as usize].replace(value);
         }
@@ -276,7 +268,7 @@ impl<V: Keyed> Table<V> {
     }
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<V> {
-        let (b, i) = self.find(key, self.hash32(key))?;
+        let (b, i) = self.find(key, hash32(key))?;
         self.index.remove_at(b);
         if self.last.get().is_some_and(|(k, _)| k == *key) {
             self.last.set(None);
